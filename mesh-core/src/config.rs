@@ -1,0 +1,99 @@
+//! The configuration model as written by people (YAML) and read by the control service.
+//!
+//! These types are deliberately loose (addresses and identities are strings) so that
+//! [`MeshConfig::validate`] can report *every* problem with the path of the field, instead of
+//! stopping at the first one as a typed deserializer would.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The services of a mesh, their replicas and their routes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Every service the mesh knows.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+/// One logical service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name (a DNS label).
+    pub name: String,
+    /// Its namespace (a DNS label); `default` when omitted.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Its replicas.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// Routes attached to it.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// `ip:port`.
+    pub address: String,
+    /// Relative weight, 1 to 1,000,000; 1 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Failure domain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// Labels such as `version: v1`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The SPIFFE ID the replica presents (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+    pub identity: String,
+}
+
+/// A route attached to the service it is listed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique within the service.
+    pub name: String,
+    /// Rules, in order.
+    #[serde(default)]
+    pub rules: Vec<RouteRuleSpec>,
+}
+
+/// One rule of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRuleSpec {
+    /// Optional rule name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Weighted backends.
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRefSpec>,
+}
+
+/// A weighted reference to a backend service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendRefSpec {
+    /// The backend service's name.
+    pub name: String,
+    /// Its namespace; the route's own when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Relative weight; 1 when omitted, 0 sends nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+mod validate;
+
+pub use validate::ValidConfig;

@@ -1,0 +1,192 @@
+//! The validated view of destinations that a client receives from the control service.
+//!
+//! Every value here has passed validation: addresses parse, identities are SPIFFE IDs, names are
+//! DNS labels. The control service builds these from its config; a client builds them from the
+//! wire with [`crate::convert`], validating again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use crate::spiffe::SpiffeId;
+
+/// A service's name within its namespace, written `name.namespace` (`greeter.default`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName {
+    /// The Kubernetes-style namespace.
+    pub namespace: String,
+    /// The service's name.
+    pub name: String,
+}
+
+/// A service name that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid service name {input:?}: {reason}")]
+pub struct ServiceNameError {
+    /// What was given.
+    pub input: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+impl ServiceName {
+    /// A name from its parts, validated as DNS-1123 labels.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, ServiceNameError> {
+        for part in [namespace, name] {
+            if let Err(reason) = check_dns_label(part) {
+                return Err(ServiceNameError {
+                    input: format!("{name}.{namespace}"),
+                    reason,
+                });
+            }
+        }
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Checks a Kubernetes DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn check_dns_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() {
+        return Err("empty name");
+    }
+    if label.len() > 63 {
+        return Err("longer than 63 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lowercase letters, digits and '-' are allowed");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+impl FromStr for ServiceName {
+    type Err = ServiceNameError;
+
+    /// Parses `name.namespace`; a bare `name` is refused (the namespace is never guessed here).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, namespace) = s.split_once('.').ok_or_else(|| ServiceNameError {
+            input: s.to_owned(),
+            reason: "expected name.namespace",
+        })?;
+        let namespace = namespace
+            .strip_suffix(".svc.cluster.local")
+            .or_else(|| namespace.strip_suffix(".svc"))
+            .unwrap_or(namespace);
+        Self::new(namespace, name).map_err(|e| ServiceNameError {
+            input: s.to_owned(),
+            reason: e.reason,
+        })
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+/// Everything a subscriber needs at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Increases with every change the control service makes.
+    pub version: u64,
+    /// The destinations the subscriber asked for, in the order it asked.
+    pub destinations: Vec<Destination>,
+}
+
+impl Snapshot {
+    /// The destination called `service`, if the snapshot has it.
+    pub fn destination(&self, service: &ServiceName) -> Option<&Destination> {
+        self.destinations.iter().find(|d| &d.service == service)
+    }
+}
+
+/// One destination service as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Which service.
+    pub service: ServiceName,
+    /// False when the control service knows no such service.
+    pub found: bool,
+    /// The service's own replicas, used when no route is attached.
+    pub endpoints: Vec<Endpoint>,
+    /// Routes attached to the service.
+    pub routes: Vec<Route>,
+    /// The services that `routes` reference, resolved to their endpoints.
+    pub backends: Vec<Backend>,
+}
+
+impl Destination {
+    /// A destination the control service does not know.
+    pub fn not_found(service: ServiceName) -> Self {
+        Self {
+            service,
+            found: false,
+            endpoints: Vec::new(),
+            routes: Vec::new(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// A backend service that a route references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Which service.
+    pub service: ServiceName,
+    /// False when no such service exists: its share of traffic fails (500 / UNAVAILABLE).
+    pub found: bool,
+    /// Its replicas.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One replica of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Relative weight for balancing, at least 1.
+    pub weight: u32,
+    /// Failure domain; empty when unknown.
+    pub zone: String,
+    /// Labels such as `version: v2`.
+    pub labels: BTreeMap<String, String>,
+    /// The SPIFFE ID the replica must present when a client connects.
+    pub identity: SpiffeId,
+}
+
+/// A route attached to a destination (Gateway API HTTPRoute/GRPCRoute with a Service parent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The route's name, unique within the destination.
+    pub name: String,
+    /// Its rules, in order.
+    pub rules: Vec<RouteRule>,
+}
+
+/// One rule of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// Optional name (Gateway API named rules); empty when unnamed.
+    pub name: String,
+    /// Where matching traffic goes, by weight.
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// A weighted reference to a backend service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRef {
+    /// The backend service.
+    pub service: ServiceName,
+    /// Relative weight; 0 sends nothing.
+    pub weight: u32,
+}
