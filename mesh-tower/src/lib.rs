@@ -1,1 +1,51 @@
-//! placeholder
+//! The mesh runtime inside a service: identity, the control client, mTLS, and the client and
+//! server stacks.
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // MESH_CONTROL_ADDR, MESH_TRUST_ANCHORS_FILE, MESH_TOKEN(_FILE), MESH_SERVICE, ...
+//! let mesh = mesh_tower::Mesh::from_env().await?;
+//!
+//! // Serve an axum router (or any tower HTTP service) over mTLS.
+//! let router = axum::Router::new();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tokio::spawn({
+//!     let mesh = mesh.clone();
+//!     async move { mesh.serve(listener, router).await }
+//! });
+//!
+//! // Call another service through the mesh.
+//! let client = mesh.client::<axum::body::Body>("catalog.shop").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! How it works: [`Mesh::start`] makes a P-256 key in process, asks the control service for a
+//! certificate with the workload's token (`Certify`), and opens a `Watch` stream for the
+//! destinations its clients need. Each [`MeshClient`] balances over its destination's endpoints
+//! with power-of-two-choices over peak-EWMA latency, connecting to each over mTLS and accepting
+//! only the SPIFFE identity discovery says the endpoint has. Servers require a client
+//! certificate and hand the caller's verified identity to handlers as [`PeerIdentity`].
+//!
+//! When the control service goes away the mesh keeps serving with the last good snapshot and
+//! its still-valid certificate, and reconnects with jittered backoff.
+
+mod client;
+mod connect;
+mod control;
+mod discovery;
+pub mod error;
+mod identity;
+mod mesh;
+pub mod server;
+pub mod settings;
+pub mod tls;
+
+pub use client::{MeshClient, ResponseFuture};
+pub use discovery::ControlStatus;
+pub use error::{BoxError, CallError, ConnectError};
+pub use identity::{Identity, IdentityError, Svid};
+pub use mesh::{Mesh, StartError};
+pub use server::{MeshIncoming, MeshTlsStream, PeerIdentity, WithPeerIdentity};
+pub use settings::{MeshSettings, SettingsError, TokenSource};

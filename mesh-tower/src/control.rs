@@ -1,0 +1,282 @@
+//! The service's side of the control protocol: connecting to the control service over TLS,
+//! asking for certificates (`Certify`) and following snapshots (`Watch`).
+//!
+//! Both workers run for the life of the mesh handle. The watch worker reconnects with jittered
+//! exponential backoff, fails over between the control service's addresses, and keeps the last
+//! good snapshot in force while disconnected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::uri::Authority;
+use mesh_core::proto::control_client::ControlClient;
+use mesh_core::proto::{Ack, Subscribe, WatchRequest, watch_request};
+use mesh_core::snapshot::{ServiceName, Snapshot};
+use mesh_core::tls::{TrustBundle, TrustStore};
+use mesh_core::{SpiffeId, TrustDomain};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::jittered;
+use crate::connect::{Http2Sender, connect_http2};
+use crate::discovery::Discovery;
+use crate::error::ConnectError;
+use crate::identity::{Identity, IdentityError, KeyAndCsr, Svid};
+use crate::settings::TokenSource;
+use crate::tls::client_config;
+
+type ControlGrpc = ControlClient<Http2Sender<tonic::body::Body>>;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Opens connections to the control service, trying its addresses in turn and starting from
+/// the one that worked last.
+#[derive(Debug)]
+pub(crate) struct ControlConnector {
+    addrs: Vec<String>,
+    expected: SpiffeId,
+    next: AtomicUsize,
+}
+
+impl ControlConnector {
+    pub(crate) fn new(addrs: Vec<String>, expected: SpiffeId) -> Self {
+        Self {
+            addrs,
+            expected,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A gRPC client on a fresh connection. Presents `identity` when given (Watch); without one
+    /// the control service accepts only `Certify`.
+    async fn connect(
+        &self,
+        trust: &TrustStore,
+        identity: Option<&Identity>,
+    ) -> Result<ControlGrpc, ConnectError> {
+        let tls = client_config(trust, self.expected.clone(), identity);
+        let start = self.next.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for i in 0..self.addrs.len() {
+            let index = (start + i) % self.addrs.len();
+            let host_port = &self.addrs[index];
+            let resolved = match tokio::net::lookup_host(host_port.as_str()).await {
+                Ok(resolved) => resolved,
+                Err(source) => {
+                    last_error = Some(ConnectError::Resolve {
+                        peer: host_port.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            for addr in resolved {
+                match connect_http2(addr, tls.clone()).await {
+                    Ok(sender) => {
+                        self.next.store(index, Ordering::Relaxed);
+                        let authority = Authority::try_from(host_port.as_str())
+                            .unwrap_or_else(|_| Authority::from_static("mesh-control"));
+                        return Ok(ControlClient::new(Http2Sender::new(sender, authority)));
+                    }
+                    Err(error) => {
+                        tracing::debug!(control = %addr, %error, "control service unreachable");
+                        last_error = Some(error);
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ConnectError::Resolve {
+            peer: self.addrs.join(","),
+            source: std::io::Error::other("no address"),
+        }))
+    }
+}
+
+/// Obtains a certificate: a new key, a CSR, the token as proof, and the reply checked.
+pub(crate) async fn certify(
+    connector: &ControlConnector,
+    trust: &TrustStore,
+    token: &TokenSource,
+    trust_domain: &TrustDomain,
+) -> Result<(Svid, TrustBundle), IdentityError> {
+    let key = KeyAndCsr::generate()?;
+    let token = read_token(token).await?;
+    let mut grpc = connector.connect(trust, None).await?;
+    let reply = grpc
+        .certify(key.request(token))
+        .await
+        .map_err(|status| {
+            IdentityError::Refused(format!("{:?}: {}", status.code(), status.message()))
+        })?
+        .into_inner();
+    key.accept(reply, trust_domain)
+}
+
+async fn read_token(token: &TokenSource) -> Result<String, IdentityError> {
+    match token {
+        TokenSource::Inline(token) => Ok(token.clone()),
+        // Read at every request: a projected token is rotated by the kubelet.
+        TokenSource::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map(|t| t.trim().to_owned())
+            .map_err(|source| IdentityError::Token {
+                path: path.clone(),
+                source,
+            }),
+    }
+}
+
+/// Renews the certificate at about 70 % of its life, retrying with backoff until it expires.
+pub(crate) async fn renew_forever(
+    connector: Arc<ControlConnector>,
+    identity: Identity,
+    token: TokenSource,
+    trust_domain: TrustDomain,
+) {
+    loop {
+        let wait = identity
+            .renew_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match certify(&connector, identity.trust(), &token, &trust_domain).await {
+                Ok((svid, bundle)) => {
+                    tracing::info!(id = %svid.id, not_after = ?svid.not_after, "certificate renewed");
+                    identity.rotate(svid, bundle);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "certificate renewal failed; retrying");
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Who this subscriber is, as told to the control service.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) node: String,
+    pub(crate) own_service: Option<ServiceName>,
+}
+
+/// Follows snapshots for as long as the mesh lives, reconnecting with backoff.
+pub(crate) async fn watch_forever(
+    connector: Arc<ControlConnector>,
+    identity: Identity,
+    discovery: Arc<Discovery>,
+    subscriber: Subscriber,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let result = watch_once(&connector, &identity, &discovery, &subscriber).await;
+        discovery.set_status(|s| {
+            s.connected = false;
+            if let Err(error) = &result {
+                s.last_error = Some(error.clone());
+            }
+        });
+        match result {
+            Ok(received) => {
+                tracing::info!("control stream ended; reconnecting");
+                if received {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "control stream failed; reconnecting"),
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One Watch stream, until it ends. Returns whether any snapshot arrived.
+async fn watch_once(
+    connector: &ControlConnector,
+    identity: &Identity,
+    discovery: &Discovery,
+    subscriber: &Subscriber,
+) -> Result<bool, String> {
+    let mut grpc = connector
+        .connect(identity.trust(), Some(identity))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut wanted = discovery.wanted();
+    let (requests, outbound) = mpsc::channel(16);
+    let first = subscribe_message(subscriber, &wanted.borrow_and_update());
+    // The receiver is alive: it is held by `outbound` right here.
+    let _ = requests.send(first).await;
+    let mut snapshots = grpc
+        .watch(ReceiverStream::new(outbound))
+        .await
+        .map_err(|status| format!("Watch refused: {:?}: {}", status.code(), status.message()))?
+        .into_inner();
+    discovery.set_status(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+    let mut received = false;
+    loop {
+        tokio::select! {
+            message = snapshots.message() => {
+                let wire = match message {
+                    Ok(Some(wire)) => wire,
+                    Ok(None) => return Ok(received),
+                    Err(status) => {
+                        return Err(format!("Watch stream: {:?}: {}", status.code(), status.message()));
+                    }
+                };
+                received = true;
+                let version = wire.version;
+                let error = match Snapshot::try_from(wire) {
+                    Ok(snapshot) => {
+                        tracing::debug!(version, "snapshot accepted");
+                        discovery.publish(snapshot);
+                        String::new()
+                    }
+                    Err(errors) => {
+                        // The last good snapshot stays in force.
+                        let error = errors.to_string();
+                        tracing::warn!(version, %error, "snapshot refused");
+                        discovery.set_status(|s| s.last_nack = Some((version, error.clone())));
+                        error
+                    }
+                };
+                let ack = WatchRequest {
+                    kind: Some(watch_request::Kind::Ack(Ack { version, error })),
+                };
+                if requests.send(ack).await.is_err() {
+                    return Ok(received);
+                }
+            }
+            changed = wanted.changed() => {
+                if changed.is_err() {
+                    return Ok(received);
+                }
+                let update = subscribe_message(subscriber, &wanted.borrow_and_update());
+                if requests.send(update).await.is_err() {
+                    return Ok(received);
+                }
+            }
+        }
+    }
+}
+
+fn subscribe_message(
+    subscriber: &Subscriber,
+    destinations: &std::collections::BTreeSet<ServiceName>,
+) -> WatchRequest {
+    WatchRequest {
+        kind: Some(watch_request::Kind::Subscribe(Subscribe {
+            node: subscriber.node.clone(),
+            own_service: subscriber.own_service.as_ref().map(Into::into),
+            destinations: destinations.iter().map(Into::into).collect(),
+        })),
+    }
+}

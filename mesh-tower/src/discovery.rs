@@ -1,0 +1,101 @@
+//! What the control service last said: the snapshot in use, which destinations are wanted, and
+//! the state of the control connection.
+//!
+//! The snapshot is published through a `watch` channel: the request path never reads it under
+//! a lock held by the control path for long, and every destination's discovery sees each
+//! change.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mesh_core::snapshot::{ServiceName, Snapshot};
+use tokio::sync::watch;
+
+/// The control connection as the service sees it, for health reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlStatus {
+    /// Whether a Watch stream is open now.
+    pub connected: bool,
+    /// The version of the snapshot in use (0 before the first).
+    pub version: u64,
+    /// When the snapshot in use arrived.
+    pub updated_at: Option<SystemTime>,
+    /// The last error on the control connection, if any since it was last healthy.
+    pub last_error: Option<String>,
+    /// The last snapshot refused, with the reason.
+    pub last_nack: Option<(u64, String)>,
+}
+
+impl ControlStatus {
+    /// How long ago the snapshot in use arrived.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.updated_at
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+    }
+}
+
+/// The shared discovery state of one mesh handle.
+#[derive(Debug)]
+pub(crate) struct Discovery {
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    wanted: watch::Sender<BTreeSet<ServiceName>>,
+    status: watch::Sender<ControlStatus>,
+}
+
+impl Discovery {
+    pub(crate) fn new() -> Self {
+        Self {
+            snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
+            wanted: watch::Sender::new(BTreeSet::new()),
+            status: watch::Sender::new(ControlStatus::default()),
+        }
+    }
+
+    /// Follows the snapshot in use.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    /// The snapshot in use.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Puts a validated snapshot in force.
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        let version = snapshot.version;
+        self.snapshot.send_replace(Arc::new(snapshot));
+        self.status.send_modify(|s| {
+            s.version = version;
+            s.updated_at = Some(SystemTime::now());
+        });
+    }
+
+    /// Follows the set of destinations wanted.
+    pub(crate) fn wanted(&self) -> watch::Receiver<BTreeSet<ServiceName>> {
+        self.wanted.subscribe()
+    }
+
+    /// Adds a destination to the subscription.
+    pub(crate) fn want(&self, destination: &ServiceName) {
+        self.wanted.send_if_modified(|set| set.insert(destination.clone()));
+    }
+
+    /// The control connection's state.
+    pub(crate) fn status(&self) -> ControlStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Updates the control connection's state.
+    pub(crate) fn set_status(&self, update: impl FnOnce(&mut ControlStatus)) {
+        self.status.send_modify(update);
+    }
+
+    /// Waits until a snapshot answers for `destination` (found or not), up to `timeout`.
+    pub(crate) async fn resolved(&self, destination: &ServiceName, timeout: Duration) -> bool {
+        let mut snapshots = self.subscribe();
+        let wait = snapshots.wait_for(|s| s.destination(destination).is_some());
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+    }
+}

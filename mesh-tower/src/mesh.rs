@@ -1,0 +1,254 @@
+//! [`Mesh`]: the handle a service holds. Starting it gets a certificate from the control
+//! service and opens the Watch stream; from it come clients for destinations and the TLS
+//! configuration for serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mesh_core::snapshot::{ServiceName, Snapshot};
+use mesh_core::tls::{TrustBundle, TrustStore};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+use crate::client::MeshClient;
+use crate::control::{ControlConnector, Subscriber, certify, renew_forever, watch_forever};
+use crate::discovery::{ControlStatus, Discovery};
+use crate::error::BoxError;
+use crate::identity::{Identity, IdentityError};
+use crate::server::MeshIncoming;
+use crate::settings::{MeshSettings, SettingsError};
+use crate::tls::server_config;
+
+/// Why the mesh could not start, or a client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is missing or malformed.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The trust anchors file could not be read or parsed.
+    #[error("MESH_TRUST_ANCHORS_FILE {path}: {message}")]
+    TrustAnchors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No certificate could be had before the start-up timeout.
+    #[error("no certificate from the control service after {waited:?}: {source}")]
+    Certificate {
+        /// How long it tried.
+        waited: Duration,
+        /// The last failure.
+        #[source]
+        source: IdentityError,
+    },
+    /// The control service did not answer for a destination in time.
+    #[error("destination {destination}: no answer from the control service after {waited:?}")]
+    Unresolved {
+        /// The destination.
+        destination: ServiceName,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+/// The mesh inside one service: identity, discovery, and the workers that keep them current.
+/// Cheap to clone; the workers stop when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: MeshSettings,
+    identity: Identity,
+    discovery: Arc<Discovery>,
+    workers: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+}
+
+impl Mesh {
+    /// Starts the mesh from `MESH_*` environment variables.
+    pub async fn from_env() -> Result<Self, StartError> {
+        Self::start(MeshSettings::from_env()?).await
+    }
+
+    /// Starts the mesh: reads the trust anchors, obtains a certificate (retrying until
+    /// `startup_timeout` while the control service is unreachable), then follows snapshots
+    /// and renews the certificate in the background.
+    pub async fn start(settings: MeshSettings) -> Result<Self, StartError> {
+        let pem = tokio::fs::read(&settings.trust_anchors_file)
+            .await
+            .map_err(|e| StartError::TrustAnchors {
+                path: settings.trust_anchors_file.clone(),
+                message: e.to_string(),
+            })?;
+        let anchors = TrustBundle::from_pem(settings.trust_domain.clone(), &pem).map_err(|e| {
+            StartError::TrustAnchors {
+                path: settings.trust_anchors_file.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let trust = TrustStore::new(anchors);
+        let connector = Arc::new(ControlConnector::new(
+            settings.control_addrs.clone(),
+            settings.control_identity.clone(),
+        ));
+
+        let (svid, bundle) = first_certificate(&connector, &trust, &settings).await?;
+        tracing::info!(id = %svid.id, not_after = ?svid.not_after, "mesh identity issued");
+        trust.store(bundle);
+        let identity = Identity::new(svid, trust);
+
+        let discovery = Arc::new(Discovery::new());
+        let subscriber = Subscriber {
+            node: settings.node.clone(),
+            own_service: settings.service.clone(),
+        };
+        let workers = vec![
+            tokio::spawn(renew_forever(
+                connector.clone(),
+                identity.clone(),
+                settings.token.clone(),
+                settings.trust_domain.clone(),
+            ))
+            .abort_handle(),
+            tokio::spawn(watch_forever(
+                connector,
+                identity.clone(),
+                discovery.clone(),
+                subscriber,
+            ))
+            .abort_handle(),
+        ];
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                identity,
+                discovery,
+                workers,
+            }),
+        })
+    }
+
+    /// The settings the mesh runs with.
+    pub fn settings(&self) -> &MeshSettings {
+        &self.inner.settings
+    }
+
+    /// This workload's identity and trust bundle.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// The snapshot in use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.discovery.snapshot()
+    }
+
+    /// The control connection's state: connected, version, staleness.
+    pub fn control_status(&self) -> ControlStatus {
+        self.inner.discovery.status()
+    }
+
+    /// A client for `destination` (`name.namespace`, or `name` in this workload's namespace).
+    /// Waits until the control service has answered for it (up to the start-up timeout), so
+    /// the first call does not race discovery.
+    pub async fn client<B>(&self, destination: &str) -> Result<MeshClient<B>, StartError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let destination = self.inner.settings.destination(destination)?;
+        let discovery = &self.inner.discovery;
+        discovery.want(&destination);
+        let waited = self.inner.settings.startup_timeout;
+        if !discovery.resolved(&destination, waited).await {
+            return Err(StartError::Unresolved {
+                destination,
+                waited,
+            });
+        }
+        Ok(MeshClient::new(
+            destination,
+            discovery,
+            self.inner.identity.clone(),
+        ))
+    }
+
+    /// The server TLS configuration: this workload's SVID, client certificates required.
+    pub fn server_tls_config(&self) -> Arc<ServerConfig> {
+        server_config(&self.inner.identity, true)
+    }
+
+    /// Accepts mTLS connections on `listener` (for tonic's `serve_with_incoming`, or
+    /// [`crate::server::serve`]).
+    pub fn incoming(&self, listener: TcpListener) -> std::io::Result<MeshIncoming> {
+        MeshIncoming::new(listener, self.server_tls_config())
+    }
+
+    /// Serves `service` (an axum `Router` or any tower HTTP service) over mTLS on `listener`,
+    /// with the caller's [`crate::PeerIdentity`] in each request's extensions.
+    pub async fn serve<S, ResBody>(&self, listener: TcpListener, service: S) -> std::io::Result<()>
+    where
+        S: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<ResBody>,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ResBody: http_body::Body + Send + 'static,
+        ResBody::Data: Send,
+        ResBody::Error: Into<BoxError>,
+    {
+        let incoming = self.incoming(listener)?;
+        crate::server::serve(incoming, service).await;
+        Ok(())
+    }
+}
+
+/// The first certificate, retried with backoff while the control service is unreachable.
+async fn first_certificate(
+    connector: &ControlConnector,
+    trust: &TrustStore,
+    settings: &MeshSettings,
+) -> Result<(crate::identity::Svid, TrustBundle), StartError> {
+    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match certify(connector, trust, &settings.token, &settings.trust_domain).await {
+            Ok(issued) => return Ok(issued),
+            // A refusal will not change by asking again: fail at once with the reason.
+            Err(source @ IdentityError::Refused(_)) | Err(source @ IdentityError::BadReply(_)) => {
+                return Err(StartError::Certificate {
+                    waited: Duration::ZERO,
+                    source,
+                });
+            }
+            Err(source) => {
+                if tokio::time::Instant::now() + backoff > deadline {
+                    return Err(StartError::Certificate {
+                        waited: settings.startup_timeout,
+                        source,
+                    });
+                }
+                tracing::info!(error = %source, "control service not reachable yet; retrying");
+                tokio::time::sleep(crate::client::jittered(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

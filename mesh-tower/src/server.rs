@@ -1,0 +1,270 @@
+//! The server side: accepting mTLS connections, extracting the peer's verified SPIFFE ID, and
+//! serving any tower HTTP service (an axum `Router`, tonic's routes) over them.
+//!
+//! Handshakes run in their own tasks with a time limit, so a slow or hostile client never
+//! blocks the accept loop. The verified identity reaches handlers as a [`PeerIdentity`]
+//! request extension.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use mesh_core::SpiffeId;
+use mesh_core::tls::spiffe_id_of;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::error::BoxError;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted connections waiting for the server to take them.
+const ACCEPT_BACKLOG: usize = 128;
+
+/// The verified SPIFFE ID of the caller, put in every request's extensions by the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity(pub SpiffeId);
+
+impl PeerIdentity {
+    /// The caller's SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// An accepted, handshaken mTLS connection and what was verified about its peer.
+#[derive(Debug)]
+pub struct MeshTlsStream {
+    inner: TlsStream<TcpStream>,
+    remote_addr: SocketAddr,
+    peer: Option<PeerIdentity>,
+}
+
+impl MeshTlsStream {
+    /// The peer's socket address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// The peer's verified identity; `None` only when client certificates are optional and the
+    /// peer sent none.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer.as_ref()
+    }
+
+    /// The ALPN protocol agreed on.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.inner.get_ref().1.alpn_protocol()
+    }
+}
+
+impl AsyncRead for MeshTlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for MeshTlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A stream of accepted mTLS connections, for `tonic`'s `serve_with_incoming` or [`serve`].
+/// Connections whose handshake fails (no certificate, an unknown CA, plaintext) are dropped and
+/// logged; they never reach the application.
+#[derive(Debug)]
+pub struct MeshIncoming {
+    accepted: mpsc::Receiver<MeshTlsStream>,
+    local_addr: SocketAddr,
+    accept_task: tokio::task::AbortHandle,
+}
+
+impl MeshIncoming {
+    /// Accepts on `listener` with `tls` (from [`crate::tls::server_config`]).
+    pub fn new(listener: TcpListener, tls: Arc<ServerConfig>) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
+        let acceptor = TlsAcceptor::from(tls);
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, tx)).abort_handle();
+        Ok(Self {
+            accepted,
+            local_addr,
+            accept_task,
+        })
+    }
+
+    /// The address being listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MeshIncoming {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl Stream for MeshIncoming {
+    type Item = io::Result<MeshTlsStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.accepted.poll_recv(cx).map(|s| s.map(Ok))
+    }
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<MeshTlsStream>) {
+    loop {
+        let (tcp, remote_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::info!(peer = %remote_addr, %error, "mTLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(peer = %remote_addr, "mTLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| spiffe_id_of(leaf).ok())
+                .map(PeerIdentity);
+            let _ = tx
+                .send(MeshTlsStream {
+                    inner: stream,
+                    remote_addr,
+                    peer,
+                })
+                .await;
+        });
+    }
+}
+
+/// Adds the connection's [`PeerIdentity`] to every request on it.
+#[derive(Debug, Clone)]
+pub struct WithPeerIdentity<S> {
+    inner: S,
+    peer: Option<PeerIdentity>,
+}
+
+impl<S> WithPeerIdentity<S> {
+    /// Wraps `inner` for a connection from `peer`.
+    pub fn new(inner: S, peer: Option<PeerIdentity>) -> Self {
+        Self { inner, peer }
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for WithPeerIdentity<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(peer.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
+/// `incoming`, over HTTP/2 or HTTP/1.1 as ALPN chose, with the peer's identity in each
+/// request's extensions. Runs until `incoming` ends.
+pub async fn serve<S, ResBody>(mut incoming: MeshIncoming, service: S)
+where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    use futures_util::StreamExt;
+    while let Some(Ok(stream)) = incoming.next().await {
+        let remote = stream.remote_addr();
+        let service = WithPeerIdentity::new(service.clone(), stream.peer_identity().cloned());
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(error) = connection.await {
+                tracing::debug!(peer = %remote, %error, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! The mesh's settings: read once from `MESH_*` environment variables, or built in code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_core::snapshot::ServiceName;
+use mesh_core::{SpiffeId, TrustDomain};
+
+/// A setting that is missing or malformed; names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct SettingsError {
+    /// The environment variable (or builder field) that is wrong.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl SettingsError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// How the workload proves who it is when it asks for a certificate.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file read at every request, so a rotated projected token is picked up (`MESH_TOKEN_FILE`).
+    File(PathBuf),
+    /// A token given directly (`MESH_TOKEN`), for development.
+    Inline(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            // Tokens are credentials: never in logs.
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// Everything the mesh needs to start in a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// Addresses of the control service (`host:port`), tried in turn (`MESH_CONTROL_ADDR`,
+    /// comma-separated).
+    pub control_addrs: Vec<String>,
+    /// The identity the control service must present (`MESH_CONTROL_IDENTITY`; default
+    /// `spiffe://<td>/ns/mesh-system/sa/mesh-control`).
+    pub control_identity: SpiffeId,
+    /// The trust domain (`MESH_TRUST_DOMAIN`, default `mesh.local`).
+    pub trust_domain: TrustDomain,
+    /// The service this process serves, if any (`MESH_SERVICE`: `name` or `name.namespace`).
+    pub service: Option<ServiceName>,
+    /// The workload's namespace (`MESH_POD_NAMESPACE`, default `default`).
+    pub namespace: String,
+    /// The workload's service account (`MESH_SERVICE_ACCOUNT`, default `default`).
+    pub service_account: String,
+    /// A PEM file with the roots to trust at start-up (`MESH_TRUST_ANCHORS_FILE`).
+    pub trust_anchors_file: PathBuf,
+    /// The proof of identity for `Certify` (`MESH_TOKEN_FILE` or `MESH_TOKEN`).
+    pub token: TokenSource,
+    /// This instance's name, for operators (`MESH_NODE_NAME`, else `HOSTNAME`, else the pid).
+    pub node: String,
+    /// How long to wait for the control service at start-up before failing
+    /// (`MESH_STARTUP_TIMEOUT`, seconds, default 30).
+    pub startup_timeout: Duration,
+}
+
+impl MeshSettings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let trust_domain = match get("MESH_TRUST_DOMAIN") {
+            Some(td) => TrustDomain::new(td.trim())
+                .map_err(|e| SettingsError::new("MESH_TRUST_DOMAIN", e.to_string()))?,
+            None => default_trust_domain(),
+        };
+        let control_addrs: Vec<String> = get("MESH_CONTROL_ADDR")
+            .ok_or_else(|| {
+                SettingsError::new("MESH_CONTROL_ADDR", "not set (host:port of mesh-control)")
+            })?
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        for addr in &control_addrs {
+            check_host_port(addr).map_err(|m| SettingsError::new("MESH_CONTROL_ADDR", m))?;
+        }
+        let control_identity = match get("MESH_CONTROL_IDENTITY") {
+            Some(id) => SpiffeId::parse(id.trim())
+                .map_err(|e| SettingsError::new("MESH_CONTROL_IDENTITY", e.to_string()))?,
+            None => default_control_identity(&trust_domain),
+        };
+        let namespace = get("MESH_POD_NAMESPACE").unwrap_or_else(|| "default".to_owned());
+        mesh_core::snapshot::check_dns_label(&namespace)
+            .map_err(|m| SettingsError::new("MESH_POD_NAMESPACE", m))?;
+        let service_account = get("MESH_SERVICE_ACCOUNT").unwrap_or_else(|| "default".to_owned());
+        mesh_core::snapshot::check_dns_label(&service_account)
+            .map_err(|m| SettingsError::new("MESH_SERVICE_ACCOUNT", m))?;
+        let service = get("MESH_SERVICE")
+            .map(|s| parse_service(s.trim(), &namespace))
+            .transpose()
+            .map_err(|m| SettingsError::new("MESH_SERVICE", m))?;
+        let trust_anchors_file = get("MESH_TRUST_ANCHORS_FILE")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                SettingsError::new("MESH_TRUST_ANCHORS_FILE", "not set (PEM file of trust roots)")
+            })?;
+        let token = match (get("MESH_TOKEN_FILE"), get("MESH_TOKEN")) {
+            (Some(path), _) => TokenSource::File(PathBuf::from(path)),
+            (None, Some(token)) => TokenSource::Inline(token.trim().to_owned()),
+            (None, None) => {
+                return Err(SettingsError::new(
+                    "MESH_TOKEN_FILE",
+                    "not set (nor MESH_TOKEN): the workload needs a token to get a certificate",
+                ));
+            }
+        };
+        let node = get("MESH_NODE_NAME")
+            .or_else(|| get("HOSTNAME"))
+            .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+        let startup_timeout = match get("MESH_STARTUP_TIMEOUT") {
+            Some(s) => Duration::from_secs(s.trim().parse::<u64>().map_err(|_| {
+                SettingsError::new(
+                    "MESH_STARTUP_TIMEOUT",
+                    format!("expected whole seconds, got {s:?}"),
+                )
+            })?),
+            None => DEFAULT_STARTUP_TIMEOUT,
+        };
+        Ok(Self {
+            control_addrs,
+            control_identity,
+            trust_domain,
+            service,
+            namespace,
+            service_account,
+            trust_anchors_file,
+            token,
+            node,
+            startup_timeout,
+        })
+    }
+
+    /// Settings built in code: the control service at `control_addr`, trust roots in
+    /// `trust_anchors_file`, a bootstrap `token`; everything else defaulted.
+    pub fn new(
+        control_addr: impl Into<String>,
+        trust_domain: TrustDomain,
+        trust_anchors_file: impl Into<PathBuf>,
+        token: TokenSource,
+    ) -> Self {
+        let control_identity = default_control_identity(&trust_domain);
+        Self {
+            control_addrs: vec![control_addr.into()],
+            control_identity,
+            trust_domain,
+            service: None,
+            namespace: "default".to_owned(),
+            service_account: "default".to_owned(),
+            trust_anchors_file: trust_anchors_file.into(),
+            token,
+            node: format!("pid-{}", std::process::id()),
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
+
+    /// Sets the service this process serves.
+    pub fn with_service(mut self, service: ServiceName) -> Self {
+        self.service = Some(service);
+        self
+    }
+
+    /// Sets the instance name.
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// Resolves a destination name as a client would write it: `name.namespace`, or a bare
+    /// `name` in the workload's own namespace.
+    pub fn destination(&self, name: &str) -> Result<ServiceName, SettingsError> {
+        parse_service(name, &self.namespace).map_err(|m| SettingsError::new("destination", m))
+    }
+}
+
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_trust_domain() -> TrustDomain {
+    match TrustDomain::new("mesh.local") {
+        Ok(td) => td,
+        // "mesh.local" is a constant that satisfies the trust-domain grammar.
+        Err(e) => unreachable!("default trust domain is valid: {e}"),
+    }
+}
+
+/// The control service's identity when `MESH_CONTROL_IDENTITY` is not set.
+pub fn default_control_identity(trust_domain: &TrustDomain) -> SpiffeId {
+    match SpiffeId::from_service_account(trust_domain, "mesh-system", "mesh-control") {
+        Ok(id) => id,
+        // A valid trust domain with two constant DNS labels always makes a valid ID.
+        Err(e) => unreachable!("control identity is valid: {e}"),
+    }
+}
+
+fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, String> {
+    if s.contains('.') {
+        s.parse::<ServiceName>().map_err(|e| e.to_string())
+    } else {
+        ServiceName::new(default_namespace, s).map_err(|e| e.to_string())
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{addr:?} has no valid port"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("MESH_CONTROL_ADDR", "127.0.0.1:7400"),
+        ("MESH_TRUST_ANCHORS_FILE", "/tmp/bundle.pem"),
+        ("MESH_TOKEN", "tok"),
+    ];
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(s.trust_domain.as_str(), "mesh.local");
+        assert_eq!(
+            s.control_identity.as_str(),
+            "spiffe://mesh.local/ns/mesh-system/sa/mesh-control"
+        );
+        assert_eq!(s.namespace, "default");
+        assert_eq!(s.service, None);
+        assert_eq!(s.token, TokenSource::Inline("tok".into()));
+    }
+
+    #[test]
+    fn service_takes_the_pod_namespace() {
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_SERVICE", "greeter"));
+        vars.push(("MESH_POD_NAMESPACE", "shop"));
+        let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(s.service.unwrap().to_string(), "greeter.shop");
+        assert_eq!(s.destination("cart").unwrap().to_string(), "cart.shop");
+        assert_eq!(
+            s.destination("cart.other").unwrap().to_string(),
+            "cart.other"
+        );
+    }
+
+    #[test]
+    fn each_bad_variable_is_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("MESH_CONTROL_ADDR", "nope", "MESH_CONTROL_ADDR"),
+            ("MESH_TRUST_DOMAIN", "Bad_Domain!", "MESH_TRUST_DOMAIN"),
+            ("MESH_POD_NAMESPACE", "Not_A_Label", "MESH_POD_NAMESPACE"),
+            ("MESH_SERVICE_ACCOUNT", "-sa", "MESH_SERVICE_ACCOUNT"),
+            ("MESH_SERVICE", "UPPER", "MESH_SERVICE"),
+            ("MESH_CONTROL_IDENTITY", "http://x", "MESH_CONTROL_IDENTITY"),
+            ("MESH_STARTUP_TIMEOUT", "soon", "MESH_STARTUP_TIMEOUT"),
+        ];
+        for (var, value, named) in cases {
+            let mut vars: Vec<(&str, &str)> = BASE.iter().filter(|(k, _)| k != var).copied().collect();
+            vars.push((var, value));
+            let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
+            assert_eq!(err.var, *named, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_required_variables_are_named() {
+        for var in ["MESH_CONTROL_ADDR", "MESH_TRUST_ANCHORS_FILE", "MESH_TOKEN"] {
+            let vars: Vec<(&str, &str)> = BASE.iter().filter(|(k, _)| *k != var).copied().collect();
+            let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
+            let expected = if var == "MESH_TOKEN" { "MESH_TOKEN_FILE" } else { var };
+            assert_eq!(err.var, expected);
+        }
+    }
+}
