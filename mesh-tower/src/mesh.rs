@@ -184,6 +184,7 @@ impl Mesh {
             destination,
             discovery,
             self.inner.identity.clone(),
+            self.inner.settings.ready_timeout,
         ))
     }
 

@@ -70,6 +70,9 @@ pub struct MeshSettings {
     /// How long to wait for the control service at start-up before failing
     /// (`MESH_STARTUP_TIMEOUT`, seconds, default 30).
     pub startup_timeout: Duration,
+    /// How long a call waits for some endpoint of its destination to become reachable before
+    /// failing with UNAVAILABLE (`MESH_READY_TIMEOUT`, seconds, default 10).
+    pub ready_timeout: Duration,
 }
 
 impl MeshSettings {
@@ -140,6 +143,15 @@ impl MeshSettings {
             })?),
             None => DEFAULT_STARTUP_TIMEOUT,
         };
+        let ready_timeout = match get("MESH_READY_TIMEOUT") {
+            Some(s) => Duration::from_secs(s.trim().parse::<u64>().map_err(|_| {
+                SettingsError::new(
+                    "MESH_READY_TIMEOUT",
+                    format!("expected whole seconds, got {s:?}"),
+                )
+            })?),
+            None => DEFAULT_READY_TIMEOUT,
+        };
         Ok(Self {
             control_addrs,
             control_identity,
@@ -151,6 +163,7 @@ impl MeshSettings {
             token,
             node,
             startup_timeout,
+            ready_timeout,
         })
     }
 
@@ -174,6 +187,7 @@ impl MeshSettings {
             token,
             node: format!("pid-{}", std::process::id()),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
         }
     }
 
@@ -197,6 +211,7 @@ impl MeshSettings {
 }
 
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn default_trust_domain() -> TrustDomain {
     match TrustDomain::new("mesh.local") {
@@ -291,6 +306,7 @@ mod tests {
             ("MESH_SERVICE", "UPPER", "MESH_SERVICE"),
             ("MESH_CONTROL_IDENTITY", "http://x", "MESH_CONTROL_IDENTITY"),
             ("MESH_STARTUP_TIMEOUT", "soon", "MESH_STARTUP_TIMEOUT"),
+            ("MESH_READY_TIMEOUT", "-1", "MESH_READY_TIMEOUT"),
         ];
         for (var, value, named) in cases {
             let mut vars: Vec<(&str, &str)> = BASE.iter().filter(|(k, _)| k != var).copied().collect();

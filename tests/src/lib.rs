@@ -1,1 +1,235 @@
-//! placeholder
+//! The end-to-end test harness, shared by every test in `tests/`: a real control service
+//! reading a real config file, meshes that get real certificates from it, and greeter and
+//! axum services served over mTLS on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use examples::GreeterReplica;
+use examples::hello::greeter_server::GreeterServer;
+use mesh_control::{ConfigSource, ControlOptions, RunningControl};
+use mesh_core::TrustDomain;
+use mesh_core::snapshot::ServiceName;
+use mesh_tonic::{MeshLayer, MeshTonicExt};
+use mesh_tower::{Mesh, MeshSettings, TokenSource};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The trust domain every test uses.
+pub const TRUST_DOMAIN: &str = "mesh.local";
+
+/// Tokens in [`Config`]'s rendering: `<service-account>-token` maps to that account.
+pub fn token_for(service_account: &str) -> String {
+    format!("{service_account}-token")
+}
+
+/// The SPIFFE ID of a service account in the `default` namespace.
+pub fn spiffe(service_account: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/default/sa/{service_account}")
+}
+
+/// A mesh config under construction, rendered to the control file's YAML.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    services: Vec<(String, Vec<(SocketAddr, String)>)>,
+    accounts: Vec<String>,
+}
+
+impl Config {
+    /// An empty config.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds service `name` (namespace `default`) with endpoints `(address, service account)`.
+    pub fn service(mut self, name: &str, endpoints: &[(SocketAddr, &str)]) -> Self {
+        self.services.push((
+            name.to_owned(),
+            endpoints.iter().map(|(a, sa)| (*a, sa.to_string())).collect(),
+        ));
+        self
+    }
+
+    /// Adds a bootstrap token `<account>-token` for service account `account`.
+    pub fn account(mut self, account: &str) -> Self {
+        self.accounts.push(account.to_owned());
+        self
+    }
+
+    /// The control file's YAML.
+    pub fn render(&self) -> String {
+        let mut yaml = String::from("services:\n");
+        for (name, endpoints) in &self.services {
+            yaml += &format!("  - name: {name}\n    namespace: default\n");
+            yaml += if endpoints.is_empty() {
+                "    endpoints: []\n"
+            } else {
+                "    endpoints:\n"
+            };
+            for (addr, sa) in endpoints {
+                yaml += &format!("      - address: \"{addr}\"\n        identity: {}\n", spiffe(sa));
+            }
+        }
+        yaml += "bootstrapTokens:\n";
+        for account in &self.accounts {
+            yaml += &format!(
+                "  - token: {}\n    namespace: default\n    serviceAccount: {account}\n",
+                token_for(account)
+            );
+        }
+        yaml
+    }
+}
+
+/// A running control service reading a config file in a temporary directory.
+pub struct Harness {
+    /// The control service.
+    pub control: Option<RunningControl>,
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The trust anchors file clients start with.
+    pub anchors: PathBuf,
+    /// The config file the control service watches.
+    pub config_path: PathBuf,
+    control_addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts a control service on `config`.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        init_test_logging();
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("mesh.yaml");
+        std::fs::write(&config_path, config.render())?;
+        let trust_domain = TrustDomain::new(TRUST_DOMAIN)?;
+        let anchors = dir.path().join("trust-bundle.pem");
+        let mut options =
+            ControlOptions::new(trust_domain.clone(), ConfigSource::File(config_path.clone()));
+        options.trust_bundle_out = Some(anchors.clone());
+        let control = mesh_control::start(options).await?;
+        Ok(Self {
+            control_addr: control.addr(),
+            control: Some(control),
+            trust_domain,
+            anchors,
+            config_path,
+            _dir: dir,
+        })
+    }
+
+    /// Replaces the config file (atomically, as an editor's save would).
+    pub fn write_config(&self, config: &Config) -> anyhow::Result<()> {
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, config.render())?;
+        std::fs::rename(&tmp, &self.config_path)?;
+        Ok(())
+    }
+
+    /// The control service's config version.
+    pub fn config_version(&self) -> u64 {
+        self.control.as_ref().map_or(0, RunningControl::config_version)
+    }
+
+    /// Stops the control service.
+    pub async fn stop_control(&mut self) {
+        if let Some(control) = self.control.take() {
+            control.shutdown().await;
+        }
+    }
+
+    /// Settings for a workload running as `account`, serving `service` if given.
+    pub fn settings(&self, account: &str, service: Option<&str>) -> MeshSettings {
+        let mut settings = MeshSettings::new(
+            self.control_addr.to_string(),
+            self.trust_domain.clone(),
+            &self.anchors,
+            TokenSource::Inline(token_for(account)),
+        )
+        .with_node(format!("{account}-test"));
+        settings.service_account = account.to_owned();
+        settings.startup_timeout = Duration::from_secs(10);
+        settings.ready_timeout = Duration::from_secs(2);
+        if let Some(service) = service {
+            settings = settings.with_service(ServiceName {
+                namespace: "default".into(),
+                name: service.into(),
+            });
+        }
+        settings
+    }
+
+    /// A started mesh for a workload running as `account`.
+    pub async fn mesh(&self, account: &str) -> anyhow::Result<Mesh> {
+        Ok(Mesh::start(self.settings(account, None)).await?)
+    }
+
+    /// Starts a greeter replica called `name` on `listener`, running as `account`.
+    pub async fn greeter(
+        &self,
+        listener: TcpListener,
+        name: &str,
+        account: &str,
+    ) -> anyhow::Result<Replica> {
+        let mesh = Mesh::start(self.settings(account, Some("greeter"))).await?;
+        let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
+        let addr = listener.local_addr()?;
+        let incoming = mesh.tonic_incoming(listener)?;
+        let service = GreeterServer::new(greeter.clone());
+        let task = tokio::spawn(async move {
+            let _mesh = mesh;
+            let _ = tonic::transport::Server::builder()
+                .layer(MeshLayer::new())
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Ok(Replica {
+            addr,
+            greeter,
+            task,
+        })
+    }
+}
+
+/// A greeter replica started by [`Harness::greeter`]; stops when dropped.
+pub struct Replica {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its handler (counts calls served).
+    pub greeter: GreeterReplica,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds a listener on a free loopback port.
+pub async fn listener() -> anyhow::Result<TcpListener> {
+    Ok(TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

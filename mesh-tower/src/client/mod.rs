@@ -31,8 +31,6 @@ use discover::EndpointDiscover;
 
 /// How many calls may wait for the balancer at once, per destination.
 const BUFFER_CAPACITY: usize = 1024;
-/// How long a call waits for some endpoint of a destination to become reachable.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client for one destination service. Any HTTP request body with `Bytes` chunks can be
 /// sent; tonic uses it through `mesh-tonic`'s channel, hyper or axum callers directly.
@@ -63,7 +61,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(destination: ServiceName, discovery: &Discovery, identity: Identity) -> Self {
+    pub(crate) fn new(
+        destination: ServiceName,
+        discovery: &Discovery,
+        identity: Identity,
+        ready_timeout: Duration,
+    ) -> Self {
         // The logical name is the authority the server sees (`greeter.default`); it is always a
         // valid authority because both parts are DNS labels.
         let authority = Authority::try_from(destination.to_string())
@@ -78,7 +81,7 @@ where
             destination.clone(),
             discover,
             discovery.subscribe(),
-            READY_TIMEOUT,
+            ready_timeout,
         );
         Self {
             destination,

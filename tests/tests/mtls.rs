@@ -1,0 +1,181 @@
+//! mTLS end to end: both identities verified and visible, and every kind of caller or server
+//! without the right certificate refused.
+
+use std::sync::Arc;
+
+use examples::hello::HelloRequest;
+use examples::hello::greeter_client::GreeterClient;
+use mesh_core::SpiffeId;
+use mesh_core::testing::TestCa;
+use mesh_core::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider};
+use mesh_tests::{Config, Harness, listener, spiffe};
+use mesh_tonic::MeshTonicExt;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+async fn hello(channel: Channel) -> Result<String, tonic::Status> {
+    GreeterClient::new(channel)
+        .say_hello(HelloRequest { name: "ann".into() })
+        .await
+        .map(|r| r.into_inner().message)
+}
+
+/// A tonic channel that connects over TLS with `tls` (or in plaintext with `None`), bypassing
+/// the mesh's client: how a caller outside the mesh would try.
+async fn raw_channel(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<ClientConfig>>,
+) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    let connector = tower::service_fn(move |_: Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let name = ServerName::IpAddress(addr.ip().into());
+                    Box::new(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+                }
+            };
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
+        }
+    });
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+fn tls_trusting(bundle: TrustBundle, server: &str) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+    let verifier = SpiffeServerVerifier::new(
+        TrustStore::new(bundle),
+        SpiffeId::parse(server).expect("valid id"),
+    );
+    ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+}
+
+fn finish(mut config: ClientConfig) -> Option<Arc<ClientConfig>> {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Some(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_tonic_call_verifies_both_identities_and_the_handler_sees_the_caller() {
+    let l = listener().await.unwrap();
+    let config = Config::new()
+        .service("greeter", &[(l.local_addr().unwrap(), "greeter")])
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let replica = harness.greeter(l, "g1", "greeter").await.unwrap();
+    let client = harness.mesh("client").await.unwrap();
+    assert_eq!(client.identity().id().as_str(), spiffe("client"));
+
+    let mut greeter = GreeterClient::new(client.channel("greeter.default").await.unwrap());
+    let reply = greeter
+        .say_hello(HelloRequest { name: "ann".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    assert_eq!(
+        reply,
+        format!(
+            "Hello, ann! from g1 ({}) to {}",
+            spiffe("greeter"),
+            spiffe("client")
+        )
+    );
+    assert_eq!(replica.greeter.served(), 1);
+}
+
+#[tokio::test]
+async fn callers_without_a_valid_mesh_certificate_are_refused() {
+    let l = listener().await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let config = Config::new()
+        .service("greeter", &[(addr, "greeter")])
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let replica = harness.greeter(l, "g1", "greeter").await.unwrap();
+    let bundle = harness.control.as_ref().unwrap().trust_bundle();
+    let greeter_id = spiffe("greeter");
+
+    // The harness itself works: a caller with a real mesh certificate gets through.
+    let client = harness.mesh("client").await.unwrap();
+    let good = finish(
+        tls_trusting(bundle.clone(), &greeter_id)
+            .with_client_cert_resolver(Arc::new(client.identity().clone())),
+    );
+    hello(raw_channel(addr, good).await.unwrap()).await.unwrap();
+    assert_eq!(replica.greeter.served(), 1);
+
+    // Plaintext.
+    let plaintext = match raw_channel(addr, None).await {
+        Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(plaintext.is_err(), "plaintext call succeeded");
+
+    // TLS, but no client certificate.
+    let no_cert = finish(tls_trusting(bundle.clone(), &greeter_id).with_no_client_auth());
+    let refused = match raw_channel(addr, no_cert).await {
+        Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(refused.is_err(), "call without a client certificate succeeded");
+
+    // A certificate for a mesh identity, but from another CA; and one from another trust domain.
+    let other_ca = TestCa::new("mesh.local");
+    let other_domain = TestCa::new("other.local");
+    let forged = [
+        other_ca.issue(&SpiffeId::parse(&spiffe("client")).unwrap()),
+        other_domain.issue(&SpiffeId::parse("spiffe://other.local/ns/default/sa/client").unwrap()),
+    ];
+    for cert in forged {
+        let tls = finish(
+            tls_trusting(bundle.clone(), &greeter_id)
+                .with_client_auth_cert(cert.chain, cert.key)
+                .unwrap(),
+        );
+        let refused = match raw_channel(addr, tls).await {
+            Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        assert!(refused.is_err(), "call with a forged certificate succeeded");
+    }
+    assert_eq!(replica.greeter.served(), 1, "a refused caller reached the handler");
+}
+
+#[tokio::test]
+async fn a_server_with_another_identity_than_discovery_expects_is_refused() {
+    let l = listener().await.unwrap();
+    // Discovery says the endpoint is the greeter, but what listens there runs as an impostor
+    // (with a perfectly valid certificate of the mesh for its own identity).
+    let config = Config::new()
+        .service("greeter", &[(l.local_addr().unwrap(), "greeter")])
+        .account("impostor")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let impostor = harness.greeter(l, "evil", "impostor").await.unwrap();
+    let client = harness.mesh("client").await.unwrap();
+
+    let channel = client.channel("greeter.default").await.unwrap();
+    let status = GreeterClient::new(channel)
+        .say_hello(HelloRequest { name: "ann".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("greeter.default"),
+        "the error names the destination: {status:?}"
+    );
+    assert_eq!(impostor.greeter.served(), 0);
+}
