@@ -1,48 +1,334 @@
 //! Test helpers shared by every crate's tests (feature `testing`): a test CA that issues good
 //! SVIDs and deliberately broken certificates.
+//!
+//! ```
+//! use mesh_core::testing::{TestCa, edit};
+//! use mesh_core::tls::{verify_svid, Usage};
+//!
+//! let ca = TestCa::new("cluster.local");
+//! let id = ca.id("default", "greeter");
+//! let good = ca.issue(&id);
+//! let now = rustls_pki_types::UnixTime::now();
+//! assert_eq!(verify_svid(&ca.bundle(), good.leaf(), &good.chain[1..], now, Usage::Server).unwrap(), id);
+//!
+//! let expired = ca.issue_with(&id, edit::expired);
+//! assert!(verify_svid(&ca.bundle(), expired.leaf(), &[], now, Usage::Server).is_err());
+//! ```
+//!
+//! Everything here panics on failure instead of returning errors: it is for tests only.
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::tls::TrustBundle;
 
+/// The rcgen version these helpers use, for tests that edit [`CertificateParams`] by hand.
+pub use rcgen;
+
 /// A certificate chain (leaf first) and its private key.
 #[derive(Debug)]
 pub struct TestCert {
-    /// Leaf first.
+    /// Leaf first, then any intermediates (never the root).
     pub chain: Vec<CertificateDer<'static>>,
     /// The leaf's key, PKCS#8.
     pub key: PrivateKeyDer<'static>,
 }
 
-/// A self-signed root for one trust domain.
+// === impl TestCert ===
+
+impl TestCert {
+    /// The leaf certificate.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// The intermediates (the chain after the leaf).
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.chain[1..]
+    }
+
+    /// The chain as PEM, leaf first, as a certificate file holds it.
+    pub fn chain_pem(&self) -> String {
+        self.chain
+            .iter()
+            .map(|cert| crate::pem::encode("CERTIFICATE", cert))
+            .collect()
+    }
+
+    /// The key as a PKCS#8 `PRIVATE KEY` PEM block.
+    pub fn key_pem(&self) -> String {
+        crate::pem::encode("PRIVATE KEY", self.key.secret_der())
+    }
+}
+
+impl Clone for TestCert {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// A CA for one trust domain: a self-signed root, or an intermediate under one
+/// ([`TestCa::intermediate`]).
 pub struct TestCa {
     trust_domain: TrustDomain,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The self-signed root this CA chains to (its own certificate when it is the root).
+    root: CertificateDer<'static>,
+    /// Intermediates from this CA up to, not including, the root: appended to every leaf chain.
+    chain: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestCa")
             .field("trust_domain", &self.trust_domain)
+            .field("intermediates", &self.chain.len())
             .finish()
     }
 }
 
+// === impl TestCa ===
+
 impl TestCa {
-    /// A fresh root for `trust_domain`.
+    /// A fresh self-signed P-256 root for `trust_domain`, valid from a day ago for ten years.
+    ///
+    /// # Panics
+    ///
+    /// When `trust_domain` is not a valid trust domain.
     pub fn new(trust_domain: &str) -> Self {
-        let _ = trust_domain;
-        todo!()
+        let trust_domain = TrustDomain::new(trust_domain).expect("TestCa::new: bad trust domain");
+        // Distinct names, so that an unrelated root is an unknown issuer to webpki rather than
+        // a same-named CA whose signature fails.
+        static ROOTS: AtomicUsize = AtomicUsize::new(0);
+        let n = ROOTS.fetch_add(1, Ordering::Relaxed);
+        let params = ca_params(&format!("mesh test root {n} {trust_domain}"), false);
+        let key = new_key();
+        let issuer = CertifiedIssuer::self_signed(params, key).expect("TestCa: self-sign root");
+        let root = issuer.der().clone();
+        Self {
+            trust_domain,
+            issuer,
+            root,
+            chain: Vec::new(),
+        }
+    }
+
+    /// An intermediate CA signed by this one, in the same trust domain; its leaves carry the
+    /// intermediates in their chains and verify against the same [`TestCa::bundle`].
+    pub fn intermediate(&self) -> Self {
+        let depth = self.chain.len() + 1;
+        let params = ca_params(
+            &format!("mesh test intermediate {depth} {}", self.trust_domain),
+            true,
+        );
+        let issuer = CertifiedIssuer::signed_by(params, new_key(), &self.issuer)
+            .expect("TestCa: sign intermediate");
+        let mut chain = vec![issuer.der().clone()];
+        chain.extend(self.chain.iter().cloned());
+        Self {
+            trust_domain: self.trust_domain.clone(),
+            issuer,
+            root: self.root.clone(),
+            chain,
+        }
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
     }
 
     /// The root as a bundle.
     pub fn bundle(&self) -> TrustBundle {
-        todo!()
+        TrustBundle::from_der(self.trust_domain.clone(), vec![self.root.clone()])
+            .expect("TestCa: the root is a trust anchor")
     }
 
-    /// A valid SVID (serverAuth + clientAuth, 1 h) for `id`.
+    /// The root certificate, DER.
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.root.clone()
+    }
+
+    /// This CA's own certificate (the root, or the intermediate), DER.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// `spiffe://<td>/ns/<namespace>/sa/<service_account>` in this CA's trust domain.
+    ///
+    /// # Panics
+    ///
+    /// When either part is not a DNS label.
+    pub fn id(&self, namespace: &str, service_account: &str) -> SpiffeId {
+        SpiffeId::from_service_account(&self.trust_domain, namespace, service_account)
+            .expect("TestCa::id: bad namespace or service account")
+    }
+
+    /// A valid SVID for `id`: P-256 key, one URI SAN, serverAuth + clientAuth,
+    /// digitalSignature, not a CA, valid from a minute ago for an hour.
     pub fn issue(&self, id: &SpiffeId) -> TestCert {
-        let _ = id;
-        todo!()
+        self.issue_with(id, |_| {})
+    }
+
+    /// An SVID for `id` whose parameters `edit` changes first: to make deliberately broken
+    /// certificates (see [`edit`] for the usual ones). `id` is written as the URI SAN before
+    /// `edit` runs.
+    pub fn issue_with(&self, id: &SpiffeId, edit: impl FnOnce(&mut CertificateParams)) -> TestCert {
+        let mut params = leaf_params(id);
+        edit(&mut params);
+        let key = new_key();
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("TestCa: sign leaf");
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.chain.iter().cloned());
+        TestCert {
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+}
+
+fn new_key() -> KeyPair {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("TestCa: generate P-256 key")
+}
+
+/// A CA's parameters, without path length constraints so that intermediates can nest.
+fn ca_params(common_name: &str, intermediate: bool) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = intermediate;
+    edit::validity(
+        &mut params,
+        SystemTime::now() - Duration::from_secs(24 * 3600),
+        SystemTime::now() + Duration::from_secs(10 * 365 * 24 * 3600),
+    );
+    params
+}
+
+fn leaf_params(id: &SpiffeId) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    // SPIFFE leaves carry their identity in the URI SAN; the subject is informational only.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, id.path().trim_start_matches('/'));
+    params.subject_alt_names = vec![uri_san(id.as_str())];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    edit::validity(
+        &mut params,
+        SystemTime::now() - Duration::from_secs(60),
+        SystemTime::now() + Duration::from_secs(3600),
+    );
+    params
+}
+
+fn uri_san(uri: &str) -> SanType {
+    SanType::URI(uri.try_into().expect("TestCa: URI SAN must be IA5 (ASCII)"))
+}
+
+/// Edits for [`TestCa::issue_with`], each making one thing about a leaf unusual or wrong.
+/// They compose: `ca.issue_with(&id, |p| { edit::make_ca(p); edit::expired(p) })`.
+pub mod edit {
+    use super::*;
+
+    /// Valid from `not_before` to `not_after`.
+    pub fn validity(params: &mut CertificateParams, not_before: SystemTime, not_after: SystemTime) {
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+    }
+
+    /// Expired an hour ago (valid from two hours ago).
+    pub fn expired(params: &mut CertificateParams) {
+        let now = SystemTime::now();
+        validity(
+            params,
+            now - Duration::from_secs(2 * 3600),
+            now - Duration::from_secs(3600),
+        );
+    }
+
+    /// Valid only from an hour from now.
+    pub fn not_yet_valid(params: &mut CertificateParams) {
+        let now = SystemTime::now();
+        validity(
+            params,
+            now + Duration::from_secs(3600),
+            now + Duration::from_secs(2 * 3600),
+        );
+    }
+
+    /// Adds a second URI SAN.
+    pub fn extra_uri(params: &mut CertificateParams, uri: &str) {
+        params.subject_alt_names.push(uri_san(uri));
+    }
+
+    /// Adds a DNS SAN (harmless to the mesh, which ignores DNS names).
+    pub fn extra_dns(params: &mut CertificateParams, name: &str) {
+        params.subject_alt_names.push(SanType::DnsName(
+            name.try_into()
+                .expect("edit::extra_dns: name must be IA5 (ASCII)"),
+        ));
+    }
+
+    /// Replaces the URI SAN with `uri`, which need not be a SPIFFE ID.
+    pub fn uri(params: &mut CertificateParams, uri: &str) {
+        params.subject_alt_names = vec![uri_san(uri)];
+    }
+
+    /// Removes every SAN.
+    pub fn no_sans(params: &mut CertificateParams) {
+        params.subject_alt_names.clear();
+    }
+
+    /// Makes the leaf a CA (basicConstraints cA=true, keyCertSign).
+    pub fn make_ca(params: &mut CertificateParams) {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages.push(KeyUsagePurpose::KeyCertSign);
+    }
+
+    /// Leaves basicConstraints out altogether (a leaf without it is still not a CA).
+    pub fn no_basic_constraints(params: &mut CertificateParams) {
+        params.is_ca = IsCa::NoCa;
+    }
+
+    /// A keyUsage with keyEncipherment only, no digitalSignature.
+    pub fn no_digital_signature(params: &mut CertificateParams) {
+        params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+    }
+
+    /// Extended key usage serverAuth only.
+    pub fn server_only(params: &mut CertificateParams) {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
+
+    /// Extended key usage clientAuth only.
+    pub fn client_only(params: &mut CertificateParams) {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     }
 }

@@ -288,7 +288,7 @@ mod tests {
         vars.push(("MESH_SERVICE", "greeter"));
         vars.push(("MESH_POD_NAMESPACE", "shop"));
         let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
-        assert_eq!(s.service.unwrap().to_string(), "greeter.shop");
+        assert_eq!(s.service.as_ref().unwrap().to_string(), "greeter.shop");
         assert_eq!(s.destination("cart").unwrap().to_string(), "cart.shop");
         assert_eq!(
             s.destination("cart.other").unwrap().to_string(),

@@ -1,0 +1,155 @@
+//! Field checks shared by config validation and wire-to-model conversion, so that the control
+//! service and its clients refuse exactly the same things, with the same messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::net::SocketAddr;
+
+use crate::error::FieldError;
+use crate::snapshot::{Endpoint, check_dns_label, check_dns_subdomain};
+use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// The largest endpoint or backend weight; bounds the sum of a weight table well inside `u64`.
+pub(crate) const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Remembers where each key was first seen, to report duplicates with both places.
+#[derive(Debug)]
+pub(crate) struct FirstSeen<K>(HashMap<K, String>);
+
+impl<K: Eq + Hash> FirstSeen<K> {
+    pub(crate) fn new() -> Self {
+        Self(HashMap::new())
+    }
+
+    /// `None` the first time `key` is seen (at `path`); after that, the path of the first time.
+    pub(crate) fn check(&mut self, key: K, path: &str) -> Option<String> {
+        match self.0.entry(key) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(path.to_owned());
+                None
+            }
+        }
+    }
+}
+
+/// A DNS-1123 label such as a service name or namespace; `what` names it in the message.
+pub(crate) fn dns_label(what: &str, value: &str) -> Result<(), String> {
+    check_dns_label(value).map_err(|reason| format!("invalid {what} {value:?}: {reason}"))
+}
+
+/// A route name: a DNS-1123 subdomain, as Kubernetes object names are.
+pub(crate) fn route_name(value: &str) -> Result<(), String> {
+    check_dns_subdomain(value).map_err(|reason| format!("invalid route name {value:?}: {reason}"))
+}
+
+/// An optional rule name: empty, or shaped like Gateway API's `SectionName` (a DNS subdomain).
+pub(crate) fn rule_name(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check_dns_subdomain(value).map_err(|reason| format!("invalid rule name {value:?}: {reason}"))
+}
+
+/// An address a client can dial: `ip:port`, with neither an unspecified IP nor port 0.
+pub(crate) fn address(value: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = value
+        .parse()
+        .map_err(|_| format!("invalid socket address {value:?}"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "invalid socket address {value:?}: port 0 cannot be dialed"
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "invalid socket address {value:?}: the unspecified address cannot be dialed"
+        ));
+    }
+    Ok(addr)
+}
+
+/// An endpoint's weight: 1 to [`MAX_WEIGHT`] (an endpoint that should get nothing is removed).
+pub(crate) fn endpoint_weight(weight: u32) -> Result<u32, String> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err(format!("weight {weight} is out of range 1 to {MAX_WEIGHT}"))
+    }
+}
+
+/// A backend reference's weight: 0 (sends nothing) to [`MAX_WEIGHT`].
+pub(crate) fn backend_weight(weight: u32) -> Result<u32, String> {
+    if weight <= MAX_WEIGHT {
+        Ok(weight)
+    } else {
+        Err(format!("weight {weight} is out of range 0 to {MAX_WEIGHT}"))
+    }
+}
+
+/// An endpoint's identity: a SPIFFE ID, in `trust_domain` when one is required.
+pub(crate) fn identity(
+    value: &str,
+    trust_domain: Option<&TrustDomain>,
+) -> Result<SpiffeId, String> {
+    let id = SpiffeId::parse(value).map_err(|e| e.to_string())?;
+    match trust_domain {
+        Some(td) if id.trust_domain() != td => Err(format!(
+            "identity {value:?} is not in trust domain {:?}",
+            td.as_str()
+        )),
+        _ => Ok(id),
+    }
+}
+
+/// The fields of one endpoint, as the config and the wire both carry them.
+pub(crate) struct EndpointFields<'a> {
+    pub(crate) address: &'a str,
+    /// Already defaulted: the caller turns "omitted" into 1.
+    pub(crate) weight: u32,
+    pub(crate) zone: &'a str,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) identity: &'a str,
+}
+
+/// Checks one endpoint at `path` (`services[0].endpoints[1]`), reporting a duplicate address
+/// against `addresses`; `None` when anything is wrong (the errors are in `errors`).
+pub(crate) fn endpoint(
+    path: &str,
+    fields: EndpointFields<'_>,
+    trust_domain: Option<&TrustDomain>,
+    addresses: &mut FirstSeen<SocketAddr>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Endpoint> {
+    let address_path = format!("{path}.address");
+    let address = match address(fields.address) {
+        Ok(addr) => {
+            if let Some(first) = addresses.check(addr, &address_path) {
+                errors.push(FieldError::new(
+                    &address_path,
+                    format!("duplicate address \"{addr}\" (first at {first})"),
+                ));
+                None
+            } else {
+                Some(addr)
+            }
+        }
+        Err(message) => {
+            errors.push(FieldError::new(&address_path, message));
+            None
+        }
+    };
+    let weight = endpoint_weight(fields.weight)
+        .map_err(|message| errors.push(FieldError::new(format!("{path}.weight"), message)))
+        .ok();
+    let identity = identity(fields.identity, trust_domain)
+        .map_err(|message| errors.push(FieldError::new(format!("{path}.identity"), message)))
+        .ok();
+    Some(Endpoint {
+        address: address?,
+        weight: weight?,
+        zone: fields.zone.to_owned(),
+        labels: fields.labels,
+        identity: identity?,
+    })
+}

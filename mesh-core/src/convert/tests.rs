@@ -1,0 +1,194 @@
+//! Round trips between model and wire, and the wire's validation with paths.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::spiffe::SpiffeId;
+
+fn name(s: &str) -> ServiceName {
+    s.parse().unwrap()
+}
+
+fn endpoint(address: &str, weight: u32) -> Endpoint {
+    Endpoint {
+        address: address.parse().unwrap(),
+        weight,
+        zone: "zone-a".to_owned(),
+        labels: BTreeMap::from([("version".to_owned(), "v1".to_owned())]),
+        identity: SpiffeId::parse("spiffe://cluster.local/ns/default/sa/greeter").unwrap(),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        version: 42,
+        destinations: vec![
+            Destination {
+                service: name("greeter.default"),
+                found: true,
+                endpoints: vec![endpoint("10.0.0.1:80", 1), endpoint("[::1]:80", 7)],
+                routes: vec![Route {
+                    name: "split".to_owned(),
+                    rules: vec![
+                        RouteRule {
+                            name: "canary".to_owned(),
+                            backend_refs: vec![
+                                BackendRef {
+                                    service: name("greeter-v2.default"),
+                                    weight: 0,
+                                },
+                                BackendRef {
+                                    service: name("missing.other"),
+                                    weight: 5,
+                                },
+                            ],
+                        },
+                        RouteRule {
+                            name: String::new(),
+                            backend_refs: vec![],
+                        },
+                    ],
+                }],
+                backends: vec![
+                    Backend {
+                        service: name("greeter-v2.default"),
+                        found: true,
+                        endpoints: vec![endpoint("10.0.0.2:80", 1)],
+                    },
+                    Backend {
+                        service: name("missing.other"),
+                        found: false,
+                        endpoints: vec![],
+                    },
+                ],
+            },
+            Destination::not_found(name("nope.default")),
+        ],
+    }
+}
+
+#[test]
+fn round_trip() {
+    let model = snapshot();
+    let wire = proto::Snapshot::from(&model);
+    assert_eq!(wire.version, 42);
+    assert_eq!(wire.destinations[0].endpoints[1].address, "[::1]:80");
+    assert_eq!(wire.destinations[0].endpoints[1].weight, 7);
+    assert_eq!(Snapshot::try_from(wire.clone()).unwrap(), model);
+
+    // Through the encoded bytes too, as a client receives it.
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let decoded: proto::Snapshot = prost::Message::decode(bytes.as_slice()).unwrap();
+    assert_eq!(Snapshot::try_from(decoded).unwrap(), model);
+}
+
+#[test]
+fn round_trip_from_validated_config() {
+    let config: crate::config::MeshConfig = serde_yaml::from_str(
+        r#"
+services:
+  - name: a
+    endpoints: [{address: "127.0.0.1:1", identity: "spiffe://td/ns/default/sa/a"}]
+    routes: [{name: r, rules: [{backendRefs: [{name: b}, {name: c, namespace: x}]}]}]
+  - name: b
+    endpoints: [{address: "127.0.0.1:2", weight: 9, identity: "spiffe://td/ns/default/sa/b"}]
+"#,
+    )
+    .unwrap();
+    let valid = config
+        .validate(&crate::TrustDomain::new("td").unwrap())
+        .unwrap();
+    let model = Snapshot {
+        version: 1,
+        destinations: vec![
+            valid.destination(&name("a.default")),
+            valid.destination(&name("b.default")),
+            valid.destination(&name("zzz.default")),
+        ],
+    };
+    let wire = proto::Snapshot::from(&model);
+    assert_eq!(Snapshot::try_from(wire).unwrap(), model);
+}
+
+#[test]
+fn zero_endpoint_weight_on_the_wire_means_one() {
+    let mut wire = proto::Snapshot::from(&snapshot());
+    wire.destinations[0].endpoints[0].weight = 0;
+    let model = Snapshot::try_from(wire).unwrap();
+    assert_eq!(model.destinations[0].endpoints[0].weight, 1);
+}
+
+#[test]
+fn the_wire_is_validated_with_paths() {
+    let mut wire = proto::Snapshot::from(&snapshot());
+    {
+        let d = &mut wire.destinations[0];
+        d.endpoints[1].address = "nowhere".to_owned();
+        d.endpoints[1].weight = 1_000_001;
+        d.endpoints[0].identity = "spiffe://cluster.local/ns//sa/x".to_owned();
+        d.routes[0].rules[0].backend_refs[1].weight = 2_000_000;
+        d.routes[0].rules[0].backend_refs[0].service = None;
+        d.routes[0].rules[1].name = "Canary".to_owned();
+        d.backends[0].service.as_mut().unwrap().name = "Greeter".to_owned();
+        let copy = d.backends[0].endpoints[0].clone();
+        d.backends[1].endpoints.push(copy.clone());
+        d.backends[0].endpoints.push(copy);
+    }
+    wire.destinations[1].routes.push(proto::Route {
+        name: "r".to_owned(),
+        rules: vec![proto::RouteRule {
+            name: String::new(),
+            backend_refs: vec![proto::BackendRef {
+                service: Some((&name("elsewhere.default")).into()),
+                weight: 1,
+            }],
+        }],
+    });
+    wire.destinations.push(wire.destinations[1].clone());
+    wire.destinations[2].routes.clear();
+
+    let errors = Snapshot::try_from(wire).unwrap_err();
+    let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    let expected = [
+        r#"destinations[0].endpoints[0].identity: invalid SPIFFE ID "spiffe://cluster.local/ns//sa/x": path segments must not be empty"#,
+        r#"destinations[0].endpoints[1].address: invalid socket address "nowhere""#,
+        "destinations[0].endpoints[1].weight: weight 1000001 is out of range 1 to 1000000",
+        "destinations[0].routes[0].rules[0].backendRefs[0].service: missing",
+        "destinations[0].routes[0].rules[0].backendRefs[1].weight: weight 2000000 is out of range 0 to 1000000",
+        r#"destinations[0].routes[0].rules[1].name: invalid rule name "Canary": only lowercase letters, digits, '-' and '.' are allowed"#,
+        r#"destinations[0].backends[0].service.name: invalid name "Greeter": only lowercase letters, digits and '-' are allowed"#,
+        r#"destinations[0].backends[0].endpoints[1].address: duplicate address "10.0.0.2:80" (first at destinations[0].backends[0].endpoints[0].address)"#,
+        "destinations[0].backends[1].found: a backend that was not found must have no endpoints",
+        "destinations[1].found: a destination that was not found must have no endpoints, routes or backends",
+        r#"destinations[1].routes[0].rules[0].backendRefs[0].service: backend "elsewhere.default" is not listed in destinations[1].backends"#,
+        r#"destinations[2].service: duplicate destination "nope.default" (first at destinations[1])"#,
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_missing_destination_service_is_reported() {
+    let wire = proto::Snapshot {
+        version: 3,
+        destinations: vec![
+            proto::Destination {
+                service: Some(proto::ServiceRef {
+                    namespace: String::new(),
+                    name: "a".to_owned(),
+                }),
+                found: true,
+                ..Default::default()
+            },
+            proto::Destination::default(),
+        ],
+    };
+    let errors = Snapshot::try_from(wire).unwrap_err();
+    let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            r#"destinations[0].service.namespace: invalid namespace "": empty name"#,
+            "destinations[1].service: missing",
+        ]
+    );
+}
