@@ -27,8 +27,12 @@ use crate::error::{BoxError, CallError};
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
 
-/// Peak-EWMA's assumed latency for an endpoint with no history (as Linkerd).
-const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// Peak-EWMA's assumed latency for an endpoint with no history. Deliberately optimistic: a
+/// pessimistic default (Linkerd's 30 ms) means that on a fast network a new replica costs more
+/// than the warm ones and P2C never tries it until the others' estimates grow; an optimistic one
+/// lets it take a call at once, and the peak rule replaces the default with the real latency
+/// on the first response.
+const DEFAULT_RTT: Duration = Duration::from_micros(100);
 /// How fast peak-EWMA forgets.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
