@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&anchors, control.trust_bundle_pem())?;
     println!("control service  {}  ({})", control.addr(), control.identity());
 
-    let settings = |service: &str, account: &str, token: &str, node: &str| {
+    let settings = |service: Option<ServiceName>, account: &str, token: &str, node: &str| {
         let mut s = MeshSettings::new(
             control.addr().to_string(),
             trust_domain.clone(),
@@ -59,41 +59,42 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_node(node);
         s.service_account = account.to_owned();
-        if !service.is_empty() {
-            s = s.with_service(ServiceName::new("default", service).expect("valid name"));
-        }
+        s.service = service;
         s
     };
+    let greeter = Some(ServiceName::new("default", "greeter")?);
+    let web = Some(ServiceName::new("default", "web")?);
 
     // 2. Two greeter replicas, each with its own mesh identity (same service account).
     let mut replicas = Vec::new();
+    let mut servers = Vec::new();
     for (i, listener) in greeter_listeners.into_iter().enumerate() {
         let node = format!("greeter-{}", i + 1);
-        let mesh = Mesh::start(settings("greeter", "greeter", "greeter-demo-token", &node)).await?;
+        let mesh = Mesh::start(settings(greeter.clone(), "greeter", "greeter-demo-token", &node)).await?;
         let replica = GreeterReplica::new(&node, mesh.identity().id().to_string());
         println!("{node:<16} {}  ({})", listener.local_addr()?, mesh.identity().id());
         let incoming = mesh.tonic_incoming(listener)?;
         let service = GreeterServer::new(replica.clone());
-        tokio::spawn(async move {
+        servers.push(tokio::spawn(async move {
             let _mesh = mesh;
             tonic::transport::Server::builder()
                 .layer(MeshLayer::new())
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await
-        });
+        }));
         replicas.push(replica);
     }
 
     // 3. An axum service, meshed the same way.
-    let web_mesh = Mesh::start(settings("web", "web", "web-demo-token", "web-1")).await?;
+    let web_mesh = Mesh::start(settings(web, "web", "web-demo-token", "web-1")).await?;
     println!("web (axum)       {}  ({})", web_listener.local_addr()?, web_mesh.identity().id());
     let router = web_router(web_mesh.identity().id().to_string());
-    tokio::spawn(async move { web_mesh.serve(web_listener, router).await });
+    let web_server = tokio::spawn(async move { web_mesh.serve(web_listener, router).await });
 
     // 4. A client with its own identity.
     let client_mesh =
-        Mesh::start(settings("", "demo-client", "client-demo-token", "demo-client")).await?;
+        Mesh::start(settings(None, "demo-client", "client-demo-token", "demo-client")).await?;
     println!("client           ({})\n", client_mesh.identity().id());
 
     let mut greeter = GreeterClient::new(client_mesh.channel("greeter.default").await?);
@@ -139,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         bail!("a replica served no calls: {served:?}");
     }
     println!("\ndone in {:.1?}", started.elapsed());
+
+    // Stop the meshed workloads before the control service they are subscribed to.
+    drop(client_mesh);
+    web_server.abort();
+    for server in servers {
+        server.abort();
+    }
     control.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,118 @@
+//! The admin HTTP server (HTTP/1.1, its own port): liveness, readiness, and who is subscribed.
+//!
+//! - `GET /healthz`: 200 `ok` while the process runs.
+//! - `GET /readyz`: 200 `ready` once the first config is loaded and the gRPC listener is bound,
+//!   503 before (and while shutting down).
+//! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
+//!   sent, acked and rejected, so an operator can see who is stale.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::registry::Registry;
+use crate::state::State;
+
+/// What the admin endpoints report on.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminState {
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) state: watch::Receiver<Arc<State>>,
+}
+
+/// Serves the admin endpoints on `listener` until the returned task is aborted (which also
+/// aborts its open connections).
+pub(crate) fn spawn(listener: TcpListener, admin: AdminState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            while connections.try_join_next().is_some() {}
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admin = admin.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let response = respond(&admin, &request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                if let Err(error) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await
+                {
+                    tracing::debug!(%peer, %error, "admin connection failed");
+                }
+            });
+        }
+    })
+}
+
+fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if admin.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/subscribers" => subscribers(admin),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
+    let version = admin.state.borrow().version;
+    let subscribers: Vec<_> = admin
+        .registry
+        .list()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "node": s.node,
+                "remoteAddr": s.remote_addr.to_string(),
+                "identity": s.identity.as_str(),
+                "ownService": s.own_service.map(|n| n.to_string()),
+                "destinations": s.destinations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "connectedAtUnix": s.connected_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                "lastSentVersion": s.last_sent_version,
+                "lastAckedVersion": s.last_acked_version,
+                "lastNack": s.last_nack.map(|(version, error)| serde_json::json!({"version": version, "error": error})),
+                "stale": s.last_acked_version != Some(s.last_sent_version),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "configVersion": version, "subscribers": subscribers });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,449 @@
+//! Tests of the CA: what it signs, what it refuses, how it loads and persists its key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::UNIX_EPOCH;
+
+use mesh_core::tls::verify_svid;
+use rcgen::{PKCS_ECDSA_P384_SHA384, PKCS_ED25519};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::X509Certificate;
+
+use super::*;
+
+fn td() -> TrustDomain {
+    TrustDomain::new("mesh.local").expect("valid")
+}
+
+fn id(sa: &str) -> SpiffeId {
+    SpiffeId::from_service_account(&td(), "default", sa).expect("valid")
+}
+
+fn csr_with(key: &KeyPair, edit: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+    let mut params = CertificateParams::default();
+    edit(&mut params);
+    params.serialize_request(key).expect("CSR").der().to_vec()
+}
+
+fn csr() -> Vec<u8> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    csr_with(&key, |_| {})
+}
+
+fn parse<'a>(der: &'a CertificateDer<'_>) -> X509Certificate<'a> {
+    x509_parser::parse_x509_certificate(der)
+        .expect("certificate")
+        .1
+}
+
+fn uris(cert: &X509Certificate<'_>) -> Vec<String> {
+    cert.subject_alternative_name()
+        .expect("SAN parses")
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| match n {
+                    GeneralName::URI(u) => format!("URI:{u}"),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unix(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs()).expect("fits")
+}
+
+#[test]
+fn signs_fresh_svid_parameters() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let lifetime = Duration::from_secs(3600);
+    let before = unix(SystemTime::now());
+    let issued = ca.sign(&csr(), &id("greeter"), lifetime).expect("signed");
+    assert_eq!(
+        issued.chain_der.len(),
+        1,
+        "a root issuer adds no intermediates"
+    );
+    let cert = parse(&issued.chain_der[0]);
+
+    assert_eq!(
+        uris(&cert),
+        ["URI:spiffe://mesh.local/ns/default/sa/greeter"]
+    );
+    let bc = cert.basic_constraints().expect("parses").expect("present");
+    assert!(!bc.value.ca);
+    let ku = cert.key_usage().expect("parses").expect("present").value;
+    assert!(ku.digital_signature());
+    assert!(!ku.key_cert_sign());
+    let eku = cert
+        .extended_key_usage()
+        .expect("parses")
+        .expect("present")
+        .value;
+    assert!(eku.server_auth && eku.client_auth);
+    assert!(!eku.any);
+
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    assert!(
+        (before - 61..=before - 59).contains(&not_before),
+        "{not_before} vs {before}"
+    );
+    assert!((before + 3599..=before + 3601).contains(&not_after));
+    assert_eq!(
+        not_after,
+        unix(issued.not_after),
+        "Issued::not_after is the certificate's"
+    );
+
+    let now = UnixTime::now();
+    for usage in [Usage::Server, Usage::Client] {
+        let got = verify_svid(&ca.trust_bundle(), &issued.chain_der[0], &[], now, usage)
+            .expect("verifies");
+        assert_eq!(got, id("greeter"));
+    }
+}
+
+#[test]
+fn ignores_what_the_csr_asks_for() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let greedy = csr_with(&key, |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Any];
+        p.subject_alt_names = vec![
+            SanType::URI(
+                "spiffe://mesh.local/ns/kube-system/sa/admin"
+                    .try_into()
+                    .expect("ia5"),
+            ),
+            SanType::DnsName("evil.example".try_into().expect("ia5")),
+        ];
+        p.distinguished_name.push(DnType::CommonName, "root");
+    });
+    let issued = ca
+        .sign(&greedy, &id("greeter"), DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    let cert = parse(&issued.chain_der[0]);
+    assert_eq!(
+        uris(&cert),
+        ["URI:spiffe://mesh.local/ns/default/sa/greeter"]
+    );
+    assert!(!cert.is_ca());
+    assert!(
+        !cert
+            .key_usage()
+            .expect("parses")
+            .expect("present")
+            .value
+            .key_cert_sign()
+    );
+    assert!(
+        !cert
+            .extended_key_usage()
+            .expect("parses")
+            .expect("present")
+            .value
+            .any
+    );
+    assert_eq!(
+        cert.subject().iter().count(),
+        0,
+        "subject comes from the CA, empty"
+    );
+    // The key is the CSR's.
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
+    let not_after = cert.validity().not_after.timestamp();
+    assert!(not_after <= unix(SystemTime::now()) + 24 * 3600 + 1);
+}
+
+#[test]
+fn refuses_bad_csrs() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let sign = |der: &[u8]| ca.sign(der, &id("greeter"), DEFAULT_CERT_LIFETIME);
+
+    assert_eq!(sign(&[]).expect_err("refused"), SignError::Empty);
+    assert_eq!(
+        sign(b"not a csr at all").expect_err("refused"),
+        SignError::Malformed
+    );
+    assert_eq!(
+        sign(&vec![0x30; MAX_CSR_BYTES + 1]).expect_err("refused"),
+        SignError::TooLarge {
+            len: MAX_CSR_BYTES + 1,
+            max: MAX_CSR_BYTES
+        }
+    );
+
+    let mut corrupted = csr();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0x01;
+    assert_eq!(
+        sign(&corrupted).expect_err("refused"),
+        SignError::BadSignature
+    );
+
+    let mut truncated = csr();
+    truncated.truncate(truncated.len() - 10);
+    assert_eq!(sign(&truncated).expect_err("refused"), SignError::Malformed);
+
+    for alg in [&PKCS_ECDSA_P384_SHA384, &PKCS_ED25519] {
+        let key = KeyPair::generate_for(alg).expect("key");
+        assert_eq!(
+            sign(&csr_with(&key, |_| {})).expect_err("refused"),
+            SignError::UnsupportedKey,
+            "{alg:?}"
+        );
+    }
+
+    // Messages say what is wrong without quoting the request.
+    assert_eq!(
+        SignError::BadSignature.to_string(),
+        "the request's signature does not verify"
+    );
+    assert!(SignError::Malformed.is_caller_error());
+    assert!(!SignError::Internal("x".into()).is_caller_error());
+}
+
+#[test]
+fn serials_are_random() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let a = ca.sign(&csr(), &id("a"), DEFAULT_CERT_LIFETIME).expect("a");
+    let b = ca.sign(&csr(), &id("a"), DEFAULT_CERT_LIFETIME).expect("b");
+    let serial = |i: &Issued| parse(&i.chain_der[0]).raw_serial().to_vec();
+    assert_ne!(serial(&a), serial(&b));
+    assert!(serial(&a).len() >= 16);
+}
+
+#[test]
+fn issues_its_own_certificate_with_a_key_rustls_accepts() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let me = SpiffeId::from_service_account(&td(), "mesh-system", "mesh-control").expect("id");
+    let (issued, key) = ca.issue_own(&me, Duration::from_secs(90)).expect("issued");
+    rustls::sign::CertifiedKey::from_der(issued.chain_der.clone(), key, &tls::crypto_provider())
+        .expect("key matches certificate");
+    let got = verify_svid(
+        &ca.trust_bundle(),
+        &issued.chain_der[0],
+        &[],
+        UnixTime::now(),
+        Usage::Server,
+    )
+    .expect("verifies");
+    assert_eq!(got, me);
+}
+
+#[test]
+fn dev_ca_persists_and_is_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let source = CaSource::Dev {
+        state_dir: state_dir.clone(),
+    };
+    let first = Ca::load(&source, &td()).expect("created");
+    let key_mode = fs::metadata(state_dir.join("ca.key"))
+        .expect("key written")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let dir_mode = fs::metadata(&state_dir).expect("dir").permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+
+    let second = Ca::load(&source, &td()).expect("reloaded");
+    assert_eq!(first.trust_bundle().roots(), second.trust_bundle().roots());
+    // What the reloaded CA signs verifies against the first one's bundle.
+    let issued = second
+        .sign(&csr(), &id("greeter"), DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    verify_svid(
+        &first.trust_bundle(),
+        &issued.chain_der[0],
+        &[],
+        UnixTime::now(),
+        Usage::Client,
+    )
+    .expect("verifies against the original root");
+}
+
+#[test]
+fn dev_ca_refuses_another_trust_domain_and_half_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = CaSource::Dev {
+        state_dir: dir.path().to_owned(),
+    };
+    Ca::load(&source, &td()).expect("created");
+    let other = TrustDomain::new("other.local").expect("valid");
+    let err = Ca::load(&source, &other)
+        .expect_err("wrong trust domain")
+        .to_string();
+    assert!(err.contains("\"mesh.local\", not \"other.local\""), "{err}");
+    assert!(err.contains("ca.crt"), "{err}");
+
+    fs::remove_file(dir.path().join("ca.key")).expect("rm");
+    let err = Ca::load(&source, &td())
+        .expect_err("half state")
+        .to_string();
+    assert!(err.contains("found ca.crt without ca.key"), "{err}");
+}
+
+/// A root and an intermediate (with its key) as PEM files in `dir`.
+struct CaFiles {
+    root: PathBuf,
+    issuer: PathBuf,
+    issuer_key: PathBuf,
+    root_key: PathBuf,
+}
+
+fn ca_params(cn: &str, lifetime: time::Duration) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    params.not_after = OffsetDateTime::now_utc() + lifetime;
+    params
+}
+
+fn write_ca_files(dir: &Path, issuer_lifetime: time::Duration) -> CaFiles {
+    let root_key = KeyPair::generate().expect("key");
+    let root_params = ca_params("test root", time::Duration::days(30));
+    let root = root_params.self_signed(&root_key).expect("root");
+    let root_issuer = Issuer::new(root_params, &root_key);
+    let issuer_key = KeyPair::generate().expect("key");
+    let issuer = ca_params("test intermediate", issuer_lifetime)
+        .signed_by(&issuer_key, &root_issuer)
+        .expect("intermediate");
+    let files = CaFiles {
+        root: dir.join("root.pem"),
+        issuer: dir.join("issuer.pem"),
+        issuer_key: dir.join("issuer.key"),
+        root_key: dir.join("root.key"),
+    };
+    fs::write(&files.root, root.pem()).expect("write");
+    fs::write(&files.issuer, issuer.pem()).expect("write");
+    fs::write(&files.issuer_key, issuer_key.serialize_pem()).expect("write");
+    fs::write(&files.root_key, root_key.serialize_pem()).expect("write");
+    files
+}
+
+#[test]
+fn files_ca_with_an_intermediate_sends_the_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = write_ca_files(dir.path(), time::Duration::hours(2));
+    let ca = Ca::load(
+        &CaSource::Files {
+            root_cert: files.root.clone(),
+            issuer_cert: files.issuer.clone(),
+            issuer_key: files.issuer_key.clone(),
+        },
+        &td(),
+    )
+    .expect("loaded");
+    assert_eq!(ca.trust_bundle().roots().len(), 1);
+    let issued = ca
+        .sign(&csr(), &id("greeter"), DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    assert_eq!(issued.chain_der.len(), 2, "leaf and intermediate");
+    verify_svid(
+        &ca.trust_bundle(),
+        &issued.chain_der[0],
+        &issued.chain_der[1..],
+        UnixTime::now(),
+        Usage::Server,
+    )
+    .expect("verifies through the intermediate");
+    // The leaf does not outlive its issuer (2 h), although 24 h were asked for.
+    let not_after = unix(issued.not_after);
+    assert!(not_after <= unix(SystemTime::now()) + 2 * 3600 + 1);
+}
+
+#[test]
+fn files_ca_may_sign_with_the_root_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = write_ca_files(dir.path(), time::Duration::hours(2));
+    let ca = Ca::load(
+        &CaSource::Files {
+            root_cert: files.root.clone(),
+            issuer_cert: files.root.clone(),
+            issuer_key: files.root_key.clone(),
+        },
+        &td(),
+    )
+    .expect("loaded");
+    let issued = ca
+        .sign(&csr(), &id("greeter"), DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    assert_eq!(issued.chain_der.len(), 1);
+}
+
+#[test]
+fn files_ca_errors_name_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = write_ca_files(dir.path(), time::Duration::hours(2));
+    let load = |root: &Path, issuer: &Path, key: &Path| {
+        Ca::load(
+            &CaSource::Files {
+                root_cert: root.to_owned(),
+                issuer_cert: issuer.to_owned(),
+                issuer_key: key.to_owned(),
+            },
+            &td(),
+        )
+        .expect_err("refused")
+        .to_string()
+    };
+
+    let missing = dir.path().join("nope.pem");
+    let err = load(&missing, &files.issuer, &files.issuer_key);
+    assert!(
+        err.starts_with(&format!("{}: ", missing.display())),
+        "{err}"
+    );
+
+    let err = load(&files.root, &files.issuer, &files.root_key);
+    assert!(
+        err.starts_with(&format!("{}: ", files.root_key.display())),
+        "{err}"
+    );
+    assert!(err.contains("does not match"), "{err}");
+
+    let err = load(&files.root, &files.issuer_key, &files.issuer_key);
+    assert!(err.contains("no CERTIFICATE block"), "{err}");
+
+    let garbage = dir.path().join("garbage.key");
+    fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let err = load(&files.root, &files.issuer, &garbage);
+    assert!(
+        err.starts_with(&format!("{}: not a PKCS#8", garbage.display())),
+        "{err}"
+    );
+
+    // An issuer that does not chain to the given root fails the self-check.
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_files = write_ca_files(other.path(), time::Duration::hours(2));
+    let err = load(&files.root, &other_files.issuer, &other_files.issuer_key);
+    assert!(err.contains("do not belong together"), "{err}");
+
+    // A leaf is not an issuer.
+    let leaf_key = KeyPair::generate().expect("key");
+    let mut leaf_params = ca_params("leaf", time::Duration::hours(1));
+    leaf_params.is_ca = IsCa::ExplicitNoCa;
+    let leaf = leaf_params.self_signed(&leaf_key).expect("leaf");
+    let leaf_path = dir.path().join("leaf.pem");
+    let leaf_key_path = dir.path().join("leaf.key");
+    fs::write(&leaf_path, leaf.pem()).expect("write");
+    fs::write(&leaf_key_path, leaf_key.serialize_pem()).expect("write");
+    let err = load(&files.root, &leaf_path, &leaf_key_path);
+    assert!(err.contains("not a CA certificate"), "{err}");
+}

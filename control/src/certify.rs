@@ -1,0 +1,80 @@
+//! The `Certify` RPC: authenticate the caller's token, sign its CSR for the identity the token
+//! proves, reply with the chain and the trust bundle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mesh_core::proto::{CertifyRequest, CertifyResponse};
+use tonic::Status;
+
+use crate::authn::{Authenticator, AuthnError};
+use crate::ca::Ca;
+
+/// Signs workload certificates for authenticated callers.
+pub(crate) struct Certifier {
+    authn: Arc<dyn Authenticator>,
+    ca: Arc<Ca>,
+    lifetime: Duration,
+}
+
+// === impl Certifier ===
+
+impl Certifier {
+    pub(crate) fn new(authn: Arc<dyn Authenticator>, ca: Arc<Ca>, lifetime: Duration) -> Self {
+        Self {
+            authn,
+            ca,
+            lifetime,
+        }
+    }
+
+    /// Handles one request from `peer`.
+    pub(crate) async fn certify(
+        &self,
+        request: CertifyRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<CertifyResponse, Status> {
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let identity = match self.authn.authenticate(&request.token).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "certify refused");
+                return Err(match error {
+                    AuthnError::Unavailable(_) => Status::unavailable(error.to_string()),
+                    AuthnError::Missing | AuthnError::Unknown => {
+                        Status::unauthenticated(error.to_string())
+                    }
+                });
+            }
+        };
+        let issued = match self.ca.sign(&request.csr_der, &identity, self.lifetime) {
+            Ok(issued) => issued,
+            Err(error) if error.is_caller_error() => {
+                tracing::warn!(%peer, %identity, %error, "certify refused: bad CSR");
+                return Err(Status::invalid_argument(format!("csr_der: {error}")));
+            }
+            Err(error) => {
+                tracing::error!(%peer, %identity, %error, "certify failed");
+                return Err(Status::internal(error.to_string()));
+            }
+        };
+        let not_after_unix = issued
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        tracing::info!(%peer, %identity, not_after_unix, "issued a certificate");
+        Ok(CertifyResponse {
+            chain_der: issued.chain_der.into_iter().map(|c| c.to_vec()).collect(),
+            trust_bundle_der: self
+                .ca
+                .trust_bundle()
+                .roots()
+                .iter()
+                .map(|r| r.to_vec())
+                .collect(),
+            not_after_unix,
+            spiffe_id: identity.to_string(),
+        })
+    }
+}

@@ -1,0 +1,530 @@
+//! The control file (YAML): its format, its validation with field paths, and the poller that
+//! applies edits while the service runs.
+//!
+//! ```yaml
+//! services:
+//!   - name: greeter
+//!     namespace: default
+//!     endpoints:
+//!       - address: 127.0.0.1:50051
+//!         identity: spiffe://mesh.local/ns/default/sa/greeter
+//! bootstrapTokens:
+//!   - token: 0f3c9a61d2e84b7e
+//!     namespace: default
+//!     serviceAccount: greeter
+//! ```
+//!
+//! `services` has exactly the shape of [`mesh_core::config::ServiceSpec`]; `bootstrapTokens`
+//! maps a secret token to the workload identity `Certify` signs for. Unknown fields are errors.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_core::config::{MeshConfig, ServiceSpec, ValidConfig};
+use mesh_core::snapshot::check_dns_label;
+use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+/// How often the file source reads the file to look for edits.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The control file as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlFile {
+    /// Every service the mesh knows (the shape of [`MeshConfig::services`]).
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// Tokens that workloads outside Kubernetes present to `Certify`.
+    #[serde(default)]
+    pub bootstrap_tokens: Vec<BootstrapTokenSpec>,
+}
+
+/// One bootstrap token as written: whoever presents `token` is certified as
+/// `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapTokenSpec {
+    /// The secret.
+    pub token: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's service account.
+    pub service_account: String,
+}
+
+impl fmt::Debug for BootstrapTokenSpec {
+    // The token is a secret: never in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapTokenSpec")
+            .field("token", &"<redacted>")
+            .field("namespace", &self.namespace)
+            .field("service_account", &self.service_account)
+            .finish()
+    }
+}
+
+/// A validated control file: the mesh config and the bootstrap tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ControlConfig {
+    /// The services, validated and indexed.
+    pub mesh: ValidConfig,
+    /// The bootstrap tokens with the identity each one proves.
+    pub tokens: Vec<BootstrapToken>,
+}
+
+/// A validated bootstrap token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    /// The secret.
+    pub token: String,
+    /// The identity it proves.
+    pub identity: SpiffeId,
+}
+
+impl fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapToken")
+            .field("token", &"<redacted>")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// Why a control file's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not YAML, or not the control file's shape (unknown field, wrong type). serde_yaml's
+    /// message names the field path and the line and column.
+    #[error("{message}")]
+    Syntax {
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What is wrong, with where.
+        message: String,
+    },
+    /// Well-formed but invalid; every error with its field path.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+}
+
+/// Why the control file could not be loaded at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("control file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but refused.
+    #[error("control file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: ParseError,
+    },
+}
+
+// === impl ControlFile ===
+
+impl ControlFile {
+    /// Parses YAML text; syntax and shape errors carry line and column.
+    pub fn from_yaml(text: &str) -> Result<Self, ParseError> {
+        // An empty document is most likely a file caught mid-write: never read it as "no
+        // services", which would withdraw every endpoint from every client.
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            return Err(ParseError::Syntax {
+                line: None,
+                column: None,
+                message: "the file is empty".to_owned(),
+            });
+        }
+        serde_yaml::from_str(text).map_err(|e| {
+            let location = e.location();
+            ParseError::Syntax {
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Validates every field against `trust_domain`, reporting every error with its path.
+    pub fn validate(self, trust_domain: &TrustDomain) -> Result<ControlConfig, ValidationErrors> {
+        let mut errors = Vec::new();
+        let mesh = MeshConfig {
+            services: self.services,
+        };
+        let mesh = match mesh.validate(trust_domain) {
+            Ok(valid) => Some(valid),
+            Err(e) => {
+                errors.extend(e.0);
+                None
+            }
+        };
+        let tokens = validate_tokens(&self.bootstrap_tokens, trust_domain, &mut errors);
+        match mesh {
+            Some(mesh) if errors.is_empty() => Ok(ControlConfig { mesh, tokens }),
+            _ => Err(ValidationErrors(errors)),
+        }
+    }
+}
+
+fn validate_tokens(
+    specs: &[BootstrapTokenSpec],
+    trust_domain: &TrustDomain,
+    errors: &mut Vec<FieldError>,
+) -> Vec<BootstrapToken> {
+    let mut tokens = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let at = |field: &str| format!("bootstrapTokens[{i}].{field}");
+        let before = errors.len();
+        // Messages never quote the token: it is a secret, and errors end up in logs.
+        if spec.token.is_empty() {
+            errors.push(FieldError::new(at("token"), "must not be empty"));
+        } else if spec
+            .token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            errors.push(FieldError::new(
+                at("token"),
+                "must not contain whitespace or control characters",
+            ));
+        } else if let Some(j) = specs[..i].iter().position(|s| s.token == spec.token) {
+            errors.push(FieldError::new(
+                at("token"),
+                format!("duplicate of bootstrapTokens[{j}].token"),
+            ));
+        }
+        if let Err(reason) = check_dns_label(&spec.namespace) {
+            errors.push(FieldError::new(at("namespace"), reason));
+        }
+        // mesh-core's SPIFFE IDs take a DNS label as the service account.
+        if let Err(reason) = check_dns_label(&spec.service_account) {
+            errors.push(FieldError::new(at("serviceAccount"), reason));
+        }
+        if errors.len() != before {
+            continue;
+        }
+        match SpiffeId::from_service_account(trust_domain, &spec.namespace, &spec.service_account) {
+            Ok(identity) => tokens.push(BootstrapToken {
+                token: spec.token.clone(),
+                identity,
+            }),
+            Err(e) => errors.push(FieldError::new(at("serviceAccount"), e.to_string())),
+        }
+    }
+    tokens
+}
+
+/// Parses and validates control file text.
+pub fn parse(text: &str, trust_domain: &TrustDomain) -> Result<ControlConfig, ParseError> {
+    Ok(ControlFile::from_yaml(text)?.validate(trust_domain)?)
+}
+
+/// Reads and validates the file at `path`; the error names the path.
+pub async fn load(
+    path: &Path,
+    trust_domain: &TrustDomain,
+) -> Result<(ControlConfig, Vec<u8>), LoadError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let config = parse_bytes(&bytes, trust_domain).map_err(|source| LoadError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((config, bytes))
+}
+
+fn parse_bytes(bytes: &[u8], trust_domain: &TrustDomain) -> Result<ControlConfig, ParseError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax {
+        line: None,
+        column: None,
+        message: format!("not UTF-8: {e}"),
+    })?;
+    parse(text, trust_domain)
+}
+
+/// Polls `path` every [`POLL_INTERVAL`] and calls `apply` with each new valid config.
+///
+/// `initial` is the content already applied. A change is applied once two consecutive reads
+/// agree, so a file caught half-written is never applied. An invalid edit is logged (with its
+/// field paths) once and the last good config keeps serving; so does a file that disappears.
+pub fn spawn_poller<F>(
+    path: PathBuf,
+    trust_domain: TrustDomain,
+    initial: Vec<u8>,
+    apply: F,
+) -> JoinHandle<()>
+where
+    F: Fn(ControlConfig) + Send + 'static,
+{
+    tokio::spawn(async move {
+        // What was last acted upon (applied or refused), and what the previous poll read.
+        let mut settled = initial;
+        let mut previous: Option<Vec<u8>> = None;
+        let mut read_failed = false;
+        let mut interval = tokio::time::interval(POLL_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => {
+                    if read_failed {
+                        tracing::info!(path = %path.display(), "control file readable again");
+                        read_failed = false;
+                    }
+                    bytes
+                }
+                Err(error) => {
+                    if !read_failed {
+                        tracing::warn!(
+                            path = %path.display(),
+                            %error,
+                            "cannot read the control file; the last good config keeps serving"
+                        );
+                        read_failed = true;
+                    }
+                    previous = None;
+                    continue;
+                }
+            };
+            if bytes == settled {
+                previous = None;
+                continue;
+            }
+            if previous.as_ref() != Some(&bytes) {
+                // Changed since the last read: wait for it to stay put for one interval.
+                previous = Some(bytes);
+                continue;
+            }
+            previous = None;
+            match parse_bytes(&bytes, &trust_domain) {
+                Ok(config) => {
+                    tracing::info!(path = %path.display(), "control file changed");
+                    apply(config);
+                }
+                Err(error) => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "refused an edit of the control file; the last good config keeps serving"
+                ),
+            }
+            settled = bytes;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("mesh.local").expect("valid trust domain")
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, &td()) {
+            Err(ParseError::Invalid(e)) => e.0.iter().map(ToString::to_string).collect(),
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    fn syntax(text: &str) -> (Option<usize>, Option<usize>, String) {
+        match parse(text, &td()) {
+            Err(ParseError::Syntax {
+                line,
+                column,
+                message,
+            }) => (line, column, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = "\
+services:
+  - name: greeter
+    namespace: default
+    endpoints:
+      - address: 127.0.0.1:50051
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+bootstrapTokens:
+  - token: greeter-secret-1
+    namespace: default
+    serviceAccount: greeter
+  - token: client-secret-2
+    namespace: apps
+    serviceAccount: web-frontend
+";
+
+    #[test]
+    fn parses_a_good_file() {
+        let config = parse(GOOD, &td()).expect("valid");
+        assert_eq!(config.tokens.len(), 2);
+        assert_eq!(
+            config.tokens[0].identity.as_str(),
+            "spiffe://mesh.local/ns/default/sa/greeter"
+        );
+        assert_eq!(
+            config.tokens[1].identity.as_str(),
+            "spiffe://mesh.local/ns/apps/sa/web-frontend"
+        );
+        let names: Vec<String> = config.mesh.services().map(ToString::to_string).collect();
+        assert_eq!(names, ["greeter.default"]);
+    }
+
+    #[test]
+    fn token_errors_carry_field_paths() {
+        let text = "\
+bootstrapTokens:
+  - token: aaaa-secret
+    namespace: default
+    serviceAccount: Greeter
+  - token: ''
+    namespace: -bad
+    serviceAccount: ok
+  - token: aaaa-secret
+    namespace: default
+    serviceAccount: other
+  - token: has space
+    namespace: default
+    serviceAccount: x..y
+";
+        assert_eq!(
+            errors(text),
+            [
+                "bootstrapTokens[0].serviceAccount: only lowercase letters, digits and '-' are allowed",
+                "bootstrapTokens[1].token: must not be empty",
+                "bootstrapTokens[1].namespace: must start and end with a letter or digit",
+                "bootstrapTokens[2].token: duplicate of bootstrapTokens[0].token",
+                "bootstrapTokens[3].token: must not contain whitespace or control characters",
+                "bootstrapTokens[3].serviceAccount: only lowercase letters, digits and '-' are allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn token_errors_never_echo_the_token() {
+        let text = "\
+bootstrapTokens:
+  - token: very-secret-value
+    namespace: default
+    serviceAccount: a
+  - token: very-secret-value
+    namespace: default
+    serviceAccount: b
+";
+        for e in errors(text) {
+            assert!(!e.contains("very-secret-value"), "{e}");
+        }
+        let config = parse(
+            &text[..text.rfind("  - token").expect("two entries")],
+            &td(),
+        )
+        .expect("one valid token");
+        assert!(!format!("{config:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn service_errors_come_from_mesh_core_with_paths() {
+        let text = "\
+services:
+  - name: greeter
+    endpoints:
+      - address: not-an-address
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+bootstrapTokens:
+  - token: t0k3n-secret
+    namespace: default
+    serviceAccount: Bad
+";
+        let errors = errors(text);
+        assert!(
+            errors[0].starts_with("services[0].endpoints[0].address: "),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors.last().map(String::as_str),
+            Some(
+                "bootstrapTokens[0].serviceAccount: only lowercase letters, digits and '-' are allowed"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_line_and_column() {
+        let (line, column, message) = syntax(
+            "\
+bootstrapTokens:
+  - token: abc
+    namespace: default
+    serviceAcount: greeter
+",
+        );
+        assert_eq!(line, Some(4));
+        assert_eq!(column, Some(5));
+        assert!(message.contains("bootstrapTokens[0]"), "{message}");
+        assert!(
+            message.contains("unknown field `serviceAcount`"),
+            "{message}"
+        );
+        assert!(message.contains("line 4 column 5"), "{message}");
+
+        let (line, _, message) = syntax("services:\n  - name: a\n    endpionts: []\n");
+        assert_eq!(line, Some(3));
+        assert!(message.contains("services[0]"), "{message}");
+
+        let (line, _, message) = syntax("servics: []\n");
+        assert_eq!(line, Some(1));
+        assert!(message.contains("unknown field `servics`"), "{message}");
+    }
+
+    #[test]
+    fn missing_fields_and_bad_yaml_are_syntax_errors() {
+        let (_, _, message) = syntax("bootstrapTokens:\n  - token: abc\n    namespace: default\n");
+        assert!(
+            message.contains("missing field `serviceAccount`"),
+            "{message}"
+        );
+
+        let (line, _, _) = syntax("services: [\n  {name: a,\n");
+        assert!(line.is_some());
+
+        let (line, _, message) = syntax("services: 3\n");
+        assert_eq!(line, Some(1));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        let (_, _, message) = syntax("");
+        assert_eq!(message, "the file is empty");
+        let (_, _, message) = syntax("# only a comment\n\n");
+        assert_eq!(message, "the file is empty");
+        // An explicitly empty config is fine.
+        let config = parse("services: []\n", &td()).expect("valid");
+        assert!(config.tokens.is_empty());
+    }
+
+    #[test]
+    fn non_utf8_is_a_syntax_error() {
+        let err = parse_bytes(&[0xff, 0xfe, b'a'], &td()).expect_err("refused");
+        assert!(err.to_string().starts_with("not UTF-8"), "{err}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The `mesh-control` binary: the control service from the command line (or environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mesh_control::{CaSource, ConfigSource, ControlOptions, DEFAULT_NAMESPACE};
+use mesh_core::TrustDomain;
+use tracing_subscriber::EnvFilter;
+
+/// The mesh's control service: config for meshed services (Watch) and their certificates
+/// (Certify), over TLS.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-control", version, about)]
+struct Args {
+    /// The control file (YAML: `services`, `bootstrapTokens`), re-read when it changes.
+    #[arg(long, env = "MESH_CONTROL_CONFIG", value_name = "PATH")]
+    config: PathBuf,
+
+    /// Where gRPC listens.
+    #[arg(long, env = "MESH_CONTROL_LISTEN", default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+
+    /// Where the admin HTTP server (/healthz, /readyz, /subscribers) listens.
+    #[arg(long, env = "MESH_CONTROL_ADMIN", default_value = "127.0.0.1:7401")]
+    admin: SocketAddr,
+
+    /// The trust domain of every identity the control service signs.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = "mesh.local")]
+    trust_domain: TrustDomain,
+
+    /// The namespace in the control service's own identity
+    /// (spiffe://<trust-domain>/ns/<namespace>/sa/mesh-control).
+    #[arg(long, env = "MESH_CONTROL_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    namespace: String,
+
+    /// Directory of the dev CA (ca.crt, ca.key) and of the default trust bundle file.
+    #[arg(long, env = "MESH_CONTROL_STATE_DIR", default_value = ".mesh-control")]
+    state_dir: PathBuf,
+
+    /// Use an existing CA instead of the dev CA: its root certificate(s), PEM.
+    #[arg(long, env = "MESH_CONTROL_CA_ROOT_CERT", requires = "ca_issuer_key")]
+    ca_root_cert: Option<PathBuf>,
+
+    /// The certificate of the signing CA, PEM; the root itself when omitted.
+    #[arg(long, env = "MESH_CONTROL_CA_ISSUER_CERT", requires = "ca_root_cert")]
+    ca_issuer_cert: Option<PathBuf>,
+
+    /// The signing CA's private key, PKCS#8 PEM.
+    #[arg(long, env = "MESH_CONTROL_CA_ISSUER_KEY", requires = "ca_root_cert")]
+    ca_issuer_key: Option<PathBuf>,
+
+    /// Where to write the trust bundle (PEM) for clients' MESH_TRUST_ANCHORS_FILE
+    /// [default: <state-dir>/trust-bundle.pem].
+    #[arg(long, env = "MESH_CONTROL_TRUST_BUNDLE_OUT")]
+    trust_bundle_out: Option<PathBuf>,
+
+    /// Lifetime of signed certificates, e.g. `24h`, `90m`, `1h30m`, `90s`.
+    #[arg(long, env = "MESH_CONTROL_CERT_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    cert_lifetime: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let ca = match (args.ca_root_cert, args.ca_issuer_key) {
+        (Some(root_cert), Some(issuer_key)) => CaSource::Files {
+            issuer_cert: args.ca_issuer_cert.unwrap_or_else(|| root_cert.clone()),
+            root_cert,
+            issuer_key,
+        },
+        _ => CaSource::Dev {
+            state_dir: args.state_dir.clone(),
+        },
+    };
+    let trust_bundle_out = args
+        .trust_bundle_out
+        .unwrap_or_else(|| args.state_dir.join("trust-bundle.pem"));
+
+    let mut options = ControlOptions::new(args.trust_domain, ConfigSource::File(args.config));
+    options.listen = args.listen;
+    options.admin_listen = Some(args.admin);
+    options.ca = ca;
+    options.trust_bundle_out = Some(trust_bundle_out.clone());
+    options.namespace = args.namespace;
+    options.cert_lifetime = args.cert_lifetime;
+
+    let control = mesh_control::start(options)
+        .await
+        .context("mesh-control did not start")?;
+    println!(
+        "mesh-control {} listening on {} (admin http://{})",
+        control.identity(),
+        control.addr(),
+        control.admin_addr().unwrap_or(args.admin),
+    );
+    println!("trust bundle: {}", trust_bundle_out.display());
+
+    stop_signal().await?;
+    tracing::info!("stopping");
+    control.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Parses `24h`, `90m`, `1h30m`, `90s`: numbers each followed by `h`, `m` or `s`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let overflow = || format!("{text:?} is too long");
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown unit {c:?}; use h, m or s (e.g. 24h, 90s)"
+                ));
+            }
+        };
+        if digits.is_empty() {
+            return Err(format!("{text:?}: expected a number before {c:?}"));
+        }
+        let n: u64 = digits.parse().map_err(|_| overflow())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(overflow)?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(format!(
+            "{text:?}: missing unit after {digits}; use h, m or s (e.g. 24h, 90s)"
+        ));
+    }
+    if total == 0 {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("1h30m15s"), Ok(Duration::from_secs(5_415)));
+        for bad in [
+            "",
+            "24",
+            "h",
+            "1d",
+            "0s",
+            "-1h",
+            "1.5h",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse_duration("24")
+                .expect_err("refused")
+                .contains("missing unit")
+        );
+    }
+
+    #[test]
+    fn args_parse_with_defaults_and_ca_files() {
+        let args = Args::try_parse_from(["mesh-control", "--config", "c.yaml"]).expect("parses");
+        assert_eq!(args.listen, "127.0.0.1:7400".parse().expect("addr"));
+        assert_eq!(args.admin, "127.0.0.1:7401".parse().expect("addr"));
+        assert_eq!(args.trust_domain.as_str(), "mesh.local");
+        assert_eq!(args.namespace, "mesh-system");
+        assert_eq!(args.cert_lifetime, Duration::from_secs(86_400));
+        assert!(
+            Args::try_parse_from(["mesh-control"]).is_err(),
+            "--config is required"
+        );
+        assert!(
+            Args::try_parse_from(["mesh-control", "--config", "c", "--ca-root-cert", "r"]).is_err(),
+            "a root without a key"
+        );
+        let args = Args::try_parse_from([
+            "mesh-control",
+            "--config",
+            "c",
+            "--ca-root-cert",
+            "r.pem",
+            "--ca-issuer-key",
+            "k.pem",
+            "--cert-lifetime",
+            "1h",
+        ])
+        .expect("parses");
+        assert_eq!(args.ca_root_cert, Some(PathBuf::from("r.pem")));
+        assert_eq!(args.cert_lifetime, Duration::from_secs(3600));
+        assert!(
+            Args::try_parse_from([
+                "mesh-control",
+                "--config",
+                "c",
+                "--trust-domain",
+                "Bad Domain"
+            ])
+            .is_err()
+        );
+    }
+}

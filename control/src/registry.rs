@@ -1,0 +1,146 @@
+//! Who is subscribed, to what, and at which version: what an operator reads to find stale
+//! subscribers.
+//!
+//! The map is locked only when a subscriber comes or goes (or when it is listed); each entry has
+//! its own lock, which only its stream task and listings take, so ACKs from thousands of
+//! subscribers never contend on one lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use mesh_core::SpiffeId;
+use mesh_core::snapshot::ServiceName;
+
+/// One Watch subscriber as the control service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberStatus {
+    /// Unique for the life of the process.
+    pub id: u64,
+    /// The instance name it gave (a pod or host name).
+    pub node: String,
+    /// Where it connected from.
+    pub remote_addr: SocketAddr,
+    /// The SPIFFE ID of its client certificate.
+    pub identity: SpiffeId,
+    /// The service it serves, if it named one.
+    pub own_service: Option<ServiceName>,
+    /// The destinations it watches, in the order it asked (duplicates removed).
+    pub destinations: Vec<ServiceName>,
+    /// When it subscribed.
+    pub connected_at: SystemTime,
+    /// The version of the last snapshot sent to it (0 before the first).
+    pub last_sent_version: u64,
+    /// The last version it accepted, if any.
+    pub last_acked_version: Option<u64>,
+    /// The last version it rejected, with its reason.
+    pub last_nack: Option<(u64, String)>,
+}
+
+/// Every live subscriber.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    next_id: AtomicU64,
+    entries: Mutex<HashMap<u64, Arc<Mutex<SubscriberStatus>>>>,
+}
+
+/// A subscriber's entry; dropping it removes the entry.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+    entry: Arc<Mutex<SubscriberStatus>>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Adds `status` under a fresh id (its `id` field is overwritten).
+    pub(crate) fn register(self: &Arc<Self>, mut status: SubscriberStatus) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        status.id = id;
+        let entry = Arc::new(Mutex::new(status));
+        lock(&self.entries).insert(id, entry.clone());
+        Registration {
+            registry: self.clone(),
+            id,
+            entry,
+        }
+    }
+
+    /// Every subscriber, by id.
+    pub(crate) fn list(&self) -> Vec<SubscriberStatus> {
+        // Clone the handles first so the map lock is not held while entries are read.
+        let entries: Vec<_> = lock(&self.entries).values().cloned().collect();
+        let mut list: Vec<_> = entries.iter().map(|e| lock(e).clone()).collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+}
+
+// === impl Registration ===
+
+impl Registration {
+    /// The subscriber's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Changes the subscriber's entry.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut SubscriberStatus)) {
+        f(&mut lock(&self.entry));
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.registry.entries).remove(&self.id);
+    }
+}
+
+/// Locks `mutex`; a panic while it was held left plain data behind, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::TrustDomain;
+
+    use super::*;
+
+    fn status(node: &str) -> SubscriberStatus {
+        let td = TrustDomain::new("mesh.local").expect("valid");
+        SubscriberStatus {
+            id: 0,
+            node: node.to_owned(),
+            remote_addr: "127.0.0.1:1".parse().expect("valid"),
+            identity: SpiffeId::from_service_account(&td, "default", "a").expect("valid"),
+            own_service: None,
+            destinations: vec![],
+            connected_at: SystemTime::now(),
+            last_sent_version: 0,
+            last_acked_version: None,
+            last_nack: None,
+        }
+    }
+
+    #[test]
+    fn entries_live_as_long_as_their_registration() {
+        let registry = Arc::new(Registry::default());
+        let a = registry.register(status("a"));
+        let b = registry.register(status("b"));
+        assert_ne!(a.id(), b.id());
+        b.update(|s| s.last_acked_version = Some(3));
+        let list = registry.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].node, "a");
+        assert_eq!(list[1].last_acked_version, Some(3));
+        drop(a);
+        let list = registry.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].node, "b");
+    }
+}

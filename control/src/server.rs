@@ -1,0 +1,295 @@
+//! Serving gRPC over TLS: the control service's own certificate (re-issued before it expires),
+//! the accept loop with handshakes off the accept path, and the peer identity each connection
+//! carries into request extensions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use mesh_core::SpiffeId;
+use mesh_core::tls::{SpiffeClientVerifier, TrustStore, crypto_provider, spiffe_id_of};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+use crate::ca::{Ca, SignError};
+
+/// A TLS handshake that takes longer than this is abandoned.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The own certificate is re-issued at this fraction of its lifetime.
+const RENEW_AT: f64 = 0.7;
+
+/// How long to wait before retrying a failed re-issue.
+const RENEW_RETRY: Duration = Duration::from_secs(10);
+
+/// What a handler knows about the connection a request came on: read it with
+/// `request.extensions().get::<PeerInfo>()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// The SPIFFE ID of the client's verified certificate; `None` when it presented none
+    /// (allowed for `Certify`, whose callers have no certificate yet).
+    pub identity: Option<SpiffeId>,
+}
+
+/// An accepted TLS connection with its peer's address and identity.
+#[derive(Debug)]
+pub(crate) struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+/// Why the own certificate could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerCertError {
+    /// The CA refused or failed.
+    #[error("issuing the control service's certificate: {0}")]
+    Sign(#[from] SignError),
+    /// rustls refused the key.
+    #[error("loading the control service's key: {0}")]
+    Key(#[from] rustls::Error),
+}
+
+/// Serves the control service's current certificate; swapped when it is re-issued, without
+/// touching established connections.
+#[derive(Debug)]
+pub(crate) struct SvidResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+// === impl TlsConn ===
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// === impl SvidResolver ===
+
+impl SvidResolver {
+    /// Issues the first certificate for `id`; returns the resolver and the certificate's
+    /// expiry.
+    pub(crate) fn issue(
+        ca: &Ca,
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<(Self, SystemTime), ServerCertError> {
+        let (key, not_after) = issue_certified_key(ca, id, lifetime)?;
+        Ok((
+            Self {
+                current: ArcSwap::from_pointee(key),
+            },
+            not_after,
+        ))
+    }
+
+    /// Re-issues at about 70 % of each certificate's lifetime, forever.
+    pub(crate) fn spawn_renewal(
+        self: Arc<Self>,
+        ca: Arc<Ca>,
+        id: SpiffeId,
+        lifetime: Duration,
+        first_not_after: SystemTime,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut wait = renew_after(first_not_after);
+            loop {
+                tokio::time::sleep(wait).await;
+                match issue_certified_key(&ca, &id, lifetime) {
+                    Ok((key, not_after)) => {
+                        self.current.store(Arc::new(key));
+                        tracing::info!(identity = %id, ?not_after, "re-issued the control service's certificate");
+                        wait = renew_after(not_after);
+                    }
+                    Err(error) => {
+                        tracing::warn!(identity = %id, %error, "re-issuing the control service's certificate failed; retrying");
+                        wait = RENEW_RETRY;
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl ResolvesServerCert for SvidResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// How long to wait before re-issuing a certificate that was just issued and expires at
+/// `not_after`: 70 % of its actual validity from now (which the CA may have cut short to its
+/// own expiry), and never less than a second.
+fn renew_after(not_after: SystemTime) -> Duration {
+    not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .mul_f64(RENEW_AT)
+        .max(Duration::from_secs(1))
+}
+
+fn issue_certified_key(
+    ca: &Ca,
+    id: &SpiffeId,
+    lifetime: Duration,
+) -> Result<(CertifiedKey, SystemTime), ServerCertError> {
+    let (issued, key) = ca.issue_own(id, lifetime)?;
+    let certified = CertifiedKey::from_der(issued.chain_der, key, &crypto_provider())?;
+    Ok((certified, issued.not_after))
+}
+
+/// The rustls config of the control service: its own certificate from `resolver`, client
+/// certificates optional but verified when presented, ALPN `h2`.
+pub(crate) fn tls_config(
+    store: TrustStore,
+    resolver: Arc<SvidResolver>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(store, false)))
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections on `listener` and completes TLS handshakes in their own tasks
+/// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client never holds up the next accept.
+/// Established connections come out of the returned receiver, ready for
+/// `serve_with_incoming_shutdown`. Aborting the returned task aborts pending handshakes too.
+pub(crate) fn spawn_accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> (JoinHandle<()>, mpsc::Receiver<Result<TlsConn, io::Error>>) {
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        let mut handshakes = JoinSet::new();
+        loop {
+            while handshakes.try_join_next().is_some() {}
+            let (tcp, remote_addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            handshakes.spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %remote_addr, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %remote_addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| match spiffe_id_of(leaf) {
+                        Ok(id) => Some(id),
+                        Err(error) => {
+                            // The verifier accepted it, so this should not happen; without
+                            // an identity the connection can still call Certify.
+                            tracing::warn!(peer = %remote_addr, %error, "no SPIFFE ID in a verified client certificate");
+                            None
+                        }
+                    });
+                let conn = TlsConn {
+                    inner: tls,
+                    info: PeerInfo {
+                        remote_addr,
+                        identity,
+                    },
+                };
+                let _ = tx.send(Ok(conn)).await;
+            });
+        }
+    });
+    (task, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_seventy_percent_of_what_is_left() {
+        let wait = renew_after(SystemTime::now() + Duration::from_secs(100));
+        assert!(
+            (Duration::from_secs(69)..=Duration::from_secs(70)).contains(&wait),
+            "{wait:?}"
+        );
+        assert_eq!(
+            renew_after(SystemTime::now() - Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+    }
+}

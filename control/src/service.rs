@@ -1,0 +1,66 @@
+//! The gRPC `Control` service: reads the peer from the connection and hands each call to
+//! [`crate::certify`] or [`crate::watch`].
+
+use mesh_core::proto::control_server::Control;
+use mesh_core::proto::{CertifyRequest, CertifyResponse, WatchRequest};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::certify::Certifier;
+use crate::server::PeerInfo;
+use crate::watch::{WatchHub, WatchStream};
+
+/// Implements `mesh.control.v1.Control`.
+pub(crate) struct ControlService {
+    certifier: Certifier,
+    watch: WatchHub,
+}
+
+impl ControlService {
+    pub(crate) fn new(certifier: Certifier, watch: WatchHub) -> Self {
+        Self { certifier, watch }
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let Some(PeerInfo {
+            remote_addr,
+            identity: Some(identity),
+        }) = peer
+        else {
+            tracing::warn!(
+                peer = ?peer.map(|p| p.remote_addr),
+                "watch refused: no client certificate"
+            );
+            return Err(Status::unauthenticated(
+                "watch requires a client certificate (get one with Certify)",
+            ));
+        };
+        Ok(Response::new(self.watch.open(
+            identity,
+            remote_addr,
+            request.into_inner(),
+        )))
+    }
+
+    async fn certify(
+        &self,
+        request: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.remote_addr);
+        self.certifier
+            .certify(request.into_inner(), peer)
+            .await
+            .map(Response::new)
+    }
+}

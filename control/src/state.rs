@@ -1,0 +1,89 @@
+//! The config in force: one immutable, versioned [`State`] in a `watch` channel that every
+//! Watch stream reads its projection from.
+
+use std::sync::Arc;
+
+use mesh_core::config::ValidConfig;
+use tokio::sync::watch;
+
+/// The config at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// 1 for the first config, then one more for every accepted change.
+    pub version: u64,
+    /// The validated services.
+    pub config: ValidConfig,
+}
+
+/// Owns the sending side of the state channel. While it lives, Watch streams keep streaming;
+/// when it is dropped they end.
+#[derive(Debug)]
+pub(crate) struct StateStore {
+    tx: watch::Sender<Arc<State>>,
+}
+
+// === impl StateStore ===
+
+impl StateStore {
+    /// A store at version 1 holding `config`.
+    pub(crate) fn new(config: ValidConfig) -> Self {
+        let (tx, _) = watch::channel(Arc::new(State { version: 1, config }));
+        Self { tx }
+    }
+
+    /// A receiver that sees the current state and every later one.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.tx.subscribe()
+    }
+
+    /// The state in force.
+    pub(crate) fn current(&self) -> Arc<State> {
+        self.tx.borrow().clone()
+    }
+
+    /// Publishes `config` as the next version, unless it equals the config in force (an edit
+    /// of comments or of tokens only). Returns the new version when one was published.
+    pub(crate) fn publish(&self, config: ValidConfig) -> Option<u64> {
+        let mut published = None;
+        self.tx.send_if_modified(|current| {
+            if current.config == config {
+                return false;
+            }
+            let version = current.version + 1;
+            *current = Arc::new(State { version, config });
+            published = Some(version);
+            true
+        });
+        published
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::TrustDomain;
+
+    use super::*;
+
+    fn config(port: u16) -> ValidConfig {
+        let td = TrustDomain::new("mesh.local").expect("valid");
+        let yaml = format!(
+            "services:\n  - name: greeter\n    endpoints:\n      - address: 127.0.0.1:{port}\n        \
+             identity: spiffe://mesh.local/ns/default/sa/greeter\n"
+        );
+        crate::file::parse(&yaml, &td).expect("valid").mesh
+    }
+
+    #[test]
+    fn versions_start_at_one_and_grow_only_on_change() {
+        let store = StateStore::new(config(1));
+        let mut rx = store.subscribe();
+        assert_eq!(store.current().version, 1);
+        assert_eq!(store.publish(config(1)), None);
+        assert!(!rx.has_changed().expect("open"));
+        assert_eq!(store.publish(config(2)), Some(2));
+        assert!(rx.has_changed().expect("open"));
+        assert_eq!(rx.borrow_and_update().version, 2);
+        assert_eq!(store.publish(config(1)), Some(3));
+        assert_eq!(store.current().version, 3);
+    }
+}

@@ -1,0 +1,310 @@
+//! Watch over real TLS: who may subscribe, what they get, and how file edits reach them.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use mesh_control::{ConfigSource, ControlOptions, RunningControl};
+use mesh_core::proto;
+use mesh_core::snapshot::{ServiceName, Snapshot};
+use support::*;
+use tonic::Code;
+
+/// Long enough for the file poller to notice and settle an edit (200 ms polls, applied once
+/// two reads agree), with room for a loaded machine.
+const QUIET: Duration = Duration::from_millis(1200);
+
+async fn start_file(path: &Path) -> RunningControl {
+    let options = ControlOptions::new(td(), ConfigSource::File(path.to_owned()));
+    mesh_control::start(options).await.expect("control starts")
+}
+
+fn model(wire: proto::Snapshot) -> Snapshot {
+    Snapshot::try_from(wire).expect("the client's own validation accepts the snapshot")
+}
+
+fn name(s: &str) -> ServiceName {
+    s.parse().expect("valid service name")
+}
+
+fn addresses(snapshot: &Snapshot, service: &str) -> Vec<String> {
+    snapshot
+        .destination(&name(service))
+        .expect("destination present")
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_without_a_client_certificate_is_refused() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut client = connect(&control, None).await;
+    let status = watch_error(&mut client, subscribe("n1", &["greeter"])).await;
+    assert_code(
+        &status,
+        Code::Unauthenticated,
+        "watch requires a client certificate",
+    );
+    assert!(control.subscribers().is_empty());
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_first_messages_are_refused_with_the_field() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+
+    let status = watch_error(&mut client, ack(1, "")).await;
+    assert_code(
+        &status,
+        Code::InvalidArgument,
+        "the first message must be `subscribe`",
+    );
+
+    let mut bad = subscribe("n1", &["greeter"]);
+    if let Some(proto::watch_request::Kind::Subscribe(s)) = &mut bad.kind {
+        s.destinations.push(service_ref("default", "Not_A_Label"));
+    }
+    let status = watch_error(&mut client, bad).await;
+    assert_code(&status, Code::InvalidArgument, "destinations[1]: ");
+    assert!(control.subscribers().is_empty());
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
+    let control = start_inline(&config_yaml(5001)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter", "missing"]))
+        .await
+        .expect("watch opens");
+
+    let snapshot = model(watch.next().await);
+    assert_eq!(snapshot.version, 1);
+    let names: Vec<String> = snapshot
+        .destinations
+        .iter()
+        .map(|d| d.service.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["greeter.default", "missing.default"],
+        "only what was asked, in order"
+    );
+    assert_eq!(addresses(&snapshot, "greeter.default"), ["127.0.0.1:5001"]);
+    let greeter = snapshot
+        .destination(&name("greeter.default"))
+        .expect("present");
+    assert!(greeter.found);
+    assert_eq!(
+        greeter.endpoints[0].identity.as_str(),
+        "spiffe://mesh.local/ns/default/sa/greeter"
+    );
+    assert!(
+        !snapshot
+            .destination(&name("missing.default"))
+            .expect("present")
+            .found
+    );
+
+    // The registry knows the subscriber.
+    eventually("the subscriber is registered", || {
+        control.subscribers().len() == 1
+    })
+    .await;
+    let status = &control.subscribers()[0];
+    assert_eq!(status.node, "pod-a");
+    assert_eq!(
+        status.identity.as_str(),
+        "spiffe://mesh.local/ns/default/sa/client"
+    );
+    assert_eq!(status.own_service, Some(name("client.default")));
+    assert_eq!(
+        status.destinations,
+        [name("greeter.default"), name("missing.default")]
+    );
+    assert_eq!(status.last_sent_version, 1);
+    assert_eq!(status.last_acked_version, None);
+
+    watch.send(ack(1, "")).await;
+    eventually("the ACK is recorded", || {
+        control.subscribers()[0].last_acked_version == Some(1)
+    })
+    .await;
+
+    watch
+        .send(ack(1, "destinations[0].endpoints[0].address: no"))
+        .await;
+    eventually("the NACK is recorded", || {
+        control.subscribers()[0].last_nack
+            == Some((1, "destinations[0].endpoints[0].address: no".to_owned()))
+    })
+    .await;
+
+    // An ACK for a version never sent changes nothing.
+    watch.send(ack(7, "")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(control.subscribers()[0].last_acked_version, Some(1));
+
+    // A later `subscribe` replaces the destinations: a snapshot of the new set comes at once,
+    // at the same config version, and the registry follows.
+    watch.send(subscribe("pod-a", &["greeter"])).await;
+    let snapshot = watch.next().await;
+    assert_eq!(snapshot.version, 1);
+    let snapshot = Snapshot::try_from(snapshot).expect("valid");
+    let names: Vec<String> = snapshot
+        .destinations
+        .iter()
+        .map(|d| d.service.to_string())
+        .collect();
+    assert_eq!(names, ["greeter.default"]);
+    eventually("the registry has the new destinations", || {
+        control.subscribers()[0].destinations == [name("greeter.default")]
+    })
+    .await;
+
+    // An invalid update ends the stream with the reason; the subscriber goes away with it.
+    watch.send(subscribe("pod-a", &["Not_A_Name"])).await;
+    let status = watch.end_status().await;
+    assert_code(&status, Code::InvalidArgument, "destinations[0]");
+    eventually("the subscriber is removed", || {
+        control.subscribers().is_empty()
+    })
+    .await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn disconnecting_removes_the_subscriber() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut a = open_watch(&mut client, subscribe("a", &["greeter"]))
+        .await
+        .expect("opens");
+    let mut b = open_watch(&mut client, subscribe("b", &["other"]))
+        .await
+        .expect("opens");
+    a.next().await;
+    b.next().await;
+    eventually("two subscribers", || control.subscribers().len() == 2).await;
+    drop(a);
+    eventually("one subscriber left", || {
+        let list = control.subscribers();
+        list.len() == 1 && list[0].node == "b"
+    })
+    .await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn file_edits_reach_subscribers_and_bad_edits_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control.yaml");
+    std::fs::write(&path, config_yaml(5000)).expect("write");
+    let control = start_file(&path).await;
+    assert_eq!(control.config_version(), 1);
+
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
+        .await
+        .expect("opens");
+    let first = model(watch.next().await);
+    assert_eq!(first.version, 1);
+    watch.send(ack(1, "")).await;
+
+    // An edit of the watched service arrives as a new version, quickly.
+    let started = tokio::time::Instant::now();
+    std::fs::write(&path, config_yaml(5002)).expect("write");
+    let second = model(watch.next().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(second.version, 2);
+    assert_eq!(addresses(&second, "greeter.default"), ["127.0.0.1:5002"]);
+    assert_eq!(control.config_version(), 2);
+    watch.send(ack(2, "")).await;
+    eventually("ACK of version 2", || {
+        control.subscribers()[0].last_acked_version == Some(2)
+    })
+    .await;
+
+    // A bad edit: refused, the old config keeps serving, the subscriber hears nothing.
+    let bad = config_yaml(5003).replace("127.0.0.1:5003", "not-an-address");
+    std::fs::write(&path, bad).expect("write");
+    watch.expect_nothing(QUIET).await;
+    assert_eq!(control.config_version(), 2);
+    std::fs::write(&path, "services: [\n").expect("write");
+    watch.expect_nothing(QUIET).await;
+    assert_eq!(control.config_version(), 2);
+    // Bootstrap tokens of the last good config still work.
+    let (_, csr) = key_and_csr();
+    let mut anonymous = connect(&control, None).await;
+    certify(&mut anonymous, "greeter-token-0123456789", csr)
+        .await
+        .expect("tokens still served");
+
+    // A change to a service this subscriber does not watch: a new version, nothing sent.
+    let unrelated = config_yaml(5002).replace("127.0.0.1:9999", "127.0.0.1:9998");
+    std::fs::write(&path, unrelated).expect("write");
+    eventually("version 3", || control.config_version() == 3).await;
+    watch.expect_nothing(Duration::from_millis(300)).await;
+
+    // The file is fixed: the next good edit arrives.
+    let fixed = config_yaml(5004).replace("127.0.0.1:9999", "127.0.0.1:9998");
+    std::fs::write(&path, fixed).expect("write");
+    let third = model(watch.next().await);
+    assert_eq!(third.version, 4);
+    assert_eq!(addresses(&third, "greeter.default"), ["127.0.0.1:5004"]);
+
+    // The stream ends with UNAVAILABLE on shutdown, so the client reconnects.
+    let ended = tokio::spawn(async move { watch.end_status().await });
+    control.shutdown().await;
+    let status = ended.await.expect("joined");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn many_subscribers_each_get_their_projection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control.yaml");
+    std::fs::write(&path, config_yaml(5000)).expect("write");
+    let control = start_file(&path).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+
+    let mut greeters = Vec::new();
+    let mut others = Vec::new();
+    for i in 0..50 {
+        let dest = if i % 2 == 0 { "greeter" } else { "other" };
+        let mut w = open_watch(&mut client, subscribe(&format!("n{i}"), &[dest]))
+            .await
+            .expect("opens");
+        assert_eq!(w.next().await.version, 1);
+        if i % 2 == 0 {
+            greeters.push(w);
+        } else {
+            others.push(w);
+        }
+    }
+    eventually("50 subscribers", || control.subscribers().len() == 50).await;
+
+    std::fs::write(&path, config_yaml(5005)).expect("write");
+    for w in &mut greeters {
+        let snapshot = model(w.next().await);
+        assert_eq!(snapshot.version, 2);
+        assert_eq!(addresses(&snapshot, "greeter.default"), ["127.0.0.1:5005"]);
+    }
+    for w in &mut others {
+        w.expect_nothing(Duration::from_millis(20)).await;
+    }
+    control.shutdown().await;
+}
