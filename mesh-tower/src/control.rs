@@ -145,7 +145,11 @@ pub(crate) async fn renew_forever(
         loop {
             match certify(&connector, identity.trust(), &token, &trust_domain).await {
                 Ok((svid, bundle)) => {
-                    tracing::info!(id = %svid.id, not_after = ?svid.not_after, "certificate renewed");
+                    tracing::info!(
+                        id = %svid.id,
+                        valid_for_secs = svid.valid_for().as_secs(),
+                        "certificate renewed"
+                    );
                     identity.rotate(svid, bundle);
                     break;
                 }

@@ -58,6 +58,15 @@ pub struct Svid {
     pub certified: Arc<CertifiedKey>,
 }
 
+impl Svid {
+    /// How long the certificate remains valid from now (zero once expired).
+    pub fn valid_for(&self) -> Duration {
+        self.not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    }
+}
+
 /// A fresh P-256 key and a CSR for it. The CSR asks for nothing: the control service decides
 /// the identity from the token.
 pub(crate) struct KeyAndCsr {

@@ -107,7 +107,11 @@ impl Mesh {
         ));
 
         let (svid, bundle) = first_certificate(&connector, &trust, &settings).await?;
-        tracing::info!(id = %svid.id, not_after = ?svid.not_after, "mesh identity issued");
+        tracing::info!(
+            id = %svid.id,
+            valid_for_secs = svid.valid_for().as_secs(),
+            "mesh identity issued"
+        );
         trust.store(bundle);
         let identity = Identity::new(svid, trust);
 
