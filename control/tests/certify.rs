@@ -1,5 +1,8 @@
 //! Certify over real TLS: what the control service signs, and what it refuses.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,9 @@
 //! Starting and stopping: start-up errors, the dev CA across restarts, the trust bundle file,
 //! the admin endpoints, shutdown and drop.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::net::SocketAddr;

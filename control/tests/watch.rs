@@ -1,5 +1,8 @@
 //! Watch over real TLS: who may subscribe, what they get, and how file edits reach them.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;

@@ -6,6 +6,8 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 
 use crate::error::FieldError;
+
+pub(crate) mod route;
 use crate::snapshot::{Endpoint, check_dns_label, check_dns_subdomain};
 use crate::spiffe::{SpiffeId, TrustDomain};
 

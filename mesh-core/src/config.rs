@@ -53,29 +53,6 @@ pub struct EndpointSpec {
     pub identity: String,
 }
 
-/// A route attached to the service it is listed under.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouteSpec {
-    /// Unique within the service.
-    pub name: String,
-    /// Rules, in order.
-    #[serde(default)]
-    pub rules: Vec<RouteRuleSpec>,
-}
-
-/// One rule of a route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouteRuleSpec {
-    /// Optional rule name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    /// Weighted backends.
-    #[serde(default)]
-    pub backend_refs: Vec<BackendRefSpec>,
-}
-
 /// A weighted reference to a backend service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -85,6 +62,9 @@ pub struct BackendRefSpec {
     /// Its namespace; the route's own when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The backend service's port (1 to 65535), as in Gateway API; carried to clients as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
     /// Relative weight; 1 when omitted, 0 sends nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -94,6 +74,12 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
+mod route;
 mod validate;
 
+pub use route::{
+    CreationTimestamp, FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec,
+    MethodMatchSpec, MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec,
+    RouteMatchSpec, RouteRuleSpec, RouteSpec, TimeoutsSpec, ValueMatchSpec,
+};
 pub use validate::ValidConfig;

@@ -6,16 +6,28 @@
 //!
 //! Beyond the checks [`crate::config`] makes, the wire is checked for consistency: a
 //! destination or backend appears once, one that is not found carries nothing, and every
-//! service a backend reference names is listed in the destination's `backends` (otherwise the
-//! client could not resolve it). On the wire an endpoint weight of 0 means the default, 1.
+//! service a backend reference or request mirror names is listed in the destination's
+//! `backends` (otherwise the client could not resolve it).
+//!
+//! Route rules are turned into the config's shapes and checked by the same code as the config
+//! (`check::route`), so both refuse the same things with the same messages. The wire carries
+//! Gateway API's own strings for enumerations and durations; an empty string is unset. One
+//! spelling differs: a gRPC method match travels as `grpcMethod` but is reported at `method`,
+//! as in the config. On the wire an endpoint weight of 0 means the default, 1.
 //! Identities are not tied to a trust domain here; the TLS verifier checks that at connect time.
 
 use crate::check::{self, EndpointFields, FirstSeen};
+use crate::config::{
+    FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, MethodMatchSpec,
+    MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
+    RouteRuleSpec, TimeoutsSpec, ValueMatchSpec,
+};
+use crate::duration;
 use crate::error::{FieldError, ValidationErrors};
 use crate::proto;
 use crate::snapshot::{
-    Backend, BackendRef, Destination, Endpoint, Route, RouteRule, ServiceName, ServiceNameError,
-    Snapshot,
+    Backend, BackendRef, Destination, Endpoint, HeaderMatch, HeaderModifier, Route, RouteFilter,
+    RouteMatch, RouteRule, ServiceName, ServiceNameError, Snapshot, Timeouts, ValueMatch,
 };
 
 impl From<&ServiceName> for proto::ServiceRef {
@@ -88,6 +100,8 @@ impl From<&Route> for proto::Route {
         Self {
             name: route.name.clone(),
             rules: route.rules.iter().map(Into::into).collect(),
+            kind: route.kind.as_str().to_owned(),
+            creation_timestamp: route.created,
         }
     }
 }
@@ -97,6 +111,30 @@ impl From<&RouteRule> for proto::RouteRule {
         Self {
             name: rule.name.clone(),
             backend_refs: rule.backend_refs.iter().map(Into::into).collect(),
+            matches: rule.matches.iter().map(Into::into).collect(),
+            filters: rule.filters.iter().map(Into::into).collect(),
+            timeouts: (rule.timeouts != Timeouts::default()).then(|| proto::Timeouts {
+                request: rule
+                    .timeouts
+                    .request
+                    .map(duration::format)
+                    .unwrap_or_default(),
+                backend_request: rule
+                    .timeouts
+                    .backend_request
+                    .map(duration::format)
+                    .unwrap_or_default(),
+            }),
+            retry: rule.retry.as_ref().map(|retry| proto::RetryPolicy {
+                codes: retry.codes.iter().map(|c| u32::from(c.as_u16())).collect(),
+                statuses: retry
+                    .grpc_codes
+                    .iter()
+                    .map(|&c| check::route::grpc_status_name(c).to_owned())
+                    .collect(),
+                attempts: retry.attempts,
+                backoff: retry.backoff.map(duration::format).unwrap_or_default(),
+            }),
         }
     }
 }
@@ -106,6 +144,126 @@ impl From<&BackendRef> for proto::BackendRef {
         Self {
             service: Some((&backend_ref.service).into()),
             weight: backend_ref.weight,
+            port: backend_ref.port.map(u32::from).unwrap_or(0),
+        }
+    }
+}
+
+impl From<&ValueMatch> for proto::ValueMatch {
+    /// The type and value; the caller sets the name.
+    fn from(value: &ValueMatch) -> Self {
+        Self {
+            r#type: value.type_name().to_owned(),
+            name: String::new(),
+            value: value.value().to_owned(),
+        }
+    }
+}
+
+fn header_match_to_wire(header: &HeaderMatch) -> proto::ValueMatch {
+    proto::ValueMatch {
+        name: header.name.as_str().to_owned(),
+        ..(&header.value).into()
+    }
+}
+
+impl From<&RouteMatch> for proto::RouteMatch {
+    fn from(route_match: &RouteMatch) -> Self {
+        match route_match {
+            RouteMatch::Http(m) => Self {
+                path: Some(proto::PathMatch {
+                    r#type: m.path.type_name().to_owned(),
+                    value: m.path.value().to_owned(),
+                }),
+                method: m
+                    .method
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                headers: m.headers.iter().map(header_match_to_wire).collect(),
+                query_params: m
+                    .query_params
+                    .iter()
+                    .map(|q| proto::ValueMatch {
+                        name: q.name.clone(),
+                        ..(&q.value).into()
+                    })
+                    .collect(),
+                grpc_method: None,
+            },
+            RouteMatch::Grpc(m) => Self {
+                headers: m.headers.iter().map(header_match_to_wire).collect(),
+                grpc_method: m.method.as_ref().map(|method| {
+                    let kind = method.service.as_ref().or(method.method.as_ref());
+                    proto::GrpcMethodMatch {
+                        r#type: kind
+                            .map(ValueMatch::type_name)
+                            .unwrap_or("Exact")
+                            .to_owned(),
+                        service: method
+                            .service
+                            .as_ref()
+                            .map(|v| v.value().to_owned())
+                            .unwrap_or_default(),
+                        method: method
+                            .method
+                            .as_ref()
+                            .map(|v| v.value().to_owned())
+                            .unwrap_or_default(),
+                    }
+                }),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl From<&HeaderModifier> for proto::HeaderModifier {
+    fn from(modifier: &HeaderModifier) -> Self {
+        let headers = |list: &[(http::HeaderName, http::HeaderValue)]| {
+            list.iter()
+                .map(|(name, value)| proto::Header {
+                    name: name.as_str().to_owned(),
+                    // Validated values are visible ASCII (they came from strings), so this is
+                    // lossless; anything else would have been refused before reaching here.
+                    value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                })
+                .collect()
+        };
+        Self {
+            set: headers(&modifier.set),
+            add: headers(&modifier.add),
+            remove: modifier
+                .remove
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl From<&RouteFilter> for proto::RouteFilter {
+    fn from(filter: &RouteFilter) -> Self {
+        match filter {
+            RouteFilter::RequestHeaderModifier(m) => Self {
+                r#type: "RequestHeaderModifier".to_owned(),
+                request_header_modifier: Some(m.into()),
+                ..Default::default()
+            },
+            RouteFilter::ResponseHeaderModifier(m) => Self {
+                r#type: "ResponseHeaderModifier".to_owned(),
+                response_header_modifier: Some(m.into()),
+                ..Default::default()
+            },
+            RouteFilter::RequestMirror(m) => Self {
+                r#type: "RequestMirror".to_owned(),
+                request_mirror: Some(proto::RequestMirror {
+                    backend_ref: Some((&m.backend).into()),
+                    port: m.port.map(u32::from).unwrap_or(0),
+                    percent: m.percent,
+                }),
+                ..Default::default()
+            },
         }
     }
 }
@@ -183,7 +341,8 @@ fn destination(
         ));
     }
     let own_endpoints = endpoints(path, wire.endpoints, errors);
-    let routes = routes(path, &wire.routes, errors);
+    let namespace = wire.service.as_ref().map(|s| s.namespace.as_str());
+    let routes = routes(path, namespace, &wire.routes, errors);
 
     let mut backends = Vec::with_capacity(wire.backends.len());
     let mut listed = FirstSeen::new();
@@ -218,14 +377,33 @@ fn destination(
     // the references that name it.
     for (i, route) in routes.iter().enumerate() {
         for (j, rule) in route.rules.iter().enumerate() {
-            for (k, backend_ref) in rule.backend_refs.iter().enumerate() {
-                if !backends.iter().any(|b| b.service == backend_ref.service) {
+            let rule_path = format!("{path}.routes[{i}].rules[{j}]");
+            let refs = rule
+                .backend_refs
+                .iter()
+                .enumerate()
+                .map(|(k, backend_ref)| {
+                    (
+                        format!("{rule_path}.backendRefs[{k}].service"),
+                        &backend_ref.service,
+                    )
+                });
+            let mirrors = rule
+                .filters
+                .iter()
+                .enumerate()
+                .filter_map(|(f, filter)| match filter {
+                    RouteFilter::RequestMirror(mirror) => Some((
+                        format!("{rule_path}.filters[{f}].requestMirror.backendRef"),
+                        &mirror.backend,
+                    )),
+                    _ => None,
+                });
+            for (ref_path, service) in refs.chain(mirrors) {
+                if !backends.iter().any(|b| &b.service == service) {
                     errors.push(FieldError::new(
-                        format!("{path}.routes[{i}].rules[{j}].backendRefs[{k}].service"),
-                        format!(
-                            "backend \"{}\" is not listed in {path}.backends",
-                            backend_ref.service
-                        ),
+                        ref_path,
+                        format!("backend \"{service}\" is not listed in {path}.backends"),
                     ));
                 }
             }
@@ -267,7 +445,15 @@ fn endpoints(
         .collect()
 }
 
-fn routes(parent: &str, wire: &[proto::Route], errors: &mut Vec<FieldError>) -> Vec<Route> {
+fn routes(
+    parent: &str,
+    namespace: Option<&str>,
+    wire: &[proto::Route],
+    errors: &mut Vec<FieldError>,
+) -> Vec<Route> {
+    // References without a namespace never reach the wire (the model always has one), so the
+    // destination's namespace is only a fallback for hand-written messages.
+    let namespace = namespace.unwrap_or("default");
     let mut names: FirstSeen<&str> = FirstSeen::new();
     let mut routes = Vec::with_capacity(wire.len());
     for (i, route) in wire.iter().enumerate() {
@@ -281,6 +467,8 @@ fn routes(parent: &str, wire: &[proto::Route], errors: &mut Vec<FieldError>) -> 
                 format!("duplicate route name {:?} (first at {first})", route.name),
             ));
         }
+        let kind =
+            check::route::route_kind(&format!("{path}.kind"), non_empty(&route.kind), errors);
         let mut rule_names: FirstSeen<&str> = FirstSeen::new();
         let mut rules = Vec::with_capacity(route.rules.len());
         for (j, rule) in route.rules.iter().enumerate() {
@@ -296,6 +484,8 @@ fn routes(parent: &str, wire: &[proto::Route], errors: &mut Vec<FieldError>) -> 
                     format!("duplicate rule name {:?} (first at {first})", rule.name),
                 ));
             }
+            let spec = rule_spec(&rule_path, rule, errors);
+            let parts = check::route::rule_parts(&rule_path, kind, namespace, &spec, errors);
             let mut backend_refs = Vec::with_capacity(rule.backend_refs.len());
             for (k, backend_ref) in rule.backend_refs.iter().enumerate() {
                 let ref_path = format!("{rule_path}.backendRefs[{k}]");
@@ -304,24 +494,149 @@ fn routes(parent: &str, wire: &[proto::Route], errors: &mut Vec<FieldError>) -> 
                     backend_ref.service.as_ref(),
                     errors,
                 );
+                let port = check::route::port(
+                    &format!("{ref_path}.port"),
+                    (backend_ref.port != 0).then_some(backend_ref.port),
+                    errors,
+                );
                 let weight = check::backend_weight(backend_ref.weight)
                     .map_err(|m| errors.push(FieldError::new(format!("{ref_path}.weight"), m)))
                     .ok();
-                if let (Some(service), Some(weight)) = (service, weight) {
-                    backend_refs.push(BackendRef { service, weight });
+                if let (Some(service), Some(port), Some(weight)) = (service, port, weight) {
+                    backend_refs.push(BackendRef {
+                        service,
+                        port,
+                        weight,
+                    });
                 }
             }
             rules.push(RouteRule {
                 name: rule.name.clone(),
+                matches: parts.matches,
+                filters: parts.filters,
                 backend_refs,
+                timeouts: parts.timeouts,
+                retry: parts.retry,
             });
         }
         routes.push(Route {
             name: route.name.clone(),
+            kind,
+            created: route.creation_timestamp,
             rules,
         });
     }
     routes
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn non_empty_owned(s: &str) -> Option<String> {
+    non_empty(s).map(str::to_owned)
+}
+
+/// The wire rule in the config's shape (backend references aside, which the caller checks), so
+/// that [`check::route::rule_parts`] checks both the same way. Only what the config shape cannot
+/// say is reported here.
+fn rule_spec(path: &str, wire: &proto::RouteRule, errors: &mut Vec<FieldError>) -> RouteRuleSpec {
+    let value_match = |m: &proto::ValueMatch| ValueMatchSpec {
+        kind: non_empty_owned(&m.r#type),
+        name: m.name.clone(),
+        value: m.value.clone(),
+    };
+    let matches = wire
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let method = match (non_empty(&m.method), &m.grpc_method) {
+                (Some(_), Some(_)) => {
+                    errors.push(FieldError::new(
+                        format!("{path}.matches[{i}].grpcMethod"),
+                        "set together with method",
+                    ));
+                    None
+                }
+                (Some(method), None) => Some(MethodMatchSpec::Http(method.to_owned())),
+                (None, Some(g)) => Some(MethodMatchSpec::Grpc(GrpcMethodMatchSpec {
+                    kind: non_empty_owned(&g.r#type),
+                    service: non_empty_owned(&g.service),
+                    method: non_empty_owned(&g.method),
+                })),
+                (None, None) => None,
+            };
+            RouteMatchSpec {
+                path: m.path.as_ref().map(|p| PathMatchSpec {
+                    kind: non_empty_owned(&p.r#type),
+                    value: non_empty_owned(&p.value),
+                }),
+                method,
+                headers: m.headers.iter().map(value_match).collect(),
+                query_params: m.query_params.iter().map(value_match).collect(),
+            }
+        })
+        .collect();
+    let modifier = |m: &proto::HeaderModifier| HeaderModifierSpec {
+        set: m.set.iter().map(header_spec).collect(),
+        add: m.add.iter().map(header_spec).collect(),
+        remove: m.remove.clone(),
+    };
+    let filters = wire
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FilterSpec {
+            kind: f.r#type.clone(),
+            request_header_modifier: f.request_header_modifier.as_ref().map(modifier),
+            response_header_modifier: f.response_header_modifier.as_ref().map(modifier),
+            request_mirror: f.request_mirror.as_ref().map(|m| {
+                let (name, namespace) = match &m.backend_ref {
+                    Some(r) => (r.name.clone(), Some(r.namespace.clone())),
+                    None => {
+                        errors.push(FieldError::new(
+                            format!("{path}.filters[{i}].requestMirror.backendRef"),
+                            "missing",
+                        ));
+                        // Left empty: the name check below reports nothing more useful.
+                        (String::new(), None)
+                    }
+                };
+                RequestMirrorSpec {
+                    backend_ref: MirrorBackendRefSpec {
+                        name,
+                        namespace,
+                        port: (m.port != 0).then_some(m.port),
+                    },
+                    percent: Some(m.percent),
+                }
+            }),
+        })
+        .collect();
+    RouteRuleSpec {
+        name: wire.name.clone(),
+        matches,
+        filters,
+        backend_refs: Vec::new(),
+        timeouts: wire.timeouts.as_ref().map(|t| TimeoutsSpec {
+            request: non_empty_owned(&t.request),
+            backend_request: non_empty_owned(&t.backend_request),
+        }),
+        retry: wire.retry.as_ref().map(|r| RetrySpec {
+            codes: r.codes.clone(),
+            statuses: r.statuses.clone(),
+            attempts: Some(r.attempts),
+            backoff: non_empty_owned(&r.backoff),
+        }),
+    }
+}
+
+fn header_spec(h: &proto::Header) -> HeaderSpec {
+    HeaderSpec {
+        name: h.name.clone(),
+        value: h.value.clone(),
+    }
 }
 
 #[cfg(test)]

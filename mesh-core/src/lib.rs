@@ -4,6 +4,11 @@
 //! - [`config`]: the configuration model (services, endpoints, routes) as serde types, and its
 //!   validation with field paths.
 //! - [`snapshot`]: the validated view of destinations that a client receives.
+//! - [`duration`]: Gateway API duration strings (`10s`, `1h2m`).
+//! - [`route`]: route matching with Gateway API precedence, weighted backend picking, and
+//!   explanations of both.
+//! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
+//!   passed in.
 //! - [`proto`]: the control API `mesh.control.v1`, and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
 //!   services and by the control service alike.
@@ -13,12 +18,18 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod budget;
 mod check;
 pub mod config;
 pub mod convert;
+pub mod duration;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod outlier;
 mod pem;
 pub mod proto;
+pub mod route;
 pub mod snapshot;
 pub mod spiffe;
 pub mod tls;

@@ -191,21 +191,33 @@ pub struct Endpoint {
 }
 
 /// A route attached to a destination (Gateway API HTTPRoute/GRPCRoute with a Service parent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Route {
     /// The route's name, unique within the destination.
     pub name: String,
+    /// HTTPRoute or GRPCRoute.
+    pub kind: RouteKind,
+    /// Creation time in Unix seconds, when known: older routes win precedence ties.
+    pub created: Option<i64>,
     /// Its rules, in order.
     pub rules: Vec<RouteRule>,
 }
 
 /// One rule of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteRule {
     /// Optional name (Gateway API named rules); empty when unnamed.
     pub name: String,
+    /// Alternatives, ORed; empty matches every request (as `PathPrefix /` for HTTP).
+    pub matches: Vec<RouteMatch>,
+    /// Filters applied to matching requests, in order.
+    pub filters: Vec<RouteFilter>,
     /// Where matching traffic goes, by weight.
     pub backend_refs: Vec<BackendRef>,
+    /// Request and per-try timeouts.
+    pub timeouts: Timeouts,
+    /// Retry policy; none means no retries.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A weighted reference to a backend service.
@@ -213,6 +225,16 @@ pub struct RouteRule {
 pub struct BackendRef {
     /// The backend service.
     pub service: ServiceName,
+    /// The service port the route names (Gateway API `port`), if any.
+    pub port: Option<u16>,
     /// Relative weight; 0 sends nothing.
     pub weight: u32,
 }
+
+mod route;
+
+pub use route::{
+    GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HttpRouteMatch, PathMatch,
+    Pattern, QueryParamMatch, RequestMirror, RetryPolicy, RouteFilter, RouteKind, RouteMatch,
+    Timeouts, ValueMatch,
+};

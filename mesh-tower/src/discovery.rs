@@ -79,7 +79,8 @@ impl Discovery {
 
     /// Adds a destination to the subscription.
     pub(crate) fn want(&self, destination: &ServiceName) {
-        self.wanted.send_if_modified(|set| set.insert(destination.clone()));
+        self.wanted
+            .send_if_modified(|set| set.insert(destination.clone()));
     }
 
     /// The control connection's state.

@@ -12,10 +12,10 @@ use mesh_core::proto::{CertifyRequest, CertifyResponse};
 use mesh_core::tls::{TrustBundle, TrustStore, Usage, verify_svid};
 use mesh_core::{SpiffeId, TrustDomain};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls::SignatureScheme;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::SignatureScheme;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 
 /// Why a certificate could not be obtained or used.
@@ -98,8 +98,11 @@ impl KeyAndCsr {
         reply: CertifyResponse,
         trust_domain: &TrustDomain,
     ) -> Result<(Svid, TrustBundle), IdentityError> {
-        let chain: Vec<CertificateDer<'static>> =
-            reply.chain_der.into_iter().map(CertificateDer::from).collect();
+        let chain: Vec<CertificateDer<'static>> = reply
+            .chain_der
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
         let roots = reply
             .trust_bundle_der
             .into_iter()
@@ -120,7 +123,9 @@ impl KeyAndCsr {
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
         let certified = CertifiedKey::from_der(chain, key, &mesh_core::tls::crypto_provider())
-            .map_err(|e| IdentityError::BadReply(format!("certificate does not fit our key: {e}")))?;
+            .map_err(|e| {
+                IdentityError::BadReply(format!("certificate does not fit our key: {e}"))
+            })?;
         let not_after = UNIX_EPOCH + Duration::from_secs(reply.not_after_unix.max(0) as u64);
         Ok((
             Svid {

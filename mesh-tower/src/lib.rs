@@ -4,20 +4,25 @@
 //! # Getting started
 //!
 //! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // MESH_CONTROL_ADDR, MESH_TRUST_ANCHORS_FILE, MESH_TOKEN(_FILE), MESH_SERVICE, ...
 //! let mesh = mesh_tower::Mesh::from_env().await?;
 //!
-//! // Serve an axum router (or any tower HTTP service) over mTLS.
-//! let router = axum::Router::new();
+//! // Serve any tower HTTP service (an axum `Router`, say) over mTLS.
+//! let hello = tower::service_fn(|_request: http::Request<hyper::body::Incoming>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("hi"))))
+//! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! tokio::spawn({
 //!     let mesh = mesh.clone();
-//!     async move { mesh.serve(listener, router).await }
+//!     async move { mesh.serve(listener, hello).await }
 //! });
 //!
 //! // Call another service through the mesh.
-//! let client = mesh.client::<axum::body::Body>("catalog.shop").await?;
+//! let catalog = mesh.client::<Full<Bytes>>("catalog.shop").await?;
 //! # Ok(()) }
 //! ```
 //!

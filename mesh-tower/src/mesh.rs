@@ -207,10 +207,8 @@ impl Mesh {
     /// with the caller's [`crate::PeerIdentity`] in each request's extensions.
     pub async fn serve<S, ResBody>(&self, listener: TcpListener, service: S) -> std::io::Result<()>
     where
-        S: tower::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = http::Response<ResBody>,
-            > + Clone
+        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+            + Clone
             + Send
             + 'static,
         S::Future: Send + 'static,

@@ -160,7 +160,11 @@ impl Stream for MeshIncoming {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<MeshTlsStream>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<MeshTlsStream>,
+) {
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -119,7 +119,10 @@ impl MeshSettings {
         let trust_anchors_file = get("MESH_TRUST_ANCHORS_FILE")
             .map(PathBuf::from)
             .ok_or_else(|| {
-                SettingsError::new("MESH_TRUST_ANCHORS_FILE", "not set (PEM file of trust roots)")
+                SettingsError::new(
+                    "MESH_TRUST_ANCHORS_FILE",
+                    "not set (PEM file of trust roots)",
+                )
             })?;
         let token = match (get("MESH_TOKEN_FILE"), get("MESH_TOKEN")) {
             (Some(path), _) => TokenSource::File(PathBuf::from(path)),
@@ -309,7 +312,8 @@ mod tests {
             ("MESH_READY_TIMEOUT", "-1", "MESH_READY_TIMEOUT"),
         ];
         for (var, value, named) in cases {
-            let mut vars: Vec<(&str, &str)> = BASE.iter().filter(|(k, _)| k != var).copied().collect();
+            let mut vars: Vec<(&str, &str)> =
+                BASE.iter().filter(|(k, _)| k != var).copied().collect();
             vars.push((var, value));
             let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
             assert_eq!(err.var, *named, "{var}={value}: {err}");
@@ -321,7 +325,11 @@ mod tests {
         for var in ["MESH_CONTROL_ADDR", "MESH_TRUST_ANCHORS_FILE", "MESH_TOKEN"] {
             let vars: Vec<(&str, &str)> = BASE.iter().filter(|(k, _)| *k != var).copied().collect();
             let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
-            let expected = if var == "MESH_TOKEN" { "MESH_TOKEN_FILE" } else { var };
+            let expected = if var == "MESH_TOKEN" {
+                "MESH_TOKEN_FILE"
+            } else {
+                var
+            };
             assert_eq!(err.var, expected);
         }
     }

@@ -46,7 +46,10 @@ impl Config {
     pub fn service(mut self, name: &str, endpoints: &[(SocketAddr, &str)]) -> Self {
         self.services.push((
             name.to_owned(),
-            endpoints.iter().map(|(a, sa)| (*a, sa.to_string())).collect(),
+            endpoints
+                .iter()
+                .map(|(a, sa)| (*a, sa.to_string()))
+                .collect(),
         ));
         self
     }
@@ -68,7 +71,10 @@ impl Config {
                 "    endpoints:\n"
             };
             for (addr, sa) in endpoints {
-                yaml += &format!("      - address: \"{addr}\"\n        identity: {}\n", spiffe(sa));
+                yaml += &format!(
+                    "      - address: \"{addr}\"\n        identity: {}\n",
+                    spiffe(sa)
+                );
             }
         }
         yaml += "bootstrapTokens:\n";
@@ -105,8 +111,10 @@ impl Harness {
         std::fs::write(&config_path, config.render())?;
         let trust_domain = TrustDomain::new(TRUST_DOMAIN)?;
         let anchors = dir.path().join("trust-bundle.pem");
-        let mut options =
-            ControlOptions::new(trust_domain.clone(), ConfigSource::File(config_path.clone()));
+        let mut options = ControlOptions::new(
+            trust_domain.clone(),
+            ConfigSource::File(config_path.clone()),
+        );
         options.trust_bundle_out = Some(anchors.clone());
         let control = mesh_control::start(options).await?;
         Ok(Self {
@@ -129,7 +137,9 @@ impl Harness {
 
     /// The control service's config version.
     pub fn config_version(&self) -> u64 {
-        self.control.as_ref().map_or(0, RunningControl::config_version)
+        self.control
+            .as_ref()
+            .map_or(0, RunningControl::config_version)
     }
 
     /// Stops the control service.

@@ -1,5 +1,8 @@
 //! An axum service meshed the same way as a tonic one.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use examples::{WebReply, web_router};
 use http_body_util::BodyExt;
 use mesh_tests::{Config, Harness, listener, spiffe};
@@ -21,7 +24,10 @@ async fn an_axum_service_is_called_over_mtls_with_both_identities_verified() {
     let serving = tokio::spawn(async move { server.serve(l, router).await });
 
     let client = harness.mesh("client").await.unwrap();
-    let web = client.client::<axum::body::Body>("web.default").await.unwrap();
+    let web = client
+        .client::<axum::body::Body>("web.default")
+        .await
+        .unwrap();
     let response = web
         .oneshot(
             http::Request::get("/hello")

@@ -2,6 +2,9 @@
 //! are picked up without a restart, calls spread over every replica, and calls keep working
 //! when the control service goes away.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -69,19 +72,39 @@ async fn replicas_added_and_removed_in_the_config_file_take_effect_without_a_res
     // Add the second replica: both serve.
     let version = harness.config_version();
     harness
-        .write_config(&base.clone().service("greeter", &[(a1, "greeter"), (a2, "greeter")]))
+        .write_config(
+            &base
+                .clone()
+                .service("greeter", &[(a1, "greeter"), (a2, "greeter")]),
+        )
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || client_mesh.control_status().version > version).await);
+    assert!(
+        eventually(Duration::from_secs(5), || client_mesh
+            .control_status()
+            .version
+            > version)
+        .await
+    );
     let counts = spread(&client, 200).await;
     assert_eq!(counts.values().sum::<usize>(), 200);
-    assert_eq!(counts.len(), 2, "calls should spread over both replicas: {counts:?}");
+    assert_eq!(
+        counts.len(),
+        2,
+        "calls should spread over both replicas: {counts:?}"
+    );
 
     // Remove the first: only the second serves.
     let version = client_mesh.control_status().version;
     harness
         .write_config(&base.clone().service("greeter", &[(a2, "greeter")]))
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || client_mesh.control_status().version > version).await);
+    assert!(
+        eventually(Duration::from_secs(5), || client_mesh
+            .control_status()
+            .version
+            > version)
+        .await
+    );
     // Let the balancer take the removal in (it is applied on the next call).
     let _ = spread(&client, 5).await;
     let counts = spread(&client, 40).await;
@@ -94,7 +117,10 @@ async fn calls_keep_succeeding_after_the_control_service_stops() {
     let config = Config::new()
         .service(
             "greeter",
-            &[(l1.local_addr().unwrap(), "greeter"), (l2.local_addr().unwrap(), "greeter")],
+            &[
+                (l1.local_addr().unwrap(), "greeter"),
+                (l2.local_addr().unwrap(), "greeter"),
+            ],
         )
         .account("greeter")
         .account("client");
@@ -106,7 +132,12 @@ async fn calls_keep_succeeding_after_the_control_service_stops() {
     spread(&client, 20).await;
 
     harness.stop_control().await;
-    assert!(eventually(Duration::from_secs(5), || !client_mesh.control_status().connected).await);
+    assert!(
+        eventually(Duration::from_secs(5), || !client_mesh
+            .control_status()
+            .connected)
+        .await
+    );
 
     // Every call still succeeds, on both replicas, from the last good snapshot.
     let counts = spread(&client, 200).await;

@@ -1,6 +1,9 @@
 //! mTLS end to end: both identities verified and visible, and every kind of caller or server
 //! without the right certificate refused.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use examples::hello::HelloRequest;
@@ -36,7 +39,11 @@ async fn raw_channel(
                 None => Box::new(tcp),
                 Some(tls) => {
                     let name = ServerName::IpAddress(addr.ip().into());
-                    Box::new(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?)
+                    Box::new(
+                        tokio_rustls::TlsConnector::from(tls)
+                            .connect(name, tcp)
+                            .await?,
+                    )
                 }
             };
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
@@ -48,7 +55,10 @@ async fn raw_channel(
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
-fn tls_trusting(bundle: TrustBundle, server: &str) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+fn tls_trusting(
+    bundle: TrustBundle,
+    server: &str,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
     let verifier = SpiffeServerVerifier::new(
         TrustStore::new(bundle),
         SpiffeId::parse(server).expect("valid id"),
@@ -130,7 +140,10 @@ async fn callers_without_a_valid_mesh_certificate_are_refused() {
         Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    assert!(refused.is_err(), "call without a client certificate succeeded");
+    assert!(
+        refused.is_err(),
+        "call without a client certificate succeeded"
+    );
 
     // A certificate for a mesh identity, but from another CA; and one from another trust domain.
     let other_ca = TestCa::new("mesh.local");
@@ -151,7 +164,11 @@ async fn callers_without_a_valid_mesh_certificate_are_refused() {
         };
         assert!(refused.is_err(), "call with a forged certificate succeeded");
     }
-    assert_eq!(replica.greeter.served(), 1, "a refused caller reached the handler");
+    assert_eq!(
+        replica.greeter.served(),
+        1,
+        "a refused caller reached the handler"
+    );
 }
 
 #[tokio::test]

@@ -41,14 +41,20 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 1. The control service, in process: CA, config, Watch and Certify over TLS.
-    let control =
-        mesh_control::start(ControlOptions::new(trust_domain.clone(), ConfigSource::Inline(config)))
-            .await
-            .context("starting the control service")?;
+    let control = mesh_control::start(ControlOptions::new(
+        trust_domain.clone(),
+        ConfigSource::Inline(config),
+    ))
+    .await
+    .context("starting the control service")?;
     let state = tempfile::tempdir()?;
     let anchors = state.path().join("trust-bundle.pem");
     std::fs::write(&anchors, control.trust_bundle_pem())?;
-    println!("control service  {}  ({})", control.addr(), control.identity());
+    println!(
+        "control service  {}  ({})",
+        control.addr(),
+        control.identity()
+    );
 
     let settings = |service: Option<ServiceName>, account: &str, token: &str, node: &str| {
         let mut s = MeshSettings::new(
@@ -70,9 +76,19 @@ async fn main() -> anyhow::Result<()> {
     let mut servers = Vec::new();
     for (i, listener) in greeter_listeners.into_iter().enumerate() {
         let node = format!("greeter-{}", i + 1);
-        let mesh = Mesh::start(settings(greeter.clone(), "greeter", "greeter-demo-token", &node)).await?;
+        let mesh = Mesh::start(settings(
+            greeter.clone(),
+            "greeter",
+            "greeter-demo-token",
+            &node,
+        ))
+        .await?;
         let replica = GreeterReplica::new(&node, mesh.identity().id().to_string());
-        println!("{node:<16} {}  ({})", listener.local_addr()?, mesh.identity().id());
+        println!(
+            "{node:<16} {}  ({})",
+            listener.local_addr()?,
+            mesh.identity().id()
+        );
         let incoming = mesh.tonic_incoming(listener)?;
         let service = GreeterServer::new(replica.clone());
         servers.push(tokio::spawn(async move {
@@ -88,13 +104,22 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. An axum service, meshed the same way.
     let web_mesh = Mesh::start(settings(web, "web", "web-demo-token", "web-1")).await?;
-    println!("web (axum)       {}  ({})", web_listener.local_addr()?, web_mesh.identity().id());
+    println!(
+        "web (axum)       {}  ({})",
+        web_listener.local_addr()?,
+        web_mesh.identity().id()
+    );
     let router = web_router(web_mesh.identity().id().to_string());
     let web_server = tokio::spawn(async move { web_mesh.serve(web_listener, router).await });
 
     // 4. A client with its own identity.
-    let client_mesh =
-        Mesh::start(settings(None, "demo-client", "client-demo-token", "demo-client")).await?;
+    let client_mesh = Mesh::start(settings(
+        None,
+        "demo-client",
+        "client-demo-token",
+        "demo-client",
+    ))
+    .await?;
     println!("client           ({})\n", client_mesh.identity().id());
 
     let mut greeter = GreeterClient::new(client_mesh.channel("greeter.default").await?);
@@ -124,7 +149,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("  last reply: {example}");
 
-    let web = client_mesh.client::<axum::body::Body>("web.default").await?;
+    let web = client_mesh
+        .client::<axum::body::Body>("web.default")
+        .await?;
     let response = web
         .oneshot(http::Request::get("/hello").body(axum::body::Body::empty())?)
         .await
@@ -136,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  client verified server  {}", reply.server);
 
     let served: Vec<u64> = replicas.iter().map(GreeterReplica::served).collect();
-    if served.iter().any(|&n| n == 0) {
+    if served.contains(&0) {
         bail!("a replica served no calls: {served:?}");
     }
     println!("\ndone in {:.1?}", started.elapsed());

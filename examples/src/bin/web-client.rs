@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let body = response.into_body().collect().await?.to_bytes();
     let reply: WebReply = serde_json::from_slice(&body)
         .with_context(|| format!("{status}: {}", String::from_utf8_lossy(&body)))?;
-    println!("{status} from {} (the server saw the caller as {})", reply.server, reply.caller);
+    println!(
+        "{status} from {} (the server saw the caller as {})",
+        reply.server, reply.caller
+    );
     Ok(())
 }

@@ -9,7 +9,12 @@
 //! - route names are DNS-1123 subdomains, unique within their service; rule names are empty or
 //!   DNS-1123 subdomains, unique within their route;
 //! - backend references name a DNS-1123 label (and namespace, the service's own when omitted)
-//!   with a weight of 0 to 1,000,000 (1 when omitted; 0 sends nothing).
+//!   with a weight of 0 to 1,000,000 (1 when omitted; 0 sends nothing) and a port of 1 to 65535;
+//! - a route's `kind` is `http` or `grpc`, its `creationTimestamp` Unix seconds or RFC 3339;
+//! - matches, filters, timeouts and retry policies as `crate::check::route` describes: regular
+//!   expressions compile, header names are tokens, paths start with `/`, durations are Gateway
+//!   API durations with `backendRequest <= request`, mirror percentages are 0 to 100, retry
+//!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names.
 //!
 //! A backend reference to a service the config does not have is *not* an error: as in Gateway
 //! API, it resolves to a backend with `found = false`, whose share of traffic fails.
@@ -19,7 +24,9 @@ use std::collections::BTreeMap;
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, RouteSpec, ServiceSpec};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::error::{FieldError, ValidationErrors};
-use crate::snapshot::{Backend, BackendRef, Destination, Endpoint, Route, RouteRule, ServiceName};
+use crate::snapshot::{
+    Backend, BackendRef, Destination, Endpoint, Route, RouteFilter, RouteRule, ServiceName,
+};
 use crate::spiffe::TrustDomain;
 
 /// A config that passed validation, indexed by service, ready to project destinations from.
@@ -129,6 +136,12 @@ fn routes(
                 format!("duplicate route name {:?} (first at {first})", spec.name),
             ));
         }
+        let kind = check::route::route_kind(&format!("{path}.kind"), spec.kind.as_deref(), errors);
+        let created = check::route::creation_timestamp(
+            &format!("{path}.creationTimestamp"),
+            spec.creation_timestamp.as_ref(),
+            errors,
+        );
         let mut rule_names = FirstSeen::new();
         let mut rules = Vec::with_capacity(spec.rules.len());
         for (j, rule) in spec.rules.iter().enumerate() {
@@ -144,6 +157,7 @@ fn routes(
                     format!("duplicate rule name {:?} (first at {first})", rule.name),
                 ));
             }
+            let parts = check::route::rule_parts(&rule_path, kind, namespace, rule, errors);
             let backend_refs = rule
                 .backend_refs
                 .iter()
@@ -155,51 +169,45 @@ fn routes(
                 .collect();
             rules.push(RouteRule {
                 name: rule.name.clone(),
+                matches: parts.matches,
+                filters: parts.filters,
                 backend_refs,
+                timeouts: parts.timeouts,
+                retry: parts.retry,
             });
         }
         routes.push(Route {
             name: spec.name.clone(),
+            kind,
+            created,
             rules,
         });
     }
     routes
 }
 
+/// One backend reference at `path`; `None` when anything is wrong (the errors say what).
 fn backend_ref(
     path: &str,
     route_namespace: &str,
     spec: &BackendRefSpec,
     errors: &mut Vec<FieldError>,
 ) -> Option<BackendRef> {
-    let mut ok = true;
-    if let Err(message) = check::dns_label("name", &spec.name) {
-        errors.push(FieldError::new(format!("{path}.name"), message));
-        ok = false;
-    }
-    // Gateway API: a reference without a namespace means the route's own, and a route listed
-    // under a service lives in that service's namespace.
-    let namespace = spec.namespace.as_deref().unwrap_or(route_namespace);
-    if let Err(message) = check::dns_label("namespace", namespace) {
-        // An omitted namespace inherits the service's, which is reported there already.
-        if spec.namespace.is_some() {
-            errors.push(FieldError::new(format!("{path}.namespace"), message));
-        }
-        ok = false;
-    }
-    let weight = match check::backend_weight(spec.weight.unwrap_or(1)) {
-        Ok(weight) => weight,
-        Err(message) => {
-            errors.push(FieldError::new(format!("{path}.weight"), message));
-            return None;
-        }
-    };
-    ok.then(|| BackendRef {
-        service: ServiceName {
-            namespace: namespace.to_owned(),
-            name: spec.name.clone(),
-        },
-        weight,
+    let service = check::route::service(
+        path,
+        &spec.name,
+        spec.namespace.as_deref(),
+        route_namespace,
+        errors,
+    );
+    let port = check::route::port(&format!("{path}.port"), spec.port, errors);
+    let weight = check::backend_weight(spec.weight.unwrap_or(1))
+        .map_err(|message| errors.push(FieldError::new(format!("{path}.weight"), message)))
+        .ok();
+    Some(BackendRef {
+        service: service?,
+        port: port?,
+        weight: weight?,
     })
 }
 
@@ -209,20 +217,14 @@ impl ValidConfig {
     /// The destination as a client sees it, with every backend its routes reference resolved.
     ///
     /// An unknown service gives [`Destination::not_found`]. `backends` holds each distinct
-    /// service that any backend reference of the routes names, in order of first reference;
-    /// one the config does not have has `found = false` and no endpoints.
+    /// service that any backend reference or request mirror of the routes names, in order of
+    /// first reference; one the config does not have has `found = false` and no endpoints.
     pub fn destination(&self, service: &ServiceName) -> Destination {
         let Some(valid) = self.services.get(service) else {
             return Destination::not_found(service.clone());
         };
         let mut backends: Vec<Backend> = Vec::new();
-        let referenced = valid
-            .routes
-            .iter()
-            .flat_map(|route| &route.rules)
-            .flat_map(|rule| &rule.backend_refs)
-            .map(|backend_ref| &backend_ref.service);
-        for name in referenced {
+        for name in referenced_services(&valid.routes) {
             // Routes reference a handful of services, so a linear search beats a set here.
             if backends.iter().any(|b| &b.service == name) {
                 continue;
@@ -258,6 +260,21 @@ impl ValidConfig {
     pub fn services(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.keys()
     }
+}
+
+/// Every service the routes send traffic to (backend references, then each rule's mirrors),
+/// in document order, with repeats.
+pub(crate) fn referenced_services(routes: &[Route]) -> impl Iterator<Item = &ServiceName> {
+    routes
+        .iter()
+        .flat_map(|route| &route.rules)
+        .flat_map(|rule| {
+            let mirrors = rule.filters.iter().filter_map(|filter| match filter {
+                RouteFilter::RequestMirror(mirror) => Some(&mirror.backend),
+                _ => None,
+            });
+            rule.backend_refs.iter().map(|b| &b.service).chain(mirrors)
+        })
 }
 
 #[cfg(test)]

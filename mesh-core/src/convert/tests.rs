@@ -35,19 +35,20 @@ fn snapshot() -> Snapshot {
                             backend_refs: vec![
                                 BackendRef {
                                     service: name("greeter-v2.default"),
+                                    port: Some(8080),
                                     weight: 0,
                                 },
                                 BackendRef {
                                     service: name("missing.other"),
+                                    port: None,
                                     weight: 5,
                                 },
                             ],
+                            ..Default::default()
                         },
-                        RouteRule {
-                            name: String::new(),
-                            backend_refs: vec![],
-                        },
+                        RouteRule::default(),
                     ],
+                    ..Default::default()
                 }],
                 backends: vec![
                     Backend {
@@ -111,6 +112,77 @@ services:
 }
 
 #[test]
+fn routes_round_trip_with_every_field() {
+    let config: crate::config::MeshConfig = serde_yaml::from_str(crate::fixtures::ROUTES).unwrap();
+    let valid = config
+        .validate(&crate::TrustDomain::new("cluster.local").unwrap())
+        .unwrap();
+    let model = Snapshot {
+        version: 7,
+        destinations: vec![valid.destination(&name("greeter.default"))],
+    };
+    let wire = proto::Snapshot::from(&model);
+    let rule = &wire.destinations[0].routes[0].rules[1];
+    assert_eq!(rule.matches[0].path.as_ref().unwrap().r#type, "PathPrefix");
+    assert_eq!(rule.timeouts.as_ref().unwrap().backend_request, "500ms");
+    assert_eq!(
+        wire.destinations[0].routes[1].rules[0]
+            .retry
+            .as_ref()
+            .unwrap()
+            .statuses,
+        ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
+    );
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let decoded: proto::Snapshot = prost::Message::decode(bytes.as_slice()).unwrap();
+    assert_eq!(Snapshot::try_from(decoded).unwrap(), model);
+}
+
+#[test]
+fn wire_routes_are_validated_with_the_config_rules() {
+    let config: crate::config::MeshConfig = serde_yaml::from_str(crate::fixtures::ROUTES).unwrap();
+    let valid = config
+        .validate(&crate::TrustDomain::new("cluster.local").unwrap())
+        .unwrap();
+    let model = Snapshot {
+        version: 7,
+        destinations: vec![valid.destination(&name("greeter.default"))],
+    };
+    let mut wire = proto::Snapshot::from(&model);
+    {
+        let routes = &mut wire.destinations[0].routes;
+        routes[0].kind = "udp".to_owned();
+        let rule = &mut routes[0].rules[1];
+        rule.matches[0].grpc_method = Some(proto::GrpcMethodMatch::default());
+        rule.matches[2].path.as_mut().unwrap().value = "(".to_owned();
+        rule.timeouts.as_mut().unwrap().request = "100ms".to_owned();
+        rule.filters[2].request_mirror.as_mut().unwrap().backend_ref = None;
+        rule.filters[0]
+            .request_header_modifier
+            .as_mut()
+            .unwrap()
+            .remove[0] = "bad name".to_owned();
+        routes[1].rules[0].retry.as_mut().unwrap().statuses[0] = "UNAVALABLE".to_owned();
+    }
+    // The mirrored service is no longer listed either.
+    wire.destinations[0].backends.pop();
+    let errors = Snapshot::try_from(wire).unwrap_err();
+    let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    let r = "destinations[0].routes[0]";
+    let expected = [
+        format!(r#"{r}.kind: unknown route kind "udp": expected "http" or "grpc""#),
+        format!("{r}.rules[1].matches[0].grpcMethod: set together with method"),
+        format!("{r}.rules[1].filters[2].requestMirror.backendRef: missing"),
+        format!(r#"{r}.rules[1].matches[2].path.value: invalid regular expression "(": unclosed group"#),
+        format!(r#"{r}.rules[1].filters[0].requestHeaderModifier.remove[0]: invalid header name "bad name": only letters, digits and !#$%&'*+-.^_`|~ are allowed"#),
+        format!(r#"{r}.rules[1].filters[2].requestMirror.backendRef.name: invalid name "": empty name"#),
+        format!("{r}.rules[1].timeouts.backendRequest: 500ms is longer than the request timeout 100ms"),
+        r#"destinations[0].routes[1].rules[0].retry.statuses[0]: unknown or non-error gRPC status "UNAVALABLE""#.to_owned(),
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn zero_endpoint_weight_on_the_wire_means_one() {
     let mut wire = proto::Snapshot::from(&snapshot());
     wire.destinations[0].endpoints[0].weight = 0;
@@ -137,12 +209,14 @@ fn the_wire_is_validated_with_paths() {
     wire.destinations[1].routes.push(proto::Route {
         name: "r".to_owned(),
         rules: vec![proto::RouteRule {
-            name: String::new(),
             backend_refs: vec![proto::BackendRef {
                 service: Some((&name("elsewhere.default")).into()),
                 weight: 1,
+                port: 0,
             }],
+            ..Default::default()
         }],
+        ..Default::default()
     });
     wire.destinations.push(wire.destinations[1].clone());
     wire.destinations[2].routes.clear();

@@ -59,8 +59,12 @@ where
         snapshots: watch::Receiver<Arc<Snapshot>>,
         ready_timeout: Duration,
     ) -> Self {
-        let discover =
-            PeakEwmaDiscover::new(discover, DEFAULT_RTT, EWMA_DECAY, CompleteOnResponse::default());
+        let discover = PeakEwmaDiscover::new(
+            discover,
+            DEFAULT_RTT,
+            EWMA_DECAY,
+            CompleteOnResponse::default(),
+        );
         Self {
             destination,
             balancer: Balance::new(discover),

@@ -79,7 +79,8 @@ impl<B> EndpointDiscover<B> {
                 Some(&self.identity),
             );
             let endpoint = Endpoint::new(new.addr, tls, self.authority.clone());
-            self.pending.push_back(Change::Insert(new.clone(), endpoint));
+            self.pending
+                .push_back(Change::Insert(new.clone(), endpoint));
         }
         self.current = wanted;
     }

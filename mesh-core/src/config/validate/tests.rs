@@ -197,3 +197,207 @@ fn unknown_fields_are_refused_by_serde() {
         "{err}"
     );
 }
+
+use crate::fixtures::ROUTES;
+
+#[test]
+fn routes_are_validated_into_typed_rules() {
+    use crate::snapshot::{PathMatch, RouteFilter, RouteKind, RouteMatch, ValueMatch};
+    use std::time::Duration;
+
+    let valid = parse(ROUTES).validate(&td()).unwrap();
+    let greeter = valid.destination(&name("greeter.default"));
+    let canary = &greeter.routes[0];
+    assert_eq!(canary.kind, RouteKind::Http);
+    assert_eq!(canary.created, Some(1_714_557_600));
+    let pinned = &canary.rules[0];
+    let RouteMatch::Http(m) = &pinned.matches[0] else {
+        panic!("http match expected")
+    };
+    assert_eq!(
+        m.path,
+        PathMatch::Prefix("/".to_owned()),
+        "path defaults to /"
+    );
+    assert_eq!(m.headers[0].name, "x-canary");
+    assert_eq!(m.headers[0].value, ValueMatch::Exact("true".to_owned()));
+    assert_eq!(pinned.backend_refs[0].port, Some(8080));
+
+    let split = &canary.rules[1];
+    let RouteMatch::Http(api) = &split.matches[0] else {
+        panic!("http match expected")
+    };
+    assert_eq!(api.method, Some(http::Method::POST));
+    assert_eq!(api.headers[0].name, "x-user", "header names are normalised");
+    assert!(
+        matches!(&api.headers[0].value, ValueMatch::RegularExpression(p) if p.is_match("user-42") && !p.is_match("user-42x"))
+    );
+    assert_eq!(api.query_params[0].name, "debug");
+    assert_eq!(split.filters.len(), 3);
+    let RouteFilter::RequestMirror(mirror) = &split.filters[2] else {
+        panic!("mirror expected")
+    };
+    assert_eq!(
+        (
+            mirror.backend.to_string().as_str(),
+            mirror.port,
+            mirror.percent
+        ),
+        ("shadow.default", Some(80), 5)
+    );
+    assert_eq!(split.timeouts.request, Some(Duration::from_secs(10)));
+    assert_eq!(
+        split.timeouts.backend_request,
+        Some(Duration::from_millis(500))
+    );
+    let retry = split.retry.as_ref().unwrap();
+    assert_eq!(retry.attempts, 2);
+    assert!(retry.retries_status(http::StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(retry.backoff, Some(Duration::from_millis(100)));
+
+    let grpc = &greeter.routes[1];
+    assert_eq!(
+        (grpc.kind, grpc.created),
+        (RouteKind::Grpc, Some(1_700_000_000))
+    );
+    let retry = grpc.rules[0].retry.as_ref().unwrap();
+    assert_eq!(retry.attempts, 1, "attempts default to 1");
+    assert!(retry.retries_grpc(tonic::Code::ResourceExhausted));
+
+    // Mirrors are resolved like backends: `shadow` is not in the config, so not found.
+    let backends: Vec<(String, bool)> = greeter
+        .backends
+        .iter()
+        .map(|b| (b.service.to_string(), b.found))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("greeter-v2.default".to_owned(), true),
+            ("greeter-v1.default".to_owned(), true),
+            ("shadow.default".to_owned(), false),
+        ]
+    );
+}
+
+#[test]
+fn bad_routes_report_every_error_with_its_path() {
+    let yaml = r#"
+services:
+  - name: a
+    routes:
+      - name: r
+        kind: tcp
+        creationTimestamp: yesterday
+        rules:
+          - matches:
+              - path: {type: Prefix, value: /x}
+              - path: {type: PathPrefix, value: "no-slash"}
+                method: FETCH
+                headers:
+                  - {name: "bad header", value: x}
+                  - {name: X-A, value: "a"}
+                  - {name: x-a, value: "b"}
+                  - {type: RegularExpression, name: x-b, value: "(unclosed"}
+                queryParams: [{type: Fuzzy, name: q, value: v}]
+              - path: {type: Exact, value: "/a//b"}
+            filters:
+              - type: URLRewrite
+              - type: RequestHeaderModifier
+                responseHeaderModifier: {}
+              - type: RequestMirror
+                requestMirror: {backendRef: {name: m, port: 70000}, percent: 101}
+            backendRefs: [{name: b, port: 0}]
+            timeouts: {request: 1s, backendRequest: 2s}
+            retry: {codes: [200], statuses: [UNAVAILABLE], attempts: 11, backoff: 1.5s}
+      - name: g
+        kind: grpc
+        rules:
+          - matches:
+              - path: {value: /x}
+                method: GET
+              - method: {}
+              - method: {service: "bad service", method: "1x"}
+            retry: {codes: [503], statuses: [OK, NOPE]}
+            timeouts: {request: 10x}
+"#;
+    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    let r = "services[0].routes[0]";
+    let g = "services[0].routes[1]";
+    let expected = vec![
+        format!(r#"{r}.kind: unknown route kind "tcp": expected "http" or "grpc""#),
+        format!(
+            r#"{r}.creationTimestamp: invalid RFC 3339 time "yesterday": the 'year' component could not be parsed"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[0].path.type: unknown path match type "Prefix": expected Exact, PathPrefix or RegularExpression"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].headers[0].name: invalid header name "bad header": only letters, digits and !#$%&'*+-.^_`|~ are allowed"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].headers[2].name: duplicate header "x-a" (first at {r}.rules[0].matches[1].headers[1].name)"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].headers[3].value: invalid regular expression "(unclosed": unclosed group"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].path.value: invalid path "no-slash": must start with '/'"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].method: unknown method "FETCH": expected one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[1].queryParams[0].type: unknown match type "Fuzzy": expected Exact or RegularExpression"#
+        ),
+        format!(
+            r#"{r}.rules[0].matches[2].path.value: invalid path "/a//b": must not contain '//'"#
+        ),
+        format!(
+            r#"{r}.rules[0].filters[0].type: unsupported filter type "URLRewrite": expected RequestHeaderModifier, ResponseHeaderModifier or RequestMirror"#
+        ),
+        format!(
+            "{r}.rules[0].filters[1].requestHeaderModifier: required when type is RequestHeaderModifier"
+        ),
+        format!(
+            "{r}.rules[0].filters[1].responseHeaderModifier: not allowed when type is RequestHeaderModifier"
+        ),
+        format!(
+            "{r}.rules[0].filters[2].requestMirror.backendRef.port: port 70000 is out of range 1 to 65535"
+        ),
+        format!(
+            "{r}.rules[0].filters[2].requestMirror.percent: percent 101 is out of range 0 to 100"
+        ),
+        format!("{r}.rules[0].timeouts.backendRequest: 2s is longer than the request timeout 1s"),
+        format!(
+            "{r}.rules[0].retry.statuses: gRPC statuses apply to gRPC routes; HTTP routes use codes"
+        ),
+        format!("{r}.rules[0].retry.codes[0]: status code 200 is out of range 400 to 599"),
+        format!("{r}.rules[0].retry.attempts: 11 attempts is out of range 0 to 10"),
+        format!(
+            r#"{r}.rules[0].retry.backoff: invalid duration "1.5s": expected a unit: h, m, s or ms"#
+        ),
+        format!("{r}.rules[0].backendRefs[0].port: port 0 is out of range 1 to 65535"),
+        format!("{g}.rules[0].matches[0].path: a gRPC route matches service and method, not paths"),
+        format!(
+            r#"{g}.rules[0].matches[0].method: a gRPC route matches {{service, method}}, not an HTTP method ("GET")"#
+        ),
+        format!("{g}.rules[0].matches[1].method: at least one of service and method is required"),
+        format!(
+            r#"{g}.rules[0].matches[2].method.service: invalid gRPC service "bad service": must be dot-separated identifiers such as helloworld.Greeter"#
+        ),
+        format!(
+            r#"{g}.rules[0].matches[2].method.method: invalid gRPC method "1x": must start with a letter or '_'"#
+        ),
+        format!(
+            r#"{g}.rules[0].timeouts.request: invalid duration "10x": expected a unit: h, m, s or ms"#
+        ),
+        format!(
+            "{g}.rules[0].retry.codes: HTTP status codes apply to HTTP routes; gRPC routes use statuses"
+        ),
+        format!(r#"{g}.rules[0].retry.statuses[0]: unknown or non-error gRPC status "OK""#),
+        format!(r#"{g}.rules[0].retry.statuses[1]: unknown or non-error gRPC status "NOPE""#),
+    ];
+    assert_eq!(got, expected);
+}

@@ -1,0 +1,92 @@
+//! The small view of a request that routing decisions look at.
+
+use http::{HeaderMap, Method, Uri};
+
+/// What routing needs to know about a request, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSummary<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    is_grpc: bool,
+    grpc: Option<GrpcPath<'a>>,
+}
+
+/// A gRPC request's `/package.Service/Method` path, split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcPath<'a> {
+    /// The fully qualified service (`helloworld.Greeter`).
+    pub service: &'a str,
+    /// The method (`SayHello`).
+    pub method: &'a str,
+}
+
+impl<'a> GrpcPath<'a> {
+    /// Splits `/service/method`; `None` unless both parts are there and non-empty.
+    pub fn parse(path: &'a str) -> Option<Self> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        if service.is_empty() || method.is_empty() || method.contains('/') {
+            return None;
+        }
+        Some(Self { service, method })
+    }
+}
+
+impl<'a> RequestSummary<'a> {
+    /// A summary of a request with this method, URI and headers. The request is gRPC when its
+    /// `content-type` starts with `application/grpc`.
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let path = match uri.path() {
+            // An authority-form or empty URI has no path; route it as `/`.
+            "" => "/",
+            path => path,
+        };
+        let is_grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        Self {
+            method,
+            path,
+            query: uri.query(),
+            headers,
+            is_grpc,
+            grpc: if is_grpc { GrpcPath::parse(path) } else { None },
+        }
+    }
+
+    /// A summary of `request`.
+    pub fn from_request<B>(request: &'a http::Request<B>) -> Self {
+        Self::new(request.method(), request.uri(), request.headers())
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.query
+    }
+
+    /// The headers (gRPC metadata).
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// Whether this is a gRPC request.
+    pub fn is_grpc(&self) -> bool {
+        self.is_grpc
+    }
+
+    /// The gRPC service and method, for a gRPC request with a well-formed path.
+    pub fn grpc(&self) -> Option<GrpcPath<'a>> {
+        self.grpc
+    }
+}
