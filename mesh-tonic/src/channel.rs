@@ -5,8 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use mesh_tower::{BoxError, MeshClient};
+use mesh_tower::{BoxError, MeshClient, ResponseBody};
 
 use crate::status::status_from_error;
 
@@ -25,7 +24,7 @@ impl MeshChannel {
 }
 
 impl tower::Service<Request<tonic::body::Body>> for MeshChannel {
-    type Response = Response<Incoming>;
+    type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
 
@@ -54,7 +53,7 @@ impl std::fmt::Debug for ResponseFuture {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, BoxError>;
+    type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = ready!(Pin::new(&mut self.inner).poll(cx));

@@ -2,24 +2,19 @@
 
 use mesh_tower::error::find_in_chain;
 use mesh_tower::{BoxError, CallError};
-use tonic::{Code, Status};
+use tonic::Status;
 
-/// The status a caller sees for a failed call: UNAVAILABLE for unknown destinations, missing or
-/// unreachable endpoints and broken connections, each with a message naming the destination or
-/// the endpoint; a status already in the chain is passed on as it is.
+/// The status a caller sees for a call that failed with an error rather than a response (the
+/// client stack answers most failures with a response that already carries its status): a
+/// [`CallError`] gets [`CallError::grpc_code`] and its message; a status already in the chain
+/// is passed on as it is.
 pub fn status_from_error(error: BoxError) -> Status {
     let error = match error.downcast::<Status>() {
         Ok(status) => return *status,
         Err(error) => error,
     };
     if let Some(call) = find_in_chain::<CallError>(error.as_ref()) {
-        let code = match call {
-            CallError::UnknownDestination(_)
-            | CallError::NoEndpoints(_)
-            | CallError::NoReadyEndpoint { .. }
-            | CallError::Endpoint { .. } => Code::Unavailable,
-        };
-        return Status::new(code, call.to_string());
+        return Status::new(call.grpc_code(), call.to_string());
     }
     if let Some(status) = find_in_chain::<Status>(error.as_ref()) {
         return status.clone();
@@ -31,6 +26,7 @@ pub fn status_from_error(error: BoxError) -> Status {
 mod tests {
     use super::*;
     use mesh_core::snapshot::ServiceName;
+    use tonic::Code;
 
     #[test]
     fn mesh_errors_map_to_unavailable_with_the_destination() {

@@ -26,13 +26,16 @@ use crate::error::{BoxError, ConnectError};
 /// How long TCP + TLS + HTTP/2 handshakes may take together.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The future that drives an HTTP/2 connection; it ends when the connection closes.
+pub(crate) type Connection = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Connects to `addr` over TLS with `tls` (whose verifier decides which identity is accepted)
-/// and performs the HTTP/2 handshake. The connection is driven by a spawned task that ends
-/// when the peer goes away or every sender is dropped.
+/// and performs the HTTP/2 handshake. The caller drives the returned connection future (or
+/// spawns it); it ends when the peer goes away or every sender is dropped.
 pub(crate) async fn connect_http2<B>(
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
-) -> Result<http2::SendRequest<B>, ConnectError>
+) -> Result<(http2::SendRequest<B>, Connection), ConnectError>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -65,12 +68,12 @@ where
                 peer: peer.clone(),
                 source,
             })?;
-        tokio::spawn(async move {
+        let connection: Connection = Box::pin(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%addr, %error, "connection closed");
             }
         });
-        Ok(sender)
+        Ok((sender, connection))
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(result) => result,

@@ -74,7 +74,8 @@ impl ControlConnector {
             };
             for addr in resolved {
                 match connect_http2(addr, tls.clone()).await {
-                    Ok(sender) => {
+                    Ok((sender, connection)) => {
+                        tokio::spawn(connection);
                         self.next.store(index, Ordering::Relaxed);
                         let authority = Authority::try_from(host_port.as_str())
                             .unwrap_or_else(|_| Authority::from_static("mesh-control"));

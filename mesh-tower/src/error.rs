@@ -10,19 +10,49 @@ use mesh_core::snapshot::ServiceName;
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Why a call through the mesh failed before the destination answered.
+/// Why a call through the mesh failed before (or instead of) the destination answering. The
+/// mesh answers such a call itself, with the status [`CallError::http_status`] or
+/// [`CallError::grpc_code`] gives and this error's text as the message.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The control service knows no such service.
     #[error("unknown destination {0}: the control service has no such service")]
     UnknownDestination(ServiceName),
-    /// The destination exists but has no endpoints.
+    /// Routes are attached to the destination and none matches the request.
+    #[error("no route of {destination} matches {request}")]
+    NoRoute {
+        /// The destination.
+        destination: ServiceName,
+        /// The request, as `METHOD path`.
+        request: String,
+    },
+    /// The matched rule picked a backend service that does not exist.
+    #[error(
+        "route {route} of {destination} sends this share of traffic to {backend}, which does not exist"
+    )]
+    UnresolvedBackend {
+        /// The destination.
+        destination: ServiceName,
+        /// The route and rule.
+        route: String,
+        /// The missing backend.
+        backend: ServiceName,
+    },
+    /// The matched rule has no backend with a weight above zero.
+    #[error("route {route} of {destination} has no backend with a weight above 0")]
+    NoBackend {
+        /// The destination.
+        destination: ServiceName,
+        /// The route and rule.
+        route: String,
+    },
+    /// The destination (or the backend picked) exists but has no endpoints.
     #[error("no endpoints for {0}")]
     NoEndpoints(ServiceName),
-    /// No endpoint became ready in time (all are unreachable or still connecting).
+    /// No endpoint became available in time (all are unreachable, connecting or ejected).
     #[error("no ready endpoint for {destination} after {waited:?}")]
     NoReadyEndpoint {
-        /// The destination.
+        /// The destination or backend.
         destination: ServiceName,
         /// How long the call waited.
         waited: Duration,
@@ -36,6 +66,43 @@ pub enum CallError {
         #[source]
         source: hyper::Error,
     },
+    /// The request timeout (the route's, or the caller's `grpc-timeout`) passed.
+    #[error("{destination} did not answer within {after:?}")]
+    Timeout {
+        /// The destination.
+        destination: ServiceName,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl CallError {
+    /// The HTTP status the mesh answers with: 404 no route, 500 no valid backend (as Gateway
+    /// API requires), 503 nothing to send to or a broken connection, 504 timeout.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::UnresolvedBackend { .. } | Self::NoBackend { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::UnknownDestination(_)
+            | Self::NoEndpoints(_)
+            | Self::NoReadyEndpoint { .. }
+            | Self::Endpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The gRPC status code the mesh answers with: UNIMPLEMENTED no route, DEADLINE_EXCEEDED
+    /// timeout, UNAVAILABLE otherwise.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Self::NoRoute { .. } => tonic::Code::Unimplemented,
+            Self::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            _ => tonic::Code::Unavailable,
+        }
+    }
 }
 
 /// Why a connection to a peer could not be set up.

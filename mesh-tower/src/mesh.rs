@@ -184,8 +184,17 @@ impl Mesh {
                 waited,
             });
         }
+        let snapshot = discovery.snapshot();
+        let Some(resolved) = snapshot.destination(&destination) else {
+            // `resolved` returned true: the snapshot in force has the destination, and a
+            // later snapshot for the same subscription keeps it.
+            return Err(StartError::Unresolved {
+                destination,
+                waited,
+            });
+        };
         Ok(MeshClient::new(
-            destination,
+            resolved,
             discovery,
             self.inner.identity.clone(),
             self.inner.settings.ready_timeout,

@@ -1,49 +1,69 @@
-//! The client stack for one destination: discovery from the control service's snapshots, P2C
-//! over peak-EWMA across the destination's endpoints, HTTP/2 over mTLS to each, where each
-//! endpoint must present the identity discovery says it has.
+//! The client stack for one destination.
 //!
-//! [`MeshClient`] is cheap to clone; clones share one balancer (behind a buffer), like tonic's
-//! `Channel`.
+//! ```text
+//! MeshClient::call
+//!   route    match the request against the destination's routes (Gateway API precedence),
+//!            pick a backend by weight                                  [mesh_core::route]
+//!   filters  request/response header modifiers, request mirroring
+//!   deadline the route's request timeout and the caller's grpc-timeout, passed on reduced
+//!   tries    per-try timeout; retries with a budget and backoff, for replayable bodies only,
+//!            each on another endpoint when there is one
+//!   backend  P2C over peak-EWMA (weighted) across the backend's available endpoints,
+//!            outlier ejection                                          [backend.rs]
+//!   endpoint HTTP/2 over mTLS; the endpoint must present the identity discovery lists
+//! ```
+//!
+//! Routing state is compiled once per snapshot and read through an `ArcSwap`; connections are
+//! kept by each endpoint's own task. A [`MeshClient`] is cheap to clone and needs no buffer
+//! task: a call goes from the caller's task straight onto a connection.
 
-mod destination;
-mod discover;
+mod backend;
+mod body;
+mod call;
+mod deadline;
 mod endpoint;
+mod load;
+mod respond;
+mod router;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use mesh_core::snapshot::ServiceName;
-use tokio_stream::wrappers::WatchStream;
-use tower::buffer::Buffer;
+use mesh_core::budget::{RetryBudget, RetryBudgetConfig};
+use mesh_core::snapshot::{Destination, ServiceName};
 
-pub use destination::ResponseFuture;
+pub use body::{MeshBody, Replay, ResponseBody};
 pub(crate) use endpoint::jittered;
+pub use respond::MESH_ERROR_HEADER;
 
 use crate::discovery::Discovery;
 use crate::error::BoxError;
 use crate::identity::Identity;
-use destination::DestinationService;
-use discover::EndpointDiscover;
+use call::Shared;
+use router::Router;
 
-/// How many calls may wait for the balancer at once, per destination.
-const BUFFER_CAPACITY: usize = 1024;
+/// The future of a [`MeshClient`] call.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
 
 /// A client for one destination service. Any HTTP request body with `Bytes` chunks can be
 /// sent; tonic uses it through `mesh-tonic`'s channel, hyper or axum callers directly.
+///
+/// Failures of the mesh's own (no route, no endpoints, timeouts) come back as responses with
+/// the status a caller expects (for gRPC, a `grpc-status`), never as transport errors.
 pub struct MeshClient<B> {
-    destination: ServiceName,
-    inner: Buffer<Request<B>, ResponseFuture>,
+    shared: Arc<Shared<B>>,
 }
 
-impl<B: Send + 'static> Clone for MeshClient<B> {
+impl<B> Clone for MeshClient<B> {
     fn clone(&self) -> Self {
         Self {
-            destination: self.destination.clone(),
-            inner: self.inner.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -51,64 +71,75 @@ impl<B: Send + 'static> Clone for MeshClient<B> {
 impl<B> std::fmt::Debug for MeshClient<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshClient")
-            .field("destination", &self.destination)
+            .field("destination", &self.shared.destination)
             .finish()
     }
 }
 
 impl<B> MeshClient<B>
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     pub(crate) fn new(
-        destination: ServiceName,
+        destination: &Destination,
         discovery: &Discovery,
         identity: Identity,
         ready_timeout: Duration,
     ) -> Self {
-        // The logical name is the authority the server sees (`greeter.default`); it is always a
-        // valid authority because both parts are DNS labels.
-        let authority = Authority::try_from(destination.to_string())
+        let name = destination.service.clone();
+        // The logical name is the authority the server sees (`greeter.default`); it is always
+        // a valid authority because both parts are DNS labels.
+        let authority = Authority::try_from(name.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
-        let discover = EndpointDiscover::new(
-            destination.clone(),
-            authority,
-            identity,
-            WatchStream::new(discovery.subscribe()),
-        );
-        let service = DestinationService::new(
-            destination.clone(),
-            discover,
+        let router = Arc::new(Router::new(destination, identity));
+        let follower = tokio::spawn(router::follow(
+            Arc::downgrade(&router),
+            name.clone(),
             discovery.subscribe(),
-            ready_timeout,
-        );
+        ))
+        .abort_handle();
         Self {
-            destination,
-            inner: Buffer::new(service, BUFFER_CAPACITY),
+            shared: Arc::new(Shared {
+                destination: name,
+                authority,
+                router,
+                budget: Mutex::new(RetryBudget::new(
+                    RetryBudgetConfig::default(),
+                    Instant::now(),
+                )),
+                ready_timeout,
+                follower,
+            }),
         }
     }
 
     /// The destination this client calls.
     pub fn destination(&self) -> &ServiceName {
-        &self.destination
+        &self.shared.destination
+    }
+
+    /// How many endpoints the destination's own backend has now (diagnostics).
+    pub fn endpoint_count(&self) -> usize {
+        self.shared.router.load().default.endpoint_count()
     }
 }
 
 impl<B> tower::Service<Request<B>> for MeshClient<B>
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = tower::buffer::future::ResponseFuture<ResponseFuture>;
+    type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: a call waits for an endpoint itself, within the ready timeout.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        self.inner.call(request)
+        Box::pin(call::call(self.shared.clone(), request))
     }
 }

@@ -1,0 +1,267 @@
+//! A backend: one service's endpoints, power of two choices over peak-EWMA between them, and
+//! outlier ejection.
+//!
+//! The mesh balances with its own P2C rather than tower's balancer so that a retry can avoid
+//! the endpoint that just failed, endpoint weights scale the cost, ejection takes an endpoint
+//! out without a reconnect, and a call goes straight to a connection instead of through a
+//! buffer task. Picking reads an `ArcSwap` and atomics only; the one lock is the outlier
+//! detector's, taken once per response to record its outcome.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use mesh_core::outlier::{OutlierConfig, OutlierDetector};
+use mesh_core::snapshot::{self, ServiceName};
+use tokio::sync::Notify;
+
+use super::endpoint::{Endpoint, EndpointKey};
+use crate::error::BoxError;
+use crate::identity::Identity;
+use crate::tls::client_config;
+
+/// How often a waiting call looks again for an endpoint (ejections end without a signal).
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// The endpoints of one backend at one moment, with their outlier state (same indexes).
+struct EndpointSet<B> {
+    endpoints: Vec<Arc<Endpoint<B>>>,
+    outliers: Mutex<OutlierDetector>,
+}
+
+/// One backend service.
+pub(crate) struct Backend<B> {
+    pub(crate) service: ServiceName,
+    set: ArcSwap<EndpointSet<B>>,
+    ready: Arc<Notify>,
+    epoch: Instant,
+    outlier_config: OutlierConfig,
+}
+
+impl<B> std::fmt::Debug for Backend<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("service", &self.service)
+            .field("endpoints", &self.set.load().endpoints.len())
+            .finish()
+    }
+}
+
+/// Why a backend could not take a call.
+#[derive(Debug)]
+pub(crate) enum SendError<B> {
+    /// The backend has no endpoints at all.
+    NoEndpoints,
+    /// None became available within the wait.
+    NoReadyEndpoint(Duration),
+    /// The connection failed during the call.
+    Endpoint(Arc<Endpoint<B>>, hyper::Error),
+}
+
+/// What [`Backend::send`] gives: the response and the endpoint that answered, or why not.
+pub(crate) type Sent<B> = Result<(Response<Incoming>, Arc<Endpoint<B>>), SendError<B>>;
+
+impl<B> Backend<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(service: ServiceName, epoch: Instant, outlier_config: OutlierConfig) -> Self {
+        Self {
+            service,
+            set: ArcSwap::from_pointee(EndpointSet {
+                endpoints: Vec::new(),
+                outliers: Mutex::new(OutlierDetector::new(outlier_config, 0)),
+            }),
+            ready: Arc::new(Notify::new()),
+            epoch,
+            outlier_config,
+        }
+    }
+
+    /// Puts `wanted` in force: endpoints already known keep their connection and load, new ones
+    /// start connecting, removed ones are dropped (closing their connection).
+    pub(crate) fn update(&self, wanted: &[snapshot::Endpoint], identity: &Identity) {
+        let current = self.set.load();
+        let mut known: HashMap<&EndpointKey, &Arc<Endpoint<B>>> =
+            current.endpoints.iter().map(|e| (&e.key, e)).collect();
+        let mut endpoints = Vec::with_capacity(wanted.len());
+        let mut changed = wanted.len() != current.endpoints.len();
+        for (i, spec) in wanted.iter().enumerate() {
+            let key = EndpointKey {
+                addr: spec.address,
+                identity: spec.identity.clone(),
+            };
+            let endpoint = match known.remove(&key) {
+                Some(endpoint) => {
+                    endpoint.set_weight(spec.weight);
+                    changed |= !current
+                        .endpoints
+                        .get(i)
+                        .is_some_and(|e| Arc::ptr_eq(e, endpoint));
+                    endpoint.clone()
+                }
+                None => {
+                    changed = true;
+                    tracing::debug!(backend = %self.service, endpoint = %key.addr, "endpoint added");
+                    let tls = client_config(identity.trust(), key.identity.clone(), Some(identity));
+                    Endpoint::spawn(key, spec.weight, tls, self.ready.clone(), self.epoch)
+                }
+            };
+            endpoints.push(endpoint);
+        }
+        if !changed {
+            return;
+        }
+        for gone in known.keys() {
+            tracing::debug!(backend = %self.service, endpoint = %gone.addr, "endpoint removed");
+        }
+        let outliers = Mutex::new(OutlierDetector::new(self.outlier_config, endpoints.len()));
+        self.set.store(Arc::new(EndpointSet {
+            endpoints,
+            outliers,
+        }));
+    }
+
+    /// Sends `request` to an endpoint picked by P2C, avoiding `avoid` when another is available,
+    /// waiting up to `ready_timeout` for one to become available.
+    pub(crate) async fn send(
+        &self,
+        request: Request<B>,
+        avoid: Option<&EndpointKey>,
+        ready_timeout: Duration,
+    ) -> Sent<B> {
+        let deadline = tokio::time::Instant::now() + ready_timeout;
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(endpoint) = self.pick(avoid, Instant::now())
+                && let Some(mut sender) = endpoint.sender()
+            {
+                let in_flight = InFlight::start(&endpoint);
+                let result = sender.send_request(request).await;
+                drop(in_flight);
+                return match result {
+                    Ok(response) => Ok((response, endpoint)),
+                    Err(error) => Err(SendError::Endpoint(endpoint, error)),
+                };
+            }
+            if self.set.load().endpoints.is_empty() {
+                return Err(SendError::NoEndpoints);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(SendError::NoReadyEndpoint(ready_timeout));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
+            }
+        }
+    }
+
+    /// P2C: two endpoints at random among the available ones, the cheaper wins.
+    fn pick(&self, avoid: Option<&EndpointKey>, now: Instant) -> Option<Arc<Endpoint<B>>> {
+        let set = self.set.load();
+        let endpoints = &set.endpoints;
+        let usable = |e: &Endpoint<B>| e.is_available(now) && avoid != Some(&e.key);
+        let chosen = match endpoints.len() {
+            0 => None,
+            1 => endpoints.first().filter(|e| usable(e)),
+            n => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                match (usable(&endpoints[a]), usable(&endpoints[b])) {
+                    (true, true) => Some(cheaper(&endpoints[a], &endpoints[b], now)),
+                    (true, false) => Some(&endpoints[a]),
+                    (false, true) => Some(&endpoints[b]),
+                    // Both unusable: the best of the first two usable ones from a random start.
+                    (false, false) => {
+                        let start = fastrand::usize(..n);
+                        let mut found = (0..n)
+                            .map(|i| &endpoints[(start + i) % n])
+                            .filter(|e| usable(e));
+                        match (found.next(), found.next()) {
+                            (Some(x), Some(y)) => Some(cheaper(x, y, now)),
+                            (x, _) => x,
+                        }
+                    }
+                }
+            }
+        };
+        match chosen {
+            Some(endpoint) => Some(endpoint.clone()),
+            // The only available endpoint is the one to avoid: better it than nothing.
+            None if avoid.is_some() => self.pick(None, now),
+            None => None,
+        }
+    }
+
+    /// Records a call's outcome for outlier ejection.
+    pub(crate) fn record(&self, endpoint: &Arc<Endpoint<B>>, success: bool) {
+        let set = self.set.load();
+        let Some(index) = set.endpoints.iter().position(|e| Arc::ptr_eq(e, endpoint)) else {
+            // Removed meanwhile: nothing to judge.
+            return;
+        };
+        let now = Instant::now();
+        let ejection = match set.outliers.lock() {
+            Ok(mut outliers) => outliers.record(index, success, now),
+            // A panic while holding the lock left the detector as it was: keep using it.
+            Err(poisoned) => poisoned.into_inner().record(index, success, now),
+        };
+        if let Some(ejection) = ejection {
+            tracing::warn!(
+                backend = %self.service,
+                endpoint = %endpoint.key.addr,
+                seconds = ejection.duration.as_secs(),
+                ejections = ejection.count,
+                "endpoint ejected after repeated failures"
+            );
+            endpoint.eject_until(now + ejection.duration);
+        }
+    }
+
+    /// The endpoints, for diagnostics and tests.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.set.load().endpoints.len()
+    }
+}
+
+fn cheaper<'a, B>(
+    a: &'a Arc<Endpoint<B>>,
+    b: &'a Arc<Endpoint<B>>,
+    now: Instant,
+) -> &'a Arc<Endpoint<B>> {
+    if b.cost(now) < a.cost(now) { b } else { a }
+}
+
+/// A call in flight on an endpoint: counted in its load until dropped (also when the call is
+/// cancelled by a timeout).
+struct InFlight<'a, B> {
+    endpoint: &'a Endpoint<B>,
+    sent: Instant,
+}
+
+impl<'a, B> InFlight<'a, B> {
+    fn start(endpoint: &'a Endpoint<B>) -> Self {
+        endpoint.load.start();
+        Self {
+            endpoint,
+            sent: Instant::now(),
+        }
+    }
+}
+
+impl<B> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        self.endpoint.load.complete(self.sent, Instant::now());
+    }
+}

@@ -1,0 +1,304 @@
+//! Request and response bodies inside the client stack.
+//!
+//! A retry or a mirror needs the request body twice. [`MeshBody::buffer`] takes the frames the
+//! caller's body can give *right now* without waiting (a unary gRPC body is ready at once, a
+//! streaming one is not); if the whole body came, up to a size limit, it is kept as shared
+//! chunks that every attempt replays. Otherwise the frames already taken are sent first and the
+//! rest of the caller's body follows: that request is sent once, never retried, and a streaming
+//! call is never held back waiting for its end.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::error::BoxError;
+
+/// The largest body kept for replay (retries and mirroring).
+pub(crate) const MAX_REPLAY_BYTES: usize = 64 * 1024;
+
+/// A request body as the client stack sends it.
+pub enum MeshBody<B> {
+    /// The caller's body, untouched (the route has no retry and no mirror).
+    Original(B),
+    /// A complete body, replayable any number of times.
+    Replay(Replay),
+    /// Frames already read from the caller's body, then the rest of it.
+    Prefixed {
+        /// Data frames taken while trying to buffer.
+        prefix: VecDeque<Bytes>,
+        /// The rest.
+        rest: B,
+    },
+}
+
+impl<B> std::fmt::Debug for MeshBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Original(_) => f.write_str("MeshBody::Original"),
+            Self::Replay(r) => write!(f, "MeshBody::Replay({} chunks)", r.chunks.len()),
+            Self::Prefixed { prefix, .. } => {
+                write!(f, "MeshBody::Prefixed({} chunks + rest)", prefix.len())
+            }
+        }
+    }
+}
+
+/// A complete body held as shared chunks: cloning it is cheap.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    chunks: Arc<[Bytes]>,
+    trailers: Option<Arc<HeaderMap>>,
+    next: usize,
+    trailers_sent: bool,
+}
+
+impl Replay {
+    /// A fresh copy, positioned at the start.
+    pub(crate) fn rewind(&self) -> Self {
+        Self {
+            chunks: self.chunks.clone(),
+            trailers: self.trailers.clone(),
+            next: 0,
+            trailers_sent: false,
+        }
+    }
+}
+
+impl<B> MeshBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    /// Takes what `body` has ready now, without waiting; see the module docs.
+    pub(crate) fn buffer(mut body: B) -> Self {
+        if body.is_end_stream() {
+            return Self::Replay(Replay {
+                chunks: Arc::from(Vec::new()),
+                trailers: None,
+                next: 0,
+                trailers_sent: false,
+            });
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut chunks = VecDeque::new();
+        let mut size = 0;
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => {
+                    return Self::Replay(Replay {
+                        chunks: Vec::from(chunks).into(),
+                        trailers: None,
+                        next: 0,
+                        trailers_sent: false,
+                    });
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        size += data.len();
+                        chunks.push_back(data);
+                        if size > MAX_REPLAY_BYTES {
+                            break;
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            // Trailers end a body: it is complete.
+                            return Self::Replay(Replay {
+                                chunks: Vec::from(chunks).into(),
+                                trailers: Some(Arc::new(trailers)),
+                                next: 0,
+                                trailers_sent: false,
+                            });
+                        }
+                    }
+                },
+                // An error or a body that is not ready: send what was taken, then the rest;
+                // the error (if any) resurfaces when the rest is polled.
+                Poll::Ready(Some(Err(_))) | Poll::Pending => break,
+            }
+            if body.is_end_stream() {
+                return Self::Replay(Replay {
+                    chunks: Vec::from(chunks).into(),
+                    trailers: None,
+                    next: 0,
+                    trailers_sent: false,
+                });
+            }
+        }
+        Self::Prefixed {
+            prefix: chunks,
+            rest: body,
+        }
+    }
+
+    /// The replayable copy of this body, if it is complete.
+    pub(crate) fn replay(&self) -> Option<&Replay> {
+        match self {
+            Self::Replay(replay) => Some(replay),
+            _ => None,
+        }
+    }
+}
+
+impl<B> Body for MeshBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Original(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Replay(replay) => {
+                if let Some(chunk) = replay.chunks.get(replay.next) {
+                    replay.next += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+                }
+                match &replay.trailers {
+                    Some(trailers) if !replay.trailers_sent => {
+                        replay.trailers_sent = true;
+                        Poll::Ready(Some(Ok(Frame::trailers(HeaderMap::clone(trailers)))))
+                    }
+                    _ => Poll::Ready(None),
+                }
+            }
+            Self::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Original(body) => body.is_end_stream(),
+            Self::Replay(replay) => {
+                replay.next >= replay.chunks.len()
+                    && (replay.trailers.is_none() || replay.trailers_sent)
+            }
+            Self::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Original(body) => body.size_hint(),
+            Self::Replay(replay) => {
+                let left: usize = replay.chunks[replay.next.min(replay.chunks.len())..]
+                    .iter()
+                    .map(Bytes::len)
+                    .sum();
+                SizeHint::with_exact(left as u64)
+            }
+            Self::Prefixed { prefix, rest } => {
+                let taken: u64 = prefix.iter().map(|c| c.len() as u64).sum();
+                let mut hint = rest.size_hint();
+                hint.set_lower(hint.lower() + taken);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + taken);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// A response body: the endpoint's, or one the mesh wrote itself (a synthesized error).
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// From the endpoint.
+    Incoming(Incoming),
+    /// Written by the mesh.
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(body) => body.is_end_stream(),
+            Self::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(body) => body.size_hint(),
+            Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    #[tokio::test]
+    async fn a_ready_body_is_replayable_and_replays_whole() {
+        let body = MeshBody::buffer(Full::new(Bytes::from_static(b"hello")));
+        let replay = body.replay().unwrap().rewind();
+        let first = body.collect().await.unwrap().to_bytes();
+        let second = MeshBody::<Full<Bytes>>::Replay(replay)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(first, "hello");
+        assert_eq!(second, "hello");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_ready_is_passed_on_and_not_replayable() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let stream = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let body = MeshBody::buffer(stream);
+        assert!(body.replay().is_none());
+        tokio::spawn(async move {
+            tx.send(Ok(Frame::data(Bytes::from_static(b"b"))))
+                .await
+                .unwrap();
+        });
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ab");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_not_replayable_but_arrives_whole() {
+        let big = Bytes::from(vec![7u8; MAX_REPLAY_BYTES + 1]);
+        let body = MeshBody::buffer(Full::new(big.clone()));
+        assert!(body.replay().is_none());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), big);
+    }
+}

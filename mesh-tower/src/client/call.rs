@@ -1,0 +1,392 @@
+//! One call through the client stack: route, filters, deadline, budgeted retries, balancing.
+//!
+//! ```text
+//! route (match -> rule -> weighted backend)  ->  filters (headers, mirror)
+//!   -> deadline (route timeout, caller's grpc-timeout)  ->  tries (per-try timeout,
+//!      retry with budget and backoff, another endpoint each time)  ->  backend (P2C)
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::CONTENT_TYPE;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use mesh_core::budget::RetryBudget;
+use mesh_core::route::{BackendPick, CompiledRule, RequestSummary, RouteOutcome, mirror_sampled};
+use mesh_core::snapshot::{HeaderModifier, RequestMirror, RetryPolicy, RouteFilter, ServiceName};
+use tokio::task::AbortHandle;
+
+use super::backend::{Backend, SendError, Sent};
+use super::body::{MeshBody, Replay, ResponseBody};
+use super::deadline::{grpc_timeout, set_grpc_timeout};
+use super::endpoint::EndpointKey;
+use super::respond::{failure, grpc_status, is_server_failure};
+use super::router::Router;
+use crate::connect::set_origin;
+use crate::error::{BoxError, CallError};
+
+/// What every call of one [`super::MeshClient`] shares.
+pub(crate) struct Shared<B> {
+    pub(crate) destination: ServiceName,
+    pub(crate) authority: Authority,
+    pub(crate) router: Arc<Router<MeshBody<B>>>,
+    pub(crate) budget: Mutex<RetryBudget>,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) follower: AbortHandle,
+}
+
+impl<B> Drop for Shared<B> {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// The request's head, kept to build retries from.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request<B>(&self, body: MeshBody<B>) -> Request<MeshBody<B>> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Makes one call; a failure of the mesh's own becomes the response a caller expects
+/// (see [`super::respond`]), so the result is an error only for what no status can express.
+pub(crate) async fn call<B>(
+    shared: Arc<Shared<B>>,
+    mut request: Request<B>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let grpc = is_grpc(request.headers());
+    let state = shared.router.load_full_state();
+    if !state.destination.found {
+        return Ok(failure(
+            &CallError::UnknownDestination(shared.destination.clone()),
+            grpc,
+        ));
+    }
+
+    // Route: which rule, which backend.
+    let outcome = state.routes.route(&RequestSummary::from_request(&request));
+    let (rule, backend): (Option<Arc<CompiledRule>>, Arc<Backend<MeshBody<B>>>) = match outcome {
+        RouteOutcome::NoRoutes => (None, state.default.clone()),
+        RouteOutcome::NotFound => {
+            let error = CallError::NoRoute {
+                destination: shared.destination.clone(),
+                request: format!("{} {}", request.method(), request.uri().path()),
+            };
+            return Ok(failure(&error, grpc));
+        }
+        RouteOutcome::Matched(matched) => {
+            let rule = matched.rule;
+            let backend = match rule.pick_backend(fastrand::u32(..)) {
+                BackendPick::Resolved { backend, .. } => state.backends.get(&backend.service),
+                BackendPick::Unresolved { backend, .. } => {
+                    let error = CallError::UnresolvedBackend {
+                        destination: shared.destination.clone(),
+                        route: rule.describe(),
+                        backend: backend.service.clone(),
+                    };
+                    return Ok(failure(&error, grpc));
+                }
+                BackendPick::NoBackend => None,
+            };
+            let Some(backend) = backend.cloned() else {
+                let error = CallError::NoBackend {
+                    destination: shared.destination.clone(),
+                    route: rule.describe(),
+                };
+                return Ok(failure(&error, grpc));
+            };
+            (Some(rule), backend)
+        }
+    };
+
+    // Filters.
+    let mut mirror: Option<&RequestMirror> = None;
+    let mut response_headers: Option<&HeaderModifier> = None;
+    if let Some(rule) = &rule {
+        for filter in rule.filters() {
+            match filter {
+                RouteFilter::RequestHeaderModifier(modifier) => {
+                    modifier.apply(request.headers_mut())
+                }
+                RouteFilter::ResponseHeaderModifier(modifier) => response_headers = Some(modifier),
+                RouteFilter::RequestMirror(m) if mirror_sampled(m, fastrand::u32(..)) => {
+                    mirror = Some(m)
+                }
+                RouteFilter::RequestMirror(_) => {}
+            }
+        }
+    }
+    let retry = rule
+        .as_ref()
+        .and_then(|r| r.retry())
+        .filter(|p| p.attempts > 0);
+
+    // A body is buffered only when a retry or a mirror may need it again.
+    let (parts, body) = request.into_parts();
+    let body = if retry.is_some() || mirror.is_some() {
+        MeshBody::buffer(body)
+    } else {
+        MeshBody::Original(body)
+    };
+    let replay = body.replay().cloned();
+    let keep_head = replay.is_some();
+    let head = keep_head.then(|| Head {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    });
+
+    if let (Some(mirror), Some(head), Some(replay)) = (mirror, &head, &replay)
+        && let Some(target) = state.backends.get(&mirror.backend)
+    {
+        send_mirror(&shared, target.clone(), head, replay.rewind());
+    }
+
+    // Deadline: the route's request timeout, or the caller's own, whichever is sooner.
+    let route_timeout = rule.as_ref().and_then(|r| r.timeouts().request());
+    let caller_timeout = if grpc {
+        grpc_timeout(&parts.headers)
+    } else {
+        None
+    };
+    let timeout = match (route_timeout, caller_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let per_try = rule.as_ref().and_then(|r| r.timeouts().backend_request());
+    let deadline = timeout.map(|t| Instant::now() + t);
+
+    let first = Request::from_parts(parts, body);
+    let tries = Tries {
+        shared: &shared,
+        backend: &backend,
+        retry: if replay.is_some() { retry } else { None },
+        head,
+        replay,
+        per_try,
+        deadline,
+        grpc,
+    };
+    let result = match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, tries.run(first)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout {
+                destination: shared.destination.clone(),
+                after: timeout,
+            }),
+        },
+        None => tries.run(first).await,
+    };
+    Ok(match result {
+        Ok(mut response) => {
+            if let Some(modifier) = response_headers {
+                modifier.apply(response.headers_mut());
+            }
+            response
+        }
+        Err(error) => {
+            tracing::debug!(destination = %shared.destination, %error, "call failed in the mesh");
+            failure(&error, grpc)
+        }
+    })
+}
+
+/// The tries of one call.
+struct Tries<'a, B> {
+    shared: &'a Shared<B>,
+    backend: &'a Backend<MeshBody<B>>,
+    /// The retry policy, only when the body can be replayed.
+    retry: Option<&'a RetryPolicy>,
+    head: Option<Head>,
+    replay: Option<Replay>,
+    per_try: Option<Duration>,
+    deadline: Option<Instant>,
+    grpc: bool,
+}
+
+impl<B> Tries<'_, B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn run(self, first: Request<MeshBody<B>>) -> Result<Response<ResponseBody>, CallError> {
+        if self.retry.is_some() {
+            lock(&self.shared.budget).deposit(Instant::now());
+        }
+        let mut retries_left = self.retry.map_or(0, |p| p.attempts);
+        let mut request = Some(first);
+        let mut avoid: Option<EndpointKey> = None;
+        loop {
+            let mut attempt = match (request.take(), &self.head, &self.replay) {
+                (Some(first), _, _) => first,
+                (None, Some(head), Some(replay)) => head.request(MeshBody::Replay(replay.rewind())),
+                // Retries happen only with a head and a replayable body.
+                (None, _, _) => unreachable!("a retry without a replayable request"),
+            };
+            set_origin(&mut attempt, &self.shared.authority);
+            if self.grpc
+                && let Some(deadline) = self.deadline
+            {
+                // Pass the caller's deadline on, less what has been spent.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                set_grpc_timeout(attempt.headers_mut(), remaining);
+            }
+            let sent = self
+                .backend
+                .send(attempt, avoid.as_ref(), self.shared.ready_timeout);
+            let outcome = match self.per_try {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(outcome) => Outcome::Sent(outcome),
+                    Err(_) => Outcome::TryTimedOut(limit),
+                },
+                None => Outcome::Sent(sent.await),
+            };
+            let (verdict, retry_from) = self.judge(outcome);
+            match verdict {
+                Verdict::Done(result) => return result,
+                Verdict::Retryable(result) => {
+                    if retries_left == 0 || !self.withdraw() {
+                        return result;
+                    }
+                    retries_left -= 1;
+                    avoid = retry_from;
+                    if let Some(backoff) = self.retry.and_then(|p| p.backoff) {
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the try's outcome ends the call or may be retried, and the endpoint to avoid.
+    fn judge(&self, outcome: Outcome<B>) -> (Verdict, Option<EndpointKey>) {
+        match outcome {
+            Outcome::Sent(Ok((response, endpoint))) => {
+                let code = if self.grpc {
+                    grpc_status(&response)
+                } else {
+                    None
+                };
+                self.backend
+                    .record(&endpoint, !is_server_failure(response.status(), code));
+                let retryable = self.retry.is_some_and(|policy| match code {
+                    Some(code) => policy.retries_grpc(code),
+                    None if !self.grpc => policy.retries_status(response.status()),
+                    None => false,
+                });
+                let result = Ok(response.map(ResponseBody::Incoming));
+                if retryable {
+                    (Verdict::Retryable(result), Some(endpoint.key.clone()))
+                } else {
+                    (Verdict::Done(result), None)
+                }
+            }
+            Outcome::Sent(Err(SendError::Endpoint(endpoint, source))) => {
+                self.backend.record(&endpoint, false);
+                let error = CallError::Endpoint {
+                    endpoint: endpoint.key.addr,
+                    source,
+                };
+                // A broken connection is what UNAVAILABLE and 502/503 mean: retried when the
+                // policy retries those.
+                let retryable = self.retry.is_some_and(|policy| {
+                    policy.retries_grpc(tonic::Code::Unavailable)
+                        || policy.retries_status(http::StatusCode::SERVICE_UNAVAILABLE)
+                        || policy.retries_status(http::StatusCode::BAD_GATEWAY)
+                });
+                let verdict = if retryable {
+                    Verdict::Retryable(Err(error))
+                } else {
+                    Verdict::Done(Err(error))
+                };
+                (verdict, Some(endpoint.key.clone()))
+            }
+            Outcome::Sent(Err(SendError::NoEndpoints)) => (
+                Verdict::Done(Err(CallError::NoEndpoints(self.backend.service.clone()))),
+                None,
+            ),
+            Outcome::Sent(Err(SendError::NoReadyEndpoint(waited))) => (
+                Verdict::Done(Err(CallError::NoReadyEndpoint {
+                    destination: self.backend.service.clone(),
+                    waited,
+                })),
+                None,
+            ),
+            // A try that outlived its own timeout is retried like a failure (as Envoy's
+            // per-try timeout); the call's own deadline still bounds every try.
+            Outcome::TryTimedOut(after) => (
+                Verdict::Retryable(Err(CallError::Timeout {
+                    destination: self.shared.destination.clone(),
+                    after,
+                })),
+                None,
+            ),
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        let allowed = lock(&self.shared.budget).try_withdraw(Instant::now());
+        if !allowed {
+            tracing::debug!(destination = %self.shared.destination, "retry budget exhausted");
+        }
+        allowed
+    }
+}
+
+enum Outcome<B> {
+    Sent(Sent<MeshBody<B>>),
+    TryTimedOut(Duration),
+}
+
+enum Verdict {
+    Done(Result<Response<ResponseBody>, CallError>),
+    Retryable(Result<Response<ResponseBody>, CallError>),
+}
+
+/// Sends a copy of the request to the mirror backend and forgets it.
+fn send_mirror<B>(shared: &Shared<B>, target: Arc<Backend<MeshBody<B>>>, head: &Head, body: Replay)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut request = head.request(MeshBody::Replay(body));
+    set_origin(&mut request, &shared.authority);
+    let ready_timeout = shared.ready_timeout;
+    tokio::spawn(async move {
+        if let Err(SendError::Endpoint(_, error)) = target.send(request, None, ready_timeout).await
+        {
+            tracing::debug!(backend = %target.service, %error, "mirrored request failed");
+        }
+    });
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn lock(budget: &Mutex<RetryBudget>) -> std::sync::MutexGuard<'_, RetryBudget> {
+    // The budget is plain arithmetic: a panic elsewhere cannot leave it inconsistent.
+    budget
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,125 @@
+//! Peak-EWMA latency, lock-free: what P2C compares endpoints by.
+//!
+//! The estimate jumps to any latency above it (the "peak") and otherwise decays toward recent
+//! observations with a time constant, so an endpoint that turns slow is avoided at once and one
+//! that recovers wins traffic back gradually. Reads and updates are atomics, never a lock on
+//! the request path; two updates racing may lose one observation, which only blurs an estimate.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How fast old observations are forgotten (as Finagle and Linkerd).
+const DECAY: Duration = Duration::from_secs(10);
+
+/// The estimate for an endpoint with no history. Deliberately optimistic: a pessimistic
+/// default means that on a fast network a new replica costs more than the warm ones and P2C
+/// never tries it; an optimistic one lets it take a call at once, and the peak rule replaces the
+/// default with the real latency on the first response.
+const DEFAULT_RTT: Duration = Duration::from_micros(100);
+
+/// One endpoint's load: a peak-EWMA latency estimate and the calls in flight.
+#[derive(Debug)]
+pub(crate) struct PeakEwma {
+    epoch: Instant,
+    /// The estimate, in nanoseconds, as `f64` bits.
+    rtt_ns: AtomicU64,
+    /// When the estimate was last updated, in nanoseconds since `epoch`.
+    updated_ns: AtomicU64,
+    pending: AtomicU32,
+}
+
+impl PeakEwma {
+    pub(crate) fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            updated_ns: AtomicU64::new(nanos_since(epoch, Instant::now())),
+            pending: AtomicU32::new(0),
+        }
+    }
+
+    /// The cost P2C minimises: estimated latency × (calls in flight + 1) ÷ weight.
+    pub(crate) fn cost(&self, weight: u32, now: Instant) -> f64 {
+        let pending = f64::from(self.pending.load(Ordering::Relaxed));
+        let rtt = self.decayed(now);
+        rtt * (pending + 1.0) / f64::from(weight.max(1))
+    }
+
+    /// A call starts.
+    pub(crate) fn start(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call that started at `sent` got its response (or failed) at `now`.
+    pub(crate) fn complete(&self, sent: Instant, now: Instant) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        let rtt = now.saturating_duration_since(sent).as_nanos() as f64;
+        let previous = self.decayed(now);
+        let estimate = if rtt > previous {
+            rtt
+        } else {
+            let elapsed = self.elapsed_ns(now);
+            let keep = (-elapsed / DECAY.as_nanos() as f64).exp();
+            previous * keep + rtt * (1.0 - keep)
+        };
+        self.rtt_ns.store(estimate.to_bits(), Ordering::Relaxed);
+        self.updated_ns
+            .store(nanos_since(self.epoch, now), Ordering::Relaxed);
+    }
+
+    /// The estimate decayed toward zero for the time since its last update, so an endpoint
+    /// that was slow long ago gets tried again.
+    fn decayed(&self, now: Instant) -> f64 {
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let elapsed = self.elapsed_ns(now);
+        rtt * (-elapsed / DECAY.as_nanos() as f64).exp()
+    }
+
+    fn elapsed_ns(&self, now: Instant) -> f64 {
+        let updated = self.updated_ns.load(Ordering::Relaxed);
+        nanos_since(self.epoch, now).saturating_sub(updated) as f64
+    }
+}
+
+fn nanos_since(epoch: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_response_raises_the_estimate_at_once() {
+        let t0 = Instant::now();
+        let load = PeakEwma::new(t0);
+        load.start();
+        load.complete(t0, t0 + Duration::from_millis(50));
+        let cost = load.cost(1, t0 + Duration::from_millis(50));
+        assert!((cost - 50e6).abs() < 1e5, "{cost}");
+    }
+
+    #[test]
+    fn calls_in_flight_and_weight_scale_the_cost() {
+        let t0 = Instant::now();
+        let load = PeakEwma::new(t0);
+        let idle = load.cost(1, t0);
+        load.start();
+        load.start();
+        assert!((load.cost(1, t0) / idle - 3.0).abs() < 1e-6);
+        assert!((load.cost(3, t0) / idle - 1.0).abs() < 1e-6);
+        assert_eq!(load.pending.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_estimate_decays_with_time() {
+        let t0 = Instant::now();
+        let load = PeakEwma::new(t0);
+        load.start();
+        load.complete(t0, t0 + Duration::from_millis(100));
+        let later = t0 + Duration::from_millis(100) + DECAY;
+        let cost = load.cost(1, later);
+        // One time constant later: about e^-1 of 100 ms.
+        assert!((cost / 100e6 - (-1f64).exp()).abs() < 0.01, "{cost}");
+    }
+}
