@@ -8,20 +8,32 @@
 //!     endpoints:
 //!       - address: 127.0.0.1:50051
 //!         identity: spiffe://mesh.local/ns/default/sa/greeter
+//!     defaultPolicy: deny
+//!     exemptPaths: [/grpc.health.v1.Health/Check]
 //! bootstrapTokens:
 //!   - token: 0f3c9a61d2e84b7e
 //!     namespace: default
 //!     serviceAccount: greeter
+//! defaultPolicy: all-authenticated
+//! policies:
+//!   - name: shop-may-greet
+//!     target: {service: greeter}
+//!     action: ALLOW
+//!     rules:
+//!       - from: {identities: ["spiffe://mesh.local/ns/shop/*"]}
+//!         to: {grpc: [{service: helloworld.Greeter}]}
 //! ```
 //!
-//! `services` has exactly the shape of [`mesh_core::config::ServiceSpec`]; `bootstrapTokens`
-//! maps a secret token to the workload identity `Certify` signs for. Unknown fields are errors.
+//! `services` has exactly the shape of [`mesh_core::config::ServiceSpec`], and `policies` and
+//! `defaultPolicy` those of [`MeshConfig`] (see [`mesh_core::authz`] for how policies are
+//! evaluated); `bootstrapTokens` maps a secret token to the workload identity `Certify` signs
+//! for. Unknown fields are errors.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_core::config::{MeshConfig, ServiceSpec, ValidConfig};
+use mesh_core::config::{MeshConfig, PolicySpec, ServiceSpec, ValidConfig};
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
 use serde::Deserialize;
@@ -40,6 +52,12 @@ pub struct ControlFile {
     /// Tokens that workloads outside Kubernetes present to `Certify`.
     #[serde(default)]
     pub bootstrap_tokens: Vec<BootstrapTokenSpec>,
+    /// Authorization policies (the shape of [`MeshConfig::policies`]).
+    #[serde(default)]
+    pub policies: Vec<PolicySpec>,
+    /// The mesh-wide default policy (see [`MeshConfig::default_policy`]).
+    #[serde(default)]
+    pub default_policy: Option<String>,
 }
 
 /// One bootstrap token as written: whoever presents `token` is certified as
@@ -165,6 +183,8 @@ impl ControlFile {
         let mut errors = Vec::new();
         let mesh = MeshConfig {
             services: self.services,
+            policies: self.policies,
+            default_policy: self.default_policy,
         };
         let mesh = match mesh.validate(trust_domain) {
             Ok(valid) => Some(valid),
@@ -520,6 +540,54 @@ bootstrapTokens:
         // An explicitly empty config is fine.
         let config = parse("services: []\n", &td()).expect("valid");
         assert!(config.tokens.is_empty());
+    }
+
+    #[test]
+    fn policies_are_read_and_validated_with_paths() {
+        // The example of the module docs.
+        let text = "\
+services:
+  - name: greeter
+    namespace: default
+    endpoints:
+      - address: 127.0.0.1:50051
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+    defaultPolicy: deny
+    exemptPaths: [/grpc.health.v1.Health/Check]
+bootstrapTokens:
+  - token: 0f3c9a61d2e84b7e
+    namespace: default
+    serviceAccount: greeter
+defaultPolicy: all-authenticated
+policies:
+  - name: shop-may-greet
+    target: {service: greeter}
+    action: ALLOW
+    rules:
+      - from: {identities: [\"spiffe://mesh.local/ns/shop/*\"]}
+        to: {grpc: [{service: helloworld.Greeter}]}
+";
+        let config = parse(text, &td()).expect("valid");
+        let greeter = "greeter.default".parse().expect("valid name");
+        let inbound = config.mesh.inbound(&greeter);
+        assert_eq!(inbound.policies.len(), 1);
+        assert_eq!(inbound.default_policy.as_str(), "deny");
+        assert_eq!(config.mesh.default_policy().as_str(), "all-authenticated");
+
+        let bad = text
+            .replace("defaultPolicy: deny", "defaultPolicy: closed")
+            .replace("{service: greeter}", "{service: greeter, route: api}");
+        assert_eq!(
+            errors(&bad),
+            [
+                r#"services[0].defaultPolicy: unknown default policy "closed": expected all-unauthenticated, all-authenticated, deny or audit"#,
+                r#"policies[0].target.route: service "greeter.default" has no route "api""#,
+            ]
+        );
+        let (line, _, message) =
+            syntax(&text.replace("action: ALLOW", "action: ALLOW\n    actoin: DENY"));
+        assert_eq!(line, Some(18));
+        assert!(message.contains("unknown field `actoin`"), "{message}");
     }
 
     #[test]

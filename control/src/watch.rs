@@ -1,5 +1,6 @@
 //! The `Watch` RPC: one task per subscriber that projects the config in force onto the
-//! destinations the subscriber asked for, and sends a snapshot whenever its projection changes.
+//! destinations the subscriber asked for (and, when it names its own service, that service's
+//! inbound policy), and sends a snapshot whenever its projection changes.
 //!
 //! Fan-out work is spread over the stream tasks: a config change wakes every task through the
 //! `watch` channel, and each computes its own projection with no shared lock, so a change costs
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
+use mesh_core::authz::InboundPolicy;
 use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
 use mesh_core::snapshot::{Destination, ServiceName, Snapshot};
 use tokio::sync::{mpsc, watch};
@@ -207,7 +209,8 @@ impl StreamTask {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
-        let mut last: Option<Vec<Destination>> = None;
+        // What was last sent, to send only when this subscriber's projection changes.
+        let mut last: Option<(Vec<Destination>, Option<InboundPolicy>)> = None;
         let mut last_sent = 0;
         let mut dirty = true;
         loop {
@@ -219,10 +222,18 @@ impl StreamTask {
                     .iter()
                     .map(|d| current.config.destination(d))
                     .collect();
-                if last.as_ref() != Some(&destinations) {
+                let inbound = subscription
+                    .own_service
+                    .as_ref()
+                    .map(|own| current.config.inbound(own));
+                let changed = last
+                    .as_ref()
+                    .is_none_or(|(d, i)| *d != destinations || *i != inbound);
+                if changed {
                     let snapshot = Snapshot {
                         version: current.version,
                         destinations,
+                        inbound,
                     };
                     let wire = proto::Snapshot::from(&snapshot);
                     tokio::select! {
@@ -237,7 +248,7 @@ impl StreamTask {
                     last_sent = snapshot.version;
                     registration.update(|s| s.last_sent_version = last_sent);
                     tracing::debug!(id = registration.id(), version = last_sent, "sent snapshot");
-                    last = Some(snapshot.destinations);
+                    last = Some((snapshot.destinations, snapshot.inbound));
                 }
             }
             tokio::select! {

@@ -50,13 +50,13 @@ impl Greeter for GreeterReplica {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
-        // The mesh put the caller's verified SPIFFE ID here; without it the call would not
-        // have reached the handler.
+        // The mesh put the caller's verified SPIFFE ID here (a meshed server never lets a call
+        // without one reach the handler); the same greeter also serves the benchmark's plain
+        // tonic baselines, where there is none.
         let caller = request
             .extensions()
             .get::<PeerIdentity>()
-            .map(|p| p.to_string())
-            .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
+            .map_or_else(|| "an unmeshed caller".to_owned(), |p| p.to_string());
         self.served.fetch_add(1, Ordering::Relaxed);
         let message = format!(
             "Hello, {}! from {} ({}) to {}",

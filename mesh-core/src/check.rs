@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use crate::error::FieldError;
 
+pub(crate) mod policy;
 pub(crate) mod route;
 use crate::snapshot::{Endpoint, check_dns_label, check_dns_subdomain};
 use crate::spiffe::{SpiffeId, TrustDomain};

@@ -1,4 +1,5 @@
-//! The configuration model as written by people (YAML) and read by the control service.
+//! The configuration model as written by people (YAML) and read by the control service:
+//! services, their endpoints and routes, and authorization policies.
 //!
 //! These types are deliberately loose (addresses and identities are strings) so that
 //! [`MeshConfig::validate`] can report *every* problem with the path of the field, instead of
@@ -15,6 +16,13 @@ pub struct MeshConfig {
     /// Every service the mesh knows.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// Authorization policies, each targeting a service or one of its routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicySpec>,
+    /// The mesh-wide default policy (`all-unauthenticated`, `all-authenticated`, `deny` or
+    /// `audit`) for services that set none; `all-unauthenticated` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<String>,
 }
 
 /// One logical service.
@@ -32,6 +40,15 @@ pub struct ServiceSpec {
     /// Routes attached to it.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// `strict` (when omitted: a client certificate is required) or `permissive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<String>,
+    /// The service's default policy; the mesh-wide one when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<String>,
+    /// Paths that always pass authorization (health probes): exact, or with a trailing `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_paths: Vec<String>,
 }
 
 /// One replica.
@@ -74,8 +91,13 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
+mod policy;
 mod route;
 mod validate;
+
+pub use policy::{
+    GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
+};
 
 pub use route::{
     CreationTimestamp, FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec,

@@ -15,6 +15,9 @@
 //! spelling differs: a gRPC method match travels as `grpcMethod` but is reported at `method`,
 //! as in the config. On the wire an endpoint weight of 0 means the default, 1.
 //! Identities are not tied to a trust domain here; the TLS verifier checks that at connect time.
+//!
+//! The subscriber's inbound policy travels as `inbound` and is checked like the config's
+//! policies (`inbound.policies[0].rules[1].from.identities[0]: ...`); see `convert/policy.rs`.
 
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::config::{
@@ -53,6 +56,7 @@ impl From<&Snapshot> for proto::Snapshot {
         Self {
             version: snapshot.version,
             destinations: snapshot.destinations.iter().map(Into::into).collect(),
+            inbound: snapshot.inbound.as_ref().map(Into::into),
         }
     }
 }
@@ -282,11 +286,15 @@ impl TryFrom<proto::Snapshot> for Snapshot {
                 destinations.push(destination);
             }
         }
+        let inbound = wire
+            .inbound
+            .and_then(|inbound| policy::inbound("inbound", inbound, &mut errors));
         ValidationErrors::check(
             errors,
             Snapshot {
                 version: wire.version,
                 destinations,
+                inbound,
             },
         )
     }
@@ -639,5 +647,6 @@ fn header_spec(h: &proto::Header) -> HeaderSpec {
     }
 }
 
+mod policy;
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,13 @@
 //! - [`spiffe`]: SPIFFE IDs and trust domains.
 //! - [`config`]: the configuration model (services, endpoints, routes) as serde types, and its
 //!   validation with field paths.
-//! - [`snapshot`]: the validated view of destinations that a client receives.
+//! - [`snapshot`]: the validated view of destinations (and of its own inbound policy) that a
+//!   client receives.
 //! - [`duration`]: Gateway API duration strings (`10s`, `1h2m`).
 //! - [`route`]: route matching with Gateway API precedence, weighted backend picking, and
 //!   explanations of both.
+//! - [`authz`]: a service's inbound policy (authorization policies, default policy, exempt
+//!   paths, mTLS mode) and its pure evaluation into a [`authz::Decision`].
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
 //!   passed in.
 //! - [`proto`]: the control API `mesh.control.v1`, and [`convert`] between it and the model.
@@ -18,6 +21,7 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod authz;
 pub mod budget;
 mod check;
 pub mod config;

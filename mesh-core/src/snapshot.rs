@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use crate::authz::InboundPolicy;
 use crate::spiffe::SpiffeId;
 
 /// A service's name within its namespace, written `name.namespace` (`greeter.default`).
@@ -127,6 +128,8 @@ pub struct Snapshot {
     pub version: u64,
     /// The destinations the subscriber asked for, in the order it asked.
     pub destinations: Vec<Destination>,
+    /// The inbound policy of the subscriber's own service; `None` when it named none.
+    pub inbound: Option<InboundPolicy>,
 }
 
 impl Snapshot {

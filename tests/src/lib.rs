@@ -1,6 +1,13 @@
 //! The end-to-end test harness, shared by every test in `tests/`: a real control service
 //! reading a real config file, meshes that get real certificates from it, and greeter and
 //! axum services served over mTLS on 127.0.0.1.
+//!
+//! Besides the example greeter, two scriptable test servers live here: [`web`] (an axum
+//! backend that fails, sleeps, echoes and logs on request) and [`greeter`] (a greeter whose
+//! behaviour the request's name drives).
+
+pub mod greeter;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +40,7 @@ pub fn spiffe(service_account: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     services: Vec<(String, Vec<(SocketAddr, String)>)>,
+    routes: Vec<(String, String)>,
     accounts: Vec<String>,
 }
 
@@ -51,6 +59,21 @@ impl Config {
                 .map(|(a, sa)| (*a, sa.to_string()))
                 .collect(),
         ));
+        self
+    }
+
+    /// Attaches routes to service `name` (added with [`Config::service`]): `yaml` is the list
+    /// that goes under the service's `routes:` key, written at any indentation, e.g.
+    ///
+    /// ```text
+    /// - name: split
+    ///   rules:
+    ///     - backendRefs: [{name: web-v1, weight: 90}, {name: web-v2, weight: 10}]
+    /// ```
+    ///
+    /// Calling it again for the same service appends more routes.
+    pub fn routes(mut self, name: &str, yaml: &str) -> Self {
+        self.routes.push((name.to_owned(), yaml.to_owned()));
         self
     }
 
@@ -76,6 +99,18 @@ impl Config {
                     spiffe(sa)
                 );
             }
+            let routes: Vec<&str> = self
+                .routes
+                .iter()
+                .filter(|(service, _)| service == name)
+                .map(|(_, yaml)| yaml.as_str())
+                .collect();
+            if !routes.is_empty() {
+                yaml += "    routes:\n";
+                for snippet in routes {
+                    yaml += &indent(snippet, 6);
+                }
+            }
         }
         yaml += "bootstrapTokens:\n";
         for account in &self.accounts {
@@ -86,6 +121,21 @@ impl Config {
         }
         yaml
     }
+}
+
+/// `text` with its common leading indentation replaced by `spaces` spaces; blank lines dropped.
+fn indent(text: &str, spaces: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let common = lines
+        .iter()
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let pad = " ".repeat(spaces);
+    lines
+        .iter()
+        .map(|l| format!("{pad}{}\n", &l[common..]))
+        .collect()
 }
 
 /// A running control service reading a config file in a temporary directory.
@@ -140,6 +190,18 @@ impl Harness {
         self.control
             .as_ref()
             .map_or(0, RunningControl::config_version)
+    }
+
+    /// Replaces the config file with `config` and waits (up to 5 s) until `mesh` has received
+    /// the new snapshot; the clients it made apply it right after.
+    pub async fn reconfigure(&self, mesh: &Mesh, config: &Config) -> anyhow::Result<()> {
+        let before = mesh.control_status().version;
+        self.write_config(config)?;
+        if eventually(Duration::from_secs(5), || mesh.control_status().version > before).await {
+            Ok(())
+        } else {
+            anyhow::bail!("the mesh did not receive the new config within 5 s")
+        }
     }
 
     /// Stops the control service.
@@ -221,6 +283,41 @@ impl Drop for Replica {
 /// Binds a listener on a free loopback port.
 pub async fn listener() -> anyhow::Result<TcpListener> {
     Ok(TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// Runs `calls` calls of `call(i)`, `in_flight` at a time (as a busy caller would), and gives
+/// their results in call order.
+pub async fn concurrently<T, F, Fut>(calls: usize, in_flight: usize, call: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight.max(1) {
+        let (next, call) = (next.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= calls {
+                    return results;
+                }
+                results.push((i, call(i).await));
+            }
+        }));
+    }
+    let mut results = Vec::with_capacity(calls);
+    for task in tasks {
+        match task.await {
+            Ok(done) => results.extend(done),
+            // A panicking call fails the test with its own message.
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.

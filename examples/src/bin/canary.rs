@@ -46,7 +46,9 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.seconds = it.next().context("--seconds needs a number")?.parse()?;
             }
             "--auto" => args.auto = true,
-            other => bail!("unknown argument {other:?}; usage: canary [--config PATH] [--seconds N] [--auto]"),
+            other => bail!(
+                "unknown argument {other:?}; usage: canary [--config PATH] [--seconds N] [--auto]"
+            ),
         }
     }
     if args.auto {
@@ -199,13 +201,17 @@ async fn main() -> anyhow::Result<()> {
         if args.auto {
             // Each edit is checked one full second after it was made.
             if second % 3 == 2 && (v2_share - expected_v2).abs() > 10.0 {
-                failures.push(format!("at {second}s v2 had {v2_share:.1}%, expected about {expected_v2}%"));
+                failures.push(format!(
+                    "at {second}s v2 had {v2_share:.1}%, expected about {expected_v2}%"
+                ));
             }
             if failed > 0 {
                 failures.push(format!("{failed} calls failed at {second}s"));
             }
             if pinned < 100.0 {
-                failures.push(format!("x-canary: true reached v2 only {pinned:.0}% at {second}s"));
+                failures.push(format!(
+                    "x-canary: true reached v2 only {pinned:.0}% at {second}s"
+                ));
             }
             if let Some((_, weights)) = plan.iter().find(|(at, _)| *at == second) {
                 println!("        -> editing the config: {}/{}", weights.0, weights.1);
@@ -224,7 +230,10 @@ async fn main() -> anyhow::Result<()> {
     }
     control.shutdown().await;
     if !failures.is_empty() {
-        bail!("the split did not follow the config:\n  {}", failures.join("\n  "));
+        bail!(
+            "the split did not follow the config:\n  {}",
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }
@@ -271,9 +280,10 @@ async fn pinned_share(channel: &MeshChannel) -> f64 {
         let mut request = tonic::Request::new(HelloRequest {
             name: "pinned".into(),
         });
-        request
-            .metadata_mut()
-            .insert("x-canary", tonic::metadata::MetadataValue::from_static("true"));
+        request.metadata_mut().insert(
+            "x-canary",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
         if let Ok(reply) = client.say_hello(request).await
             && let Some(version) = version_of(&reply.into_inner().message)
         {

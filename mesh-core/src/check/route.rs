@@ -257,7 +257,7 @@ const HTTP_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
-fn http_method(path: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<Method> {
+pub(crate) fn http_method(path: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<Method> {
     if !HTTP_METHODS.contains(&value) {
         errors.push(FieldError::new(
             path,
@@ -317,7 +317,7 @@ fn path_match(
 }
 
 /// The Gateway API CRD's rules for Exact and PathPrefix values.
-fn check_path_value(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_path_value(value: &str) -> Result<(), &'static str> {
     if !value.starts_with('/') {
         return Err("must start with '/'");
     }
@@ -566,7 +566,7 @@ fn grpc_method(
 }
 
 /// A protobuf identifier: a letter or `_`, then letters, digits or `_`.
-fn check_grpc_ident(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_grpc_ident(value: &str) -> Result<(), &'static str> {
     let mut bytes = value.bytes();
     match bytes.next() {
         Some(b) if b.is_ascii_alphabetic() || b == b'_' => {}
@@ -582,7 +582,7 @@ fn check_grpc_ident(value: &str) -> Result<(), &'static str> {
 }
 
 /// A fully qualified service: dot-separated identifiers (`helloworld.Greeter`).
-fn check_grpc_service(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_grpc_service(value: &str) -> Result<(), &'static str> {
     if value.len() > 1024 {
         return Err("longer than 1024 characters");
     }

@@ -16,12 +16,20 @@
 //!   API durations with `backendRequest <= request`, mirror percentages are 0 to 100, retry
 //!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names.
 //!
+//! - policies: names are DNS-1123 subdomains, unique within their target's namespace; the
+//!   target is a service of the config (and one of its routes, when named); action, mode,
+//!   rules and the services' `mtls`, `defaultPolicy` and `exemptPaths` as `crate::check::policy`
+//!   describes (identities in the mesh's trust domain, wildcards only at the end).
+//!
 //! A backend reference to a service the config does not have is *not* an error: as in Gateway
 //! API, it resolves to a backend with `found = false`, whose share of traffic fails.
 
 use std::collections::BTreeMap;
 
-use super::{BackendRefSpec, EndpointSpec, MeshConfig, RouteSpec, ServiceSpec};
+use std::sync::Arc;
+
+use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, RouteSpec, ServiceSpec};
+use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::error::{FieldError, ValidationErrors};
 use crate::snapshot::{
@@ -33,6 +41,8 @@ use crate::spiffe::TrustDomain;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ValidConfig {
     services: BTreeMap<ServiceName, ValidService>,
+    /// The mesh-wide default policy.
+    default_policy: DefaultPolicy,
 }
 
 /// One validated service.
@@ -40,6 +50,12 @@ pub struct ValidConfig {
 struct ValidService {
     endpoints: Vec<Endpoint>,
     routes: Vec<Route>,
+    mtls: MtlsMode,
+    /// Its own default policy, when it sets one.
+    default_policy: Option<DefaultPolicy>,
+    exempt_paths: Vec<PathPattern>,
+    /// The policies that target it, in config order.
+    policies: Vec<AuthorizationPolicy>,
 }
 
 // === impl MeshConfig ===
@@ -65,12 +81,142 @@ impl MeshConfig {
             });
             let endpoints = endpoints(&path, &spec.endpoints, trust_domain, &mut errors);
             let routes = routes(&path, &spec.namespace, &spec.routes, &mut errors);
+            let mtls =
+                check::policy::mtls(&format!("{path}.mtls"), spec.mtls.as_deref(), &mut errors);
+            let default_policy = check::policy::default_policy(
+                &format!("{path}.defaultPolicy"),
+                spec.default_policy.as_deref(),
+                &mut errors,
+            );
+            let exempt_paths = check::policy::exempt_paths(
+                &format!("{path}.exemptPaths"),
+                &spec.exempt_paths,
+                &mut errors,
+            );
             if let (Some(name), None) = (name, duplicate) {
-                services.insert(name, ValidService { endpoints, routes });
+                services.insert(
+                    name,
+                    ValidService {
+                        endpoints,
+                        routes,
+                        mtls,
+                        default_policy,
+                        exempt_paths,
+                        policies: Vec::new(),
+                    },
+                );
             }
         }
-        ValidationErrors::check(errors, ValidConfig { services })
+        policies(self, trust_domain, &mut services, &mut errors);
+        let default_policy = check::policy::default_policy(
+            "defaultPolicy",
+            self.default_policy.as_deref(),
+            &mut errors,
+        )
+        .unwrap_or_default();
+        ValidationErrors::check(
+            errors,
+            ValidConfig {
+                services,
+                default_policy,
+            },
+        )
     }
+}
+
+/// Checks every policy and files each valid one under the service it targets.
+///
+/// A target must name a service of the config (and a route of that service, when it names
+/// one): a policy aimed at a typo would silently protect nothing. A service that is in the
+/// config but invalid has its own errors already, so policies aimed at it add none.
+fn policies(
+    config: &MeshConfig,
+    trust_domain: &TrustDomain,
+    services: &mut BTreeMap<ServiceName, ValidService>,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut names: BTreeMap<String, FirstSeen<String>> = BTreeMap::new();
+    for (i, spec) in config.policies.iter().enumerate() {
+        let path = format!("policies[{i}]");
+        let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+        check::policy::unique_policy_name(
+            &format!("{path}.name"),
+            &spec.name,
+            names
+                .entry(namespace.to_owned())
+                .or_insert_with(FirstSeen::new),
+            errors,
+        );
+        let target = policy_target(&path, config, spec, errors);
+        let parts = check::policy::policy_parts(
+            &path,
+            spec.action.as_deref(),
+            spec.mode.as_deref(),
+            &spec.rules,
+            Some(trust_domain),
+            errors,
+        );
+        if let (Some((service, route)), Some(parts)) = (target, parts)
+            && let Some(valid) = services.get_mut(&service)
+        {
+            valid.policies.push(AuthorizationPolicy {
+                name: Arc::from(spec.name.as_str()),
+                route: route.map(Arc::from),
+                action: parts.action,
+                mode: parts.mode,
+                rules: parts.rules,
+            });
+        }
+    }
+}
+
+/// The service (and route) a policy targets, checked against the config's services.
+fn policy_target<'a>(
+    path: &str,
+    config: &MeshConfig,
+    spec: &'a PolicySpec,
+    errors: &mut Vec<FieldError>,
+) -> Option<(ServiceName, Option<&'a str>)> {
+    let target_path = format!("{path}.target");
+    let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+    let mut ok = true;
+    if let Err(message) = check::dns_label("name", &spec.target.service) {
+        errors.push(FieldError::new(format!("{target_path}.service"), message));
+        ok = false;
+    }
+    if let Err(message) = check::dns_label("namespace", namespace) {
+        errors.push(FieldError::new(format!("{target_path}.namespace"), message));
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    let service = ServiceName {
+        namespace: namespace.to_owned(),
+        name: spec.target.service.clone(),
+    };
+    let Some(target) = config
+        .services
+        .iter()
+        .find(|s| s.name == service.name && s.namespace == service.namespace)
+    else {
+        errors.push(FieldError::new(
+            format!("{target_path}.service"),
+            format!("unknown service \"{service}\""),
+        ));
+        return None;
+    };
+    let route = spec.target.route.as_deref();
+    if let Some(route) = route
+        && !target.routes.iter().any(|r| r.name == route)
+    {
+        errors.push(FieldError::new(
+            format!("{target_path}.route"),
+            format!("service \"{service}\" has no route {route:?}"),
+        ));
+        return None;
+    }
+    Some((service, route))
 }
 
 fn service_name(
@@ -249,6 +395,26 @@ impl ValidConfig {
             routes: valid.routes.clone(),
             backends,
         }
+    }
+
+    /// The inbound policy of `service`: its own settings and the policies that target it, or,
+    /// for a service the config does not have, strict mTLS and the mesh-wide default.
+    pub fn inbound(&self, service: &ServiceName) -> InboundPolicy {
+        let Some(valid) = self.services.get(service) else {
+            return InboundPolicy::defaults(service.clone(), self.default_policy);
+        };
+        InboundPolicy {
+            service: service.clone(),
+            mtls: valid.mtls,
+            default_policy: valid.default_policy.unwrap_or(self.default_policy),
+            exempt_paths: valid.exempt_paths.clone(),
+            policies: valid.policies.clone(),
+        }
+    }
+
+    /// The mesh-wide default policy.
+    pub fn default_policy(&self) -> DefaultPolicy {
+        self.default_policy
     }
 
     /// Whether the config has `service`.

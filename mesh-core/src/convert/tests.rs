@@ -21,6 +21,7 @@ fn endpoint(address: &str, weight: u32) -> Endpoint {
 
 fn snapshot() -> Snapshot {
     Snapshot {
+        inbound: None,
         version: 42,
         destinations: vec![
             Destination {
@@ -100,6 +101,7 @@ services:
         .validate(&crate::TrustDomain::new("td").unwrap())
         .unwrap();
     let model = Snapshot {
+        inbound: None,
         version: 1,
         destinations: vec![
             valid.destination(&name("a.default")),
@@ -118,6 +120,7 @@ fn routes_round_trip_with_every_field() {
         .validate(&crate::TrustDomain::new("cluster.local").unwrap())
         .unwrap();
     let model = Snapshot {
+        inbound: None,
         version: 7,
         destinations: vec![valid.destination(&name("greeter.default"))],
     };
@@ -145,6 +148,7 @@ fn wire_routes_are_validated_with_the_config_rules() {
         .validate(&crate::TrustDomain::new("cluster.local").unwrap())
         .unwrap();
     let model = Snapshot {
+        inbound: None,
         version: 7,
         destinations: vec![valid.destination(&name("greeter.default"))],
     };
@@ -243,6 +247,7 @@ fn the_wire_is_validated_with_paths() {
 #[test]
 fn a_missing_destination_service_is_reported() {
     let wire = proto::Snapshot {
+        inbound: None,
         version: 3,
         destinations: vec![
             proto::Destination {
@@ -265,4 +270,150 @@ fn a_missing_destination_service_is_reported() {
             "destinations[1].service: missing",
         ]
     );
+}
+
+const POLICY_CONFIG: &str = r#"
+defaultPolicy: audit
+services:
+  - name: shop
+    mtls: permissive
+    exemptPaths: [/healthz, /ready/*]
+    routes: [{name: admin}]
+  - name: plain
+policies:
+  - name: everything
+    target: {service: shop, route: admin}
+    action: DENY
+    mode: audit
+    rules:
+      - from:
+          identities: ["*", "spiffe://mesh.local/ns/web/*", spiffe://mesh.local/ns/ops/sa/a]
+          namespaces: [web]
+          serviceAccounts: [ops/oncall]
+          unauthenticated: true
+        to:
+          methods: [GET, DELETE]
+          paths: [/items, /items/*]
+          grpc: [{service: shop.Catalog, method: List}, {service: shop.Search}]
+          ports: [8443]
+      - from: {unauthenticated: true}
+"#;
+
+fn policy_snapshot() -> Snapshot {
+    let config: crate::config::MeshConfig = serde_yaml::from_str(POLICY_CONFIG).unwrap();
+    let valid = config
+        .validate(&crate::TrustDomain::new("mesh.local").unwrap())
+        .unwrap();
+    Snapshot {
+        version: 9,
+        destinations: vec![],
+        inbound: Some(valid.inbound(&name("shop.default"))),
+    }
+}
+
+#[test]
+fn inbound_policy_round_trips_with_every_field() {
+    let model = policy_snapshot();
+    let wire = proto::Snapshot::from(&model);
+    let inbound = wire.inbound.as_ref().unwrap();
+    assert_eq!(
+        (inbound.mtls.as_str(), inbound.default_policy.as_str()),
+        ("permissive", "audit")
+    );
+    assert_eq!(inbound.exempt_paths, ["/healthz", "/ready/*"]);
+    let policy = &inbound.policies[0];
+    assert_eq!(
+        (
+            policy.route.as_str(),
+            policy.action.as_str(),
+            policy.mode.as_str()
+        ),
+        ("admin", "DENY", "audit")
+    );
+    let from = policy.rules[0].from.as_ref().unwrap();
+    assert_eq!(
+        from.identities,
+        [
+            "*",
+            "spiffe://mesh.local/ns/web/*",
+            "spiffe://mesh.local/ns/ops/sa/a"
+        ]
+    );
+    assert_eq!(from.service_accounts, ["ops/oncall"]);
+    assert!(policy.rules[1].to.is_none());
+
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let decoded: proto::Snapshot = prost::Message::decode(bytes.as_slice()).unwrap();
+    assert_eq!(Snapshot::try_from(decoded).unwrap(), model);
+
+    // A snapshot without an inbound policy stays without one.
+    let plain = Snapshot {
+        inbound: None,
+        ..policy_snapshot()
+    };
+    assert_eq!(
+        Snapshot::try_from(proto::Snapshot::from(&plain)).unwrap(),
+        plain
+    );
+}
+
+#[test]
+fn empty_wire_mtls_and_mode_are_the_defaults() {
+    let mut wire = proto::Snapshot::from(&policy_snapshot());
+    let inbound = wire.inbound.as_mut().unwrap();
+    inbound.mtls.clear();
+    inbound.policies[0].mode.clear();
+    let model = Snapshot::try_from(wire).unwrap();
+    let inbound = model.inbound.unwrap();
+    assert_eq!(inbound.mtls, crate::authz::MtlsMode::Strict);
+    assert_eq!(inbound.policies[0].mode, crate::authz::PolicyMode::Enforce);
+}
+
+#[test]
+fn the_wire_inbound_policy_is_validated_with_paths() {
+    let mut wire = proto::Snapshot::from(&policy_snapshot());
+    {
+        let inbound = wire.inbound.as_mut().unwrap();
+        inbound.service = None;
+        inbound.mtls = "maybe".to_owned();
+        inbound.default_policy.clear();
+        inbound.exempt_paths.push("health".to_owned());
+        let mut copy = inbound.policies[0].clone();
+        let policy = &mut inbound.policies[0];
+        policy.route = "Admin".to_owned();
+        policy.action = "PERMIT".to_owned();
+        let rule = &mut policy.rules[0];
+        let from = rule.from.as_mut().unwrap();
+        from.identities.push("spiffe://x/*/y".to_owned());
+        from.service_accounts.push("oncall".to_owned());
+        rule.to.as_mut().unwrap().ports.push(0);
+        policy.rules[1].from = None;
+        copy.rules.clear();
+        inbound.policies.push(copy);
+    }
+    let errors = Snapshot::try_from(wire).unwrap_err();
+    let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    let p = "inbound.policies[0]";
+    let expected = [
+        "inbound.service: missing".to_owned(),
+        r#"inbound.mtls: unknown mTLS mode "maybe": expected strict or permissive"#.to_owned(),
+        "inbound.defaultPolicy: missing".to_owned(),
+        r#"inbound.exemptPaths[2]: invalid path "health": must start with '/'"#.to_owned(),
+        format!(
+            r#"{p}.route: invalid route name "Admin": only lowercase letters, digits, '-' and '.' are allowed"#
+        ),
+        format!(r#"{p}.action: unknown action "PERMIT": expected ALLOW or DENY"#),
+        format!(
+            r#"{p}.rules[0].from.identities[3]: invalid SPIFFE ID "spiffe://x/*/y": path has the character '*'; only letters, digits, '.', '-' and '_' are allowed"#
+        ),
+        format!(
+            r#"{p}.rules[0].from.serviceAccounts[1]: invalid service account "oncall": expected namespace/name"#
+        ),
+        format!("{p}.rules[0].to.ports[1]: port 0 is out of range 1 to 65535"),
+        format!("{p}.rules[1].from: required: the callers the rule is about"),
+        r#"inbound.policies[1].name: duplicate policy name "everything" (first at inbound.policies[0].name)"#
+            .to_owned(),
+        "inbound.policies[1].rules: at least one rule is required".to_owned(),
+    ];
+    assert_eq!(got, expected);
 }

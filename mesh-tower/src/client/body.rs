@@ -202,9 +202,13 @@ where
             }
             Self::Prefixed { prefix, rest } => {
                 let taken: u64 = prefix.iter().map(|c| c.len() as u64).sum();
-                let mut hint = rest.size_hint();
-                hint.set_lower(hint.lower() + taken);
-                if let Some(upper) = hint.upper() {
+                let rest = rest.size_hint();
+                // Built up from an unbounded hint: raising the lower bound of `rest`'s own
+                // hint in place would panic (`set_lower` asserts lower <= upper) whenever it
+                // has an upper bound, e.g. a `Full` body already taken whole (exactly 0 left).
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + taken);
+                if let Some(upper) = rest.upper() {
                     hint.set_upper(upper + taken);
                 }
                 hint
@@ -299,6 +303,8 @@ mod tests {
         let big = Bytes::from(vec![7u8; MAX_REPLAY_BYTES + 1]);
         let body = MeshBody::buffer(Full::new(big.clone()));
         assert!(body.replay().is_none());
+        // What hyper reads to set content-length; it once panicked here.
+        assert_eq!(body.size_hint().exact(), Some(big.len() as u64));
         assert_eq!(body.collect().await.unwrap().to_bytes(), big);
     }
 }

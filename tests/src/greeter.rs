@@ -1,0 +1,170 @@
+//! A scriptable greeter for tests: the request's `name` chooses the answer, and every replica
+//! counts what it received.
+//!
+//! A name is `<command>` or `<command>:<tag>` (the tag only makes names distinct):
+//!
+//! | command       | answer                                                              |
+//! |---------------|---------------------------------------------------------------------|
+//! | `fail-once`   | UNAVAILABLE the first time this replica sees this name, then OK      |
+//! | `fail-always` | always UNAVAILABLE                                                  |
+//! | `internal`    | always INTERNAL                                                     |
+//! | `slow-{ms}`   | OK after `ms` milliseconds                                          |
+//! | `deadline`    | OK, the message carrying the `grpc-timeout` the replica received    |
+//! | anything else | OK                                                                  |
+//!
+//! An OK message is `<replica> <detail>`: [`replica_of`] reads the replica back. A replica's
+//! [`GreeterMode`] can make it fail every call, whatever the name.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use examples::hello::greeter_server::{Greeter, GreeterServer};
+use examples::hello::{HelloReply, HelloRequest};
+use mesh_tonic::{MeshLayer, MeshTonicExt};
+use mesh_tower::Mesh;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+use crate::Harness;
+
+/// How a replica behaves whatever the name asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GreeterMode {
+    /// As the name says.
+    #[default]
+    Normal,
+    /// Every call fails with UNAVAILABLE.
+    FailAll,
+}
+
+/// A scriptable greeter replica's handler; clones share their counts.
+#[derive(Debug, Clone)]
+pub struct TestGreeter {
+    replica: String,
+    mode: GreeterMode,
+    /// Calls received per name.
+    seen: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl TestGreeter {
+    /// Calls this replica received (answered or not).
+    pub fn received(&self) -> u32 {
+        self.lock().values().sum()
+    }
+
+    /// Calls this replica received with this exact name.
+    pub fn received_name(&self, name: &str) -> u32 {
+        self.lock().get(name).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // A test that panicked while holding the lock has failed already.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl Greeter for TestGreeter {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let name = request.get_ref().name.clone();
+        let times_seen = {
+            let mut seen = self.lock();
+            let count = seen.entry(name.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        if self.mode == GreeterMode::FailAll {
+            return Err(Status::unavailable(format!("{} fails every call", self.replica)));
+        }
+        let command = name.split(':').next().unwrap_or_default();
+        let detail = match command {
+            "fail-once" if times_seen == 1 => {
+                return Err(Status::unavailable(format!(
+                    "{} fails the first call",
+                    self.replica
+                )));
+            }
+            "fail-always" => {
+                return Err(Status::unavailable(format!("{} always fails", self.replica)));
+            }
+            "internal" => return Err(Status::internal(format!("{} is broken", self.replica))),
+            "deadline" => request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned(),
+            _ => match command.strip_prefix("slow-").map(str::parse::<u64>) {
+                Some(Ok(ms)) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    format!("slept {ms} ms")
+                }
+                _ => "hello".to_owned(),
+            },
+        };
+        Ok(Response::new(HelloReply {
+            message: format!("{} {detail}", self.replica),
+        }))
+    }
+}
+
+/// The replica that wrote an OK message of a [`TestGreeter`].
+pub fn replica_of(message: &str) -> &str {
+    message.split(' ').next().unwrap_or_default()
+}
+
+/// A running test greeter replica; stops when dropped.
+pub struct TestGreeterReplica {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its handler (counts calls received).
+    pub greeter: TestGreeter,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestGreeterReplica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Harness {
+    /// Starts test greeter replica `replica` of `service` on `listener`, running as `account`.
+    pub async fn test_greeter(
+        &self,
+        listener: TcpListener,
+        replica: &str,
+        account: &str,
+        service: &str,
+        mode: GreeterMode,
+    ) -> anyhow::Result<TestGreeterReplica> {
+        let mesh = Mesh::start(self.settings(account, Some(service))).await?;
+        let greeter = TestGreeter {
+            replica: replica.to_owned(),
+            mode,
+            seen: Arc::default(),
+        };
+        let addr = listener.local_addr()?;
+        let incoming = mesh.tonic_incoming(listener)?;
+        let service = GreeterServer::new(greeter.clone());
+        let task = tokio::spawn(async move {
+            let _mesh = mesh;
+            let _ = tonic::transport::Server::builder()
+                .layer(MeshLayer::new())
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Ok(TestGreeterReplica {
+            addr,
+            greeter,
+            task,
+        })
+    }
+}

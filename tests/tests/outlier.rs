@@ -1,0 +1,113 @@
+//! Outlier ejection end to end: of three endpoints, the one that fails every call is ejected
+//! after a few failures (no retries configured), and calls succeed again while it is out.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use examples::hello::HelloRequest;
+use examples::hello::greeter_client::GreeterClient;
+use mesh_tests::greeter::GreeterMode;
+use mesh_tests::web::{WebMode, get};
+use mesh_tests::{Config, Harness, concurrently, listener};
+use mesh_tonic::MeshTonicExt;
+
+/// Consecutive failures that eject an endpoint (the mesh's default).
+const EJECT_AFTER: usize = 5;
+/// Calls made while the bad endpoint is out.
+const CALLS: usize = 300;
+
+/// The share of successes in `outcomes`, in percent.
+fn success_percent(outcomes: &[bool]) -> f64 {
+    outcomes.iter().filter(|ok| **ok).count() as f64 * 100.0 / outcomes.len() as f64
+}
+
+#[tokio::test]
+async fn an_always_failing_http_endpoint_is_ejected() {
+    let (l1, l2, l3) = (
+        listener().await.unwrap(),
+        listener().await.unwrap(),
+        listener().await.unwrap(),
+    );
+    let addrs = [&l1, &l2, &l3].map(|l| (l.local_addr().unwrap(), "web"));
+    let config = Config::new()
+        .service("web", &addrs)
+        .account("web")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let bad = WebMode::Fail(http::StatusCode::SERVICE_UNAVAILABLE);
+    let w1 = harness.web(l1, "w1", "web", "web", WebMode::Normal);
+    let w2 = harness.web(l2, "w2", "web", "web", WebMode::Normal);
+    let w3 = harness.web(l3, "bad", "web", "web", bad);
+    let (_w1, _w2, w3) = tokio::try_join!(w1, w2, w3).unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let client = client_mesh.client::<Body>("web").await.unwrap();
+
+    // Until the bad endpoint has failed often enough to be ejected: it answers fast, so P2C
+    // over latency sends it plenty of calls.
+    let mut warm_up = 0;
+    while w3.log.count() < EJECT_AFTER && warm_up < 500 {
+        get(&client, "/warm-up").await;
+        warm_up += 1;
+    }
+    assert_eq!(w3.log.count(), EJECT_AFTER, "after {warm_up} calls");
+
+    let outcomes = concurrently(CALLS, 8, move |i| {
+        let client = client.clone();
+        async move { get(&client, &format!("/after/{i}")).await.status.is_success() }
+    })
+    .await;
+    let rate = success_percent(&outcomes);
+    assert!(rate >= 99.0, "success rate {rate}% while the bad endpoint is out");
+    assert_eq!(w3.log.count(), EJECT_AFTER, "the ejected endpoint got calls");
+}
+
+#[tokio::test]
+async fn an_always_unavailable_grpc_endpoint_is_ejected() {
+    let (l1, l2, l3) = (
+        listener().await.unwrap(),
+        listener().await.unwrap(),
+        listener().await.unwrap(),
+    );
+    let addrs = [&l1, &l2, &l3].map(|l| (l.local_addr().unwrap(), "greeter"));
+    let config = Config::new()
+        .service("greeter", &addrs)
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let normal = GreeterMode::Normal;
+    let g1 = harness.test_greeter(l1, "g1", "greeter", "greeter", normal);
+    let g2 = harness.test_greeter(l2, "g2", "greeter", "greeter", normal);
+    let g3 = harness.test_greeter(l3, "bad", "greeter", "greeter", GreeterMode::FailAll);
+    let (_g1, _g2, g3) = tokio::try_join!(g1, g2, g3).unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let client = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
+
+    let mut warm_up = 0;
+    let mut probe = client.clone();
+    while (g3.greeter.received() as usize) < EJECT_AFTER && warm_up < 500 {
+        let _ = probe
+            .say_hello(HelloRequest {
+                name: "warm-up".into(),
+            })
+            .await;
+        warm_up += 1;
+    }
+    assert_eq!(g3.greeter.received() as usize, EJECT_AFTER, "after {warm_up} calls");
+
+    let outcomes = concurrently(CALLS, 8, move |i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .say_hello(HelloRequest {
+                    name: format!("after-{i}"),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let rate = success_percent(&outcomes);
+    assert!(rate >= 99.0, "success rate {rate}% while the bad endpoint is out");
+    assert_eq!(g3.greeter.received() as usize, EJECT_AFTER);
+}
