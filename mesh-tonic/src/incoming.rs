@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use mesh_tower::{MeshIncoming, MeshTlsStream, PeerIdentity};
+use mesh_tower::{Authorizer, MeshIncoming, MeshTlsStream, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
@@ -19,6 +19,8 @@ pub struct MeshConnectInfo {
     pub remote_addr: SocketAddr,
     /// The caller's verified identity.
     pub peer: Option<PeerIdentity>,
+    /// The inbound policy of the mesh that accepted the connection.
+    pub authorizer: Option<Authorizer>,
 }
 
 /// Accepted mTLS connections, for `tonic::transport::Server::serve_with_incoming`.
@@ -60,6 +62,7 @@ impl Connected for TonicTlsStream {
         MeshConnectInfo {
             remote_addr: self.0.remote_addr(),
             peer: self.0.peer_identity().cloned(),
+            authorizer: self.0.authorizer().cloned(),
         }
     }
 }

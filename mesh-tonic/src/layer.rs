@@ -1,9 +1,10 @@
 //! [`MeshLayer`]: the mesh's server side for `tonic::transport::Server::builder().layer(..)`.
 //!
-//! It puts the caller's verified [`PeerIdentity`] into the request extensions, and refuses
-//! (UNAUTHENTICATED) a request that did not arrive through the mesh's mTLS incoming stream, so
-//! a server wired by mistake to a plaintext listener fails closed instead of serving
-//! unauthenticated callers.
+//! It puts the caller's verified [`PeerIdentity`] into the request extensions, judges the
+//! request by the service's inbound policy (a denied call gets PERMISSION_DENIED naming the
+//! policy; the decision is in the extensions), and refuses (UNAUTHENTICATED) a request that did
+//! not arrive through the mesh's mTLS incoming stream, so a server wired by mistake to a
+//! plaintext listener fails closed instead of serving unauthenticated callers.
 
 use std::task::{Context, Poll};
 
@@ -59,17 +60,24 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let peer = request
+        // Clones of reference-counted handles only: no allocation per request.
+        let Some((peer, authorizer)) = request
             .extensions()
             .get::<MeshConnectInfo>()
-            .map(|info| info.peer.clone());
-        match peer {
-            Some(Some(peer)) => {
-                request.extensions_mut().insert(peer);
-                Either::Left(self.inner.call(request))
-            }
-            Some(None) => refuse("the caller presented no client certificate"),
-            None => refuse("the request did not arrive over the mesh's mTLS listener"),
+            .map(|info| (info.peer.clone(), info.authorizer.clone()))
+        else {
+            return refuse("the request did not arrive over the mesh's mTLS listener");
+        };
+        let Some(peer) = peer else {
+            return refuse("the caller presented no client certificate");
+        };
+        request.extensions_mut().insert(peer.clone());
+        match authorizer {
+            Some(authorizer) => match authorizer.authorize(request, Some(&peer)) {
+                Ok(request) => Either::Left(self.inner.call(request)),
+                Err(refusal) => Either::Right(ready(Ok(refusal))),
+            },
+            None => Either::Left(self.inner.call(request)),
         }
     }
 }

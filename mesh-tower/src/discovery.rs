@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
+use mesh_core::authz::InboundPolicy;
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use tokio::sync::watch;
 
@@ -41,6 +43,8 @@ pub(crate) struct Discovery {
     snapshot: watch::Sender<Arc<Snapshot>>,
     wanted: watch::Sender<BTreeSet<ServiceName>>,
     status: watch::Sender<ControlStatus>,
+    /// The own service's inbound policy, for the server side's request path.
+    inbound: Arc<ArcSwapOption<InboundPolicy>>,
 }
 
 impl Discovery {
@@ -49,6 +53,7 @@ impl Discovery {
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
             wanted: watch::Sender::new(BTreeSet::new()),
             status: watch::Sender::new(ControlStatus::default()),
+            inbound: Arc::new(ArcSwapOption::empty()),
         }
     }
 
@@ -65,11 +70,17 @@ impl Discovery {
     /// Puts a validated snapshot in force.
     pub(crate) fn publish(&self, snapshot: Snapshot) {
         let version = snapshot.version;
+        self.inbound.store(snapshot.inbound.clone().map(Arc::new));
         self.snapshot.send_replace(Arc::new(snapshot));
         self.status.send_modify(|s| {
             s.version = version;
             s.updated_at = Some(SystemTime::now());
         });
+    }
+
+    /// The own service's inbound policy, as the server side reads it.
+    pub(crate) fn inbound(&self) -> Arc<ArcSwapOption<InboundPolicy>> {
+        self.inbound.clone()
     }
 
     /// Follows the set of destinations wanted.

@@ -36,6 +36,7 @@
 //! When the control service goes away the mesh keeps serving with the last good snapshot and
 //! its still-valid certificate, and reconnects with jittered backoff.
 
+pub mod authz;
 mod client;
 mod connect;
 mod control;
@@ -48,6 +49,7 @@ pub mod settings;
 pub mod tls;
 
 pub use client::{MESH_ERROR_HEADER, MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
+pub use authz::Authorizer;
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, Svid};

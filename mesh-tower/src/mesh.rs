@@ -13,6 +13,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
+use crate::authz::Authorizer;
 use crate::client::MeshClient;
 use crate::control::{ControlConnector, Subscriber, certify, renew_forever, watch_forever};
 use crate::discovery::{ControlStatus, Discovery};
@@ -209,7 +210,8 @@ impl Mesh {
     /// Accepts mTLS connections on `listener` (for tonic's `serve_with_incoming`, or
     /// [`crate::server::serve`]).
     pub fn incoming(&self, listener: TcpListener) -> std::io::Result<MeshIncoming> {
-        MeshIncoming::new(listener, self.server_tls_config())
+        let authorizer = Authorizer::new(self.inner.discovery.inbound());
+        MeshIncoming::new(listener, self.server_tls_config(), Some(authorizer))
     }
 
     /// Serves `service` (an axum `Router` or any tower HTTP service) over mTLS on `listener`,
@@ -221,8 +223,8 @@ impl Mesh {
             + Send
             + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        ResBody: http_body::Body + Send + 'static,
+        S::Error: Into<BoxError> + Send,
+        ResBody: http_body::Body + Default + Send + 'static,
         ResBody::Data: Send,
         ResBody::Error: Into<BoxError>,
     {

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use futures_util::future::{Either, Ready, ready};
 use http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::authz::Authorizer;
 use crate::error::BoxError;
 
 /// How long a client may take to finish the TLS handshake.
@@ -34,10 +36,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKLOG: usize = 128;
 
 /// The verified SPIFFE ID of the caller, put in every request's extensions by the mesh.
+/// Cloning it (once per request) only bumps a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerIdentity(pub SpiffeId);
+pub struct PeerIdentity(Arc<SpiffeId>);
 
 impl PeerIdentity {
+    /// The identity of a caller whose certificate was verified.
+    pub fn new(id: SpiffeId) -> Self {
+        Self(Arc::new(id))
+    }
+
     /// The caller's SPIFFE ID.
     pub fn id(&self) -> &SpiffeId {
         &self.0
@@ -56,6 +64,7 @@ pub struct MeshTlsStream {
     inner: TlsStream<TcpStream>,
     remote_addr: SocketAddr,
     peer: Option<PeerIdentity>,
+    authorizer: Option<Authorizer>,
 }
 
 impl MeshTlsStream {
@@ -68,6 +77,11 @@ impl MeshTlsStream {
     /// peer sent none.
     pub fn peer_identity(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
+    }
+
+    /// The inbound policy that requests on this connection are judged by.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.authorizer.as_ref()
     }
 
     /// The ALPN protocol agreed on.
@@ -127,12 +141,19 @@ pub struct MeshIncoming {
 }
 
 impl MeshIncoming {
-    /// Accepts on `listener` with `tls` (from [`crate::tls::server_config`]).
-    pub fn new(listener: TcpListener, tls: Arc<ServerConfig>) -> io::Result<Self> {
+    /// Accepts on `listener` with `tls` (from [`crate::tls::server_config`]); requests on the
+    /// connections are judged by `authorizer` when one is given.
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        authorizer: Option<Authorizer>,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
         let acceptor = TlsAcceptor::from(tls);
-        let accept_task = tokio::spawn(accept_loop(listener, acceptor, tx)).abort_handle();
+        let authorizer = authorizer.map(|a| a.for_port(local_addr.port()));
+        let accept_task =
+            tokio::spawn(accept_loop(listener, acceptor, authorizer, tx)).abort_handle();
         Ok(Self {
             accepted,
             local_addr,
@@ -163,6 +184,7 @@ impl Stream for MeshIncoming {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    authorizer: Option<Authorizer>,
     tx: mpsc::Sender<MeshTlsStream>,
 ) {
     loop {
@@ -177,6 +199,7 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
+        let authorizer = authorizer.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
@@ -197,39 +220,48 @@ async fn accept_loop(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|leaf| spiffe_id_of(leaf).ok())
-                .map(PeerIdentity);
+                .map(PeerIdentity::new);
             let _ = tx
                 .send(MeshTlsStream {
                     inner: stream,
                     remote_addr,
                     peer,
+                    authorizer,
                 })
                 .await;
         });
     }
 }
 
-/// Adds the connection's [`PeerIdentity`] to every request on it.
+/// The mesh's server side for one connection: puts the caller's [`PeerIdentity`] in every
+/// request's extensions and judges the request by the inbound policy before the application
+/// sees it (a denied call is answered by the mesh).
 #[derive(Debug, Clone)]
 pub struct WithPeerIdentity<S> {
     inner: S,
     peer: Option<PeerIdentity>,
+    authorizer: Option<Authorizer>,
 }
 
 impl<S> WithPeerIdentity<S> {
-    /// Wraps `inner` for a connection from `peer`.
-    pub fn new(inner: S, peer: Option<PeerIdentity>) -> Self {
-        Self { inner, peer }
+    /// Wraps `inner` for a connection from `peer`, judged by `authorizer`.
+    pub fn new(inner: S, peer: Option<PeerIdentity>, authorizer: Option<Authorizer>) -> Self {
+        Self {
+            inner,
+            peer,
+            authorizer,
+        }
     }
 }
 
-impl<S, B> tower::Service<Request<B>> for WithPeerIdentity<S>
+impl<S, B, R> tower::Service<Request<B>> for WithPeerIdentity<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<Request<B>, Response = http::Response<R>>,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -239,7 +271,13 @@ where
         if let Some(peer) = &self.peer {
             request.extensions_mut().insert(peer.clone());
         }
-        self.inner.call(request)
+        match &self.authorizer {
+            Some(authorizer) => match authorizer.authorize(request, self.peer.as_ref()) {
+                Ok(request) => Either::Left(self.inner.call(request)),
+                Err(refusal) => Either::Right(ready(Ok(refusal))),
+            },
+            None => Either::Left(self.inner.call(request)),
+        }
     }
 }
 
@@ -253,15 +291,19 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    ResBody: http_body::Body + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    ResBody: http_body::Body + Default + Send + 'static,
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     use futures_util::StreamExt;
     while let Some(Ok(stream)) = incoming.next().await {
         let remote = stream.remote_addr();
-        let service = WithPeerIdentity::new(service.clone(), stream.peer_identity().cloned());
+        let service = WithPeerIdentity::new(
+            service.clone(),
+            stream.peer_identity().cloned(),
+            stream.authorizer().cloned(),
+        );
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection =

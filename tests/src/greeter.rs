@@ -80,7 +80,10 @@ impl Greeter for TestGreeter {
             *count
         };
         if self.mode == GreeterMode::FailAll {
-            return Err(Status::unavailable(format!("{} fails every call", self.replica)));
+            return Err(Status::unavailable(format!(
+                "{} fails every call",
+                self.replica
+            )));
         }
         let command = name.split(':').next().unwrap_or_default();
         let detail = match command {
@@ -91,7 +94,10 @@ impl Greeter for TestGreeter {
                 )));
             }
             "fail-always" => {
-                return Err(Status::unavailable(format!("{} always fails", self.replica)));
+                return Err(Status::unavailable(format!(
+                    "{} always fails",
+                    self.replica
+                )));
             }
             "internal" => return Err(Status::internal(format!("{} is broken", self.replica))),
             "deadline" => request

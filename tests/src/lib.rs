@@ -197,7 +197,11 @@ impl Harness {
     pub async fn reconfigure(&self, mesh: &Mesh, config: &Config) -> anyhow::Result<()> {
         let before = mesh.control_status().version;
         self.write_config(config)?;
-        if eventually(Duration::from_secs(5), || mesh.control_status().version > before).await {
+        if eventually(Duration::from_secs(5), || {
+            mesh.control_status().version > before
+        })
+        .await
+        {
             Ok(())
         } else {
             anyhow::bail!("the mesh did not receive the new config within 5 s")

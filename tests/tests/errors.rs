@@ -47,10 +47,7 @@ async fn http_callers_get_the_mesh_status_and_a_message_naming_what_is_missing()
         .await
         .unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
-    let client = client_mesh
-        .client::<axum::body::Body>("web")
-        .await
-        .unwrap();
+    let client = client_mesh.client::<axum::body::Body>("web").await.unwrap();
 
     assert_eq!(get(&client, "/ok").await.status, http::StatusCode::OK);
     let cases = [
@@ -118,7 +115,10 @@ async fn a_destination_the_control_service_does_not_know_is_named_in_every_answe
     let reply = get(&client, "/").await;
     assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
     let reason = reply.mesh_error().unwrap();
-    assert!(reason.contains("unknown destination nosuch.default"), "{reason}");
+    assert!(
+        reason.contains("unknown destination nosuch.default"),
+        "{reason}"
+    );
 
     let mut grpc = GreeterClient::new(client_mesh.channel("nosuch").await.unwrap());
     let status = grpc

@@ -115,20 +115,25 @@ async fn a_request_no_route_matches_gets_404_or_unimplemented_and_reaches_no_bac
         .unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
 
-    let http = client_mesh
-        .client::<axum::body::Body>("web")
-        .await
-        .unwrap();
+    let http = client_mesh.client::<axum::body::Body>("web").await.unwrap();
     let matched = get(&http, "/api/items").await;
     assert_eq!(matched.status, http::StatusCode::OK);
     let unmatched = get(&http, "/other").await;
-    assert_eq!(unmatched.status, http::StatusCode::NOT_FOUND, "{unmatched:?}");
+    assert_eq!(
+        unmatched.status,
+        http::StatusCode::NOT_FOUND,
+        "{unmatched:?}"
+    );
     let reason = unmatched.mesh_error().unwrap();
     assert!(
         reason.contains("web.default") && reason.contains("GET /other"),
         "{reason}"
     );
-    assert_eq!(web.log.count(), 1, "the unmatched request reached the backend");
+    assert_eq!(
+        web.log.count(),
+        1,
+        "the unmatched request reached the backend"
+    );
 
     let mut grpc = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
     let status = grpc
@@ -170,10 +175,7 @@ async fn without_routes_a_service_is_served_by_its_own_endpoints() {
     let v2 = harness.web(lv, "v2", "web", "web-v2", WebMode::Normal);
     let (w1, w2, v2) = tokio::try_join!(w1, w2, v2).unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
-    let client = client_mesh
-        .client::<axum::body::Body>("web")
-        .await
-        .unwrap();
+    let client = client_mesh.client::<axum::body::Body>("web").await.unwrap();
 
     let replies = concurrently(100, 8, move |i| {
         let client = client.clone();
@@ -184,7 +186,10 @@ async fn without_routes_a_service_is_served_by_its_own_endpoints() {
         }
     })
     .await;
-    assert!(replies.iter().all(|r| r == "w1" || r == "w2"), "{replies:?}");
+    assert!(
+        replies.iter().all(|r| r == "w1" || r == "w2"),
+        "{replies:?}"
+    );
     assert_eq!(w1.log.count() + w2.log.count(), 100);
     assert!(w1.log.count() > 0 && w2.log.count() > 0, "one replica idle");
     assert_eq!(v2.log.count(), 0);

@@ -54,12 +54,24 @@ async fn an_always_failing_http_endpoint_is_ejected() {
 
     let outcomes = concurrently(CALLS, 8, move |i| {
         let client = client.clone();
-        async move { get(&client, &format!("/after/{i}")).await.status.is_success() }
+        async move {
+            get(&client, &format!("/after/{i}"))
+                .await
+                .status
+                .is_success()
+        }
     })
     .await;
     let rate = success_percent(&outcomes);
-    assert!(rate >= 99.0, "success rate {rate}% while the bad endpoint is out");
-    assert_eq!(w3.log.count(), EJECT_AFTER, "the ejected endpoint got calls");
+    assert!(
+        rate >= 99.0,
+        "success rate {rate}% while the bad endpoint is out"
+    );
+    assert_eq!(
+        w3.log.count(),
+        EJECT_AFTER,
+        "the ejected endpoint got calls"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +105,11 @@ async fn an_always_unavailable_grpc_endpoint_is_ejected() {
             .await;
         warm_up += 1;
     }
-    assert_eq!(g3.greeter.received() as usize, EJECT_AFTER, "after {warm_up} calls");
+    assert_eq!(
+        g3.greeter.received() as usize,
+        EJECT_AFTER,
+        "after {warm_up} calls"
+    );
 
     let outcomes = concurrently(CALLS, 8, move |i| {
         let mut client = client.clone();
@@ -108,6 +124,9 @@ async fn an_always_unavailable_grpc_endpoint_is_ejected() {
     })
     .await;
     let rate = success_percent(&outcomes);
-    assert!(rate >= 99.0, "success rate {rate}% while the bad endpoint is out");
+    assert!(
+        rate >= 99.0,
+        "success rate {rate}% while the bad endpoint is out"
+    );
     assert_eq!(g3.greeter.received() as usize, EJECT_AFTER);
 }

@@ -77,7 +77,9 @@ async fn bodies_that_cannot_be_replayed_are_sent_once_and_arrive_whole() {
     // A streaming body whose first chunk is not ready when the call starts.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
     let feeder = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -88,9 +90,17 @@ async fn bodies_that_cannot_be_replayed_are_sent_once_and_arrive_whole() {
     let path = "/fail/503/1?id=stream";
     let reply = send(&client, post(path, Body::from_stream(chunks))).await;
     feeder.await.unwrap();
-    assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(
+        reply.status,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "{reply:?}"
+    );
     assert_eq!(reply.echo().body_len, "streaming".len());
-    assert_eq!(replica.log.count_path(path), 1, "a streaming body was retried");
+    assert_eq!(
+        replica.log.count_path(path),
+        1,
+        "a streaming body was retried"
+    );
 
     // A body over the 64 KiB replay limit.
     let big = vec![b'x'; 64 * 1024 + 1];
@@ -98,7 +108,11 @@ async fn bodies_that_cannot_be_replayed_are_sent_once_and_arrive_whole() {
     let reply = send(&client, post(path, Body::from(big.clone()))).await;
     assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.echo().body_len, big.len());
-    assert_eq!(replica.log.count_path(path), 1, "an oversized body was retried");
+    assert_eq!(
+        replica.log.count_path(path),
+        1,
+        "an oversized body was retried"
+    );
 
     // A body at the limit is still replayed.
     let path = "/fail/503/1?id=limit";
@@ -168,14 +182,22 @@ async fn the_retry_budget_stops_a_retry_storm_against_an_always_failing_backend(
     let started = std::time::Instant::now();
     let statuses = concurrently(CALLS, 8, move |i| {
         let client = client.clone();
-        async move { get(&client, &format!("/fail/503/always?call={i}")).await.status }
+        async move {
+            get(&client, &format!("/fail/503/always?call={i}"))
+                .await
+                .status
+        }
     })
     .await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(9),
         "the test ran too long for the bound"
     );
-    assert!(statuses.iter().all(|s| *s == http::StatusCode::SERVICE_UNAVAILABLE));
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == http::StatusCode::SERVICE_UNAVAILABLE)
+    );
     let received = replica.log.count();
     assert!(
         (CALLS + 100..=CALLS + CALLS / 5 + 100).contains(&received),

@@ -77,7 +77,10 @@ async fn a_grpc_route_splits_90_10_and_weight_0_receives_nothing() {
     }
     let v2_share = percent(counts.get("v2").copied().unwrap_or(0), CALLS);
     // 10 % of 1,000 calls has a standard deviation of under 1 point: ±5 points is > 5 sigma.
-    assert!((5.0..=15.0).contains(&v2_share), "v2 got {v2_share}%: {counts:?}");
+    assert!(
+        (5.0..=15.0).contains(&v2_share),
+        "v2 got {v2_share}%: {counts:?}"
+    );
     assert_eq!(counts.values().sum::<usize>(), CALLS, "{counts:?}");
     assert_eq!(v1.greeter.received() + v2.greeter.received(), CALLS as u32);
     assert_eq!(v3.greeter.received(), 0, "weight 0 received calls");
@@ -106,10 +109,7 @@ async fn an_http_route_splits_70_30() {
     let v2 = harness.web(l2, "v2", "web", "web-v2", WebMode::Normal);
     let (v1, v2) = tokio::try_join!(v1, v2).unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
-    let client = client_mesh
-        .client::<axum::body::Body>("web")
-        .await
-        .unwrap();
+    let client = client_mesh.client::<axum::body::Body>("web").await.unwrap();
 
     // 30 % of 2,000 calls has a standard deviation of about 1 point: ±5 points is ~5 sigma.
     const CALLS: usize = 2000;

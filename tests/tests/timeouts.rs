@@ -109,7 +109,13 @@ async fn a_per_try_timeout_moves_the_call_to_a_fast_endpoint() {
         .account("web")
         .account("client");
     let harness = Harness::start(&config).await.unwrap();
-    let slow = harness.web(slow, "slow", "web", "web", WebMode::Delay(Duration::from_secs(3)));
+    let slow = harness.web(
+        slow,
+        "slow",
+        "web",
+        "web",
+        WebMode::Delay(Duration::from_secs(3)),
+    );
     let fast = harness.web(fast, "fast", "web", "web", WebMode::Normal);
     let (slow, fast) = tokio::try_join!(slow, fast).unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
@@ -124,10 +130,17 @@ async fn a_per_try_timeout_moves_the_call_to_a_fast_endpoint() {
         let reply = get(&client, &format!("/call/{calls}")).await;
         assert_eq!(reply.status, http::StatusCode::OK, "{reply:?}");
         assert_eq!(reply.backend(), Some("fast"));
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         calls += 1;
     }
-    assert!(slow.log.count() > 0, "no try went to the slow replica in {calls} calls");
+    assert!(
+        slow.log.count() > 0,
+        "no try went to the slow replica in {calls} calls"
+    );
     let timed_out = slow.log.entries()[0].path.clone();
     assert_eq!(
         fast.log.count_path(&timed_out),
@@ -156,7 +169,12 @@ async fn a_callers_deadline_is_passed_on_reduced_and_honoured_without_a_route_ti
         name: "deadline".into(),
     });
     request.set_timeout(caller_deadline);
-    let message = client.say_hello(request).await.unwrap().into_inner().message;
+    let message = client
+        .say_hello(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
     let received = message.split(' ').nth(1).unwrap();
     let passed_on = parse_grpc_timeout(received)
         .unwrap_or_else(|| panic!("the backend got no valid grpc-timeout: {message}"));

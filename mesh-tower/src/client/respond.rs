@@ -61,7 +61,7 @@ pub(crate) fn is_server_failure(status: StatusCode, code: Option<tonic::Code>) -
 
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2): bytes outside printable ASCII, and
 /// `%` itself.
-fn percent_encode(message: &str) -> String {
+pub(crate) fn percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for byte in message.bytes() {
         if (0x20..=0x7e).contains(&byte) && byte != b'%' {

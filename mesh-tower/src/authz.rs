@@ -1,0 +1,127 @@
+//! Authorization on the server side: every request is judged against the inbound policy the
+//! control service sent for this service, before it reaches the application.
+//!
+//! The policy is read through an `ArcSwap` (no lock on the request path) and evaluated by the
+//! pure [`InboundPolicy::evaluate`]. The [`Decision`] goes into the request's extensions for
+//! the application and for telemetry; a denied call is answered by the mesh, 403 or
+//! PERMISSION_DENIED, with a message that names the policy.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use mesh_core::authz::{AuthzRequest, Decision, InboundPolicy, Verdict};
+use mesh_core::route::RequestSummary;
+
+use crate::client::MESH_ERROR_HEADER;
+use crate::server::PeerIdentity;
+
+/// The inbound policy in force for one server, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    policy: Arc<ArcSwapOption<InboundPolicy>>,
+    local_port: Option<u16>,
+}
+
+impl Authorizer {
+    pub(crate) fn new(policy: Arc<ArcSwapOption<InboundPolicy>>) -> Self {
+        Self {
+            policy,
+            local_port: None,
+        }
+    }
+
+    /// The same policy, for a listener on `port` (policies may name ports).
+    pub(crate) fn for_port(&self, port: u16) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            local_port: Some(port),
+        }
+    }
+
+    /// Judges `request` from `peer`. `None` while the service has no inbound policy (it named
+    /// no `MESH_SERVICE`, or none has arrived yet): then mTLS alone guards it, as
+    /// `all-authenticated` would.
+    pub fn decide<B>(&self, request: &Request<B>, peer: Option<&PeerIdentity>) -> Option<Decision> {
+        let policy = self.policy.load();
+        let policy = policy.as_ref()?;
+        let summary = RequestSummary::from_request(request);
+        let mut authz = AuthzRequest::new(&summary, peer.map(PeerIdentity::id));
+        if let Some(port) = self.local_port {
+            authz = authz.with_port(port);
+        }
+        Some(policy.evaluate(&authz))
+    }
+
+    /// Judges `request`: returns it with the decision in its extensions, or the mesh's
+    /// refusal. A caller without an identity (permissive mode) with no policy in force is
+    /// refused: mTLS is the only guard then.
+    pub fn authorize<B, R: Default>(
+        &self,
+        mut request: Request<B>,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Request<B>, Response<R>> {
+        let grpc = is_grpc(&request);
+        match self.decide(&request, peer) {
+            None if peer.is_some() => Ok(request),
+            None => Err(denied(
+                "no inbound policy allows callers without a client certificate",
+                grpc,
+            )),
+            Some(decision) => match decision.verdict {
+                Verdict::Allow => {
+                    request.extensions_mut().insert(decision);
+                    Ok(request)
+                }
+                Verdict::AuditAllow => {
+                    tracing::info!(
+                        peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
+                        path = request.uri().path(),
+                        decision = %decision,
+                        "audit: allowed a call that enforcement would deny"
+                    );
+                    request.extensions_mut().insert(decision);
+                    Ok(request)
+                }
+                Verdict::Deny => {
+                    tracing::debug!(
+                        peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
+                        path = request.uri().path(),
+                        decision = %decision,
+                        "call denied"
+                    );
+                    Err(denied(&decision.to_string(), grpc))
+                }
+            },
+        }
+    }
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The mesh's refusal: PERMISSION_DENIED (Trailers-Only) for gRPC, 403 otherwise, with the
+/// reason in `grpc-message` or `x-mesh-error`.
+fn denied<R: Default>(message: &str, grpc: bool) -> Response<R> {
+    let mut response = Response::new(R::default());
+    let value = HeaderValue::from_str(&crate::client::percent_encode(message))
+        .unwrap_or_else(|_| HeaderValue::from_static("denied"));
+    if grpc {
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(tonic::Code::PermissionDenied as i32),
+        );
+        headers.insert("grpc-message", value);
+    } else {
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        response.headers_mut().insert(MESH_ERROR_HEADER, value);
+    }
+    response
+}
