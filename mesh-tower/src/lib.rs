@@ -48,8 +48,8 @@ pub mod server;
 pub mod settings;
 pub mod tls;
 
-pub use client::{MESH_ERROR_HEADER, MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
 pub use authz::Authorizer;
+pub use client::{MESH_ERROR_HEADER, MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, Svid};
