@@ -41,6 +41,8 @@ pub fn spiffe(service_account: &str) -> String {
 pub struct Config {
     services: Vec<(String, Vec<(SocketAddr, String)>)>,
     routes: Vec<(String, String)>,
+    service_keys: Vec<(String, String)>,
+    top_level: Vec<String>,
     accounts: Vec<String>,
 }
 
@@ -77,6 +79,19 @@ impl Config {
         self
     }
 
+    /// Adds keys to service `name`'s mapping, e.g. `defaultPolicy: deny` or
+    /// `exemptPaths: [/healthz]` (YAML at any indentation).
+    pub fn service_keys(mut self, name: &str, yaml: &str) -> Self {
+        self.service_keys.push((name.to_owned(), yaml.to_owned()));
+        self
+    }
+
+    /// Adds top-level YAML, e.g. a `policies:` list or `defaultPolicy: all-authenticated`.
+    pub fn top_level(mut self, yaml: &str) -> Self {
+        self.top_level.push(yaml.to_owned());
+        self
+    }
+
     /// Adds a bootstrap token `<account>-token` for service account `account`.
     pub fn account(mut self, account: &str) -> Self {
         self.accounts.push(account.to_owned());
@@ -99,6 +114,9 @@ impl Config {
                     spiffe(sa)
                 );
             }
+            for (_, keys) in self.service_keys.iter().filter(|(s, _)| s == name) {
+                yaml += &indent(keys, 4);
+            }
             let routes: Vec<&str> = self
                 .routes
                 .iter()
@@ -111,6 +129,9 @@ impl Config {
                     yaml += &indent(snippet, 6);
                 }
             }
+        }
+        for snippet in &self.top_level {
+            yaml += &indent(snippet, 0);
         }
         yaml += "bootstrapTokens:\n";
         for account in &self.accounts {
@@ -155,6 +176,15 @@ pub struct Harness {
 impl Harness {
     /// Starts a control service on `config`.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// Starts a control service on `config`, with `options` adjusted first (e.g. a short
+    /// certificate lifetime).
+    pub async fn start_with(
+        config: &Config,
+        adjust: impl FnOnce(&mut ControlOptions),
+    ) -> anyhow::Result<Self> {
         init_test_logging();
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("mesh.yaml");
@@ -166,6 +196,7 @@ impl Harness {
             ConfigSource::File(config_path.clone()),
         );
         options.trust_bundle_out = Some(anchors.clone());
+        adjust(&mut options);
         let control = mesh_control::start(options).await?;
         Ok(Self {
             control_addr: control.addr(),
