@@ -46,6 +46,12 @@ pub enum StartError {
         #[source]
         source: IdentityError,
     },
+    /// The control service sent no snapshot (and so no inbound policy) in time.
+    #[error("no snapshot from the control service after {waited:?}")]
+    NoSnapshot {
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The control service did not answer for a destination in time.
     #[error("destination {destination}: no answer from the control service after {waited:?}")]
     Unresolved {
@@ -137,14 +143,30 @@ impl Mesh {
             ))
             .abort_handle(),
         ];
-        Ok(Self {
+        let mesh = Self {
             inner: Arc::new(Inner {
                 settings,
                 identity,
                 discovery,
                 workers,
             }),
-        })
+        };
+        if mesh.inner.settings.service.is_some() {
+            // A server must not take calls before its inbound policy is known: wait for the
+            // first snapshot, which carries it.
+            mesh.first_snapshot().await?;
+        }
+        Ok(mesh)
+    }
+
+    async fn first_snapshot(&self) -> Result<(), StartError> {
+        let waited = self.inner.settings.startup_timeout;
+        let mut snapshots = self.inner.discovery.subscribe();
+        let arrived = tokio::time::timeout(waited, snapshots.wait_for(|s| s.version > 0)).await;
+        match arrived {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StartError::NoSnapshot { waited }),
+        }
     }
 
     /// The settings the mesh runs with.
