@@ -5,6 +5,7 @@
 //!   503 before (and while shutting down).
 //! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
 //!   sent, acked and rejected, so an operator can see who is stale.
+//! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub(crate) struct AdminState {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) state: watch::Receiver<Arc<State>>,
+    /// Destinations that have had subscribers, so that a gauge can drop to 0.
+    pub(crate) seen:
+        Arc<std::sync::Mutex<std::collections::BTreeSet<mesh_core::snapshot::ServiceName>>>,
 }
 
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
@@ -72,6 +76,7 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         "/readyz" if admin.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/subscribers" => subscribers(admin),
+        "/metrics" => metrics(admin),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -103,6 +108,23 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn metrics(admin: &AdminState) -> Response<Full<Bytes>> {
+    let Some(handle) = mesh_core::prometheus::handle() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "another metrics recorder is installed in this process\n",
+        );
+    };
+    let version = admin.state.borrow().version;
+    crate::metrics::refresh(&admin.registry, version, &admin.seen);
+    let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
 }

@@ -154,6 +154,9 @@ pub struct Issued {
     pub not_after: SystemTime,
 }
 
+/// The CA in force, swapped whole when its files are reloaded.
+pub(crate) type CaHandle = std::sync::Arc<arc_swap::ArcSwap<Ca>>;
+
 /// The certificate authority of one trust domain.
 pub struct Ca {
     trust_domain: TrustDomain,

@@ -9,19 +9,19 @@ use mesh_core::proto::{CertifyRequest, CertifyResponse};
 use tonic::Status;
 
 use crate::authn::{Authenticator, AuthnError};
-use crate::ca::Ca;
+use crate::ca::CaHandle;
 
 /// Signs workload certificates for authenticated callers.
 pub(crate) struct Certifier {
     authn: Arc<dyn Authenticator>,
-    ca: Arc<Ca>,
+    ca: CaHandle,
     lifetime: Duration,
 }
 
 // === impl Certifier ===
 
 impl Certifier {
-    pub(crate) fn new(authn: Arc<dyn Authenticator>, ca: Arc<Ca>, lifetime: Duration) -> Self {
+    pub(crate) fn new(authn: Arc<dyn Authenticator>, ca: CaHandle, lifetime: Duration) -> Self {
         Self {
             authn,
             ca,
@@ -40,6 +40,7 @@ impl Certifier {
             Ok(identity) => identity,
             Err(error) => {
                 tracing::warn!(%peer, %error, "certify refused");
+                crate::metrics::authn_refused(&error);
                 return Err(match error {
                     AuthnError::Unavailable(_) => Status::unavailable(error.to_string()),
                     AuthnError::Missing | AuthnError::Unknown => {
@@ -48,14 +49,18 @@ impl Certifier {
                 });
             }
         };
-        let issued = match self.ca.sign(&request.csr_der, &identity, self.lifetime) {
+        // The CA in force now: a reloaded issuer signs from the next request on.
+        let ca = self.ca.load();
+        let issued = match ca.sign(&request.csr_der, &identity, self.lifetime) {
             Ok(issued) => issued,
             Err(error) if error.is_caller_error() => {
                 tracing::warn!(%peer, %identity, %error, "certify refused: bad CSR");
+                crate::metrics::certificate_refused("bad_csr");
                 return Err(Status::invalid_argument(format!("csr_der: {error}")));
             }
             Err(error) => {
                 tracing::error!(%peer, %identity, %error, "certify failed");
+                crate::metrics::certificate_refused("internal");
                 return Err(Status::internal(error.to_string()));
             }
         };
@@ -64,10 +69,10 @@ impl Certifier {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         tracing::info!(%peer, %identity, not_after_unix, "issued a certificate");
+        crate::metrics::certificate_issued();
         Ok(CertifyResponse {
             chain_der: issued.chain_der.into_iter().map(|c| c.to_vec()).collect(),
-            trust_bundle_der: self
-                .ca
+            trust_bundle_der: ca
                 .trust_bundle()
                 .roots()
                 .iter()

@@ -314,6 +314,7 @@ where
                 }
                 Err(error) => {
                     if !read_failed {
+                        crate::metrics::reload_error("unreadable");
                         tracing::warn!(
                             path = %path.display(),
                             %error,
@@ -340,11 +341,14 @@ where
                     tracing::info!(path = %path.display(), "control file changed");
                     apply(config);
                 }
-                Err(error) => tracing::warn!(
-                    path = %path.display(),
-                    %error,
-                    "refused an edit of the control file; the last good config keeps serving"
-                ),
+                Err(error) => {
+                    crate::metrics::reload_error("invalid");
+                    tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "refused an edit of the control file; the last good config keeps serving"
+                    );
+                }
             }
             settled = bytes;
         }

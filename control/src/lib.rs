@@ -69,8 +69,12 @@ mod admin;
 mod atomic_file;
 pub mod authn;
 pub mod ca;
+mod ca_reload;
 mod certify;
 pub mod file;
+#[cfg(feature = "kubernetes")]
+pub mod k8s;
+mod metrics;
 mod registry;
 mod server;
 mod service;
@@ -125,6 +129,10 @@ pub enum ConfigSource {
     File(PathBuf),
     /// YAML text, fixed for the life of the service.
     Inline(String),
+    /// The Kubernetes API: Services, EndpointSlices, Pods, GAMMA routes and
+    /// `AuthorizationPolicy` objects; `Certify` then authenticates pods by TokenReview.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(k8s::KubernetesSource),
 }
 
 /// Why the control service did not start.
@@ -148,6 +156,10 @@ pub enum StartError {
     /// The inline config was invalid.
     #[error("inline config: {0}")]
     InlineConfig(#[source] ParseError),
+    /// The first sync with the Kubernetes API did not complete.
+    #[cfg(feature = "kubernetes")]
+    #[error(transparent)]
+    Kubernetes(#[from] k8s::SyncError),
     /// The CA could not be loaded or created.
     #[error("CA: {0}")]
     Ca(#[from] CaError),
@@ -190,7 +202,7 @@ pub struct RunningControl {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     identity: SpiffeId,
-    ca: Arc<Ca>,
+    ca: ca::CaHandle,
     state: Arc<state::StateStore>,
     registry: Arc<registry::Registry>,
     ready: Arc<AtomicBool>,
@@ -237,6 +249,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     }
     let identity = own_identity(&trust_domain, &namespace)?;
 
+    #[cfg(feature = "kubernetes")]
+    let mut kubernetes = None;
     let (initial, poll) = match config {
         ConfigSource::File(path) => {
             let (initial, bytes) = file::load(&path, &trust_domain).await?;
@@ -246,18 +260,35 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
             file::parse(&text, &trust_domain).map_err(StartError::InlineConfig)?,
             None,
         ),
+        #[cfg(feature = "kubernetes")]
+        ConfigSource::Kubernetes(source) => {
+            let (mesh, syncer) = k8s::source::sync(&source, &trust_domain).await?;
+            let authn = k8s::TokenReviewAuthenticator::new(
+                source.client.clone(),
+                source.audience.clone(),
+                trust_domain.clone(),
+            );
+            kubernetes = Some((syncer, authn));
+            let tokens = Vec::new();
+            (ControlConfig { mesh, tokens }, None)
+        }
     };
 
     // Synchronous on purpose: a key generation and a few small file reads, once.
-    let ca = Arc::new(Ca::load(&ca, &trust_domain)?);
+    let ca_source = ca;
+    let ca: ca::CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Ca::load(
+        &ca_source,
+        &trust_domain,
+    )?));
     if let Some(path) = &trust_bundle_out {
-        write_trust_bundle(path, &ca.trust_bundle_pem())?;
+        write_trust_bundle(path, &ca.load().trust_bundle_pem())?;
     }
 
-    let (resolver, not_after) = server::SvidResolver::issue(&ca, &identity, cert_lifetime)?;
+    let (resolver, not_after) = server::SvidResolver::issue(&ca.load(), &identity, cert_lifetime)?;
     let resolver = Arc::new(resolver);
-    let tls = server::tls_config(TrustStore::new(ca.trust_bundle()), resolver.clone())
-        .map_err(StartError::Tls)?;
+    let server_trust = TrustStore::new(ca.load().trust_bundle());
+    let tls =
+        server::tls_config(server_trust.clone(), resolver.clone()).map_err(StartError::Tls)?;
 
     let listener = TcpListener::bind(listen)
         .await
@@ -291,13 +322,23 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     };
 
     let tokens = Arc::new(BootstrapTokens::new(initial.tokens));
-    let state = Arc::new(state::StateStore::new(initial.mesh));
+    let state = Arc::new(state::StateStore::new(
+        initial.mesh,
+        ca.load().trust_bundle().roots().to_vec(),
+    ));
     let registry = Arc::new(registry::Registry::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
 
+    #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut))]
+    let mut authn: Arc<dyn Authenticator> = tokens.clone();
+    #[cfg(feature = "kubernetes")]
+    let kubernetes = kubernetes.map(|(syncer, review)| {
+        authn = Arc::new(review);
+        syncer
+    });
     let service = service::ControlService::new(
-        certify::Certifier::new(tokens.clone(), ca.clone(), cert_lifetime),
+        certify::Certifier::new(authn, ca.clone(), cert_lifetime),
         watch::WatchHub::new(state.subscribe(), shutdown_rx.clone(), registry.clone()),
     );
     let mut tasks = Vec::new();
@@ -313,14 +354,35 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
             move |config| apply(&tokens, &state, config),
         ));
     }
+    #[cfg(feature = "kubernetes")]
+    if let Some(syncer) = kubernetes {
+        tasks.push(syncer.spawn(state.clone()));
+    }
     tasks.push(resolver.spawn_renewal(ca.clone(), identity.clone(), cert_lifetime, not_after));
+    tasks.extend(ca_reload::spawn(
+        ca_source,
+        trust_domain.clone(),
+        ca_reload::Targets {
+            ca: ca.clone(),
+            server_trust,
+            state: state.clone(),
+            trust_bundle_out: trust_bundle_out.clone(),
+        },
+    ));
     if let Some(listener) = admin_listener {
+        if mesh_core::prometheus::install().is_none() {
+            tracing::info!(
+                "a metrics recorder is already installed; /metrics has nothing to render"
+            );
+        }
+        metrics::describe();
         tasks.push(admin::spawn(
             listener,
             admin::AdminState {
                 ready: ready.clone(),
                 registry: registry.clone(),
                 state: state.subscribe(),
+                seen: Arc::default(),
             },
         ));
     }
@@ -351,7 +413,7 @@ fn own_identity(trust_domain: &TrustDomain, namespace: &str) -> Result<SpiffeId,
         .map_err(|e: SpiffeIdError| refuse(e.to_string()))
 }
 
-fn write_trust_bundle(path: &Path, pem: &str) -> Result<(), StartError> {
+pub(crate) fn write_trust_bundle(path: &Path, pem: &str) -> Result<(), StartError> {
     let err = |source| StartError::TrustBundleOut {
         path: path.to_owned(),
         source,
@@ -420,12 +482,12 @@ impl RunningControl {
 
     /// The roots that verify the control service and every certificate it signs.
     pub fn trust_bundle(&self) -> TrustBundle {
-        self.ca.trust_bundle()
+        self.ca.load().trust_bundle()
     }
 
     /// [`trust_bundle`](Self::trust_bundle) as PEM.
     pub fn trust_bundle_pem(&self) -> String {
-        self.ca.trust_bundle_pem()
+        self.ca.load().trust_bundle_pem()
     }
 
     /// Every Watch subscriber, by id.

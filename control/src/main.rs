@@ -16,8 +16,27 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "mesh-control", version, about)]
 struct Args {
     /// The control file (YAML: `services`, `bootstrapTokens`), re-read when it changes.
-    #[arg(long, env = "MESH_CONTROL_CONFIG", value_name = "PATH")]
-    config: PathBuf,
+    #[arg(
+        long,
+        env = "MESH_CONTROL_CONFIG",
+        value_name = "PATH",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    config: Option<PathBuf>,
+
+    /// Read config from the Kubernetes API (in-cluster credentials or KUBECONFIG) instead of
+    /// a file; Certify then authenticates pods by TokenReview.
+    #[arg(long, env = "MESH_CONTROL_KUBERNETES")]
+    kubernetes: bool,
+
+    /// The audience workloads' projected ServiceAccount tokens must carry (Kubernetes only).
+    #[arg(
+        long,
+        env = "MESH_CONTROL_TOKEN_AUDIENCE",
+        default_value = "mesh-control"
+    )]
+    token_audience: String,
 
     /// Where gRPC listens.
     #[arg(long, env = "MESH_CONTROL_LISTEN", default_value = "127.0.0.1:7400")]
@@ -85,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
         .trust_bundle_out
         .unwrap_or_else(|| args.state_dir.join("trust-bundle.pem"));
 
-    let mut options = ControlOptions::new(args.trust_domain, ConfigSource::File(args.config));
+    let source = config_source(args.config, args.kubernetes, args.token_audience).await?;
+    let mut options = ControlOptions::new(args.trust_domain, source);
     options.listen = args.listen;
     options.admin_listen = Some(args.admin);
     options.ca = ca;
@@ -108,6 +128,29 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("stopping");
     control.shutdown().await;
     Ok(())
+}
+
+/// The file, or the cluster when `kubernetes` is set (clap makes sure exactly one is given).
+async fn config_source(
+    config: Option<PathBuf>,
+    kubernetes: bool,
+    #[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))] audience: String,
+) -> anyhow::Result<ConfigSource> {
+    if !kubernetes {
+        let path = config.context("--config or --kubernetes is required")?;
+        return Ok(ConfigSource::File(path));
+    }
+    #[cfg(feature = "kubernetes")]
+    {
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes credentials (in-cluster or KUBECONFIG)")?;
+        let mut source = mesh_control::k8s::KubernetesSource::new(client);
+        source.audience = audience;
+        Ok(ConfigSource::Kubernetes(source))
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    anyhow::bail!("--kubernetes: this build of mesh-control has no `kubernetes` feature")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -199,6 +242,13 @@ mod tests {
         assert_eq!(args.trust_domain.as_str(), "mesh.local");
         assert_eq!(args.namespace, "mesh-system");
         assert_eq!(args.cert_lifetime, Duration::from_secs(86_400));
+        let args = Args::try_parse_from(["mesh-control", "--kubernetes"]).expect("parses");
+        assert!(args.kubernetes && args.config.is_none());
+        assert_eq!(args.token_audience, "mesh-control");
+        assert!(
+            Args::try_parse_from(["mesh-control", "--kubernetes", "--config", "c"]).is_err(),
+            "one source"
+        );
         assert!(
             Args::try_parse_from(["mesh-control"]).is_err(),
             "--config is required"

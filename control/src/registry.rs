@@ -44,6 +44,8 @@ pub struct SubscriberStatus {
 pub(crate) struct Registry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Arc<Mutex<SubscriberStatus>>>>,
+    /// How long config versions take to reach their subscribers.
+    pub(crate) propagation: crate::metrics::Propagation,
 }
 
 /// A subscriber's entry; dropping it removes the entry.

@@ -141,7 +141,7 @@ impl SvidResolver {
     /// Re-issues at about 70 % of each certificate's lifetime, forever.
     pub(crate) fn spawn_renewal(
         self: Arc<Self>,
-        ca: Arc<Ca>,
+        ca: crate::ca::CaHandle,
         id: SpiffeId,
         lifetime: Duration,
         first_not_after: SystemTime,
@@ -150,7 +150,7 @@ impl SvidResolver {
             let mut wait = renew_after(first_not_after);
             loop {
                 tokio::time::sleep(wait).await;
-                match issue_certified_key(&ca, &id, lifetime) {
+                match issue_certified_key(&ca.load(), &id, lifetime) {
                     Ok((key, not_after)) => {
                         self.current.store(Arc::new(key));
                         tracing::info!(identity = %id, ?not_after, "re-issued the control service's certificate");

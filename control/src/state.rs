@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use mesh_core::config::ValidConfig;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
 /// The config at one version.
@@ -13,6 +14,8 @@ pub struct State {
     pub version: u64,
     /// The validated services.
     pub config: ValidConfig,
+    /// The trust domain's roots, sent to every subscriber (several while roots rotate).
+    pub trust_bundle: Arc<Vec<CertificateDer<'static>>>,
 }
 
 /// Owns the sending side of the state channel. While it lives, Watch streams keep streaming;
@@ -25,9 +28,13 @@ pub(crate) struct StateStore {
 // === impl StateStore ===
 
 impl StateStore {
-    /// A store at version 1 holding `config`.
-    pub(crate) fn new(config: ValidConfig) -> Self {
-        let (tx, _) = watch::channel(Arc::new(State { version: 1, config }));
+    /// A store at version 1 holding `config` and the roots in `trust_bundle`.
+    pub(crate) fn new(config: ValidConfig, trust_bundle: Vec<CertificateDer<'static>>) -> Self {
+        let (tx, _) = watch::channel(Arc::new(State {
+            version: 1,
+            config,
+            trust_bundle: Arc::new(trust_bundle),
+        }));
         Self { tx }
     }
 
@@ -50,7 +57,33 @@ impl StateStore {
                 return false;
             }
             let version = current.version + 1;
-            *current = Arc::new(State { version, config });
+            *current = Arc::new(State {
+                version,
+                config,
+                trust_bundle: current.trust_bundle.clone(),
+            });
+            published = Some(version);
+            true
+        });
+        published
+    }
+
+    /// Publishes a new set of roots as the next version, unless it equals the set in force.
+    pub(crate) fn publish_trust_bundle(
+        &self,
+        trust_bundle: Vec<CertificateDer<'static>>,
+    ) -> Option<u64> {
+        let mut published = None;
+        self.tx.send_if_modified(|current| {
+            if *current.trust_bundle == trust_bundle {
+                return false;
+            }
+            let version = current.version + 1;
+            *current = Arc::new(State {
+                version,
+                config: current.config.clone(),
+                trust_bundle: Arc::new(trust_bundle),
+            });
             published = Some(version);
             true
         });
@@ -75,7 +108,7 @@ mod tests {
 
     #[test]
     fn versions_start_at_one_and_grow_only_on_change() {
-        let store = StateStore::new(config(1));
+        let store = StateStore::new(config(1), Vec::new());
         let mut rx = store.subscribe();
         assert_eq!(store.current().version, 1);
         assert_eq!(store.publish(config(1)), None);

@@ -146,6 +146,13 @@ impl StreamTask {
         let reason = self
             .stream(&mut subscription, &registration, &mut inbound)
             .await;
+        // A subscriber that leaves without acknowledging its last version no longer holds up
+        // the propagation measurement of that version.
+        registration.update(|s| {
+            if s.last_acked_version < Some(s.last_sent_version) {
+                self.registry.propagation.settled(s.last_sent_version);
+            }
+        });
         tracing::info!(
             id = registration.id(),
             node = %subscription.node,
@@ -210,7 +217,8 @@ impl StreamTask {
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
         // What was last sent, to send only when this subscriber's projection changes.
-        let mut last: Option<(Vec<Destination>, Option<InboundPolicy>)> = None;
+        // What was sent last; the roots are compared by pointer (a new set is a new `Arc`).
+        let mut last: Option<(Vec<Destination>, Option<InboundPolicy>, Arc<Vec<_>>)> = None;
         let mut last_sent = 0;
         let mut dirty = true;
         loop {
@@ -226,14 +234,15 @@ impl StreamTask {
                     .own_service
                     .as_ref()
                     .map(|own| current.config.inbound(own));
-                let changed = last
-                    .as_ref()
-                    .is_none_or(|(d, i)| *d != destinations || *i != inbound);
+                let changed = last.as_ref().is_none_or(|(d, i, b)| {
+                    *d != destinations || *i != inbound || !Arc::ptr_eq(b, &current.trust_bundle)
+                });
                 if changed {
                     let snapshot = Snapshot {
                         version: current.version,
                         destinations,
                         inbound,
+                        trust_bundle: current.trust_bundle.to_vec(),
                     };
                     let wire = proto::Snapshot::from(&snapshot);
                     tokio::select! {
@@ -246,9 +255,14 @@ impl StreamTask {
                         }
                     }
                     last_sent = snapshot.version;
+                    self.registry.propagation.sent(last_sent);
                     registration.update(|s| s.last_sent_version = last_sent);
                     tracing::debug!(id = registration.id(), version = last_sent, "sent snapshot");
-                    last = Some((snapshot.destinations, snapshot.inbound));
+                    last = Some((
+                        snapshot.destinations,
+                        snapshot.inbound,
+                        current.trust_bundle.clone(),
+                    ));
                 }
             }
             tokio::select! {
@@ -320,6 +334,7 @@ impl StreamTask {
         }
         if ack.error.is_empty() {
             tracing::debug!(node = %subscription.node, version = ack.version, "ack");
+            crate::metrics::acked(&self.registry, ack.version);
             registration.update(|s| {
                 s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(ack.version));
             });
@@ -333,6 +348,7 @@ impl StreamTask {
                 %error,
                 "subscriber rejected a snapshot"
             );
+            crate::metrics::nacked();
             registration.update(|s| s.last_nack = Some((ack.version, error)));
         }
     }

@@ -57,6 +57,11 @@ impl From<&Snapshot> for proto::Snapshot {
             version: snapshot.version,
             destinations: snapshot.destinations.iter().map(Into::into).collect(),
             inbound: snapshot.inbound.as_ref().map(Into::into),
+            trust_bundle_der: snapshot
+                .trust_bundle
+                .iter()
+                .map(|root| root.as_ref().to_vec())
+                .collect(),
         }
     }
 }
@@ -289,12 +294,20 @@ impl TryFrom<proto::Snapshot> for Snapshot {
         let inbound = wire
             .inbound
             .and_then(|inbound| policy::inbound("inbound", inbound, &mut errors));
+        // The roots are parsed as trust anchors by the client when it builds its bundle (it
+        // knows the trust domain); here they are carried as they came.
+        let trust_bundle = wire
+            .trust_bundle_der
+            .into_iter()
+            .map(rustls_pki_types::CertificateDer::from)
+            .collect();
         ValidationErrors::check(
             errors,
             Snapshot {
                 version: wire.version,
                 destinations,
                 inbound,
+                trust_bundle,
             },
         )
     }

@@ -32,6 +32,8 @@ pub mod error;
 mod fixtures;
 pub mod outlier;
 mod pem;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod proto;
 pub mod route;
 pub mod snapshot;

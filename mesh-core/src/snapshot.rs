@@ -130,6 +130,9 @@ pub struct Snapshot {
     pub destinations: Vec<Destination>,
     /// The inbound policy of the subscriber's own service; `None` when it named none.
     pub inbound: Option<InboundPolicy>,
+    /// The trust domain's roots (DER), several while roots rotate; empty when the control
+    /// service sent none. A client checks them when it builds its trust bundle.
+    pub trust_bundle: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl Snapshot {

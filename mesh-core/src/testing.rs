@@ -159,6 +159,17 @@ impl TestCa {
         self.root.clone()
     }
 
+    /// This CA's own certificate, PEM: with [`TestCa::key_pem`], what the control service
+    /// reads as a file-based CA.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// This CA's private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// This CA's own certificate (the root, or the intermediate), DER.
     pub fn cert_der(&self) -> CertificateDer<'static> {
         self.issuer.der().clone()

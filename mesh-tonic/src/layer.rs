@@ -5,12 +5,18 @@
 //! policy; the decision is in the extensions), and refuses (UNAUTHENTICATED) a request that did
 //! not arrive through the mesh's mTLS incoming stream, so a server wired by mistake to a
 //! plaintext listener fails closed instead of serving unauthenticated callers.
+//!
+//! Each request it lets in gets the mesh's server telemetry ([`mesh_tower::telemetry`]): a
+//! span parented on the caller's trace context and the call's duration by gRPC status, read
+//! from the trailers when the response ends. Denied calls are measured too.
 
 use std::task::{Context, Poll};
 
-use futures_util::future::{Either, Ready, ready};
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, MapOk, Ready, ready};
 
 use http::{Request, Response};
+use mesh_tower::telemetry::{InboundFuture, ObservedBody};
 use tonic::server::NamedService;
 
 use crate::incoming::MeshConnectInfo;
@@ -47,13 +53,21 @@ impl<S: NamedService> NamedService for MeshService<S> {
     const NAME: &'static str = S::NAME;
 }
 
+type Inner<F, E> = Either<F, Ready<Result<Response<tonic::body::Body>, E>>>;
+type Observed = Response<ObservedBody<tonic::body::Body>>;
+
 impl<S, B> tower::Service<Request<B>> for MeshService<S>
 where
     S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<Self::Response, S::Error>>>;
+    type Future = Either<
+        MapOk<InboundFuture<Inner<S::Future, S::Error>>, fn(Observed) -> Self::Response>,
+        Inner<S::Future, S::Error>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -68,20 +82,35 @@ where
         else {
             return refuse("the request did not arrive over the mesh's mTLS listener");
         };
-        let Some(peer) = peer else {
-            return refuse("the caller presented no client certificate");
-        };
-        request.extensions_mut().insert(peer.clone());
-        match authorizer {
-            Some(authorizer) => match authorizer.authorize(request, Some(&peer)) {
-                Ok(request) => Either::Left(self.inner.call(request)),
-                Err(refusal) => Either::Right(ready(Ok(refusal))),
-            },
-            None => Either::Left(self.inner.call(request)),
+        if let Some(peer) = &peer {
+            request.extensions_mut().insert(peer.clone());
         }
+        if authorizer.is_none() && peer.is_none() {
+            return refuse("the caller presented no client certificate");
+        }
+        let inner = &mut self.inner;
+        // Telemetry wraps authorization, so a refused call is measured and traced too.
+        let observed =
+            InboundFuture::instrument(authorizer.as_ref(), peer.as_ref(), request, |request| {
+                match &authorizer {
+                    Some(authorizer) => match authorizer.authorize(request, peer.as_ref()) {
+                        Ok(request) => Either::Left(inner.call(request)),
+                        Err(refusal) => Either::Right(ready(Ok(refusal))),
+                    },
+                    None => Either::Left(inner.call(request)),
+                }
+            });
+        // tonic wants its own body type: one box per response, as tonic's own layers do.
+        let to_tonic: fn(Observed) -> Self::Response = |r| r.map(tonic::body::Body::new);
+        Either::Left(observed.map_ok(to_tonic))
     }
 }
 
-fn refuse<F, E>(why: &str) -> Either<F, Ready<Result<Response<tonic::body::Body>, E>>> {
-    Either::Right(ready(Ok(tonic::Status::unauthenticated(why).into_http())))
+fn refuse<F, I, E>(
+    why: &str,
+) -> Either<F, Either<I, Ready<Result<Response<tonic::body::Body>, E>>>> {
+    Either::Right(Either::Right(ready(Ok(tonic::Status::unauthenticated(
+        why,
+    )
+    .into_http()))))
 }

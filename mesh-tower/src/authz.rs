@@ -11,25 +11,38 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
-use mesh_core::authz::{AuthzRequest, Decision, InboundPolicy, Verdict};
+use mesh_core::authz::{AuthzRequest, Decision, InboundPolicy, MtlsMode, Verdict};
 use mesh_core::route::RequestSummary;
 
 use crate::client::MESH_ERROR_HEADER;
 use crate::server::PeerIdentity;
+use crate::telemetry::InboundTelemetry;
 
 /// The inbound policy in force for one server, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
     policy: Arc<ArcSwapOption<InboundPolicy>>,
     local_port: Option<u16>,
+    /// The service's metric handles; decisions are counted here and requests measured by
+    /// [`crate::telemetry::Inbound`].
+    telemetry: Option<Arc<InboundTelemetry>>,
 }
 
 impl Authorizer {
-    pub(crate) fn new(policy: Arc<ArcSwapOption<InboundPolicy>>) -> Self {
+    pub(crate) fn new(
+        policy: Arc<ArcSwapOption<InboundPolicy>>,
+        telemetry: Option<Arc<InboundTelemetry>>,
+    ) -> Self {
         Self {
             policy,
             local_port: None,
+            telemetry,
         }
+    }
+
+    /// The service's inbound metric handles.
+    pub(crate) fn telemetry(&self) -> Option<Arc<InboundTelemetry>> {
+        self.telemetry.clone()
     }
 
     /// The same policy, for a listener on `port` (policies may name ports).
@@ -37,7 +50,16 @@ impl Authorizer {
         Self {
             policy: self.policy.clone(),
             local_port: Some(port),
+            telemetry: self.telemetry.clone(),
         }
+    }
+
+    /// Whether the service accepts plaintext callers too (mTLS mode `permissive`).
+    pub fn is_permissive(&self) -> bool {
+        self.policy
+            .load()
+            .as_ref()
+            .is_some_and(|p| p.mtls == MtlsMode::Permissive)
     }
 
     /// Judges `request` from `peer`. `None` while the service has no inbound policy (it named
@@ -69,36 +91,41 @@ impl Authorizer {
                 "no inbound policy allows callers without a client certificate",
                 grpc,
             )),
-            Some(decision) => match decision.verdict {
-                Verdict::Allow => {
-                    request.extensions_mut().insert(decision);
-                    Ok(request)
+            Some(decision) => {
+                if let Some(telemetry) = &self.telemetry {
+                    telemetry.decided(&decision);
                 }
-                Verdict::AuditAllow => {
-                    tracing::info!(
-                        peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
-                        path = request.uri().path(),
-                        decision = %decision,
-                        "audit: allowed a call that enforcement would deny"
-                    );
-                    request.extensions_mut().insert(decision);
-                    Ok(request)
+                match decision.verdict {
+                    Verdict::Allow => {
+                        request.extensions_mut().insert(decision);
+                        Ok(request)
+                    }
+                    Verdict::AuditAllow => {
+                        tracing::info!(
+                            peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
+                            path = request.uri().path(),
+                            decision = %decision,
+                            "audit: allowed a call that enforcement would deny"
+                        );
+                        request.extensions_mut().insert(decision);
+                        Ok(request)
+                    }
+                    Verdict::Deny => {
+                        tracing::debug!(
+                            peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
+                            path = request.uri().path(),
+                            decision = %decision,
+                            "call denied"
+                        );
+                        Err(denied(&decision.to_string(), grpc))
+                    }
                 }
-                Verdict::Deny => {
-                    tracing::debug!(
-                        peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
-                        path = request.uri().path(),
-                        decision = %decision,
-                        "call denied"
-                    );
-                    Err(denied(&decision.to_string(), grpc))
-                }
-            },
+            }
         }
     }
 }
 
-fn is_grpc<B>(request: &Request<B>) -> bool {
+pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()
         .get(CONTENT_TYPE)

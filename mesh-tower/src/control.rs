@@ -239,17 +239,19 @@ async fn watch_once(
                 };
                 received = true;
                 let version = wire.version;
-                let error = match Snapshot::try_from(wire) {
+                let checked = Snapshot::try_from(wire)
+                    .map_err(|errors| errors.to_string())
+                    .and_then(|snapshot| apply_trust_bundle(identity, &snapshot).map(|()| snapshot));
+                let error = match checked {
                     Ok(snapshot) => {
                         tracing::debug!(version, "snapshot accepted");
                         discovery.publish(snapshot);
                         String::new()
                     }
-                    Err(errors) => {
+                    Err(error) => {
                         // The last good snapshot stays in force.
-                        let error = errors.to_string();
                         tracing::warn!(version, %error, "snapshot refused");
-                        discovery.set_status(|s| s.last_nack = Some((version, error.clone())));
+                        discovery.rejected(version, error.clone());
                         error
                     }
                 };
@@ -271,6 +273,24 @@ async fn watch_once(
             }
         }
     }
+}
+
+/// Puts the roots a snapshot carries in force (a root rotation reaches every workload this
+/// way, without a restart). A set that does not parse refuses the whole snapshot.
+fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), String> {
+    if snapshot.trust_bundle.is_empty() {
+        return Ok(());
+    }
+    let trust = identity.trust();
+    if trust.load().roots() == snapshot.trust_bundle.as_slice() {
+        return Ok(());
+    }
+    let trust_domain = identity.id().trust_domain().clone();
+    let bundle = TrustBundle::from_der(trust_domain, snapshot.trust_bundle.clone())
+        .map_err(|e| format!("trust_bundle_der: {e}"))?;
+    tracing::info!(roots = bundle.roots().len(), "trust bundle updated");
+    trust.store(bundle);
+    Ok(())
 }
 
 fn subscribe_message(

@@ -45,15 +45,23 @@ pub(crate) struct Discovery {
     status: watch::Sender<ControlStatus>,
     /// The own service's inbound policy, for the server side's request path.
     inbound: Arc<ArcSwapOption<InboundPolicy>>,
+    /// Snapshots refused (NACKed), for telemetry.
+    rejected: metrics::Counter,
 }
 
 impl Discovery {
-    pub(crate) fn new() -> Self {
+    /// Discovery for a workload whose own service is `service` (`""` for none; the label of
+    /// its metrics).
+    pub(crate) fn new(service: &str) -> Self {
         Self {
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
             wanted: watch::Sender::new(BTreeSet::new()),
             status: watch::Sender::new(ControlStatus::default()),
             inbound: Arc::new(ArcSwapOption::empty()),
+            rejected: metrics::counter!(
+                crate::telemetry::CONFIG_REJECTED,
+                "service" => service.to_owned()
+            ),
         }
     }
 
@@ -97,6 +105,13 @@ impl Discovery {
     /// The control connection's state.
     pub(crate) fn status(&self) -> ControlStatus {
         self.status.borrow().clone()
+    }
+
+    /// Records a snapshot refused with `error`; the last good one stays in force.
+    pub(crate) fn rejected(&self, version: u64, error: String) {
+        self.rejected.increment(1);
+        self.status
+            .send_modify(|s| s.last_nack = Some((version, error)));
     }
 
     /// Updates the control connection's state.

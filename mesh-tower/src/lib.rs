@@ -46,6 +46,7 @@ mod identity;
 mod mesh;
 pub mod server;
 pub mod settings;
+pub mod telemetry;
 pub mod tls;
 
 pub use authz::Authorizer;

@@ -2,6 +2,7 @@
 //! service and opens the Watch stream; from it come clients for destinations and the TLS
 //! configuration for serving.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::error::BoxError;
 use crate::identity::{Identity, IdentityError};
 use crate::server::MeshIncoming;
 use crate::settings::{MeshSettings, SettingsError};
+use crate::telemetry::{AdminState, InboundTelemetry, MeshTelemetry};
 use crate::tls::server_config;
 
 /// Why the mesh could not start, or a client could not be made.
@@ -52,6 +54,15 @@ pub enum StartError {
         /// How long it waited.
         waited: Duration,
     },
+    /// The admin port (`MESH_ADMIN_ADDR`) could not be bound.
+    #[error("cannot listen on {addr} (MESH_ADMIN_ADDR): {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The control service did not answer for a destination in time.
     #[error("destination {destination}: no answer from the control service after {waited:?}")]
     Unresolved {
@@ -74,6 +85,9 @@ struct Inner {
     settings: MeshSettings,
     identity: Identity,
     discovery: Arc<Discovery>,
+    telemetry: Arc<MeshTelemetry>,
+    inbound: Arc<InboundTelemetry>,
+    admin_addr: Option<SocketAddr>,
     workers: Vec<AbortHandle>,
 }
 
@@ -94,7 +108,17 @@ impl Mesh {
     /// Starts the mesh: reads the trust anchors, obtains a certificate (retrying until
     /// `startup_timeout` while the control service is unreachable), then follows snapshots
     /// and renews the certificate in the background.
+    ///
+    /// With `admin_addr` set, the admin server starts first (so probes see "not ready" while
+    /// the certificate is awaited) and the mesh's Prometheus recorder is installed unless the
+    /// application installed one.
     pub async fn start(settings: MeshSettings) -> Result<Self, StartError> {
+        crate::telemetry::install_propagator();
+        let admin = match settings.admin_addr {
+            Some(addr) => Some(start_admin(addr).await?),
+            None => None,
+        };
+        crate::telemetry::describe();
         let pem = tokio::fs::read(&settings.trust_anchors_file)
             .await
             .map_err(|e| StartError::TrustAnchors {
@@ -122,12 +146,18 @@ impl Mesh {
         trust.store(bundle);
         let identity = Identity::new(svid, trust);
 
-        let discovery = Arc::new(Discovery::new());
+        let service_label = settings
+            .service
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string);
+        let telemetry = Arc::new(MeshTelemetry::new(service_label.clone()));
+        let inbound = Arc::new(InboundTelemetry::new(service_label.clone()));
+        let discovery = Arc::new(Discovery::new(&service_label));
         let subscriber = Subscriber {
             node: settings.node.clone(),
             own_service: settings.service.clone(),
         };
-        let workers = vec![
+        let mut workers = vec![
             tokio::spawn(renew_forever(
                 connector.clone(),
                 identity.clone(),
@@ -142,12 +172,31 @@ impl Mesh {
                 subscriber,
             ))
             .abort_handle(),
+            tokio::spawn(crate::telemetry::refresh_forever(
+                Arc::downgrade(&telemetry),
+                identity.clone(),
+                Arc::downgrade(&discovery),
+            ))
+            .abort_handle(),
         ];
+        let admin_addr = match admin {
+            Some(admin) => {
+                admin
+                    .state
+                    .started(identity.clone(), &discovery, &telemetry);
+                workers.extend(admin.task.disarm());
+                Some(admin.addr)
+            }
+            None => None,
+        };
         let mesh = Self {
             inner: Arc::new(Inner {
                 settings,
                 identity,
                 discovery,
+                telemetry,
+                inbound,
+                admin_addr,
                 workers,
             }),
         };
@@ -172,6 +221,11 @@ impl Mesh {
     /// The settings the mesh runs with.
     pub fn settings(&self) -> &MeshSettings {
         &self.inner.settings
+    }
+
+    /// Where the admin server listens, when `admin_addr` was set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin_addr
     }
 
     /// This workload's identity and trust bundle.
@@ -221,6 +275,7 @@ impl Mesh {
             discovery,
             self.inner.identity.clone(),
             self.inner.settings.ready_timeout,
+            self.inner.telemetry.clone(),
         ))
     }
 
@@ -232,7 +287,10 @@ impl Mesh {
     /// Accepts mTLS connections on `listener` (for tonic's `serve_with_incoming`, or
     /// [`crate::server::serve`]).
     pub fn incoming(&self, listener: TcpListener) -> std::io::Result<MeshIncoming> {
-        let authorizer = Authorizer::new(self.inner.discovery.inbound());
+        let authorizer = Authorizer::new(
+            self.inner.discovery.inbound(),
+            Some(self.inner.inbound.clone()),
+        );
         MeshIncoming::new(listener, self.server_tls_config(), Some(authorizer))
     }
 
@@ -253,6 +311,48 @@ impl Mesh {
         let incoming = self.incoming(listener)?;
         crate::server::serve(incoming, service).await;
         Ok(())
+    }
+}
+
+/// The admin server, started before the certificate is asked for.
+struct StartedAdmin {
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+    task: AbortOnDrop,
+}
+
+async fn start_admin(addr: SocketAddr) -> Result<StartedAdmin, StartError> {
+    if mesh_core::prometheus::install().is_none() {
+        tracing::info!("a metrics recorder is already installed; the mesh only emits to it");
+    }
+    let bind_error = |source| StartError::Admin { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let state = Arc::new(AdminState::default());
+    let task = crate::telemetry::spawn_admin(listener, state.clone()).abort_handle();
+    tracing::info!(addr = %bound, "mesh admin serving /metrics /live /ready /debug/config");
+    Ok(StartedAdmin {
+        addr: bound,
+        state,
+        task: AbortOnDrop(Some(task)),
+    })
+}
+
+/// Aborts a task when dropped, unless disarmed: `Mesh::start` failing half-way leaves no task
+/// behind.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) -> Option<AbortHandle> {
+        self.0.take()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

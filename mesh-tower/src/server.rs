@@ -29,9 +29,12 @@ use tokio_rustls::server::TlsStream;
 
 use crate::authz::Authorizer;
 use crate::error::BoxError;
+use crate::telemetry::Inbound;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Accepted connections waiting for the server to take them.
 const ACCEPT_BACKLOG: usize = 128;
 
@@ -58,10 +61,18 @@ impl std::fmt::Display for PeerIdentity {
     }
 }
 
-/// An accepted, handshaken mTLS connection and what was verified about its peer.
+/// The bytes of an accepted connection: mTLS, or plaintext on a permissive server.
+#[derive(Debug)]
+enum Conn {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// An accepted connection (handshaken mTLS, or plaintext where the service's mTLS mode is
+/// `permissive`) and what was verified about its peer.
 #[derive(Debug)]
 pub struct MeshTlsStream {
-    inner: TlsStream<TcpStream>,
+    inner: Conn,
     remote_addr: SocketAddr,
     peer: Option<PeerIdentity>,
     authorizer: Option<Authorizer>,
@@ -73,8 +84,7 @@ impl MeshTlsStream {
         self.remote_addr
     }
 
-    /// The peer's verified identity; `None` only when client certificates are optional and the
-    /// peer sent none.
+    /// The peer's verified identity; `None` for a plaintext caller of a permissive server.
     pub fn peer_identity(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
     }
@@ -84,9 +94,17 @@ impl MeshTlsStream {
         self.authorizer.as_ref()
     }
 
-    /// The ALPN protocol agreed on.
+    /// The ALPN protocol agreed on (`None` in plaintext).
     pub fn alpn(&self) -> Option<&[u8]> {
-        self.inner.get_ref().1.alpn_protocol()
+        match &self.inner {
+            Conn::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            Conn::Plain(_) => None,
+        }
+    }
+
+    /// Whether the connection is plaintext (a permissive server's unauthenticated caller).
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self.inner, Conn::Plain(_))
     }
 }
 
@@ -96,7 +114,10 @@ impl AsyncRead for MeshTlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+        }
     }
 }
 
@@ -106,15 +127,24 @@ impl AsyncWrite for MeshTlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -122,11 +152,17 @@ impl AsyncWrite for MeshTlsStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Conn::Tls(tls) => tls.is_write_vectored(),
+            Conn::Plain(tcp) => tcp.is_write_vectored(),
+        }
     }
 }
 
@@ -202,6 +238,28 @@ async fn accept_loop(
         let authorizer = authorizer.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
+            let permissive = authorizer.as_ref().is_some_and(Authorizer::is_permissive);
+            if permissive {
+                // The same port takes mTLS and plaintext: a TLS connection opens with a
+                // handshake record (0x16); anything else is served in plaintext, without an
+                // identity, and passes only policies that allow unauthenticated callers.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+                        let _ = tx
+                            .send(MeshTlsStream {
+                                inner: Conn::Plain(tcp),
+                                remote_addr,
+                                peer: None,
+                                authorizer,
+                            })
+                            .await;
+                        return;
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => return,
+                }
+            }
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
@@ -223,7 +281,7 @@ async fn accept_loop(
                 .map(PeerIdentity::new);
             let _ = tx
                 .send(MeshTlsStream {
-                    inner: stream,
+                    inner: Conn::Tls(Box::new(stream)),
                     remote_addr,
                     peer,
                     authorizer,
@@ -303,6 +361,11 @@ where
             service.clone(),
             stream.peer_identity().cloned(),
             stream.authorizer().cloned(),
+        );
+        let service = Inbound::new(
+            service,
+            stream.peer_identity().cloned(),
+            stream.authorizer(),
         );
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());

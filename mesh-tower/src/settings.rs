@@ -1,5 +1,6 @@
 //! The mesh's settings: read once from `MESH_*` environment variables, or built in code.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +74,9 @@ pub struct MeshSettings {
     /// How long a call waits for some endpoint of its destination to become reachable before
     /// failing with UNAVAILABLE (`MESH_READY_TIMEOUT`, seconds, default 10).
     pub ready_timeout: Duration,
+    /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/config`);
+    /// off when unset (`MESH_ADMIN_ADDR`, `ip:port`, e.g. `0.0.0.0:9990`).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl MeshSettings {
@@ -155,6 +159,13 @@ impl MeshSettings {
             })?),
             None => DEFAULT_READY_TIMEOUT,
         };
+        let admin_addr = get("MESH_ADMIN_ADDR")
+            .map(|a| {
+                a.trim().parse::<SocketAddr>().map_err(|_| {
+                    SettingsError::new("MESH_ADMIN_ADDR", format!("expected ip:port, got {a:?}"))
+                })
+            })
+            .transpose()?;
         Ok(Self {
             control_addrs,
             control_identity,
@@ -167,6 +178,7 @@ impl MeshSettings {
             node,
             startup_timeout,
             ready_timeout,
+            admin_addr,
         })
     }
 
@@ -191,12 +203,19 @@ impl MeshSettings {
             node: format!("pid-{}", std::process::id()),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            admin_addr: None,
         }
     }
 
     /// Sets the service this process serves.
     pub fn with_service(mut self, service: ServiceName) -> Self {
         self.service = Some(service);
+        self
+    }
+
+    /// Serves the admin endpoints on `addr`.
+    pub fn with_admin_addr(mut self, addr: SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
         self
     }
 

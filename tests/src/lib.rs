@@ -7,6 +7,8 @@
 //! behaviour the request's name drives).
 
 pub mod greeter;
+pub mod rawtls;
+pub mod telemetry;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -22,6 +22,7 @@ fn endpoint(address: &str, weight: u32) -> Endpoint {
 fn snapshot() -> Snapshot {
     Snapshot {
         inbound: None,
+        trust_bundle: Vec::new(),
         version: 42,
         destinations: vec![
             Destination {
@@ -102,6 +103,7 @@ services:
         .unwrap();
     let model = Snapshot {
         inbound: None,
+        trust_bundle: Vec::new(),
         version: 1,
         destinations: vec![
             valid.destination(&name("a.default")),
@@ -121,6 +123,7 @@ fn routes_round_trip_with_every_field() {
         .unwrap();
     let model = Snapshot {
         inbound: None,
+        trust_bundle: Vec::new(),
         version: 7,
         destinations: vec![valid.destination(&name("greeter.default"))],
     };
@@ -149,6 +152,7 @@ fn wire_routes_are_validated_with_the_config_rules() {
         .unwrap();
     let model = Snapshot {
         inbound: None,
+        trust_bundle: Vec::new(),
         version: 7,
         destinations: vec![valid.destination(&name("greeter.default"))],
     };
@@ -248,6 +252,7 @@ fn the_wire_is_validated_with_paths() {
 fn a_missing_destination_service_is_reported() {
     let wire = proto::Snapshot {
         inbound: None,
+        trust_bundle_der: Vec::new(),
         version: 3,
         destinations: vec![
             proto::Destination {
@@ -308,6 +313,7 @@ fn policy_snapshot() -> Snapshot {
         version: 9,
         destinations: vec![],
         inbound: Some(valid.inbound(&name("shop.default"))),
+        trust_bundle: Vec::new(),
     }
 }
 
@@ -349,6 +355,7 @@ fn inbound_policy_round_trips_with_every_field() {
     // A snapshot without an inbound policy stays without one.
     let plain = Snapshot {
         inbound: None,
+        trust_bundle: Vec::new(),
         ..policy_snapshot()
     };
     assert_eq!(

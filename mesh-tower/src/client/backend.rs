@@ -18,9 +18,12 @@ use mesh_core::outlier::{OutlierConfig, OutlierDetector};
 use mesh_core::snapshot::{self, ServiceName};
 use tokio::sync::Notify;
 
+use metrics::{Counter, Gauge, Label};
+
 use super::endpoint::{Endpoint, EndpointKey};
 use crate::error::BoxError;
 use crate::identity::Identity;
+use crate::telemetry::{EJECTIONS, ENDPOINTS, Refresh};
 use crate::tls::client_config;
 
 /// How often a waiting call looks again for an endpoint (ejections end without a signal).
@@ -39,6 +42,35 @@ pub(crate) struct Backend<B> {
     ready: Arc<Notify>,
     epoch: Instant,
     outlier_config: OutlierConfig,
+    metrics: BackendMetrics,
+}
+
+/// A backend's metric handles, made once with the backend.
+struct BackendMetrics {
+    ejections: Counter,
+    available: Gauge,
+    ejected: Gauge,
+    connecting: Gauge,
+}
+
+impl BackendMetrics {
+    fn new(own_service: &str, backend: &ServiceName) -> Self {
+        let labels = vec![
+            Label::new("service", own_service.to_owned()),
+            Label::new("backend", backend.to_string()),
+        ];
+        let state = |state: &'static str| {
+            let mut l = labels.clone();
+            l.push(Label::from_static_parts("state", state));
+            metrics::gauge!(ENDPOINTS, l)
+        };
+        Self {
+            available: state("available"),
+            ejected: state("ejected"),
+            connecting: state("connecting"),
+            ejections: metrics::counter!(EJECTIONS, labels),
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for Backend<B> {
@@ -69,8 +101,14 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(service: ServiceName, epoch: Instant, outlier_config: OutlierConfig) -> Self {
+    pub(crate) fn new(
+        service: ServiceName,
+        epoch: Instant,
+        outlier_config: OutlierConfig,
+        own_service: &str,
+    ) -> Self {
         Self {
+            metrics: BackendMetrics::new(own_service, &service),
             service,
             set: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
@@ -226,12 +264,33 @@ where
                 "endpoint ejected after repeated failures"
             );
             endpoint.eject_until(now + ejection.duration);
+            self.metrics.ejections.increment(1);
         }
     }
 
     /// The endpoints, for diagnostics and tests.
     pub(crate) fn endpoint_count(&self) -> usize {
         self.set.load().endpoints.len()
+    }
+}
+
+impl<B: Send + 'static> Refresh for Backend<B> {
+    /// Counts the endpoints by state for the `mesh.client.endpoints` gauge.
+    fn refresh(&self, now: Instant) {
+        let set = self.set.load();
+        let (mut available, mut ejected, mut connecting) = (0u32, 0u32, 0u32);
+        for endpoint in &set.endpoints {
+            if endpoint.is_ejected(now) {
+                ejected += 1;
+            } else if endpoint.is_available(now) {
+                available += 1;
+            } else {
+                connecting += 1;
+            }
+        }
+        self.metrics.available.set(available);
+        self.metrics.ejected.set(ejected);
+        self.metrics.connecting.set(connecting);
     }
 }
 

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::error::BoxError;
+use crate::telemetry::CallRecord;
 
 /// The largest body kept for replay (retries and mirroring).
 pub(crate) const MAX_REPLAY_BYTES: usize = 64 * 1024;
@@ -217,9 +218,17 @@ where
     }
 }
 
-/// A response body: the endpoint's, or one the mesh wrote itself (a synthesized error).
+/// A response body: the endpoint's, or one the mesh wrote itself (a synthesized error). It
+/// records the call's metrics and ends its span when it ends (a gRPC status is in the
+/// trailers), or when it is dropped.
 #[derive(Debug)]
-pub enum ResponseBody {
+pub struct ResponseBody {
+    kind: Kind,
+    record: Option<CallRecord>,
+}
+
+#[derive(Debug)]
+enum Kind {
     /// From the endpoint.
     Incoming(Incoming),
     /// Written by the mesh.
@@ -229,7 +238,28 @@ pub enum ResponseBody {
 impl ResponseBody {
     /// An empty body.
     pub fn empty() -> Self {
-        Self::Full(None)
+        Self::full(None)
+    }
+
+    /// The endpoint's body.
+    pub(crate) fn incoming(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Incoming(body),
+            record: None,
+        }
+    }
+
+    /// A body the mesh wrote.
+    pub(crate) fn full(data: Option<Bytes>) -> Self {
+        Self {
+            kind: Kind::Full(data),
+            record: None,
+        }
+    }
+
+    /// Records `record` when this body ends.
+    pub(crate) fn observe(&mut self, record: CallRecord) {
+        self.record = Some(record);
     }
 }
 
@@ -241,23 +271,38 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Incoming(body) => Pin::new(body).poll_frame(cx),
-            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        };
+        if let Some(record) = &mut this.record {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        record.on_trailers(trailers);
+                        record.finish(true);
+                    }
+                }
+                Poll::Ready(None) => record.finish(true),
+                Poll::Ready(Some(Err(_))) => record.finish(false),
+                Poll::Pending => {}
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Incoming(body) => body.is_end_stream(),
-            Self::Full(data) => data.is_none(),
+        match &self.kind {
+            Kind::Incoming(body) => body.is_end_stream(),
+            Kind::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Incoming(body) => body.size_hint(),
-            Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        match &self.kind {
+            Kind::Incoming(body) => body.size_hint(),
+            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

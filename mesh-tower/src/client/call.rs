@@ -16,6 +16,7 @@ use mesh_core::budget::RetryBudget;
 use mesh_core::route::{BackendPick, CompiledRule, RequestSummary, RouteOutcome, mirror_sampled};
 use mesh_core::snapshot::{HeaderModifier, RequestMirror, RetryPolicy, RouteFilter, ServiceName};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::backend::{Backend, SendError, Sent};
 use super::body::{MeshBody, Replay, ResponseBody};
@@ -25,6 +26,7 @@ use super::respond::{failure, grpc_status, is_server_failure};
 use super::router::Router;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError};
+use crate::telemetry::{CallRecord, OutboundMetrics, client_span, inject_context};
 
 /// What every call of one [`super::MeshClient`] shares.
 pub(crate) struct Shared<B> {
@@ -63,6 +65,9 @@ impl Head {
 
 /// Makes one call; a failure of the mesh's own becomes the response a caller expects
 /// (see [`super::respond`]), so the result is an error only for what no status can express.
+///
+/// The call has a span (its trace context goes out in the request's headers) and is measured
+/// by route and backend until its response body ends.
 pub(crate) async fn call<B>(
     shared: Arc<Shared<B>>,
     mut request: Request<B>,
@@ -71,13 +76,37 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    let start = Instant::now();
     let grpc = is_grpc(request.headers());
+    let span = client_span(&request, &shared.destination, grpc);
+    inject_context(&span, request.headers_mut());
+    let (result, metrics) = routed(&shared, request, grpc)
+        .instrument(span.clone())
+        .await;
+    let mut response = result?;
+    let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
+    record.on_response(&response);
+    response.body_mut().observe(record);
+    Ok(response)
+}
+
+/// The call itself, with the metrics of the route and backend it took.
+async fn routed<B>(
+    shared: &Arc<Shared<B>>,
+    mut request: Request<B>,
+    grpc: bool,
+) -> (
+    Result<Response<ResponseBody>, BoxError>,
+    Arc<OutboundMetrics>,
+)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let state = shared.router.load_full_state();
     if !state.destination.found {
-        return Ok(failure(
-            &CallError::UnknownDestination(shared.destination.clone()),
-            grpc,
-        ));
+        let error = CallError::UnknownDestination(shared.destination.clone());
+        return (Ok(failure(&error, grpc)), state.metrics.unrouted());
     }
 
     // Route: which rule, which backend.
@@ -89,7 +118,7 @@ where
                 destination: shared.destination.clone(),
                 request: format!("{} {}", request.method(), request.uri().path()),
             };
-            return Ok(failure(&error, grpc));
+            return (Ok(failure(&error, grpc)), state.metrics.unrouted());
         }
         RouteOutcome::Matched(matched) => {
             let rule = matched.rule;
@@ -101,7 +130,7 @@ where
                         route: rule.describe(),
                         backend: backend.service.clone(),
                     };
-                    return Ok(failure(&error, grpc));
+                    return (Ok(failure(&error, grpc)), state.metrics.unrouted());
                 }
                 BackendPick::NoBackend => None,
             };
@@ -110,11 +139,16 @@ where
                     destination: shared.destination.clone(),
                     route: rule.describe(),
                 };
-                return Ok(failure(&error, grpc));
+                return (Ok(failure(&error, grpc)), state.metrics.unrouted());
             };
             (Some(rule), backend)
         }
     };
+    let route_name = rule.as_ref().map_or("", |r| r.route_name());
+    let metrics = state.metrics.get(route_name, &backend.service);
+    let span = tracing::Span::current();
+    span.record("mesh.route", route_name);
+    span.record("mesh.backend", tracing::field::display(&backend.service));
 
     // Filters.
     let mut mirror: Option<&RequestMirror> = None;
@@ -157,7 +191,7 @@ where
     if let (Some(mirror), Some(head), Some(replay)) = (mirror, &head, &replay)
         && let Some(target) = state.backends.get(&mirror.backend)
     {
-        send_mirror(&shared, target.clone(), head, replay.rewind());
+        send_mirror(shared, target.clone(), head, replay.rewind());
     }
 
     // Deadline: the route's request timeout, or the caller's own, whichever is sooner.
@@ -176,8 +210,9 @@ where
 
     let first = Request::from_parts(parts, body);
     let tries = Tries {
-        shared: &shared,
+        shared,
         backend: &backend,
+        metrics: &metrics,
         retry: if replay.is_some() { retry } else { None },
         head,
         replay,
@@ -188,14 +223,17 @@ where
     let result = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, tries.run(first)).await {
             Ok(result) => result,
-            Err(_) => Err(CallError::Timeout {
-                destination: shared.destination.clone(),
-                after: timeout,
-            }),
+            Err(_) => {
+                metrics.request_timeouts.increment(1);
+                Err(CallError::Timeout {
+                    destination: shared.destination.clone(),
+                    after: timeout,
+                })
+            }
         },
         None => tries.run(first).await,
     };
-    Ok(match result {
+    let response = match result {
         Ok(mut response) => {
             if let Some(modifier) = response_headers {
                 modifier.apply(response.headers_mut());
@@ -206,13 +244,15 @@ where
             tracing::debug!(destination = %shared.destination, %error, "call failed in the mesh");
             failure(&error, grpc)
         }
-    })
+    };
+    (Ok(response), metrics)
 }
 
 /// The tries of one call.
 struct Tries<'a, B> {
     shared: &'a Shared<B>,
     backend: &'a Backend<MeshBody<B>>,
+    metrics: &'a OutboundMetrics,
     /// The retry policy, only when the body can be replayed.
     retry: Option<&'a RetryPolicy>,
     head: Option<Head>,
@@ -255,7 +295,10 @@ where
             let outcome = match self.per_try {
                 Some(limit) => match tokio::time::timeout(limit, sent).await {
                     Ok(outcome) => Outcome::Sent(outcome),
-                    Err(_) => Outcome::TryTimedOut(limit),
+                    Err(_) => {
+                        self.metrics.try_timeouts.increment(1);
+                        Outcome::TryTimedOut(limit)
+                    }
                 },
                 None => Outcome::Sent(sent.await),
             };
@@ -267,6 +310,7 @@ where
                         return result;
                     }
                     retries_left -= 1;
+                    self.metrics.retries.increment(1);
                     avoid = retry_from;
                     if let Some(backoff) = self.retry.and_then(|p| p.backoff) {
                         tokio::time::sleep(backoff).await;
@@ -292,7 +336,7 @@ where
                     None if !self.grpc => policy.retries_status(response.status()),
                     None => false,
                 });
-                let result = Ok(response.map(ResponseBody::Incoming));
+                let result = Ok(response.map(ResponseBody::incoming));
                 if retryable {
                     (Verdict::Retryable(result), Some(endpoint.key.clone()))
                 } else {
@@ -345,6 +389,7 @@ where
     fn withdraw(&self) -> bool {
         let allowed = lock(&self.shared.budget).try_withdraw(Instant::now());
         if !allowed {
+            self.metrics.budget_exhausted.increment(1);
             tracing::debug!(destination = %self.shared.destination, "retry budget exhausted");
         }
         allowed

@@ -45,6 +45,7 @@ pub(crate) use respond::percent_encode;
 use crate::discovery::Discovery;
 use crate::error::BoxError;
 use crate::identity::Identity;
+use crate::telemetry::MeshTelemetry;
 use call::Shared;
 use router::Router;
 
@@ -87,13 +88,14 @@ where
         discovery: &Discovery,
         identity: Identity,
         ready_timeout: Duration,
+        telemetry: Arc<MeshTelemetry>,
     ) -> Self {
         let name = destination.service.clone();
         // The logical name is the authority the server sees (`greeter.default`); it is always
         // a valid authority because both parts are DNS labels.
         let authority = Authority::try_from(name.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
-        let router = Arc::new(Router::new(destination, identity));
+        let router = Arc::new(Router::new(destination, identity, telemetry));
         let follower = tokio::spawn(router::follow(
             Arc::downgrade(&router),
             name.clone(),

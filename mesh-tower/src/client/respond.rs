@@ -36,7 +36,7 @@ pub(crate) fn failure(error: &CallError, grpc: bool) -> Response<ResponseBody> {
         if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
             headers.insert(MESH_ERROR_HEADER, value);
         }
-        *response.body_mut() = ResponseBody::Full(Some(Bytes::from(message + "\n")));
+        *response.body_mut() = ResponseBody::full(Some(Bytes::from(message + "\n")));
     }
     response
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::backend::Backend;
 use crate::error::BoxError;
 use crate::identity::Identity;
+use crate::telemetry::{MeshTelemetry, OutboundIndex, Refresh};
 
 /// What calls read: the routes and the backend of every service they may send to.
 pub(crate) struct RouterState<B> {
@@ -23,6 +24,8 @@ pub(crate) struct RouterState<B> {
     pub(crate) default: Arc<Backend<B>>,
     /// Backend services referenced by routes (and mirrors), by name.
     pub(crate) backends: HashMap<ServiceName, Arc<Backend<B>>>,
+    /// Metric handles for every route and backend of this state, built with it.
+    pub(crate) metrics: OutboundIndex,
 }
 
 /// The routing state of one destination and what it needs to rebuild it.
@@ -31,6 +34,7 @@ pub(crate) struct Router<B> {
     identity: Identity,
     epoch: Instant,
     outliers: OutlierConfig,
+    telemetry: Arc<MeshTelemetry>,
 }
 
 impl<B> Router<B>
@@ -38,15 +42,20 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(destination: &Destination, identity: Identity) -> Self {
+    pub(crate) fn new(
+        destination: &Destination,
+        identity: Identity,
+        telemetry: Arc<MeshTelemetry>,
+    ) -> Self {
         let epoch = Instant::now();
         let outliers = OutlierConfig::default();
-        let state = build(destination, None, &identity, epoch, outliers);
+        let state = build(destination, None, &identity, epoch, outliers, &telemetry);
         Self {
             state: ArcSwap::from_pointee(state),
             identity,
             epoch,
             outliers,
+            telemetry,
         }
     }
 
@@ -72,6 +81,7 @@ where
             &self.identity,
             self.epoch,
             self.outliers,
+            &self.telemetry,
         );
         self.state.store(Arc::new(state));
     }
@@ -83,6 +93,7 @@ fn build<B>(
     identity: &Identity,
     epoch: Instant,
     outliers: OutlierConfig,
+    telemetry: &Arc<MeshTelemetry>,
 ) -> RouterState<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
@@ -97,7 +108,17 @@ where
                     p.backends.get(service).cloned()
                 }
             })
-            .unwrap_or_else(|| Arc::new(Backend::new(service.clone(), epoch, outliers)))
+            .unwrap_or_else(|| {
+                let backend = Arc::new(Backend::new(
+                    service.clone(),
+                    epoch,
+                    outliers,
+                    &telemetry.service,
+                ));
+                let weak: Weak<dyn Refresh> = Arc::downgrade(&backend) as Weak<Backend<B>>;
+                telemetry.register(weak);
+                backend
+            })
     };
     let default = reuse(&destination.service);
     default.update(&destination.endpoints, identity);
@@ -112,6 +133,7 @@ where
         backends.insert(backend.service.clone(), handle);
     }
     RouterState {
+        metrics: OutboundIndex::new(&telemetry.service, destination),
         routes: CompiledRoutes::new(destination),
         destination: destination.clone(),
         default,

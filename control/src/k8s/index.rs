@@ -1,0 +1,814 @@
+//! The cluster index: a pure state machine fed with watch events that builds the same
+//! [`MeshConfig`] (and so [`ValidConfig`]) the file source does.
+//!
+//! Each watched kind is kept as a small summary per object (a Pod is kept as its service
+//! account and labels, not its whole spec), so memory follows what the mesh reads. Events are
+//! kube-runtime's [`watcher::Event`]s: `Init` / `InitApply` / `InitDone` replace a kind's
+//! objects as a whole after a relist (so objects deleted while the watch was down disappear),
+//! `Apply` and `Delete` change one object.
+//!
+//! How objects become config:
+//! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`. Its *mesh port*
+//!   is its first port; the annotations `mesh.dev/mtls`, `mesh.dev/default-policy` and
+//!   `mesh.dev/exempt-paths` (comma-separated) set its inbound settings. When they are invalid
+//!   the service falls back to default policy `deny`: a typo must not open a service;
+//! - an **EndpointSlice** belongs to the Service named by its `kubernetes.io/service-name`
+//!   label; each endpoint address becomes `ip:<target port of the mesh port>`. Endpoints
+//!   that are `ready` are used; when a service has none, its `serving` (terminating)
+//!   endpoints are, so that a rollout's last replicas still get traffic while they drain, as
+//!   kube-proxy does;
+//! - an endpoint's **Pod** (its `targetRef`) gives the service account and so the identity the
+//!   client expects, `spiffe://<td>/ns/<ns>/sa/<sa>`; pod labels (less the controllers'
+//!   hash labels) become endpoint labels. An endpoint whose pod is not (yet) known is left out:
+//!   the identity a client would check could only be guessed;
+//! - **HTTPRoute** / **GRPCRoute**: see [`super::route`]; each producer route is checked on
+//!   its own with mesh-core's validation, and one that fails is left out (and reported), so one
+//!   bad object never holds back everybody else's changes;
+//! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::httproutes::HttpRoute;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::runtime::watcher;
+use mesh_core::config::{
+    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RouteSpec, ServiceSpec,
+    ValidConfig,
+};
+use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
+
+use super::crd::{AuthorizationPolicy, PolicyAction, PolicyMode};
+use super::route::{GammaRoute, ParentRef, Refusal, RouteKind};
+
+/// The label that joins an EndpointSlice to its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Service annotation: `strict` or `permissive`.
+pub(crate) const MTLS_ANNOTATION: &str = "mesh.dev/mtls";
+/// Service annotation: the service's default policy.
+pub(crate) const DEFAULT_POLICY_ANNOTATION: &str = "mesh.dev/default-policy";
+/// Service annotation: comma-separated paths that always pass authorization.
+pub(crate) const EXEMPT_PATHS_ANNOTATION: &str = "mesh.dev/exempt-paths";
+
+/// Pod labels that controllers add to tell revisions apart; as endpoint labels they would only
+/// churn snapshots on every rollout.
+const IGNORED_POD_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+];
+
+/// `namespace/name` of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ObjectKey {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+fn key_of<K: ResourceExt>(obj: &K) -> ObjectKey {
+    ObjectKey {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+    }
+}
+
+/// One kind's objects, with the relist in progress if any.
+#[derive(Debug)]
+pub(crate) struct Store<T> {
+    items: BTreeMap<ObjectKey, T>,
+    relist: Option<BTreeMap<ObjectKey, T>>,
+    synced: bool,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Self {
+            items: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+}
+
+impl<T: PartialEq> Store<T> {
+    /// Applies one event, `summary` being `None` for an object the mesh ignores. Returns
+    /// whether the kind's objects changed.
+    fn apply(&mut self, event: watcher::Event<(ObjectKey, Option<T>)>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.relist = Some(BTreeMap::new());
+                false
+            }
+            watcher::Event::InitApply((key, summary)) => {
+                let relist = self.relist.get_or_insert_with(BTreeMap::new);
+                if let Some(summary) = summary {
+                    relist.insert(key, summary);
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                let first = !self.synced;
+                self.synced = true;
+                let changed = listed != self.items;
+                self.items = listed;
+                changed || first
+            }
+            watcher::Event::Apply((key, Some(summary))) => {
+                if self.items.get(&key) == Some(&summary) {
+                    return false;
+                }
+                self.items.insert(key, summary);
+                true
+            }
+            watcher::Event::Apply((key, None)) | watcher::Event::Delete((key, _)) => {
+                self.items.remove(&key).is_some()
+            }
+        }
+    }
+}
+
+/// An object kind the index follows.
+pub(crate) trait Indexed: Sized {
+    /// What the index keeps of one object.
+    type Summary: PartialEq;
+    /// The summary, or `None` when the mesh ignores the object.
+    fn summarize(&self) -> Option<Self::Summary>;
+    /// The kind's store in `index`.
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary>;
+}
+
+/// What the index keeps of a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceSummary {
+    /// Its first port: name and number.
+    mesh_port: Option<(String, i32)>,
+    mtls: Option<String>,
+    default_policy: Option<String>,
+    exempt_paths: Vec<String>,
+}
+
+/// What the index keeps of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SliceSummary {
+    service: String,
+    /// Port name to port number.
+    ports: Vec<(String, i32)>,
+    endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SliceEndpoint {
+    addresses: Vec<IpAddr>,
+    ready: bool,
+    serving: bool,
+    /// The pod's name (in the slice's namespace).
+    pod: Option<String>,
+    zone: String,
+}
+
+/// What the index keeps of a Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PodSummary {
+    service_account: String,
+    labels: BTreeMap<String, String>,
+}
+
+// === impl Indexed ===
+
+impl Indexed for Service {
+    type Summary = ServiceSummary;
+
+    fn summarize(&self) -> Option<ServiceSummary> {
+        let spec = self.spec.as_ref()?;
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return None;
+        }
+        let annotation = |name: &str| self.annotations().get(name).map(|v| v.trim().to_owned());
+        Some(ServiceSummary {
+            mesh_port: spec
+                .ports
+                .as_ref()
+                .and_then(|ports| ports.first())
+                .map(|p| (p.name.clone().unwrap_or_default(), p.port)),
+            mtls: annotation(MTLS_ANNOTATION),
+            default_policy: annotation(DEFAULT_POLICY_ANNOTATION),
+            exempt_paths: annotation(EXEMPT_PATHS_ANNOTATION)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<ServiceSummary> {
+        &mut index.services
+    }
+}
+
+impl Indexed for EndpointSlice {
+    type Summary = SliceSummary;
+
+    fn summarize(&self) -> Option<SliceSummary> {
+        // FQDN slices name hosts, not addresses the mesh can dial and check.
+        if self.address_type == "FQDN" {
+            return None;
+        }
+        let service = self.labels().get(SERVICE_NAME_LABEL)?.clone();
+        let ports = self
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port?)))
+            .collect();
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let conditions = e.conditions.as_ref();
+                // Unset `ready` means ready; unset `serving` means the same as `ready`
+                // (discovery.k8s.io/v1 EndpointConditions).
+                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+                SliceEndpoint {
+                    addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                    ready,
+                    serving,
+                    pod: e
+                        .target_ref
+                        .as_ref()
+                        .filter(|t| t.kind.as_deref() == Some("Pod"))
+                        .and_then(|t| t.name.clone()),
+                    zone: e.zone.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        Some(SliceSummary {
+            service,
+            ports,
+            endpoints,
+        })
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<SliceSummary> {
+        &mut index.slices
+    }
+}
+
+impl Indexed for Pod {
+    type Summary = PodSummary;
+
+    fn summarize(&self) -> Option<PodSummary> {
+        let spec = self.spec.as_ref()?;
+        Some(PodSummary {
+            service_account: spec
+                .service_account_name
+                .clone()
+                .filter(|sa| !sa.is_empty())
+                .unwrap_or_else(|| "default".to_owned()),
+            labels: self
+                .labels()
+                .iter()
+                .filter(|(k, _)| !IGNORED_POD_LABELS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<PodSummary> {
+        &mut index.pods
+    }
+}
+
+impl Indexed for HttpRoute {
+    type Summary = Result<GammaRoute, String>;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(gamma(RouteKind::Http, &self.metadata, &self.spec))
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.http_routes
+    }
+}
+
+impl Indexed for GrpcRoute {
+    type Summary = Result<GammaRoute, String>;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(gamma(RouteKind::Grpc, &self.metadata, &self.spec))
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.grpc_routes
+    }
+}
+
+fn gamma<S: serde::Serialize>(
+    kind: RouteKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: &S,
+) -> Result<GammaRoute, String> {
+    serde_json::to_value(spec)
+        .and_then(|spec| GammaRoute::from_parts(kind, meta, spec))
+        .map_err(|e| format!("spec: {e}"))
+}
+
+impl Indexed for AuthorizationPolicy {
+    type Summary = super::crd::AuthorizationPolicySpec;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(self.spec.clone())
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.policies
+    }
+}
+
+/// Every object the mesh reads, summarized, and the settings that turn them into config.
+#[derive(Debug)]
+pub(crate) struct ClusterIndex {
+    trust_domain: TrustDomain,
+    default_policy: Option<String>,
+    services: Store<ServiceSummary>,
+    slices: Store<SliceSummary>,
+    pods: Store<PodSummary>,
+    http_routes: Store<Result<GammaRoute, String>>,
+    grpc_routes: Store<Result<GammaRoute, String>>,
+    policies: Store<super::crd::AuthorizationPolicySpec>,
+}
+
+/// A route object the index refused or could only partly attach, per parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteStatus {
+    pub(crate) kind: RouteKind,
+    pub(crate) route: ObjectKey,
+    pub(crate) generation: Option<i64>,
+    /// One entry per Service parentRef, in spec order.
+    pub(crate) parents: Vec<ParentStatus>,
+}
+
+/// The mesh's conditions for one parent of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParentStatus {
+    pub(crate) parent: ParentRef,
+    /// `Accepted`: `Ok` or why not.
+    pub(crate) accepted: Result<(), Refusal>,
+    /// `ResolvedRefs`: `Ok` or which reference did not resolve.
+    pub(crate) resolved_refs: Result<(), Refusal>,
+}
+
+/// What one build of the index gives.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Built {
+    /// The config to publish.
+    pub(crate) config: ValidConfig,
+    /// Objects left out, each with why (for logs).
+    pub(crate) refused: Vec<String>,
+    /// The mesh's view of every GAMMA route, for route status.
+    pub(crate) routes: Vec<RouteStatus>,
+}
+
+/// The assembled config failed validation although each part passed on its own: a bug in the
+/// index, never the cluster's fault. The last good config keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the assembled cluster config is invalid (a mesh-control bug): {0}")]
+pub(crate) struct BuildError(#[source] pub(crate) ValidationErrors);
+
+// === impl ClusterIndex ===
+
+impl ClusterIndex {
+    /// An empty index for `trust_domain`; `default_policy` is the mesh-wide default.
+    pub(crate) fn new(trust_domain: TrustDomain, default_policy: Option<String>) -> Self {
+        Self {
+            trust_domain,
+            default_policy,
+            services: Store::default(),
+            slices: Store::default(),
+            pods: Store::default(),
+            http_routes: Store::default(),
+            grpc_routes: Store::default(),
+            policies: Store::default(),
+        }
+    }
+
+    /// Feeds one watch event; returns whether anything the config is built from changed.
+    pub(crate) fn apply<K: Indexed + ResourceExt>(&mut self, event: watcher::Event<K>) -> bool {
+        let event = match event {
+            watcher::Event::Apply(obj) => watcher::Event::Apply((key_of(&obj), obj.summarize())),
+            watcher::Event::Delete(obj) => watcher::Event::Delete((key_of(&obj), None)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(obj) => {
+                watcher::Event::InitApply((key_of(&obj), obj.summarize()))
+            }
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        };
+        K::store(self).apply(event)
+    }
+
+    /// The kinds not yet listed once; the index is synced when there are none. Before that a
+    /// build would withdraw endpoints and routes that exist.
+    pub(crate) fn unsynced(&self) -> Vec<&'static str> {
+        [
+            ("services", self.services.synced),
+            ("endpointslices", self.slices.synced),
+            ("pods", self.pods.synced),
+            ("httproutes", self.http_routes.synced),
+            ("grpcroutes", self.grpc_routes.synced),
+            ("authorizationpolicies", self.policies.synced),
+        ]
+        .into_iter()
+        .filter_map(|(kind, synced)| (!synced).then_some(kind))
+        .collect()
+    }
+
+    /// Builds the config from the objects known now.
+    pub(crate) fn build(&self) -> Result<Built, BuildError> {
+        let mut refused = Vec::new();
+        let mut services: BTreeMap<ObjectKey, ServiceSpec> = BTreeMap::new();
+        for (key, summary) in &self.services.items {
+            let mut spec = ServiceSpec {
+                name: key.name.clone(),
+                namespace: key.namespace.clone(),
+                endpoints: Vec::new(),
+                routes: Vec::new(),
+                mtls: summary.mtls.clone(),
+                default_policy: summary.default_policy.clone(),
+                exempt_paths: summary.exempt_paths.clone(),
+            };
+            if let Err(e) = self.check(std::slice::from_ref(&spec), &[]) {
+                refused.push(format!(
+                    "Service {key}: annotations: {e}; falling back to default policy deny"
+                ));
+                spec.mtls = None;
+                spec.exempt_paths = Vec::new();
+                spec.default_policy = Some("deny".to_owned());
+            }
+            spec.endpoints = self.endpoints(key, summary, &mut refused);
+            services.insert(key.clone(), spec);
+        }
+
+        let routes = self.attach_routes(&mut services, &mut refused);
+        let policies = self.policies(&services, &mut refused);
+
+        let config = MeshConfig {
+            services: services.into_values().collect(),
+            policies,
+            default_policy: self.default_policy.clone(),
+        };
+        let config = config.validate(&self.trust_domain).map_err(BuildError)?;
+        Ok(Built {
+            config,
+            refused,
+            routes,
+        })
+    }
+
+    /// Validates a config of `services` and `policies` alone.
+    fn check(&self, services: &[ServiceSpec], policies: &[PolicySpec]) -> Result<(), String> {
+        MeshConfig {
+            services: services.to_vec(),
+            policies: policies.to_vec(),
+            default_policy: None,
+        }
+        .validate(&self.trust_domain)
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    /// The endpoints of one service from its slices and their pods.
+    fn endpoints(
+        &self,
+        service: &ObjectKey,
+        summary: &ServiceSummary,
+        refused: &mut Vec<String>,
+    ) -> Vec<EndpointSpec> {
+        let Some((port_name, _)) = &summary.mesh_port else {
+            return Vec::new();
+        };
+        let mut ready = Vec::new();
+        let mut serving = Vec::new();
+        let mut seen = BTreeSet::new();
+        let slices = self
+            .slices
+            .items
+            .iter()
+            .filter(|(key, s)| key.namespace == service.namespace && s.service == service.name);
+        for (slice_key, slice) in slices {
+            // The slice's port for the service's mesh port carries the same name.
+            let Some(port) = slice
+                .ports
+                .iter()
+                .find(|(name, _)| name == port_name)
+                .and_then(|(_, port)| u16::try_from(*port).ok())
+            else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                if !endpoint.serving {
+                    continue;
+                }
+                let Some(pod_name) = &endpoint.pod else {
+                    continue;
+                };
+                let pod_key = ObjectKey {
+                    namespace: slice_key.namespace.clone(),
+                    name: pod_name.clone(),
+                };
+                let Some(pod) = self.pods.items.get(&pod_key) else {
+                    continue;
+                };
+                let identity = match SpiffeId::from_service_account(
+                    &self.trust_domain,
+                    &pod_key.namespace,
+                    &pod.service_account,
+                ) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        refused.push(format!("Pod {pod_key}: service account: {e}"));
+                        continue;
+                    }
+                };
+                for ip in &endpoint.addresses {
+                    let address = SocketAddr::new(*ip, port);
+                    // The same address may sit in two slices while the controller moves it.
+                    if !seen.insert(address) {
+                        continue;
+                    }
+                    let spec = EndpointSpec {
+                        address: address.to_string(),
+                        weight: None,
+                        zone: endpoint.zone.clone(),
+                        labels: pod.labels.clone(),
+                        identity: identity.to_string(),
+                    };
+                    if endpoint.ready {
+                        ready.push(spec);
+                    } else {
+                        serving.push(spec);
+                    }
+                }
+            }
+        }
+        let mut endpoints = if ready.is_empty() { serving } else { ready };
+        endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+        endpoints
+    }
+
+    /// Attaches every producer route to its services and returns each route's status.
+    fn attach_routes(
+        &self,
+        services: &mut BTreeMap<ObjectKey, ServiceSpec>,
+        refused: &mut Vec<String>,
+    ) -> Vec<RouteStatus> {
+        // Oldest first, then by name, as Gateway API breaks ties; this also decides which of
+        // two same-named routes (an HTTPRoute and a GRPCRoute) a service keeps.
+        let mut all: Vec<(RouteKind, &ObjectKey, &Result<GammaRoute, String>)> = self
+            .http_routes
+            .items
+            .iter()
+            .map(|(k, r)| (RouteKind::Http, k, r))
+            .chain(
+                self.grpc_routes
+                    .items
+                    .iter()
+                    .map(|(k, r)| (RouteKind::Grpc, k, r)),
+            )
+            .collect();
+        all.sort_by(|a, b| {
+            let created =
+                |r: &Result<GammaRoute, String>| r.as_ref().ok().and_then(|r| r.created.clone());
+            (created(a.2).is_none(), created(a.2), a.1, a.0).cmp(&(
+                created(b.2).is_none(),
+                created(b.2),
+                b.1,
+                b.0,
+            ))
+        });
+        let mut statuses = Vec::new();
+        for (kind, key, route) in all {
+            let label = match kind {
+                RouteKind::Http => "HTTPRoute",
+                RouteKind::Grpc => "GRPCRoute",
+            };
+            let route = match route {
+                Ok(route) => route,
+                Err(e) => {
+                    refused.push(format!("{label} {key}: {e}"));
+                    continue;
+                }
+            };
+            let mut status = RouteStatus {
+                kind,
+                route: key.clone(),
+                generation: route.generation,
+                parents: Vec::new(),
+            };
+            let resolved = self.resolved_refs(route, &key.namespace);
+            for parent in route.spec.parent_refs.iter().filter(|p| p.is_service()) {
+                let accepted = self.attach(route, key, parent, services);
+                if let Err(refusal) = &accepted {
+                    refused.push(format!(
+                        "{label} {key} (parent Service {}): {}",
+                        parent.name, refusal.message
+                    ));
+                }
+                status.parents.push(ParentStatus {
+                    parent: parent.clone(),
+                    accepted,
+                    resolved_refs: resolved.clone(),
+                });
+            }
+            if !status.parents.is_empty() {
+                statuses.push(status);
+            }
+        }
+        statuses
+    }
+
+    /// Attaches `route` under the Service `parent`, or says why it cannot be.
+    fn attach(
+        &self,
+        route: &GammaRoute,
+        key: &ObjectKey,
+        parent: &ParentRef,
+        services: &mut BTreeMap<ObjectKey, ServiceSpec>,
+    ) -> Result<(), Refusal> {
+        let service_key = ObjectKey {
+            namespace: parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| key.namespace.clone()),
+            name: parent.name.clone(),
+        };
+        if service_key.namespace != key.namespace {
+            return Err(Refusal::new(
+                "UnsupportedValue",
+                "consumer routes (a route in another namespace than its Service) are not \
+                 supported yet",
+            ));
+        }
+        if parent.section_name.is_some() {
+            return Err(Refusal::new(
+                "UnsupportedValue",
+                "sectionName on a Service parent is not supported; use port",
+            ));
+        }
+        let (Some(summary), Some(spec)) = (
+            self.services.items.get(&service_key),
+            services.get_mut(&service_key),
+        ) else {
+            return Err(Refusal::new(
+                "NoMatchingParent",
+                format!("Service {service_key} not found"),
+            ));
+        };
+        if let Some(port) = parent.port
+            && summary.mesh_port.as_ref().map(|(_, p)| *p) != Some(port)
+        {
+            return Err(Refusal::new(
+                "NoMatchingParent",
+                format!(
+                    "port {port} is not the mesh port (the first port) of Service {service_key}"
+                ),
+            ));
+        }
+        if spec.routes.iter().any(|r| r.name == key.name) {
+            return Err(Refusal::new(
+                "NotAllowedByParent",
+                format!(
+                    "an older route named {:?} of the other kind is already attached",
+                    key.name
+                ),
+            ));
+        }
+        let route_spec: RouteSpec = route.to_spec(&key.name, &key.namespace)?;
+        let candidate = ServiceSpec {
+            name: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            endpoints: Vec::new(),
+            routes: vec![route_spec.clone()],
+            mtls: None,
+            default_policy: None,
+            exempt_paths: Vec::new(),
+        };
+        self.check(&[candidate], &[]).map_err(|e| {
+            Refusal::new(
+                "UnsupportedValue",
+                e.replace("services[0].routes[0].", "spec."),
+            )
+        })?;
+        spec.routes.push(route_spec);
+        Ok(())
+    }
+
+    /// `ResolvedRefs`: every backend names a Service the index knows.
+    fn resolved_refs(&self, route: &GammaRoute, namespace: &str) -> Result<(), Refusal> {
+        for (ns, name) in route.referenced_services(namespace) {
+            let key = ObjectKey {
+                namespace: ns,
+                name,
+            };
+            if !self.services.items.contains_key(&key) {
+                return Err(Refusal::new(
+                    "BackendNotFound",
+                    format!("backend Service {key} not found"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every policy that passes validation on its own against its target.
+    fn policies(
+        &self,
+        services: &BTreeMap<ObjectKey, ServiceSpec>,
+        refused: &mut Vec<String>,
+    ) -> Vec<PolicySpec> {
+        let mut out = Vec::new();
+        for (key, policy) in &self.policies.items {
+            let spec = match policy_spec(key, policy) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    refused.push(format!("AuthorizationPolicy {key}: {e}"));
+                    continue;
+                }
+            };
+            let target = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: policy.target.service.clone(),
+            };
+            let Some(service) = services.get(&target) else {
+                refused.push(format!(
+                    "AuthorizationPolicy {key}: spec.target.service: Service {target} not found"
+                ));
+                continue;
+            };
+            let mut service = service.clone();
+            service.endpoints.clear();
+            if let Err(e) = self.check(&[service], std::slice::from_ref(&spec)) {
+                refused.push(format!(
+                    "AuthorizationPolicy {key}: {}",
+                    e.replace("policies[0].", "spec.")
+                ));
+                continue;
+            }
+            out.push(spec);
+        }
+        out
+    }
+}
+
+/// The file source's policy for a CRD object.
+fn policy_spec(
+    key: &ObjectKey,
+    policy: &super::crd::AuthorizationPolicySpec,
+) -> Result<PolicySpec, String> {
+    // The CRD's rules have the file's JSON shape by design; going through JSON keeps the two
+    // from drifting apart field by field.
+    let rules: Vec<PolicyRuleSpec> = serde_json::to_value(&policy.rules)
+        .and_then(serde_json::from_value)
+        .map_err(|e| format!("spec.rules: {e}"))?;
+    Ok(PolicySpec {
+        name: key.name.clone(),
+        target: PolicyTargetSpec {
+            service: policy.target.service.clone(),
+            namespace: Some(key.namespace.clone()),
+            route: policy.target.route.clone(),
+        },
+        action: Some(
+            match policy.action {
+                PolicyAction::Allow => "ALLOW",
+                PolicyAction::Deny => "DENY",
+            }
+            .to_owned(),
+        ),
+        mode: policy.mode.map(|m| {
+            match m {
+                PolicyMode::Enforce => "enforce",
+                PolicyMode::Audit => "audit",
+            }
+            .to_owned()
+        }),
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests;

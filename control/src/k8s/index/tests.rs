@@ -1,0 +1,704 @@
+//! The index as a state machine: events in, config (and route status) out.
+
+use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::httproutes::HttpRoute;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::Event;
+use mesh_core::authz::DefaultPolicy;
+use mesh_core::snapshot::{Destination, ServiceName};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn td() -> TrustDomain {
+    TrustDomain::new("mesh.local").expect("valid")
+}
+
+fn obj<K: serde::de::DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).expect("a valid object")
+}
+
+fn service(ns: &str, name: &str) -> Service {
+    obj(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "grpc", "port": 80, "targetPort": 50051}]}
+    }))
+}
+
+/// A slice of `service` with `(ip, pod, ready, serving)` endpoints on port 50051.
+fn slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    endpoints: &[(&str, &str, bool, bool)],
+) -> EndpointSlice {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, pod, ready, serving)| {
+            json!({
+                "addresses": [ip],
+                "conditions": {"ready": ready, "serving": serving, "terminating": !ready},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": ns},
+                "zone": "zone-a"
+            })
+        })
+        .collect();
+    obj(json!({
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+}
+
+fn pod(ns: &str, name: &str, sa: &str) -> Pod {
+    obj(json!({
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"app": "x", "version": "v1", "pod-template-hash": "abc"}},
+        "spec": {"serviceAccountName": sa, "containers": []}
+    }))
+}
+
+fn http_route(ns: &str, name: &str, parent: Value, backends: &[(&str, i32)]) -> HttpRoute {
+    let refs: Vec<Value> = backends
+        .iter()
+        .map(|(n, w)| json!({"name": n, "port": 80, "weight": w}))
+        .collect();
+    obj(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns, "generation": 3,
+                     "creationTimestamp": "2024-05-01T10:00:00Z"},
+        "spec": {
+            "parentRefs": [parent],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                             "headers": [{"type": "Exact", "name": "x-canary", "value": "1"}]}],
+                "backendRefs": refs,
+                "timeouts": {"request": "5s"}
+            }]
+        }
+    }))
+}
+
+fn svc_parent(name: &str) -> Value {
+    json!({"group": "", "kind": "Service", "name": name})
+}
+
+/// An index with every kind listed (empty) once.
+fn synced() -> ClusterIndex {
+    let mut index = ClusterIndex::new(td(), None);
+    for done in [
+        index.apply(Event::<Service>::InitDone),
+        index.apply(Event::<EndpointSlice>::InitDone),
+        index.apply(Event::<Pod>::InitDone),
+        index.apply(Event::<HttpRoute>::InitDone),
+        index.apply(Event::<GrpcRoute>::InitDone),
+        index.apply(Event::<AuthorizationPolicy>::InitDone),
+    ] {
+        assert!(done, "a first InitDone is a change");
+    }
+    assert!(index.unsynced().is_empty());
+    index
+}
+
+fn name(s: &str) -> ServiceName {
+    s.parse().expect("valid")
+}
+
+fn destination(index: &ClusterIndex, service: &str) -> Destination {
+    index
+        .build()
+        .expect("builds")
+        .config
+        .destination(&name(service))
+}
+
+fn addresses(index: &ClusterIndex, service: &str) -> Vec<String> {
+    destination(index, service)
+        .endpoints
+        .iter()
+        .map(|e| format!("{} {}", e.address, e.identity))
+        .collect()
+}
+
+/// greeter.default with two ready pods.
+fn greeter() -> ClusterIndex {
+    let mut index = synced();
+    index.apply(Event::Apply(service("default", "greeter")));
+    index.apply(Event::Apply(pod("default", "g-1", "greeter")));
+    index.apply(Event::Apply(pod("default", "g-2", "greeter")));
+    index.apply(Event::Apply(slice(
+        "default",
+        "greeter-abc",
+        "greeter",
+        &[
+            ("10.0.0.1", "g-1", true, true),
+            ("10.0.0.2", "g-2", true, true),
+        ],
+    )));
+    index
+}
+
+#[test]
+fn is_unsynced_until_every_kind_is_listed() {
+    let mut index = ClusterIndex::new(td(), None);
+    assert_eq!(index.unsynced().len(), 6);
+    index.apply(Event::<Service>::Init);
+    index.apply(Event::InitApply(service("default", "greeter")));
+    index.apply(Event::<Service>::InitDone);
+    assert!(!index.unsynced().contains(&"services"));
+    assert!(index.unsynced().contains(&"pods"));
+}
+
+#[test]
+fn services_slices_and_pods_make_endpoints_with_identities() {
+    let index = greeter();
+    assert_eq!(
+        addresses(&index, "greeter.default"),
+        [
+            "10.0.0.1:50051 spiffe://mesh.local/ns/default/sa/greeter",
+            "10.0.0.2:50051 spiffe://mesh.local/ns/default/sa/greeter"
+        ]
+    );
+    let endpoint = &destination(&index, "greeter.default").endpoints[0];
+    assert_eq!(endpoint.zone, "zone-a");
+    assert_eq!(
+        endpoint.labels.get("version").map(String::as_str),
+        Some("v1")
+    );
+    assert!(!endpoint.labels.contains_key("pod-template-hash"));
+}
+
+#[test]
+fn the_same_config_as_the_file_source() {
+    let index = greeter();
+    let file = crate::file::parse(
+        "\
+services:
+  - name: greeter
+    namespace: default
+    endpoints:
+      - address: 10.0.0.1:50051
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+        zone: zone-a
+        labels: {app: x, version: v1}
+      - address: 10.0.0.2:50051
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+        zone: zone-a
+        labels: {app: x, version: v1}
+",
+        &td(),
+    )
+    .expect("valid");
+    assert_eq!(index.build().expect("builds").config, file.mesh);
+}
+
+#[test]
+fn unready_endpoints_leave_and_terminating_ones_serve_only_as_a_last_resort() {
+    let mut index = greeter();
+    assert!(index.apply(Event::Apply(slice(
+        "default",
+        "greeter-abc",
+        "greeter",
+        &[
+            ("10.0.0.1", "g-1", true, true),
+            ("10.0.0.2", "g-2", false, true)
+        ],
+    ))));
+    assert_eq!(addresses(&index, "greeter.default").len(), 1);
+    // Both terminating but still serving: keep serving from them.
+    index.apply(Event::Apply(slice(
+        "default",
+        "greeter-abc",
+        "greeter",
+        &[
+            ("10.0.0.1", "g-1", false, true),
+            ("10.0.0.2", "g-2", false, true),
+        ],
+    )));
+    assert_eq!(addresses(&index, "greeter.default").len(), 2);
+    // Not serving at all: gone.
+    index.apply(Event::Apply(slice(
+        "default",
+        "greeter-abc",
+        "greeter",
+        &[
+            ("10.0.0.1", "g-1", false, false),
+            ("10.0.0.2", "g-2", false, false),
+        ],
+    )));
+    assert!(addresses(&index, "greeter.default").is_empty());
+}
+
+#[test]
+fn endpoints_wait_for_their_pod_and_follow_its_service_account() {
+    let mut index = synced();
+    index.apply(Event::Apply(service("default", "greeter")));
+    index.apply(Event::Apply(slice(
+        "default",
+        "s1",
+        "greeter",
+        &[("10.0.0.1", "g-1", true, true)],
+    )));
+    assert!(
+        addresses(&index, "greeter.default").is_empty(),
+        "pod unknown"
+    );
+    index.apply(Event::Apply(pod("default", "g-1", "greeter")));
+    assert_eq!(addresses(&index, "greeter.default").len(), 1);
+    index.apply(Event::Apply(pod("default", "g-1", "greeter-v2")));
+    assert_eq!(
+        addresses(&index, "greeter.default"),
+        ["10.0.0.1:50051 spiffe://mesh.local/ns/default/sa/greeter-v2"]
+    );
+    index.apply(Event::Delete(pod("default", "g-1", "greeter-v2")));
+    assert!(addresses(&index, "greeter.default").is_empty());
+}
+
+#[test]
+fn several_slices_join_and_duplicates_collapse() {
+    let mut index = greeter();
+    index.apply(Event::Apply(pod("default", "g-3", "greeter")));
+    index.apply(Event::Apply(slice(
+        "default",
+        "greeter-def",
+        "greeter",
+        &[
+            ("10.0.0.3", "g-3", true, true),
+            ("10.0.0.2", "g-2", true, true),
+        ],
+    )));
+    assert_eq!(addresses(&index, "greeter.default").len(), 3);
+    // A slice of another service, or of the same name in another namespace, does not join.
+    index.apply(Event::Apply(slice(
+        "shop",
+        "greeter-x",
+        "greeter",
+        &[("10.0.0.9", "g-9", true, true)],
+    )));
+    assert_eq!(addresses(&index, "greeter.default").len(), 3);
+    index.apply(Event::Delete(slice(
+        "default",
+        "greeter-def",
+        "greeter",
+        &[],
+    )));
+    assert_eq!(addresses(&index, "greeter.default").len(), 2);
+}
+
+#[test]
+fn deleting_a_service_removes_it() {
+    let mut index = greeter();
+    assert!(index.apply(Event::Delete(service("default", "greeter"))));
+    assert!(
+        !index
+            .build()
+            .expect("builds")
+            .config
+            .contains(&name("greeter.default"))
+    );
+    assert!(!index.apply(Event::Delete(service("default", "greeter"))));
+}
+
+#[test]
+fn a_relist_replaces_the_kind_as_a_whole() {
+    let mut index = greeter();
+    index.apply(Event::Apply(service("default", "other")));
+    // The watch was down while `other` was deleted; the relist does not list it.
+    assert!(!index.apply(Event::<Service>::Init));
+    assert!(!index.apply(Event::InitApply(service("default", "greeter"))));
+    assert!(
+        index
+            .build()
+            .expect("builds")
+            .config
+            .contains(&name("other.default"))
+    );
+    assert!(index.apply(Event::<Service>::InitDone));
+    let config = index.build().expect("builds").config;
+    assert!(!config.contains(&name("other.default")));
+    assert!(config.contains(&name("greeter.default")));
+    // A relist that finds exactly what was there changes nothing.
+    index.apply(Event::<Service>::Init);
+    index.apply(Event::InitApply(service("default", "greeter")));
+    assert!(!index.apply(Event::<Service>::InitDone));
+}
+
+#[test]
+fn an_unchanged_object_is_not_a_change() {
+    let mut index = greeter();
+    assert!(!index.apply(Event::Apply(service("default", "greeter"))));
+    // A label the mesh ignores does not churn a version either.
+    let mut p = pod("default", "g-1", "greeter");
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("pod-template-hash".into(), "zzz".into());
+    assert!(!index.apply(Event::Apply(p)));
+}
+
+#[test]
+fn producer_routes_attach_with_weights_and_follow_changes() {
+    let mut index = greeter();
+    index.apply(Event::Apply(service("default", "greeter-v2")));
+    index.apply(Event::Apply(http_route(
+        "default",
+        "canary",
+        svc_parent("greeter"),
+        &[("greeter", 90), ("greeter-v2", 10)],
+    )));
+    let built = index.build().expect("builds");
+    let dest = built.config.destination(&name("greeter.default"));
+    assert_eq!(dest.routes.len(), 1, "{:?}", built.refused);
+    let weights: Vec<u32> = dest.routes[0].rules[0]
+        .backend_refs
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, [90, 10]);
+    let status = &built.routes[0];
+    assert_eq!(status.generation, Some(3));
+    assert_eq!(status.parents[0].accepted, Ok(()));
+    assert_eq!(status.parents[0].resolved_refs, Ok(()));
+
+    // Weights change.
+    index.apply(Event::Apply(http_route(
+        "default",
+        "canary",
+        svc_parent("greeter"),
+        &[("greeter", 50), ("greeter-v2", 50)],
+    )));
+    let dest = destination(&index, "greeter.default");
+    let weights: Vec<u32> = dest.routes[0].rules[0]
+        .backend_refs
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, [50, 50]);
+
+    // Detach: the route now targets a Gateway, not the Service.
+    index.apply(Event::Apply(http_route(
+        "default",
+        "canary",
+        json!({"name": "edge"}),
+        &[("greeter", 1)],
+    )));
+    assert!(destination(&index, "greeter.default").routes.is_empty());
+    assert!(index.build().expect("builds").routes.is_empty());
+}
+
+#[test]
+fn the_same_route_as_the_file_source() {
+    let mut index = synced();
+    index.apply(Event::Apply(service("default", "greeter")));
+    index.apply(Event::Apply(service("default", "greeter-v2")));
+    index.apply(Event::Apply(http_route(
+        "default",
+        "canary",
+        svc_parent("greeter"),
+        &[("greeter", 90), ("greeter-v2", 10)],
+    )));
+    let file = crate::file::parse(
+        "\
+services:
+  - name: greeter
+    routes:
+      - name: canary
+        kind: http
+        creationTimestamp: 2024-05-01T10:00:00Z
+        rules:
+          - matches:
+              - path: {type: PathPrefix, value: /api}
+                headers: [{type: Exact, name: x-canary, value: '1'}]
+            backendRefs:
+              - {name: greeter, namespace: default, port: 80, weight: 90}
+              - {name: greeter-v2, namespace: default, port: 80, weight: 10}
+            timeouts: {request: 5s}
+  - name: greeter-v2
+",
+        &td(),
+    )
+    .expect("valid");
+    assert_eq!(index.build().expect("builds").config, file.mesh);
+}
+
+#[test]
+fn parent_refs_follow_gamma() {
+    let mut index = greeter();
+    let cases = [
+        (
+            json!({"kind": "Service", "name": "greeter"}),
+            false,
+            "group defaults to Gateway API's",
+        ),
+        (
+            json!({"group": "core", "kind": "Service", "name": "greeter"}),
+            true,
+            "core",
+        ),
+        (
+            json!({"group": "", "kind": "Service", "name": "greeter", "port": 80}),
+            true,
+            "mesh port",
+        ),
+        (
+            json!({"group": "", "kind": "Service", "name": "greeter", "port": 81}),
+            false,
+            "other port",
+        ),
+        (
+            json!({"group": "", "kind": "Service", "name": "nope"}),
+            false,
+            "unknown service",
+        ),
+    ];
+    for (parent, attached, why) in cases {
+        index.apply(Event::Apply(http_route(
+            "default",
+            "r",
+            parent,
+            &[("greeter", 1)],
+        )));
+        assert_eq!(
+            destination(&index, "greeter.default").routes.len(),
+            usize::from(attached),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn consumer_routes_are_reported_not_attached() {
+    let mut index = greeter();
+    index.apply(Event::Apply(http_route(
+        "shop",
+        "mine",
+        json!({"group": "", "kind": "Service", "name": "greeter", "namespace": "default"}),
+        &[("greeter", 1)],
+    )));
+    let built = index.build().expect("builds");
+    assert!(
+        built
+            .config
+            .destination(&name("greeter.default"))
+            .routes
+            .is_empty()
+    );
+    let accepted = &built.routes[0].parents[0].accepted;
+    assert!(
+        matches!(accepted, Err(r) if r.message.contains("consumer routes")),
+        "{accepted:?}"
+    );
+}
+
+#[test]
+fn an_invalid_route_is_left_out_alone_with_its_field() {
+    let mut index = greeter();
+    let mut bad = http_route("default", "bad", svc_parent("greeter"), &[("greeter", 1)]);
+    if let Some(rules) = &mut bad.spec.rules {
+        rules[0].timeouts = Some(gateway_api::httproutes::HttpRouteRulesTimeouts {
+            request: Some("1s".into()),
+            backend_request: Some("2s".into()),
+        });
+    }
+    index.apply(Event::Apply(bad));
+    index.apply(Event::Apply(http_route(
+        "default",
+        "good",
+        svc_parent("greeter"),
+        &[("greeter", 1)],
+    )));
+    let built = index.build().expect("builds");
+    let routes: Vec<String> = built
+        .config
+        .destination(&name("greeter.default"))
+        .routes
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(routes, ["good"]);
+    let bad = built
+        .routes
+        .iter()
+        .find(|r| r.route.name == "bad")
+        .expect("status");
+    let refusal = bad.parents[0].accepted.clone().expect_err("refused");
+    assert!(
+        refusal.message.contains("spec.rules[0].timeouts"),
+        "{}",
+        refusal.message
+    );
+    // The endpoints still flow.
+    assert_eq!(
+        built
+            .config
+            .destination(&name("greeter.default"))
+            .endpoints
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn unsupported_filters_and_backend_kinds_are_refused() {
+    let mut index = greeter();
+    let route: HttpRoute = obj(json!({
+        "metadata": {"name": "redirect", "namespace": "default"},
+        "spec": {"parentRefs": [svc_parent("greeter")],
+                 "rules": [{"filters": [{"type": "RequestRedirect",
+                                         "requestRedirect": {"statusCode": 301}}]}]}
+    }));
+    index.apply(Event::Apply(route));
+    let route: HttpRoute = obj(json!({
+        "metadata": {"name": "bucket", "namespace": "default"},
+        "spec": {"parentRefs": [svc_parent("greeter")],
+                 "rules": [{"backendRefs": [{"group": "storage.example", "kind": "Bucket",
+                                             "name": "b"}]}]}
+    }));
+    index.apply(Event::Apply(route));
+    let built = index.build().expect("builds");
+    assert!(
+        built
+            .config
+            .destination(&name("greeter.default"))
+            .routes
+            .is_empty()
+    );
+    let reasons: Vec<&str> = built
+        .routes
+        .iter()
+        .map(|r| r.parents[0].accepted.as_ref().expect_err("refused").reason)
+        .collect();
+    assert_eq!(reasons, ["InvalidKind", "UnsupportedValue"]);
+}
+
+#[test]
+fn unresolved_backends_are_reported() {
+    let mut index = greeter();
+    index.apply(Event::Apply(http_route(
+        "default",
+        "r",
+        svc_parent("greeter"),
+        &[("greeter", 1), ("missing", 1)],
+    )));
+    let built = index.build().expect("builds");
+    let parent = &built.routes[0].parents[0];
+    assert_eq!(parent.accepted, Ok(()));
+    assert_eq!(
+        parent.resolved_refs.as_ref().expect_err("missing").reason,
+        "BackendNotFound"
+    );
+    let dest = built.config.destination(&name("greeter.default"));
+    assert!(
+        dest.backends
+            .iter()
+            .any(|b| b.service.name == "missing" && !b.found)
+    );
+}
+
+#[test]
+fn grpc_routes_attach_with_method_matches() {
+    let mut index = greeter();
+    let route: GrpcRoute = obj(json!({
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"parentRefs": [svc_parent("greeter")],
+                 "rules": [{"matches": [{"method": {"type": "Exact",
+                                                    "service": "helloworld.Greeter",
+                                                    "method": "SayHello"}}],
+                            "backendRefs": [{"name": "greeter", "port": 80}]}]}
+    }));
+    index.apply(Event::Apply(route));
+    let dest = destination(&index, "greeter.default");
+    assert_eq!(dest.routes.len(), 1);
+    assert_eq!(dest.routes[0].name, "hello");
+}
+
+fn policy(ns: &str, name: &str, spec: Value) -> AuthorizationPolicy {
+    obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec
+    }))
+}
+
+#[test]
+fn policies_attach_to_their_service_and_bad_ones_are_left_out() {
+    let mut index = greeter();
+    index.apply(Event::Apply(policy(
+        "default",
+        "shop-may-greet",
+        json!({"target": {"service": "greeter"}, "action": "ALLOW",
+               "rules": [{"from": {"namespaces": ["shop"]},
+                          "to": {"grpc": [{"service": "helloworld.Greeter"}]}}]}),
+    )));
+    index.apply(Event::Apply(policy(
+        "default",
+        "foreign",
+        json!({"target": {"service": "greeter"}, "action": "DENY",
+               "rules": [{"from": {"identities": ["spiffe://other.domain/ns/x/sa/y"]}}]}),
+    )));
+    index.apply(Event::Apply(policy(
+        "default",
+        "nowhere",
+        json!({"target": {"service": "missing"}, "action": "DENY",
+               "rules": [{"from": {"namespaces": ["x"]}}]}),
+    )));
+    let built = index.build().expect("builds");
+    let inbound = built.config.inbound(&name("greeter.default"));
+    let names: Vec<&str> = inbound.policies.iter().map(|p| &*p.name).collect();
+    assert_eq!(names, ["shop-may-greet"]);
+    assert!(
+        built
+            .refused
+            .iter()
+            .any(|r| r.contains("foreign") && r.contains("spec.rules[0]"))
+    );
+    assert!(built.refused.iter().any(|r| r.contains("nowhere")));
+}
+
+#[test]
+fn service_annotations_set_inbound_settings_and_bad_ones_fail_closed() {
+    let mut index = greeter();
+    let mut svc = service("default", "greeter");
+    svc.metadata.annotations = Some(
+        [
+            (
+                DEFAULT_POLICY_ANNOTATION.to_owned(),
+                "all-authenticated".to_owned(),
+            ),
+            (
+                EXEMPT_PATHS_ANNOTATION.to_owned(),
+                "/healthz, /ready".to_owned(),
+            ),
+        ]
+        .into(),
+    );
+    index.apply(Event::Apply(svc.clone()));
+    let inbound = index
+        .build()
+        .expect("builds")
+        .config
+        .inbound(&name("greeter.default"));
+    assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
+    assert_eq!(inbound.exempt_paths.len(), 2);
+
+    svc.metadata.annotations = Some(
+        [(
+            DEFAULT_POLICY_ANNOTATION.to_owned(),
+            "allow-everyone".to_owned(),
+        )]
+        .into(),
+    );
+    index.apply(Event::Apply(svc));
+    let built = index.build().expect("builds");
+    assert_eq!(
+        built
+            .config
+            .inbound(&name("greeter.default"))
+            .default_policy,
+        DefaultPolicy::Deny
+    );
+    assert!(built.refused.iter().any(|r| r.contains("annotations")));
+}

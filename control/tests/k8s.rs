@@ -1,0 +1,308 @@
+//! The Kubernetes source end to end: kube's real client against a fake API server on
+//! 127.0.0.1, inside the real control service, with a real TLS client watching; and the
+//! TokenReview authenticator's requests and decisions.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+#![cfg(feature = "kubernetes")]
+
+mod k8s_support;
+mod support;
+
+use std::time::Duration;
+
+use k8s_support::*;
+use mesh_control::k8s::{KubernetesSource, TokenReviewAuthenticator};
+use mesh_control::{Authenticator, AuthnError, ConfigSource, ControlOptions, RunningControl};
+use mesh_core::proto;
+use mesh_core::snapshot::{ServiceName, Snapshot};
+use serde_json::json;
+use support::*;
+use tonic::Code;
+
+/// Long enough for a watcher to back off and relist after an error.
+const RELIST_WAIT: Duration = Duration::from_secs(20);
+
+const CLIENT_TOKEN: &str = "projected-token-of-client";
+
+fn client_review() -> Review {
+    Review {
+        authenticated: true,
+        username: "system:serviceaccount:default:client".to_owned(),
+        audiences: None,
+    }
+}
+
+/// A cluster with `greeter` (one ready pod on port 5001) and a token for `default/client`.
+async fn cluster() -> FakeApi {
+    let api = FakeApi::start().await;
+    api.apply(SERVICES, service("default", "greeter"));
+    api.apply(PODS, pod("default", "greeter-1", "greeter"));
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "greeter-abc",
+            "greeter",
+            5001,
+            &[("10.0.0.1", "greeter-1")],
+        ),
+    );
+    api.review(CLIENT_TOKEN, client_review());
+    api
+}
+
+async fn start(api: &FakeApi) -> RunningControl {
+    let mut source = KubernetesSource::new(api.client());
+    source.sync_timeout = Duration::from_secs(10);
+    let options = ControlOptions::new(td(), ConfigSource::Kubernetes(source));
+    mesh_control::start(options).await.expect("control starts")
+}
+
+fn model(wire: proto::Snapshot) -> Snapshot {
+    Snapshot::try_from(wire).expect("the client's own validation accepts the snapshot")
+}
+
+fn endpoints(snapshot: &Snapshot, service: &str) -> Vec<String> {
+    let name: ServiceName = service.parse().unwrap();
+    snapshot
+        .destination(&name)
+        .expect("destination present")
+        .endpoints
+        .iter()
+        .map(|e| format!("{} {}", e.address, e.identity))
+        .collect()
+}
+
+/// Reads snapshots until one satisfies `done`, for up to `wait`.
+async fn until(
+    watch: &mut WatchStream,
+    wait: Duration,
+    done: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, watch.rx.message()).await {
+            Ok(Ok(Some(wire))) => {
+                let snapshot = model(wire);
+                if done(&snapshot) {
+                    return snapshot;
+                }
+            }
+            other => panic!("no matching snapshot within {wait:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn listed_objects_and_then_watch_events_reach_a_subscriber() {
+    let api = cluster().await;
+    let control = start(&api).await;
+    let cert = obtain_cert(&control, CLIENT_TOKEN).await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
+        .await
+        .expect("watch opens");
+
+    // The first version already holds what was listed: start-up waited for the sync.
+    let first = model(watch.next().await);
+    assert_eq!(first.version, 1);
+    assert_eq!(
+        endpoints(&first, "greeter.default"),
+        ["10.0.0.1:5001 spiffe://mesh.local/ns/default/sa/greeter"]
+    );
+
+    // A pod comes up and the EndpointSlice controller adds it.
+    api.apply(PODS, pod("default", "greeter-2", "greeter"));
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "greeter-abc",
+            "greeter",
+            5001,
+            &[("10.0.0.1", "greeter-1"), ("10.0.0.2", "greeter-2")],
+        ),
+    );
+    let second = until(&mut watch, WAIT, |s| {
+        endpoints(s, "greeter.default").len() == 2
+    })
+    .await;
+    assert!(second.version > first.version);
+    assert_eq!(
+        endpoints(&second, "greeter.default")[1],
+        "10.0.0.2:5001 spiffe://mesh.local/ns/default/sa/greeter"
+    );
+
+    // A canary HTTPRoute attaches to the Service.
+    api.apply(SERVICES, service("default", "greeter-v2"));
+    api.apply(
+        HTTP_ROUTES,
+        http_route(
+            "default",
+            "canary",
+            "greeter",
+            &[("greeter", 90), ("greeter-v2", 10)],
+        ),
+    );
+    let routed = until(&mut watch, WAIT, |s| {
+        s.destination(&"greeter.default".parse().unwrap())
+            .is_some_and(|d| !d.routes.is_empty())
+    })
+    .await;
+    let dest = routed
+        .destination(&"greeter.default".parse().unwrap())
+        .unwrap();
+    let weights: Vec<u32> = dest.routes[0].rules[0]
+        .backend_refs
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, [90, 10]);
+
+    // The watches resumed from the lists' resource versions.
+    let requests = api.requests();
+    let watches: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == SLICES && r.query.contains("watch=true"))
+        .collect();
+    assert!(!watches.is_empty());
+    assert!(
+        watches[0].query.contains("resourceVersion="),
+        "{}",
+        watches[0].query
+    );
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_410_gone_forces_a_relist_that_sees_missed_deletions() {
+    let api = cluster().await;
+    let control = start(&api).await;
+    let cert = obtain_cert(&control, CLIENT_TOKEN).await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
+        .await
+        .expect("watch opens");
+    assert_eq!(
+        endpoints(&model(watch.next().await), "greeter.default").len(),
+        1
+    );
+
+    let lists_before = api
+        .requests()
+        .iter()
+        .filter(|r| r.path == SLICES && !r.query.contains("watch=true"))
+        .count();
+    // The slice is deleted while no watch hears of it; the watch is then expired.
+    api.delete_unseen_then_expire(SLICES, "default", "greeter-abc");
+    let after = until(&mut watch, RELIST_WAIT, |s| {
+        endpoints(s, "greeter.default").is_empty()
+    })
+    .await;
+    assert!(after.version > 1);
+    let lists_after = api
+        .requests()
+        .iter()
+        .filter(|r| r.path == SLICES && !r.query.contains("watch=true"))
+        .count();
+    assert!(lists_after > lists_before, "a relist happened");
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn certify_authenticates_pods_by_token_review() {
+    let api = cluster().await;
+    let control = start(&api).await;
+
+    // Accepted: the certificate names the reviewed service account.
+    let mut client = connect(&control, None).await;
+    let (_key, csr) = key_and_csr();
+    let response = certify(&mut client, CLIENT_TOKEN, csr)
+        .await
+        .expect("certified");
+    assert_eq!(
+        response.spiffe_id,
+        "spiffe://mesh.local/ns/default/sa/client"
+    );
+
+    // Refused: a token the API server does not authenticate.
+    let (_key, csr) = key_and_csr();
+    let status = certify(&mut client, "forged", csr)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(!status.message().contains("forged"));
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_review_requests_carry_the_audience_and_our_credentials() {
+    let api = FakeApi::start().await;
+    api.review(CLIENT_TOKEN, client_review());
+    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", td());
+    let id = authn.authenticate(CLIENT_TOKEN).await.expect("accepted");
+    assert_eq!(id.as_str(), "spiffe://mesh.local/ns/default/sa/client");
+
+    let requests = api.requests();
+    let review = requests
+        .iter()
+        .find(|r| r.path == TOKEN_REVIEWS)
+        .expect("a review was posted");
+    assert_eq!(review.method, "POST");
+    assert_eq!(review.body["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(review.body["kind"], "TokenReview");
+    assert_eq!(review.body["spec"]["token"], CLIENT_TOKEN);
+    assert_eq!(review.body["spec"]["audiences"], json!(["mesh-control"]));
+    assert_eq!(
+        review.authorization.as_deref(),
+        Some("Bearer control-plane-token")
+    );
+}
+
+#[tokio::test]
+async fn token_review_refusals() {
+    let api = FakeApi::start().await;
+    api.review(
+        "other-audience",
+        Review {
+            audiences: Some(vec!["https://kubernetes.default.svc".to_owned()]),
+            ..client_review()
+        },
+    );
+    api.review(
+        "a-user",
+        Review {
+            username: "alice@example.com".to_owned(),
+            ..client_review()
+        },
+    );
+    api.review(
+        "not-authenticated",
+        Review {
+            authenticated: false,
+            ..client_review()
+        },
+    );
+    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", td());
+    for token in ["other-audience", "a-user", "not-authenticated", "unknown"] {
+        assert_eq!(
+            authn.authenticate(token).await,
+            Err(AuthnError::Unknown),
+            "{token}"
+        );
+    }
+    assert_eq!(authn.authenticate("").await, Err(AuthnError::Missing));
+    assert!(
+        !api.requests().iter().any(|r| r.body["spec"]["token"] == ""),
+        "empty tokens are not sent"
+    );
+
+    // The API server refusing the control service itself is not the caller's fault.
+    api.fail_reviews(403);
+    assert!(matches!(
+        authn.authenticate(CLIENT_TOKEN).await,
+        Err(AuthnError::Unavailable(_))
+    ));
+}

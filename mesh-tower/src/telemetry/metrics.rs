@@ -1,0 +1,286 @@
+//! Metric handles built ahead of the request path: a table per label set whose status label
+//! picks a handle filled on first use, the client's tables per route and backend (built when a
+//! snapshot arrives), and the server's per caller identity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use mesh_core::authz::{Decision, Verdict};
+use mesh_core::snapshot::{Destination, ServiceName};
+use metrics::{Counter, Histogram, Label};
+
+use super::{
+    AUTHZ_DECISIONS, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
+    RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS,
+};
+use crate::server::PeerIdentity;
+
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// How a call ended, for the status label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// A gRPC status code.
+    Grpc(i32),
+    /// An HTTP response status.
+    Http(StatusCode),
+}
+
+/// Which side of a call the process is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// The duration histograms of one label set, one handle per status (filled on first use, so
+/// the status label is formatted once per process, never per call).
+pub(crate) struct StatusTable {
+    rpc: &'static str,
+    http: &'static str,
+    labels: Vec<Label>,
+    grpc: [OnceLock<Histogram>; 17],
+    classes: [OnceLock<Histogram>; 5],
+}
+
+impl StatusTable {
+    pub(crate) fn new(direction: Direction, mut labels: Vec<Label>) -> Self {
+        let (rpc, http, value) = match direction {
+            Direction::Inbound => (RPC_SERVER_DURATION, HTTP_SERVER_DURATION, "inbound"),
+            Direction::Outbound => (RPC_CLIENT_DURATION, HTTP_CLIENT_DURATION, "outbound"),
+        };
+        labels.push(Label::from_static_parts("direction", value));
+        Self {
+            rpc,
+            http,
+            labels,
+            grpc: std::array::from_fn(|_| OnceLock::new()),
+            classes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Records one call that ended with `status` after `elapsed`.
+    pub(crate) fn record(&self, status: Status, elapsed: Duration) {
+        let histogram = match status {
+            Status::Grpc(code) => {
+                // Codes outside the spec are UNKNOWN, as gRPC clients read them.
+                let index = usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2);
+                self.grpc[index].get_or_init(|| {
+                    self.handle(self.rpc, "rpc_grpc_status_code", GRPC_CODES[index])
+                })
+            }
+            Status::Http(status) => {
+                let index = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+                self.classes[index].get_or_init(|| {
+                    self.handle(self.http, "http_response_status_class", HTTP_CLASSES[index])
+                })
+            }
+        };
+        histogram.record(elapsed.as_secs_f64());
+    }
+
+    fn handle(&self, name: &'static str, key: &'static str, value: &'static str) -> Histogram {
+        let mut labels = self.labels.clone();
+        labels.push(Label::from_static_parts(key, value));
+        metrics::histogram!(name, labels)
+    }
+}
+
+/// The client's metrics for one route and backend of a destination.
+pub(crate) struct OutboundMetrics {
+    pub(crate) durations: Arc<StatusTable>,
+    pub(crate) retries: Counter,
+    pub(crate) budget_exhausted: Counter,
+    pub(crate) request_timeouts: Counter,
+    pub(crate) try_timeouts: Counter,
+}
+
+impl OutboundMetrics {
+    fn new(service: &str, destination: &str, route: &str, backend: &str) -> Self {
+        let labels = vec![
+            Label::new("service", service.to_owned()),
+            Label::new("peer_service", destination.to_owned()),
+            Label::new("route", route.to_owned()),
+            Label::new("backend", backend.to_owned()),
+        ];
+        let with = |key: &'static str, value: &'static str| {
+            let mut l = labels.clone();
+            l.push(Label::from_static_parts(key, value));
+            l
+        };
+        Self {
+            retries: metrics::counter!(RETRIES, labels.clone()),
+            budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
+            request_timeouts: metrics::counter!(TIMEOUTS, with("kind", "request")),
+            try_timeouts: metrics::counter!(TIMEOUTS, with("kind", "try")),
+            durations: Arc::new(StatusTable::new(Direction::Outbound, labels)),
+        }
+    }
+}
+
+/// The client's metrics for every route and backend a destination's snapshot names, built
+/// when the snapshot arrives. Read without a lock: it is replaced with the routing state.
+pub(crate) struct OutboundIndex {
+    service: String,
+    destination: String,
+    /// Backend -> route name -> metrics; route `""` is "no route" (a destination without
+    /// routes, or a request no route matched).
+    by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>>,
+    /// Calls that failed before a backend was chosen.
+    unrouted: Arc<OutboundMetrics>,
+}
+
+impl OutboundIndex {
+    pub(crate) fn new(service: &str, destination: &Destination) -> Self {
+        let dest = destination.service.to_string();
+        let mut by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>> =
+            HashMap::new();
+        let mut add = |route: &str, backend: &ServiceName| {
+            by_backend
+                .entry(backend.clone())
+                .or_default()
+                .entry(route.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(OutboundMetrics::new(
+                        service,
+                        &dest,
+                        route,
+                        &backend.to_string(),
+                    ))
+                });
+        };
+        add("", &destination.service);
+        for route in &destination.routes {
+            for rule in &route.rules {
+                for backend in &rule.backend_refs {
+                    add(&route.name, &backend.service);
+                }
+            }
+        }
+        let unrouted = Arc::new(OutboundMetrics::new(service, &dest, "", ""));
+        Self {
+            service: service.to_owned(),
+            destination: dest,
+            by_backend,
+            unrouted,
+        }
+    }
+
+    /// The metrics of `route` (`""` for none) and `backend`.
+    pub(crate) fn get(&self, route: &str, backend: &ServiceName) -> Arc<OutboundMetrics> {
+        match self.by_backend.get(backend).and_then(|r| r.get(route)) {
+            Some(metrics) => metrics.clone(),
+            // Every route and backend of the snapshot is in the index; this is only a guard.
+            None => Arc::new(OutboundMetrics::new(
+                &self.service,
+                &self.destination,
+                route,
+                &backend.to_string(),
+            )),
+        }
+    }
+
+    /// The metrics of calls that failed before a backend was chosen.
+    pub(crate) fn unrouted(&self) -> Arc<OutboundMetrics> {
+        self.unrouted.clone()
+    }
+}
+
+/// The server side's metrics for one service: a table per caller identity, made on the
+/// caller's first request, and a counter per authorization policy and verdict.
+#[derive(Default)]
+pub(crate) struct InboundTelemetry {
+    service: String,
+    by_peer: RwLock<HashMap<Option<PeerIdentity>, Arc<StatusTable>>>,
+    /// Verdict -> policy -> counter (nested so a lookup borrows the policy name).
+    decisions: RwLock<HashMap<Verdict, HashMap<String, Counter>>>,
+}
+
+impl std::fmt::Debug for InboundTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTelemetry")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboundTelemetry {
+    pub(crate) fn new(service: String) -> Self {
+        Self {
+            service,
+            ..Self::default()
+        }
+    }
+
+    /// The service's name, as labelled.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The duration table of calls from `peer`.
+    pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
+        let key = peer.cloned();
+        if let Some(table) = self
+            .by_peer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return table.clone();
+        }
+        let labels = vec![
+            Label::new("service", self.service.clone()),
+            Label::new(
+                "peer_identity",
+                peer.map_or_else(String::new, |p| p.id().to_string()),
+            ),
+        ];
+        let table = Arc::new(StatusTable::new(Direction::Inbound, labels));
+        self.by_peer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(table)
+            .clone()
+    }
+
+    /// Counts an authorization decision.
+    pub(crate) fn decided(&self, decision: &Decision) {
+        let policy = decision.reason.policy();
+        if let Some(counter) = self
+            .decisions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&decision.verdict)
+            .and_then(|by_policy| by_policy.get(policy))
+        {
+            counter.increment(1);
+            return;
+        }
+        let verdict = match decision.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::AuditAllow => "audit",
+        };
+        let counter = metrics::counter!(
+            AUTHZ_DECISIONS,
+            vec![
+                Label::new("service", self.service.clone()),
+                Label::new("policy", policy.to_owned()),
+                Label::from_static_parts("verdict", verdict),
+            ]
+        );
+        counter.increment(1);
+        self.decisions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(decision.verdict)
+            .or_default()
+            .insert(policy.to_owned(), counter);
+    }
+}

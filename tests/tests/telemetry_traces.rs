@@ -1,0 +1,164 @@
+//! Tracing end to end: a client calls `front` (axum) through the mesh, whose handler calls
+//! `greeter` (tonic) through the mesh; the spans an in-memory OpenTelemetry exporter records
+//! form one trace, each parented on the one before across the process boundaries that W3C
+//! `traceparent` headers carry.
+//!
+//! Alone in its file: it installs the process's global `tracing` subscriber.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::extract::State;
+use examples::hello::HelloRequest;
+use examples::hello::greeter_client::GreeterClient;
+use mesh_tests::web::get;
+use mesh_tests::{Config, Harness, listener};
+use mesh_tonic::{MeshChannel, MeshTonicExt};
+use mesh_tower::Mesh;
+use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+async fn front(State(greeter): State<GreeterClient<MeshChannel>>) -> String {
+    let mut greeter = greeter.clone();
+    match greeter.say_hello(HelloRequest { name: "ann".into() }).await {
+        Ok(reply) => reply.into_inner().message,
+        Err(status) => format!("error: {status}"),
+    }
+}
+
+#[tokio::test]
+async fn one_trace_crosses_two_meshed_services() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("mesh", tracing::Level::INFO),
+                ),
+        )
+        .init();
+
+    let front_listener = listener().await.unwrap();
+    let greeter_listener = listener().await.unwrap();
+    let config = Config::new()
+        .service("front", &[(front_listener.local_addr().unwrap(), "front")])
+        .service(
+            "greeter",
+            &[(greeter_listener.local_addr().unwrap(), "greeter")],
+        )
+        .account("front")
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let _greeter = harness
+        .greeter(greeter_listener, "g1", "greeter")
+        .await
+        .unwrap();
+    let front_mesh = Mesh::start(harness.settings("front", Some("front")))
+        .await
+        .unwrap();
+    let channel = front_mesh.channel("greeter").await.unwrap();
+    let router = axum::Router::new()
+        .route("/hello", axum::routing::get(front))
+        .with_state(GreeterClient::new(channel));
+    let serving = tokio::spawn({
+        let front_mesh = front_mesh.clone();
+        async move { front_mesh.serve(front_listener, router).await }
+    });
+
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let client = client_mesh.client::<Body>("front").await.unwrap();
+    let reply = get(&client, "/hello").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    // The server spans end when their response bodies have been sent.
+    let mut spans: Vec<SpanData> = Vec::new();
+    for _ in 0..50 {
+        spans = exporter.get_finished_spans().unwrap();
+        if spans.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    serving.abort();
+    let find = |kind: SpanKind, name: &str| -> &SpanData {
+        let found: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.span_kind == kind && s.name == name)
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind:?} span {name:?} in {spans:#?}");
+        found[0]
+    };
+    let call_front = find(SpanKind::Client, "GET");
+    let serve_front = find(SpanKind::Server, "GET");
+    let call_greeter = find(SpanKind::Client, "helloworld.Greeter/SayHello");
+    let serve_greeter = find(SpanKind::Server, "helloworld.Greeter/SayHello");
+
+    let trace = call_front.span_context.trace_id();
+    for span in [serve_front, call_greeter, serve_greeter] {
+        assert_eq!(span.span_context.trace_id(), trace, "one trace: {span:#?}");
+    }
+    assert_eq!(
+        call_front.parent_span_id,
+        SpanId::INVALID,
+        "the client's span is the root"
+    );
+    assert_eq!(
+        serve_front.parent_span_id,
+        call_front.span_context.span_id()
+    );
+    assert!(
+        serve_front.parent_span_is_remote,
+        "parented through traceparent"
+    );
+    assert_eq!(
+        call_greeter.parent_span_id,
+        serve_front.span_context.span_id()
+    );
+    assert!(
+        !call_greeter.parent_span_is_remote,
+        "the handler ran inside the server span"
+    );
+    assert_eq!(
+        serve_greeter.parent_span_id,
+        call_greeter.span_context.span_id()
+    );
+    assert!(serve_greeter.parent_span_is_remote);
+
+    // OpenTelemetry attributes.
+    let attribute = |span: &SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(
+        attribute(serve_greeter, "rpc.system").as_deref(),
+        Some("grpc")
+    );
+    assert_eq!(
+        attribute(serve_greeter, "rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        attribute(call_front, "server.address").as_deref(),
+        Some("front.default")
+    );
+    assert_eq!(
+        attribute(call_front, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(serve_greeter, "client.identity").as_deref(),
+        Some(mesh_tests::spiffe("front").as_str())
+    );
+}
