@@ -106,9 +106,7 @@ where
     }
 }
 
-fn refuse<F, I, E>(
-    why: &str,
-) -> Either<F, Either<I, Ready<Result<Response<tonic::body::Body>, E>>>> {
+fn refuse<F, I, E>(why: &str) -> Either<F, Inner<I, E>> {
     Either::Right(Either::Right(ready(Ok(tonic::Status::unauthenticated(
         why,
     )

@@ -329,6 +329,7 @@ mod tests {
             ("MESH_CONTROL_IDENTITY", "http://x", "MESH_CONTROL_IDENTITY"),
             ("MESH_STARTUP_TIMEOUT", "soon", "MESH_STARTUP_TIMEOUT"),
             ("MESH_READY_TIMEOUT", "-1", "MESH_READY_TIMEOUT"),
+            ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
         ];
         for (var, value, named) in cases {
             let mut vars: Vec<(&str, &str)> =
@@ -337,6 +338,16 @@ mod tests {
             let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
             assert_eq!(err.var, *named, "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_admin_server_is_off_unless_its_address_is_set() {
+        let settings = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(settings.admin_addr, None);
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_ADMIN_ADDR", " 0.0.0.0:9990 "));
+        let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(settings.admin_addr, Some("0.0.0.0:9990".parse().unwrap()));
     }
 
     #[test]

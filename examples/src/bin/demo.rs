@@ -112,13 +112,11 @@ async fn main() -> anyhow::Result<()> {
     let router = web_router(web_mesh.identity().id().to_string());
     let web_server = tokio::spawn(async move { web_mesh.serve(web_listener, router).await });
 
-    // 4. A client with its own identity.
-    let client_mesh = Mesh::start(settings(
-        None,
-        "demo-client",
-        "client-demo-token",
-        "demo-client",
-    ))
+    // 4. A client with its own identity, and an admin port serving its metrics.
+    let client_mesh = Mesh::start(
+        settings(None, "demo-client", "client-demo-token", "demo-client")
+            .with_admin_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
     .await?;
     println!("client           ({})\n", client_mesh.identity().id());
 
@@ -161,6 +159,25 @@ async fn main() -> anyhow::Result<()> {
     println!("\nHTTP GET web.default/hello over mTLS:");
     println!("  server verified caller  {}", reply.caller);
     println!("  client verified server  {}", reply.server);
+
+    // 5. What Prometheus would scrape from the client's MESH_ADMIN_ADDR.
+    if let Some(admin) = client_mesh.admin_addr() {
+        let text = scrape(admin).await?;
+        println!("\nmetrics from http://{admin}/metrics (counts and gauges):");
+        let shown = [
+            "rpc_client_duration_seconds_count",
+            "http_client_request_duration_seconds_count",
+            "mesh_client_endpoints",
+            "mesh_certificate_expiry_seconds",
+            "mesh_control_connected",
+        ];
+        for line in text
+            .lines()
+            .filter(|l| shown.iter().any(|name| l.starts_with(name)))
+        {
+            println!("  {line}");
+        }
+    }
 
     let served: Vec<u64> = replicas.iter().map(GreeterReplica::served).collect();
     if served.contains(&0) {
@@ -208,4 +225,16 @@ bootstrapTokens:
     serviceAccount: demo-client
 "#
     )
+}
+
+/// `GET /metrics` on an admin port (HTTP/1.0: the server closes when done).
+async fn scrape(admin: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await?;
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await?;
+    Ok(raw
+        .split_once("\r\n\r\n")
+        .map_or(raw.clone(), |(_, body)| body.to_owned()))
 }

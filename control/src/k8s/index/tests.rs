@@ -7,6 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use mesh_core::authz::DefaultPolicy;
 use mesh_core::snapshot::{Destination, ServiceName};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
@@ -701,4 +702,30 @@ fn service_annotations_set_inbound_settings_and_bad_ones_fail_closed() {
         DefaultPolicy::Deny
     );
     assert!(built.refused.iter().any(|r| r.contains("annotations")));
+}
+
+#[test]
+fn the_example_manifests_index_into_a_valid_config() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/greeter.yaml"
+    ))
+    .expect("the example is checked in");
+    let mut index = synced();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document).expect("YAML");
+        match value["kind"].as_str().unwrap_or_default() {
+            "Service" => index.apply(Event::Apply(obj::<Service>(value))),
+            "HTTPRoute" => index.apply(Event::Apply(obj::<HttpRoute>(value))),
+            "AuthorizationPolicy" => index.apply(Event::Apply(obj::<AuthorizationPolicy>(value))),
+            _ => false,
+        };
+    }
+    let built = index.build().expect("builds");
+    assert!(built.refused.is_empty(), "{:?}", built.refused);
+    let dest = built.config.destination(&name("greeter.default"));
+    assert_eq!(dest.routes.len(), 1);
+    let inbound = built.config.inbound(&name("greeter.default"));
+    assert_eq!(inbound.policies.len(), 1);
+    assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
 }

@@ -1,0 +1,71 @@
+//! Property tests (proptest) of the CSR path: whatever a caller sends, signing never panics;
+//! whatever a valid CSR asks for, the certificate carries only the identity the token proved,
+//! is not a CA, and verifies as an SVID.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use mesh_control::Ca;
+use mesh_core::tls::{TrustBundle, Usage, spiffe_id_of, verify_svid};
+use mesh_core::{SpiffeId, TrustDomain};
+use proptest::prelude::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+fn trust_domain() -> TrustDomain {
+    TrustDomain::new("mesh.local").unwrap()
+}
+
+fn proven_identity() -> SpiffeId {
+    SpiffeId::from_service_account(&trust_domain(), "default", "greeter").unwrap()
+}
+
+/// What a CSR may ask for: names of every kind, including other SPIFFE IDs.
+fn requested_san() -> impl Strategy<Value = SanType> {
+    prop_oneof![
+        "[a-z]{1,10}\\.example".prop_map(|d| SanType::DnsName(d.try_into().unwrap())),
+        "[a-z]{1,10}".prop_map(|sa| SanType::URI(
+            format!("spiffe://mesh.local/ns/kube-system/sa/{sa}")
+                .try_into()
+                .unwrap()
+        )),
+        "[a-z]{1,10}"
+            .prop_map(|x| SanType::URI(format!("https://{x}.example/").try_into().unwrap())),
+        any::<[u8; 4]>().prop_map(|ip| SanType::IpAddress(std::net::Ipv4Addr::from(ip).into())),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn arbitrary_bytes_are_refused_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let ca = Ca::ephemeral(&trust_domain()).unwrap();
+        prop_assert!(ca.sign(&bytes, &proven_identity(), Duration::from_secs(3600)).is_err());
+    }
+
+    #[test]
+    fn a_csr_gets_only_the_proven_identity_whatever_it_asks(
+        sans in prop::collection::vec(requested_san(), 0..4),
+        wants_ca in any::<bool>(),
+    ) {
+        let ca = Ca::ephemeral(&trust_domain()).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        if wants_ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let csr = params.serialize_request(&key).unwrap();
+        let issued = ca.sign(csr.der(), &proven_identity(), Duration::from_secs(3600)).unwrap();
+        let chain: Vec<CertificateDer<'static>> = issued.chain_der.clone();
+        let bundle: TrustBundle = ca.trust_bundle();
+        // One URI SAN, a valid SPIFFE ID of the trust domain, not a CA: all checked here.
+        let id = verify_svid(&bundle, &chain[0], &chain[1..], UnixTime::now(), Usage::Client).unwrap();
+        prop_assert_eq!(&id, &proven_identity());
+        prop_assert_eq!(spiffe_id_of(&chain[0]).unwrap(), proven_identity());
+        verify_svid(&bundle, &chain[0], &chain[1..], UnixTime::now(), Usage::Server).unwrap();
+    }
+}
