@@ -42,6 +42,29 @@ pub(crate) fn dns_label(what: &str, value: &str) -> Result<(), String> {
 }
 
 /// A route name: a DNS-1123 subdomain, as Kubernetes object names are.
+/// The service named by `namespace` and `name` at `path` (the config's `services[0]` or the
+/// wire's `destinations[0].service`), each part a DNS label; every error is pushed.
+pub(crate) fn service_name(
+    path: &str,
+    namespace: &str,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<crate::snapshot::ServiceName> {
+    let mut ok = true;
+    if let Err(message) = dns_label("name", name) {
+        errors.push(FieldError::new(format!("{path}.name"), message));
+        ok = false;
+    }
+    if let Err(message) = dns_label("namespace", namespace) {
+        errors.push(FieldError::new(format!("{path}.namespace"), message));
+        ok = false;
+    }
+    ok.then(|| crate::snapshot::ServiceName {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
 pub(crate) fn route_name(value: &str) -> Result<(), String> {
     check_dns_subdomain(value).map_err(|reason| format!("invalid route name {value:?}: {reason}"))
 }

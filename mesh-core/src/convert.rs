@@ -323,19 +323,7 @@ fn service_ref(
         errors.push(FieldError::new(path, "missing"));
         return None;
     };
-    let mut ok = true;
-    if let Err(message) = check::dns_label("name", &wire.name) {
-        errors.push(FieldError::new(format!("{path}.name"), message));
-        ok = false;
-    }
-    if let Err(message) = check::dns_label("namespace", &wire.namespace) {
-        errors.push(FieldError::new(format!("{path}.namespace"), message));
-        ok = false;
-    }
-    ok.then(|| ServiceName {
-        namespace: wire.namespace.clone(),
-        name: wire.name.clone(),
-    })
+    check::service_name(path, &wire.namespace, &wire.name, errors)
 }
 
 fn destination(

@@ -502,12 +502,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls12(&self.provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -516,18 +511,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes(&self.provider)
     }
 }
 
@@ -577,12 +565,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls12(&self.provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -591,20 +574,55 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes(&self.provider)
     }
 }
 
 #[cfg(all(test, feature = "testing"))]
 mod tests;
+
+/// Handshake signatures are checked the same way on both sides: with the provider's algorithms.
+mod signatures {
+    use rustls::client::danger::HandshakeSignatureValid;
+    use rustls::crypto::CryptoProvider;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::CertificateDer;
+
+    pub(super) fn tls12(
+        provider: &CryptoProvider,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider.signature_verification_algorithms,
+        )
+    }
+
+    pub(super) fn tls13(
+        provider: &CryptoProvider,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider.signature_verification_algorithms,
+        )
+    }
+
+    pub(super) fn schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+        provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

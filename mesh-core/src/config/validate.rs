@@ -224,19 +224,7 @@ fn service_name(
     spec: &ServiceSpec,
     errors: &mut Vec<FieldError>,
 ) -> Option<ServiceName> {
-    let mut ok = true;
-    if let Err(message) = check::dns_label("name", &spec.name) {
-        errors.push(FieldError::new(format!("{path}.name"), message));
-        ok = false;
-    }
-    if let Err(message) = check::dns_label("namespace", &spec.namespace) {
-        errors.push(FieldError::new(format!("{path}.namespace"), message));
-        ok = false;
-    }
-    ok.then(|| ServiceName {
-        namespace: spec.namespace.clone(),
-        name: spec.name.clone(),
-    })
+    check::service_name(path, &spec.namespace, &spec.name, errors)
 }
 
 fn endpoints(
