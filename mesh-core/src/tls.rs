@@ -582,9 +582,6 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-#[cfg(all(test, feature = "testing"))]
-mod tests;
-
 /// Handshake signatures are checked the same way on both sides: with the provider's algorithms.
 mod signatures {
     use rustls::client::danger::HandshakeSignatureValid;
@@ -626,3 +623,6 @@ mod signatures {
             .supported_schemes()
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;
