@@ -1,8 +1,6 @@
-//! The request-path benchmark: `helloworld.Greeter/SayHello` through the mesh against plain
+//! Scenario `request-path`: `helloworld.Greeter/SayHello` through the mesh against plain
 //! tonic (h2c, and rustls mTLS), measured in the same run so that the ratios hold on a noisy
 //! machine even when the absolute numbers move.
-//!
-//! Usage: `bench [request-path] [--seconds N] [--runs N] [--json PATH]`.
 //!
 //! The servers run on one thread (a current-thread runtime pinned to core 0 where the OS
 //! allows) and the load generator on another (pinned to core 1); the control service runs on
@@ -20,6 +18,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+
+use crate::Args;
 use examples::GreeterReplica;
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
@@ -42,33 +42,6 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const IN_FLIGHT_THROUGHPUT: usize = 64;
 const CONNECTIONS_THROUGHPUT: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
-
-struct Args {
-    seconds: u64,
-    runs: usize,
-    json: PathBuf,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        seconds: 10,
-        runs: 3,
-        json: PathBuf::from("target/bench/request-path.json"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "request-path" => {}
-            "--seconds" => args.seconds = it.next().context("--seconds N")?.parse()?,
-            "--runs" => args.runs = it.next().context("--runs N")?.parse()?,
-            "--json" => args.json = it.next().context("--json PATH")?.into(),
-            other => bail!(
-                "unknown argument {other:?}; usage: bench [request-path] [--seconds N] [--runs N] [--json PATH]"
-            ),
-        }
-    }
-    Ok(args)
-}
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,9 +79,8 @@ struct Round {
     server_cpu_us_per_request: f64,
 }
 
-fn main() -> anyhow::Result<()> {
-    examples::init_logging("warn");
-    let args = parse_args()?;
+/// Runs the scenario.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -218,7 +190,7 @@ fn main() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
 
-    report(&rounds, &args.json)?;
+    report(&rounds, &args.json("request-path"))?;
     main_rt.block_on(control.shutdown());
     Ok(())
 }

@@ -1,0 +1,224 @@
+//! Scenario `issuance`: `Certify` calls per second against the control service, over reused
+//! connections, next to the raw rate of what each call must do at least (parse and check a CSR,
+//! sign a certificate with rcgen) measured in the same run.
+//!
+//! The control service runs on one core (a single-worker runtime), so its rate is per core.
+//! The raw rate is measured on one thread as well.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mesh_control::{Ca, ConfigSource, ControlOptions};
+use mesh_core::proto::CertifyRequest;
+use mesh_core::proto::control_client::ControlClient;
+use mesh_core::tls::{SpiffeServerVerifier, TrustStore, crypto_provider};
+use mesh_core::{SpiffeId, TrustDomain};
+use rcgen::{CertificateParams, KeyPair};
+use rustls_pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::Args;
+
+/// Calls in flight, over this many connections.
+const IN_FLIGHT: usize = 16;
+const CONNECTIONS: usize = 2;
+/// Distinct CSRs cycled through (the control service treats each call on its own).
+const CSRS: usize = 256;
+
+const CONFIG: &str = r#"
+services: []
+bootstrapTokens:
+  - {token: bench-issuance-token, namespace: default, serviceAccount: bench}
+"#;
+
+/// Runs the scenario.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    let seconds = Duration::from_secs(args.seconds.clamp(1, 30));
+    println!(
+        "\nissuance benchmark: {} s x {} runs",
+        seconds.as_secs(),
+        args.runs
+    );
+    let td = TrustDomain::new("mesh.local")?;
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..CSRS)
+            .map(|_| csr())
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+
+    // The control service on a single worker thread: its rate is per core.
+    let control_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let control = control_rt.block_on(mesh_control::start(ControlOptions::new(
+        td.clone(),
+        ConfigSource::Inline(CONFIG.to_owned()),
+    )))?;
+    let bundle = control.trust_bundle();
+    let control_id = control.identity().clone();
+    let addr = control.addr();
+
+    let load_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut certify_rates = Vec::new();
+    let mut raw_rates = Vec::new();
+    for run in 0..args.runs {
+        let rate = load_rt.block_on(certify_rate(
+            addr,
+            TrustStore::new(bundle.clone()),
+            control_id.clone(),
+            csrs.clone(),
+            seconds,
+        ))?;
+        let raw = raw_rate(&td, &csrs, seconds)?;
+        println!(
+            "  run {}: Certify {rate:>8.0}/s on one core; raw parse + sign {raw:>8.0}/s on one core",
+            run + 1
+        );
+        certify_rates.push(rate);
+        raw_rates.push(raw);
+    }
+    control_rt.block_on(control.shutdown());
+
+    let certify = median(certify_rates.clone());
+    let raw = median(raw_rates.clone());
+    println!("\nmedians: Certify {certify:.0}/s per core, raw {raw:.0}/s per core");
+    println!(
+        "ratio: Certify / raw = {:.2}  (what TLS, HTTP/2, gRPC and token checks cost around the signature)",
+        certify / raw
+    );
+    let json = args.json("issuance");
+    if let Some(dir) = json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "scenario": "issuance",
+            "in_flight": IN_FLIGHT,
+            "connections": CONNECTIONS,
+            "certify_per_second": certify_rates,
+            "raw_per_second": raw_rates,
+            "medians": {"certify": certify, "raw": raw, "ratio": certify / raw},
+        }))?,
+    )?;
+    println!("raw figures: {}", json.display());
+    Ok(())
+}
+
+fn csr() -> anyhow::Result<Vec<u8>> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    Ok(CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .der()
+        .to_vec())
+}
+
+/// `Certify` calls per second with [`IN_FLIGHT`] callers over [`CONNECTIONS`] connections.
+async fn certify_rate(
+    addr: SocketAddr,
+    trust: TrustStore,
+    control: SpiffeId,
+    csrs: Arc<Vec<Vec<u8>>>,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(channel(addr, trust.clone(), control.clone()).await?);
+    }
+    // A warm-up call per connection: handshakes are not what is measured.
+    for channel in &channels {
+        call(channel.clone(), &csrs[0]).await?;
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let channel = channels[i % CONNECTIONS].clone();
+        let csrs = csrs.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut n = i;
+            while Instant::now() < deadline {
+                if call(channel.clone(), &csrs[n % csrs.len()]).await.is_ok() {
+                    done += 1;
+                }
+                n += IN_FLIGHT;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn call(channel: Channel, csr: &[u8]) -> anyhow::Result<()> {
+    ControlClient::new(channel)
+        .certify(CertifyRequest {
+            csr_der: csr.to_vec(),
+            token: "bench-issuance-token".into(),
+        })
+        .await
+        .context("Certify")?;
+    Ok(())
+}
+
+/// Parse-and-sign operations per second on this thread, with the same CA code the control
+/// service runs.
+fn raw_rate(td: &TrustDomain, csrs: &[Vec<u8>], duration: Duration) -> anyhow::Result<f64> {
+    let ca = Ca::ephemeral(td)?;
+    let id = SpiffeId::from_service_account(td, "default", "bench")?;
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < duration {
+        ca.sign(
+            &csrs[done as usize % csrs.len()],
+            &id,
+            Duration::from_secs(3600),
+        )?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A channel to the control service over TLS, verifying its identity, without a client
+/// certificate (as a workload asking for its first one).
+async fn channel(
+    addr: SocketAddr,
+    trust: TrustStore,
+    control: SpiffeId,
+) -> anyhow::Result<Channel> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(trust, control)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = Arc::new(tls);
+    let connector = tower::service_fn(move |_: Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(connector)
+        .await?)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
