@@ -12,6 +12,10 @@
 //!
 //! Config comes from a YAML control file ([`file`](mod@file)) that is polled for edits: a valid edit
 //! becomes the next version, an invalid one is logged with its field paths and ignored.
+//! With the `kubernetes` feature (on by default) it can instead read the Kubernetes API
+//! (`ConfigSource::Kubernetes`, module `k8s`): Services, EndpointSlices, Pods, GAMMA routes
+//! and `AuthorizationPolicy` objects become the same versioned config, and `Certify` checks
+//! pods' projected ServiceAccount tokens with TokenReview.
 //!
 //! # Getting started
 //!
@@ -262,7 +266,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         ),
         #[cfg(feature = "kubernetes")]
         ConfigSource::Kubernetes(source) => {
-            let (mesh, syncer) = k8s::source::sync(&source, &trust_domain).await?;
+            let (mesh, syncer) = k8s::source::sync(&source, &trust_domain, &namespace).await?;
             let authn = k8s::TokenReviewAuthenticator::new(
                 source.client.clone(),
                 source.audience.clone(),
@@ -356,7 +360,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     }
     #[cfg(feature = "kubernetes")]
     if let Some(syncer) = kubernetes {
-        tasks.push(syncer.spawn(state.clone()));
+        tasks.extend(syncer.spawn(state.clone()));
     }
     tasks.push(resolver.spawn_renewal(ca.clone(), identity.clone(), cert_lifetime, not_after));
     tasks.extend(ca_reload::spawn(

@@ -306,3 +306,91 @@ async fn token_review_refusals() {
         Err(AuthnError::Unavailable(_))
     ));
 }
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/leases";
+
+#[tokio::test]
+async fn the_lease_holder_writes_route_status_and_leaves_other_controllers_alone() {
+    let api = cluster().await;
+    api.apply(SERVICES, service("default", "greeter-v2"));
+    let mut route = http_route(
+        "default",
+        "canary",
+        "greeter",
+        &[("greeter", 90), ("greeter-v2", 10)],
+    );
+    let gateway = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2024-01-01T00:00:00Z"}]
+    });
+    route["status"] = json!({"parents": [gateway.clone()]});
+    api.apply(HTTP_ROUTES, route);
+
+    let mut source = KubernetesSource::new(api.client());
+    source.holder = "replica-a".to_owned();
+    let options = ControlOptions::new(td(), ConfigSource::Kubernetes(source));
+    let control = mesh_control::start(options).await.expect("control starts");
+
+    let parents = |api: &FakeApi| {
+        api.object(HTTP_ROUTES, "default", "canary")
+            .and_then(|r| r["status"]["parents"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while parents(&api).len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status not written: {:?}",
+            parents(&api)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parents = parents(&api);
+    assert_eq!(
+        parents[0], gateway,
+        "the other controller's entry is untouched"
+    );
+    let ours = &parents[1];
+    assert_eq!(ours["controllerName"], "mesh.dev/mesh-control");
+    assert_eq!(ours["parentRef"]["name"], "greeter");
+    assert_eq!(ours["conditions"][0]["type"], "Accepted");
+    assert_eq!(ours["conditions"][0]["status"], "True");
+    assert_eq!(ours["conditions"][0]["observedGeneration"], 1);
+    assert_eq!(ours["conditions"][1]["type"], "ResolvedRefs");
+    assert_eq!(ours["conditions"][1]["status"], "True");
+
+    let lease = api
+        .object(LEASES, "mesh-system", "mesh-control-status")
+        .expect("lease created");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // The status was written by read-modify-write with the resourceVersion read.
+    let patch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .expect("a status patch");
+    assert!(
+        patch
+            .path
+            .ends_with("/namespaces/default/httproutes/canary/status"),
+        "{}",
+        patch.path
+    );
+    assert!(patch.body["metadata"]["resourceVersion"].is_string());
+
+    // A second replica does not take a held lease.
+    let mut source = KubernetesSource::new(api.client());
+    source.holder = "replica-b".to_owned();
+    let other = mesh_control::start(ControlOptions::new(td(), ConfigSource::Kubernetes(source)))
+        .await
+        .expect("second replica starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lease = api
+        .object(LEASES, "mesh-system", "mesh-control-status")
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    other.shutdown().await;
+    control.shutdown().await;
+}

@@ -441,6 +441,15 @@ impl ClusterIndex {
     /// Builds the config from the objects known now.
     pub(crate) fn build(&self) -> Result<Built, BuildError> {
         let mut refused = Vec::new();
+        // Slices grouped by their Service once, so a build stays linear in the objects.
+        let mut slices: BTreeMap<ObjectKey, Vec<&SliceSummary>> = BTreeMap::new();
+        for (key, slice) in &self.slices.items {
+            let service = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: slice.service.clone(),
+            };
+            slices.entry(service).or_default().push(slice);
+        }
         let mut services: BTreeMap<ObjectKey, ServiceSpec> = BTreeMap::new();
         for (key, summary) in &self.services.items {
             let mut spec = ServiceSpec {
@@ -460,7 +469,8 @@ impl ClusterIndex {
                 spec.exempt_paths = Vec::new();
                 spec.default_policy = Some("deny".to_owned());
             }
-            spec.endpoints = self.endpoints(key, summary, &mut refused);
+            let own_slices = slices.get(key).map_or(&[][..], Vec::as_slice);
+            spec.endpoints = self.endpoints(key, summary, own_slices, &mut refused);
             services.insert(key.clone(), spec);
         }
 
@@ -497,6 +507,7 @@ impl ClusterIndex {
         &self,
         service: &ObjectKey,
         summary: &ServiceSummary,
+        slices: &[&SliceSummary],
         refused: &mut Vec<String>,
     ) -> Vec<EndpointSpec> {
         let Some((port_name, _)) = &summary.mesh_port else {
@@ -505,12 +516,7 @@ impl ClusterIndex {
         let mut ready = Vec::new();
         let mut serving = Vec::new();
         let mut seen = BTreeSet::new();
-        let slices = self
-            .slices
-            .items
-            .iter()
-            .filter(|(key, s)| key.namespace == service.namespace && s.service == service.name);
-        for (slice_key, slice) in slices {
+        for slice in slices {
             // The slice's port for the service's mesh port carries the same name.
             let Some(port) = slice
                 .ports
@@ -528,7 +534,7 @@ impl ClusterIndex {
                     continue;
                 };
                 let pod_key = ObjectKey {
-                    namespace: slice_key.namespace.clone(),
+                    namespace: service.namespace.clone(),
                     name: pod_name.clone(),
                 };
                 let Some(pod) = self.pods.items.get(&pod_key) else {

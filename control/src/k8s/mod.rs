@@ -8,6 +8,7 @@
 //! - `route`: HTTPRoute / GRPCRoute to the mesh's route model;
 //! - [`crd`]: the `AuthorizationPolicy` custom resource ([`crds_yaml`] prints its CRD);
 //! - `source`: the watchers, the first full sync, and publishing;
+//! - `status` and `lease`: route status, written by one replica at a time;
 //! - [`token_review`]: Certify's authenticator for pods, [`TokenReviewAuthenticator`].
 //!
 //! Every replica watches and serves from its own cache; replicas share nothing, so a client
@@ -41,8 +42,10 @@ use std::time::Duration;
 #[allow(unreachable_pub)]
 pub mod crd;
 pub(crate) mod index;
+pub(crate) mod lease;
 pub(crate) mod route;
 pub(crate) mod source;
+pub(crate) mod status;
 pub mod token_review;
 
 pub use crd::{AuthorizationPolicy, AuthorizationPolicySpec, crds_yaml};
@@ -70,6 +73,10 @@ pub struct KubernetesSource {
     pub default_policy: Option<String>,
     /// How long start-up waits for the first full sync before failing.
     pub sync_timeout: Duration,
+    /// Whether to write route status (by whichever replica holds the Lease).
+    pub write_status: bool,
+    /// This replica's name in the Lease (default `$POD_NAME`, else `$HOSTNAME`).
+    pub holder: String,
     // Compared by identity in `PartialEq`: two sources are the same when they share a client.
     id: Arc<()>,
 }
@@ -84,6 +91,10 @@ impl KubernetesSource {
             audience: DEFAULT_AUDIENCE.to_owned(),
             default_policy: None,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            write_status: true,
+            holder: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| format!("mesh-control-{}", std::process::id())),
             id: Arc::new(()),
         }
     }
@@ -95,6 +106,8 @@ impl std::fmt::Debug for KubernetesSource {
             .field("audience", &self.audience)
             .field("default_policy", &self.default_policy)
             .field("sync_timeout", &self.sync_timeout)
+            .field("write_status", &self.write_status)
+            .field("holder", &self.holder)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +120,8 @@ impl PartialEq for KubernetesSource {
             && self.audience == other.audience
             && self.default_policy == other.default_policy
             && self.sync_timeout == other.sync_timeout
+            && self.write_status == other.write_status
+            && self.holder == other.holder
     }
 }
 

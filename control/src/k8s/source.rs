@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::KubernetesSource;
 use super::crd::AuthorizationPolicy;
-use super::index::{BuildError, ClusterIndex};
+use super::index::{BuildError, ClusterIndex, RouteStatus};
+use super::lease::LeaderLease;
 use crate::state::StateStore;
 
 /// Why the first sync with the API server did not complete.
@@ -63,6 +64,9 @@ pub(crate) struct Syncer {
     index: ClusterIndex,
     events: BoxStream<'static, Result<ClusterEvent, watcher::Error>>,
     refused: BTreeSet<String>,
+    routes: tokio::sync::watch::Sender<Vec<RouteStatus>>,
+    /// The client and Lease of the route status writer, when status is written.
+    status: Option<(Client, LeaderLease)>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -72,15 +76,23 @@ impl std::fmt::Debug for Syncer {
 }
 
 /// Starts the watchers and waits until every kind has been listed once; returns the config
-/// built from that list and the syncer that follows changes from there.
+/// built from that list and the syncer that follows changes from there. `namespace` is the
+/// control service's own (where the status Lease lives).
 pub(crate) async fn sync(
     source: &KubernetesSource,
     trust_domain: &TrustDomain,
+    namespace: &str,
 ) -> Result<(ValidConfig, Syncer), SyncError> {
+    let status = source.write_status.then(|| {
+        let lease = LeaderLease::new(source.client.clone(), namespace, source.holder.clone());
+        (source.client.clone(), lease)
+    });
     let mut syncer = Syncer {
         index: ClusterIndex::new(trust_domain.clone(), source.default_policy.clone()),
         events: events(source.client.clone()),
         refused: BTreeSet::new(),
+        routes: tokio::sync::watch::channel(Vec::new()).0,
+        status,
     };
     let deadline = tokio::time::sleep(source.sync_timeout);
     tokio::pin!(deadline);
@@ -113,9 +125,18 @@ pub(crate) async fn sync(
 // === impl Syncer ===
 
 impl Syncer {
-    /// Follows changes and publishes each new config into `state` until aborted.
-    pub(crate) fn spawn(mut self, state: Arc<StateStore>) -> JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Follows changes and publishes each new config into `state` until aborted; with the
+    /// route status writer, when status is written.
+    pub(crate) fn spawn(mut self, state: Arc<StateStore>) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some((client, lease)) = self.status.take() {
+            tasks.push(super::status::spawn_writer(
+                client,
+                lease,
+                self.routes.subscribe(),
+            ));
+        }
+        tasks.push(tokio::spawn(async move {
             while let Some(event) = self.events.next().await {
                 let mut changed = self.handle(event);
                 // Apply whatever else is already waiting, so a burst becomes one version.
@@ -136,7 +157,8 @@ impl Syncer {
                 }
             }
             tracing::error!("kubernetes: the watch streams ended; config is frozen");
-        })
+        }));
+        tasks
     }
 
     /// Applies one event; returns whether the index changed.
@@ -166,13 +188,23 @@ impl Syncer {
             tracing::warn!(%reason, "kubernetes: object left out of the config");
         }
         self.refused = refused;
+        self.routes.send_if_modified(|routes| {
+            let changed = *routes != built.routes;
+            if changed {
+                *routes = built.routes;
+            }
+            changed
+        });
         Ok(built.config)
     }
 }
 
 /// Every watcher, merged.
 fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Error>> {
-    let config = watcher::Config::default();
+    // Initial lists may come from the API server's watch cache (`resourceVersion=0`) rather
+    // than etcd: every replica relists on start and after each 410, and the watch that
+    // follows brings the list up to date anyway.
+    let config = watcher::Config::default().any_semantic();
     let services = watcher(Api::<Service>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::Service(Box::new(e))));

@@ -79,7 +79,7 @@ struct Collection {
 #[derive(Default)]
 struct Inner {
     rv: u64,
-    collections: HashMap<&'static str, Collection>,
+    collections: HashMap<String, Collection>,
     reviews: HashMap<String, Review>,
     requests: Vec<Recorded>,
     /// Status code to answer TokenReviews with instead (403: our RBAC is missing).
@@ -145,7 +145,7 @@ impl FakeApi {
         let rv = inner.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = key(&object);
-        let collection = inner.collections.entry(path).or_default();
+        let collection = inner.collections.entry(path.to_owned()).or_default();
         let kind = if collection.objects.insert(key, object.clone()).is_some() {
             "MODIFIED"
         } else {
@@ -159,7 +159,7 @@ impl FakeApi {
         let mut inner = self.inner.lock().expect("lock");
         inner.rv += 1;
         let rv = inner.rv;
-        let collection = inner.collections.entry(path).or_default();
+        let collection = inner.collections.entry(path.to_owned()).or_default();
         if let Some(mut object) = collection
             .objects
             .remove(&(namespace.to_owned(), name.to_owned()))
@@ -175,7 +175,7 @@ impl FakeApi {
         let mut inner = self.inner.lock().expect("lock");
         inner.rv += 1;
         let rv = inner.rv;
-        let collection = inner.collections.entry(path).or_default();
+        let collection = inner.collections.entry(path.to_owned()).or_default();
         collection
             .objects
             .remove(&(namespace.to_owned(), name.to_owned()));
@@ -196,6 +196,17 @@ impl FakeApi {
     /// TokenReviews fail with `code` (e.g. 403 when the control service lacks RBAC).
     pub fn fail_reviews(&self, code: u16) {
         self.inner.lock().expect("lock").review_failure = Some(code);
+    }
+
+    /// The object as stored now.
+    pub fn object(&self, path: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().expect("lock");
+        inner
+            .collections
+            .get(path)?
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Every request so far.
@@ -292,6 +303,9 @@ async fn handle(state: &Mutex<Inner>, req: Request<Incoming>) -> Response<Body> 
         return json_response(StatusCode::CREATED, &reply);
     }
 
+    if let Some(response) = single_object(&mut inner, &method, &path, &body) {
+        return response;
+    }
     let Some(&(collection_path, list_kind, api_version)) =
         COLLECTIONS.iter().find(|(p, _, _)| *p == path)
     else {
@@ -306,7 +320,10 @@ async fn handle(state: &Mutex<Inner>, req: Request<Incoming>) -> Response<Body> 
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let collection = inner.collections.entry(collection_path).or_default();
+    let collection = inner
+        .collections
+        .entry(collection_path.to_owned())
+        .or_default();
     if params.get("watch") == Some(&"true") {
         let from: u64 = params
             .get("resourceVersion")
@@ -339,6 +356,77 @@ async fn handle(state: &Mutex<Inner>, req: Request<Incoming>) -> Response<Body> 
         &json!({"apiVersion": api_version, "kind": list_kind,
                 "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
     )
+}
+
+/// Requests on one namespaced object (`.../namespaces/<ns>/<plural>/<name>[/status]`) or a
+/// create in a namespace: GET, POST, PUT and PATCH (JSON merge patch of `status`), each
+/// checking `metadata.resourceVersion` when the request carries one, as the API server does.
+fn single_object(
+    inner: &mut Inner,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Option<Response<Body>> {
+    let (prefix, rest) = path.split_once("/namespaces/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (namespace, plural) = (*parts.first()?, *parts.get(1)?);
+    let name = parts.get(2).copied();
+    let collection_path = format!("{prefix}/{plural}");
+    inner.rv += 1;
+    let rv = inner.rv;
+    let collection = inner.collections.entry(collection_path).or_default();
+    let status = |code: u16, reason: &str| {
+        json_response(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "reason": reason, "message": reason, "code": code}),
+        )
+    };
+    let rv_conflict = |stored: &Value, sent: &Value| {
+        let sent = &sent["metadata"]["resourceVersion"];
+        !sent.is_null() && *sent != stored["metadata"]["resourceVersion"]
+    };
+    Some(match (method, name) {
+        ("POST", None) => {
+            let mut object = body.clone();
+            object["metadata"]["namespace"] = json!(namespace);
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let key = key(&object);
+            if collection.objects.contains_key(&key) {
+                return Some(status(409, "AlreadyExists"));
+            }
+            collection.objects.insert(key, object.clone());
+            send(collection, rv, "ADDED", object.clone());
+            json_response(StatusCode::CREATED, &object)
+        }
+        (_, Some(name)) => {
+            let key = (namespace.to_owned(), name.to_owned());
+            let Some(stored) = collection.objects.get(&key).cloned() else {
+                return Some(status(404, "NotFound"));
+            };
+            match method {
+                "GET" => json_response(StatusCode::OK, &stored),
+                "PUT" | "PATCH" => {
+                    if rv_conflict(&stored, body) {
+                        return Some(status(409, "Conflict"));
+                    }
+                    let mut object = if method == "PUT" {
+                        body.clone()
+                    } else {
+                        let mut object = stored;
+                        object["status"] = body["status"].clone();
+                        object
+                    };
+                    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    collection.objects.insert(key, object.clone());
+                    send(collection, rv, "MODIFIED", object.clone());
+                    json_response(StatusCode::OK, &object)
+                }
+                _ => status(405, "MethodNotAllowed"),
+            }
+        }
+        _ => return None,
+    })
 }
 
 // === objects ===

@@ -15,6 +15,17 @@
 //! ...); with `tracing-opentelemetry` in the application's subscriber they become OpenTelemetry
 //! spans, the server's parented on the caller's `traceparent`, and the client's injected into
 //! the request it sends. Without such a subscriber they cost a disabled-callsite check.
+//!
+//! Decisions worth knowing:
+//! - Label `route` is the matched route's name, `""` when the destination has no routes or no
+//!   route matched; `backend` is `""` when the call failed before one was chosen. A raw path
+//!   never becomes a label.
+//! - The server side labels calls by the caller's verified `peer_identity`; it has no
+//!   `peer_service` (nothing verified says which service a caller is part of).
+//! - An HTTP call dropped before its response is not counted on the server (the caller counts
+//!   its timeout); a gRPC call dropped before its status counts as `CANCELLED`.
+//! - Handles made before a recorder is installed stay no-ops: an application that brings its
+//!   own recorder installs it before `Mesh::start`.
 
 mod admin;
 mod inbound;

@@ -237,3 +237,69 @@ impl<B: Body> Body for ObservedBody<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::HeaderValue;
+    use http_body_util::{BodyExt, StreamBody};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::super::metrics::Direction;
+    use super::*;
+
+    /// The `rpc_grpc_status_code` labels recorded, with their sample counts.
+    fn recorded(recorder: &DebuggingRecorder) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| {
+                let code = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "rpc_grpc_status_code")?
+                    .value()
+                    .to_owned();
+                match value {
+                    DebugValue::Histogram(samples) => Some((code, samples.len())),
+                    _ => None,
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_grpc_status_is_read_from_the_trailers_at_the_end_of_the_body() {
+        let recorder = DebuggingRecorder::new();
+        // A current-thread test runtime: the thread's recorder is this test's alone.
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let table = Arc::new(StatusTable::new(Direction::Inbound, vec![]));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let mut record = CallRecord::new(table.clone(), Instant::now(), true, Span::none());
+        record.on_response(&Response::new(()));
+        let body = ObservedBody::new(StreamBody::new(tokio_stream::iter(frames)), Some(record));
+        let collected = body.collect().await.unwrap();
+        assert!(collected.trailers().is_some());
+        assert_eq!(recorded(&recorder), [("5".to_owned(), 1)]);
+
+        // Dropped before its trailers: CANCELLED. (A snapshot drains the samples it shows.)
+        let record = CallRecord::new(table, Instant::now(), true, Span::none());
+        drop(ObservedBody::new(
+            http_body_util::Empty::<Bytes>::new(),
+            Some(record),
+        ));
+        assert_eq!(
+            recorded(&recorder),
+            [("1".to_owned(), 1), ("5".to_owned(), 0)]
+        );
+    }
+}

@@ -729,3 +729,82 @@ fn the_example_manifests_index_into_a_valid_config() {
     assert_eq!(inbound.policies.len(), 1);
     assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
 }
+
+#[test]
+fn matches_filters_and_mirrors_carry_over() {
+    let mut index = greeter();
+    index.apply(Event::Apply(service("default", "shadow")));
+    let route = |fraction: Value| -> HttpRoute {
+        obj(json!({
+            "metadata": {"name": "full", "namespace": "default"},
+            "spec": {"parentRefs": [svc_parent("greeter")],
+                     "rules": [{
+                         "name": "reads",
+                         "matches": [{"method": "GET",
+                                      "queryParams": [{"type": "Exact", "name": "v", "value": "2"}]}],
+                         "filters": [
+                             {"type": "RequestHeaderModifier",
+                              "requestHeaderModifier": {"set": [{"name": "x-mesh", "value": "1"}],
+                                                        "remove": ["x-debug"]}},
+                             {"type": "RequestMirror",
+                              "requestMirror": {"backendRef": {"name": "shadow", "port": 80},
+                                                "fraction": fraction}}
+                         ],
+                         "backendRefs": [{"name": "greeter", "port": 80}]}]}
+        }))
+    };
+    index.apply(Event::Apply(route(
+        json!({"numerator": 1, "denominator": 2}),
+    )));
+    let built = index.build().expect("builds");
+    assert!(built.refused.is_empty(), "{:?}", built.refused);
+    let dest = built.config.destination(&name("greeter.default"));
+    let rule = &dest.routes[0].rules[0];
+    assert_eq!(rule.name, "reads");
+    assert_eq!(rule.filters.len(), 2);
+    assert!(
+        dest.backends
+            .iter()
+            .any(|b| b.service.name == "shadow" && b.found)
+    );
+
+    // A fraction that is no whole percentage is refused rather than rounded.
+    index.apply(Event::Apply(route(
+        json!({"numerator": 1, "denominator": 3}),
+    )));
+    let built = index.build().expect("builds");
+    assert!(
+        built
+            .config
+            .destination(&name("greeter.default"))
+            .routes
+            .is_empty()
+    );
+    assert!(
+        built.refused.iter().any(|r| r.contains("whole percentage")),
+        "{:?}",
+        built.refused
+    );
+}
+
+#[test]
+fn ipv6_endpoints_and_named_ports() {
+    let mut index = synced();
+    index.apply(Event::Apply(obj::<Service>(json!({
+        "metadata": {"name": "greeter", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 81}]}
+    }))));
+    index.apply(Event::Apply(pod("default", "g-1", "greeter")));
+    index.apply(Event::Apply(obj::<EndpointSlice>(json!({
+        "metadata": {"name": "s", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "greeter"}},
+        "addressType": "IPv6",
+        "ports": [{"name": "grpc", "port": 9000}, {"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": ["fd00::1"], "targetRef": {"kind": "Pod", "name": "g-1"}}]
+    }))));
+    // The mesh port is the Service's first (`http`): its target port comes from the slice.
+    assert_eq!(
+        addresses(&index, "greeter.default"),
+        ["[fd00::1]:8080 spiffe://mesh.local/ns/default/sa/greeter"]
+    );
+}
