@@ -30,6 +30,10 @@ pub enum AuthnError {
     /// The token is not one the authenticator knows.
     #[error("bootstrap token not recognised")]
     Unknown,
+    /// The token was reviewed and refused (Kubernetes TokenReview); which check failed is
+    /// logged by the control service, not told to the caller.
+    #[error("token refused")]
+    Refused,
     /// The authenticator could not decide (its backend is down); the caller may retry.
     #[error("authentication unavailable: {0}")]
     Unavailable(String),

@@ -43,7 +43,7 @@ impl Certifier {
                 crate::metrics::authn_refused(&error);
                 return Err(match error {
                     AuthnError::Unavailable(_) => Status::unavailable(error.to_string()),
-                    AuthnError::Missing | AuthnError::Unknown => {
+                    AuthnError::Missing | AuthnError::Unknown | AuthnError::Refused => {
                         Status::unauthenticated(error.to_string())
                     }
                 });

@@ -65,7 +65,8 @@ pub(crate) fn certificate_issued() {
     metrics::counter!(CERTS_ISSUED).increment(1);
 }
 
-/// A certificate request was refused: `missing_token`, `unknown_token`, `unavailable` (the
+/// A certificate request was refused: `missing_token`, `unknown_token`, `refused_token`,
+/// `unavailable` (the
 /// authenticator could not decide), `bad_csr` or `internal`.
 pub(crate) fn certificate_refused(reason: &'static str) {
     metrics::counter!(CERTS_REFUSED, "reason" => reason).increment(1);
@@ -77,6 +78,7 @@ pub(crate) fn authn_refused(error: &crate::authn::AuthnError) {
     certificate_refused(match error {
         AuthnError::Missing => "missing_token",
         AuthnError::Unknown => "unknown_token",
+        AuthnError::Refused => "refused_token",
         AuthnError::Unavailable(_) => "unavailable",
     });
 }

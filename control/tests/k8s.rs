@@ -289,7 +289,7 @@ async fn token_review_refusals() {
     for token in ["other-audience", "a-user", "not-authenticated", "unknown"] {
         assert_eq!(
             authn.authenticate(token).await,
-            Err(AuthnError::Unknown),
+            Err(AuthnError::Refused),
             "{token}"
         );
     }

@@ -87,7 +87,7 @@ impl Authenticator for TokenReviewAuthenticator {
 }
 
 /// The decision on a review's status, pure so that every refusal can be tested. Refusals are
-/// logged with their reason here: [`AuthnError::Unknown`] carries none to the caller, who
+/// logged with their reason here: [`AuthnError::Refused`] carries none to the caller, who
 /// should not learn which check failed.
 fn identity(
     authenticated: bool,
@@ -99,7 +99,7 @@ fn identity(
 ) -> Result<SpiffeId, AuthnError> {
     let refuse = |reason: &str| {
         tracing::warn!(reason, "token refused");
-        AuthnError::Unknown
+        AuthnError::Refused
     };
     if !authenticated {
         return Err(refuse(error.unwrap_or("not authenticated")));
@@ -174,7 +174,7 @@ mod tests {
         for (authenticated, audiences, user) in cases {
             assert_eq!(
                 decide(*authenticated, audiences, *user),
-                Err(AuthnError::Unknown),
+                Err(AuthnError::Refused),
                 "{authenticated} {audiences:?} {user:?}"
             );
         }
