@@ -272,7 +272,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
                 source.audience.clone(),
                 trust_domain.clone(),
             );
-            kubernetes = Some((syncer, authn));
+            kubernetes = Some((syncer, authn, source.client.clone()));
             let tokens = Vec::new();
             (ControlConfig { mesh, tokens }, None)
         }
@@ -337,9 +337,9 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut))]
     let mut authn: Arc<dyn Authenticator> = tokens.clone();
     #[cfg(feature = "kubernetes")]
-    let kubernetes = kubernetes.map(|(syncer, review)| {
+    let kubernetes = kubernetes.map(|(syncer, review, client)| {
         authn = Arc::new(review);
-        syncer
+        (syncer, client)
     });
     let service = service::ControlService::new(
         certify::Certifier::new(authn, ca.clone(), cert_lifetime),
@@ -359,8 +359,14 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         ));
     }
     #[cfg(feature = "kubernetes")]
-    if let Some(syncer) = kubernetes {
+    if let Some((syncer, client)) = kubernetes {
         tasks.extend(syncer.spawn(state.clone()));
+        tasks.push(k8s::bundle::spawn_publisher(
+            client,
+            trust_domain.clone(),
+            namespace.clone(),
+            state.subscribe(),
+        ));
     }
     tasks.push(resolver.spawn_renewal(ca.clone(), identity.clone(), cert_lifetime, not_after));
     tasks.extend(ca_reload::spawn(

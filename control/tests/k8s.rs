@@ -394,3 +394,31 @@ async fn the_lease_holder_writes_route_status_and_leaves_other_controllers_alone
     other.shutdown().await;
     control.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_trust_bundle_is_published_in_a_config_map_where_pods_can_mount_it() {
+    let api = cluster().await;
+    api.apply(SERVICES, service("shop", "cart"));
+    let control = start(&api).await;
+    let pem = control.trust_bundle_pem();
+    let published = |namespace: &str| {
+        api.object("/api/v1/configmaps", namespace, "mesh-trust-anchors")
+            .and_then(|cm| cm["data"]["ca.pem"].as_str().map(str::to_owned))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline
+        && ["default", "shop", "mesh-system"]
+            .iter()
+            .any(|ns| published(ns).as_deref() != Some(pem.as_str()))
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for namespace in ["default", "shop", "mesh-system"] {
+        assert_eq!(
+            published(namespace).as_deref(),
+            Some(pem.as_str()),
+            "the roots in {namespace}"
+        );
+    }
+    control.shutdown().await;
+}

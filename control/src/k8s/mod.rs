@@ -39,6 +39,7 @@ use std::time::Duration;
 
 // KubeSchema's derive re-declares each struct (with its `pub` fields) inside a function to
 // build the schema; that copy trips `unreachable_pub`.
+pub mod bundle;
 #[allow(unreachable_pub)]
 pub mod crd;
 pub(crate) mod index;
