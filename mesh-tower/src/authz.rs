@@ -11,8 +11,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
-use mesh_core::authz::{AuthzRequest, Decision, InboundPolicy, MtlsMode, Verdict};
-use mesh_core::route::RequestSummary;
+use mesh_core::authz::{AuthzRequest, Decision, MtlsMode, Verdict};
+use mesh_core::route::{RequestSummary, RouteOutcome};
+
+use crate::discovery::Inbound;
 
 use crate::client::MESH_ERROR_HEADER;
 use crate::server::PeerIdentity;
@@ -21,7 +23,7 @@ use crate::telemetry::InboundTelemetry;
 /// The inbound policy in force for one server, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    policy: Arc<ArcSwapOption<InboundPolicy>>,
+    policy: Arc<ArcSwapOption<Inbound>>,
     local_port: Option<u16>,
     /// The service's metric handles; decisions are counted here and requests measured by
     /// [`crate::telemetry::Inbound`].
@@ -30,7 +32,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub(crate) fn new(
-        policy: Arc<ArcSwapOption<InboundPolicy>>,
+        policy: Arc<ArcSwapOption<Inbound>>,
         telemetry: Option<Arc<InboundTelemetry>>,
     ) -> Self {
         Self {
@@ -59,21 +61,32 @@ impl Authorizer {
         self.policy
             .load()
             .as_ref()
-            .is_some_and(|p| p.mtls == MtlsMode::Permissive)
+            .is_some_and(|inbound| inbound.policy.mtls == MtlsMode::Permissive)
     }
 
     /// Judges `request` from `peer`. `None` while the service has no inbound policy (it named
     /// no `MESH_SERVICE`, or none has arrived yet): then mTLS alone guards it, as
     /// `all-authenticated` would.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<&PeerIdentity>) -> Option<Decision> {
-        let policy = self.policy.load();
-        let policy = policy.as_ref()?;
+        let inbound = self.policy.load();
+        let inbound = inbound.as_ref()?;
         let summary = RequestSummary::from_request(request);
         let mut authz = AuthzRequest::new(&summary, peer.map(PeerIdentity::id));
         if let Some(port) = self.local_port {
             authz = authz.with_port(port);
         }
-        Some(policy.evaluate(&authz))
+        // Policies may target one of the service's routes: find the route the request matches.
+        let matched = inbound
+            .routes
+            .as_ref()
+            .and_then(|routes| match routes.route(&summary) {
+                RouteOutcome::Matched(matched) => Some(matched.rule),
+                RouteOutcome::NoRoutes | RouteOutcome::NotFound => None,
+            });
+        if let Some(rule) = &matched {
+            authz = authz.with_route(rule.route_name());
+        }
+        Some(inbound.policy.evaluate(&authz))
     }
 
     /// Judges `request`: returns it with the decision in its extensions, or the mesh's

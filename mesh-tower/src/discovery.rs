@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::InboundPolicy;
+use mesh_core::route::CompiledRoutes;
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use tokio::sync::watch;
 
@@ -37,6 +38,14 @@ impl ControlStatus {
     }
 }
 
+/// What the server side judges requests by: the own service's inbound policy and its routes.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) policy: InboundPolicy,
+    /// The own service's routes, when it has any.
+    pub(crate) routes: Option<CompiledRoutes>,
+}
+
 /// The shared discovery state of one mesh handle.
 #[derive(Debug)]
 pub(crate) struct Discovery {
@@ -44,7 +53,7 @@ pub(crate) struct Discovery {
     wanted: watch::Sender<BTreeSet<ServiceName>>,
     status: watch::Sender<ControlStatus>,
     /// The own service's inbound policy, for the server side's request path.
-    inbound: Arc<ArcSwapOption<InboundPolicy>>,
+    inbound: Arc<ArcSwapOption<Inbound>>,
     /// Snapshots refused (NACKed), for telemetry.
     rejected: metrics::Counter,
 }
@@ -78,7 +87,18 @@ impl Discovery {
     /// Puts a validated snapshot in force.
     pub(crate) fn publish(&self, snapshot: Snapshot) {
         let version = snapshot.version;
-        self.inbound.store(snapshot.inbound.clone().map(Arc::new));
+        self.inbound.store(snapshot.inbound.as_ref().map(|policy| {
+            // The service's own routes (it subscribes to itself) name the route a request
+            // matched, for policies that target one route.
+            let routes = snapshot
+                .destination(&policy.service)
+                .map(CompiledRoutes::new)
+                .filter(CompiledRoutes::has_routes);
+            Arc::new(Inbound {
+                policy: policy.clone(),
+                routes,
+            })
+        }));
         self.snapshot.send_replace(Arc::new(snapshot));
         self.status.send_modify(|s| {
             s.version = version;
@@ -87,7 +107,7 @@ impl Discovery {
     }
 
     /// The own service's inbound policy, as the server side reads it.
-    pub(crate) fn inbound(&self) -> Arc<ArcSwapOption<InboundPolicy>> {
+    pub(crate) fn inbound(&self) -> Arc<ArcSwapOption<Inbound>> {
         self.inbound.clone()
     }
 

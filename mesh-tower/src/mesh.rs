@@ -153,6 +153,11 @@ impl Mesh {
         let telemetry = Arc::new(MeshTelemetry::new(service_label.clone()));
         let inbound = Arc::new(InboundTelemetry::new(service_label.clone()));
         let discovery = Arc::new(Discovery::new(&service_label));
+        if let Some(service) = &settings.service {
+            // A server subscribes to its own service too: its routes name the route each
+            // request matched, for authorization policies that target a route.
+            discovery.want(service);
+        }
         let subscriber = Subscriber {
             node: settings.node.clone(),
             own_service: settings.service.clone(),

@@ -112,3 +112,62 @@ async fn http_default_deny_with_an_exempt_probe_path() {
     );
     assert_eq!(web.log.count_path("/healthz"), 1);
 }
+
+#[tokio::test]
+async fn a_policy_on_one_route_applies_to_that_route_only() {
+    let l = listener().await.unwrap();
+    let config = Config::new()
+        .service("web", &[(l.local_addr().unwrap(), "web")])
+        .routes(
+            "web",
+            r#"
+            - name: admin
+              rules:
+                - matches: [{path: {type: PathPrefix, value: /admin}}]
+                  backendRefs: [{name: web}]
+            - name: everything
+              rules:
+                - backendRefs: [{name: web}]
+            "#,
+        )
+        .top_level(
+            r#"
+            policies:
+              - name: no-admin-for-clients
+                target: {service: web, route: admin}
+                action: DENY
+                rules:
+                  - from: {serviceAccounts: [default/client]}
+            "#,
+        )
+        .account("web")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let web = harness
+        .web(l, "w1", "web", "web", WebMode::Normal)
+        .await
+        .unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let client = client_mesh
+        .client::<axum::body::Body>("web.default")
+        .await
+        .unwrap();
+
+    let denied = get(&client, "/admin/users").await;
+    assert_eq!(denied.status, http::StatusCode::FORBIDDEN);
+    assert!(
+        denied
+            .mesh_error()
+            .unwrap()
+            .contains("no-admin-for-clients"),
+        "{:?}",
+        denied.mesh_error()
+    );
+    let allowed = get(&client, "/orders").await;
+    assert_eq!(allowed.status, http::StatusCode::OK);
+    assert_eq!(
+        web.log.count(),
+        1,
+        "only the allowed call reached the handler"
+    );
+}
