@@ -46,7 +46,10 @@ async fn an_always_failing_http_endpoint_is_ejected() {
     // Until the bad endpoint has failed often enough to be ejected: it answers fast, so P2C
     // over latency sends it plenty of calls.
     let mut warm_up = 0;
-    while w3.log.count() < EJECT_AFTER && warm_up < 500 {
+    // Bounded by time, not by a number of calls: on a busy machine the bad endpoint's
+    // connection may come up only after many calls have gone to the others.
+    let warm_up_until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w3.log.count() < EJECT_AFTER && tokio::time::Instant::now() < warm_up_until {
         get(&client, "/warm-up").await;
         warm_up += 1;
     }
@@ -96,8 +99,13 @@ async fn an_always_unavailable_grpc_endpoint_is_ejected() {
     let client = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
 
     let mut warm_up = 0;
+    // Bounded by time, not by a number of calls: on a busy machine the bad endpoint's
+    // connection may come up only after many calls have gone to the others.
+    let warm_up_until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut probe = client.clone();
-    while (g3.greeter.received() as usize) < EJECT_AFTER && warm_up < 500 {
+    while (g3.greeter.received() as usize) < EJECT_AFTER
+        && tokio::time::Instant::now() < warm_up_until
+    {
         let _ = probe
             .say_hello(HelloRequest {
                 name: "warm-up".into(),
