@@ -817,4 +817,6 @@ fn policy_spec(
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
