@@ -2,7 +2,7 @@
 //! control service sent for this service, before it reaches the application.
 //!
 //! The policy is read through an `ArcSwap` (no lock on the request path) and evaluated by the
-//! pure [`InboundPolicy::evaluate`]. The [`Decision`] goes into the request's extensions for
+//! pure [`mesh_core::authz::InboundPolicy::evaluate`]. The [`Decision`] goes into the request's extensions for
 //! the application and for telemetry; a denied call is answered by the mesh, 403 or
 //! PERMISSION_DENIED, with a message that names the policy.
 

@@ -23,6 +23,7 @@ use crate::connect::{Http2Sender, connect_http2};
 use crate::discovery::Discovery;
 use crate::error::ConnectError;
 use crate::identity::{Identity, IdentityError, KeyAndCsr, Svid};
+use crate::persist::StateDir;
 use crate::settings::TokenSource;
 use crate::tls::client_config;
 
@@ -135,6 +136,7 @@ pub(crate) async fn renew_forever(
     identity: Identity,
     token: TokenSource,
     trust_domain: TrustDomain,
+    state: Option<Arc<StateDir>>,
 ) {
     loop {
         let wait = identity
@@ -152,6 +154,11 @@ pub(crate) async fn renew_forever(
                         "certificate renewed"
                     );
                     identity.rotate(svid, bundle);
+                    if let Some(state) = &state {
+                        // A restart while the control service is down needs the new one:
+                        // the old one may expire before the control service is back.
+                        state.save_identity(&identity.svid()).await;
+                    }
                     break;
                 }
                 Err(error) => {
@@ -177,10 +184,18 @@ pub(crate) async fn watch_forever(
     identity: Identity,
     discovery: Arc<Discovery>,
     subscriber: Subscriber,
+    state: Option<Arc<StateDir>>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let result = watch_once(&connector, &identity, &discovery, &subscriber).await;
+        let result = watch_once(
+            &connector,
+            &identity,
+            &discovery,
+            &subscriber,
+            state.as_deref(),
+        )
+        .await;
         discovery.set_status(|s| {
             s.connected = false;
             if let Err(error) = &result {
@@ -207,6 +222,7 @@ async fn watch_once(
     identity: &Identity,
     discovery: &Discovery,
     subscriber: &Subscriber,
+    state: Option<&StateDir>,
 ) -> Result<bool, String> {
     let mut grpc = connector
         .connect(identity.trust(), Some(identity))
@@ -239,6 +255,9 @@ async fn watch_once(
                 };
                 received = true;
                 let version = wire.version;
+                // Encoded before validation consumes it: the wire form is what is persisted,
+                // and it is validated again the same way when loaded.
+                let encoded = state.map(|_| prost::Message::encode_to_vec(&wire));
                 let checked = Snapshot::try_from(wire)
                     .map_err(|errors| errors.to_string())
                     .and_then(|snapshot| apply_trust_bundle(identity, &snapshot).map(|()| snapshot));
@@ -246,6 +265,9 @@ async fn watch_once(
                     Ok(snapshot) => {
                         tracing::debug!(version, "snapshot accepted");
                         discovery.publish(snapshot);
+                        if let (Some(state), Some(encoded)) = (state, encoded) {
+                            state.save_snapshot(encoded).await;
+                        }
                         String::new()
                     }
                     Err(error) => {

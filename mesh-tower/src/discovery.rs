@@ -22,8 +22,13 @@ pub struct ControlStatus {
     pub connected: bool,
     /// The version of the snapshot in use (0 before the first).
     pub version: u64,
-    /// When the snapshot in use arrived.
+    /// When the snapshot in use arrived (for one restored from `MESH_STATE_DIR`, when it was
+    /// saved there).
     pub updated_at: Option<SystemTime>,
+    /// True while the mesh runs on state restored from `MESH_STATE_DIR` because the control
+    /// service could not be reached at start-up; false again once the control service sends
+    /// a snapshot. [`ControlStatus::staleness`] then says how old the restored snapshot is.
+    pub restored_from_disk: bool,
     /// The last error on the control connection, if any since it was last healthy.
     pub last_error: Option<String>,
     /// The last snapshot refused, with the reason.
@@ -103,6 +108,17 @@ impl Discovery {
         self.status.send_modify(|s| {
             s.version = version;
             s.updated_at = Some(SystemTime::now());
+            s.restored_from_disk = false;
+        });
+    }
+
+    /// Puts a snapshot restored from the state directory in force, saved at `saved_at`: the
+    /// status says so, and its staleness counts from when it was saved.
+    pub(crate) fn restore(&self, snapshot: Snapshot, saved_at: SystemTime) {
+        self.publish(snapshot);
+        self.status.send_modify(|s| {
+            s.updated_at = Some(saved_at);
+            s.restored_from_disk = true;
         });
     }
 

@@ -56,6 +56,19 @@ pub struct Svid {
     pub issued_at: SystemTime,
     /// Chain and signing key, as rustls presents them.
     pub certified: Arc<CertifiedKey>,
+    /// The private key (PKCS#8 DER), kept only so that it can be written to the state
+    /// directory when the user opted into persisting the identity.
+    pub(crate) key: SecretKey,
+}
+
+/// A private key's PKCS#8 DER. Its `Debug` prints nothing of the key: SVIDs are logged.
+#[derive(Clone)]
+pub(crate) struct SecretKey(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
 }
 
 impl Svid {
@@ -121,11 +134,10 @@ impl KeyAndCsr {
                 reply.spiffe_id
             )));
         }
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
-        let certified = CertifiedKey::from_der(chain, key, &mesh_core::tls::crypto_provider())
-            .map_err(|e| {
-                IdentityError::BadReply(format!("certificate does not fit our key: {e}"))
-            })?;
+        let key = SecretKey(self.key.serialize_der());
+        let certified = certified_key(chain, &key).map_err(|e| {
+            IdentityError::BadReply(format!("certificate does not fit our key: {e}"))
+        })?;
         let not_after = UNIX_EPOCH + Duration::from_secs(reply.not_after_unix.max(0) as u64);
         Ok((
             Svid {
@@ -133,9 +145,61 @@ impl KeyAndCsr {
                 not_after,
                 issued_at: SystemTime::now(),
                 certified: Arc::new(certified),
+                key,
             },
             bundle,
         ))
+    }
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: &SecretKey,
+) -> Result<CertifiedKey, rustls::Error> {
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.0.clone()));
+    CertifiedKey::from_der(chain, der, &mesh_core::tls::crypto_provider())
+}
+
+impl Svid {
+    /// Rebuilds an SVID from a chain and key kept on disk, checked as an issued one is: the
+    /// chain verifies to `bundle` now (so it has not expired), names a SPIFFE ID of the bundle's
+    /// trust domain, and is for `key`. The validity period comes from the leaf certificate, so
+    /// renewal is scheduled as for the original.
+    pub(crate) fn from_persisted(
+        chain: Vec<CertificateDer<'static>>,
+        key: SecretKey,
+        bundle: &TrustBundle,
+    ) -> Result<Self, String> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| "no CERTIFICATE block".to_owned())?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| format!("the certificate does not parse: {e}"))?;
+        let validity = parsed.validity();
+        let unix = |t: x509_parser::time::ASN1Time| {
+            UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+        };
+        let (not_before, not_after) = (unix(validity.not_before), unix(validity.not_after));
+        if not_after <= SystemTime::now() {
+            return Err(format!(
+                "the certificate expired {}s ago",
+                SystemTime::now()
+                    .duration_since(not_after)
+                    .unwrap_or_default()
+                    .as_secs()
+            ));
+        }
+        let id = verify_svid(bundle, leaf, intermediates, UnixTime::now(), Usage::Client)
+            .map_err(|e| format!("the certificate does not verify: {e}"))?;
+        let certified =
+            certified_key(chain, &key).map_err(|e| format!("the key does not fit: {e}"))?;
+        Ok(Self {
+            id,
+            not_after,
+            issued_at: not_before,
+            certified: Arc::new(certified),
+            key,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mesh_core::snapshot::{ServiceName, Snapshot};
@@ -19,7 +19,8 @@ use crate::client::MeshClient;
 use crate::control::{ControlConnector, Subscriber, certify, renew_forever, watch_forever};
 use crate::discovery::{ControlStatus, Discovery};
 use crate::error::BoxError;
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{Identity, IdentityError, Svid};
+use crate::persist::{Restored, StateDir};
 use crate::server::MeshIncoming;
 use crate::settings::{MeshSettings, SettingsError};
 use crate::telemetry::{AdminState, InboundTelemetry, MeshTelemetry};
@@ -45,6 +46,24 @@ pub enum StartError {
         /// How long it tried.
         waited: Duration,
         /// The last failure.
+        #[source]
+        source: IdentityError,
+    },
+    /// The control service could not be reached and `MESH_STATE_DIR` holds no usable state to
+    /// start from instead.
+    #[error(
+        "no certificate from the control service after {waited:?} ({source}), and MESH_STATE_DIR \
+         {} has no usable state to start from: {missing}",
+        dir.display()
+    )]
+    NoUsableState {
+        /// How long it tried the control service.
+        waited: Duration,
+        /// The state directory.
+        dir: PathBuf,
+        /// Which file is missing, expired or invalid, and why.
+        missing: String,
+        /// The last failure reaching the control service.
         #[source]
         source: IdentityError,
     },
@@ -109,6 +128,12 @@ impl Mesh {
     /// `startup_timeout` while the control service is unreachable), then follows snapshots
     /// and renews the certificate in the background.
     ///
+    /// With `state_dir` set, accepted snapshots (and, with `persist_identity`, the certificate
+    /// and key) are saved there. When that directory holds usable state, the control service
+    /// is given one short try (a couple of seconds at most) and, if it cannot be reached, the
+    /// mesh starts from the saved state instead: [`ControlStatus::restored_from_disk`] is set
+    /// and the workers keep trying the control service. See [`crate::persist`].
+    ///
     /// With `admin_addr` set, the admin server starts first (so probes see "not ready" while
     /// the certificate is awaited) and the mesh's Prometheus recorder is installed unless the
     /// application installed one.
@@ -137,12 +162,65 @@ impl Mesh {
             settings.control_identity.clone(),
         ));
 
-        let (svid, bundle) = first_certificate(&connector, &trust, &settings).await?;
-        tracing::info!(
-            id = %svid.id,
-            valid_for_secs = svid.valid_for().as_secs(),
-            "mesh identity issued"
-        );
+        let state = settings
+            .state_dir
+            .clone()
+            .map(|dir| Arc::new(StateDir::new(dir, settings.persist_identity)));
+        let saved = match &state {
+            Some(state) => Some(state.load(&trust.load(), &settings.trust_domain).await),
+            None => None,
+        };
+        // With state to fall back on, a control service that is down should not hold the start
+        // for the whole timeout: that is the point of static stability.
+        let wait = match &saved {
+            Some(Ok(_)) => settings.startup_timeout.min(RESTORE_PROBE),
+            _ => settings.startup_timeout,
+        };
+        let (svid, bundle, restored) = match first_certificate(&connector, &trust, &settings, wait)
+            .await
+        {
+            Ok((svid, bundle)) => {
+                if let Some(state) = &state {
+                    state.save_identity(&svid).await;
+                }
+                (svid, bundle, None)
+            }
+            // Only an unreachable control service is a reason to start from disk: a refusal is
+            // an answer, and must be heeded.
+            Err(StartError::Certificate { waited, source }) if unreachable(&source) => {
+                match (saved, &state) {
+                    (Some(Ok(restored)), _) => {
+                        let Restored {
+                            snapshot,
+                            saved_at,
+                            svid,
+                            bundle,
+                        } = restored;
+                        tracing::warn!(
+                            error = %source,
+                            version = snapshot.version,
+                            snapshot_age_secs = SystemTime::now()
+                                .duration_since(saved_at)
+                                .unwrap_or_default()
+                                .as_secs(),
+                            "control service unreachable; starting from the state in MESH_STATE_DIR"
+                        );
+                        (svid, bundle, Some((snapshot, saved_at)))
+                    }
+                    (Some(Err(missing)), Some(state)) => {
+                        return Err(StartError::NoUsableState {
+                            waited,
+                            dir: state.path().to_owned(),
+                            missing,
+                            source,
+                        });
+                    }
+                    _ => return Err(StartError::Certificate { waited, source }),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        log_identity(&svid, restored.is_some());
         trust.store(bundle);
         let identity = Identity::new(svid, trust);
 
@@ -158,6 +236,10 @@ impl Mesh {
             // request matched, for authorization policies that target a route.
             discovery.want(service);
         }
+        if let Some((snapshot, saved_at)) = restored {
+            // In force before the workers start, so a fresh snapshot always replaces it.
+            discovery.restore(snapshot, saved_at);
+        }
         let subscriber = Subscriber {
             node: settings.node.clone(),
             own_service: settings.service.clone(),
@@ -168,6 +250,7 @@ impl Mesh {
                 identity.clone(),
                 settings.token.clone(),
                 settings.trust_domain.clone(),
+                state.clone(),
             ))
             .abort_handle(),
             tokio::spawn(watch_forever(
@@ -175,6 +258,7 @@ impl Mesh {
                 identity.clone(),
                 discovery.clone(),
                 subscriber,
+                state,
             ))
             .abort_handle(),
             tokio::spawn(crate::telemetry::refresh_forever(
@@ -361,16 +445,49 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The first certificate, retried with backoff while the control service is unreachable.
+/// How long the control service is tried at start-up when usable persisted state exists.
+const RESTORE_PROBE: Duration = Duration::from_secs(2);
+
+/// Whether a start-up failure means the control service could not be reached (rather than
+/// that it answered no).
+fn unreachable(error: &IdentityError) -> bool {
+    matches!(error, IdentityError::Connect(_))
+}
+
+fn log_identity(svid: &Svid, restored: bool) {
+    let valid_for_secs = svid.valid_for().as_secs();
+    if restored {
+        tracing::info!(id = %svid.id, valid_for_secs, "mesh identity restored from MESH_STATE_DIR");
+    } else {
+        tracing::info!(id = %svid.id, valid_for_secs, "mesh identity issued");
+    }
+}
+
+/// The first certificate, retried with backoff while the control service is unreachable, for
+/// up to `wait`.
 async fn first_certificate(
     connector: &ControlConnector,
     trust: &TrustStore,
     settings: &MeshSettings,
-) -> Result<(crate::identity::Svid, TrustBundle), StartError> {
-    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    wait: Duration,
+) -> Result<(Svid, TrustBundle), StartError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + wait;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match certify(connector, trust, &settings.token, &settings.trust_domain).await {
+        // Each attempt is bounded too: a control address that swallows packets must not hold
+        // the start past the deadline.
+        let attempt = certify(connector, trust, &settings.token, &settings.trust_domain);
+        let result = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(IdentityError::Connect(
+                crate::error::ConnectError::Timeout {
+                    peer: settings.control_addrs.join(","),
+                    after: wait,
+                },
+            )),
+        };
+        match result {
             Ok(issued) => return Ok(issued),
             // A refusal will not change by asking again: fail at once with the reason.
             Err(source @ IdentityError::Refused(_)) | Err(source @ IdentityError::BadReply(_)) => {
@@ -382,7 +499,7 @@ async fn first_certificate(
             Err(source) => {
                 if tokio::time::Instant::now() + backoff > deadline {
                     return Err(StartError::Certificate {
-                        waited: settings.startup_timeout,
+                        waited: started.elapsed(),
                         source,
                     });
                 }

@@ -4,18 +4,23 @@
 //! Handshakes run in their own tasks with a time limit, so a slow or hostile client never
 //! blocks the accept loop. The verified identity reaches handlers as a [`PeerIdentity`]
 //! request extension.
+//!
+//! Every server is bounded by [`ServerLimits`] (connections per listener, handshake and header
+//! time, HTTP/2 streams per connection, header and body size); see [`crate::limits`] for the
+//! defaults and what a caller over each limit sees.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
 use futures_util::future::{Either, Ready, ready};
 use http::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use mesh_core::SpiffeId;
@@ -23,16 +28,16 @@ use mesh_core::tls::spiffe_id_of;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::authz::Authorizer;
 use crate::error::BoxError;
+use crate::limits::BodyLimit;
+pub use crate::limits::ServerLimits;
 use crate::telemetry::Inbound;
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Accepted connections waiting for the server to take them.
@@ -76,6 +81,8 @@ pub struct MeshTlsStream {
     remote_addr: SocketAddr,
     peer: Option<PeerIdentity>,
     authorizer: Option<Authorizer>,
+    /// The listener's connection slot, given back when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl MeshTlsStream {
@@ -173,28 +180,47 @@ impl AsyncWrite for MeshTlsStream {
 pub struct MeshIncoming {
     accepted: mpsc::Receiver<MeshTlsStream>,
     local_addr: SocketAddr,
+    limits: ServerLimits,
     accept_task: tokio::task::AbortHandle,
 }
 
 impl MeshIncoming {
     /// Accepts on `listener` with `tls` (from [`crate::tls::server_config`]); requests on the
-    /// connections are judged by `authorizer` when one is given.
+    /// connections are judged by `authorizer` when one is given. The default
+    /// [`ServerLimits`] apply.
     pub fn new(
         listener: TcpListener,
         tls: Arc<ServerConfig>,
         authorizer: Option<Authorizer>,
+    ) -> io::Result<Self> {
+        Self::with_limits(listener, tls, authorizer, ServerLimits::default())
+    }
+
+    /// [`MeshIncoming::new`] with `limits`: the connection count and handshake time apply
+    /// here, the HTTP limits in [`serve`].
+    pub fn with_limits(
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        authorizer: Option<Authorizer>,
+        limits: ServerLimits,
     ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
         let acceptor = TlsAcceptor::from(tls);
         let authorizer = authorizer.map(|a| a.for_port(local_addr.port()));
         let accept_task =
-            tokio::spawn(accept_loop(listener, acceptor, authorizer, tx)).abort_handle();
+            tokio::spawn(accept_loop(listener, acceptor, authorizer, tx, limits)).abort_handle();
         Ok(Self {
             accepted,
             local_addr,
+            limits,
             accept_task,
         })
+    }
+
+    /// The limits this server applies.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
     }
 
     /// The address being listened on.
@@ -222,7 +248,10 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     authorizer: Option<Authorizer>,
     tx: mpsc::Sender<MeshTlsStream>,
+    limits: ServerLimits,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let handshake_timeout = limits.handshake_timeout;
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -232,6 +261,17 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: close at once (the caller sees a reset or EOF and can try another
+            // replica) rather than leave it waiting in the kernel's backlog.
+            tracing::warn!(
+                peer = %remote_addr,
+                max = limits.max_connections,
+                "connection limit reached, connection refused"
+            );
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -244,7 +284,7 @@ async fn accept_loop(
                 // handshake record (0x16); anything else is served in plaintext, without an
                 // identity, and passes only policies that allow unauthenticated callers.
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+                match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
                         let _ = tx
                             .send(MeshTlsStream {
@@ -252,6 +292,7 @@ async fn accept_loop(
                                 remote_addr,
                                 peer: None,
                                 authorizer,
+                                _slot: slot,
                             })
                             .await;
                         return;
@@ -260,7 +301,7 @@ async fn accept_loop(
                     _ => return,
                 }
             }
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -285,6 +326,7 @@ async fn accept_loop(
                     remote_addr,
                     peer,
                     authorizer,
+                    _slot: slot,
                 })
                 .await;
         });
@@ -342,6 +384,10 @@ where
 /// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
 /// `incoming`, over HTTP/2 or HTTP/1.1 as ALPN chose, with the peer's identity in each
 /// request's extensions. Runs until `incoming` ends.
+///
+/// The HTTP limits of `incoming`'s [`ServerLimits`] apply: concurrent HTTP/2 streams and header
+/// size per connection (`431` over it), the time to a request's headers (the connection is
+/// closed), and the declared body size (`413`, before `service` is called).
 pub async fn serve<S, ResBody>(mut incoming: MeshIncoming, service: S)
 where
     S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
@@ -355,10 +401,12 @@ where
     ResBody::Error: Into<BoxError>,
 {
     use futures_util::StreamExt;
+    let limits = *incoming.limits();
+    let builder = http_builder(&limits);
     while let Some(Ok(stream)) = incoming.next().await {
         let remote = stream.remote_addr();
         let service = WithPeerIdentity::new(
-            service.clone(),
+            BodyLimit::new(service.clone(), limits.max_body_size),
             stream.peer_identity().cloned(),
             stream.authorizer().cloned(),
         );
@@ -367,13 +415,115 @@ where
             stream.peer_identity().cloned(),
             stream.authorizer(),
         );
+        let stream = FirstRead::new(stream);
+        let spoke = stream.spoke.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
             let connection =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            // A client that sends nothing after its handshake (not even the HTTP/2 preface)
+            // holds a connection slot for nothing, and hyper waits for it forever: cut it off.
+            // An HTTP/1.1 request head is bounded by hyper's header read timeout, a silent
+            // HTTP/2 peer by keep-alive pings.
+            let result = tokio::select! {
+                result = &mut connection => result,
+                () = tokio::time::sleep(limits.header_timeout) => {
+                    if spoke.load(Ordering::Relaxed) {
+                        connection.await
+                    } else {
+                        tracing::info!(peer = %remote, "nothing sent in time, connection closed");
+                        return;
+                    }
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(peer = %remote, %error, "connection ended with an error");
             }
         });
+    }
+}
+
+/// How long an HTTP/2 connection may go without traffic before the server pings the client.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the server waits for the answer to a keep-alive ping before closing.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The connection builder with `limits` applied.
+fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.http1_buf_size());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// A connection's bytes, noting whether the client has sent anything yet.
+#[derive(Debug)]
+struct FirstRead<I> {
+    inner: I,
+    spoke: Arc<AtomicBool>,
+}
+
+impl<I> FirstRead<I> {
+    fn new(inner: I) -> Self {
+        Self {
+            inner,
+            spoke: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstRead<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.spoke.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstRead<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -77,6 +77,14 @@ pub struct MeshSettings {
     /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/config`);
     /// off when unset (`MESH_ADMIN_ADDR`, `ip:port`, e.g. `0.0.0.0:9990`).
     pub admin_addr: Option<SocketAddr>,
+    /// Where the last good snapshot is kept, so that a restart while the control service is
+    /// down can start from it (`MESH_STATE_DIR`; off when unset). See [`crate::persist`].
+    pub state_dir: Option<PathBuf>,
+    /// Whether the still-valid certificate and its private key are kept in `state_dir` too
+    /// (`MESH_PERSIST_IDENTITY`, `true`/`false`, default `false`). The key then leaves the
+    /// process's memory, into one file of mode 0600; without it a restart needs the control
+    /// service to issue a certificate.
+    pub persist_identity: bool,
 }
 
 impl MeshSettings {
@@ -166,6 +174,22 @@ impl MeshSettings {
                 })
             })
             .transpose()?;
+        let state_dir = get("MESH_STATE_DIR").map(|d| PathBuf::from(d.trim()));
+        let persist_identity = match get("MESH_PERSIST_IDENTITY") {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                SettingsError::new(
+                    "MESH_PERSIST_IDENTITY",
+                    format!("expected true or false, got {v:?}"),
+                )
+            })?,
+            None => false,
+        };
+        if persist_identity && state_dir.is_none() {
+            return Err(SettingsError::new(
+                "MESH_PERSIST_IDENTITY",
+                "is true but MESH_STATE_DIR is not set: there is nowhere to keep the identity",
+            ));
+        }
         Ok(Self {
             control_addrs,
             control_identity,
@@ -179,6 +203,8 @@ impl MeshSettings {
             startup_timeout,
             ready_timeout,
             admin_addr,
+            state_dir,
+            persist_identity,
         })
     }
 
@@ -204,6 +230,8 @@ impl MeshSettings {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             admin_addr: None,
+            state_dir: None,
+            persist_identity: false,
         }
     }
 
@@ -216,6 +244,14 @@ impl MeshSettings {
     /// Serves the admin endpoints on `addr`.
     pub fn with_admin_addr(mut self, addr: SocketAddr) -> Self {
         self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Keeps the last good snapshot in `dir` and, when `persist_identity` is true, the
+    /// certificate and its key too (see [`MeshSettings::persist_identity`]).
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>, persist_identity: bool) -> Self {
+        self.state_dir = Some(dir.into());
+        self.persist_identity = persist_identity;
         self
     }
 
@@ -257,6 +293,14 @@ fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, String
         s.parse::<ServiceName>().map_err(|e| e.to_string())
     } else {
         ServiceName::new(default_namespace, s).map_err(|e| e.to_string())
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -330,6 +374,7 @@ mod tests {
             ("MESH_STARTUP_TIMEOUT", "soon", "MESH_STARTUP_TIMEOUT"),
             ("MESH_READY_TIMEOUT", "-1", "MESH_READY_TIMEOUT"),
             ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
+            ("MESH_PERSIST_IDENTITY", "maybe", "MESH_PERSIST_IDENTITY"),
         ];
         for (var, value, named) in cases {
             let mut vars: Vec<(&str, &str)> =
@@ -348,6 +393,30 @@ mod tests {
         vars.push(("MESH_ADMIN_ADDR", " 0.0.0.0:9990 "));
         let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
         assert_eq!(settings.admin_addr, Some("0.0.0.0:9990".parse().unwrap()));
+    }
+
+    #[test]
+    fn state_is_persisted_only_when_asked_and_identity_only_with_a_directory() {
+        let settings = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(settings.state_dir, None);
+        assert!(!settings.persist_identity);
+
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_STATE_DIR", " /var/lib/mesh "));
+        let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(settings.state_dir, Some(PathBuf::from("/var/lib/mesh")));
+        assert!(!settings.persist_identity);
+
+        vars.push(("MESH_PERSIST_IDENTITY", "TRUE"));
+        let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert!(settings.persist_identity);
+
+        // Persisting the identity without a directory is a mistake to report, not to ignore.
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_PERSIST_IDENTITY", "true"));
+        let err = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
+        assert_eq!(err.var, "MESH_PERSIST_IDENTITY");
+        assert!(err.message.contains("MESH_STATE_DIR"), "{err}");
     }
 
     #[test]

@@ -377,3 +377,33 @@ fn init_test_logging() {
         .with_test_writer()
         .try_init();
 }
+
+impl Harness {
+    /// Starts a greeter replica called `name` on `listener` with a mesh started from
+    /// `settings` (e.g. [`Harness::settings`] with a state directory added).
+    pub async fn greeter_with_settings(
+        &self,
+        listener: TcpListener,
+        name: &str,
+        settings: MeshSettings,
+    ) -> anyhow::Result<Replica> {
+        let mesh = Mesh::start(settings).await?;
+        let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
+        let addr = listener.local_addr()?;
+        let incoming = mesh.tonic_incoming(listener)?;
+        let service = GreeterServer::new(greeter.clone());
+        let task = tokio::spawn(async move {
+            let _mesh = mesh;
+            let _ = tonic::transport::Server::builder()
+                .layer(MeshLayer::new())
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Ok(Replica {
+            addr,
+            greeter,
+            task,
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! The limits the mesh's server side puts on what a caller may ask of it, so that one
+//! misbehaving or hostile caller cannot exhaust a server that everyone else is using.
+//!
+//! | limit                               | default                 | what a caller over it sees          |
+//! |-------------------------------------|-------------------------|-------------------------------------|
+//! | connections per listener            | [`DEFAULT_MAX_CONNECTIONS`] | the connection is closed right after accept (logged) |
+//! | TLS handshake time                  | [`DEFAULT_HANDSHAKE_TIMEOUT`] | the connection is closed (logged) |
+//! | time to the first request's headers | [`DEFAULT_HEADER_TIMEOUT`] | the connection is closed (HTTP/1.1 also between requests) |
+//! | concurrent HTTP/2 streams per connection | [`DEFAULT_MAX_CONCURRENT_STREAMS`] | advertised in SETTINGS; clients queue, extra streams are reset |
+//! | request header size                 | [`DEFAULT_MAX_HEADER_LIST_SIZE`] | `431 Request Header Fields Too Large` |
+//! | declared request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large`, the app never sees the request |
+//!
+//! The connection count and the handshake time apply to every server fed by
+//! [`crate::MeshIncoming`], tonic's included. The HTTP limits apply to [`crate::server::serve`]
+//! (and so to [`crate::Mesh::serve`]); a tonic server sets its own with
+//! `tonic::transport::Server::builder()` (`max_concurrent_streams`, `http2_max_header_list_size`,
+//! `timeout`, and each service's `max_decoding_message_size`, 4 MiB by default), which the mesh
+//! leaves as the application configured them.
+//!
+//! The body limit is judged on the `content-length` the request declares, before the
+//! application is called. A body sent without a declared length (HTTP/1.1 chunked, or HTTP/2
+//! without `content-length`) is not cut by the mesh: axum's extractors cap it themselves
+//! (`DefaultBodyLimit`, 2 MiB unless the application changed it).
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::{Either, Ready, ready};
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use crate::client::MESH_ERROR_HEADER;
+
+/// Default number of connections one listener holds open at once (handshaking or serving).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a client has to finish its TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has, once its handshake is done, to send its first request's headers
+/// (and, on HTTP/1.1, each later request's headers once it starts one).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of concurrent HTTP/2 streams a client may open on one connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default size of a request's header list (HTTP/2, as RFC 9113 counts it) and, for HTTP/1.1,
+/// of the read buffer a request head must fit in: 64 KiB.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// Default largest request body a request may declare: 16 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The limits of one mesh server; see the [module documentation](self) for what each does.
+/// [`ServerLimits::default`] gives the `DEFAULT_*` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// Connections one listener holds open at once; more are closed right after accept.
+    pub max_connections: usize,
+    /// Time a client has to finish its TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send its (first, and on HTTP/1.1 each) request's headers.
+    pub header_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header list (HTTP/2) or request head (HTTP/1.1), in bytes.
+    pub max_header_list_size: u32,
+    /// Largest request body a request may declare, in bytes.
+    pub max_body_size: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Sets [`ServerLimits::max_connections`] (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::header_timeout`].
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_concurrent_streams`] (at least 1).
+    pub fn with_max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = max.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::max_header_list_size`].
+    pub fn with_max_header_list_size(mut self, max: u32) -> Self {
+        self.max_header_list_size = max;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_body_size`].
+    pub fn with_max_body_size(mut self, max: u64) -> Self {
+        self.max_body_size = max;
+        self
+    }
+
+    /// The HTTP/1.1 read buffer size: the header limit, but never under hyper's minimum (8 KiB).
+    pub(crate) fn http1_buf_size(&self) -> usize {
+        usize::try_from(self.max_header_list_size)
+            .unwrap_or(usize::MAX)
+            .max(8 * 1024)
+    }
+}
+
+/// Answers `413 Payload Too Large` for a request whose declared `content-length` is over the
+/// limit, without calling the application.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyLimit<S> {
+    inner: S,
+    max: u64,
+}
+
+impl<S> BodyLimit<S> {
+    pub(crate) fn new(inner: S, max: u64) -> Self {
+        Self { inner, max }
+    }
+}
+
+impl<S, B, R> tower::Service<Request<B>> for BodyLimit<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(length) if length > self.max => {
+                tracing::debug!(
+                    length,
+                    max = self.max,
+                    "request body over the limit refused"
+                );
+                let mut response = Response::new(R::default());
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                response.headers_mut().insert(
+                    MESH_ERROR_HEADER,
+                    HeaderValue::from_static("request body too large"),
+                );
+                // Tell an HTTP/1.1 client the connection will not read the rest of the body.
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                Either::Right(ready(Ok(response)))
+            }
+            _ => Either::Left(self.inner.call(request)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tower::{Service, ServiceExt};
+
+    #[tokio::test]
+    async fn declared_bodies_over_the_limit_get_413_and_others_pass() {
+        let inner = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("app")))
+        });
+        let mut limit = BodyLimit::new(inner, 10);
+        let over = Request::post("/")
+            .header("content-length", "11")
+            .body(())
+            .unwrap();
+        let response = limit.ready().await.unwrap().call(over).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().contains_key(MESH_ERROR_HEADER));
+        for request in [
+            Request::post("/").header("content-length", "10").body(()),
+            Request::get("/").body(()),
+        ] {
+            let response = limit
+                .ready()
+                .await
+                .unwrap()
+                .call(request.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.body(), "app");
+        }
+    }
+
+    #[test]
+    fn the_http1_buffer_never_goes_under_hypers_minimum() {
+        assert_eq!(
+            ServerLimits::default()
+                .with_max_header_list_size(100)
+                .http1_buf_size(),
+            8 * 1024
+        );
+        assert_eq!(ServerLimits::default().http1_buf_size(), 64 * 1024);
+    }
+}
