@@ -365,6 +365,7 @@ impl Mesh {
             self.inner.identity.clone(),
             self.inner.settings.ready_timeout,
             self.inner.telemetry.clone(),
+            self.inner.settings.outlier,
         ))
     }
 

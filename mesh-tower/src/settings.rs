@@ -74,6 +74,11 @@ pub struct MeshSettings {
     /// How long a call waits for some endpoint of its destination to become reachable before
     /// failing with UNAVAILABLE (`MESH_READY_TIMEOUT`, seconds, default 10).
     pub ready_timeout: Duration,
+    /// Outlier ejection for every backend this workload calls: consecutive failures
+    /// (`MESH_OUTLIER_CONSECUTIVE_FAILURES`, default 5) and, optionally, a success rate
+    /// (`MESH_OUTLIER_SUCCESS_RATE`, `<percent>/<requests>`: eject an endpoint whose success
+    /// rate over that many requests falls below the percentage; off by default).
+    pub outlier: mesh_core::outlier::OutlierConfig,
     /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/config`);
     /// off when unset (`MESH_ADMIN_ADDR`, `ip:port`, e.g. `0.0.0.0:9990`).
     pub admin_addr: Option<SocketAddr>,
@@ -167,6 +172,10 @@ impl MeshSettings {
             })?),
             None => DEFAULT_READY_TIMEOUT,
         };
+        let outlier = outlier_config(
+            get("MESH_OUTLIER_CONSECUTIVE_FAILURES").as_deref(),
+            get("MESH_OUTLIER_SUCCESS_RATE").as_deref(),
+        )?;
         let admin_addr = get("MESH_ADMIN_ADDR")
             .map(|a| {
                 a.trim().parse::<SocketAddr>().map_err(|_| {
@@ -202,6 +211,7 @@ impl MeshSettings {
             node,
             startup_timeout,
             ready_timeout,
+            outlier,
             admin_addr,
             state_dir,
             persist_identity,
@@ -229,6 +239,7 @@ impl MeshSettings {
             node: format!("pid-{}", std::process::id()),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            outlier: mesh_core::outlier::OutlierConfig::default(),
             admin_addr: None,
             state_dir: None,
             persist_identity: false,
@@ -286,6 +297,46 @@ pub fn default_control_identity(trust_domain: &TrustDomain) -> SpiffeId {
         // A valid trust domain with two constant DNS labels always makes a valid ID.
         Err(e) => unreachable!("control identity is valid: {e}"),
     }
+}
+
+/// Outlier settings from `MESH_OUTLIER_CONSECUTIVE_FAILURES` and `MESH_OUTLIER_SUCCESS_RATE`.
+fn outlier_config(
+    consecutive: Option<&str>,
+    success_rate: Option<&str>,
+) -> Result<mesh_core::outlier::OutlierConfig, SettingsError> {
+    let mut config = mesh_core::outlier::OutlierConfig::default();
+    if let Some(n) = consecutive {
+        config.consecutive_failures =
+            n.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    SettingsError::new(
+                        "MESH_OUTLIER_CONSECUTIVE_FAILURES",
+                        format!("expected a whole number above 0, got {n:?}"),
+                    )
+                })?;
+    }
+    if let Some(rate) = success_rate {
+        let bad = || {
+            SettingsError::new(
+                "MESH_OUTLIER_SUCCESS_RATE",
+                format!("expected <percent 1-100>/<requests above 0>, e.g. 90/20; got {rate:?}"),
+            )
+        };
+        let (percent, requests) = rate.trim().split_once('/').ok_or_else(bad)?;
+        let threshold_percent = percent.trim().parse::<u32>().map_err(|_| bad())?;
+        let min_requests = requests.trim().parse::<u32>().map_err(|_| bad())?;
+        if !(1..=100).contains(&threshold_percent) || min_requests == 0 {
+            return Err(bad());
+        }
+        config.success_rate = Some(mesh_core::outlier::SuccessRateConfig {
+            min_requests,
+            threshold_percent,
+        });
+    }
+    Ok(config)
 }
 
 fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, String> {
@@ -349,6 +400,22 @@ mod tests {
     }
 
     #[test]
+    fn outlier_settings_are_read() {
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_OUTLIER_CONSECUTIVE_FAILURES", "3"));
+        vars.push(("MESH_OUTLIER_SUCCESS_RATE", "90/20"));
+        let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(s.outlier.consecutive_failures, 3);
+        let rate = s.outlier.success_rate.unwrap();
+        assert_eq!((rate.threshold_percent, rate.min_requests), (90, 20));
+        let defaults = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(
+            defaults.outlier,
+            mesh_core::outlier::OutlierConfig::default()
+        );
+    }
+
+    #[test]
     fn service_takes_the_pod_namespace() {
         let mut vars = BASE.to_vec();
         vars.push(("MESH_SERVICE", "greeter"));
@@ -373,6 +440,21 @@ mod tests {
             ("MESH_CONTROL_IDENTITY", "http://x", "MESH_CONTROL_IDENTITY"),
             ("MESH_STARTUP_TIMEOUT", "soon", "MESH_STARTUP_TIMEOUT"),
             ("MESH_READY_TIMEOUT", "-1", "MESH_READY_TIMEOUT"),
+            (
+                "MESH_OUTLIER_CONSECUTIVE_FAILURES",
+                "0",
+                "MESH_OUTLIER_CONSECUTIVE_FAILURES",
+            ),
+            (
+                "MESH_OUTLIER_SUCCESS_RATE",
+                "90",
+                "MESH_OUTLIER_SUCCESS_RATE",
+            ),
+            (
+                "MESH_OUTLIER_SUCCESS_RATE",
+                "101/5",
+                "MESH_OUTLIER_SUCCESS_RATE",
+            ),
             ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
             ("MESH_PERSIST_IDENTITY", "maybe", "MESH_PERSIST_IDENTITY"),
         ];

@@ -89,13 +89,14 @@ where
         identity: Identity,
         ready_timeout: Duration,
         telemetry: Arc<MeshTelemetry>,
+        outliers: mesh_core::outlier::OutlierConfig,
     ) -> Self {
         let name = destination.service.clone();
         // The logical name is the authority the server sees (`greeter.default`); it is always
         // a valid authority because both parts are DNS labels.
         let authority = Authority::try_from(name.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
-        let router = Arc::new(Router::new(destination, identity, telemetry));
+        let router = Arc::new(Router::new(destination, identity, telemetry, outliers));
         let follower = tokio::spawn(router::follow(
             Arc::downgrade(&router),
             name.clone(),

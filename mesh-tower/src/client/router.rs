@@ -46,9 +46,9 @@ where
         destination: &Destination,
         identity: Identity,
         telemetry: Arc<MeshTelemetry>,
+        outliers: OutlierConfig,
     ) -> Self {
         let epoch = Instant::now();
-        let outliers = OutlierConfig::default();
         let state = build(destination, None, &identity, epoch, outliers, &telemetry);
         Self {
             state: ArcSwap::from_pointee(state),
