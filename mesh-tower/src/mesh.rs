@@ -402,6 +402,32 @@ impl Mesh {
         crate::server::serve(incoming, service).await;
         Ok(())
     }
+
+    /// Like [`Mesh::serve`], until `shutdown` completes; then drains gracefully (stops
+    /// accepting, GOAWAY to every peer, calls in flight finish within `grace`). For tonic,
+    /// `Server::serve_with_incoming_shutdown` does the same.
+    pub async fn serve_with_shutdown<S, ResBody>(
+        &self,
+        listener: TcpListener,
+        service: S,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()>
+    where
+        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + Send,
+        ResBody: http_body::Body + Default + Send + 'static,
+        ResBody::Data: Send,
+        ResBody::Error: Into<BoxError>,
+    {
+        let incoming = self.incoming(listener)?;
+        crate::server::serve_with_shutdown(incoming, service, shutdown, grace).await;
+        Ok(())
+    }
 }
 
 /// The admin server, started before the certificate is asked for.

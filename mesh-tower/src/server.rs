@@ -384,12 +384,31 @@ where
 /// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
 /// `incoming`, over HTTP/2 or HTTP/1.1 as ALPN chose, with the peer's identity in each
 /// request's extensions. Runs until `incoming` ends.
-///
-/// The HTTP limits of `incoming`'s [`ServerLimits`] apply: concurrent HTTP/2 streams and header
-/// size per connection (`431` over it), the time to a request's headers (the connection is
-/// closed), and the declared body size (`413`, before `service` is called).
-pub async fn serve<S, ResBody>(mut incoming: MeshIncoming, service: S)
+pub async fn serve<S, ResBody>(incoming: MeshIncoming, service: S)
 where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    ResBody: http_body::Body + Default + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    serve_with_shutdown(incoming, service, std::future::pending(), Duration::ZERO).await;
+}
+
+/// Like [`serve`], until `shutdown` completes; then drains: stops accepting (the listener
+/// closes), tells every connection's peer to go elsewhere (HTTP/2 GOAWAY, or
+/// `connection: close` after the current HTTP/1.1 request), lets calls in flight finish for up
+/// to `grace`, and closes what is left.
+pub async fn serve_with_shutdown<S, ResBody>(
+    mut incoming: MeshIncoming,
+    service: S,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) where
     S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
         + Clone
         + Send
@@ -403,7 +422,19 @@ where
     use futures_util::StreamExt;
     let limits = *incoming.limits();
     let builder = http_builder(&limits);
-    while let Some(Ok(stream)) = incoming.next().await {
+    let draining = tokio::sync::watch::Sender::new(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(stream)) => stream,
+                _ => break,
+            },
+            () = &mut shutdown => break,
+        };
+        // Finished connections are reaped as new ones come, so the set stays small.
+        while connections.try_join_next().is_some() {}
         let remote = stream.remote_addr();
         let service = WithPeerIdentity::new(
             BodyLimit::new(service.clone(), limits.max_body_size),
@@ -418,7 +449,8 @@ where
         let stream = FirstRead::new(stream);
         let spoke = stream.spoke.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
+        let mut drain = draining.subscribe();
+        connections.spawn(async move {
             let connection =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             tokio::pin!(connection);
@@ -426,14 +458,23 @@ where
             // holds a connection slot for nothing, and hyper waits for it forever: cut it off.
             // An HTTP/1.1 request head is bounded by hyper's header read timeout, a silent
             // HTTP/2 peer by keep-alive pings.
-            let result = tokio::select! {
-                result = &mut connection => result,
-                () = tokio::time::sleep(limits.header_timeout) => {
-                    if spoke.load(Ordering::Relaxed) {
-                        connection.await
-                    } else {
-                        tracing::info!(peer = %remote, "nothing sent in time, connection closed");
-                        return;
+            let quiet_until = tokio::time::sleep(limits.header_timeout);
+            tokio::pin!(quiet_until);
+            let mut checked_quiet = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut connection => break result,
+                    // The guard `wait_for` returns must not live across the await below.
+                    () = async { drop(drain.wait_for(|draining| *draining).await) } => {
+                        connection.as_mut().graceful_shutdown();
+                        break connection.await;
+                    }
+                    () = &mut quiet_until, if !checked_quiet => {
+                        if !spoke.load(Ordering::Relaxed) {
+                            tracing::info!(peer = %remote, "nothing sent in time, connection closed");
+                            return;
+                        }
+                        checked_quiet = true;
                     }
                 }
             };
@@ -441,6 +482,19 @@ where
                 tracing::debug!(peer = %remote, %error, "connection ended with an error");
             }
         });
+    }
+    // Stop accepting first: the listener closes with `incoming`.
+    drop(incoming);
+    draining.send_replace(true);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "connections still open after the drain grace period; closing them"
+        );
     }
 }
 
