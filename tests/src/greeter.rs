@@ -20,9 +20,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use examples::hello::greeter_server::{Greeter, GreeterServer};
+use examples::hello::greeter_server::Greeter;
 use examples::hello::{HelloReply, HelloRequest};
-use mesh_tonic::{MeshLayer, MeshTonicExt};
 use mesh_tower::Mesh;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -157,16 +156,7 @@ impl Harness {
             seen: Arc::default(),
         };
         let addr = listener.local_addr()?;
-        let incoming = mesh.tonic_incoming(listener)?;
-        let service = GreeterServer::new(greeter.clone());
-        let task = tokio::spawn(async move {
-            let _mesh = mesh;
-            let _ = tonic::transport::Server::builder()
-                .layer(MeshLayer::new())
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
-        });
+        let task = crate::serve_greeter(mesh, listener, greeter.clone())?;
         Ok(TestGreeterReplica {
             addr,
             greeter,

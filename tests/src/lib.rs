@@ -284,16 +284,7 @@ impl Harness {
         let mesh = Mesh::start(self.settings(account, Some("greeter"))).await?;
         let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
         let addr = listener.local_addr()?;
-        let incoming = mesh.tonic_incoming(listener)?;
-        let service = GreeterServer::new(greeter.clone());
-        let task = tokio::spawn(async move {
-            let _mesh = mesh;
-            let _ = tonic::transport::Server::builder()
-                .layer(MeshLayer::new())
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
-        });
+        let task = serve_greeter(mesh, listener, greeter.clone())?;
         Ok(Replica {
             addr,
             greeter,
@@ -315,6 +306,25 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves `greeter` over `mesh`'s mTLS listener, behind the mesh's tonic layer, until the
+/// returned task is aborted (it keeps the mesh alive).
+pub fn serve_greeter<G: examples::hello::greeter_server::Greeter>(
+    mesh: Mesh,
+    listener: TcpListener,
+    greeter: G,
+) -> anyhow::Result<JoinHandle<()>> {
+    let incoming = mesh.tonic_incoming(listener)?;
+    let service = GreeterServer::new(greeter);
+    Ok(tokio::spawn(async move {
+        let _mesh = mesh;
+        let _ = tonic::transport::Server::builder()
+            .layer(MeshLayer::new())
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    }))
 }
 
 /// Binds a listener on a free loopback port.
@@ -390,16 +400,7 @@ impl Harness {
         let mesh = Mesh::start(settings).await?;
         let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
         let addr = listener.local_addr()?;
-        let incoming = mesh.tonic_incoming(listener)?;
-        let service = GreeterServer::new(greeter.clone());
-        let task = tokio::spawn(async move {
-            let _mesh = mesh;
-            let _ = tonic::transport::Server::builder()
-                .layer(MeshLayer::new())
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
-        });
+        let task = serve_greeter(mesh, listener, greeter.clone())?;
         Ok(Replica {
             addr,
             greeter,
