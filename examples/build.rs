@@ -1,9 +1,12 @@
-//! Generates the `helloworld` types and stubs with the pure-Rust protox compiler.
+//! Generates the `helloworld` types and stubs (and the benchmark's fan-out baseline protocol)
+//! with the pure-Rust protox compiler.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "helloworld/helloworld.proto";
-    println!("cargo:rerun-if-changed=proto/{proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
+    let protos = ["helloworld/helloworld.proto", "bench/fanout.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed=proto/{proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_transport(false)
         .compile_fds(descriptors)?;

@@ -339,6 +339,12 @@ impl Ca {
         self.bundle.clone()
     }
 
+    /// The same roots, borrowed: what a `Certify` response carries, without copying the
+    /// bundle (and its parsed anchors) for every issuance.
+    pub fn trust_roots(&self) -> &[CertificateDer<'static>] {
+        self.bundle.roots()
+    }
+
     /// The roots as PEM, for `MESH_TRUST_ANCHORS_FILE`.
     pub fn trust_bundle_pem(&self) -> String {
         self.bundle.to_pem()

@@ -82,6 +82,7 @@ mod metrics;
 mod registry;
 mod server;
 mod service;
+pub mod skew;
 mod state;
 mod watch;
 
@@ -124,6 +125,9 @@ pub struct ControlOptions {
     pub namespace: String,
     /// Lifetime of the certificates the CA signs, the service's own included (default 24 h).
     pub cert_lifetime: Duration,
+    /// Rewrites every snapshot sent: the identity unless a test (feature `testing`) sets one
+    /// to play a newer control service (see [`skew`]).
+    pub wire_transform: skew::WireTransform,
 }
 
 /// Where the control service's config comes from.
@@ -231,6 +235,7 @@ impl ControlOptions {
             trust_bundle_out: None,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
+            wire_transform: skew::WireTransform::default(),
         }
     }
 }
@@ -247,6 +252,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         trust_bundle_out,
         namespace,
         cert_lifetime,
+        wire_transform,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -343,7 +349,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     });
     let service = service::ControlService::new(
         certify::Certifier::new(authn, ca.clone(), cert_lifetime),
-        watch::WatchHub::new(state.subscribe(), shutdown_rx.clone(), registry.clone()),
+        watch::WatchHub::new(state.subscribe(), shutdown_rx.clone(), registry.clone())
+            .with_wire_transform(wire_transform),
     );
     let mut tasks = Vec::new();
     let (accept, incoming) = server::spawn_accept_loop(listener, TlsAcceptor::from(Arc::new(tls)));

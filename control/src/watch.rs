@@ -44,6 +44,7 @@ pub(crate) struct WatchHub {
     state: watch::Receiver<Arc<State>>,
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
+    pub(crate) wire_transform: crate::skew::WireTransform,
 }
 
 /// A validated `subscribe` message.
@@ -74,6 +75,7 @@ impl WatchHub {
             state,
             shutdown,
             registry,
+            wire_transform: Default::default(),
         }
     }
 
@@ -95,6 +97,7 @@ impl WatchHub {
             state: self.state.clone(),
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
+            wire_transform: self.wire_transform.clone(),
             peer: Peer {
                 identity,
                 remote_addr,
@@ -111,6 +114,7 @@ struct StreamTask {
     state: watch::Receiver<Arc<State>>,
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
+    wire_transform: crate::skew::WireTransform,
     peer: Peer,
     tx: mpsc::Sender<Result<proto::Snapshot, Status>>,
 }
@@ -244,7 +248,7 @@ impl StreamTask {
                         inbound,
                         trust_bundle: current.trust_bundle.to_vec(),
                     };
-                    let wire = proto::Snapshot::from(&snapshot);
+                    let wire = self.wire_transform.apply(proto::Snapshot::from(&snapshot));
                     tokio::select! {
                         sent = self.tx.send(Ok(wire)) => if sent.is_err() {
                             return "client went away";

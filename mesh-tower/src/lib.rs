@@ -12,7 +12,7 @@
 //! let mesh = mesh_tower::Mesh::from_env().await?;
 //!
 //! // Serve any tower HTTP service (an axum `Router`, say) over mTLS.
-//! let hello = tower::service_fn(|_request: http::Request<hyper::body::Incoming>| async {
+//! let hello = tower::service_fn(|_request: http::Request<mesh_tower::LimitedBody>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("hi"))))
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -61,6 +61,7 @@ pub use client::{MESH_ERROR_HEADER, MeshBody, MeshClient, Replay, ResponseBody, 
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, Svid};
+pub use limits::{BodyTooLarge, LimitedBody};
 pub use mesh::{Mesh, StartError};
 pub use server::{MeshIncoming, MeshTlsStream, PeerIdentity, ServerLimits, WithPeerIdentity};
 pub use settings::{MeshSettings, SettingsError, TokenSource};

@@ -9,6 +9,7 @@
 //! | concurrent HTTP/2 streams per connection | [`DEFAULT_MAX_CONCURRENT_STREAMS`] | advertised in SETTINGS; clients queue, extra streams are reset |
 //! | request header size                 | [`DEFAULT_MAX_HEADER_LIST_SIZE`] | `431 Request Header Fields Too Large` |
 //! | declared request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large`, the app never sees the request |
+//! | streamed request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large` (the app's read fails at the limit) |
 //!
 //! The connection count and the handshake time apply to every server fed by
 //! [`crate::MeshIncoming`], tonic's included. The HTTP limits apply to [`crate::server::serve`]
@@ -17,18 +18,28 @@
 //! `timeout`, and each service's `max_decoding_message_size`, 4 MiB by default), which the mesh
 //! leaves as the application configured them.
 //!
-//! The body limit is judged on the `content-length` the request declares, before the
-//! application is called. A body sent without a declared length (HTTP/1.1 chunked, or HTTP/2
-//! without `content-length`) is not cut by the mesh: axum's extractors cap it themselves
-//! (`DefaultBodyLimit`, 2 MiB unless the application changed it).
+//! The body limit is judged twice. A request that declares a `content-length` over the limit
+//! is answered before the application is called. A body sent without a declared length
+//! (HTTP/1.1 chunked, or HTTP/2 DATA frames without `content-length`) reaches the application
+//! as a [`LimitedBody`]: reading past the limit fails there (nothing more is read), and the
+//! mesh answers `413` in place of whatever the application then responds. A response the
+//! application had already started streaming before it read too far is cut off instead (the
+//! caller sees the stream reset).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 
 use crate::client::MESH_ERROR_HEADER;
+use crate::error::BoxError;
 
 /// Default number of connections one listener holds open at once (handshaking or serving).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -123,7 +134,8 @@ impl ServerLimits {
 }
 
 /// Answers `413 Payload Too Large` for a request whose declared `content-length` is over the
-/// limit, without calling the application.
+/// limit, without calling the application; cuts a body streamed without a declared length at
+/// the limit and answers `413` for it too.
 #[derive(Debug, Clone)]
 pub(crate) struct BodyLimit<S> {
     inner: S,
@@ -138,12 +150,13 @@ impl<S> BodyLimit<S> {
 
 impl<S, B, R> tower::Service<Request<B>> for BodyLimit<S>
 where
-    S: tower::Service<Request<B>, Response = Response<R>>,
+    S: tower::Service<Request<LimitedBody<B>>, Response = Response<R>>,
+    S::Future: Send + 'static,
     R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
+    type Future = Either<LimitedFuture<S::Future>, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -162,20 +175,121 @@ where
                     max = self.max,
                     "request body over the limit refused"
                 );
-                let mut response = Response::new(R::default());
-                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                response.headers_mut().insert(
-                    MESH_ERROR_HEADER,
-                    HeaderValue::from_static("request body too large"),
-                );
-                // Tell an HTTP/1.1 client the connection will not read the rest of the body.
-                response
-                    .headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                Either::Right(ready(Ok(response)))
+                Either::Right(ready(Ok(too_large())))
             }
-            _ => Either::Left(self.inner.call(request)),
+            _ => {
+                let over = Arc::new(AtomicBool::new(false));
+                let request = request.map(|body| LimitedBody {
+                    inner: body,
+                    remaining: self.max,
+                    over: over.clone(),
+                });
+                Either::Left(LimitedFuture {
+                    inner: Box::pin(self.inner.call(request)),
+                    over,
+                })
+            }
         }
+    }
+}
+
+/// The `413` the mesh answers for a body over the limit.
+fn too_large<R: Default>() -> Response<R> {
+    let mut response = Response::new(R::default());
+    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    response.headers_mut().insert(
+        MESH_ERROR_HEADER,
+        HeaderValue::from_static("request body too large"),
+    );
+    // Tell an HTTP/1.1 client the connection will not read the rest of the body.
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The application's response, replaced by `413` when it read its request body past the limit.
+pub struct LimitedFuture<F> {
+    // Boxed: the application's future need not be `Unpin`.
+    inner: Pin<Box<F>>,
+    over: Arc<AtomicBool>,
+}
+
+impl<F, R, E> Future for LimitedFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    R: Default,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.inner.as_mut().poll(cx));
+        if self.over.load(Ordering::Relaxed) {
+            tracing::debug!("streamed request body over the limit refused");
+            return Poll::Ready(Ok(too_large()));
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F> std::fmt::Debug for LimitedFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedFuture").finish_non_exhaustive()
+    }
+}
+
+/// A request body as the application sees it behind the mesh's server: the caller's bytes,
+/// until more than the server's body limit has come; reading past it fails with
+/// [`BodyTooLarge`] and reads nothing more.
+#[derive(Debug)]
+pub struct LimitedBody<B = hyper::body::Incoming> {
+    inner: B,
+    remaining: u64,
+    over: Arc<AtomicBool>,
+}
+
+/// The error a [`LimitedBody`] gives once its limit is passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request body over the server's limit")]
+pub struct BodyTooLarge;
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.over.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(BodyTooLarge.into())));
+        }
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            if len > self.remaining {
+                self.over.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(BodyTooLarge.into())));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -188,20 +302,24 @@ mod tests {
 
     #[tokio::test]
     async fn declared_bodies_over_the_limit_get_413_and_others_pass() {
-        let inner = tower::service_fn(|_: Request<()>| async {
-            Ok::<_, std::convert::Infallible>(Response::new(String::from("app")))
-        });
+        let inner = tower::service_fn(
+            |_: Request<LimitedBody<http_body_util::Empty<Bytes>>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::from("app")))
+            },
+        );
         let mut limit = BodyLimit::new(inner, 10);
         let over = Request::post("/")
             .header("content-length", "11")
-            .body(())
+            .body(http_body_util::Empty::new())
             .unwrap();
         let response = limit.ready().await.unwrap().call(over).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(response.headers().contains_key(MESH_ERROR_HEADER));
         for request in [
-            Request::post("/").header("content-length", "10").body(()),
-            Request::get("/").body(()),
+            Request::post("/")
+                .header("content-length", "10")
+                .body(http_body_util::Empty::new()),
+            Request::get("/").body(http_body_util::Empty::new()),
         ] {
             let response = limit
                 .ready()
@@ -213,6 +331,43 @@ mod tests {
             assert_eq!(response.status(), StatusCode::OK);
             assert_eq!(response.body(), "app");
         }
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_are_cut_at_the_limit_and_answered_413() {
+        use http_body_util::BodyExt;
+
+        // The app reads the whole body and answers with its length.
+        let inner = tower::service_fn(
+            |request: Request<LimitedBody<http_body_util::StreamBody<_>>>| async move {
+                let answer = match request.into_body().collect().await {
+                    Ok(body) => body.to_bytes().len().to_string(),
+                    Err(error) => error.to_string(),
+                };
+                Ok::<_, std::convert::Infallible>(Response::new(answer))
+            },
+        );
+        let mut limit = BodyLimit::new(inner, 10);
+        let streamed = |chunks: &[&'static [u8]]| {
+            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+                .collect();
+            Request::post("/")
+                .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+                    frames,
+                )))
+                .unwrap()
+        };
+        let over = streamed(&[b"123456", b"78901"]);
+        let response = limit.ready().await.unwrap().call(over).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().contains_key(MESH_ERROR_HEADER));
+
+        let at_limit = streamed(&[b"12345", b"67890"]);
+        let response = limit.ready().await.unwrap().call(at_limit).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body(), "10");
     }
 
     #[test]

@@ -363,9 +363,8 @@ impl Mesh {
             resolved,
             discovery,
             self.inner.identity.clone(),
-            self.inner.settings.ready_timeout,
             self.inner.telemetry.clone(),
-            self.inner.settings.outlier,
+            crate::client::ClientOptions::from_settings(&self.inner.settings),
         ))
     }
 
@@ -388,7 +387,7 @@ impl Mesh {
     /// with the caller's [`crate::PeerIdentity`] in each request's extensions.
     pub async fn serve<S, ResBody>(&self, listener: TcpListener, service: S) -> std::io::Result<()>
     where
-        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+        S: tower::Service<http::Request<crate::LimitedBody>, Response = http::Response<ResBody>>
             + Clone
             + Send
             + 'static,
@@ -414,7 +413,7 @@ impl Mesh {
         grace: Duration,
     ) -> std::io::Result<()>
     where
-        S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+        S: tower::Service<http::Request<crate::LimitedBody>, Response = http::Response<ResBody>>
             + Clone
             + Send
             + 'static,

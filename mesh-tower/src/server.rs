@@ -34,8 +34,8 @@ use tokio_rustls::server::TlsStream;
 
 use crate::authz::Authorizer;
 use crate::error::BoxError;
-use crate::limits::BodyLimit;
 pub use crate::limits::ServerLimits;
+use crate::limits::{BodyLimit, LimitedBody};
 use crate::telemetry::Inbound;
 
 /// The first byte of a TLS connection: a handshake record.
@@ -386,7 +386,7 @@ where
 /// request's extensions. Runs until `incoming` ends.
 pub async fn serve<S, ResBody>(incoming: MeshIncoming, service: S)
 where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
         + Clone
         + Send
         + 'static,
@@ -409,7 +409,7 @@ pub async fn serve_with_shutdown<S, ResBody>(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<ResBody>>
+    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
         + Clone
         + Send
         + 'static,

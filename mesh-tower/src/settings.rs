@@ -79,6 +79,11 @@ pub struct MeshSettings {
     /// (`MESH_OUTLIER_SUCCESS_RATE`, `<percent>/<requests>`: eject an endpoint whose success
     /// rate over that many requests falls below the percentage; off by default).
     pub outlier: mesh_core::outlier::OutlierConfig,
+    /// HTTP/2 connections a client keeps open to each endpoint it calls, calls spread round
+    /// robin over those that are up (`MESH_CONNECTIONS_PER_ENDPOINT`, 1 to 64, default 1).
+    /// More than one lets a caller with many calls in flight to few replicas use more than
+    /// one connection task on each side.
+    pub connections_per_endpoint: usize,
     /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/config`);
     /// off when unset (`MESH_ADMIN_ADDR`, `ip:port`, e.g. `0.0.0.0:9990`).
     pub admin_addr: Option<SocketAddr>,
@@ -176,6 +181,22 @@ impl MeshSettings {
             get("MESH_OUTLIER_CONSECUTIVE_FAILURES").as_deref(),
             get("MESH_OUTLIER_SUCCESS_RATE").as_deref(),
         )?;
+        let connections_per_endpoint = match get("MESH_CONNECTIONS_PER_ENDPOINT") {
+            Some(n) => n
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_CONNECTIONS_PER_ENDPOINT).contains(n))
+                .ok_or_else(|| {
+                    SettingsError::new(
+                        "MESH_CONNECTIONS_PER_ENDPOINT",
+                        format!(
+                            "expected a whole number from 1 to {MAX_CONNECTIONS_PER_ENDPOINT}, got {n:?}"
+                        ),
+                    )
+                })?,
+            None => DEFAULT_CONNECTIONS_PER_ENDPOINT,
+        };
         let admin_addr = get("MESH_ADMIN_ADDR")
             .map(|a| {
                 a.trim().parse::<SocketAddr>().map_err(|_| {
@@ -212,6 +233,7 @@ impl MeshSettings {
             startup_timeout,
             ready_timeout,
             outlier,
+            connections_per_endpoint,
             admin_addr,
             state_dir,
             persist_identity,
@@ -240,6 +262,7 @@ impl MeshSettings {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             outlier: mesh_core::outlier::OutlierConfig::default(),
+            connections_per_endpoint: DEFAULT_CONNECTIONS_PER_ENDPOINT,
             admin_addr: None,
             state_dir: None,
             persist_identity: false,
@@ -266,6 +289,13 @@ impl MeshSettings {
         self
     }
 
+    /// Keeps `n` HTTP/2 connections open to each endpoint (at least 1); see
+    /// [`MeshSettings::connections_per_endpoint`].
+    pub fn with_connections_per_endpoint(mut self, n: usize) -> Self {
+        self.connections_per_endpoint = n.max(1);
+        self
+    }
+
     /// Sets the instance name.
     pub fn with_node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
@@ -281,6 +311,9 @@ impl MeshSettings {
 
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECTIONS_PER_ENDPOINT: usize = 1;
+/// A bound that catches a typo (`400` for `4`) before it opens hundreds of connections.
+const MAX_CONNECTIONS_PER_ENDPOINT: usize = 64;
 
 fn default_trust_domain() -> TrustDomain {
     match TrustDomain::new("mesh.local") {
@@ -416,6 +449,16 @@ mod tests {
     }
 
     #[test]
+    fn connections_per_endpoint_is_read() {
+        let defaults = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(defaults.connections_per_endpoint, 1);
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_CONNECTIONS_PER_ENDPOINT", " 4 "));
+        let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(s.connections_per_endpoint, 4);
+    }
+
+    #[test]
     fn service_takes_the_pod_namespace() {
         let mut vars = BASE.to_vec();
         vars.push(("MESH_SERVICE", "greeter"));
@@ -456,6 +499,16 @@ mod tests {
                 "MESH_OUTLIER_SUCCESS_RATE",
             ),
             ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
+            (
+                "MESH_CONNECTIONS_PER_ENDPOINT",
+                "0",
+                "MESH_CONNECTIONS_PER_ENDPOINT",
+            ),
+            (
+                "MESH_CONNECTIONS_PER_ENDPOINT",
+                "400",
+                "MESH_CONNECTIONS_PER_ENDPOINT",
+            ),
             ("MESH_PERSIST_IDENTITY", "maybe", "MESH_PERSIST_IDENTITY"),
         ];
         for (var, value, named) in cases {

@@ -49,6 +49,15 @@ pub struct TestGreeter {
 }
 
 impl TestGreeter {
+    /// A handler for replica `replica` behaving as `mode` says.
+    pub fn new(replica: &str, mode: GreeterMode) -> Self {
+        Self {
+            replica: replica.to_owned(),
+            mode,
+            seen: Arc::default(),
+        }
+    }
+
     /// Calls this replica received (answered or not).
     pub fn received(&self) -> u32 {
         self.lock().values().sum()

@@ -6,6 +6,7 @@
 //! backend that fails, sleeps, echoes and logs on request) and [`greeter`] (a greeter whose
 //! behaviour the request's name drives).
 
+pub mod faults;
 pub mod greeter;
 pub mod rawtls;
 pub mod telemetry;

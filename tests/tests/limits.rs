@@ -225,6 +225,40 @@ async fn an_oversized_body_gets_413_before_the_app_sees_it() {
     still_serving(&s.calls).await;
 }
 
+#[tokio::test]
+async fn an_oversized_body_streamed_without_a_length_gets_413_and_the_server_keeps_serving() {
+    let s = setup().await;
+    // 17 MiB in 64 KiB chunks, with no content-length: the server learns the size only by
+    // reading, and must stop at its 16 MiB limit.
+    const CHUNK: usize = 64 * 1024;
+    let chunks = (0..17 * 16).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; CHUNK])));
+    let request = http::Request::post("/upload")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    assert!(
+        request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_none()
+    );
+    let reply = send(&s.calls, request).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+    assert!(reply.mesh_error().is_some(), "{reply:?}");
+
+    // A streamed body under the limit goes through whole, and so do other calls.
+    let chunks = (0..16).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; CHUNK])));
+    let reply = send(
+        &s.calls,
+        http::Request::post("/upload")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.echo().body_len, 16 * CHUNK);
+    still_serving(&s.calls).await;
+}
+
 /// `n` concurrent `GET path` on one HTTP/2 connection: each call's status, or the error's text.
 async fn burst(
     send: &SendRequest<Full<Bytes>>,

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use mesh_core::outlier::{OutlierConfig, OutlierDetector};
+use mesh_core::outlier::OutlierDetector;
 use mesh_core::snapshot::{self, ServiceName};
 use tokio::sync::Notify;
 
 use metrics::{Counter, Gauge, Label};
 
+use super::ClientOptions;
 use super::endpoint::{Endpoint, EndpointKey};
 use crate::error::BoxError;
 use crate::identity::Identity;
@@ -41,7 +42,7 @@ pub(crate) struct Backend<B> {
     set: ArcSwap<EndpointSet<B>>,
     ready: Arc<Notify>,
     epoch: Instant,
-    outlier_config: OutlierConfig,
+    options: ClientOptions,
     metrics: BackendMetrics,
 }
 
@@ -104,7 +105,7 @@ where
     pub(crate) fn new(
         service: ServiceName,
         epoch: Instant,
-        outlier_config: OutlierConfig,
+        options: ClientOptions,
         own_service: &str,
     ) -> Self {
         Self {
@@ -112,11 +113,11 @@ where
             service,
             set: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
-                outliers: Mutex::new(OutlierDetector::new(outlier_config, 0)),
+                outliers: Mutex::new(OutlierDetector::new(options.outliers, 0)),
             }),
             ready: Arc::new(Notify::new()),
             epoch,
-            outlier_config,
+            options,
         }
     }
 
@@ -146,7 +147,14 @@ where
                     changed = true;
                     tracing::debug!(backend = %self.service, endpoint = %key.addr, "endpoint added");
                     let tls = client_config(identity.trust(), key.identity.clone(), Some(identity));
-                    Endpoint::spawn(key, spec.weight, tls, self.ready.clone(), self.epoch)
+                    Endpoint::spawn(
+                        key,
+                        spec.weight,
+                        self.options.connections_per_endpoint,
+                        tls,
+                        self.ready.clone(),
+                        self.epoch,
+                    )
                 }
             };
             endpoints.push(endpoint);
@@ -157,7 +165,7 @@ where
         for gone in known.keys() {
             tracing::debug!(backend = %self.service, endpoint = %gone.addr, "endpoint removed");
         }
-        let outliers = Mutex::new(OutlierDetector::new(self.outlier_config, endpoints.len()));
+        let outliers = Mutex::new(OutlierDetector::new(self.options.outliers, endpoints.len()));
         self.set.store(Arc::new(EndpointSet {
             endpoints,
             outliers,

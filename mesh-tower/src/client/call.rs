@@ -79,10 +79,15 @@ where
     let start = Instant::now();
     let grpc = is_grpc(request.headers());
     let span = client_span(&request, &shared.destination, grpc);
-    inject_context(&span, request.headers_mut());
-    let (result, metrics) = routed(&shared, request, grpc)
-        .instrument(span.clone())
-        .await;
+    // A span no subscriber wants is not entered at every poll, nor injected.
+    let (result, metrics) = if span.is_disabled() {
+        routed(&shared, request, grpc, &span).await
+    } else {
+        inject_context(&span, request.headers_mut());
+        routed(&shared, request, grpc, &span)
+            .instrument(span.clone())
+            .await
+    };
     let mut response = result?;
     let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
     record.on_response(&response);
@@ -95,6 +100,7 @@ async fn routed<B>(
     shared: &Arc<Shared<B>>,
     mut request: Request<B>,
     grpc: bool,
+    span: &tracing::Span,
 ) -> (
     Result<Response<ResponseBody>, BoxError>,
     Arc<OutboundMetrics>,
@@ -146,7 +152,6 @@ where
     };
     let route_name = rule.as_ref().map_or("", |r| r.route_name());
     let metrics = state.metrics.get(route_name, &backend.service);
-    let span = tracing::Span::current();
     span.record("mesh.route", route_name);
     span.record("mesh.backend", tracing::field::display(&backend.service));
 

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The header's name.
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The header's name (a ready `HeaderName`: a `&str` would be parsed at every lookup).
+pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The caller's deadline, if it sent a valid `grpc-timeout` (`<digits><unit>`, at most eight
 /// digits, unit one of `H M S m u n`).
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -44,7 +44,7 @@ pub(crate) fn set_grpc_timeout(headers: &mut HeaderMap, remaining: Duration) {
         format!("{}H", (remaining.as_secs() / 3600).min(MAX as u64))
     };
     if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(GRPC_TIMEOUT, value);
+        headers.insert(GRPC_TIMEOUT.clone(), value);
     }
 }
 
@@ -68,7 +68,7 @@ mod tests {
         ];
         for (value, expected) in cases {
             let mut headers = HeaderMap::new();
-            headers.insert(GRPC_TIMEOUT, HeaderValue::from_static(value));
+            headers.insert(GRPC_TIMEOUT.clone(), HeaderValue::from_static(value));
             assert_eq!(grpc_timeout(&headers), expected, "{value}");
         }
     }

@@ -53,6 +53,28 @@ use router::Router;
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
 
+/// How a [`MeshClient`] treats its endpoints, from [`crate::MeshSettings`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientOptions {
+    /// How long a call waits for an endpoint to become available.
+    pub(crate) ready_timeout: Duration,
+    /// Outlier ejection for every backend.
+    pub(crate) outliers: mesh_core::outlier::OutlierConfig,
+    /// HTTP/2 connections kept open to each endpoint (at least 1).
+    pub(crate) connections_per_endpoint: usize,
+}
+
+impl ClientOptions {
+    /// The options `settings` ask for.
+    pub(crate) fn from_settings(settings: &crate::MeshSettings) -> Self {
+        Self {
+            ready_timeout: settings.ready_timeout,
+            outliers: settings.outlier,
+            connections_per_endpoint: settings.connections_per_endpoint.max(1),
+        }
+    }
+}
+
 /// A client for one destination service. Any HTTP request body with `Bytes` chunks can be
 /// sent; tonic uses it through `mesh-tonic`'s channel, hyper or axum callers directly.
 ///
@@ -87,16 +109,15 @@ where
         destination: &Destination,
         discovery: &Discovery,
         identity: Identity,
-        ready_timeout: Duration,
         telemetry: Arc<MeshTelemetry>,
-        outliers: mesh_core::outlier::OutlierConfig,
+        options: ClientOptions,
     ) -> Self {
         let name = destination.service.clone();
         // The logical name is the authority the server sees (`greeter.default`); it is always
         // a valid authority because both parts are DNS labels.
         let authority = Authority::try_from(name.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
-        let router = Arc::new(Router::new(destination, identity, telemetry, outliers));
+        let router = Arc::new(Router::new(destination, identity, telemetry, options));
         let follower = tokio::spawn(router::follow(
             Arc::downgrade(&router),
             name.clone(),
@@ -112,7 +133,7 @@ where
                     RetryBudgetConfig::default(),
                     Instant::now(),
                 )),
-                ready_timeout,
+                ready_timeout: options.ready_timeout,
                 follower,
             }),
         }

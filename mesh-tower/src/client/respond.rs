@@ -44,8 +44,7 @@ pub(crate) fn failure(error: &CallError, grpc: bool) -> Response<ResponseBody> {
 /// Whether a response from an endpoint is a failure for retries and ejection purposes, with
 /// the gRPC status read from its headers when it is a Trailers-Only response.
 pub(crate) fn grpc_status(response: &Response<impl Sized>) -> Option<tonic::Code> {
-    let value = response.headers().get("grpc-status")?.to_str().ok()?;
-    value.parse::<i32>().ok().map(tonic::Code::from)
+    crate::telemetry::grpc_status(response.headers()).map(tonic::Code::from)
 }
 
 /// Whether `status` (HTTP) or `code` (gRPC) says the server side failed: what outlier ejection

@@ -6,11 +6,11 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use mesh_core::outlier::OutlierConfig;
 use mesh_core::route::CompiledRoutes;
 use mesh_core::snapshot::{Destination, ServiceName, Snapshot};
 use tokio::sync::watch;
 
+use super::ClientOptions;
 use super::backend::Backend;
 use crate::error::BoxError;
 use crate::identity::Identity;
@@ -33,7 +33,7 @@ pub(crate) struct Router<B> {
     state: ArcSwap<RouterState<B>>,
     identity: Identity,
     epoch: Instant,
-    outliers: OutlierConfig,
+    options: ClientOptions,
     telemetry: Arc<MeshTelemetry>,
 }
 
@@ -46,15 +46,15 @@ where
         destination: &Destination,
         identity: Identity,
         telemetry: Arc<MeshTelemetry>,
-        outliers: OutlierConfig,
+        options: ClientOptions,
     ) -> Self {
         let epoch = Instant::now();
-        let state = build(destination, None, &identity, epoch, outliers, &telemetry);
+        let state = build(destination, None, &identity, epoch, options, &telemetry);
         Self {
             state: ArcSwap::from_pointee(state),
             identity,
             epoch,
-            outliers,
+            options,
             telemetry,
         }
     }
@@ -80,7 +80,7 @@ where
             Some(&current),
             &self.identity,
             self.epoch,
-            self.outliers,
+            self.options,
             &self.telemetry,
         );
         self.state.store(Arc::new(state));
@@ -92,7 +92,7 @@ fn build<B>(
     previous: Option<&RouterState<B>>,
     identity: &Identity,
     epoch: Instant,
-    outliers: OutlierConfig,
+    options: ClientOptions,
     telemetry: &Arc<MeshTelemetry>,
 ) -> RouterState<B>
 where
@@ -112,7 +112,7 @@ where
                 let backend = Arc::new(Backend::new(
                     service.clone(),
                     epoch,
-                    outliers,
+                    options,
                     &telemetry.service,
                 ));
                 let weak: Weak<dyn Refresh> = Arc::downgrade(&backend) as Weak<Backend<B>>;

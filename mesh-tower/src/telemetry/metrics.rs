@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -131,6 +133,9 @@ pub(crate) struct OutboundIndex {
     /// Backend -> route name -> metrics; route `""` is "no route" (a destination without
     /// routes, or a request no route matched).
     by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>>,
+    /// The destination's own backend without a route: what every call of a destination
+    /// without routes uses, found without hashing.
+    direct: (ServiceName, Arc<OutboundMetrics>),
     /// Calls that failed before a backend was chosen.
     unrouted: Arc<OutboundMetrics>,
 }
@@ -163,7 +168,14 @@ impl OutboundIndex {
             }
         }
         let unrouted = Arc::new(OutboundMetrics::new(service, &dest, "", ""));
+        let direct = by_backend
+            .get(&destination.service)
+            .and_then(|routes| routes.get(""))
+            .cloned()
+            // Added first above; this is only a guard.
+            .unwrap_or_else(|| unrouted.clone());
         Self {
+            direct: (destination.service.clone(), direct),
             service: service.to_owned(),
             destination: dest,
             by_backend,
@@ -173,6 +185,9 @@ impl OutboundIndex {
 
     /// The metrics of `route` (`""` for none) and `backend`.
     pub(crate) fn get(&self, route: &str, backend: &ServiceName) -> Arc<OutboundMetrics> {
+        if route.is_empty() && *backend == self.direct.0 {
+            return self.direct.1.clone();
+        }
         match self.by_backend.get(backend).and_then(|r| r.get(route)) {
             Some(metrics) => metrics.clone(),
             // Every route and backend of the snapshot is in the index; this is only a guard.
@@ -193,12 +208,18 @@ impl OutboundIndex {
 
 /// The server side's metrics for one service: a table per caller identity, made on the
 /// caller's first request, and a counter per authorization policy and verdict.
+///
+/// Both maps are behind a one-entry cache of the last lookup: calls come in runs from one
+/// connection (one caller) decided by one policy, and comparing the cached key (a pointer for
+/// the peer, a short string for the policy) is far cheaper than hashing it and taking a lock.
 #[derive(Default)]
 pub(crate) struct InboundTelemetry {
     service: String,
     by_peer: RwLock<HashMap<Option<PeerIdentity>, Arc<StatusTable>>>,
+    last_peer: ArcSwapOption<(Option<PeerIdentity>, Arc<StatusTable>)>,
     /// Verdict -> policy -> counter (nested so a lookup borrows the policy name).
     decisions: RwLock<HashMap<Verdict, HashMap<String, Counter>>>,
+    last_decision: ArcSwapOption<(Verdict, String, Counter)>,
 }
 
 impl std::fmt::Debug for InboundTelemetry {
@@ -224,6 +245,19 @@ impl InboundTelemetry {
 
     /// The duration table of calls from `peer`.
     pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
+        // `PeerIdentity` is an `Arc`: requests of one connection compare by pointer.
+        if let Some(last) = &*self.last_peer.load()
+            && last.0.as_ref() == peer
+        {
+            return last.1.clone();
+        }
+        let table = self.lookup_table(peer);
+        self.last_peer
+            .store(Some(Arc::new((peer.cloned(), table.clone()))));
+        table
+    }
+
+    fn lookup_table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
         let key = peer.cloned();
         if let Some(table) = self
             .by_peer
@@ -252,17 +286,34 @@ impl InboundTelemetry {
     /// Counts an authorization decision.
     pub(crate) fn decided(&self, decision: &Decision) {
         let policy = decision.reason.policy();
+        if let Some(last) = &*self.last_decision.load()
+            && last.0 == decision.verdict
+            && last.1 == policy
+        {
+            last.2.increment(1);
+            return;
+        }
+        let counter = self.decision_counter(decision.verdict, policy);
+        counter.increment(1);
+        self.last_decision.store(Some(Arc::new((
+            decision.verdict,
+            policy.to_owned(),
+            counter,
+        ))));
+    }
+
+    /// The counter of `verdict` by `policy`, made on first use.
+    fn decision_counter(&self, verdict: Verdict, policy: &str) -> Counter {
         if let Some(counter) = self
             .decisions
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&decision.verdict)
+            .get(&verdict)
             .and_then(|by_policy| by_policy.get(policy))
         {
-            counter.increment(1);
-            return;
+            return counter.clone();
         }
-        let verdict = match decision.verdict {
+        let label = match verdict {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::AuditAllow => "audit",
@@ -272,15 +323,15 @@ impl InboundTelemetry {
             vec![
                 Label::new("service", self.service.clone()),
                 Label::new("policy", policy.to_owned()),
-                Label::from_static_parts("verdict", verdict),
+                Label::from_static_parts("verdict", label),
             ]
         );
-        counter.increment(1);
         self.decisions
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(decision.verdict)
+            .entry(verdict)
             .or_default()
-            .insert(policy.to_owned(), counter);
+            .insert(policy.to_owned(), counter.clone());
+        counter
     }
 }

@@ -43,7 +43,7 @@ pub use self::inbound::{Inbound, InboundFuture};
 pub(crate) use self::metrics::{InboundTelemetry, OutboundIndex, OutboundMetrics};
 pub use self::propagation::{extract_context, inject_context, install_propagator};
 pub use self::record::ObservedBody;
-pub(crate) use self::record::{CallRecord, client_span};
+pub(crate) use self::record::{CallRecord, client_span, grpc_status};
 
 use crate::discovery::Discovery;
 use crate::identity::Identity;

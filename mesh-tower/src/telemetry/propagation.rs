@@ -36,7 +36,8 @@ pub fn inject_context(span: &Span, headers: &mut HeaderMap) {
 
 /// Parents `span` on the trace context in `headers`, if any.
 pub(crate) fn set_remote_parent(span: &Span, headers: &HeaderMap) {
-    if span.is_disabled() || !headers.contains_key("traceparent") {
+    static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    if span.is_disabled() || !headers.contains_key(&TRACEPARENT) {
         return;
     }
     // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.

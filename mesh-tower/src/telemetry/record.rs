@@ -169,9 +169,13 @@ impl Drop for CallRecord {
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+/// `grpc-status`, as a ready header name: looking up a `&str` parses and hashes it each time.
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The gRPC status code in `headers`, if there is a valid one.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers
-        .get("grpc-status")?
+        .get(&GRPC_STATUS)?
         .to_str()
         .ok()?
         .trim()

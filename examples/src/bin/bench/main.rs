@@ -3,20 +3,36 @@
 //! ratios hold), prints a table and the ratios with each target met or not, and writes the raw
 //! figures as JSON.
 //!
-//! Usage: `bench [request-path|issuance|all] [--seconds N] [--runs N] [--json-dir DIR]`.
+//! Usage: `bench [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N]
+//! [--subscribers N] [--json-dir DIR]`.
+//!
+//! Servers whose CPU time or memory is measured run in processes of their own: the binary runs
+//! itself with a hidden subcommand (`__control`, `__stream`, `__server`).
 
+mod balancing;
+mod chart;
+mod fanout;
+mod fanout_servers;
+mod haproxy;
 mod issuance;
+mod plain_tls;
+mod procs;
 mod request_path;
+mod rss;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: bench [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
 
 /// Command-line settings shared by the scenarios.
 pub(crate) struct Args {
     scenario: String,
     pub(crate) seconds: u64,
     pub(crate) runs: usize,
+    /// `fan-out` only: one subscriber count instead of 1,000 and 10,000.
+    pub(crate) subscribers: Option<usize>,
     pub(crate) json_dir: PathBuf,
 }
 
@@ -27,36 +43,79 @@ impl Args {
     }
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
+fn parse_args(args: &[String]) -> anyhow::Result<Args> {
+    let mut parsed = Args {
         scenario: "request-path".to_owned(),
         seconds: 10,
         runs: 3,
+        subscribers: None,
         json_dir: PathBuf::from("target/bench"),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "request-path" | "issuance" | "all" => args.scenario = arg,
-            "--seconds" => args.seconds = it.next().context("--seconds N")?.parse()?,
-            "--runs" => args.runs = it.next().context("--runs N")?.parse()?,
-            "--json-dir" => args.json_dir = it.next().context("--json-dir DIR")?.into(),
-            other => bail!(
-                "unknown argument {other:?}; usage: bench [request-path|issuance|all] [--seconds N] [--runs N] [--json-dir DIR]"
-            ),
+            "request-path" | "fan-out" | "balancing" | "issuance" | "all" => {
+                parsed.scenario = arg.clone();
+            }
+            "--seconds" => parsed.seconds = it.next().context("--seconds N")?.parse()?,
+            "--runs" => parsed.runs = it.next().context("--runs N")?.parse()?,
+            "--subscribers" => {
+                parsed.subscribers = Some(it.next().context("--subscribers N")?.parse()?);
+            }
+            "--json-dir" => parsed.json_dir = it.next().context("--json-dir DIR")?.into(),
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
-    Ok(args)
+    if parsed.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    Ok(parsed)
 }
 
 fn main() -> anyhow::Result<()> {
     examples::init_logging("warn");
-    let args = parse_args()?;
-    if matches!(args.scenario.as_str(), "request-path" | "all") {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // The hidden subcommands: a measured server in a process of its own.
+    match argv.first().map(String::as_str) {
+        Some("__control") => return fanout_servers::control_main(&argv[1..]),
+        Some("__stream") => return fanout_servers::stream_main(),
+        Some("__server") => return rss::server_main(&argv[1..]),
+        _ => {}
+    }
+    let args = parse_args(&argv)?;
+    let all = args.scenario == "all";
+    if all || args.scenario == "request-path" {
         request_path::run(&args)?;
     }
-    if matches!(args.scenario.as_str(), "issuance" | "all") {
+    if all || args.scenario == "fan-out" {
+        fanout::run(&args)?;
+    }
+    if all || args.scenario == "balancing" {
+        balancing::run(&args)?;
+    }
+    if all || args.scenario == "issuance" {
         issuance::run(&args)?;
     }
+    Ok(())
+}
+
+/// "met" or "not met", for a target.
+pub(crate) fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "not met" }
+}
+
+/// The median of `values` (the upper one of an even count); NaN when empty.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Writes a scenario's raw figures and says where.
+pub(crate) fn write_json(path: &Path, document: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(document)?)?;
+    println!("raw figures: {}", path.display());
     Ok(())
 }

@@ -5,43 +5,45 @@
 //! The servers run on one thread (a current-thread runtime pinned to core 0 where the OS
 //! allows) and the load generator on another (pinned to core 1); the control service runs on
 //! the main thread. Each target is measured at 1 call in flight (latency) and at 64 in flight
-//! (throughput; plain tonic over 4 connections, the mesh over its one connection per
-//! endpoint), for `--runs` rounds of `--seconds` each after a warm-up; the table shows medians
+//! (throughput; plain tonic over 4 connections, the mesh with `connections_per_endpoint` =
+//! 4), for `--runs` rounds of `--seconds` each after a warm-up; the table shows medians
 //! over the rounds. Server CPU per request comes from the server thread's own CPU time
 //! (`/proc/thread-self/schedstat`).
+//!
+//! When `haproxy` is installed, plain tonic h2c through two haproxy hops (a sidecar pair, see
+//! [`haproxy`](crate::haproxy)) is measured too; the haproxy processes' CPU is reported beside
+//! the server's. Afterwards [`rss`](crate::rss) measures the memory the mesh adds to a server
+//! process, and a latency-distribution chart is written next to the JSON.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
+use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::Args;
+use crate::haproxy::{self, SidecarPair};
+use crate::plain_tls::{self, PlainTls};
+use crate::{Args, chart, median, procs, rss, verdict};
 use examples::GreeterReplica;
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
-use futures_util::StreamExt;
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
 use mesh_core::snapshot::ServiceName;
 use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
 use mesh_tower::{Mesh, MeshSettings, TokenSource};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
 const IN_FLIGHT_THROUGHPUT: usize = 64;
 const CONNECTIONS_THROUGHPUT: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
+/// The latency percentiles kept for the chart.
+const CURVE: [f64; 9] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +54,8 @@ enum Target {
     TonicMtls,
     /// The mesh: mTLS with SPIFFE identities, discovery, routing, retries, balancing.
     Mesh,
+    /// Plain tonic h2c through two haproxy hops with mTLS between them (a sidecar pair).
+    Haproxy,
 }
 
 impl Target {
@@ -60,6 +64,7 @@ impl Target {
             Self::TonicH2c => "tonic h2c",
             Self::TonicMtls => "tonic mTLS",
             Self::Mesh => "mesh",
+            Self::Haproxy => "2x haproxy",
         }
     }
 }
@@ -77,6 +82,10 @@ struct Round {
     p99_us: f64,
     p999_us: f64,
     server_cpu_us_per_request: f64,
+    /// CPU of the two haproxy processes per request (the sidecar target only).
+    proxy_cpu_us_per_request: Option<f64>,
+    /// `[quantile, µs]` points of the latency distribution.
+    curve: Vec<[f64; 2]>,
 }
 
 /// Runs the scenario.
@@ -107,10 +116,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         ])
     })?;
     let mesh_addr = listeners[2].local_addr()?;
+    // The meshed server process of the RSS measurement listens here.
+    let rss_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let trust_domain = TrustDomain::new("mesh.local")?;
     let control = main_rt.block_on(mesh_control::start(ControlOptions::new(
         trust_domain.clone(),
-        ConfigSource::Inline(mesh_config(mesh_addr)),
+        ConfigSource::Inline(mesh_config(mesh_addr, rss_addr)),
     )))?;
     let dir = tempfile::tempdir()?;
     let anchors = dir.path().join("trust-bundle.pem");
@@ -162,6 +173,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         .recv_timeout(Duration::from_secs(30))
         .context("servers did not start")??;
 
+    // The sidecar pair in front of the h2c server, when haproxy is installed.
+    let material = &plain_tls.material;
+    let sidecars = SidecarPair::start(
+        h2c_addr,
+        &haproxy::Pems {
+            ca: &material.ca.cert_pem,
+            server: &haproxy::cert_and_key(&material.server.cert_pem, &material.server.key_pem),
+            client: &haproxy::cert_and_key(&material.client.cert_pem, &material.client.key_pem),
+        },
+    )?;
+    if sidecars.is_none() {
+        println!("  haproxy is not on PATH: the two-haproxy (sidecar) path is skipped");
+    }
+    let proxy = sidecars.as_ref().map(|s| (s.front, s.pids()));
+
     // The load, on another pinned thread.
     let client_settings = settings("bench-client", None)?;
     let client_tls = plain_tls.client.clone();
@@ -180,6 +206,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             rt.block_on(load(
                 h2c_addr,
                 tls_addr,
+                proxy,
                 client_tls,
                 client_settings,
                 cpu_tx,
@@ -190,18 +217,32 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
 
-    report(&rounds, &args.json("request-path"))?;
+    drop(sidecars);
+
+    let rss = rss::measure(&rss::Setup {
+        control: control.addr(),
+        anchors: anchors.clone(),
+        addr: rss_addr,
+        material: plain_tls.material.clone(),
+        client: settings("bench-client", None)?,
+        seconds: Duration::from_secs(args.seconds.clamp(1, 10)),
+    })?;
+    report(&rounds, &rss, &args.json("request-path"))?;
     main_rt.block_on(control.shutdown());
     Ok(())
 }
 
-fn mesh_config(addr: SocketAddr) -> String {
+fn mesh_config(addr: SocketAddr, rss_addr: SocketAddr) -> String {
     format!(
         r#"
 services:
   - name: greeter
     endpoints:
       - address: "{addr}"
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+  - name: greeter-rss
+    endpoints:
+      - address: "{rss_addr}"
         identity: spiffe://mesh.local/ns/default/sa/greeter
 bootstrapTokens:
   - {{token: greeter-bench-token, namespace: default, serviceAccount: greeter}}
@@ -239,25 +280,12 @@ async fn serve(
                 .await
         });
 
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let incoming =
-            tokio_stream::wrappers::TcpListenerStream::new(plain_tls).filter_map(move |tcp| {
-                let acceptor = acceptor.clone();
-                async move {
-                    let tcp = tcp.ok()?;
-                    let _ = tcp.set_nodelay(true);
-                    acceptor
-                        .accept(tcp)
-                        .await
-                        .ok()
-                        .map(|s| Ok::<_, std::io::Error>(TlsIo(s)))
-                }
-            });
+        let incoming = plain_tls::incoming(plain_tls, tls);
         let service = greeter.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(Box::pin(incoming))
+                .serve_with_incoming(incoming)
                 .await
         });
 
@@ -321,33 +349,50 @@ impl Client {
         let request = HelloRequest {
             name: "bench".into(),
         };
-        match self {
-            Self::Tonic(c) => c.say_hello(request).await.is_ok(),
-            Self::Mesh(c) => c.say_hello(request).await.is_ok(),
+        let result = match self {
+            Self::Tonic(c) => c.say_hello(request).await,
+            Self::Mesh(c) => c.say_hello(request).await,
+        };
+        if let Err(status) = &result {
+            tracing::debug!(%status, "call failed");
         }
+        result.is_ok()
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load(
     h2c: SocketAddr,
     tls: SocketAddr,
+    proxy: Option<(SocketAddr, [u32; 2])>,
     tls_config: Arc<rustls::ClientConfig>,
     settings: MeshSettings,
     cpu: mpsc::Sender<oneshot::Sender<Duration>>,
     seconds: Duration,
     runs: usize,
 ) -> anyhow::Result<Vec<Round>> {
+    // At 64 in flight the mesh keeps as many connections per endpoint as plain tonic opens.
+    let pooled = Mesh::start(
+        settings
+            .clone()
+            .with_connections_per_endpoint(CONNECTIONS_THROUGHPUT),
+    )
+    .await?;
     let mesh = Mesh::start(settings).await?;
     let mut rounds = Vec::new();
     for run in 0..runs {
-        for target in [Target::TonicH2c, Target::TonicMtls, Target::Mesh] {
+        for target in targets(proxy.is_some()) {
             for (in_flight, connections) in [(1, 1), (IN_FLIGHT_THROUGHPUT, CONNECTIONS_THROUGHPUT)]
             {
                 let clients = match target {
-                    Target::TonicH2c => {
+                    Target::TonicH2c | Target::Haproxy => {
+                        let addr = match (target, proxy) {
+                            (Target::Haproxy, Some((front, _))) => front,
+                            _ => h2c,
+                        };
                         let mut v = Vec::new();
                         for _ in 0..connections {
-                            let channel = Endpoint::from_shared(format!("http://{h2c}"))?
+                            let channel = Endpoint::from_shared(format!("http://{addr}"))?
                                 .tcp_nodelay(true)
                                 .connect()
                                 .await?;
@@ -359,20 +404,30 @@ async fn load(
                         let mut v = Vec::new();
                         for _ in 0..connections {
                             v.push(GreeterClient::new(
-                                tls_channel(tls, tls_config.clone()).await?,
+                                plain_tls::tls_channel(tls, tls_config.clone()).await?,
                             ));
                         }
                         Clients::Tonic(v)
                     }
                     Target::Mesh => {
+                        let mesh = if connections > 1 { &pooled } else { &mesh };
                         Clients::Mesh(GreeterClient::new(mesh.channel("greeter.default").await?))
                     }
                 };
                 let _ = drive(&clients, in_flight, WARMUP).await;
+                let proxy_cpu = || match (target, proxy) {
+                    (Target::Haproxy, Some((_, pids))) => Some(
+                        pids.iter()
+                            .map(|&p| procs::process_cpu(p))
+                            .sum::<Duration>(),
+                    ),
+                    _ => None,
+                };
+                let proxy_before = proxy_cpu();
                 let before = server_cpu(&cpu).await?;
                 let (latencies, errors, elapsed) = drive(&clients, in_flight, seconds).await;
                 let after = server_cpu(&cpu).await?;
-                let round = summarize(
+                let mut round = summarize(
                     target,
                     in_flight,
                     latencies,
@@ -380,6 +435,10 @@ async fn load(
                     elapsed,
                     after - before,
                 );
+                if let (Some(b), Some(a)) = (proxy_before, proxy_cpu()) {
+                    round.proxy_cpu_us_per_request =
+                        Some((a - b).as_secs_f64() * 1e6 / round.requests.max(1) as f64);
+                }
                 println!(
                     "  run {} {:<11} {:>2} in flight: {:>9.0} req/s  p50 {:>6.1} µs  p99 {:>7.1} µs  server CPU {:>5.1} µs/req{}",
                     run + 1,
@@ -400,6 +459,15 @@ async fn load(
         }
     }
     Ok(rounds)
+}
+
+/// The targets measured, in order: the sidecar path only when haproxy runs.
+fn targets(with_haproxy: bool) -> Vec<Target> {
+    let mut targets = vec![Target::TonicH2c, Target::TonicMtls, Target::Mesh];
+    if with_haproxy {
+        targets.push(Target::Haproxy);
+    }
+    targets
 }
 
 async fn server_cpu(cpu: &mpsc::Sender<oneshot::Sender<Duration>>) -> anyhow::Result<Duration> {
@@ -476,12 +544,9 @@ fn summarize(
         p99_us: at(0.99),
         p999_us: at(0.999),
         server_cpu_us_per_request: server_cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+        proxy_cpu_us_per_request: None,
+        curve: CURVE.iter().map(|&q| [q, at(q)]).collect(),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[derive(Debug, Serialize)]
@@ -493,18 +558,26 @@ struct Summary {
     p99_us: f64,
     p999_us: f64,
     server_cpu_us_per_request: f64,
+    proxy_cpu_us_per_request: Option<f64>,
+    /// The latency distribution of the round with the median throughput.
+    curve: Vec<[f64; 2]>,
 }
 
-fn report(rounds: &[Round], json: &PathBuf) -> anyhow::Result<()> {
+fn summaries(rounds: &[Round]) -> Vec<Summary> {
     let mut summaries = Vec::new();
-    for target in [Target::TonicH2c, Target::TonicMtls, Target::Mesh] {
+    let present = targets(rounds.iter().any(|r| r.target == Target::Haproxy));
+    for target in present {
         for in_flight in [1, IN_FLIGHT_THROUGHPUT] {
-            let mine: Vec<&Round> = rounds
+            let mut mine: Vec<&Round> = rounds
                 .iter()
                 .filter(|r| r.target == target && r.in_flight == in_flight)
                 .collect();
             let pick = |f: fn(&Round) -> f64| median(mine.iter().map(|r| f(r)).collect());
-            summaries.push(Summary {
+            let proxy: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| r.proxy_cpu_us_per_request)
+                .collect();
+            let summary = Summary {
                 target,
                 in_flight,
                 rps: pick(|r| r.rps),
@@ -512,26 +585,51 @@ fn report(rounds: &[Round], json: &PathBuf) -> anyhow::Result<()> {
                 p99_us: pick(|r| r.p99_us),
                 p999_us: pick(|r| r.p999_us),
                 server_cpu_us_per_request: pick(|r| r.server_cpu_us_per_request),
-            });
+                proxy_cpu_us_per_request: (!proxy.is_empty()).then(|| median(proxy)),
+                curve: {
+                    mine.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                    mine.get(mine.len() / 2)
+                        .map(|r| r.curve.clone())
+                        .unwrap_or_default()
+                },
+            };
+            summaries.push(summary);
         }
     }
+    summaries
+}
+
+fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<()> {
+    let summaries = summaries(rounds);
     println!("\nmedians over the runs:");
     println!(
-        "  {:<11} {:>9} {:>11} {:>9} {:>9} {:>10} {:>14}",
-        "target", "in flight", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "server µs/req"
+        "  {:<11} {:>9} {:>11} {:>9} {:>9} {:>10} {:>14} {:>15}",
+        "target",
+        "in flight",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "server µs/req",
+        "haproxy µs/req"
     );
     for s in &summaries {
         println!(
-            "  {:<11} {:>9} {:>11.0} {:>9.1} {:>9.1} {:>10.1} {:>14.2}",
+            "  {:<11} {:>9} {:>11.0} {:>9.1} {:>9.1} {:>10.1} {:>14.2} {:>15}",
             s.target.label(),
             s.in_flight,
             s.rps,
             s.p50_us,
             s.p99_us,
             s.p999_us,
-            s.server_cpu_us_per_request
+            s.server_cpu_us_per_request,
+            s.proxy_cpu_us_per_request
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
         );
     }
+    println!(
+        "  (at {IN_FLIGHT_THROUGHPUT} in flight every target uses {CONNECTIONS_THROUGHPUT} connections: plain tonic and haproxy {CONNECTIONS_THROUGHPUT} channels, the mesh connections_per_endpoint = {CONNECTIONS_THROUGHPUT}; haproxy µs/req is both haproxy processes' CPU)"
+    );
     let get = |target: Target, in_flight: usize| {
         summaries
             .iter()
@@ -549,7 +647,6 @@ fn report(rounds: &[Round], json: &PathBuf) -> anyhow::Result<()> {
     let throughput_ratio = mesh_tp.rps / tls_tp.rps;
     let added_p50 = mesh_lat.p50_us - tls_lat.p50_us;
     let cpu_ratio = mesh_tp.server_cpu_us_per_request / tls_tp.server_cpu_us_per_request;
-    let verdict = |ok: bool| if ok { "met" } else { "not met" };
     println!("\nratios (same run):");
     println!(
         "  throughput  mesh / tonic mTLS = {throughput_ratio:.2}   (target >= 0.95: {})",
@@ -560,6 +657,16 @@ fn report(rounds: &[Round], json: &PathBuf) -> anyhow::Result<()> {
         mesh_tp.rps / h2c_tp.rps,
         tls_tp.rps / h2c_tp.rps
     );
+    let haproxy_ratio = get(Target::Haproxy, IN_FLIGHT_THROUGHPUT).map(|h| mesh_tp.rps / h.rps);
+    match haproxy_ratio {
+        Some(ratio) => println!(
+            "  throughput  mesh / two haproxy hops = {ratio:.2}   (target >= 2.5: {})",
+            verdict(ratio >= 2.5)
+        ),
+        None => {
+            println!("  throughput  mesh / two haproxy hops: not measured (haproxy not installed)")
+        }
+    }
     println!(
         "  added p50 at 1 in flight over tonic mTLS = {added_p50:+.1} µs   (target <= 10 µs: {})",
         verdict(added_p50 <= 10.0)
@@ -568,124 +675,36 @@ fn report(rounds: &[Round], json: &PathBuf) -> anyhow::Result<()> {
         "  server CPU per request  mesh / tonic mTLS = {cpu_ratio:.2}   (target <= 1.1: {})",
         verdict(cpu_ratio <= 1.1)
     );
+    rss.print();
+
     if let Some(dir) = json.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let document = serde_json::json!({
-        "scenario": "request-path",
-        "rounds": rounds,
-        "medians": summaries,
-        "ratios": {
-            "throughput_mesh_over_tonic_mtls": throughput_ratio,
-            "added_p50_us_over_tonic_mtls": added_p50,
-            "server_cpu_mesh_over_tonic_mtls": cpu_ratio,
-        },
-    });
-    std::fs::write(json, serde_json::to_vec_pretty(&document)?)?;
-    println!("\nraw figures: {}", json.display());
-    Ok(())
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, for the plain-tonic
-/// mTLS baseline (rustls with its standard WebPKI verifiers).
-struct PlainTls {
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-impl PlainTls {
-    fn generate() -> anyhow::Result<Self> {
-        let provider = mesh_core::tls::crypto_provider();
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |sans: Vec<SanType>| -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.subject_alt_names = sans;
-            let cert = params.signed_by(&key, &issuer)?;
-            Ok((
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            ))
-        };
-        let (server_chain, server_key) = leaf(vec![SanType::IpAddress([127, 0, 0, 1].into())])?;
-        let (client_chain, client_key) = leaf(vec![SanType::DnsName("bench-client".try_into()?)])?;
-        let mut roots = RootCertStore::empty();
-        roots.add(ca_cert.der().clone())?;
-        let roots = Arc::new(roots);
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()?;
-        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(server_chain, server_key)?;
-        server.alpn_protocols = vec![b"h2".to_vec()];
-        let mut client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(client_chain, client_key)?;
-        client.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self {
-            server: Arc::new(server),
-            client: Arc::new(client),
+    let chart_path = json.with_file_name("latency.svg");
+    let series: Vec<chart::Series> = summaries
+        .iter()
+        .map(|s| chart::Series {
+            label: s.target.label().to_owned(),
+            in_flight: s.in_flight,
+            points: s.curve.iter().map(|p| (p[0], p[1])).collect(),
         })
-    }
-}
-
-/// A tonic channel over rustls mTLS to `addr`.
-async fn tls_channel(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Channel> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_with_connector(connector)
-        .await?)
-}
-
-/// A server-side TLS stream for tonic's `serve_with_incoming`.
-struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl tonic::transport::server::Connected for TlsIo {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl AsyncRead for TlsIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
+        .collect();
+    chart::write(&chart_path, &series, &[1, IN_FLIGHT_THROUGHPUT])?;
+    println!("\nlatency chart: {}", chart_path.display());
+    crate::write_json(
+        json,
+        &serde_json::json!({
+            "scenario": "request-path",
+            "rounds": rounds,
+            "medians": summaries,
+            "rss": rss,
+            "ratios": {
+                "throughput_mesh_over_tonic_mtls": throughput_ratio,
+                "throughput_mesh_over_two_haproxy": haproxy_ratio,
+                "added_p50_us_over_tonic_mtls": added_p50,
+                "server_cpu_mesh_over_tonic_mtls": cpu_ratio,
+                "rss_added_by_mesh_bytes": rss.added_peak(),
+            },
+        }),
+    )
 }

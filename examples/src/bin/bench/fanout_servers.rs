@@ -1,0 +1,119 @@
+//! The two servers of the `fan-out` scenario, each run in a process of its own (hidden
+//! subcommands of the bench binary) so that their CPU time and memory can be read from
+//! `/proc`: the real control service, and the baseline, a plain tonic server-streaming service.
+//!
+//! Both pin themselves to core 0 (the subscribers run on core 1), raise their open-file limit
+//! and report on stdout: `ready ...` once serving, and the control service `published V T`
+//! whenever a new config version is in force (`T` in Unix nanoseconds).
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::Stream;
+use mesh_control::{ConfigSource, ControlOptions};
+use mesh_core::TrustDomain;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::procs;
+
+/// The baseline's protocol (`proto/bench/fanout.proto`).
+pub(crate) mod proto {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("bench.fanout");
+}
+
+use proto::fanout_server::{Fanout, FanoutServer};
+use proto::{PublishReply, SubscribeRequest, Update};
+
+/// How often the control process looks at its config version: the publish instant is known
+/// to within this.
+const VERSION_POLL: Duration = Duration::from_millis(1);
+
+/// `bench __control CONFIG`: the control service over the control file `CONFIG`, writing its
+/// trust bundle beside it (`trust-bundle.pem`).
+pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
+    let config = PathBuf::from(args.first().context("usage: __control CONFIG")?);
+    procs::raise_fd_limit();
+    procs::pin_to_core(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut options = ControlOptions::new(
+            TrustDomain::new("mesh.local")?,
+            ConfigSource::File(config.clone()),
+        );
+        options.trust_bundle_out = Some(config.with_file_name("trust-bundle.pem"));
+        let control = mesh_control::start(options).await?;
+        println!("ready {} {}", control.addr(), control.identity());
+        let mut version = control.config_version();
+        loop {
+            tokio::time::sleep(VERSION_POLL).await;
+            let now = control.config_version();
+            if now != version {
+                version = now;
+                println!("published {version} {}", procs::unix_nanos());
+            }
+        }
+    })
+}
+
+/// `bench __stream`: the baseline streaming server on plaintext HTTP/2.
+pub(crate) fn stream_main() -> anyhow::Result<()> {
+    procs::raise_fd_limit();
+    procs::pin_to_core(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("ready {}", listener.local_addr()?);
+        let (tx, _) = watch::channel(Arc::new(Update {
+            version: 1,
+            payload: Vec::new(),
+        }));
+        tonic::transport::Server::builder()
+            .add_service(FanoutServer::new(Broadcaster { tx }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await?;
+        Ok(())
+    })
+}
+
+/// Streams the latest update to every subscriber, as a plain tonic service would.
+struct Broadcaster {
+    tx: watch::Sender<Arc<Update>>,
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<Update, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Fanout for Broadcaster {
+    type SubscribeStream = UpdateStream;
+
+    async fn subscribe(
+        &self,
+        _: Request<SubscribeRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let rx = self.tx.subscribe();
+        // The current update at once, then each new one.
+        let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
+            if !first {
+                rx.changed().await.ok()?;
+            }
+            let update = Update::clone(&rx.borrow_and_update());
+            Some((Ok(update), (rx, false)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn publish(&self, request: Request<Update>) -> Result<Response<PublishReply>, Status> {
+        let sent_unix_nanos = procs::unix_nanos();
+        self.tx.send_replace(Arc::new(request.into_inner()));
+        Ok(Response::new(PublishReply { sent_unix_nanos }))
+    }
+}

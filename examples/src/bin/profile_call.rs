@@ -1,0 +1,407 @@
+//! A profiling harness for the per-call path: `N` greeter calls through the mesh, or through
+//! plain tonic over the mesh's own mTLS (same certificates, same verifiers, no mesh layers),
+//! so that `perf record` or `valgrind --tool=callgrind` sees only the cost of the layers.
+//!
+//! Usage: `profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]`
+//! (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of one
+//! connection each, callers spread over them as over tonic's C channels).
+//!
+//! The server runs on one thread and the caller on another (each a current-thread runtime,
+//! pinned to cores 0 and 1 where the OS allows), as in the `bench` program. It prints calls
+//! per second and each side's CPU time per call. Under callgrind, run it twice with different
+//! `--calls` and divide the difference in instructions by the difference in calls: start-up
+//! (certificates, handshakes) cancels out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use examples::GreeterReplica;
+use examples::hello::HelloRequest;
+use examples::hello::greeter_client::GreeterClient;
+use examples::hello::greeter_server::GreeterServer;
+use mesh_control::{ConfigSource, ControlOptions};
+use mesh_core::snapshot::ServiceName;
+use mesh_core::{SpiffeId, TrustDomain};
+use mesh_tonic::{MeshLayer, MeshTonicExt};
+use mesh_tower::{Mesh, MeshSettings, TokenSource};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// What the calls go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Mesh,
+    /// One mesh client per connection, callers spread over them as over tonic's channels.
+    MeshClients,
+    Tonic,
+}
+
+struct Args {
+    target: Target,
+    calls: usize,
+    in_flight: usize,
+    connections: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        target: Target::Mesh,
+        calls: 20_000,
+        in_flight: 1,
+        connections: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "mesh" => args.target = Target::Mesh,
+            "mesh-clients" => args.target = Target::MeshClients,
+            "tonic" => args.target = Target::Tonic,
+            "--calls" => args.calls = it.next().context("--calls N")?.parse()?,
+            "--in-flight" => args.in_flight = it.next().context("--in-flight K")?.parse()?,
+            "--connections" => args.connections = it.next().context("--connections C")?.parse()?,
+            other => bail!(
+                "unknown argument {other:?}; usage: profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]"
+            ),
+        }
+    }
+    args.in_flight = args.in_flight.max(1);
+    args.connections = args.connections.max(1);
+    Ok(args)
+}
+
+fn main() -> anyhow::Result<()> {
+    examples::init_logging("warn");
+    let args = parse_args()?;
+    let main_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+
+    let meshed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let (mesh_addr, plain_addr) = (meshed.local_addr()?, plain.local_addr()?);
+    let trust_domain = TrustDomain::new("mesh.local")?;
+    let control = main_rt.block_on(mesh_control::start(ControlOptions::new(
+        trust_domain.clone(),
+        ConfigSource::Inline(config(mesh_addr)),
+    )))?;
+    let dir = tempfile::tempdir()?;
+    let anchors = dir.path().join("trust-bundle.pem");
+    std::fs::write(&anchors, control.trust_bundle_pem())?;
+    let per_endpoint = if args.target == Target::Mesh {
+        args.connections
+    } else {
+        1
+    };
+    let settings = |account: &str| -> MeshSettings {
+        let mut s = MeshSettings::new(
+            control.addr().to_string(),
+            trust_domain.clone(),
+            &anchors,
+            TokenSource::Inline(format!("{account}-profile-token")),
+        )
+        .with_node(account)
+        .with_connections_per_endpoint(per_endpoint);
+        s.service_account = account.to_owned();
+        s
+    };
+    let server_settings = settings("greeter").with_service(ServiceName::new("default", "greeter")?);
+    let client_settings = settings("caller");
+
+    // The servers, on their own thread; they report their thread's CPU time on request.
+    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<oneshot::Sender<Duration>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_core = cores.first().copied();
+    std::thread::Builder::new()
+        .name("profile-server".into())
+        .spawn(move || {
+            if let Some(core) = server_core {
+                core_affinity::set_for_current(core);
+            }
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let started = serve(meshed, plain, server_settings).await;
+                let failed = started.is_err();
+                let _ = ready_tx.send(started.map(|_| ()));
+                if failed {
+                    return;
+                }
+                // Answer CPU-time queries from this (the server's) thread.
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                std::thread::spawn(move || {
+                    while let Ok(reply) = cpu_rx.recv() {
+                        if tx.send(reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(reply) = rx.recv().await {
+                    let _ = reply.send(thread_cpu_time());
+                }
+            });
+        })?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the server did not start")??;
+
+    let client_core = cores.get(1).copied();
+    let Args {
+        target,
+        calls,
+        in_flight,
+        connections,
+    } = args;
+    let report = std::thread::Builder::new()
+        .name("profile-caller".into())
+        .spawn(move || -> anyhow::Result<String> {
+            if let Some(core) = client_core {
+                core_affinity::set_for_current(core);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mesh = Mesh::start(client_settings).await?;
+                let clients = match target {
+                    Target::Mesh => {
+                        let channel = mesh.channel("greeter.default").await?;
+                        Clients::Mesh(vec![GreeterClient::new(channel)])
+                    }
+                    Target::MeshClients => {
+                        let mut v = Vec::new();
+                        for _ in 0..connections {
+                            v.push(GreeterClient::new(mesh.channel("greeter.default").await?));
+                        }
+                        Clients::Mesh(v)
+                    }
+                    Target::Tonic => {
+                        let expected =
+                            SpiffeId::parse("spiffe://mesh.local/ns/default/sa/greeter")?;
+                        let tls = mesh_tower::tls::client_config(
+                            mesh.identity().trust(),
+                            expected,
+                            Some(mesh.identity()),
+                        );
+                        let mut v = Vec::new();
+                        for _ in 0..connections {
+                            v.push(GreeterClient::new(tls_channel(plain_addr, tls.clone()).await?));
+                        }
+                        Clients::Tonic(v)
+                    }
+                };
+                // Warm up: connections, handles filled on first use, allocator pools.
+                drive(&clients, in_flight, 200.min(calls)).await;
+                let server_before = server_cpu(&cpu_tx).await?;
+                let client_before = thread_cpu_time();
+                let started = Instant::now();
+                let failed = drive(&clients, in_flight, calls).await;
+                let elapsed = started.elapsed();
+                let client_cpu = thread_cpu_time() - client_before;
+                let server_cpu = server_cpu(&cpu_tx).await? - server_before;
+                let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
+                Ok(format!(
+                    "{target:?}: {calls} calls, {in_flight} in flight, {connections} connection(s): {:.0} calls/s, client CPU {:.1} µs/call, server CPU {:.1} µs/call, {failed} failed",
+                    calls as f64 / elapsed.as_secs_f64(),
+                    per_call(client_cpu),
+                    per_call(server_cpu),
+                ))
+            })
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the caller thread panicked"))??;
+    println!("{report}");
+    main_rt.block_on(control.shutdown());
+    Ok(())
+}
+
+fn config(addr: SocketAddr) -> String {
+    format!(
+        r#"
+services:
+  - name: greeter
+    endpoints:
+      - address: "{addr}"
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+bootstrapTokens:
+  - {{token: greeter-profile-token, namespace: default, serviceAccount: greeter}}
+  - {{token: caller-profile-token, namespace: default, serviceAccount: caller}}
+"#
+    )
+}
+
+/// Serves the greeter through the mesh on `meshed`, and with plain tonic over the same mTLS
+/// configuration (no mesh layers) on `plain`.
+async fn serve(
+    meshed: std::net::TcpListener,
+    plain: std::net::TcpListener,
+    settings: MeshSettings,
+) -> anyhow::Result<()> {
+    meshed.set_nonblocking(true)?;
+    plain.set_nonblocking(true)?;
+    let mesh = Mesh::start(settings).await?;
+    let greeter = GreeterServer::new(GreeterReplica::new(
+        "profile",
+        mesh.identity().id().to_string(),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_tls_config());
+    let plain = TcpListener::from_std(plain)?;
+    let incoming = async_accept(plain, acceptor);
+    let service = greeter.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+    });
+    let incoming = mesh.tonic_incoming(TcpListener::from_std(meshed)?)?;
+    tokio::spawn(async move {
+        let _mesh = mesh;
+        tonic::transport::Server::builder()
+            .layer(MeshLayer::new())
+            .add_service(greeter)
+            .serve_with_incoming(incoming)
+            .await
+    });
+    Ok(())
+}
+
+/// TLS connections accepted on `listener`, as tonic's incoming stream.
+fn async_accept(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures_util::Stream<Item = std::io::Result<TlsIo>> {
+    use futures_util::StreamExt;
+    Box::pin(
+        tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |tcp| {
+            let acceptor = acceptor.clone();
+            async move {
+                let tcp = tcp.ok()?;
+                let _ = tcp.set_nodelay(true);
+                acceptor.accept(tcp).await.ok().map(|s| Ok(TlsIo(s)))
+            }
+        }),
+    )
+}
+
+/// This thread's CPU time so far (`/proc/thread-self/schedstat`).
+fn thread_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+async fn server_cpu(
+    cpu: &std::sync::mpsc::Sender<oneshot::Sender<Duration>>,
+) -> anyhow::Result<Duration> {
+    let (tx, rx) = oneshot::channel();
+    cpu.send(tx).context("server thread gone")?;
+    Ok(rx.await?)
+}
+
+enum Clients {
+    Mesh(Vec<GreeterClient<mesh_tonic::MeshChannel>>),
+    Tonic(Vec<GreeterClient<Channel>>),
+}
+
+/// Makes `calls` calls, `in_flight` at a time; gives how many failed.
+async fn drive(clients: &Clients, in_flight: usize, calls: usize) -> usize {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(in_flight);
+    for i in 0..in_flight {
+        let next = next.clone();
+        let mut client = match clients {
+            Clients::Mesh(v) => Clients::Mesh(vec![v[i % v.len()].clone()]),
+            Clients::Tonic(v) => Clients::Tonic(vec![v[i % v.len()].clone()]),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
+                let request = HelloRequest {
+                    name: "profile".into(),
+                };
+                let ok = match &mut client {
+                    Clients::Mesh(v) => v[0].say_hello(request).await.is_ok(),
+                    Clients::Tonic(v) => v[0].say_hello(request).await.is_ok(),
+                };
+                failed += usize::from(!ok);
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.unwrap_or(1);
+    }
+    failed
+}
+
+/// A tonic channel over `tls` to `addr`.
+async fn tls_channel(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> anyhow::Result<Channel> {
+    let connector = tower::service_fn(move |_: Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(connector)
+        .await?)
+}
+
+/// A server-side TLS stream for tonic's `serve_with_incoming`.
+struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
