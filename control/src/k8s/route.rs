@@ -194,6 +194,9 @@ impl GammaRoute {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteSpec {
             name: name.to_owned(),
+            // Where it attaches is the caller's to say (`ClusterIndex::attach`).
+            namespace: None,
+            port: None,
             kind: Some(
                 match self.kind {
                     RouteKind::Http => "http",
