@@ -124,6 +124,9 @@ pub struct ControlOptions {
     pub namespace: String,
     /// Lifetime of the certificates the CA signs, the service's own included (default 24 h).
     pub cert_lifetime: Duration,
+    /// How often a control file is read for edits (default 200 ms); an edit applies once two
+    /// reads agree, so within two intervals.
+    pub file_poll_interval: Duration,
 }
 
 /// Where the control service's config comes from.
@@ -231,6 +234,7 @@ impl ControlOptions {
             trust_bundle_out: None,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
+            file_poll_interval: file::POLL_INTERVAL,
         }
     }
 }
@@ -247,6 +251,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         trust_bundle_out,
         namespace,
         cert_lifetime,
+        file_poll_interval,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -353,6 +358,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         let (tokens, state) = (tokens.clone(), state.clone());
         tasks.push(file::spawn_poller(
             path,
+            file_poll_interval,
             trust_domain.clone(),
             bytes,
             move |config| apply(&tokens, &state, config),
