@@ -281,13 +281,15 @@ fn parse_bytes(bytes: &[u8], trust_domain: &TrustDomain) -> Result<ControlConfig
     parse(text, trust_domain)
 }
 
-/// Polls `path` every [`POLL_INTERVAL`] and calls `apply` with each new valid config.
+/// Polls `path` every `interval` (by default [`POLL_INTERVAL`]) and calls `apply` with each
+/// new valid config.
 ///
 /// `initial` is the content already applied. A change is applied once two consecutive reads
 /// agree, so a file caught half-written is never applied. An invalid edit is logged (with its
 /// field paths) once and the last good config keeps serving; so does a file that disappears.
 pub fn spawn_poller<F>(
     path: PathBuf,
+    interval: Duration,
     trust_domain: TrustDomain,
     initial: Vec<u8>,
     apply: F,
@@ -300,7 +302,7 @@ where
         let mut settled = initial;
         let mut previous: Option<Vec<u8>> = None;
         let mut read_failed = false;
-        let mut interval = tokio::time::interval(POLL_INTERVAL);
+        let mut interval = tokio::time::interval(interval.max(Duration::from_millis(1)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;

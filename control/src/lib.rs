@@ -128,6 +128,9 @@ pub struct ControlOptions {
     /// Rewrites every snapshot sent: the identity unless a test (feature `testing`) sets one
     /// to play a newer control service (see [`skew`]).
     pub wire_transform: skew::WireTransform,
+    /// How often a control file is read for edits (default 200 ms); an edit applies once two
+    /// reads agree, so within two intervals.
+    pub file_poll_interval: Duration,
 }
 
 /// Where the control service's config comes from.
@@ -236,6 +239,7 @@ impl ControlOptions {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
             wire_transform: skew::WireTransform::default(),
+            file_poll_interval: file::POLL_INTERVAL,
         }
     }
 }
@@ -253,6 +257,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         namespace,
         cert_lifetime,
         wire_transform,
+        file_poll_interval,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -360,6 +365,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         let (tokens, state) = (tokens.clone(), state.clone());
         tasks.push(file::spawn_poller(
             path,
+            file_poll_interval,
             trust_domain.clone(),
             bytes,
             move |config| apply(&tokens, &state, config),

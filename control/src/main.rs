@@ -79,6 +79,10 @@ struct Args {
     /// Lifetime of signed certificates, e.g. `24h`, `90m`, `1h30m`, `90s`.
     #[arg(long, env = "MESH_CONTROL_CERT_LIFETIME", default_value = "24h", value_parser = parse_duration)]
     cert_lifetime: Duration,
+
+    /// How often the control file is read for edits (an edit applies once two reads agree).
+    #[arg(long, env = "MESH_CONTROL_POLL_INTERVAL", default_value = "200ms", value_parser = parse_poll_interval)]
+    poll_interval: Duration,
 }
 
 #[tokio::main]
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     options.trust_bundle_out = Some(trust_bundle_out.clone());
     options.namespace = args.namespace;
     options.cert_lifetime = args.cert_lifetime;
+    options.file_poll_interval = args.poll_interval;
 
     let control = mesh_control::start(options)
         .await
@@ -165,6 +170,15 @@ async fn stop_signal() -> anyhow::Result<()> {
 }
 
 /// Parses `24h`, `90m`, `1h30m`, `90s`: numbers each followed by `h`, `m` or `s`.
+/// A Gateway API duration (`200ms`, `1s`), at least 1 ms.
+fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    match mesh_core::duration::parse(text) {
+        Ok(d) if d >= Duration::from_millis(1) => Ok(d),
+        Ok(_) => Err(format!("{text:?}: must be at least 1ms")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total: u64 = 0;
     let mut digits = String::new();

@@ -96,7 +96,7 @@ pub(crate) fn refresh(registry: &Registry, version: u64, seen: &Mutex<BTreeSet<S
     let mut counts = std::collections::BTreeMap::<ServiceName, u32>::new();
     for subscriber in registry.list() {
         for destination in subscriber.destinations {
-            *counts.entry(destination).or_default() += 1;
+            *counts.entry(destination.service).or_default() += 1;
         }
     }
     let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);

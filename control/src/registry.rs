@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use mesh_core::SpiffeId;
-use mesh_core::snapshot::ServiceName;
+use mesh_core::snapshot::{DestinationKey, ServiceName};
 
 /// One Watch subscriber as the control service sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct SubscriberStatus {
     /// The service it serves, if it named one.
     pub own_service: Option<ServiceName>,
     /// The destinations it watches, in the order it asked (duplicates removed).
-    pub destinations: Vec<ServiceName>,
+    pub destinations: Vec<DestinationKey>,
     /// When it subscribed.
     pub connected_at: SystemTime,
     /// The version of the last snapshot sent to it (0 before the first).

@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
 use mesh_core::authz::InboundPolicy;
 use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
-use mesh_core::snapshot::{Destination, ServiceName, Snapshot};
+use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -52,7 +52,7 @@ pub(crate) struct WatchHub {
 struct Subscription {
     node: String,
     own_service: Option<ServiceName>,
-    destinations: Vec<ServiceName>,
+    destinations: Vec<DestinationKey>,
 }
 
 /// Who is on the other end of a stream.
@@ -229,10 +229,13 @@ impl StreamTask {
             if dirty {
                 dirty = false;
                 let current = self.state.borrow_and_update().clone();
+                // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
+                // namespace comes from its verified identity, never from what it claims.
+                let consumer = self.peer.identity.namespace();
                 let destinations: Vec<Destination> = subscription
                     .destinations
                     .iter()
-                    .map(|d| current.config.destination(d))
+                    .map(|d| current.config.destination_for(d, consumer))
                     .collect();
                 let inbound = subscription
                     .own_service
@@ -392,7 +395,7 @@ fn validate(subscribe: proto::Subscribe) -> Result<Subscription, Status> {
     let mut seen = HashSet::with_capacity(subscribe.destinations.len());
     let mut destinations = Vec::with_capacity(subscribe.destinations.len());
     for (i, wire) in subscribe.destinations.iter().enumerate() {
-        let name = ServiceName::try_from(wire)
+        let name = DestinationKey::try_from(wire)
             .map_err(|e| Status::invalid_argument(format!("destinations[{i}]: {e}")))?;
         if seen.insert(name.clone()) {
             destinations.push(name);
@@ -424,6 +427,7 @@ mod tests {
         proto::ServiceRef {
             namespace: namespace.into(),
             name: name.into(),
+            port: 0,
         }
     }
 

@@ -66,7 +66,7 @@ fn model(wire: proto::Snapshot) -> Snapshot {
 fn endpoints(snapshot: &Snapshot, service: &str) -> Vec<String> {
     let name: ServiceName = service.parse().unwrap();
     snapshot
-        .destination(&name)
+        .destination(&name.into())
         .expect("destination present")
         .endpoints
         .iter()

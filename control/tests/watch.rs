@@ -33,7 +33,7 @@ fn name(s: &str) -> ServiceName {
 
 fn addresses(snapshot: &Snapshot, service: &str) -> Vec<String> {
     snapshot
-        .destination(&name(service))
+        .destination(&name(service).into())
         .expect("destination present")
         .endpoints
         .iter()
@@ -101,7 +101,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     );
     assert_eq!(addresses(&snapshot, "greeter.default"), ["127.0.0.1:5001"]);
     let greeter = snapshot
-        .destination(&name("greeter.default"))
+        .destination(&name("greeter.default").into())
         .expect("present");
     assert!(greeter.found);
     assert_eq!(
@@ -110,7 +110,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     );
     assert!(
         !snapshot
-            .destination(&name("missing.default"))
+            .destination(&name("missing.default").into())
             .expect("present")
             .found
     );
@@ -129,7 +129,10 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     assert_eq!(status.own_service, Some(name("client.default")));
     assert_eq!(
         status.destinations,
-        [name("greeter.default"), name("missing.default")]
+        [
+            name("greeter.default").into(),
+            name("missing.default").into()
+        ]
     );
     assert_eq!(status.last_sent_version, 1);
     assert_eq!(status.last_acked_version, None);
@@ -167,7 +170,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
         .collect();
     assert_eq!(names, ["greeter.default"]);
     eventually("the registry has the new destinations", || {
-        control.subscribers()[0].destinations == [name("greeter.default")]
+        control.subscribers()[0].destinations == [name("greeter.default").into()]
     })
     .await;
 

@@ -34,9 +34,18 @@ pub struct ServiceSpec {
     /// Its namespace (a DNS label); `default` when omitted.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Its replicas.
+    /// The service port its `endpoints` serve (Kubernetes: the Service's first port), 1 to
+    /// 65535. Clients that name no port call this one. Omitted: the service has one port and
+    /// clients may name any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Its replicas (serving `port`).
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Further ports, each with its own replicas (a multi-port Kubernetes Service); needs
+    /// `port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePortSpec>,
     /// Routes attached to it.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
@@ -49,6 +58,17 @@ pub struct ServiceSpec {
     /// Paths that always pass authorization (health probes): exact, or with a trailing `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempt_paths: Vec<String>,
+}
+
+/// One more port of a service, with the replicas serving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePortSpec {
+    /// The service port, 1 to 65535.
+    pub port: u32,
+    /// The replicas serving it.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
 }
 
 /// One replica.

@@ -29,8 +29,9 @@ use crate::duration;
 use crate::error::{FieldError, ValidationErrors};
 use crate::proto;
 use crate::snapshot::{
-    Backend, BackendRef, Destination, Endpoint, HeaderMatch, HeaderModifier, Route, RouteFilter,
-    RouteMatch, RouteRule, ServiceName, ServiceNameError, Snapshot, Timeouts, ValueMatch,
+    Backend, BackendRef, Destination, DestinationKey, Endpoint, HeaderMatch, HeaderModifier, Route,
+    RouteFilter, RouteMatch, RouteRule, ServiceName, ServiceNameError, Snapshot, Timeouts,
+    ValueMatch,
 };
 
 impl From<&ServiceName> for proto::ServiceRef {
@@ -38,6 +39,16 @@ impl From<&ServiceName> for proto::ServiceRef {
         Self {
             namespace: name.namespace.clone(),
             name: name.name.clone(),
+            port: 0,
+        }
+    }
+}
+
+impl From<&DestinationKey> for proto::ServiceRef {
+    fn from(key: &DestinationKey) -> Self {
+        Self {
+            port: key.port.map_or(0, u32::from),
+            ..(&key.service).into()
         }
     }
 }
@@ -46,6 +57,28 @@ impl TryFrom<&proto::ServiceRef> for ServiceName {
     type Error = ServiceNameError;
     fn try_from(wire: &proto::ServiceRef) -> Result<Self, Self::Error> {
         ServiceName::new(&wire.namespace, &wire.name)
+    }
+}
+
+impl TryFrom<&proto::ServiceRef> for DestinationKey {
+    type Error = ServiceNameError;
+    fn try_from(wire: &proto::ServiceRef) -> Result<Self, Self::Error> {
+        let service = ServiceName::try_from(wire)?;
+        let port = wire_port(wire.port).map_err(|reason| ServiceNameError {
+            input: format!("{service}:{}", wire.port),
+            reason,
+        })?;
+        Ok(Self { service, port })
+    }
+}
+
+/// A wire port: 0 for none, else 1 to 65535.
+fn wire_port(port: u32) -> Result<Option<u16>, &'static str> {
+    match port {
+        0 => Ok(None),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| "the port must be a number from 1 to 65535"),
     }
 }
 
@@ -69,7 +102,7 @@ impl From<&Snapshot> for proto::Snapshot {
 impl From<&Destination> for proto::Destination {
     fn from(destination: &Destination) -> Self {
         Self {
-            service: Some((&destination.service).into()),
+            service: Some((&destination.key()).into()),
             found: destination.found,
             endpoints: destination.endpoints.iter().map(Into::into).collect(),
             routes: destination.routes.iter().map(Into::into).collect(),
@@ -81,7 +114,13 @@ impl From<&Destination> for proto::Destination {
 impl From<&Backend> for proto::Backend {
     fn from(backend: &Backend) -> Self {
         Self {
-            service: Some((&backend.service).into()),
+            service: Some(
+                (&DestinationKey {
+                    service: backend.service.clone(),
+                    port: backend.port,
+                })
+                    .into(),
+            ),
             endpoints: backend.endpoints.iter().map(Into::into).collect(),
             found: backend.found,
         }
@@ -326,14 +365,27 @@ fn service_ref(
     check::service_name(path, &wire.namespace, &wire.name, errors)
 }
 
+/// A service reference with its port at `path`.
+fn destination_key(
+    path: &str,
+    wire: Option<&proto::ServiceRef>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DestinationKey> {
+    let service = service_ref(path, wire, errors)?;
+    let port = wire_port(wire.map_or(0, |w| w.port))
+        .map_err(|message| errors.push(FieldError::new(format!("{path}.port"), message)))
+        .ok()?;
+    Some(DestinationKey { service, port })
+}
+
 fn destination(
     path: &str,
     wire: proto::Destination,
-    seen: &mut FirstSeen<ServiceName>,
+    seen: &mut FirstSeen<DestinationKey>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Destination> {
     let service_path = format!("{path}.service");
-    let service = service_ref(&service_path, wire.service.as_ref(), errors);
+    let service = destination_key(&service_path, wire.service.as_ref(), errors);
     if let Some(service) = &service
         && let Some(first) = seen.check(service.clone(), path)
     {
@@ -358,7 +410,7 @@ fn destination(
     for (i, backend) in wire.backends.into_iter().enumerate() {
         let backend_path = format!("{path}.backends[{i}]");
         let service_path = format!("{backend_path}.service");
-        let service = service_ref(&service_path, backend.service.as_ref(), errors);
+        let service = destination_key(&service_path, backend.service.as_ref(), errors);
         if let Some(service) = &service
             && let Some(first) = listed.check(service.clone(), &service_path)
         {
@@ -374,9 +426,10 @@ fn destination(
             ));
         }
         let backend_endpoints = endpoints(&backend_path, backend.endpoints, errors);
-        if let Some(service) = service {
+        if let Some(key) = service {
             backends.push(Backend {
-                service,
+                service: key.service,
+                port: key.port,
                 found: backend.found,
                 endpoints: backend_endpoints,
             });
@@ -394,7 +447,7 @@ fn destination(
                 .map(|(k, backend_ref)| {
                     (
                         format!("{rule_path}.backendRefs[{k}].service"),
-                        &backend_ref.service,
+                        (&backend_ref.service, backend_ref.port),
                     )
                 });
             let mirrors = rule
@@ -404,22 +457,31 @@ fn destination(
                 .filter_map(|(f, filter)| match filter {
                     RouteFilter::RequestMirror(mirror) => Some((
                         format!("{rule_path}.filters[{f}].requestMirror.backendRef"),
-                        &mirror.backend,
+                        (&mirror.backend, mirror.port),
                     )),
                     _ => None,
                 });
-            for (ref_path, service) in refs.chain(mirrors) {
-                if !backends.iter().any(|b| &b.service == service) {
+            for (ref_path, (service, port)) in refs.chain(mirrors) {
+                if !backends
+                    .iter()
+                    .any(|b| &b.service == service && b.port == port)
+                {
+                    let key = DestinationKey {
+                        service: service.clone(),
+                        port,
+                    };
                     errors.push(FieldError::new(
                         ref_path,
-                        format!("backend \"{service}\" is not listed in {path}.backends"),
+                        format!("backend \"{key}\" is not listed in {path}.backends"),
                     ));
                 }
             }
         }
     }
+    let key = service?;
     Some(Destination {
-        service: service?,
+        service: key.service,
+        port: key.port,
         found: wire.found,
         endpoints: own_endpoints,
         routes,

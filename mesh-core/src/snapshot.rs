@@ -136,9 +136,74 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The destination called `service`, if the snapshot has it.
-    pub fn destination(&self, service: &ServiceName) -> Option<&Destination> {
-        self.destinations.iter().find(|d| &d.service == service)
+    /// The destination `key` names, if the snapshot has it.
+    pub fn destination(&self, key: &DestinationKey) -> Option<&Destination> {
+        self.destinations
+            .iter()
+            .find(|d| d.service == key.service && d.port == key.port)
+    }
+}
+
+/// What a client calls: a service and, when the service has several ports, which one
+/// (`echo.default:7070`). Without a port, the service's first port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DestinationKey {
+    /// The service.
+    pub service: ServiceName,
+    /// The service port; `None` for the service's first (or only) port.
+    pub port: Option<u16>,
+}
+
+impl DestinationKey {
+    /// A key for `service`'s first port.
+    pub fn service(service: ServiceName) -> Self {
+        Self {
+            service,
+            port: None,
+        }
+    }
+}
+
+impl From<ServiceName> for DestinationKey {
+    fn from(service: ServiceName) -> Self {
+        Self::service(service)
+    }
+}
+
+impl FromStr for DestinationKey {
+    type Err = ServiceNameError;
+
+    /// Parses `name.namespace` or `name.namespace:port` (the `.svc` and `.svc.cluster.local`
+    /// suffixes are accepted before the port).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, port) = match s.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ServiceNameError {
+                        input: s.to_owned(),
+                        reason: "the port must be a number from 1 to 65535",
+                    })?;
+                (name, Some(port))
+            }
+            None => (s, None),
+        };
+        let service = name.parse::<ServiceName>().map_err(|e| ServiceNameError {
+            input: s.to_owned(),
+            reason: e.reason,
+        })?;
+        Ok(Self { service, port })
+    }
+}
+
+impl fmt::Display for DestinationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.service),
+            None => write!(f, "{}", self.service),
+        }
     }
 }
 
@@ -147,21 +212,35 @@ impl Snapshot {
 pub struct Destination {
     /// Which service.
     pub service: ServiceName,
+    /// Which of its ports, as the client asked; `None` for the first (or only) one.
+    pub port: Option<u16>,
     /// False when the control service knows no such service.
     pub found: bool,
-    /// The service's own replicas, used when no route is attached.
+    /// The service's own replicas serving that port, used when no route is attached.
     pub endpoints: Vec<Endpoint>,
-    /// Routes attached to the service.
+    /// Routes that apply to this client's calls to that port: the consumer routes of the
+    /// client's namespace when it has any, else the service's own (producer) routes.
     pub routes: Vec<Route>,
-    /// The services that `routes` reference, resolved to their endpoints.
+    /// The services (and ports) that `routes` reference, resolved to their endpoints.
     pub backends: Vec<Backend>,
 }
 
 impl Destination {
+    /// The key a client names this destination by.
+    pub fn key(&self) -> DestinationKey {
+        DestinationKey {
+            service: self.service.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl Destination {
     /// A destination the control service does not know.
-    pub fn not_found(service: ServiceName) -> Self {
+    pub fn not_found(key: DestinationKey) -> Self {
         Self {
-            service,
+            service: key.service,
+            port: key.port,
             found: false,
             endpoints: Vec::new(),
             routes: Vec::new(),
@@ -175,7 +254,9 @@ impl Destination {
 pub struct Backend {
     /// Which service.
     pub service: ServiceName,
-    /// False when no such service exists: its share of traffic fails (500 / UNAVAILABLE).
+    /// Which of its ports, as the route's `backendRef` names it; `None` for the first.
+    pub port: Option<u16>,
+    /// False when no such service (or port) exists: its share of traffic fails (500 / UNAVAILABLE).
     pub found: bool,
     /// Its replicas.
     pub endpoints: Vec<Endpoint>,

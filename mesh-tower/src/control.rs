@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use http::uri::Authority;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{Ack, Subscribe, WatchRequest, watch_request};
-use mesh_core::snapshot::{ServiceName, Snapshot};
+use mesh_core::snapshot::{DestinationKey, ServiceName, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore};
 use mesh_core::{SpiffeId, TrustDomain};
 use tokio::sync::mpsc;
@@ -317,7 +317,7 @@ fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), St
 
 fn subscribe_message(
     subscriber: &Subscriber,
-    destinations: &std::collections::BTreeSet<ServiceName>,
+    destinations: &std::collections::BTreeSet<DestinationKey>,
 ) -> WatchRequest {
     WatchRequest {
         kind: Some(watch_request::Kind::Subscribe(Subscribe {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::InboundPolicy;
 use mesh_core::route::CompiledRoutes;
-use mesh_core::snapshot::{ServiceName, Snapshot};
+use mesh_core::snapshot::{DestinationKey, Snapshot};
 use tokio::sync::watch;
 
 /// The control connection as the service sees it, for health reporting.
@@ -55,7 +55,7 @@ pub(crate) struct Inbound {
 #[derive(Debug)]
 pub(crate) struct Discovery {
     snapshot: watch::Sender<Arc<Snapshot>>,
-    wanted: watch::Sender<BTreeSet<ServiceName>>,
+    wanted: watch::Sender<BTreeSet<DestinationKey>>,
     status: watch::Sender<ControlStatus>,
     /// The own service's inbound policy, for the server side's request path.
     inbound: Arc<ArcSwapOption<Inbound>>,
@@ -96,7 +96,7 @@ impl Discovery {
             // The service's own routes (it subscribes to itself) name the route a request
             // matched, for policies that target one route.
             let routes = snapshot
-                .destination(&policy.service)
+                .destination(&DestinationKey::service(policy.service.clone()))
                 .map(CompiledRoutes::new)
                 .filter(CompiledRoutes::has_routes);
             Arc::new(Inbound {
@@ -128,12 +128,12 @@ impl Discovery {
     }
 
     /// Follows the set of destinations wanted.
-    pub(crate) fn wanted(&self) -> watch::Receiver<BTreeSet<ServiceName>> {
+    pub(crate) fn wanted(&self) -> watch::Receiver<BTreeSet<DestinationKey>> {
         self.wanted.subscribe()
     }
 
     /// Adds a destination to the subscription.
-    pub(crate) fn want(&self, destination: &ServiceName) {
+    pub(crate) fn want(&self, destination: &DestinationKey) {
         self.wanted
             .send_if_modified(|set| set.insert(destination.clone()));
     }
@@ -156,7 +156,7 @@ impl Discovery {
     }
 
     /// Waits until a snapshot answers for `destination` (found or not), up to `timeout`.
-    pub(crate) async fn resolved(&self, destination: &ServiceName, timeout: Duration) -> bool {
+    pub(crate) async fn resolved(&self, destination: &DestinationKey, timeout: Duration) -> bool {
         let mut snapshots = self.subscribe();
         let wait = snapshots.wait_for(|s| s.destination(destination).is_some());
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh_core::snapshot::ServiceName;
+use mesh_core::snapshot::{DestinationKey, ServiceName};
 
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -15,9 +15,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// [`CallError::grpc_code`] gives and this error's text as the message.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The control service knows no such service.
-    #[error("unknown destination {0}: the control service has no such service")]
-    UnknownDestination(ServiceName),
+    /// The control service knows no such service (or no such port of it).
+    #[error("unknown destination {0}: the control service has no such service or port")]
+    UnknownDestination(DestinationKey),
     /// Routes are attached to the destination and none matches the request.
     #[error("no route of {destination} matches {request}")]
     NoRoute {

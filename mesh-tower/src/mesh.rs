@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mesh_core::snapshot::{ServiceName, Snapshot};
+use mesh_core::snapshot::{DestinationKey, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -86,7 +86,7 @@ pub enum StartError {
     #[error("destination {destination}: no answer from the control service after {waited:?}")]
     Unresolved {
         /// The destination.
-        destination: ServiceName,
+        destination: DestinationKey,
         /// How long it waited.
         waited: Duration,
     },
@@ -234,7 +234,7 @@ impl Mesh {
         if let Some(service) = &settings.service {
             // A server subscribes to its own service too: its routes name the route each
             // request matched, for authorization policies that target a route.
-            discovery.want(service);
+            discovery.want(&DestinationKey::service(service.clone()));
         }
         if let Some((snapshot, saved_at)) = restored {
             // In force before the workers start, so a fresh snapshot always replaces it.

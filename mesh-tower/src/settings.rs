@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_core::snapshot::ServiceName;
+use mesh_core::snapshot::{DestinationKey, ServiceName};
 use mesh_core::{SpiffeId, TrustDomain};
 
 /// A setting that is missing or malformed; names the variable.
@@ -303,9 +303,27 @@ impl MeshSettings {
     }
 
     /// Resolves a destination name as a client would write it: `name.namespace`, or a bare
-    /// `name` in the workload's own namespace.
-    pub fn destination(&self, name: &str) -> Result<ServiceName, SettingsError> {
-        parse_service(name, &self.namespace).map_err(|m| SettingsError::new("destination", m))
+    /// `name` in the workload's own namespace, either with `:port` to pick one port of a
+    /// service that has several (`echo.default:7070`).
+    pub fn destination(&self, name: &str) -> Result<DestinationKey, SettingsError> {
+        let error = |m| SettingsError::new("destination", m);
+        let (service, port) = match name.rsplit_once(':') {
+            Some((service, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        error(format!(
+                            "{name:?}: the port must be a number from 1 to 65535"
+                        ))
+                    })?;
+                (service, Some(port))
+            }
+            None => (name, None),
+        };
+        let service = parse_service(service, &self.namespace).map_err(error)?;
+        Ok(DestinationKey { service, port })
     }
 }
 

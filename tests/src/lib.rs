@@ -46,7 +46,8 @@ pub struct Config {
     routes: Vec<(String, String)>,
     service_keys: Vec<(String, String)>,
     top_level: Vec<String>,
-    accounts: Vec<String>,
+    /// `(namespace, service account)`.
+    accounts: Vec<(String, String)>,
 }
 
 impl Config {
@@ -96,8 +97,15 @@ impl Config {
     }
 
     /// Adds a bootstrap token `<account>-token` for service account `account`.
-    pub fn account(mut self, account: &str) -> Self {
-        self.accounts.push(account.to_owned());
+    pub fn account(self, account: &str) -> Self {
+        self.account_in("default", account)
+    }
+
+    /// Adds a bootstrap token `<account>-token` for service account `account` of
+    /// `namespace` (a caller outside `default`, for consumer routes).
+    pub fn account_in(mut self, namespace: &str, account: &str) -> Self {
+        self.accounts
+            .push((namespace.to_owned(), account.to_owned()));
         self
     }
 
@@ -137,9 +145,9 @@ impl Config {
             yaml += &indent(snippet, 0);
         }
         yaml += "bootstrapTokens:\n";
-        for account in &self.accounts {
+        for (namespace, account) in &self.accounts {
             yaml += &format!(
-                "  - token: {}\n    namespace: default\n    serviceAccount: {account}\n",
+                "  - token: {}\n    namespace: {namespace}\n    serviceAccount: {account}\n",
                 token_for(account)
             );
         }

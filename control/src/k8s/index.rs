@@ -8,12 +8,13 @@
 //! `Apply` and `Delete` change one object.
 //!
 //! How objects become config:
-//! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`. Its *mesh port*
-//!   is its first port; the annotations `mesh.dev/mtls`, `mesh.dev/default-policy` and
+//! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`, with each of its
+//!   ports (clients that name no port get the first); the annotations `mesh.dev/mtls`, `mesh.dev/default-policy` and
 //!   `mesh.dev/exempt-paths` (comma-separated) set its inbound settings. When they are invalid
 //!   the service falls back to default policy `deny`: a typo must not open a service;
 //! - an **EndpointSlice** belongs to the Service named by its `kubernetes.io/service-name`
-//!   label; each endpoint address becomes `ip:<target port of the mesh port>`. Endpoints
+//!   label; for each service port, each endpoint address becomes `ip:<the slice's port of
+//!   the same name>` (the target port). Endpoints
 //!   that are `ready` are used; when a service has none, its `serving` (terminating)
 //!   endpoints are, so that a rollout's last replicas still get traffic while they drain, as
 //!   kube-proxy does;
@@ -21,8 +22,11 @@
 //!   client expects, `spiffe://<td>/ns/<ns>/sa/<sa>`; pod labels (less the controllers'
 //!   hash labels) become endpoint labels. An endpoint whose pod is not (yet) known is left out:
 //!   the identity a client would check could only be guessed;
-//! - **HTTPRoute** / **GRPCRoute**: see [`super::route`]; each producer route is checked on
-//!   its own with mesh-core's validation, and one that fails is left out (and reported), so one
+//! - **HTTPRoute** / **GRPCRoute**: see [`super::route`]; a route attaches to each Service
+//!   parent, to one port when the parent names one. A route in the Service's namespace is a
+//!   producer route (for every caller); one in another namespace is a consumer route (for
+//!   callers in its namespace only, in place of the producer routes). Each is checked on its
+//!   own with mesh-core's validation, and one that fails is left out (and reported), so one
 //!   bad object never holds back everybody else's changes;
 //! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target.
 
@@ -36,8 +40,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use mesh_core::config::{
-    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RouteSpec, ServiceSpec,
-    ValidConfig,
+    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RouteSpec,
+    ServicePortSpec, ServiceSpec, ValidConfig,
 };
 use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
 
@@ -152,8 +156,9 @@ pub(crate) trait Indexed: Sized {
 /// What the index keeps of a Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServiceSummary {
-    /// Its first port: name and number.
-    mesh_port: Option<(String, i32)>,
+    /// Its ports in order (the first is the one clients get when they name none): name and
+    /// number.
+    ports: Vec<(String, i32)>,
     mtls: Option<String>,
     default_policy: Option<String>,
     exempt_paths: Vec<String>,
@@ -197,11 +202,12 @@ impl Indexed for Service {
         }
         let annotation = |name: &str| self.annotations().get(name).map(|v| v.trim().to_owned());
         Some(ServiceSummary {
-            mesh_port: spec
+            ports: spec
                 .ports
-                .as_ref()
-                .and_then(|ports| ports.first())
-                .map(|p| (p.name.clone().unwrap_or_default(), p.port)),
+                .iter()
+                .flatten()
+                .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+                .collect(),
             mtls: annotation(MTLS_ANNOTATION),
             default_policy: annotation(DEFAULT_POLICY_ANNOTATION),
             exempt_paths: annotation(EXEMPT_PATHS_ANNOTATION)
@@ -455,7 +461,9 @@ impl ClusterIndex {
             let mut spec = ServiceSpec {
                 name: key.name.clone(),
                 namespace: key.namespace.clone(),
+                port: None,
                 endpoints: Vec::new(),
+                ports: Vec::new(),
                 routes: Vec::new(),
                 mtls: summary.mtls.clone(),
                 default_policy: summary.default_policy.clone(),
@@ -470,7 +478,16 @@ impl ClusterIndex {
                 spec.default_policy = Some("deny".to_owned());
             }
             let own_slices = slices.get(key).map_or(&[][..], Vec::as_slice);
-            spec.endpoints = self.endpoints(key, summary, own_slices, &mut refused);
+            for (i, (port_name, port)) in summary.ports.iter().enumerate() {
+                let endpoints = self.endpoints(key, port_name, own_slices, &mut refused);
+                let port = u32::try_from(*port).ok();
+                if i == 0 {
+                    spec.port = port;
+                    spec.endpoints = endpoints;
+                } else if let Some(port) = port {
+                    spec.ports.push(ServicePortSpec { port, endpoints });
+                }
+            }
             services.insert(key.clone(), spec);
         }
 
@@ -502,22 +519,20 @@ impl ClusterIndex {
         .map_err(|e| e.to_string())
     }
 
-    /// The endpoints of one service from its slices and their pods.
+    /// The endpoints serving one port (by its name) of a service, from its slices and their
+    /// pods.
     fn endpoints(
         &self,
         service: &ObjectKey,
-        summary: &ServiceSummary,
+        port_name: &str,
         slices: &[&SliceSummary],
         refused: &mut Vec<String>,
     ) -> Vec<EndpointSpec> {
-        let Some((port_name, _)) = &summary.mesh_port else {
-            return Vec::new();
-        };
         let mut ready = Vec::new();
         let mut serving = Vec::new();
         let mut seen = BTreeSet::new();
         for slice in slices {
-            // The slice's port for the service's mesh port carries the same name.
+            // The slice's port for a service port carries the same name.
             let Some(port) = slice
                 .ports
                 .iter()
@@ -663,13 +678,6 @@ impl ClusterIndex {
                 .unwrap_or_else(|| key.namespace.clone()),
             name: parent.name.clone(),
         };
-        if service_key.namespace != key.namespace {
-            return Err(Refusal::new(
-                "UnsupportedValue",
-                "consumer routes (a route in another namespace than its Service) are not \
-                 supported yet",
-            ));
-        }
         if parent.section_name.is_some() {
             return Err(Refusal::new(
                 "UnsupportedValue",
@@ -686,29 +694,58 @@ impl ClusterIndex {
             ));
         };
         if let Some(port) = parent.port
-            && summary.mesh_port.as_ref().map(|(_, p)| *p) != Some(port)
+            && !summary.ports.iter().any(|(_, p)| *p == port)
         {
             return Err(Refusal::new(
                 "NoMatchingParent",
-                format!(
-                    "port {port} is not the mesh port (the first port) of Service {service_key}"
-                ),
+                format!("Service {service_key} has no port {port}"),
             ));
         }
-        if spec.routes.iter().any(|r| r.name == key.name) {
-            return Err(Refusal::new(
-                "NotAllowedByParent",
-                format!(
-                    "an older route named {:?} of the other kind is already attached",
-                    key.name
-                ),
-            ));
+        // A consumer route (in another namespace than its Service) applies to callers in its
+        // own namespace; GAMMA gives it precedence over the Service's routes for them.
+        let consumer = (service_key.namespace != key.namespace).then(|| key.namespace.clone());
+        let kind = match route.kind {
+            RouteKind::Http => "http",
+            RouteKind::Grpc => "grpc",
+        };
+        let port = parent.port.and_then(|p| u32::try_from(p).ok());
+        let same_name = |r: &&mut RouteSpec| r.name == key.name && r.namespace == consumer;
+        if let Some(other) = spec.routes.iter_mut().find(same_name) {
+            if other.kind.as_deref() != Some(kind) {
+                return Err(Refusal::new(
+                    "NotAllowedByParent",
+                    format!(
+                        "an older route named {:?} of the other kind is already attached",
+                        key.name
+                    ),
+                ));
+            }
+            if port.is_none() {
+                // Another parentRef to the same Service without a port: every port.
+                other.port = None;
+                return Ok(());
+            }
+            if other.port.is_none() || other.port == port {
+                // A second parentRef to the same Service (and port) adds nothing.
+                return Ok(());
+            }
         }
-        let route_spec: RouteSpec = route.to_spec(&key.name, &key.namespace)?;
+        let mut route_spec: RouteSpec = route.to_spec(&key.name, &key.namespace)?;
+        route_spec.namespace = consumer;
+        route_spec.port = port;
         let candidate = ServiceSpec {
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),
+            port: spec.port,
             endpoints: Vec::new(),
+            ports: spec
+                .ports
+                .iter()
+                .map(|p| ServicePortSpec {
+                    port: p.port,
+                    endpoints: Vec::new(),
+                })
+                .collect(),
             routes: vec![route_spec.clone()],
             mtls: None,
             default_policy: None,
@@ -768,6 +805,7 @@ impl ClusterIndex {
             };
             let mut service = service.clone();
             service.endpoints.clear();
+            service.ports.iter_mut().for_each(|p| p.endpoints.clear());
             if let Err(e) = self.check(&[service], std::slice::from_ref(&spec)) {
                 refused.push(format!(
                     "AuthorizationPolicy {key}: {}",

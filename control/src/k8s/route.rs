@@ -11,11 +11,12 @@
 //!
 //! What is taken from the spec (GAMMA, GEP-1426 and GEP-1686):
 //! - a parent is a Service when `kind: Service` and `group` is `""` or `core`; its namespace
-//!   is the route's own when omitted; `port`, when given, must be the service's mesh port;
+//!   is the route's own when omitted; `port`, when given, must be one of the Service's ports,
+//!   and the route then applies to calls to that port only;
 //! - a route in the Service's namespace is a *producer* route and applies to every client;
 //!   a route in another namespace is a *consumer* route, which applies only to clients in
-//!   the route's namespace. The mesh's snapshot has one route table per service for every
-//!   client, so consumer routes are not carried yet: they are reported as not accepted;
+//!   the route's namespace, in place of the producer routes (each subscriber's snapshot is
+//!   projected for its namespace);
 //! - `hostnames` does not apply to mesh routes and is ignored.
 
 use mesh_core::config::{
@@ -194,6 +195,9 @@ impl GammaRoute {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteSpec {
             name: name.to_owned(),
+            // Where it attaches is the caller's to say (`ClusterIndex::attach`).
+            namespace: None,
+            port: None,
             kind: Some(
                 match self.kind {
                     RouteKind::Http => "http",

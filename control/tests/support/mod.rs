@@ -180,6 +180,7 @@ pub fn service_ref(namespace: &str, name: &str) -> proto::ServiceRef {
     proto::ServiceRef {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        port: 0,
     }
 }
 

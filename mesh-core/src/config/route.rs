@@ -15,8 +15,17 @@ use super::BackendRefSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
-    /// Unique within the service.
+    /// Unique within the service and the route's namespace.
     pub name: String,
+    /// The route's own namespace (Gateway API GAMMA); the service's when omitted. A route in
+    /// another namespace is a *consumer route*: it applies only to callers in its namespace,
+    /// in place of the service's own routes, and its `backendRefs` default to its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The service port the route attaches to (a `parentRef` with `port`): it then applies
+    /// only to calls to that port. Every port when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
     /// `http` (an HTTPRoute, the default) or `grpc` (a GRPCRoute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,

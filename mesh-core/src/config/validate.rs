@@ -28,12 +28,13 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, RouteSpec, ServiceSpec};
+use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::error::{FieldError, ValidationErrors};
 use crate::snapshot::{
-    Backend, BackendRef, Destination, Endpoint, Route, RouteFilter, RouteRule, ServiceName,
+    Backend, BackendRef, Destination, DestinationKey, Endpoint, Route, RouteFilter, RouteRule,
+    ServiceName,
 };
 use crate::spiffe::TrustDomain;
 
@@ -48,14 +49,70 @@ pub struct ValidConfig {
 /// One validated service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ValidService {
+    /// The port `endpoints` serve, when the service names one.
+    port: Option<u16>,
     endpoints: Vec<Endpoint>,
-    routes: Vec<Route>,
+    /// Further ports and their replicas.
+    ports: Vec<PortEndpoints>,
+    routes: Vec<AttachedRoute>,
     mtls: MtlsMode,
     /// Its own default policy, when it sets one.
     default_policy: Option<DefaultPolicy>,
     exempt_paths: Vec<PathPattern>,
     /// The policies that target it, in config order.
     policies: Vec<AuthorizationPolicy>,
+}
+
+impl ValidService {
+    /// The replicas serving `port` (`None`: the first port); `None` when the service has no
+    /// such port. A service that names no port serves whatever port a client names.
+    fn endpoints_at(&self, port: Option<u16>) -> Option<&[Endpoint]> {
+        match (port, self.port) {
+            (None, _) | (Some(_), None) => Some(&self.endpoints),
+            (Some(asked), Some(first)) if asked == first => Some(&self.endpoints),
+            (Some(asked), Some(_)) => self
+                .ports
+                .iter()
+                .find(|(p, _)| *p == asked)
+                .map(|(_, endpoints)| endpoints.as_slice()),
+        }
+    }
+
+    /// The routes for a caller in `consumer` calling `port`: the consumer routes of that
+    /// namespace when any attach to the port, else the service's own routes (GAMMA: consumer
+    /// routes take precedence for their namespace).
+    fn routes_for(&self, port: Option<u16>, consumer: Option<&str>) -> Vec<Route> {
+        let port = port.or(self.port);
+        let attached = |r: &&AttachedRoute| r.port.is_none() || r.port == port;
+        let of = |namespace: Option<&str>| -> Vec<Route> {
+            self.routes
+                .iter()
+                .filter(|r| r.consumer.as_deref() == namespace)
+                .filter(attached)
+                .map(|r| r.route.clone())
+                .collect()
+        };
+        if let Some(consumer) = consumer {
+            let own = of(Some(consumer));
+            if !own.is_empty() {
+                return own;
+            }
+        }
+        of(None)
+    }
+}
+
+/// A further port of a service and the replicas serving it.
+type PortEndpoints = (u16, Vec<Endpoint>);
+
+/// A validated route with where it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AttachedRoute {
+    /// The service port it attaches to; every port when `None`.
+    port: Option<u16>,
+    /// The namespace of a consumer route; `None` for the service's own (producer) routes.
+    consumer: Option<String>,
+    route: Route,
 }
 
 // === impl MeshConfig ===
@@ -79,8 +136,14 @@ impl MeshConfig {
                 ));
                 Some(())
             });
-            let endpoints = endpoints(&path, &spec.endpoints, trust_domain, &mut errors);
-            let routes = routes(&path, &spec.namespace, &spec.routes, &mut errors);
+            let endpoints = endpoints(
+                &format!("{path}.endpoints"),
+                &spec.endpoints,
+                trust_domain,
+                &mut errors,
+            );
+            let (port, ports) = ports(&path, spec, trust_domain, &mut errors);
+            let routes = routes(&path, spec, port.as_ref(), &ports, &mut errors);
             let mtls =
                 check::policy::mtls(&format!("{path}.mtls"), spec.mtls.as_deref(), &mut errors);
             let default_policy = check::policy::default_policy(
@@ -97,7 +160,9 @@ impl MeshConfig {
                 services.insert(
                     name,
                     ValidService {
+                        port: port.flatten(),
                         endpoints,
+                        ports,
                         routes,
                         mtls,
                         default_policy,
@@ -208,7 +273,14 @@ fn policy_target<'a>(
     };
     let route = spec.target.route.as_deref();
     if let Some(route) = route
-        && !target.routes.iter().any(|r| r.name == route)
+        // Policies are enforced by the service's own replicas, which route by its own
+        // (producer) routes; a consumer route is the caller's business.
+        && !target.routes.iter().any(|r| {
+            r.name == route
+                && r.namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == target.namespace)
+        })
     {
         errors.push(FieldError::new(
             format!("{target_path}.route"),
@@ -227,8 +299,53 @@ fn service_name(
     check::service_name(path, &spec.namespace, &spec.name, errors)
 }
 
+/// The service's first port and its further ports with their replicas. The first port is
+/// `None` when it is invalid (its error is recorded), `Some(None)` when the service names none.
+fn ports(
+    path: &str,
+    spec: &ServiceSpec,
+    trust_domain: &TrustDomain,
+    errors: &mut Vec<FieldError>,
+) -> (Option<Option<u16>>, Vec<PortEndpoints>) {
+    let port = check::route::port(&format!("{path}.port"), spec.port, errors);
+    if matches!(port, Some(None)) && !spec.ports.is_empty() {
+        errors.push(FieldError::new(
+            format!("{path}.port"),
+            "required when ports are listed: the port that endpoints serve",
+        ));
+    }
+    let mut seen = FirstSeen::new();
+    if let Some(Some(first)) = port {
+        seen.check(first, &format!("{path}.port"));
+    }
+    let mut ports = Vec::with_capacity(spec.ports.len());
+    for (i, extra) in spec.ports.iter().enumerate() {
+        let port_path = format!("{path}.ports[{i}]");
+        let number = check::route::port(&format!("{port_path}.port"), Some(extra.port), errors);
+        let endpoints = endpoints(
+            &format!("{port_path}.endpoints"),
+            &extra.endpoints,
+            trust_domain,
+            errors,
+        );
+        let Some(Some(number)) = number else {
+            continue;
+        };
+        if let Some(first) = seen.check(number, &format!("{port_path}.port")) {
+            errors.push(FieldError::new(
+                format!("{port_path}.port"),
+                format!("duplicate port {number} (first at {first})"),
+            ));
+            continue;
+        }
+        ports.push((number, endpoints));
+    }
+    (port, ports)
+}
+
+/// The endpoints listed at `list_path` (`services[0].endpoints`).
 fn endpoints(
-    service_path: &str,
+    list_path: &str,
     specs: &[EndpointSpec],
     trust_domain: &TrustDomain,
     errors: &mut Vec<FieldError>,
@@ -245,31 +362,44 @@ fn endpoints(
                 labels: spec.labels.clone(),
                 identity: &spec.identity,
             };
-            let path = format!("{service_path}.endpoints[{i}]");
+            let path = format!("{list_path}[{i}]");
             check::endpoint(&path, fields, Some(trust_domain), &mut addresses, errors)
         })
         .collect()
 }
 
+/// The service's routes, each with the port and consumer namespace it applies to. `port` is
+/// the service's first port as [`ports`] gave it, `ports` its further ones.
 fn routes(
     service_path: &str,
-    namespace: &str,
-    specs: &[RouteSpec],
+    service: &ServiceSpec,
+    port: Option<&Option<u16>>,
+    ports: &[PortEndpoints],
     errors: &mut Vec<FieldError>,
-) -> Vec<Route> {
+) -> Vec<AttachedRoute> {
     let mut names = FirstSeen::new();
-    let mut routes = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
+    let mut routes = Vec::with_capacity(service.routes.len());
+    for (i, spec) in service.routes.iter().enumerate() {
         let path = format!("{service_path}.routes[{i}]");
         let name_path = format!("{path}.name");
+        let namespace = spec.namespace.as_deref().unwrap_or(&service.namespace);
+        if spec.namespace.is_some()
+            && let Err(message) = check::dns_label("namespace", namespace)
+        {
+            errors.push(FieldError::new(format!("{path}.namespace"), message));
+        }
         if let Err(message) = check::route_name(&spec.name) {
             errors.push(FieldError::new(&name_path, message));
-        } else if let Some(first) = names.check(spec.name.as_str(), &name_path) {
+        } else if let Some(first) =
+            // One route may attach to several ports of the service (one parentRef each).
+            names.check((namespace, spec.name.as_str(), spec.port), &name_path)
+        {
             errors.push(FieldError::new(
                 &name_path,
                 format!("duplicate route name {:?} (first at {first})", spec.name),
             ));
         }
+        let route_port = route_port(&format!("{path}.port"), spec.port, port, ports, errors);
         let kind = check::route::route_kind(&format!("{path}.kind"), spec.kind.as_deref(), errors);
         let created = check::route::creation_timestamp(
             &format!("{path}.creationTimestamp"),
@@ -310,14 +440,41 @@ fn routes(
                 retry: parts.retry,
             });
         }
-        routes.push(Route {
-            name: spec.name.clone(),
-            kind,
-            created,
-            rules,
+        routes.push(AttachedRoute {
+            port: route_port,
+            consumer: (namespace != service.namespace).then(|| namespace.to_owned()),
+            route: Route {
+                name: spec.name.clone(),
+                kind,
+                created,
+                rules,
+            },
         });
     }
     routes
+}
+
+/// A route's `port`: one of the service's ports, when the service names its ports.
+fn route_port(
+    path: &str,
+    value: Option<u32>,
+    first: Option<&Option<u16>>,
+    further: &[PortEndpoints],
+    errors: &mut Vec<FieldError>,
+) -> Option<u16> {
+    let port = check::route::port(path, value, errors).flatten()?;
+    match first {
+        // A service without ports takes calls on any port.
+        Some(None) => {}
+        Some(Some(first)) if *first == port || further.iter().any(|(p, _)| *p == port) => {}
+        Some(Some(_)) => errors.push(FieldError::new(
+            path,
+            format!("the service has no port {port}"),
+        )),
+        // The service's own port is invalid and reported there.
+        None => {}
+    }
+    Some(port)
 }
 
 /// One backend reference at `path`; `None` when anything is wrong (the errors say what).
@@ -348,39 +505,56 @@ fn backend_ref(
 // === impl ValidConfig ===
 
 impl ValidConfig {
-    /// The destination as a client sees it, with every backend its routes reference resolved.
-    ///
-    /// An unknown service gives [`Destination::not_found`]. `backends` holds each distinct
-    /// service that any backend reference or request mirror of the routes names, in order of
-    /// first reference; one the config does not have has `found = false` and no endpoints.
+    /// The first port of `service` as a caller in the service's own namespace sees it (the
+    /// producer view); see [`ValidConfig::destination_for`].
     pub fn destination(&self, service: &ServiceName) -> Destination {
-        let Some(valid) = self.services.get(service) else {
-            return Destination::not_found(service.clone());
+        self.destination_for(&DestinationKey::service(service.clone()), None)
+    }
+
+    /// The destination `key` as a caller in namespace `consumer` sees it, with every backend
+    /// its routes reference resolved.
+    ///
+    /// An unknown service, or a port the service does not have, gives
+    /// [`Destination::not_found`]. The routes are the consumer routes of `consumer` attached
+    /// to that port when there are any, else the service's own. `backends` holds each distinct
+    /// service and port that any backend reference or request mirror of those routes names,
+    /// in order of first reference; one the config does not have has `found = false` and no
+    /// endpoints.
+    pub fn destination_for(&self, key: &DestinationKey, consumer: Option<&str>) -> Destination {
+        let Some((valid, endpoints)) = self
+            .services
+            .get(&key.service)
+            .and_then(|valid| Some((valid, valid.endpoints_at(key.port)?)))
+        else {
+            return Destination::not_found(key.clone());
         };
+        let routes = valid.routes_for(key.port, consumer);
         let mut backends: Vec<Backend> = Vec::new();
-        for name in referenced_services(&valid.routes) {
+        for (name, port) in referenced_services(&routes) {
             // Routes reference a handful of services, so a linear search beats a set here.
-            if backends.iter().any(|b| &b.service == name) {
+            if backends
+                .iter()
+                .any(|b| &b.service == name && b.port == port)
+            {
                 continue;
             }
-            backends.push(match self.services.get(name) {
-                Some(target) => Backend {
-                    service: name.clone(),
-                    found: true,
-                    endpoints: target.endpoints.clone(),
-                },
-                None => Backend {
-                    service: name.clone(),
-                    found: false,
-                    endpoints: Vec::new(),
-                },
+            let endpoints = self
+                .services
+                .get(name)
+                .and_then(|target| target.endpoints_at(port));
+            backends.push(Backend {
+                service: name.clone(),
+                port,
+                found: endpoints.is_some(),
+                endpoints: endpoints.map(<[Endpoint]>::to_vec).unwrap_or_default(),
             });
         }
         Destination {
-            service: service.clone(),
+            service: key.service.clone(),
+            port: key.port,
             found: true,
-            endpoints: valid.endpoints.clone(),
-            routes: valid.routes.clone(),
+            endpoints: endpoints.to_vec(),
+            routes,
             backends,
         }
     }
@@ -416,18 +590,23 @@ impl ValidConfig {
     }
 }
 
-/// Every service the routes send traffic to (backend references, then each rule's mirrors),
-/// in document order, with repeats.
-pub(crate) fn referenced_services(routes: &[Route]) -> impl Iterator<Item = &ServiceName> {
+/// Every service and port the routes send traffic to (backend references, then each rule's
+/// mirrors), in document order, with repeats.
+pub(crate) fn referenced_services(
+    routes: &[Route],
+) -> impl Iterator<Item = (&ServiceName, Option<u16>)> {
     routes
         .iter()
         .flat_map(|route| &route.rules)
         .flat_map(|rule| {
             let mirrors = rule.filters.iter().filter_map(|filter| match filter {
-                RouteFilter::RequestMirror(mirror) => Some(&mirror.backend),
+                RouteFilter::RequestMirror(mirror) => Some((&mirror.backend, mirror.port)),
                 _ => None,
             });
-            rule.backend_refs.iter().map(|b| &b.service).chain(mirrors)
+            rule.backend_refs
+                .iter()
+                .map(|b| (&b.service, b.port))
+                .chain(mirrors)
         })
 }
 

@@ -27,6 +27,7 @@ fn snapshot() -> Snapshot {
         destinations: vec![
             Destination {
                 service: name("greeter.default"),
+                port: Some(7070),
                 found: true,
                 endpoints: vec![endpoint("10.0.0.1:80", 1), endpoint("[::1]:80", 7)],
                 routes: vec![Route {
@@ -55,17 +56,19 @@ fn snapshot() -> Snapshot {
                 backends: vec![
                     Backend {
                         service: name("greeter-v2.default"),
+                        port: Some(8080),
                         found: true,
                         endpoints: vec![endpoint("10.0.0.2:80", 1)],
                     },
                     Backend {
                         service: name("missing.other"),
+                        port: None,
                         found: false,
                         endpoints: vec![],
                     },
                 ],
             },
-            Destination::not_found(name("nope.default")),
+            Destination::not_found(name("nope.default").into()),
         ],
     }
 }
@@ -259,6 +262,7 @@ fn a_missing_destination_service_is_reported() {
                 service: Some(proto::ServiceRef {
                     namespace: String::new(),
                     name: "a".to_owned(),
+                    port: 0,
                 }),
                 found: true,
                 ..Default::default()

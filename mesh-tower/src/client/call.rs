@@ -111,7 +111,7 @@ where
 {
     let state = shared.router.load_full_state();
     if !state.destination.found {
-        let error = CallError::UnknownDestination(shared.destination.clone());
+        let error = CallError::UnknownDestination(state.destination.key());
         return (Ok(failure(&error, grpc)), state.metrics.unrouted());
     }
 
@@ -129,7 +129,9 @@ where
         RouteOutcome::Matched(matched) => {
             let rule = matched.rule;
             let backend = match rule.pick_backend(fastrand::u32(..)) {
-                BackendPick::Resolved { backend, .. } => state.backends.get(&backend.service),
+                BackendPick::Resolved { backend, .. } => {
+                    state.backend(&backend.service, backend.port)
+                }
                 BackendPick::Unresolved { backend, .. } => {
                     let error = CallError::UnresolvedBackend {
                         destination: shared.destination.clone(),
@@ -194,7 +196,7 @@ where
     });
 
     if let (Some(mirror), Some(head), Some(replay)) = (mirror, &head, &replay)
-        && let Some(target) = state.backends.get(&mirror.backend)
+        && let Some(target) = state.backend(&mirror.backend, mirror.port)
     {
         send_mirror(shared, target.clone(), head, replay.rewind());
     }

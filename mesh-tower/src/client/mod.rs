@@ -113,14 +113,16 @@ where
         options: ClientOptions,
     ) -> Self {
         let name = destination.service.clone();
-        // The logical name is the authority the server sees (`greeter.default`); it is always
-        // a valid authority because both parts are DNS labels.
-        let authority = Authority::try_from(name.to_string())
+        let key = destination.key();
+        // The logical name is the authority the server sees (`greeter.default`, or
+        // `echo.default:7070` for one port of several); it is always a valid authority
+        // because both parts are DNS labels and the port a number.
+        let authority = Authority::try_from(key.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
         let router = Arc::new(Router::new(destination, identity, telemetry, options));
         let follower = tokio::spawn(router::follow(
             Arc::downgrade(&router),
-            name.clone(),
+            key,
             discovery.subscribe(),
         ))
         .abort_handle();

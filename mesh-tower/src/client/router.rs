@@ -1,13 +1,12 @@
 //! A destination's routing state: its compiled routes and its backends, rebuilt when a snapshot
 //! changes it and read by calls through an `ArcSwap`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use mesh_core::route::CompiledRoutes;
-use mesh_core::snapshot::{Destination, ServiceName, Snapshot};
+use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
 use tokio::sync::watch;
 
 use super::ClientOptions;
@@ -22,10 +21,25 @@ pub(crate) struct RouterState<B> {
     pub(crate) routes: CompiledRoutes,
     /// The destination's own endpoints (no routes attached).
     pub(crate) default: Arc<Backend<B>>,
-    /// Backend services referenced by routes (and mirrors), by name.
-    pub(crate) backends: HashMap<ServiceName, Arc<Backend<B>>>,
+    /// Backend services (and ports) referenced by routes and mirrors. Routes name a handful,
+    /// so a linear search by reference beats hashing two strings per call.
+    backends: Vec<(DestinationKey, Arc<Backend<B>>)>,
     /// Metric handles for every route and backend of this state, built with it.
     pub(crate) metrics: OutboundIndex,
+}
+
+impl<B> RouterState<B> {
+    /// The backend for `service` at `port`, as a route's reference names it.
+    pub(crate) fn backend(
+        &self,
+        service: &ServiceName,
+        port: Option<u16>,
+    ) -> Option<&Arc<Backend<B>>> {
+        self.backends
+            .iter()
+            .find(|(key, _)| key.port == port && &key.service == service)
+            .map(|(_, backend)| backend)
+    }
 }
 
 /// The routing state of one destination and what it needs to rebuild it.
@@ -99,18 +113,18 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let reuse = |service: &ServiceName| -> Arc<Backend<B>> {
+    let reuse = |key: &DestinationKey| -> Arc<Backend<B>> {
         previous
             .and_then(|p| {
-                if &p.default.service == service {
+                if p.destination.service == key.service && p.destination.port == key.port {
                     Some(p.default.clone())
                 } else {
-                    p.backends.get(service).cloned()
+                    p.backend(&key.service, key.port).cloned()
                 }
             })
             .unwrap_or_else(|| {
                 let backend = Arc::new(Backend::new(
-                    service.clone(),
+                    key.service.clone(),
                     epoch,
                     options,
                     &telemetry.service,
@@ -120,17 +134,22 @@ where
                 backend
             })
     };
-    let default = reuse(&destination.service);
+    let own = destination.key();
+    let default = reuse(&own);
     default.update(&destination.endpoints, identity);
-    let mut backends = HashMap::with_capacity(destination.backends.len());
+    let mut backends = Vec::with_capacity(destination.backends.len());
     for backend in destination.backends.iter().filter(|b| b.found) {
-        let handle = if backend.service == destination.service {
+        let key = DestinationKey {
+            service: backend.service.clone(),
+            port: backend.port,
+        };
+        let handle = if key == own {
             default.clone()
         } else {
-            reuse(&backend.service)
+            reuse(&key)
         };
         handle.update(&backend.endpoints, identity);
-        backends.insert(backend.service.clone(), handle);
+        backends.push((key, handle));
     }
     RouterState {
         metrics: OutboundIndex::new(&telemetry.service, destination),
@@ -144,7 +163,7 @@ where
 /// Follows snapshots for `router`'s destination until the router or the mesh is gone.
 pub(crate) async fn follow<B>(
     router: Weak<Router<B>>,
-    destination: ServiceName,
+    destination: DestinationKey,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
 ) where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,

@@ -14,12 +14,13 @@
 //! matched rule picks (a rule with one backend picks it for the whole `u32` space; weighted
 //! rules are checked as exact shares of that space). "404" is [`RouteOutcome::NotFound`].
 //!
+//! A request's target is a Service and port as the upstream client dials it (`echo:7070`;
+//! no port is the Service's first), seen from the producer namespace unless the case says
+//! otherwise (consumer routes depend on the caller's namespace).
+//!
 //! Where the mesh does less than a case asks, the test asserts what the index does instead
-//! and says why: the mesh carries one port per Service (its first, the *mesh port*), so a
-//! route bound to another port is not accepted and a route bound to the mesh port governs all
-//! of the Service's traffic; consumer routes are reported as not accepted; filters other than
-//! the header modifiers and `RequestMirror` (redirects, rewrites) and backend filters are
-//! refused.
+//! and says why: filters other than the header modifiers and `RequestMirror` (redirects,
+//! rewrites) and backend filters are refused.
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use kube::runtime::watcher::Event;
 use mesh_core::route::{
     BackendPick, CompiledRoutes, CompiledRule, RequestSummary, RouteOutcome, pick_backend,
 };
-use mesh_core::snapshot::{Destination, HeaderModifier, RouteFilter, ServiceName};
+use mesh_core::snapshot::{Destination, DestinationKey, HeaderModifier, RouteFilter, ServiceName};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
@@ -57,16 +58,6 @@ const ECHO_PORTS: &[(&str, i32, i32)] = &[
     ("https", 443, 8443),
     ("tcp", 9090, 9090),
     ("grpc", 7070, 7070),
-];
-
-/// The same ports with `grpc` first, so that 7070 is the mesh port (the GRPCRoute cases bind
-/// to port 7070; see [`grpc_mesh`]).
-const ECHO_PORTS_GRPC_FIRST: &[(&str, i32, i32)] = &[
-    ("grpc", 7070, 7070),
-    ("http", 80, 8080),
-    ("http-alt", 8080, 8080),
-    ("https", 443, 8443),
-    ("tcp", 9090, 9090),
 ];
 
 fn td() -> TrustDomain {
@@ -169,18 +160,10 @@ fn topology(ports: &[(&str, i32, i32)]) -> ClusterIndex {
     index
 }
 
-/// conformance/mesh/manifests.yaml as it is: the mesh port of every echo Service is `http`
-/// (80 → 8080).
+/// conformance/mesh/manifests.yaml as it is: every echo Service has ports `http` (80, its
+/// first), `http-alt`, `https`, `tcp` and `grpc` (7070).
 fn mesh() -> ClusterIndex {
     topology(ECHO_PORTS)
-}
-
-/// The base topology with `grpc` (7070) listed first. The mesh carries one port per Service,
-/// its first; upstream's Services list `http` first, so a GRPCRoute bound to port 7070 is not
-/// accepted there (see [`grpc_route_weight_on_the_base_services_is_not_accepted`]). This
-/// variant is the same cluster for a Service that serves gRPC.
-fn grpc_mesh() -> ClusterIndex {
-    topology(ECHO_PORTS_GRPC_FIRST)
 }
 
 /// Applies the route objects of a (possibly multi-document) YAML manifest.
@@ -205,9 +188,24 @@ fn svc(name: &str) -> ServiceName {
     ServiceName::new(NS, name).expect("valid")
 }
 
-fn destination(built: &Built, service: &str) -> Destination {
-    let destination = built.config.destination(&svc(service));
-    assert!(destination.found, "{service} is known");
+/// `target` (`echo`, or `echo:7070` for one port) as a client in the producer namespace sees
+/// it.
+fn destination(built: &Built, target: &str) -> Destination {
+    destination_from(built, target, NS)
+}
+
+/// `target` as a client in namespace `from` sees it.
+fn destination_from(built: &Built, target: &str, from: &str) -> Destination {
+    let (name, port) = match target.split_once(':') {
+        Some((name, port)) => (name, Some(port.parse().expect("a port number"))),
+        None => (target, None),
+    };
+    let key = DestinationKey {
+        service: svc(name),
+        port,
+    };
+    let destination = built.config.destination_for(&key, Some(from));
+    assert!(destination.found, "{target} is known");
     destination
 }
 
@@ -506,7 +504,7 @@ fn mesh_basic() {
     let built = mesh().build().expect("builds");
     assert!(built.refused.is_empty(), "{:?}", built.refused);
     let echo = destination(&built, "echo");
-    // The mesh port is `http` (80); its endpoints are the pods' target port 8080.
+    // The first port is `http` (80); its endpoints are the pods' target port 8080.
     assert_eq!(
         endpoint_addresses(&echo),
         [format!("{V1_IP}:8080"), format!("{V2_IP}:8080")]
@@ -695,51 +693,67 @@ spec:
       port: 80
 ";
 
-/// MeshPorts: parentRef `port`.
-///
-/// The index carries one port per Service, its first (the mesh port: `http`, 80, here) and a
-/// destination has no port of its own. So a route whose parentRef names port 80 attaches to
-/// the whole destination, and one without a port does too. Upstream's case 2 (echo-v1 on
-/// port 8080 must *not* see the port-80 route's header) cannot be expressed: the mesh does
-/// not route port 8080 of echo-v1 at all. What the index does with a port that is not the
-/// mesh port is to refuse the route (`NoMatchingParent`), asserted below.
+/// MeshPorts: parentRef `port` scopes a route to one port of its Service; no port is every
+/// port.
 #[test]
 fn mesh_ports() {
     let built = build_with(mesh(), MESH_PORTS);
     assert_accepted(&built, &["mesh-split-v1", "mesh-split-v2"]);
     assert_eq!(parent_status(&built, "mesh-split-v1").parent.port, Some(80));
     assert_eq!(parent_status(&built, "mesh-split-v2").parent.port, None);
-    // Cases 1, 3 and 4 (port 80 and "every port" of echo-v2 are the same destination).
-    for (service, header) in [("echo-v1", "v1"), ("echo-v2", "v2")] {
-        let routes = compiled(&built, service);
+    // Cases 1, 3 and 4: echo-v1:80, echo-v2:80 and echo-v2:8080 get their route's header.
+    for (target, service, header) in [
+        ("echo-v1:80", "echo-v1", "v1"),
+        ("echo-v2:80", "echo-v2", "v2"),
+        ("echo-v2:8080", "echo-v2", "v2"),
+    ] {
+        let routes = CompiledRoutes::new(&destination(&built, target));
         let (routed, rule) = route(&routes, &get("/", &[]));
-        assert_eq!(routed, backend(service));
+        assert_eq!(routed, backend(service), "{target}");
         let rule = rule.expect("matched");
         assert_eq!(
             response_header(&rule, "x-header-set").as_deref(),
             Some(header),
-            "{service}"
+            "{target}"
         );
     }
+    // A client naming no port dials the first port (80): the same as case 1.
+    assert_eq!(
+        route_names(&destination(&built, "echo-v1")),
+        ["mesh-split-v1"]
+    );
+    // Case 2: echo-v1:8080 has no route (mesh-split-v1 is bound to port 80), so no header,
+    // and echo-v1's own endpoints on that port's target serve it.
+    let on_8080 = destination(&built, "echo-v1:8080");
+    assert!(on_8080.routes.is_empty());
+    assert_routes(
+        &CompiledRoutes::new(&on_8080),
+        &[(get("/", &[]), Routed::ServiceEndpoints)],
+    );
+    assert_eq!(endpoint_addresses(&on_8080), [format!("{V1_IP}:8080")]);
 
-    // The same route bound to echo-v1's port 8080 (not the mesh port) is not accepted.
-    let on_8080 = MESH_PORTS
+    // A parentRef port the Service does not have is not accepted.
+    let on_8081 = MESH_PORTS
         .split("---")
         .next()
         .expect("first document")
-        .replace("port: 80\n  rules", "port: 8080\n  rules");
-    assert!(on_8080.contains("port: 8080"));
-    let built = build_with(mesh(), &on_8080);
+        .replace("port: 80\n  rules", "port: 8081\n  rules");
+    assert!(on_8081.contains("port: 8081"));
+    let built = build_with(mesh(), &on_8081);
     let refusal = parent_status(&built, "mesh-split-v1")
         .accepted
         .clone()
-        .expect_err("port 8080 is not the mesh port");
+        .expect_err("echo-v1 has no port 8081");
     assert_eq!(refusal.reason, "NoMatchingParent");
-    assert!(refusal.message.contains("port 8080"), "{}", refusal.message);
-    assert_routes(
-        &compiled(&built, "echo-v1"),
-        &[(get("/", &[]), Routed::ServiceEndpoints)],
+    assert!(
+        refusal.message.contains("no port 8081"),
+        "{}",
+        refusal.message
     );
+}
+
+fn route_names(destination: &Destination) -> Vec<&str> {
+    destination.routes.iter().map(|r| r.name.as_str()).collect()
 }
 
 /// Modelled on upstream conformance/tests/mesh/mesh-consumer-route.yaml (MeshConsumerRoute).
@@ -768,13 +782,8 @@ spec:
       port: 80
 ";
 
-/// MeshConsumerRoute: a route in the consumer namespace on a producer's Service.
-///
-/// The snapshot has one route table per Service for every client, so the index does not carry
-/// consumer routes: it reports the parent as not accepted (`UnsupportedValue`) and the
-/// Service keeps its default routing. Upstream's case 2 (a producer-namespace client sees no
-/// header, served by echo-v1) holds; case 1 (a consumer-namespace client sees the header) is
-/// not implemented.
+/// MeshConsumerRoute: a route in the consumer namespace on a producer's Service changes
+/// traffic only for clients in the route's own namespace.
 #[test]
 fn mesh_consumer_route() {
     let built = build_with(mesh(), MESH_CONSUMER_ROUTE);
@@ -787,32 +796,40 @@ fn mesh_consumer_route() {
     assert_eq!(status.parents.len(), 1);
     let parent = &status.parents[0];
     assert_eq!(parent.parent.namespace.as_deref(), Some(NS));
-    let refusal = parent.accepted.clone().expect_err("not accepted");
-    assert_eq!(refusal.reason, "UnsupportedValue");
-    assert!(
-        refusal.message.contains("consumer routes"),
-        "{}",
-        refusal.message
-    );
-    // The backendRef (echo-v1 in the producer namespace) does resolve; the index does not ask
+    assert_eq!(parent.accepted, Ok(()));
+    // The backendRef (echo-v1 in the producer namespace) resolves; the index does not ask
     // for a ReferenceGrant (upstream supplies none and expects none to be needed).
     assert_eq!(parent.resolved_refs, Ok(()));
-    assert!(
-        built
-            .refused
-            .iter()
-            .any(|r| r.contains("mesh-echo-add-header") && r.contains("consumer routes")),
-        "{:?}",
-        built.refused
+    assert!(built.refused.is_empty(), "{:?}", built.refused);
+
+    // Case 1: a client in the consumer namespace gets the header, served by echo-v1 (port 80).
+    let consumer = destination_from(&built, "echo-v1:80", CONSUMER_NS);
+    let routes = CompiledRoutes::new(&consumer);
+    let (routed, rule) = route(&routes, &get("/", &[]));
+    assert_eq!(routed, backend("echo-v1"));
+    let rule = rule.expect("matched");
+    assert_eq!(
+        response_header(&rule, "x-header-set").as_deref(),
+        Some("set")
     );
-    // Every client, in either namespace, gets echo-v1's own endpoints and no header.
-    let echo_v1 = destination(&built, "echo-v1");
-    assert!(echo_v1.routes.is_empty());
+    let backend = &consumer.backends[0];
+    assert_eq!(
+        (backend.service.to_string(), backend.port),
+        (format!("echo-v1.{NS}"), Some(80))
+    );
+    assert_eq!(
+        endpoint_addresses_of(&backend.endpoints),
+        [format!("{V1_IP}:8080")]
+    );
+
+    // Case 2: a client in the producer namespace sees no route and no header.
+    let producer = destination(&built, "echo-v1:80");
+    assert!(producer.routes.is_empty());
     assert_routes(
-        &CompiledRoutes::new(&echo_v1),
+        &CompiledRoutes::new(&producer),
         &[(get("/", &[]), Routed::ServiceEndpoints)],
     );
-    assert_eq!(endpoint_addresses(&echo_v1), [format!("{V1_IP}:8080")]);
+    assert_eq!(endpoint_addresses(&producer), [format!("{V1_IP}:8080")]);
 }
 
 // === Part B: the `httproute-*` and `grpcroute-*` mesh tests ===
@@ -1159,33 +1176,16 @@ spec:
       weight: 0
 ";
 
-/// MeshGRPCRouteWeight on upstream's Services as they are: their first port is `http` (80), so
-/// the parentRef's port 7070 is not the mesh port and the route is not accepted; gRPC calls
-/// to `echo` get its own endpoints (both pods, not 70/30).
+/// MeshGRPCRouteWeight on `echo:7070`: 70/30 exactly, and the weight-0 backendRef to the
+/// missing `echo-v3` never picked although it does not resolve. The route is bound to port
+/// 7070 only: calls to the first port (80) keep `echo`'s own endpoints.
 #[test]
-fn grpc_route_weight_on_the_base_services_is_not_accepted() {
+fn grpc_route_weight() {
     let built = build_with(mesh(), GRPC_WEIGHT);
-    let refusal = parent_status(&built, "mesh-grpc-weighted-backends")
-        .accepted
-        .clone()
-        .expect_err("not accepted");
-    assert_eq!(refusal.reason, "NoMatchingParent");
-    assert!(
-        refusal.message.contains("port 7070 is not the mesh port"),
-        "{}",
-        refusal.message
-    );
     assert_routes(
         &compiled(&built, "echo"),
         &[(grpc_echo(&[]), Routed::ServiceEndpoints)],
     );
-}
-
-/// MeshGRPCRouteWeight where 7070 is the mesh port ([`grpc_mesh`]): 70/30 exactly, and the
-/// weight-0 backendRef to the missing `echo-v3` never picked although it does not resolve.
-#[test]
-fn grpc_route_weight() {
-    let built = build_with(grpc_mesh(), GRPC_WEIGHT);
     let parent = parent_status(&built, "mesh-grpc-weighted-backends");
     assert_eq!(parent.accepted, Ok(()));
     assert_eq!(
@@ -1198,10 +1198,10 @@ fn grpc_route_weight() {
     );
     // The gRPC port's endpoints are the pods' 7070.
     assert_eq!(
-        endpoint_addresses(&destination(&built, "echo")),
+        endpoint_addresses(&destination(&built, "echo:7070")),
         [format!("{V1_IP}:7070"), format!("{V2_IP}:7070")]
     );
-    let routes = compiled(&built, "echo");
+    let routes = compiled(&built, "echo:7070");
     let rule = matched_rule_any(&routes, &grpc_echo(&[]));
     assert_eq!(rule.route_name(), "mesh-grpc-weighted-backends");
     assert_weights(
@@ -1553,15 +1553,14 @@ spec:
       port: 7070
 ";
 
-/// MeshGRPCRouteRequestHeaderModifier, where 7070 is the mesh port ([`grpc_mesh`]; on the
-/// base Services it is refused as [`GRPC_WEIGHT`] is): metadata matches pick the rule, whose
+/// MeshGRPCRouteRequestHeaderModifier on `echo:7070`: metadata matches pick the rule, whose
 /// filter gives the metadata the backend must see.
 #[test]
 fn grpc_route_request_header_modifier() {
-    let built = build_with(grpc_mesh(), GRPC_REQUEST_HEADER_MODIFIER);
+    let built = build_with(mesh(), GRPC_REQUEST_HEADER_MODIFIER);
     assert_accepted(&built, &["grpc-request-header-modifier"]);
     assert_header_cases(
-        &compiled(&built, "echo"),
+        &compiled(&built, "echo:7070"),
         &[
             (
                 grpc_echo(&[
@@ -1622,7 +1621,7 @@ fn grpc_route_request_header_modifier() {
     );
     // No rule matches a call without `x-test-case`: gRPC UNIMPLEMENTED (the 404 outcome).
     assert_routes(
-        &compiled(&built, "echo"),
+        &compiled(&built, "echo:7070"),
         &[(grpc_echo(&[]), Routed::NotFound)],
     );
 }

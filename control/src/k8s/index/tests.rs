@@ -180,6 +180,7 @@ fn the_same_config_as_the_file_source() {
 services:
   - name: greeter
     namespace: default
+    port: 80
     endpoints:
       - address: 10.0.0.1:50051
         identity: spiffe://mesh.local/ns/default/sa/greeter
@@ -405,6 +406,7 @@ fn the_same_route_as_the_file_source() {
         "\
 services:
   - name: greeter
+    port: 80
     routes:
       - name: canary
         kind: http
@@ -418,6 +420,7 @@ services:
               - {name: greeter-v2, namespace: default, port: 80, weight: 10}
             timeouts: {request: 5s}
   - name: greeter-v2
+    port: 80
 ",
         &td(),
     )
@@ -471,7 +474,7 @@ fn parent_refs_follow_gamma() {
 }
 
 #[test]
-fn consumer_routes_are_reported_not_attached() {
+fn consumer_routes_apply_to_their_namespace_only() {
     let mut index = greeter();
     index.apply(Event::Apply(http_route(
         "shop",
@@ -480,18 +483,18 @@ fn consumer_routes_are_reported_not_attached() {
         &[("greeter", 1)],
     )));
     let built = index.build().expect("builds");
-    assert!(
-        built
-            .config
-            .destination(&name("greeter.default"))
-            .routes
-            .is_empty()
+    let key = name("greeter.default").into();
+    let producer_view = built.config.destination_for(&key, Some("default"));
+    assert!(producer_view.routes.is_empty(), "not for the producer");
+    let shop_view = built.config.destination_for(&key, Some("shop"));
+    assert_eq!(shop_view.routes[0].name, "mine");
+    // The backend reference defaults to the route's namespace: there is no greeter in shop.
+    let backend = &shop_view.backends[0];
+    assert_eq!(
+        (backend.service.to_string(), backend.found),
+        ("greeter.shop".to_owned(), false)
     );
-    let accepted = &built.routes[0].parents[0].accepted;
-    assert!(
-        matches!(accepted, Err(r) if r.message.contains("consumer routes")),
-        "{accepted:?}"
-    );
+    assert_eq!(built.routes[0].parents[0].accepted, Ok(()));
 }
 
 #[test]

@@ -482,6 +482,7 @@ async fn watch(i: usize, channel: Channel, slots: Slots) {
             destinations: vec![mesh_core::proto::ServiceRef {
                 namespace: "default".into(),
                 name: DESTINATION.into(),
+                port: 0,
             }],
         })),
     };

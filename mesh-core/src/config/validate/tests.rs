@@ -113,7 +113,7 @@ fn good_config() {
     assert!(v2.routes.is_empty() && v2.backends.is_empty());
 
     let unknown = valid.destination(&name("nope.default"));
-    assert_eq!(unknown, Destination::not_found(name("nope.default")));
+    assert_eq!(unknown, Destination::not_found(name("nope.default").into()));
 }
 
 #[test]
@@ -264,18 +264,20 @@ fn routes_are_validated_into_typed_rules() {
     assert_eq!(retry.attempts, 1, "attempts default to 1");
     assert!(retry.retries_grpc(tonic::Code::ResourceExhausted));
 
-    // Mirrors are resolved like backends: `shadow` is not in the config, so not found.
-    let backends: Vec<(String, bool)> = greeter
+    // Mirrors are resolved like backends: `shadow` is not in the config, so not found. A
+    // backend is a service and the port the reference names.
+    let backends: Vec<(String, Option<u16>, bool)> = greeter
         .backends
         .iter()
-        .map(|b| (b.service.to_string(), b.found))
+        .map(|b| (b.service.to_string(), b.port, b.found))
         .collect();
     assert_eq!(
         backends,
         [
-            ("greeter-v2.default".to_owned(), true),
-            ("greeter-v1.default".to_owned(), true),
-            ("shadow.default".to_owned(), false),
+            ("greeter-v2.default".to_owned(), Some(8080), true),
+            ("greeter-v1.default".to_owned(), None, true),
+            ("greeter-v2.default".to_owned(), None, true),
+            ("shadow.default".to_owned(), Some(80), false),
         ]
     );
 }
@@ -400,4 +402,131 @@ services:
         format!(r#"{g}.rules[0].retry.statuses[1]: unknown or non-error gRPC status "NOPE""#),
     ];
     assert_eq!(got, expected);
+}
+
+const PORTS_AND_CONSUMERS: &str = r#"
+services:
+  - name: echo
+    port: 80
+    endpoints:
+      - {address: "10.0.0.1:8080", identity: "spiffe://cluster.local/ns/default/sa/echo"}
+    ports:
+      - port: 7070
+        endpoints:
+          - {address: "10.0.0.1:7070", identity: "spiffe://cluster.local/ns/default/sa/echo"}
+    routes:
+      - name: grpc-port
+        kind: grpc
+        port: 7070
+        rules: [{backendRefs: [{name: echo-v2, port: 7070}]}]
+      - name: every-port
+        rules: [{backendRefs: [{name: echo-v1}]}]
+      - name: from-client
+        namespace: client
+        rules: [{backendRefs: [{name: echo-v2, namespace: default, port: 80}]}]
+  - name: echo-v1
+    endpoints:
+      - {address: "10.0.0.2:8080", identity: "spiffe://cluster.local/ns/default/sa/echo"}
+  - name: echo-v2
+    port: 80
+    endpoints:
+      - {address: "10.0.0.3:8080", identity: "spiffe://cluster.local/ns/default/sa/echo"}
+    ports:
+      - port: 7070
+        endpoints:
+          - {address: "10.0.0.3:7070", identity: "spiffe://cluster.local/ns/default/sa/echo"}
+"#;
+
+fn key(s: &str) -> DestinationKey {
+    s.parse().unwrap()
+}
+
+fn addresses(endpoints: &[Endpoint]) -> Vec<String> {
+    endpoints.iter().map(|e| e.address.to_string()).collect()
+}
+
+fn route_names(destination: &Destination) -> Vec<&str> {
+    destination.routes.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[test]
+fn each_port_has_its_endpoints_and_its_routes() {
+    let valid = parse(PORTS_AND_CONSUMERS).validate(&td()).unwrap();
+    let first = valid.destination_for(&key("echo.default"), None);
+    assert_eq!(addresses(&first.endpoints), ["10.0.0.1:8080"]);
+    assert_eq!(route_names(&first), ["every-port"]);
+    assert_eq!(
+        valid.destination_for(&key("echo.default:80"), None).routes,
+        first.routes,
+        "naming the first port is the same as naming none"
+    );
+
+    let grpc = valid.destination_for(&key("echo.default:7070"), None);
+    assert_eq!(grpc.port, Some(7070));
+    assert_eq!(addresses(&grpc.endpoints), ["10.0.0.1:7070"]);
+    assert_eq!(route_names(&grpc), ["grpc-port", "every-port"]);
+    let v2 = &grpc.backends[0];
+    assert_eq!((v2.service.name.as_str(), v2.port), ("echo-v2", Some(7070)));
+    assert_eq!(addresses(&v2.endpoints), ["10.0.0.3:7070"]);
+
+    let missing = valid.destination_for(&key("echo.default:9999"), None);
+    assert!(
+        !missing.found,
+        "a port the service does not have is not found"
+    );
+    let any_port = valid.destination_for(&key("echo-v1.default:1234"), None);
+    assert!(any_port.found, "a service without ports takes any port");
+}
+
+#[test]
+fn consumer_routes_replace_the_producer_routes_for_their_namespace_only() {
+    let valid = parse(PORTS_AND_CONSUMERS).validate(&td()).unwrap();
+    let client = valid.destination_for(&key("echo.default"), Some("client"));
+    assert_eq!(route_names(&client), ["from-client"]);
+    let v2 = &client.backends[0];
+    assert_eq!(
+        (v2.service.to_string(), v2.port),
+        ("echo-v2.default".into(), Some(80))
+    );
+    assert_eq!(addresses(&v2.endpoints), ["10.0.0.3:8080"]);
+
+    for other in [None, Some("default"), Some("elsewhere")] {
+        let seen = valid.destination_for(&key("echo.default"), other);
+        assert_eq!(route_names(&seen), ["every-port"], "caller in {other:?}");
+    }
+    // The consumer route attaches to every port, so it also replaces the gRPC port's routes.
+    let client_grpc = valid.destination_for(&key("echo.default:7070"), Some("client"));
+    assert_eq!(route_names(&client_grpc), ["from-client"]);
+}
+
+#[test]
+fn bad_ports_and_route_namespaces_are_reported_with_their_paths() {
+    let yaml = r#"
+services:
+  - name: a
+    ports: [{port: 81}]
+    routes:
+      - {name: r, port: 81}
+  - name: b
+    port: 80
+    ports: [{port: 80}, {port: 70000}]
+    routes:
+      - {name: r, port: 9999}
+      - {name: r, namespace: Bad_NS}
+      - {name: r, namespace: client}
+      - {name: r, namespace: client}
+"#;
+    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "services[0].port: required when ports are listed: the port that endpoints serve",
+            "services[1].ports[0].port: duplicate port 80 (first at services[1].port)",
+            "services[1].ports[1].port: port 70000 is out of range 1 to 65535",
+            "services[1].routes[0].port: the service has no port 9999",
+            r#"services[1].routes[1].namespace: invalid namespace "Bad_NS": only lowercase letters, digits and '-' are allowed"#,
+            r#"services[1].routes[3].name: duplicate route name "r" (first at services[1].routes[2].name)"#,
+        ]
+    );
 }
