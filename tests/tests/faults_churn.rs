@@ -22,9 +22,11 @@ async fn route_weights_churning_under_load_fail_no_call_and_the_final_split_hold
     );
     assert_eq!(report.load.failed, 0, "{}", report.load);
     assert!(report.load.ok > 300, "too little traffic: {}", report.load);
+    // 80 changes written, one every 100 ms: nearly all must reach the client on their own
+    // (the last good one of two written within one poll may be skipped).
     assert!(
-        report.versions_applied >= 8,
-        "only {} config versions reached the client",
+        report.versions_applied >= 60,
+        "only {} of 80 config versions reached the client",
         report.versions_applied
     );
     assert_eq!(report.final_failed, 0);
