@@ -1,5 +1,6 @@
 //! Shared pieces of the example programs: the `helloworld` protocol, a greeter that says which
-//! replica answered and who called, and a small axum service.
+//! replica answered and who called, a small axum service, and a plain-TLS channel for the
+//! benchmarks' baselines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,4 +100,30 @@ pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// A tonic channel on its own TCP + rustls + HTTP/2 connection to `addr`, checking the server
+/// as `tls` says (server name: the IP address). The benchmarks' plain-TLS baselines and raw
+/// control-service clients use it.
+pub async fn tls_channel(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let server_name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(server_name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_with_connector(connector)
+            .await?,
+    )
 }

@@ -25,10 +25,9 @@ use mesh_core::snapshot::ServiceName;
 use mesh_core::{SpiffeId, TrustDomain};
 use mesh_tonic::{MeshLayer, MeshTonicExt};
 use mesh_tower::{Mesh, MeshSettings, TokenSource};
-use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// What the calls go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +192,7 @@ fn main() -> anyhow::Result<()> {
                         );
                         let mut v = Vec::new();
                         for _ in 0..connections {
-                            v.push(GreeterClient::new(tls_channel(plain_addr, tls.clone()).await?));
+                            v.push(GreeterClient::new(examples::tls_channel(plain_addr, tls.clone()).await?));
                         }
                         Clients::Tonic(v)
                     }
@@ -343,27 +342,6 @@ async fn drive(clients: &Clients, in_flight: usize, calls: usize) -> usize {
         failed += task.await.unwrap_or(1);
     }
     failed
-}
-
-/// A tonic channel over `tls` to `addr`.
-async fn tls_channel(
-    addr: SocketAddr,
-    tls: std::sync::Arc<rustls::ClientConfig>,
-) -> anyhow::Result<Channel> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_with_connector(connector)
-        .await?)
 }
 
 /// A server-side TLS stream for tonic's `serve_with_incoming`.

@@ -26,12 +26,12 @@ use mesh_core::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provi
 use mesh_core::{SpiffeId, TrustDomain};
 use prost::Message as _;
 use rcgen::{CertificateParams, KeyPair};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::fanout_servers::proto::fanout_client::FanoutClient;
 use crate::fanout_servers::proto::{SubscribeRequest, Update};
@@ -229,7 +229,7 @@ async fn measure_control(n: usize, changes: usize) -> anyhow::Result<Measured> {
     let tasks = connect_all(n, |i| {
         let (tls, slots) = (tls.clone(), slots.clone());
         async move {
-            let channel = tls_channel(addr, tls).await?;
+            let channel = examples::tls_channel(addr, tls).await?;
             Ok(tokio::spawn(watch(i, channel, slots)))
         }
     })
@@ -557,7 +557,7 @@ async fn subscriber_tls(
         .serialize_request(&key)?
         .der()
         .to_vec();
-    let reply = ControlClient::new(tls_channel(addr, Arc::new(anonymous)).await?)
+    let reply = ControlClient::new(examples::tls_channel(addr, Arc::new(anonymous)).await?)
         .certify(CertifyRequest {
             csr_der,
             token: TOKEN.into(),
@@ -574,24 +574,6 @@ async fn subscriber_tls(
     let mut tls = builder()?.with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(tls))
-}
-
-/// A tonic channel on its own TCP + TLS + HTTP/2 connection to `addr`.
-async fn tls_channel(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Channel> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_with_connector(connector)
-        .await?)
 }
 
 fn report(measured: &[Measured], json: &Path) -> anyhow::Result<()> {

@@ -16,8 +16,7 @@ use mesh_core::proto::control_client::ControlClient;
 use mesh_core::tls::{SpiffeServerVerifier, TrustStore, crypto_provider};
 use mesh_core::{SpiffeId, TrustDomain};
 use rcgen::{CertificateParams, KeyPair};
-use rustls_pki_types::ServerName;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::Args;
 
@@ -201,21 +200,7 @@ async fn channel(
         .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(trust, control)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = Arc::new(tls);
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_with_connector(connector)
-        .await?)
+    examples::tls_channel(addr, Arc::new(tls)).await
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

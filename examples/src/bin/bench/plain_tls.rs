@@ -11,10 +11,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
 };
 use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 /// One certificate and its key, DER and PEM.
 #[derive(Clone)]
@@ -168,25 +167,7 @@ impl PlainTls {
 }
 
 /// A tonic channel over rustls mTLS to `addr`.
-pub(crate) async fn tls_channel(
-    addr: std::net::SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-) -> anyhow::Result<Channel> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_with_connector(connector)
-        .await?)
-}
+pub(crate) use examples::tls_channel;
 
 /// An mTLS listener as a stream of connections for tonic's `serve_with_incoming` (handshake
 /// failures are dropped).
