@@ -79,6 +79,7 @@ pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;
 mod metrics;
+mod projection;
 mod registry;
 mod server;
 mod service;

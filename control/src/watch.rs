@@ -2,9 +2,10 @@
 //! destinations the subscriber asked for (and, when it names its own service, that service's
 //! inbound policy), and sends a snapshot whenever its projection changes.
 //!
-//! Fan-out work is spread over the stream tasks: a config change wakes every task through the
-//! `watch` channel, and each computes its own projection with no shared lock, so a change costs
-//! the control path nothing per subscriber.
+//! A config change wakes every task through the `watch` channel; each asks the shared
+//! [`ProjectionCache`] for its subscription's projection, which is computed and converted once
+//! per distinct subscription and version, and sends it if it differs from what it last sent
+//! (told apart by pointer, see [`crate::projection`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,13 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
-use mesh_core::authz::InboundPolicy;
 use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
-use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
+use mesh_core::snapshot::{DestinationKey, ServiceName};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::projection::{ProjectionCache, ProjectionKey};
 use crate::registry::{Registration, Registry, SubscriberStatus};
 use crate::state::State;
 
@@ -44,6 +45,7 @@ pub(crate) struct WatchHub {
     state: watch::Receiver<Arc<State>>,
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
+    projections: Arc<ProjectionCache>,
     pub(crate) wire_transform: crate::skew::WireTransform,
 }
 
@@ -51,8 +53,8 @@ pub(crate) struct WatchHub {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Subscription {
     node: String,
-    own_service: Option<ServiceName>,
-    destinations: Vec<DestinationKey>,
+    /// What the subscriber's projection depends on; shared with the cache.
+    key: Arc<ProjectionKey>,
 }
 
 /// Who is on the other end of a stream.
@@ -75,6 +77,7 @@ impl WatchHub {
             state,
             shutdown,
             registry,
+            projections: Arc::default(),
             wire_transform: Default::default(),
         }
     }
@@ -97,6 +100,7 @@ impl WatchHub {
             state: self.state.clone(),
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
+            projections: self.projections.clone(),
             wire_transform: self.wire_transform.clone(),
             peer: Peer {
                 identity,
@@ -114,6 +118,7 @@ struct StreamTask {
     state: watch::Receiver<Arc<State>>,
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
+    projections: Arc<ProjectionCache>,
     wire_transform: crate::skew::WireTransform,
     peer: Peer,
     tx: mpsc::Sender<Result<proto::Snapshot, Status>>,
@@ -132,8 +137,8 @@ impl StreamTask {
             node: subscription.node.clone(),
             remote_addr: self.peer.remote_addr,
             identity: self.peer.identity.clone(),
-            own_service: subscription.own_service.clone(),
-            destinations: subscription.destinations.clone(),
+            own_service: subscription.key.own_service.clone(),
+            destinations: subscription.key.destinations.clone(),
             connected_at: SystemTime::now(),
             last_sent_version: 0,
             last_acked_version: None,
@@ -144,7 +149,7 @@ impl StreamTask {
             node = %subscription.node,
             identity = %self.peer.identity,
             peer = %self.peer.remote_addr,
-            destinations = subscription.destinations.len(),
+            destinations = subscription.key.destinations.len(),
             "subscriber connected"
         );
         let reason = self
@@ -188,7 +193,7 @@ impl StreamTask {
             Ok(None | Some(Err(_))) => return None,
             Ok(Some(Ok(WatchRequest {
                 kind: Some(Kind::Subscribe(subscribe)),
-            }))) => validate(subscribe),
+            }))) => validate(subscribe, self.peer.identity.namespace()),
             Ok(Some(Ok(_))) => Err(Status::invalid_argument(
                 "the first message must be `subscribe`",
             )),
@@ -220,40 +225,20 @@ impl StreamTask {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
-        // What was last sent, to send only when this subscriber's projection changes.
-        // What was sent last; the roots are compared by pointer (a new set is a new `Arc`).
-        let mut last: Option<(Vec<Destination>, Option<InboundPolicy>, Arc<Vec<_>>)> = None;
+        // The content last sent, to send only when this subscriber's projection changes.
+        let mut last = None;
         let mut last_sent = 0;
         let mut dirty = true;
         loop {
             if dirty {
                 dirty = false;
                 let current = self.state.borrow_and_update().clone();
-                // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
-                // namespace comes from its verified identity, never from what it claims.
-                let consumer = self.peer.identity.namespace();
-                let destinations: Vec<Destination> = subscription
-                    .destinations
-                    .iter()
-                    .map(|d| current.config.destination_for(d, consumer))
-                    .collect();
-                let inbound = subscription
-                    .own_service
-                    .as_ref()
-                    .map(|own| current.config.inbound(own));
-                let changed = last.as_ref().is_none_or(|(d, i, b)| {
-                    *d != destinations || *i != inbound || !Arc::ptr_eq(b, &current.trust_bundle)
-                });
-                if changed {
-                    let snapshot = Snapshot {
-                        version: current.version,
-                        destinations,
-                        inbound,
-                        trust_bundle: current.trust_bundle.to_vec(),
-                    };
-                    let wire = self.wire_transform.apply(proto::Snapshot::from(&snapshot));
+                let projection =
+                    self.projections
+                        .project(&current, &subscription.key, &self.wire_transform);
+                if projection.changed_since(last.as_ref()) {
                     tokio::select! {
-                        sent = self.tx.send(Ok(wire)) => if sent.is_err() {
+                        sent = self.tx.send(Ok(projection.wire.clone())) => if sent.is_err() {
                             return "client went away";
                         },
                         () = shutdown(&mut self.shutdown) => {
@@ -261,15 +246,11 @@ impl StreamTask {
                             return "shutdown";
                         }
                     }
-                    last_sent = snapshot.version;
+                    last_sent = projection.version;
                     self.registry.propagation.sent(last_sent);
                     registration.update(|s| s.last_sent_version = last_sent);
                     tracing::debug!(id = registration.id(), version = last_sent, "sent snapshot");
-                    last = Some((
-                        snapshot.destinations,
-                        snapshot.inbound,
-                        current.trust_bundle.clone(),
-                    ));
+                    last = Some(projection.content.clone());
                 }
             }
             tokio::select! {
@@ -291,16 +272,16 @@ impl StreamTask {
                         self.ack(subscription, registration, last_sent, ack);
                     }
                     Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
-                        match validate(update) {
+                        match validate(update, self.peer.identity.namespace()) {
                             Ok(update) => {
                                 tracing::debug!(
                                     id = registration.id(),
-                                    destinations = update.destinations.len(),
+                                    destinations = update.key.destinations.len(),
                                     "subscription updated"
                                 );
                                 registration.update(|s| {
-                                    s.destinations = update.destinations.clone();
-                                    s.own_service = update.own_service.clone();
+                                    s.destinations = update.key.destinations.clone();
+                                    s.own_service = update.key.own_service.clone();
                                 });
                                 *subscription = update;
                                 dirty = true;
@@ -371,8 +352,9 @@ async fn shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Checks a `subscribe` message; errors name the field (`destinations[2]: ...`).
-fn validate(subscribe: proto::Subscribe) -> Result<Subscription, Status> {
+/// Checks a `subscribe` message from a subscriber in namespace `consumer`; errors name the field
+/// (`destinations[2]: ...`).
+fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subscription, Status> {
     if subscribe.node.len() > MAX_NODE_LEN {
         return Err(Status::invalid_argument(format!(
             "node: longer than {MAX_NODE_LEN} bytes"
@@ -403,8 +385,13 @@ fn validate(subscribe: proto::Subscribe) -> Result<Subscription, Status> {
     }
     Ok(Subscription {
         node: subscribe.node,
-        own_service,
-        destinations,
+        key: Arc::new(ProjectionKey {
+            destinations,
+            // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
+            // namespace comes from its verified identity, never from what it claims.
+            consumer: consumer.map(str::to_owned),
+            own_service,
+        }),
     })
 }
 
@@ -433,11 +420,14 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_destination() {
-        let err = validate(proto::Subscribe {
-            node: "n".into(),
-            own_service: None,
-            destinations: vec![service("default", "a"), service("default", "Bad")],
-        })
+        let err = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: None,
+                destinations: vec![service("default", "a"), service("default", "Bad")],
+            },
+            None,
+        )
         .expect_err("invalid");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(
@@ -446,11 +436,14 @@ mod tests {
             err.message()
         );
 
-        let err = validate(proto::Subscribe {
-            node: "n".into(),
-            own_service: Some(service("", "x")),
-            destinations: vec![],
-        })
+        let err = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: Some(service("", "x")),
+                destinations: vec![],
+            },
+            None,
+        )
         .expect_err("invalid");
         assert!(
             err.message().starts_with("own_service: "),
@@ -461,35 +454,49 @@ mod tests {
 
     #[test]
     fn validate_keeps_order_and_drops_duplicates() {
-        let sub = validate(proto::Subscribe {
-            node: "n".into(),
-            own_service: Some(service("", "")),
-            destinations: vec![
-                service("default", "b"),
-                service("default", "a"),
-                service("default", "b"),
-            ],
-        })
+        let sub = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: Some(service("", "")),
+                destinations: vec![
+                    service("default", "b"),
+                    service("default", "a"),
+                    service("default", "b"),
+                ],
+            },
+            None,
+        )
         .expect("valid");
-        assert_eq!(sub.own_service, None);
-        let names: Vec<String> = sub.destinations.iter().map(ToString::to_string).collect();
+        assert_eq!(sub.key.own_service, None);
+        let names: Vec<String> = sub
+            .key
+            .destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(names, ["b.default", "a.default"]);
     }
 
     #[test]
     fn validate_limits_sizes() {
-        let err = validate(proto::Subscribe {
-            node: "x".repeat(MAX_NODE_LEN + 1),
-            own_service: None,
-            destinations: vec![],
-        })
+        let err = validate(
+            proto::Subscribe {
+                node: "x".repeat(MAX_NODE_LEN + 1),
+                own_service: None,
+                destinations: vec![],
+            },
+            None,
+        )
         .expect_err("too long");
         assert!(err.message().starts_with("node: "));
-        let err = validate(proto::Subscribe {
-            node: String::new(),
-            own_service: None,
-            destinations: vec![service("default", "a"); MAX_DESTINATIONS + 1],
-        })
+        let err = validate(
+            proto::Subscribe {
+                node: String::new(),
+                own_service: None,
+                destinations: vec![service("default", "a"); MAX_DESTINATIONS + 1],
+            },
+            None,
+        )
         .expect_err("too many");
         assert!(err.message().starts_with("destinations: "));
     }

@@ -154,6 +154,24 @@ pub enum ConnectError {
     },
 }
 
+/// Whether the server refused the request without processing it, so that it is safe to send
+/// again anywhere, whatever its method (RFC 9113 sections 6.8 and 8.7): the stream was above the
+/// last stream id of the server's graceful GOAWAY (a draining server), or the server reset it
+/// with REFUSED_STREAM.
+///
+/// h2 reports the peer's GOAWAY (reason NO_ERROR) to exactly those streams: the ones above its
+/// last stream id, and the ones opened after it, which never left. The streams at or below it
+/// may have been processed; when their connection closes they fail with an I/O error instead.
+/// A GOAWAY with an error reason is not trusted here: h2 may pass that on more widely.
+pub(crate) fn refused_unprocessed(error: &hyper::Error) -> bool {
+    find_in_chain::<h2::Error>(error).is_some_and(|h2| {
+        let reason = h2.reason();
+        h2.is_remote()
+            && ((h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+                || (h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)))
+    })
+}
+
 /// Walks an error's `source()` chain for an error of type `E`.
 pub fn find_in_chain<'a, E: std::error::Error + 'static>(
     error: &'a (dyn std::error::Error + 'static),

@@ -66,3 +66,11 @@ async fn a_drained_replica_still_in_discovery_fails_no_call() {
     assert!(report.load.ok > 300, "too little traffic: {}", report.load);
     assert_eq!(report.new_replicas.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_probe_drain_without_retry() {
+    for _ in 0..4 {
+        let report = scenarios::rolling_restart(3, false, false).await.unwrap();
+        println!("PROBE {}", report.load);
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
+use mesh_tests::faults::scenarios;
 use mesh_tests::greeter::{GreeterMode, replica_of};
 use mesh_tests::web::{WebMode, get};
 use mesh_tests::{Config, Harness, concurrently, listener};
@@ -133,27 +134,7 @@ async fn an_http_route_splits_70_30() {
 async fn a_weight_edited_in_the_config_file_takes_effect_without_failing_a_call() {
     let (l1, l2) = (listener().await.unwrap(), listener().await.unwrap());
     let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
-    let with_weights = |v1: u32, v2: u32| {
-        Config::new()
-            .service("greeter", &[])
-            .routes(
-                "greeter",
-                &format!(
-                    r#"
-                    - name: canary
-                      kind: grpc
-                      rules:
-                        - backendRefs:
-                            - {{name: greeter-v1, weight: {v1}}}
-                            - {{name: greeter-v2, weight: {v2}}}
-                    "#
-                ),
-            )
-            .service("greeter-v1", &[(a1, "greeter")])
-            .service("greeter-v2", &[(a2, "greeter")])
-            .account("greeter")
-            .account("client")
-    };
+    let with_weights = |v1: u32, v2: u32| scenarios::split(a1, a2, v1, v2);
     let harness = Harness::start(&with_weights(100, 0)).await.unwrap();
     let mode = GreeterMode::Normal;
     let v1 = harness.test_greeter(l1, "v1", "greeter", "greeter-v1", mode);

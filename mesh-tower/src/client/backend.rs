@@ -92,6 +92,9 @@ pub(crate) enum SendError<B> {
     NoReadyEndpoint(Duration),
     /// The connection failed during the call.
     Endpoint(Arc<Endpoint<B>>, hyper::Error),
+    /// The connection closed before the request was written: hyper gave it back whole, never
+    /// sent, so it may go elsewhere as it is (whatever its body).
+    Unsent(Arc<Endpoint<B>>, hyper::Error, Request<B>),
 }
 
 /// What [`Backend::send`] gives: the response and the endpoint that answered, or why not.
@@ -189,11 +192,18 @@ where
                 && let Some(mut sender) = endpoint.sender()
             {
                 let in_flight = InFlight::start(&endpoint);
-                let result = sender.send_request(request).await;
+                // `try_send_request` rather than `send_request`: when the connection closes
+                // before the request is written, hyper hands the request back.
+                let result = sender.try_send_request(request).await;
                 drop(in_flight);
                 return match result {
                     Ok(response) => Ok((response, endpoint)),
-                    Err(error) => Err(SendError::Endpoint(endpoint, error)),
+                    Err(mut error) => match error.take_message() {
+                        Some(request) => {
+                            Err(SendError::Unsent(endpoint, error.into_error(), request))
+                        }
+                        None => Err(SendError::Endpoint(endpoint, error.into_error())),
+                    },
                 };
             }
             if self.set.load().endpoints.is_empty() {

@@ -1,11 +1,13 @@
 //! Request and response bodies inside the client stack.
 //!
-//! A retry or a mirror needs the request body twice. [`MeshBody::buffer`] takes the frames the
-//! caller's body can give *right now* without waiting (a unary gRPC body is ready at once, a
-//! streaming one is not); if the whole body came, up to a size limit, it is kept as shared
-//! chunks that every attempt replays. Otherwise the frames already taken are sent first and the
-//! rest of the caller's body follows: that request is sent once, never retried, and a streaming
-//! call is never held back waiting for its end.
+//! A retry, a mirror or a resend after a refusal (a draining server's GOAWAY) needs the request
+//! body twice; resends happen on any route, so every call's body goes through
+//! [`MeshBody::buffer`]. It takes the frames the caller's body can give *right now* without
+//! waiting (a unary gRPC body is ready at once, a streaming one is not); if the whole body came,
+//! up to a size limit, it is kept as shared chunks that every attempt replays. Otherwise the
+//! frames already taken are sent first and the rest of the caller's body follows: that request
+//! is sent once (again only if the connection hands it back unsent), never retried, and a
+//! streaming call is never held back waiting for its end.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -20,12 +22,13 @@ use hyper::body::Incoming;
 use crate::error::BoxError;
 use crate::telemetry::CallRecord;
 
-/// The largest body kept for replay (retries and mirroring).
+/// The largest body kept for replay (retries, mirroring, resends after a refusal).
 pub(crate) const MAX_REPLAY_BYTES: usize = 64 * 1024;
 
 /// A request body as the client stack sends it.
 pub enum MeshBody<B> {
-    /// The caller's body, untouched (the route has no retry and no mirror).
+    /// The caller's body, untouched (the client stack itself buffers every body: see
+    /// [`MeshBody::buffer`]).
     Original(B),
     /// A complete body, replayable any number of times.
     Replay(Replay),

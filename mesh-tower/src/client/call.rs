@@ -5,6 +5,11 @@
 //!   -> deadline (route timeout, caller's grpc-timeout)  ->  tries (per-try timeout,
 //!      retry with budget and backoff, another endpoint each time)  ->  backend (P2C)
 //! ```
+//!
+//! A request the endpoint refused without processing it (a draining server's GOAWAY, a
+//! REFUSED_STREAM, a connection that closed before the request was written) is sent again to
+//! another endpoint at once, with or without a retry policy, as gRPC clients and Linkerd do:
+//! it never reached the application, so even a non-idempotent call is safe to resend.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +30,13 @@ use super::endpoint::EndpointKey;
 use super::respond::{failure, grpc_status, is_server_failure};
 use super::router::Router;
 use crate::connect::set_origin;
-use crate::error::{BoxError, CallError};
+use crate::error::{BoxError, CallError, refused_unprocessed};
 use crate::telemetry::{CallRecord, OutboundMetrics, client_span, inject_context};
+
+/// How many times one call may be resent after a refusal (see the module docs): once covers a
+/// draining replica, twice one more draining at the same time; a bound, so that a backend
+/// whose every endpoint is going away ends the call rather than loop.
+const MAX_RESENDS: u32 = 2;
 
 /// What every call of one [`super::MeshClient`] shares.
 pub(crate) struct Shared<B> {
@@ -179,13 +189,10 @@ where
         .and_then(|r| r.retry())
         .filter(|p| p.attempts > 0);
 
-    // A body is buffered only when a retry or a mirror may need it again.
+    // A body complete at once (and small) is kept, whether or not a retry or a mirror needs
+    // it: a request refused unprocessed is resent with it even without a retry policy.
     let (parts, body) = request.into_parts();
-    let body = if retry.is_some() || mirror.is_some() {
-        MeshBody::buffer(body)
-    } else {
-        MeshBody::Original(body)
-    };
+    let body = MeshBody::buffer(body);
     let replay = body.replay().cloned();
     let keep_head = replay.is_some();
     let head = keep_head.then(|| Head {
@@ -279,15 +286,10 @@ where
             lock(&self.shared.budget).deposit(Instant::now());
         }
         let mut retries_left = self.retry.map_or(0, |p| p.attempts);
-        let mut request = Some(first);
+        let mut resends_left = MAX_RESENDS;
+        let mut attempt = first;
         let mut avoid: Option<EndpointKey> = None;
         loop {
-            let mut attempt = match (request.take(), &self.head, &self.replay) {
-                (Some(first), _, _) => first,
-                (None, Some(head), Some(replay)) => head.request(MeshBody::Replay(replay.rewind())),
-                // Retries happen only with a head and a replayable body.
-                (None, _, _) => unreachable!("a retry without a replayable request"),
-            };
             set_origin(&mut attempt, &self.shared.authority);
             if self.grpc
                 && let Some(deadline) = self.deadline
@@ -310,25 +312,61 @@ where
                 None => Outcome::Sent(sent.await),
             };
             let (verdict, retry_from) = self.judge(outcome);
-            match verdict {
+            let result = match verdict {
                 Verdict::Done(result) => return result,
-                Verdict::Retryable(result) => {
-                    if retries_left == 0 || !self.withdraw() {
-                        return result;
-                    }
-                    retries_left -= 1;
-                    self.metrics.retries.increment(1);
-                    avoid = retry_from;
-                    if let Some(backoff) = self.retry.and_then(|p| p.backoff) {
-                        tokio::time::sleep(backoff).await;
+                Verdict::Refused {
+                    error,
+                    unsent,
+                    retryable,
+                } => {
+                    // The request itself when hyper gave it back, else a copy of it.
+                    match (resends_left, unsent.or_else(|| self.again())) {
+                        (1.., Some(request)) => {
+                            if resends_left == MAX_RESENDS {
+                                self.count_resend();
+                            }
+                            resends_left -= 1;
+                            tracing::debug!(
+                                destination = %self.shared.destination,
+                                %error,
+                                "request refused unprocessed; sending it again"
+                            );
+                            attempt = request;
+                            avoid = retry_from;
+                            continue;
+                        }
+                        // Not resendable: the retry policy may still retry a broken connection.
+                        _ if retryable => Err(error),
+                        _ => return Err(error),
                     }
                 }
+                Verdict::Retryable(result) => result,
+            };
+            if retries_left == 0 || !self.withdraw() {
+                return result;
+            }
+            // A retry policy is in force only with a replayable body (see `Tries::retry`).
+            let Some(request) = self.again() else {
+                return result;
+            };
+            retries_left -= 1;
+            self.metrics.retries.increment(1);
+            attempt = request;
+            avoid = retry_from;
+            if let Some(backoff) = self.retry.and_then(|p| p.backoff) {
+                tokio::time::sleep(backoff).await;
             }
         }
     }
 
+    /// The request again, from its head and its replayable body, if both were kept.
+    fn again(&self) -> Option<Request<MeshBody<B>>> {
+        let (head, replay) = (self.head.as_ref()?, self.replay.as_ref()?);
+        Some(head.request(MeshBody::Replay(replay.rewind())))
+    }
+
     /// Whether the try's outcome ends the call or may be retried, and the endpoint to avoid.
-    fn judge(&self, outcome: Outcome<B>) -> (Verdict, Option<EndpointKey>) {
+    fn judge(&self, outcome: Outcome<B>) -> (Verdict<B>, Option<EndpointKey>) {
         match outcome {
             Outcome::Sent(Ok((response, endpoint))) => {
                 let code = if self.grpc {
@@ -351,22 +389,38 @@ where
                 }
             }
             Outcome::Sent(Err(SendError::Endpoint(endpoint, source))) => {
-                self.backend.record(&endpoint, false);
+                let refused = refused_unprocessed(&source);
+                // A draining endpoint refusing a stream is not failing: it is going away.
+                if !refused {
+                    self.backend.record(&endpoint, false);
+                }
                 let error = CallError::Endpoint {
                     endpoint: endpoint.key.addr,
                     source,
                 };
-                // A broken connection is what UNAVAILABLE and 502/503 mean: retried when the
-                // policy retries those.
-                let retryable = self.retry.is_some_and(|policy| {
-                    policy.retries_grpc(tonic::Code::Unavailable)
-                        || policy.retries_status(http::StatusCode::SERVICE_UNAVAILABLE)
-                        || policy.retries_status(http::StatusCode::BAD_GATEWAY)
-                });
-                let verdict = if retryable {
+                let retryable = self.retries_broken_connection();
+                let verdict = if refused {
+                    Verdict::Refused {
+                        error,
+                        unsent: None,
+                        retryable,
+                    }
+                } else if retryable {
                     Verdict::Retryable(Err(error))
                 } else {
                     Verdict::Done(Err(error))
+                };
+                (verdict, Some(endpoint.key.clone()))
+            }
+            Outcome::Sent(Err(SendError::Unsent(endpoint, source, request))) => {
+                self.backend.record(&endpoint, false);
+                let verdict = Verdict::Refused {
+                    error: CallError::Endpoint {
+                        endpoint: endpoint.key.addr,
+                        source,
+                    },
+                    unsent: Some(request),
+                    retryable: self.retries_broken_connection(),
                 };
                 (verdict, Some(endpoint.key.clone()))
             }
@@ -393,6 +447,24 @@ where
         }
     }
 
+    /// Whether the retry policy retries a broken connection: that is what UNAVAILABLE and
+    /// 502/503 mean.
+    fn retries_broken_connection(&self) -> bool {
+        self.retry.is_some_and(|policy| {
+            policy.retries_grpc(tonic::Code::Unavailable)
+                || policy.retries_status(http::StatusCode::SERVICE_UNAVAILABLE)
+                || policy.retries_status(http::StatusCode::BAD_GATEWAY)
+        })
+    }
+
+    /// Records a call's resends after refusals in the retry budget, once per call whatever
+    /// their number. A resend is never refused for want of budget: the refused request cost
+    /// the endpoint's application nothing, so resending it cannot feed a retry storm, and
+    /// [`MAX_RESENDS`] bounds it.
+    fn count_resend(&self) {
+        let _taken = lock(&self.shared.budget).try_withdraw(Instant::now());
+    }
+
     fn withdraw(&self) -> bool {
         let allowed = lock(&self.shared.budget).try_withdraw(Instant::now());
         if !allowed {
@@ -408,9 +480,17 @@ enum Outcome<B> {
     TryTimedOut(Duration),
 }
 
-enum Verdict {
+enum Verdict<B> {
     Done(Result<Response<ResponseBody>, CallError>),
     Retryable(Result<Response<ResponseBody>, CallError>),
+    /// The endpoint refused the request unprocessed: it may be sent again anywhere.
+    Refused {
+        error: CallError,
+        /// The request, when hyper gave it back unsent.
+        unsent: Option<Request<MeshBody<B>>>,
+        /// Whether the retry policy retries this error, should the request not be resendable.
+        retryable: bool,
+    },
 }
 
 /// Sends a copy of the request to the mirror backend and forgets it.
@@ -423,7 +503,8 @@ where
     set_origin(&mut request, &shared.authority);
     let ready_timeout = shared.ready_timeout;
     tokio::spawn(async move {
-        if let Err(SendError::Endpoint(_, error)) = target.send(request, None, ready_timeout).await
+        if let Err(SendError::Endpoint(_, error) | SendError::Unsent(_, error, _)) =
+            target.send(request, None, ready_timeout).await
         {
             tracing::debug!(backend = %target.service, %error, "mirrored request failed");
         }

@@ -22,9 +22,8 @@ use examples::hello::greeter_server::{Greeter, GreeterServer};
 use examples::hello::{HelloReply, HelloRequest};
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
-use mesh_core::snapshot::ServiceName;
 use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
-use mesh_tower::{Mesh, MeshSettings, TokenSource};
+use mesh_tower::Mesh;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -117,22 +116,8 @@ async fn measure(seconds: Duration, runs: usize) -> anyhow::Result<Vec<Round>> {
     ))
     .await?;
     let dir = tempfile::tempdir()?;
-    let anchors = dir.path().join("trust-bundle.pem");
-    std::fs::write(&anchors, control.trust_bundle_pem())?;
-    let settings = |account: &str, service: Option<&str>| -> anyhow::Result<MeshSettings> {
-        let mut s = MeshSettings::new(
-            control.addr().to_string(),
-            trust_domain.clone(),
-            &anchors,
-            TokenSource::Inline(format!("{account}-bench-token")),
-        )
-        .with_node(account);
-        s.service_account = account.to_owned();
-        s.service = service
-            .map(|n| ServiceName::new("default", n))
-            .transpose()?;
-        Ok(s)
-    };
+    let settings = crate::BenchSettings::new(&control, &trust_domain, dir.path())?;
+    let settings = |account: &str, service: Option<&str>| settings.for_account(account, service);
 
     // The servers: the last of each mixed set is the slow one.
     let server = Mesh::start(settings("greeter", Some("greeter"))?).await?;

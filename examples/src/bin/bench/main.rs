@@ -100,6 +100,57 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// "met" or "not met", for a target.
+/// Mesh settings for the workloads of one benchmark: the running control service, its trust
+/// anchors written to a directory, and `<account>-bench-token` bootstrap tokens.
+pub(crate) struct BenchSettings {
+    control_addr: String,
+    trust_domain: mesh_core::TrustDomain,
+    anchors: PathBuf,
+}
+
+impl BenchSettings {
+    /// Writes `control`'s trust bundle into `dir` (which must outlive the workloads).
+    pub(crate) fn new(
+        control: &mesh_control::RunningControl,
+        trust_domain: &mesh_core::TrustDomain,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let anchors = dir.join("trust-bundle.pem");
+        std::fs::write(&anchors, control.trust_bundle_pem())?;
+        Ok(Self {
+            control_addr: control.addr().to_string(),
+            trust_domain: trust_domain.clone(),
+            anchors,
+        })
+    }
+
+    /// The trust anchors file.
+    pub(crate) fn anchors(&self) -> &Path {
+        &self.anchors
+    }
+
+    /// Settings for a workload running as `account`, serving `service` (in `default`) if
+    /// given.
+    pub(crate) fn for_account(
+        &self,
+        account: &str,
+        service: Option<&str>,
+    ) -> anyhow::Result<mesh_tower::MeshSettings> {
+        let mut settings = mesh_tower::MeshSettings::new(
+            self.control_addr.clone(),
+            self.trust_domain.clone(),
+            &self.anchors,
+            mesh_tower::TokenSource::Inline(format!("{account}-bench-token")),
+        )
+        .with_node(account);
+        settings.service_account = account.to_owned();
+        settings.service = service
+            .map(|n| mesh_core::snapshot::ServiceName::new("default", n))
+            .transpose()?;
+        Ok(settings)
+    }
+}
+
 pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "not met" }
 }

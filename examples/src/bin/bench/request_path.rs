@@ -31,9 +31,8 @@ use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
-use mesh_core::snapshot::ServiceName;
 use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
-use mesh_tower::{Mesh, MeshSettings, TokenSource};
+use mesh_tower::{Mesh, MeshSettings};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -124,22 +123,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         ConfigSource::Inline(mesh_config(mesh_addr, rss_addr)),
     )))?;
     let dir = tempfile::tempdir()?;
-    let anchors = dir.path().join("trust-bundle.pem");
-    std::fs::write(&anchors, control.trust_bundle_pem())?;
-    let settings = |account: &str, service: Option<&str>| -> anyhow::Result<MeshSettings> {
-        let mut s = MeshSettings::new(
-            control.addr().to_string(),
-            trust_domain.clone(),
-            &anchors,
-            TokenSource::Inline(format!("{account}-bench-token")),
-        )
-        .with_node(account);
-        s.service_account = account.to_owned();
-        s.service = service
-            .map(|n| ServiceName::new("default", n))
-            .transpose()?;
-        Ok(s)
-    };
+    let bench_settings = crate::BenchSettings::new(&control, &trust_domain, dir.path())?;
+    let settings =
+        |account: &str, service: Option<&str>| bench_settings.for_account(account, service);
     let plain_tls = PlainTls::generate()?;
 
     // The servers, on their own pinned thread.
@@ -221,7 +207,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 
     let rss = rss::measure(&rss::Setup {
         control: control.addr(),
-        anchors: anchors.clone(),
+        anchors: bench_settings.anchors().to_owned(),
         addr: rss_addr,
         material: plain_tls.material.clone(),
         client: settings("bench-client", None)?,

@@ -1,0 +1,182 @@
+//! Projections shared between Watch subscribers: the snapshot a subscription gets at one
+//! version is computed, converted to its wire form and passed through the wire transform once,
+//! however many subscribers hold the same subscription.
+//!
+//! What determines a projection is its [`ProjectionKey`]: the destinations asked for, the
+//! subscriber's namespace (consumer routes depend on it) and its own service (the inbound
+//! policy). Thousands of subscribers of one destination share one key, so a config change costs
+//! one projection and one conversion, and each subscriber only clones the wire message.
+//!
+//! A key's content ([`Projected`]) is carried over from one version to the next as the same
+//! `Arc` when it did not change, so a subscriber tells "unchanged" from "changed" by comparing
+//! pointers and keeps no copy of what it was sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mesh_core::authz::InboundPolicy;
+use mesh_core::proto;
+use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
+use rustls_pki_types::CertificateDer;
+
+use crate::skew::WireTransform;
+use crate::state::State;
+
+/// What a subscriber's projection depends on besides the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProjectionKey {
+    /// The destinations asked for, in order, without duplicates.
+    pub(crate) destinations: Vec<DestinationKey>,
+    /// The namespace of the subscriber's verified identity: it sees that namespace's consumer
+    /// routes.
+    pub(crate) consumer: Option<String>,
+    /// The service the subscriber serves, whose inbound policy it gets.
+    pub(crate) own_service: Option<ServiceName>,
+}
+
+/// What a subscriber is sent, bar the version number.
+#[derive(Debug)]
+pub(crate) struct Projected {
+    destinations: Vec<Destination>,
+    inbound: Option<InboundPolicy>,
+    /// Compared by pointer: a new set of roots is a new `Arc`.
+    trust_bundle: Arc<Vec<CertificateDer<'static>>>,
+}
+
+/// One key's projection at one version.
+#[derive(Debug)]
+pub(crate) struct Projection {
+    /// The state's version.
+    pub(crate) version: u64,
+    /// What it holds; the same `Arc` as at the previous version when nothing changed.
+    pub(crate) content: Arc<Projected>,
+    /// The content this one replaced and differs from, so a subscriber that was sent it knows
+    /// without comparing that it must be sent this one.
+    replaced: Option<Arc<Projected>>,
+    /// The message as it goes on the wire (wire transform applied).
+    pub(crate) wire: proto::Snapshot,
+}
+
+/// The latest projection of every live key.
+#[derive(Debug, Default)]
+pub(crate) struct ProjectionCache {
+    /// The version the cache was last swept at, and each key's latest projection. A key whose
+    /// only holder is this map belongs to no subscriber any more and is dropped at the next
+    /// version.
+    inner: Mutex<(u64, HashMap<Arc<ProjectionKey>, Arc<Projection>>)>,
+}
+
+// === impl Projected ===
+
+impl Projected {
+    fn of(state: &State, key: &ProjectionKey) -> Self {
+        let consumer = key.consumer.as_deref();
+        Self {
+            destinations: key
+                .destinations
+                .iter()
+                .map(|d| state.config.destination_for(d, consumer))
+                .collect(),
+            inbound: key
+                .own_service
+                .as_ref()
+                .map(|own| state.config.inbound(own)),
+            trust_bundle: state.trust_bundle.clone(),
+        }
+    }
+
+    fn same_content(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.trust_bundle, &other.trust_bundle)
+            && self.inbound == other.inbound
+            && self.destinations == other.destinations
+    }
+}
+
+// === impl Projection ===
+
+impl Projection {
+    /// Whether a subscriber that was last sent `last` must be sent this projection: its content
+    /// differs from `last` (or nothing was sent yet).
+    pub(crate) fn changed_since(&self, last: Option<&Arc<Projected>>) -> bool {
+        let Some(last) = last else {
+            return true;
+        };
+        if Arc::ptr_eq(last, &self.content) {
+            return false;
+        }
+        if self.replaced.as_ref().is_some_and(|r| Arc::ptr_eq(r, last)) {
+            return true;
+        }
+        // Sent from an older version or another key (a new `subscribe`): compare.
+        !last.same_content(&self.content)
+    }
+}
+
+// === impl ProjectionCache ===
+
+impl ProjectionCache {
+    /// The projection of `key` on `state`, computed once per key and version, its wire message
+    /// passed through `transform` (every caller of one cache passes the same one).
+    pub(crate) fn project(
+        &self,
+        state: &State,
+        key: &Arc<ProjectionKey>,
+        transform: &WireTransform,
+    ) -> Arc<Projection> {
+        let previous = {
+            let mut inner = lock(&self.inner);
+            let (swept, entries) = &mut *inner;
+            if state.version > *swept {
+                *swept = state.version;
+                // Keys no subscriber holds any more.
+                entries.retain(|key, _| Arc::strong_count(key) > 1);
+            }
+            match entries.get(&**key) {
+                Some(p) if p.version == state.version => return p.clone(),
+                // A task still on an older state than the cache (it raced a publish): serve it
+                // without touching the cache; it is woken again for the newer one.
+                Some(p) if p.version > state.version => None,
+                Some(p) => Some(Some(p.content.clone())),
+                None => Some(None),
+            }
+        };
+        let cached = previous.is_some();
+        // Computed outside the lock: a large subscription must not hold up the others.
+        let fresh = Projected::of(state, key);
+        let (content, replaced) = match previous.flatten() {
+            Some(old) if old.same_content(&fresh) => (old, None),
+            old => (Arc::new(fresh), old),
+        };
+        let snapshot = Snapshot {
+            version: state.version,
+            destinations: content.destinations.clone(),
+            inbound: content.inbound.clone(),
+            trust_bundle: content.trust_bundle.to_vec(),
+        };
+        let projection = Arc::new(Projection {
+            version: state.version,
+            content,
+            replaced,
+            wire: transform.apply(proto::Snapshot::from(&snapshot)),
+        });
+        if !cached {
+            return projection;
+        }
+        let mut inner = lock(&self.inner);
+        let entry = inner
+            .1
+            .entry(key.clone())
+            .or_insert_with(|| projection.clone());
+        if entry.version < state.version {
+            *entry = projection;
+        }
+        // Another task may have stored this version first: everyone uses the stored one, so
+        // that its content `Arc` is the one carried on.
+        entry.clone()
+    }
+}
+
+/// Locks `mutex`; a panic while it was held left a map of immutable values, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
