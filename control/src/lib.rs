@@ -60,7 +60,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mesh_core::proto::control_server::ControlServer;
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::tls::{TrustBundle, TrustStore};
 use mesh_core::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -86,6 +85,7 @@ mod service;
 pub mod skew;
 mod state;
 mod watch;
+mod watch_route;
 
 pub use authn::{Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
@@ -472,11 +472,7 @@ async fn serve(
         // Detects subscribers that vanished without closing their connection.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(
-            ControlServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(watch_route::ControlRoutes::new(service, MAX_MESSAGE_BYTES))
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -63,8 +63,11 @@ pub(crate) struct ProjectionCache {
     /// The version the cache was last swept at, and each key's latest projection. A key whose
     /// only holder is this map belongs to no subscriber any more and is dropped at the next
     /// version.
-    inner: Mutex<(u64, HashMap<Arc<ProjectionKey>, Arc<Projection>>)>,
+    inner: Mutex<(u64, Entries)>,
 }
+
+/// Each key's latest projection.
+type Entries = HashMap<Arc<ProjectionKey>, Arc<Projection>>;
 
 // === impl Projected ===
 

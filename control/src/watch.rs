@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::Map;
 use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
 use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::projection::{ProjectionCache, ProjectionKey};
+use crate::projection::{Projection, ProjectionCache, ProjectionKey};
 use crate::registry::{Registration, Registry, SubscriberStatus};
 use crate::state::State;
 
@@ -36,8 +37,15 @@ const MAX_NODE_LEN: usize = 253;
 /// The longest NACK error kept in the registry.
 const MAX_NACK_LEN: usize = 1024;
 
-/// The response stream of one Watch call.
-pub(crate) type WatchStream = ReceiverStream<Result<proto::Snapshot, Status>>;
+/// What a stream task hands to its response stream: the shared projection to send, or the
+/// error that ends the stream. An `Arc` keeps the channel's slots small (they are allocated in
+/// blocks of 32 per channel, and a wire snapshot is about 200 bytes).
+type Outgoing = Result<Arc<Projection>, Status>;
+
+/// The response stream of one Watch call: each projection's wire message is cloned as the
+/// stream is polled.
+pub(crate) type WatchStream =
+    Map<ReceiverStream<Outgoing>, fn(Outgoing) -> Result<proto::Snapshot, Status>>;
 
 /// Opens Watch streams against the config in force.
 #[derive(Debug, Clone)]
@@ -109,7 +117,7 @@ impl WatchHub {
             tx,
         };
         tokio::spawn(task.run(inbound));
-        ReceiverStream::new(rx)
+        ReceiverStream::new(rx).map(|outgoing| outgoing.map(|projection| projection.wire.clone()))
     }
 }
 
@@ -121,7 +129,7 @@ struct StreamTask {
     projections: Arc<ProjectionCache>,
     wire_transform: crate::skew::WireTransform,
     peer: Peer,
-    tx: mpsc::Sender<Result<proto::Snapshot, Status>>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 impl StreamTask {
@@ -238,7 +246,7 @@ impl StreamTask {
                         .project(&current, &subscription.key, &self.wire_transform);
                 if projection.changed_since(last.as_ref()) {
                     tokio::select! {
-                        sent = self.tx.send(Ok(projection.wire.clone())) => if sent.is_err() {
+                        sent = self.tx.send(Ok(projection.clone())) => if sent.is_err() {
                             return "client went away";
                         },
                         () = shutdown(&mut self.shutdown) => {

@@ -93,8 +93,9 @@ pub(crate) enum SendError<B> {
     /// The connection failed during the call.
     Endpoint(Arc<Endpoint<B>>, hyper::Error),
     /// The connection closed before the request was written: hyper gave it back whole, never
-    /// sent, so it may go elsewhere as it is (whatever its body).
-    Unsent(Arc<Endpoint<B>>, hyper::Error, Request<B>),
+    /// sent, so it may go elsewhere as it is (whatever its body). Boxed: a rare path should
+    /// not make every send's result larger.
+    Unsent(Arc<Endpoint<B>>, hyper::Error, Box<Request<B>>),
 }
 
 /// What [`Backend::send`] gives: the response and the endpoint that answered, or why not.
@@ -199,9 +200,11 @@ where
                 return match result {
                     Ok(response) => Ok((response, endpoint)),
                     Err(mut error) => match error.take_message() {
-                        Some(request) => {
-                            Err(SendError::Unsent(endpoint, error.into_error(), request))
-                        }
+                        Some(request) => Err(SendError::Unsent(
+                            endpoint,
+                            error.into_error(),
+                            Box::new(request),
+                        )),
                         None => Err(SendError::Endpoint(endpoint, error.into_error())),
                     },
                 };

@@ -419,7 +419,7 @@ where
                         endpoint: endpoint.key.addr,
                         source,
                     },
-                    unsent: Some(request),
+                    unsent: Some(*request),
                     retryable: self.retries_broken_connection(),
                 };
                 (verdict, Some(endpoint.key.clone()))

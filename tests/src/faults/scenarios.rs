@@ -129,8 +129,9 @@ pub struct RollingReport {
 /// then its replacement starts on a new port and joins the config. Without, the replica drains
 /// while the config still lists it, and only then is it swapped for its replacement.
 ///
-/// With `retry`, the route retries UNAVAILABLE: a call the client sent just as the GOAWAY
-/// arrived (refused by the server's final GOAWAY, so never processed) is sent again elsewhere.
+/// With `retry`, the route retries UNAVAILABLE. Either way, a call the client sent just as the
+/// GOAWAY arrived (refused by the server's final GOAWAY, so never processed) is sent again
+/// elsewhere by the client itself, retry policy or not.
 pub async fn rolling_restart(
     rounds: usize,
     discovery_first: bool,
