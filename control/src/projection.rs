@@ -183,3 +183,122 @@ impl ProjectionCache {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::TrustDomain;
+    use mesh_core::config::MeshConfig;
+
+    use super::*;
+
+    fn state(version: u64, yaml: &str, roots: &Arc<Vec<CertificateDer<'static>>>) -> State {
+        let config: MeshConfig = serde_yaml::from_str(yaml).expect("valid YAML");
+        State {
+            version,
+            config: config
+                .validate(&TrustDomain::new("mesh.local").expect("valid"))
+                .expect("valid config"),
+            trust_bundle: roots.clone(),
+        }
+    }
+
+    fn services(greeter: &str, other: &str) -> String {
+        format!(
+            "services:
+  - name: greeter
+    endpoints: [{{address: \"{greeter}\", identity: spiffe://mesh.local/ns/default/sa/greeter}}]
+  - name: other
+    endpoints: [{{address: \"{other}\", identity: spiffe://mesh.local/ns/default/sa/other}}]
+"
+        )
+    }
+
+    fn key(destination: &str) -> Arc<ProjectionKey> {
+        Arc::new(ProjectionKey {
+            destinations: vec![destination.parse().expect("valid")],
+            consumer: Some("default".to_owned()),
+            own_service: None,
+        })
+    }
+
+    #[test]
+    fn one_projection_per_key_and_version_shared_by_every_holder() {
+        let (cache, roots, transform) = (
+            ProjectionCache::default(),
+            Arc::default(),
+            WireTransform::default(),
+        );
+        let v1 = state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots);
+        let (a, b) = (key("greeter.default"), key("greeter.default"));
+        let first = cache.project(&v1, &a, &transform);
+        let second = cache.project(&v1, &b, &transform);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "equal keys share the projection"
+        );
+        assert_eq!(first.wire.version, 1);
+        assert!(first.changed_since(None), "a new subscriber is sent it");
+        assert!(!first.changed_since(Some(&first.content)));
+    }
+
+    #[test]
+    fn unchanged_content_is_carried_over_and_a_change_is_detected() {
+        let (cache, roots, transform) = (
+            ProjectionCache::default(),
+            Arc::default(),
+            WireTransform::default(),
+        );
+        let greeter = key("greeter.default");
+        let v1 = cache.project(
+            &state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots),
+            &greeter,
+            &transform,
+        );
+        // `other` changes: greeter's subscribers are not sent anything.
+        let v2 = cache.project(
+            &state(2, &services("10.0.0.1:80", "10.0.0.9:80"), &roots),
+            &greeter,
+            &transform,
+        );
+        assert_eq!(v2.version, 2);
+        assert!(
+            Arc::ptr_eq(&v1.content, &v2.content),
+            "the same content Arc"
+        );
+        assert!(!v2.changed_since(Some(&v1.content)));
+        // greeter changes: its subscribers, last sent v1's content, are sent v3.
+        let v3 = cache.project(
+            &state(3, &services("10.0.0.5:80", "10.0.0.9:80"), &roots),
+            &greeter,
+            &transform,
+        );
+        assert!(v3.changed_since(Some(&v1.content)));
+        assert_eq!(v3.wire.destinations[0].endpoints[0].address, "10.0.0.5:80");
+        // New roots change every projection.
+        let new_roots = Arc::new(Vec::new());
+        let v4 = cache.project(
+            &state(4, &services("10.0.0.5:80", "10.0.0.9:80"), &new_roots),
+            &greeter,
+            &transform,
+        );
+        assert!(v4.changed_since(Some(&v3.content)));
+    }
+
+    #[test]
+    fn keys_no_subscriber_holds_are_dropped_at_the_next_version() {
+        let (cache, roots, transform) = (
+            ProjectionCache::default(),
+            Arc::default(),
+            WireTransform::default(),
+        );
+        let yaml = services("10.0.0.1:80", "10.0.0.2:80");
+        let gone = key("other.default");
+        cache.project(&state(1, &yaml, &roots), &gone, &transform);
+        drop(gone);
+        let kept = key("greeter.default");
+        cache.project(&state(2, &yaml, &roots), &kept, &transform);
+        let entries = &lock(&cache.inner).1;
+        assert_eq!(entries.len(), 1);
+        assert!(entries.contains_key(&*kept));
+    }
+}
