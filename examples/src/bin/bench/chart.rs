@@ -7,6 +7,15 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+/// Line colours by series, in the order the targets are measured: the mesh's stands out.
+const COLORS: [RGBColor; 5] = [
+    RGBColor(150, 150, 150), // tonic h2c
+    RGBColor(31, 119, 180),  // tonic mTLS
+    RGBColor(214, 39, 40),   // mesh
+    RGBColor(255, 127, 14),  // two haproxy hops
+    RGBColor(44, 160, 44),
+];
+
 /// One target's latency distribution at one in-flight level.
 pub(crate) struct Series {
     pub(crate) label: String,
@@ -65,12 +74,15 @@ pub(crate) fn write(path: &Path, series: &[Series], in_flight: &[usize]) -> anyh
                     _ => String::new(),
                 }
             })
+            // Enough labels that a panel spanning less than a decade still has a few.
+            .y_labels(30)
             .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_error)?;
         for s in mine {
             let index = labels.iter().position(|l| *l == s.label).unwrap_or(0);
-            let color = Palette99::pick(index).to_rgba();
+            let color = COLORS[index % COLORS.len()].to_rgba();
             chart
                 .draw_series(LineSeries::new(
                     s.points.iter().map(|&(q, us)| (slot(q), us)),
