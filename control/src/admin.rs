@@ -7,7 +7,6 @@
 //!   sent, acked and rejected, so an operator can see who is stale.
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
@@ -16,10 +15,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::registry::Registry;
 use crate::state::State;
@@ -38,33 +36,7 @@ pub(crate) struct AdminState {
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
 /// aborts its open connections).
 pub(crate) fn spawn(listener: TcpListener, admin: AdminState) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            while connections.try_join_next().is_some() {}
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let admin = admin.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = respond(&admin, &request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await
-                {
-                    tracing::debug!(%peer, %error, "admin connection failed");
-                }
-            });
-        }
-    })
+    mesh_core::admin_http::spawn(listener, move |request| respond(&admin, request))
 }
 
 fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {

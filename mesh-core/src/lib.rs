@@ -21,6 +21,8 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "admin-http")]
+pub mod admin_http;
 pub mod authz;
 pub mod budget;
 mod check;

@@ -10,7 +10,6 @@
 //! The server starts before the mesh asks for its certificate, so probes see "not ready"
 //! rather than "connection refused" while it waits for the control service.
 
-use std::convert::Infallible;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,11 +18,10 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use mesh_core::snapshot::Snapshot;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::MeshTelemetry;
 use crate::discovery::{ControlStatus, Discovery};
@@ -62,33 +60,7 @@ impl AdminState {
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
 /// aborts its open connections).
 pub(crate) fn spawn(listener: TcpListener, state: Arc<AdminState>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            while connections.try_join_next().is_some() {}
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let state = state.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = respond(&state, &request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await
-                {
-                    tracing::debug!(%peer, %error, "admin connection failed");
-                }
-            });
-        }
-    })
+    mesh_core::admin_http::spawn(listener, move |request| respond(&state, request))
 }
 
 fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
