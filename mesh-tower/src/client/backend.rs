@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use mesh_core::outlier::OutlierDetector;
 use mesh_core::snapshot::{self, ServiceName};
 use tokio::sync::Notify;
@@ -184,30 +185,19 @@ where
         avoid: Option<&EndpointKey>,
         ready_timeout: Duration,
     ) -> Sent<B> {
+        // The usual case first: an endpoint is ready, so no waiter is registered (registering
+        // one takes the `Notify`'s lock twice, shared by every call on this backend).
+        if let Some((endpoint, sender)) = self.ready_endpoint(avoid) {
+            return Self::send_to(endpoint, sender, request).await;
+        }
         let deadline = tokio::time::Instant::now() + ready_timeout;
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
+            // Registered before checking again, so a wakeup between the two is not lost.
             notified.as_mut().enable();
-            if let Some(endpoint) = self.pick(avoid, Instant::now())
-                && let Some(mut sender) = endpoint.sender()
-            {
-                let in_flight = InFlight::start(&endpoint);
-                // `try_send_request` rather than `send_request`: when the connection closes
-                // before the request is written, hyper hands the request back.
-                let result = sender.try_send_request(request).await;
-                drop(in_flight);
-                return match result {
-                    Ok(response) => Ok((response, endpoint)),
-                    Err(mut error) => match error.take_message() {
-                        Some(request) => Err(SendError::Unsent(
-                            endpoint,
-                            error.into_error(),
-                            Box::new(request),
-                        )),
-                        None => Err(SendError::Endpoint(endpoint, error.into_error())),
-                    },
-                };
+            if let Some((endpoint, sender)) = self.ready_endpoint(avoid) {
+                return Self::send_to(endpoint, sender, request).await;
             }
             if self.set.load().endpoints.is_empty() {
                 return Err(SendError::NoEndpoints);
@@ -220,6 +210,40 @@ where
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
             }
+        }
+    }
+
+    /// An endpoint picked by P2C with a connection ready to take a request.
+    fn ready_endpoint(
+        &self,
+        avoid: Option<&EndpointKey>,
+    ) -> Option<(Arc<Endpoint<B>>, SendRequest<B>)> {
+        let endpoint = self.pick(avoid, Instant::now())?;
+        let sender = endpoint.sender()?;
+        Some((endpoint, sender))
+    }
+
+    /// Sends `request` on `sender`, a connection of `endpoint`, counting it in flight.
+    async fn send_to(
+        endpoint: Arc<Endpoint<B>>,
+        mut sender: SendRequest<B>,
+        request: Request<B>,
+    ) -> Sent<B> {
+        let in_flight = InFlight::start(&endpoint);
+        // `try_send_request` rather than `send_request`: when the connection closes before the
+        // request is written, hyper hands the request back.
+        let result = sender.try_send_request(request).await;
+        drop(in_flight);
+        match result {
+            Ok(response) => Ok((response, endpoint)),
+            Err(mut error) => match error.take_message() {
+                Some(request) => Err(SendError::Unsent(
+                    endpoint,
+                    error.into_error(),
+                    Box::new(request),
+                )),
+                None => Err(SendError::Endpoint(endpoint, error.into_error())),
+            },
         }
     }
 

@@ -237,8 +237,9 @@ fn slot_of(task: &tokio::task::Id, n: usize) -> usize {
     let mut hasher = Fibonacci(0);
     std::hash::Hash::hash(task, &mut hasher);
     let high = hasher.0 >> 32;
-    // `high * n >> 32` maps the hash's high bits onto 0..n without a division.
-    usize::try_from((high * n as u64) >> 32).unwrap_or(0) % n
+    // `high * n >> 32` maps the hash's high bits onto 0..n without a division (`high` is
+    // below 2^32, so the result is below `n`).
+    usize::try_from((high * n as u64) >> 32).unwrap_or(0)
 }
 
 /// A hasher for one integer: multiplication by 2^64 / φ.
