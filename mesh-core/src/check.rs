@@ -41,7 +41,6 @@ pub(crate) fn dns_label(what: &str, value: &str) -> Result<(), String> {
     check_dns_label(value).map_err(|reason| format!("invalid {what} {value:?}: {reason}"))
 }
 
-/// A route name: a DNS-1123 subdomain, as Kubernetes object names are.
 /// The service named by `namespace` and `name` at `path` (the config's `services[0]` or the
 /// wire's `destinations[0].service`), each part a DNS label; every error is pushed.
 pub(crate) fn service_name(
@@ -65,6 +64,7 @@ pub(crate) fn service_name(
     })
 }
 
+/// A route name: a DNS-1123 subdomain, as Kubernetes object names are.
 pub(crate) fn route_name(value: &str) -> Result<(), String> {
     check_dns_subdomain(value).map_err(|reason| format!("invalid route name {value:?}: {reason}"))
 }

@@ -290,7 +290,19 @@ impl Harness {
         name: &str,
         account: &str,
     ) -> anyhow::Result<Replica> {
-        let mesh = Mesh::start(self.settings(account, Some("greeter"))).await?;
+        self.greeter_with_settings(listener, name, self.settings(account, Some("greeter")))
+            .await
+    }
+
+    /// Starts a greeter replica called `name` on `listener` with a mesh started from
+    /// `settings` (e.g. [`Harness::settings`] with a state directory added).
+    pub async fn greeter_with_settings(
+        &self,
+        listener: TcpListener,
+        name: &str,
+        settings: MeshSettings,
+    ) -> anyhow::Result<Replica> {
+        let mesh = Mesh::start(settings).await?;
         let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
         let addr = listener.local_addr()?;
         let task = serve_greeter(mesh, listener, greeter.clone())?;
@@ -395,25 +407,4 @@ fn init_test_logging() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-}
-
-impl Harness {
-    /// Starts a greeter replica called `name` on `listener` with a mesh started from
-    /// `settings` (e.g. [`Harness::settings`] with a state directory added).
-    pub async fn greeter_with_settings(
-        &self,
-        listener: TcpListener,
-        name: &str,
-        settings: MeshSettings,
-    ) -> anyhow::Result<Replica> {
-        let mesh = Mesh::start(settings).await?;
-        let greeter = GreeterReplica::new(name, mesh.identity().id().to_string());
-        let addr = listener.local_addr()?;
-        let task = serve_greeter(mesh, listener, greeter.clone())?;
-        Ok(Replica {
-            addr,
-            greeter,
-            task,
-        })
-    }
 }

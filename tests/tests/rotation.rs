@@ -193,17 +193,19 @@ async fn new_client_connections_present_the_renewed_certificate() {
 
     let first = leaf(&client);
     let mut distinct = HashSet::new();
+    // One config for every connection, as the mesh client keeps one per endpoint: a renewed
+    // certificate must reach new connections through it (no stale resumed identity).
+    let tls = client_config(
+        client.identity().trust(),
+        greeter_id.clone(),
+        Some(client.identity()),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let before = leaf(&client);
-        let tls = client_config(
-            client.identity().trust(),
-            greeter_id.clone(),
-            Some(client.identity()),
-        );
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-        let mut stream = tokio_rustls::TlsConnector::from(tls)
+        let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .unwrap();

@@ -83,30 +83,24 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     control_rt.block_on(control.shutdown());
 
-    let certify = median(certify_rates.clone());
-    let raw = median(raw_rates.clone());
+    let certify = crate::median(certify_rates.clone());
+    let raw = crate::median(raw_rates.clone());
     println!("\nmedians: Certify {certify:.0}/s per core, raw {raw:.0}/s per core");
     println!(
         "ratio: Certify / raw = {:.2}  (what TLS, HTTP/2, gRPC and token checks cost around the signature)",
         certify / raw
     );
-    let json = args.json("issuance");
-    if let Some(dir) = json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(
-        &json,
-        serde_json::to_vec_pretty(&serde_json::json!({
+    crate::write_json(
+        &args.json("issuance"),
+        &serde_json::json!({
             "scenario": "issuance",
             "in_flight": IN_FLIGHT,
             "connections": CONNECTIONS,
             "certify_per_second": certify_rates,
             "raw_per_second": raw_rates,
             "medians": {"certify": certify, "raw": raw, "ratio": certify / raw},
-        }))?,
-    )?;
-    println!("raw figures: {}", json.display());
-    Ok(())
+        }),
+    )
 }
 
 fn csr() -> anyhow::Result<Vec<u8>> {
@@ -201,9 +195,4 @@ async fn channel(
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     examples::tls_channel(addr, Arc::new(tls)).await
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -99,7 +99,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "met" or "not met", for a target.
 /// Mesh settings for the workloads of one benchmark: the running control service, its trust
 /// anchors written to a directory, and `<account>-bench-token` bootstrap tokens.
 pub(crate) struct BenchSettings {
@@ -151,6 +150,7 @@ impl BenchSettings {
     }
 }
 
+/// "met" or "not met", for a target.
 pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "not met" }
 }
