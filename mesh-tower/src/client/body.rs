@@ -45,7 +45,7 @@ impl<B> std::fmt::Debug for MeshBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Original(_) => f.write_str("MeshBody::Original"),
-            Self::Replay(r) => write!(f, "MeshBody::Replay({} chunks)", r.chunks.len()),
+            Self::Replay(r) => write!(f, "MeshBody::Replay({} chunks)", r.chunks.as_slice().len()),
             Self::Prefixed { prefix, .. } => {
                 write!(f, "MeshBody::Prefixed({} chunks + rest)", prefix.len())
             }
@@ -56,13 +56,52 @@ impl<B> std::fmt::Debug for MeshBody<B> {
 /// A complete body held as shared chunks: cloning it is cheap.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    chunks: Arc<[Bytes]>,
+    chunks: Chunks,
     trailers: Option<Arc<HeaderMap>>,
     next: usize,
     trailers_sent: bool,
 }
 
+/// The data of a complete body. Most bodies (every unary gRPC request) are one chunk, kept
+/// without an allocation; several share one `Arc`.
+#[derive(Debug, Clone)]
+enum Chunks {
+    /// None (empty) or one chunk.
+    One(Option<Bytes>),
+    /// Two or more.
+    Many(Arc<[Bytes]>),
+}
+
+impl Chunks {
+    /// The chunks taken in order: `first`, then `more`.
+    fn new(first: Option<Bytes>, more: Vec<Bytes>) -> Self {
+        match first {
+            Some(first) if !more.is_empty() => {
+                Self::Many(std::iter::once(first).chain(more).collect())
+            }
+            first => Self::One(first),
+        }
+    }
+
+    fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Self::One(chunk) => chunk.as_slice(),
+            Self::Many(chunks) => chunks,
+        }
+    }
+}
+
 impl Replay {
+    /// A complete body of `chunks` and `trailers`, positioned at the start.
+    fn new(chunks: Chunks, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            chunks,
+            trailers: trailers.map(Arc::new),
+            next: 0,
+            trailers_sent: false,
+        }
+    }
+
     /// A fresh copy, positioned at the start.
     pub(crate) fn rewind(&self) -> Self {
         Self {
@@ -81,30 +120,25 @@ where
     /// Takes what `body` has ready now, without waiting; see the module docs.
     pub(crate) fn buffer(mut body: B) -> Self {
         if body.is_end_stream() {
-            return Self::Replay(Replay {
-                chunks: Arc::from(Vec::new()),
-                trailers: None,
-                next: 0,
-                trailers_sent: false,
-            });
+            return Self::Replay(Replay::new(Chunks::One(None), None));
         }
         let mut cx = Context::from_waker(Waker::noop());
-        let mut chunks = VecDeque::new();
+        // The first chunk apart, so that a one-chunk body allocates nothing.
+        let mut first: Option<Bytes> = None;
+        let mut more: Vec<Bytes> = Vec::new();
         let mut size = 0;
         loop {
             match Pin::new(&mut body).poll_frame(&mut cx) {
                 Poll::Ready(None) => {
-                    return Self::Replay(Replay {
-                        chunks: Vec::from(chunks).into(),
-                        trailers: None,
-                        next: 0,
-                        trailers_sent: false,
-                    });
+                    return Self::Replay(Replay::new(Chunks::new(first, more), None));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         size += data.len();
-                        chunks.push_back(data);
+                        match first {
+                            None => first = Some(data),
+                            Some(_) => more.push(data),
+                        }
                         if size > MAX_REPLAY_BYTES {
                             break;
                         }
@@ -112,12 +146,10 @@ where
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             // Trailers end a body: it is complete.
-                            return Self::Replay(Replay {
-                                chunks: Vec::from(chunks).into(),
-                                trailers: Some(Arc::new(trailers)),
-                                next: 0,
-                                trailers_sent: false,
-                            });
+                            return Self::Replay(Replay::new(
+                                Chunks::new(first, more),
+                                Some(trailers),
+                            ));
                         }
                     }
                 },
@@ -126,16 +158,11 @@ where
                 Poll::Ready(Some(Err(_))) | Poll::Pending => break,
             }
             if body.is_end_stream() {
-                return Self::Replay(Replay {
-                    chunks: Vec::from(chunks).into(),
-                    trailers: None,
-                    next: 0,
-                    trailers_sent: false,
-                });
+                return Self::Replay(Replay::new(Chunks::new(first, more), None));
             }
         }
         Self::Prefixed {
-            prefix: chunks,
+            prefix: first.into_iter().chain(more).collect(),
             rest: body,
         }
     }
@@ -164,7 +191,7 @@ where
         match self.get_mut() {
             Self::Original(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Self::Replay(replay) => {
-                if let Some(chunk) = replay.chunks.get(replay.next) {
+                if let Some(chunk) = replay.chunks.as_slice().get(replay.next) {
                     replay.next += 1;
                     return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
                 }
@@ -187,7 +214,7 @@ where
         match self {
             Self::Original(body) => body.is_end_stream(),
             Self::Replay(replay) => {
-                replay.next >= replay.chunks.len()
+                replay.next >= replay.chunks.as_slice().len()
                     && (replay.trailers.is_none() || replay.trailers_sent)
             }
             Self::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
@@ -198,7 +225,8 @@ where
         match self {
             Self::Original(body) => body.size_hint(),
             Self::Replay(replay) => {
-                let left: usize = replay.chunks[replay.next.min(replay.chunks.len())..]
+                let chunks = replay.chunks.as_slice();
+                let left: usize = chunks[replay.next.min(chunks.len())..]
                     .iter()
                     .map(Bytes::len)
                     .sum();
