@@ -355,8 +355,12 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     });
     let service = service::ControlService::new(
         certify::Certifier::new(authn, ca.clone(), cert_lifetime),
-        watch::WatchHub::new(state.subscribe(), shutdown_rx.clone(), registry.clone())
-            .with_wire_transform(wire_transform),
+        watch::WatchHub::new(
+            state.subscribe(),
+            shutdown_rx.clone(),
+            registry.clone(),
+            wire_transform,
+        ),
     );
     let mut tasks = Vec::new();
     let (accept, incoming) = server::spawn_accept_loop(listener, TlsAcceptor::from(Arc::new(tls)));

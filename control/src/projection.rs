@@ -58,8 +58,10 @@ pub(crate) struct Projection {
 }
 
 /// The latest projection of every live key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProjectionCache {
+    /// Applied to every wire message (the identity but in version-skew tests).
+    transform: WireTransform,
     /// The version the cache was last swept at, and each key's latest projection. A key whose
     /// only holder is this map belongs to no subscriber any more and is dropped at the next
     /// version.
@@ -118,14 +120,16 @@ impl Projection {
 // === impl ProjectionCache ===
 
 impl ProjectionCache {
-    /// The projection of `key` on `state`, computed once per key and version, its wire message
-    /// passed through `transform` (every caller of one cache passes the same one).
-    pub(crate) fn project(
-        &self,
-        state: &State,
-        key: &Arc<ProjectionKey>,
-        transform: &WireTransform,
-    ) -> Arc<Projection> {
+    /// An empty cache whose wire messages go through `transform`.
+    pub(crate) fn new(transform: WireTransform) -> Self {
+        Self {
+            transform,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The projection of `key` on `state`, computed once per key and version.
+    pub(crate) fn project(&self, state: &State, key: &Arc<ProjectionKey>) -> Arc<Projection> {
         let previous = {
             let mut inner = lock(&self.inner);
             let (swept, entries) = &mut *inner;
@@ -160,7 +164,7 @@ impl ProjectionCache {
             version: state.version,
             content,
             replaced,
-            wire: transform.apply(proto::Snapshot::from(&snapshot)),
+            wire: self.transform.apply(proto::Snapshot::from(&snapshot)),
         });
         if !cached {
             return projection;
@@ -223,15 +227,14 @@ mod tests {
 
     #[test]
     fn one_projection_per_key_and_version_shared_by_every_holder() {
-        let (cache, roots, transform) = (
-            ProjectionCache::default(),
+        let (cache, roots) = (
+            ProjectionCache::new(WireTransform::default()),
             Arc::default(),
-            WireTransform::default(),
         );
         let v1 = state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots);
         let (a, b) = (key("greeter.default"), key("greeter.default"));
-        let first = cache.project(&v1, &a, &transform);
-        let second = cache.project(&v1, &b, &transform);
+        let first = cache.project(&v1, &a);
+        let second = cache.project(&v1, &b);
         assert!(
             Arc::ptr_eq(&first, &second),
             "equal keys share the projection"
@@ -243,22 +246,19 @@ mod tests {
 
     #[test]
     fn unchanged_content_is_carried_over_and_a_change_is_detected() {
-        let (cache, roots, transform) = (
-            ProjectionCache::default(),
+        let (cache, roots) = (
+            ProjectionCache::new(WireTransform::default()),
             Arc::default(),
-            WireTransform::default(),
         );
         let greeter = key("greeter.default");
         let v1 = cache.project(
             &state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots),
             &greeter,
-            &transform,
         );
         // `other` changes: greeter's subscribers are not sent anything.
         let v2 = cache.project(
             &state(2, &services("10.0.0.1:80", "10.0.0.9:80"), &roots),
             &greeter,
-            &transform,
         );
         assert_eq!(v2.version, 2);
         assert!(
@@ -270,7 +270,6 @@ mod tests {
         let v3 = cache.project(
             &state(3, &services("10.0.0.5:80", "10.0.0.9:80"), &roots),
             &greeter,
-            &transform,
         );
         assert!(v3.changed_since(Some(&v1.content)));
         assert_eq!(v3.wire.destinations[0].endpoints[0].address, "10.0.0.5:80");
@@ -279,24 +278,22 @@ mod tests {
         let v4 = cache.project(
             &state(4, &services("10.0.0.5:80", "10.0.0.9:80"), &new_roots),
             &greeter,
-            &transform,
         );
         assert!(v4.changed_since(Some(&v3.content)));
     }
 
     #[test]
     fn keys_no_subscriber_holds_are_dropped_at_the_next_version() {
-        let (cache, roots, transform) = (
-            ProjectionCache::default(),
+        let (cache, roots) = (
+            ProjectionCache::new(WireTransform::default()),
             Arc::default(),
-            WireTransform::default(),
         );
         let yaml = services("10.0.0.1:80", "10.0.0.2:80");
         let gone = key("other.default");
-        cache.project(&state(1, &yaml, &roots), &gone, &transform);
+        cache.project(&state(1, &yaml, &roots), &gone);
         drop(gone);
         let kept = key("greeter.default");
-        cache.project(&state(2, &yaml, &roots), &kept, &transform);
+        cache.project(&state(2, &yaml, &roots), &kept);
         let entries = &lock(&cache.inner).1;
         assert_eq!(entries.len(), 1);
         assert!(entries.contains_key(&*kept));

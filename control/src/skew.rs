@@ -43,11 +43,3 @@ impl WireTransform {
         }
     }
 }
-
-impl crate::watch::WatchHub {
-    /// Sends every snapshot through `transform`.
-    pub(crate) fn with_wire_transform(mut self, transform: WireTransform) -> Self {
-        self.wire_transform = transform;
-        self
-    }
-}

@@ -54,7 +54,6 @@ pub(crate) struct WatchHub {
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
-    pub(crate) wire_transform: crate::skew::WireTransform,
 }
 
 /// A validated `subscribe` message.
@@ -75,18 +74,19 @@ struct Peer {
 // === impl WatchHub ===
 
 impl WatchHub {
-    /// Streams `state` to subscribers until `shutdown` turns true (or its sender goes away).
+    /// Streams `state` to subscribers until `shutdown` turns true (or its sender goes away),
+    /// every snapshot sent through `transform` (the identity but in version-skew tests).
     pub(crate) fn new(
         state: watch::Receiver<Arc<State>>,
         shutdown: watch::Receiver<bool>,
         registry: Arc<Registry>,
+        transform: crate::skew::WireTransform,
     ) -> Self {
         Self {
             state,
             shutdown,
             registry,
-            projections: Arc::default(),
-            wire_transform: Default::default(),
+            projections: Arc::new(ProjectionCache::new(transform)),
         }
     }
 
@@ -109,7 +109,6 @@ impl WatchHub {
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
             projections: self.projections.clone(),
-            wire_transform: self.wire_transform.clone(),
             peer: Peer {
                 identity,
                 remote_addr,
@@ -127,7 +126,6 @@ struct StreamTask {
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
-    wire_transform: crate::skew::WireTransform,
     peer: Peer,
     tx: mpsc::Sender<Outgoing>,
 }
@@ -241,9 +239,7 @@ impl StreamTask {
             if dirty {
                 dirty = false;
                 let current = self.state.borrow_and_update().clone();
-                let projection =
-                    self.projections
-                        .project(&current, &subscription.key, &self.wire_transform);
+                let projection = self.projections.project(&current, &subscription.key);
                 if projection.changed_since(last.as_ref()) {
                     tokio::select! {
                         sent = self.tx.send(Ok(projection.clone())) => if sent.is_err() {
