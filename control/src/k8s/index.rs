@@ -734,22 +734,10 @@ impl ClusterIndex {
         route_spec.namespace = consumer;
         route_spec.port = port;
         let candidate = ServiceSpec {
-            name: spec.name.clone(),
-            namespace: spec.namespace.clone(),
-            port: spec.port,
-            endpoints: Vec::new(),
-            ports: spec
-                .ports
-                .iter()
-                .map(|p| ServicePortSpec {
-                    port: p.port,
-                    endpoints: Vec::new(),
-                })
-                .collect(),
-            routes: vec![route_spec.clone()],
             mtls: None,
             default_policy: None,
             exempt_paths: Vec::new(),
+            ..without_endpoints(spec, vec![route_spec.clone()])
         };
         self.check(&[candidate], &[]).map_err(|e| {
             Refusal::new(
@@ -803,10 +791,10 @@ impl ClusterIndex {
                 ));
                 continue;
             };
-            let mut service = service.clone();
-            service.endpoints.clear();
-            service.ports.iter_mut().for_each(|p| p.endpoints.clear());
-            if let Err(e) = self.check(&[service], std::slice::from_ref(&spec)) {
+            if let Err(e) = self.check(
+                &[without_endpoints(service, service.routes.clone())],
+                std::slice::from_ref(&spec),
+            ) {
                 refused.push(format!(
                     "AuthorizationPolicy {key}: {}",
                     e.replace("policies[0].", "spec.")
@@ -816,6 +804,29 @@ impl ClusterIndex {
             out.push(spec);
         }
         out
+    }
+}
+
+/// `spec` without its endpoints and with `routes` (what checking a route or a policy against
+/// it needs): a service's endpoints are most of its size.
+fn without_endpoints(spec: &ServiceSpec, routes: Vec<RouteSpec>) -> ServiceSpec {
+    ServiceSpec {
+        name: spec.name.clone(),
+        namespace: spec.namespace.clone(),
+        port: spec.port,
+        endpoints: Vec::new(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| ServicePortSpec {
+                port: p.port,
+                endpoints: Vec::new(),
+            })
+            .collect(),
+        routes,
+        mtls: spec.mtls.clone(),
+        default_policy: spec.default_policy.clone(),
+        exempt_paths: spec.exempt_paths.clone(),
     }
 }
 
