@@ -139,10 +139,7 @@ impl Authorizer {
 }
 
 pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    mesh_core::route::is_grpc(request.headers())
 }
 
 /// The mesh's refusal: PERMISSION_DENIED (Trailers-Only) for gRPC, 403 otherwise, with the

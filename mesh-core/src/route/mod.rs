@@ -49,7 +49,7 @@ mod summary;
 pub use compile::{BackendTarget, CompiledRoutes, CompiledRule, Matched, RouteOutcome};
 pub use explain::{Criterion, Explanation};
 pub use pick::{BackendPick, mirror_sampled, pick_backend};
-pub use summary::{GrpcPath, RequestSummary};
+pub use summary::{GrpcPath, RequestSummary, is_grpc};
 
 #[cfg(test)]
 mod tests;

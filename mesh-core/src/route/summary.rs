@@ -33,6 +33,14 @@ impl<'a> GrpcPath<'a> {
     }
 }
 
+/// Whether a request with these headers is gRPC: its `content-type` starts with
+/// `application/grpc` (the one test the mesh uses everywhere, client and server).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 impl<'a> RequestSummary<'a> {
     /// A summary of a request with this method, URI and headers. The request is gRPC when its
     /// `content-type` starts with `application/grpc`.
@@ -42,9 +50,7 @@ impl<'a> RequestSummary<'a> {
             "" => "/",
             path => path,
         };
-        let is_grpc = headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let is_grpc = is_grpc(headers);
         Self {
             method,
             path,

@@ -14,7 +14,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::CONTENT_TYPE;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use mesh_core::budget::RetryBudget;
@@ -87,7 +86,7 @@ where
     B::Error: Into<BoxError>,
 {
     let start = Instant::now();
-    let grpc = is_grpc(request.headers());
+    let grpc = mesh_core::route::is_grpc(request.headers());
     let span = client_span(&request, &shared.destination, grpc);
     // A span no subscriber wants is not entered at every poll, nor injected.
     let (result, metrics) = if span.is_disabled() {
@@ -509,12 +508,6 @@ where
             tracing::debug!(backend = %target.service, %error, "mirrored request failed");
         }
     });
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn lock(budget: &Mutex<RetryBudget>) -> std::sync::MutexGuard<'_, RetryBudget> {
