@@ -66,7 +66,6 @@ use mesh_core::{SpiffeId, SpiffeIdError, TrustDomain};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 
 mod admin;
 mod atomic_file;
@@ -74,6 +73,7 @@ pub mod authn;
 pub mod ca;
 mod ca_reload;
 mod certify;
+mod conn;
 pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;
@@ -100,7 +100,7 @@ pub const DEFAULT_NAMESPACE: &str = "mesh-system";
 /// The service account in the control service's own identity.
 pub const SERVICE_ACCOUNT: &str = "mesh-control";
 
-/// How long [`RunningControl::shutdown`] waits for connections to close before cutting them.
+/// How long connections get to close after a shutdown before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The largest gRPC message accepted (a CSR is about 300 bytes; a subscription with thousands
@@ -365,7 +365,12 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     let mut tasks = Vec::new();
     let (accept, incoming) = server::spawn_accept_loop(listener, TlsAcceptor::from(Arc::new(tls)));
     tasks.push(accept);
-    let server = tokio::spawn(serve(service, incoming, shutdown_rx));
+    let server = tokio::spawn(conn::serve(
+        watch_route::ControlRoutes::new(service, MAX_MESSAGE_BYTES),
+        incoming,
+        shutdown_rx,
+        SHUTDOWN_GRACE,
+    ));
     if let Some((path, bytes)) = poll {
         let (tokens, state) = (tokens.clone(), state.clone());
         tasks.push(file::spawn_poller(
@@ -467,25 +472,6 @@ fn apply(tokens: &BootstrapTokens, state: &state::StateStore, config: ControlCon
     }
 }
 
-async fn serve(
-    service: service::ControlService,
-    incoming: tokio::sync::mpsc::Receiver<Result<server::TlsConn, std::io::Error>>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let result = tonic::transport::Server::builder()
-        // Detects subscribers that vanished without closing their connection.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(watch_route::ControlRoutes::new(service, MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "the gRPC server failed");
-    }
-}
-
 // === impl RunningControl ===
 
 impl RunningControl {
@@ -532,13 +518,8 @@ impl RunningControl {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        if let Some(mut server) = self.server.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
-                .await
-                .is_err()
-        {
-            tracing::warn!("connections still open after the grace period; closing them");
-            server.abort();
+        if let Some(server) = self.server.take() {
+            // The server gives connections SHUTDOWN_GRACE to finish, then cuts them.
             let _ = server.await;
         }
         tracing::info!(addr = %self.addr, "mesh-control stopped");
@@ -547,14 +528,11 @@ impl RunningControl {
 
 impl Drop for RunningControl {
     fn drop(&mut self) {
-        // Streams see the signal and end; aborting the server drops its shutdown watcher,
-        // which makes tonic close every connection gracefully.
+        // Streams see the signal and end; the server closes every connection gracefully
+        // (cutting those still open after SHUTDOWN_GRACE) and ends by itself.
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
             task.abort();
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
         }
     }
 }

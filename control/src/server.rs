@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::Connected;
 
 use crate::ca::{Ca, SignError};
 
@@ -71,11 +70,10 @@ pub(crate) struct SvidResolver {
 
 // === impl TlsConn ===
 
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
+impl TlsConn {
+    /// Who is on the other end.
+    pub(crate) fn info(&self) -> &PeerInfo {
+        &self.info
     }
 }
 
@@ -209,8 +207,8 @@ pub(crate) fn tls_config(
 
 /// Accepts TCP connections on `listener` and completes TLS handshakes in their own tasks
 /// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client never holds up the next accept.
-/// Established connections come out of the returned receiver, ready for
-/// `serve_with_incoming_shutdown`. Aborting the returned task aborts pending handshakes too.
+/// Established connections come out of the returned receiver, for
+/// [`crate::conn::serve`]. Aborting the returned task aborts pending handshakes too.
 pub(crate) fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,

@@ -1,27 +1,32 @@
-//! The `Watch` RPC: one task per subscriber that projects the config in force onto the
-//! destinations the subscriber asked for (and, when it names its own service, that service's
-//! inbound policy), and sends a snapshot whenever its projection changes.
+//! The `Watch` RPC: a response stream per subscriber that projects the config in force onto
+//! the destinations the subscriber asked for (and, when it names its own service, that
+//! service's inbound policy), and yields a snapshot whenever its projection changes.
 //!
-//! A config change wakes every task through the `watch` channel; each asks the shared
+//! The stream is the whole session: the connection's task polls it (see [`crate::conn`]), and
+//! while it waits for the next change it reads the subscriber's ACKs. No task or channel of its
+//! own stands between a config change and the subscriber's connection: a change wakes the
+//! connection's task once per subscriber, and a subscriber costs the control service its
+//! stream's state and nothing more.
+//!
+//! A config change wakes every stream through the `watch` channel; each asks the shared
 //! [`ProjectionCache`] for its subscription's projection, which is computed and converted once
-//! per distinct subscription and version, and sends it if it differs from what it last sent
+//! per distinct subscription and version, and yields it if it differs from what it last sent
 //! (told apart by pointer, see [`crate::projection`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::stream::Map;
 use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
 use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
 use mesh_core::snapshot::{DestinationKey, ServiceName};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::Status;
 
-use crate::projection::{Projection, ProjectionCache, ProjectionKey};
+use crate::projection::{Projected, ProjectionCache, ProjectionKey};
 use crate::registry::{Registration, Registry, SubscriberStatus};
 use crate::state::State;
 
@@ -37,15 +42,9 @@ const MAX_NODE_LEN: usize = 253;
 /// The longest NACK error kept in the registry.
 const MAX_NACK_LEN: usize = 1024;
 
-/// What a stream task hands to its response stream: the shared projection to send, or the
-/// error that ends the stream. An `Arc` keeps the channel's slots small (they are allocated in
-/// blocks of 32 per channel, and a wire snapshot is about 200 bytes).
-type Outgoing = Result<Arc<Projection>, Status>;
-
-/// The response stream of one Watch call: each projection's wire message is cloned as the
-/// stream is polled.
+/// The response stream of one Watch call.
 pub(crate) type WatchStream =
-    Map<ReceiverStream<Outgoing>, fn(Outgoing) -> Result<proto::Snapshot, Status>>;
+    Pin<Box<dyn Stream<Item = Result<proto::Snapshot, Status>> + Send + 'static>>;
 
 /// Opens Watch streams against the config in force.
 #[derive(Debug, Clone)]
@@ -71,6 +70,31 @@ struct Peer {
     remote_addr: SocketAddr,
 }
 
+/// A subscribed stream: what it watches and what it last sent.
+struct Subscribed {
+    subscription: Subscription,
+    registration: Registration,
+    /// The content last sent, to send only when this subscriber's projection changes.
+    last: Option<Arc<Projected>>,
+    last_sent: u64,
+    /// The projection may have changed since it was last looked at.
+    dirty: bool,
+}
+
+/// One Watch stream's state, from the `subscribe` message to its end.
+struct Session<S> {
+    state: watch::Receiver<Arc<State>>,
+    shutdown: watch::Receiver<bool>,
+    registry: Arc<Registry>,
+    projections: Arc<ProjectionCache>,
+    peer: Peer,
+    inbound: S,
+    /// `None` until the `subscribe` message is read.
+    subscribed: Option<Subscribed>,
+    /// Set once the stream has yielded its last item; with why it ended.
+    ended: Option<&'static str>,
+}
+
 // === impl WatchHub ===
 
 impl WatchHub {
@@ -90,9 +114,9 @@ impl WatchHub {
         }
     }
 
-    /// Starts serving one stream from a caller that presented `identity`. The first message is
-    /// read by the stream's task, so a client may wait for the response headers before it
-    /// sends `subscribe`.
+    /// Serves one stream from a caller that presented `identity`. The first message is read
+    /// as the response stream is first polled, so a client may wait for the response headers
+    /// before it sends `subscribe`.
     pub(crate) fn open<S>(
         &self,
         identity: SpiffeId,
@@ -102,9 +126,7 @@ impl WatchHub {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
-        // Two slots: a snapshot in flight and the error that ends the stream.
-        let (tx, rx) = mpsc::channel(2);
-        let task = StreamTask {
+        let session = Session {
             state: self.state.clone(),
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
@@ -113,31 +135,139 @@ impl WatchHub {
                 identity,
                 remote_addr,
             },
-            tx,
+            inbound,
+            subscribed: None,
+            ended: None,
         };
-        tokio::spawn(task.run(inbound));
-        ReceiverStream::new(rx).map(|outgoing| outgoing.map(|projection| projection.wire.clone()))
+        Box::pin(futures_util::stream::unfold(
+            session,
+            |mut session| async move {
+                let item = session.next().await?;
+                Some((item, session))
+            },
+        ))
     }
 }
 
-/// The task behind one Watch stream.
-struct StreamTask {
-    state: watch::Receiver<Arc<State>>,
-    shutdown: watch::Receiver<bool>,
-    registry: Arc<Registry>,
-    projections: Arc<ProjectionCache>,
-    peer: Peer,
-    tx: mpsc::Sender<Outgoing>,
-}
+// === impl Session ===
 
-impl StreamTask {
-    async fn run<S>(mut self, mut inbound: S)
-    where
-        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
-    {
-        let Some(mut subscription) = self.subscribe(&mut inbound).await else {
-            return;
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
+{
+    /// The next item of the response stream: a snapshot, or the status that ends the stream
+    /// (after which it ends); `None` once it has ended.
+    async fn next(&mut self) -> Option<Result<proto::Snapshot, Status>> {
+        if self.ended.is_some() {
+            return None;
+        }
+        if self.subscribed.is_none() {
+            let subscription = match self.subscribe().await {
+                Ok(subscription) => subscription,
+                Err(status) => return status.map(Err),
+            };
+            self.subscribed = Some(self.register(subscription));
+        }
+        loop {
+            if let Some(snapshot) = self.changed_projection() {
+                return Some(Ok(snapshot));
+            }
+            let subscribed = self.subscribed.as_mut()?;
+            tokio::select! {
+                biased;
+                () = shutdown(&mut self.shutdown) => {
+                    return self.end("shutdown", Status::unavailable("the control service is shutting down"));
+                }
+                changed = self.state.changed() => {
+                    if changed.is_err() {
+                        return self.end(
+                            "config source closed",
+                            Status::unavailable("the control service is shutting down"),
+                        );
+                    }
+                    subscribed.dirty = true;
+                }
+                message = self.inbound.next() => match message {
+                    Some(Ok(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
+                        ack_or_nack(&self.peer, subscribed, &self.registry, ack);
+                    }
+                    Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
+                        // A later `subscribe` replaces the destinations (a client that starts
+                        // a new channel), and the subscriber gets a snapshot of the new set.
+                        match validate(update, self.peer.identity.namespace()) {
+                            Ok(update) => {
+                                tracing::debug!(
+                                    id = subscribed.registration.id(),
+                                    destinations = update.key.destinations.len(),
+                                    "subscription updated"
+                                );
+                                subscribed.registration.update(|s| {
+                                    s.destinations = update.key.destinations.clone();
+                                    s.own_service = update.key.own_service.clone();
+                                });
+                                subscribed.subscription = update;
+                                subscribed.dirty = true;
+                            }
+                            Err(status) => return self.end("invalid subscription update", status),
+                        }
+                    }
+                    Some(Ok(WatchRequest { kind: None })) => {
+                        return self.end("empty message", Status::invalid_argument("kind: empty message"));
+                    }
+                    Some(Err(_)) => {
+                        self.ended = Some("stream error");
+                        return None;
+                    }
+                    None => {
+                        self.ended = Some("client closed the stream");
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads and validates the first message. On failure, the status to end the stream with,
+    /// or `None` when the client left and nobody is there to tell.
+    async fn subscribe(&mut self) -> Result<Subscription, Option<Status>> {
+        let first = tokio::select! {
+            () = shutdown(&mut self.shutdown) => {
+                self.ended = Some("shutdown");
+                return Err(Some(Status::unavailable("the control service is shutting down")));
+            }
+            first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.inbound.next()) => first,
         };
+        let result = match first {
+            Err(_) => Err(Status::invalid_argument(format!(
+                "no subscribe message within {}s",
+                SUBSCRIBE_TIMEOUT.as_secs()
+            ))),
+            // The client left or broke the stream: nobody to tell.
+            Ok(None | Some(Err(_))) => {
+                self.ended = Some("client left before subscribing");
+                return Err(None);
+            }
+            Ok(Some(Ok(WatchRequest {
+                kind: Some(Kind::Subscribe(subscribe)),
+            }))) => validate(subscribe, self.peer.identity.namespace()),
+            Ok(Some(Ok(_))) => Err(Status::invalid_argument(
+                "the first message must be `subscribe`",
+            )),
+        };
+        result.map_err(|status| {
+            tracing::warn!(
+                identity = %self.peer.identity,
+                peer = %self.peer.remote_addr,
+                error = status.message(),
+                "watch refused"
+            );
+            self.ended = Some("refused");
+            Some(status)
+        })
+    }
+
+    /// Lists the subscriber in the registry.
+    fn register(&self, subscription: Subscription) -> Subscribed {
         let registration = self.registry.register(SubscriberStatus {
             id: 0,
             node: subscription.node.clone(),
@@ -158,196 +288,109 @@ impl StreamTask {
             destinations = subscription.key.destinations.len(),
             "subscriber connected"
         );
-        let reason = self
-            .stream(&mut subscription, &registration, &mut inbound)
-            .await;
+        Subscribed {
+            subscription,
+            registration,
+            last: None,
+            last_sent: 0,
+            dirty: true,
+        }
+    }
+
+    /// The snapshot to send if the subscriber's projection may have changed and did; records
+    /// it as sent.
+    fn changed_projection(&mut self) -> Option<proto::Snapshot> {
+        let subscribed = self.subscribed.as_mut()?;
+        if !std::mem::take(&mut subscribed.dirty) {
+            return None;
+        }
+        let current = self.state.borrow_and_update().clone();
+        let projection = self
+            .projections
+            .project(&current, &subscribed.subscription.key);
+        if !projection.changed_since(subscribed.last.as_ref()) {
+            return None;
+        }
+        let version = projection.version;
+        subscribed.last_sent = version;
+        subscribed.last = Some(projection.content.clone());
+        self.registry.propagation.sent(version);
+        subscribed
+            .registration
+            .update(|s| s.last_sent_version = version);
+        tracing::debug!(id = subscribed.registration.id(), version, "sent snapshot");
+        Some(projection.wire.clone())
+    }
+
+    /// Ends the stream with `status` (its last item) for `reason`.
+    fn end(
+        &mut self,
+        reason: &'static str,
+        status: Status,
+    ) -> Option<Result<proto::Snapshot, Status>> {
+        self.ended = Some(reason);
+        Some(Err(status))
+    }
+}
+
+impl<S> Drop for Session<S> {
+    fn drop(&mut self) {
+        let Some(subscribed) = &self.subscribed else {
+            return;
+        };
         // A subscriber that leaves without acknowledging its last version no longer holds up
         // the propagation measurement of that version.
-        registration.update(|s| {
+        subscribed.registration.update(|s| {
             if s.last_acked_version < Some(s.last_sent_version) {
                 self.registry.propagation.settled(s.last_sent_version);
             }
         });
         tracing::info!(
-            id = registration.id(),
-            node = %subscription.node,
+            id = subscribed.registration.id(),
+            node = %subscribed.subscription.node,
             identity = %self.peer.identity,
-            reason,
+            // Dropped before it ended: hyper let go of the stream because the client reset it
+            // or its connection closed.
+            reason = self.ended.unwrap_or("client went away"),
             "subscriber disconnected"
         );
     }
+}
 
-    /// Reads and validates the first message; on failure tells the client why (if it is
-    /// still there) and returns `None`.
-    async fn subscribe<S>(&mut self, inbound: &mut S) -> Option<Subscription>
-    where
-        S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
-    {
-        let first = tokio::select! {
-            () = shutdown(&mut self.shutdown) => {
-                self.end(Status::unavailable("the control service is shutting down"));
-                return None;
-            }
-            first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, inbound.next()) => first,
-        };
-        let result = match first {
-            Err(_) => Err(Status::invalid_argument(format!(
-                "no subscribe message within {}s",
-                SUBSCRIBE_TIMEOUT.as_secs()
-            ))),
-            // The client left or broke the stream: nobody to tell.
-            Ok(None | Some(Err(_))) => return None,
-            Ok(Some(Ok(WatchRequest {
-                kind: Some(Kind::Subscribe(subscribe)),
-            }))) => validate(subscribe, self.peer.identity.namespace()),
-            Ok(Some(Ok(_))) => Err(Status::invalid_argument(
-                "the first message must be `subscribe`",
-            )),
-        };
-        match result {
-            Ok(subscription) => Some(subscription),
-            Err(status) => {
-                tracing::warn!(
-                    identity = %self.peer.identity,
-                    peer = %self.peer.remote_addr,
-                    error = status.message(),
-                    "watch refused"
-                );
-                self.end(status);
-                None
-            }
-        }
+/// Records an ACK (or a NACK, with its reason) from the subscriber.
+fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: proto::Ack) {
+    let last_sent = subscribed.last_sent;
+    let node = &subscribed.subscription.node;
+    if ack.version == 0 || ack.version > last_sent {
+        tracing::warn!(
+            %node,
+            identity = %peer.identity,
+            version = ack.version,
+            last_sent,
+            "ignored an ack for a version never sent"
+        );
+        return;
     }
-
-    /// Sends snapshots and records ACKs until the stream ends; returns why it ended. A later
-    /// `subscribe` replaces the destinations (a client that starts a new channel), and the
-    /// subscriber gets a snapshot of the new set at once.
-    async fn stream<S>(
-        &mut self,
-        subscription: &mut Subscription,
-        registration: &Registration,
-        inbound: &mut S,
-    ) -> &'static str
-    where
-        S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
-    {
-        // The content last sent, to send only when this subscriber's projection changes.
-        let mut last = None;
-        let mut last_sent = 0;
-        let mut dirty = true;
-        loop {
-            if dirty {
-                dirty = false;
-                let current = self.state.borrow_and_update().clone();
-                let projection = self.projections.project(&current, &subscription.key);
-                if projection.changed_since(last.as_ref()) {
-                    tokio::select! {
-                        sent = self.tx.send(Ok(projection.clone())) => if sent.is_err() {
-                            return "client went away";
-                        },
-                        () = shutdown(&mut self.shutdown) => {
-                            self.end(Status::unavailable("the control service is shutting down"));
-                            return "shutdown";
-                        }
-                    }
-                    last_sent = projection.version;
-                    self.registry.propagation.sent(last_sent);
-                    registration.update(|s| s.last_sent_version = last_sent);
-                    tracing::debug!(id = registration.id(), version = last_sent, "sent snapshot");
-                    last = Some(projection.content.clone());
-                }
-            }
-            tokio::select! {
-                biased;
-                () = shutdown(&mut self.shutdown) => {
-                    self.end(Status::unavailable("the control service is shutting down"));
-                    return "shutdown";
-                }
-                changed = self.state.changed() => {
-                    if changed.is_err() {
-                        self.end(Status::unavailable("the control service is shutting down"));
-                        return "config source closed";
-                    }
-                    dirty = true;
-                }
-                () = self.tx.closed() => return "client went away",
-                message = inbound.next() => match message {
-                    Some(Ok(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
-                        self.ack(subscription, registration, last_sent, ack);
-                    }
-                    Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
-                        match validate(update, self.peer.identity.namespace()) {
-                            Ok(update) => {
-                                tracing::debug!(
-                                    id = registration.id(),
-                                    destinations = update.key.destinations.len(),
-                                    "subscription updated"
-                                );
-                                registration.update(|s| {
-                                    s.destinations = update.key.destinations.clone();
-                                    s.own_service = update.key.own_service.clone();
-                                });
-                                *subscription = update;
-                                dirty = true;
-                            }
-                            Err(status) => {
-                                self.end(status);
-                                return "invalid subscription update";
-                            }
-                        }
-                    }
-                    Some(Ok(WatchRequest { kind: None })) => {
-                        self.end(Status::invalid_argument("kind: empty message"));
-                        return "empty message";
-                    }
-                    Some(Err(_)) => return "stream error",
-                    None => return "client closed the stream",
-                },
-            }
-        }
-    }
-
-    fn ack(
-        &self,
-        subscription: &Subscription,
-        registration: &Registration,
-        last_sent: u64,
-        ack: proto::Ack,
-    ) {
-        if ack.version == 0 || ack.version > last_sent {
-            tracing::warn!(
-                node = %subscription.node,
-                identity = %self.peer.identity,
-                version = ack.version,
-                last_sent,
-                "ignored an ack for a version never sent"
-            );
-            return;
-        }
-        if ack.error.is_empty() {
-            tracing::debug!(node = %subscription.node, version = ack.version, "ack");
-            crate::metrics::acked(&self.registry, ack.version);
-            registration.update(|s| {
-                s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(ack.version));
-            });
-        } else {
-            let mut error = ack.error;
-            truncate(&mut error, MAX_NACK_LEN);
-            tracing::warn!(
-                node = %subscription.node,
-                identity = %self.peer.identity,
-                version = ack.version,
-                %error,
-                "subscriber rejected a snapshot"
-            );
-            crate::metrics::nacked();
-            registration.update(|s| s.last_nack = Some((ack.version, error)));
-        }
-    }
-
-    /// Ends the stream with `status`, without waiting on a client that does not read.
-    fn end(&self, status: Status) {
-        let _ = self.tx.try_send(Err(status));
+    if ack.error.is_empty() {
+        tracing::debug!(%node, version = ack.version, "ack");
+        crate::metrics::acked(registry, ack.version);
+        subscribed.registration.update(|s| {
+            s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(ack.version));
+        });
+    } else {
+        let mut error = ack.error;
+        truncate(&mut error, MAX_NACK_LEN);
+        tracing::warn!(
+            %node,
+            identity = %peer.identity,
+            version = ack.version,
+            %error,
+            "subscriber rejected a snapshot"
+        );
+        crate::metrics::nacked();
+        subscribed
+            .registration
+            .update(|s| s.last_nack = Some((ack.version, error)));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Scenario `fan-out`: how fast one endpoint change reaches N subscribers of the control
 //! service, each on its own mTLS connection and Watch stream as real meshed processes are, and
 //! what each subscriber costs the control service; against plain tonic server streaming to N
-//! plaintext connections, measured in the same run.
+//! connections, cleartext and rustls mTLS, measured in the same run.
 //!
 //! The server under test runs in a process of its own pinned to core 0 (see
 //! [`fanout_servers`](crate::fanout_servers)); the subscribers share one runtime thread pinned
@@ -35,6 +35,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::fanout_servers::proto::fanout_client::FanoutClient;
 use crate::fanout_servers::proto::{SubscribeRequest, Update};
+use crate::plain_tls::PlainTls;
 use crate::procs::{self, ChildProcess};
 use crate::{Args, verdict};
 
@@ -56,6 +57,8 @@ enum Target {
     Control,
     /// Plain tonic server streaming over cleartext HTTP/2.
     TonicStream,
+    /// Plain tonic server streaming over rustls mTLS: what TLS itself costs per connection.
+    TonicStreamTls,
 }
 
 impl Target {
@@ -63,6 +66,7 @@ impl Target {
         match self {
             Self::Control => "control (mTLS)",
             Self::TonicStream => "tonic stream (h2c)",
+            Self::TonicStreamTls => "tonic stream (mTLS)",
         }
     }
 }
@@ -140,7 +144,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         if n as u64 + 64 > limit {
             bail!("{n} subscribers need more than the open-file limit of {limit}");
         }
-        for target in [Target::Control, Target::TonicStream] {
+        for target in [Target::Control, Target::TonicStreamTls, Target::TonicStream] {
             let m = on_core_1(move || measure(target, n, changes))?;
             println!(
                 "  {:<19} {n:>6} subscribers: last {:>7.1} ms (p50 {:>6.1}, p99 {:>6.1})  CPU {:>7.1} ms/change  {:>5.1} KB/subscriber  {:.2} writes/subscriber/change",
@@ -180,7 +184,8 @@ fn measure(target: Target, n: usize, changes: usize) -> anyhow::Result<Measured>
     let result = rt.block_on(async {
         match target {
             Target::Control => measure_control(n, changes).await,
-            Target::TonicStream => measure_stream(n, changes).await,
+            Target::TonicStream => measure_stream(n, changes, None).await,
+            Target::TonicStreamTls => measure_stream(n, changes, Some(PlainTls::generate()?)).await,
         }
     });
     // Every subscriber connection closes with the runtime.
@@ -277,29 +282,49 @@ async fn measure_control(n: usize, changes: usize) -> anyhow::Result<Measured> {
     ))
 }
 
-async fn measure_stream(n: usize, changes: usize) -> anyhow::Result<Measured> {
+async fn measure_stream(
+    n: usize,
+    changes: usize,
+    tls: Option<PlainTls>,
+) -> anyhow::Result<Measured> {
     // The baseline pushes as many bytes as the control service did: one snapshot's worth.
     let payload = control_message_bytes();
-    let child = ChildProcess::bench(&["__stream"])?;
+    let dir = tempfile::tempdir()?;
+    let target = match &tls {
+        Some(tls) => {
+            tls.material.write(dir.path())?;
+            Target::TonicStreamTls
+        }
+        None => Target::TonicStream,
+    };
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let child = match tls {
+        Some(_) => ChildProcess::bench(&["__stream", &dir_arg])?,
+        None => ChildProcess::bench(&["__stream"])?,
+    };
     let addr: SocketAddr = child
         .expect_line("ready ", Duration::from_secs(30))?
         .parse()?;
     let pid = child.pid();
-    let publisher = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let mut publisher = FanoutClient::new(publisher);
+    let client_tls = tls.map(|t| t.client);
+    let connect = |client_tls: Option<Arc<rustls::ClientConfig>>| async move {
+        match client_tls {
+            Some(tls) => examples::tls_channel(addr, tls).await,
+            None => Ok(Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?),
+        }
+    };
+    let mut publisher = FanoutClient::new(connect(client_tls.clone()).await?);
     tokio::time::sleep(SETTLE).await;
     let rss_before = procs::status_bytes(pid, "VmRSS");
     let slots: Slots = Arc::new((0..n).map(|_| Slot::default()).collect());
     let started = Instant::now();
     let tasks = connect_all(n, |i| {
-        let slots = slots.clone();
+        let (slots, client_tls) = (slots.clone(), client_tls.clone());
         async move {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
+            let channel = connect(client_tls).await?;
             Ok(tokio::spawn(stream(i, channel, slots)))
         }
     })
@@ -338,7 +363,7 @@ async fn measure_stream(n: usize, changes: usize) -> anyhow::Result<Measured> {
     }
     drop(child);
     Ok(summarize(
-        Target::TonicStream,
+        target,
         n,
         connect_seconds,
         rss_before,
@@ -634,16 +659,27 @@ fn report(measured: &[Measured], json: &Path) -> anyhow::Result<()> {
     println!("\nratios (same run) and targets:");
     let mut ratios = Vec::new();
     for control in measured.iter().filter(|m| m.target == Target::Control) {
-        let Some(stream) = measured
-            .iter()
-            .find(|m| m.target == Target::TonicStream && m.subscribers == control.subscribers)
-        else {
+        let n = control.subscribers;
+        let baseline = |target: Target| {
+            measured
+                .iter()
+                .find(|m| m.target == target && m.subscribers == n)
+        };
+        let (Some(tls), Some(h2c)) = (
+            baseline(Target::TonicStreamTls),
+            baseline(Target::TonicStream),
+        ) else {
             continue;
         };
-        let n = control.subscribers;
-        let last_ratio = control.max_ms / stream.max_ms;
-        let memory_ratio = control.bytes_per_subscriber / stream.bytes_per_subscriber;
-        let cpu_ratio = control.server_cpu_ms_per_change / stream.server_cpu_ms_per_change;
+        let over = |base: &Measured| {
+            (
+                control.max_ms / base.max_ms,
+                control.bytes_per_subscriber / base.bytes_per_subscriber,
+                control.server_cpu_ms_per_change / base.server_cpu_ms_per_change,
+            )
+        };
+        let (last_tls, memory_tls, cpu_tls) = over(tls);
+        let (last_h2c, memory_h2c, cpu_h2c) = over(h2c);
         let kb = control.bytes_per_subscriber / 1024.0;
         let scale = if n == 10_000 {
             String::new()
@@ -651,22 +687,29 @@ fn report(measured: &[Measured], json: &Path) -> anyhow::Result<()> {
             format!(", measured at {n} rather than 10,000")
         };
         println!(
-            "  {n} subscribers: last  control / tonic = {last_ratio:.2};  memory per subscriber = {memory_ratio:.2};  CPU per change = {cpu_ratio:.2}"
+            "  {n} subscribers, control / tonic mTLS: last {last_tls:.2}, memory per subscriber {memory_tls:.2}, CPU per change {cpu_tls:.2};  control / tonic h2c: {last_h2c:.2}, {memory_h2c:.2}, {cpu_h2c:.2}"
         );
         println!(
-            "    last subscriber {:.1} ms   (target <= 200 ms{scale}: {})",
+            "    last subscriber {:.1} ms   (target <= 200 ms{scale}: {}; tonic mTLS {:.1} ms, h2c {:.1} ms)",
             control.max_ms,
-            verdict(control.max_ms <= 200.0)
+            verdict(control.max_ms <= 200.0),
+            tls.max_ms,
+            h2c.max_ms,
         );
         println!(
-            "    control memory {kb:.1} KB per subscriber   (target <= 30 KB{scale}: {})",
-            verdict(kb <= 30.0)
+            "    control memory {kb:.1} KB per subscriber   (target <= 30 KB{scale}: {}; tonic mTLS {:.1} KB, h2c {:.1} KB)",
+            verdict(kb <= 30.0),
+            tls.bytes_per_subscriber / 1024.0,
+            h2c.bytes_per_subscriber / 1024.0,
         );
         ratios.push(serde_json::json!({
             "subscribers": n,
-            "last_control_over_tonic": last_ratio,
-            "memory_control_over_tonic": memory_ratio,
-            "cpu_control_over_tonic": cpu_ratio,
+            "last_control_over_tonic_mtls": last_tls,
+            "memory_control_over_tonic_mtls": memory_tls,
+            "cpu_control_over_tonic_mtls": cpu_tls,
+            "last_control_over_tonic": last_h2c,
+            "memory_control_over_tonic": memory_h2c,
+            "cpu_control_over_tonic": cpu_h2c,
             "last_ms_target_met": control.max_ms <= 200.0,
             "memory_target_met": kb <= 30.0,
         }));

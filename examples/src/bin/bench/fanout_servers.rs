@@ -1,6 +1,7 @@
-//! The two servers of the `fan-out` scenario, each run in a process of its own (hidden
+//! The servers of the `fan-out` scenario, each run in a process of its own (hidden
 //! subcommands of the bench binary) so that their CPU time and memory can be read from
-//! `/proc`: the real control service, and the baseline, a plain tonic server-streaming service.
+//! `/proc`: the real control service, and the baseline, a plain tonic server-streaming service
+//! over cleartext HTTP/2 or over rustls mTLS.
 //!
 //! Both pin themselves to core 0 (the subscribers run on core 1), raise their open-file limit
 //! and report on stdout: `ready ...` once serving, and the control service `published V T`
@@ -18,6 +19,7 @@ use mesh_core::TrustDomain;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::plain_tls::{self, Material, PlainTls};
 use crate::procs;
 
 /// The baseline's protocol (`proto/bench/fanout.proto`).
@@ -62,8 +64,13 @@ pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// `bench __stream`: the baseline streaming server on plaintext HTTP/2.
-pub(crate) fn stream_main() -> anyhow::Result<()> {
+/// `bench __stream [TLS_DIR]`: the baseline streaming server, on cleartext HTTP/2, or over
+/// rustls mTLS with the material [`plain_tls::Material::write`] wrote to `TLS_DIR`.
+pub(crate) fn stream_main(args: &[String]) -> anyhow::Result<()> {
+    let tls = args
+        .first()
+        .map(|dir| PlainTls::from_material(Material::read(dir.as_ref())?))
+        .transpose()?;
     procs::raise_fd_limit();
     procs::pin_to_core(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -76,10 +83,20 @@ pub(crate) fn stream_main() -> anyhow::Result<()> {
             version: 1,
             payload: Vec::new(),
         }));
-        tonic::transport::Server::builder()
-            .add_service(FanoutServer::new(Broadcaster { tx }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await?;
+        let server =
+            tonic::transport::Server::builder().add_service(FanoutServer::new(Broadcaster { tx }));
+        match tls {
+            Some(tls) => {
+                server
+                    .serve_with_incoming(plain_tls::incoming(listener, tls.server))
+                    .await?;
+            }
+            None => {
+                server
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await?;
+            }
+        }
         Ok(())
     })
 }

@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     // The hidden subcommands: a measured server in a process of its own.
     match argv.first().map(String::as_str) {
         Some("__control") => return fanout_servers::control_main(&argv[1..]),
-        Some("__stream") => return fanout_servers::stream_main(),
+        Some("__stream") => return fanout_servers::stream_main(&argv[1..]),
         Some("__server") => return rss::server_main(&argv[1..]),
         _ => {}
     }

@@ -1,0 +1,165 @@
+//! Serves the control service's HTTP/2 connections, each in one task that also polls every
+//! stream of its connection.
+//!
+//! hyper spawns a task per stream by default. The control service's streams are small and
+//! mostly idle (a Watch stream waits for the next change, a Certify call signs and answers),
+//! and a task per stream costs twice over: a config change wakes the stream's task, which
+//! wakes the connection's task to write, one scheduler hop more per subscriber; and tokio's
+//! LIFO slot runs the connection's task right after each stream that wakes it, so responses
+//! that are ready together still leave in one write system call each. Polled inside the
+//! connection's task, the streams that are ready run first and their frames leave together in
+//! the connection's next write. The price: the streams of one connection share one core at a
+//! time (connections still spread over the runtime's workers), and a panicking stream ends its
+//! connection rather than itself.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+
+use crate::server::TlsConn;
+use crate::watch_route::ControlRoutes;
+
+/// Pings an idle connection this often, to find subscribers that vanished without closing it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A connection whose ping is not answered within this is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many rounds of "run the ready streams, then read and write the connection" one poll of
+/// a connection's task may take before it yields to other connections.
+const ROUNDS_PER_POLL: usize = 16;
+
+/// A stream hyper handed over to be run.
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// hyper's executor for one connection: streams are queued here and polled by the
+/// connection's own task (see [`serve_connection`]).
+#[derive(Clone, Default)]
+struct StreamQueue(Arc<Mutex<Vec<StreamFuture>>>);
+
+impl<F> hyper::rt::Executor<F> for StreamQueue
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        // Only the connection's task touches the queue: the lock is never contended, and a
+        // poisoned one still holds a valid vector.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::pin(stream));
+    }
+}
+
+impl StreamQueue {
+    /// Moves the streams hyper opened since the last call into `running`; false if none.
+    fn drain_into(&self, running: &mut FuturesUnordered<StreamFuture>) -> bool {
+        let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let any = !queued.is_empty();
+        running.extend(queued.drain(..));
+        any
+    }
+}
+
+/// Serves every connection that comes out of `incoming` with `routes` until `shutdown` turns
+/// true; then stops taking connections, asks each to finish (HTTP/2 GOAWAY: streams in progress
+/// complete) and returns once all have closed, cutting those still open after `grace`.
+/// Dropping the returned future (aborting its task) closes every connection at once.
+pub(crate) async fn serve(
+    routes: ControlRoutes,
+    mut incoming: mpsc::Receiver<Result<TlsConn, io::Error>>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut connections = JoinSet::new();
+    // Each connection watches for the signal itself.
+    let signal = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = incoming.recv() => match accepted {
+                Some(Ok(conn)) => {
+                    connections.spawn(serve_connection(conn, routes.clone(), signal.clone()));
+                }
+                Some(Err(error)) => tracing::debug!(%error, "a connection failed before serving"),
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, closed).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the grace period; closing them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Serves one connection: hyper's HTTP/2 state machine and every stream it opens, in this task.
+async fn serve_connection(
+    conn: TlsConn,
+    routes: ControlRoutes,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = conn.info().clone();
+    let remote_addr = peer.remote_addr;
+    let queue = StreamQueue::default();
+    let service = service_fn(move |mut request: http::Request<Incoming>| {
+        // What handlers know about the caller (`request.extensions().get::<PeerInfo>()`).
+        request.extensions_mut().insert(peer.clone());
+        routes.clone().call(request.map(Body::new))
+    });
+    let mut builder = http2::Builder::new(queue.clone());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(conn), service));
+    let mut stop = pin!(shutdown.wait_for(|stop| *stop));
+    let mut stopping = false;
+    let mut running = FuturesUnordered::new();
+    let result = poll_fn(|cx: &mut Context<'_>| {
+        if !stopping && stop.as_mut().poll(cx).is_ready() {
+            stopping = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        for _ in 0..ROUNDS_PER_POLL {
+            // The ready streams first, so that what they send leaves in this round's write.
+            run_ready(&mut running, cx);
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Requests the connection just read become streams to run in the next round.
+            if !queue.drain_into(&mut running) {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(peer = %remote_addr, %error, "connection ended with an error");
+    }
+}
+
+/// Polls every stream that is ready until none is; finished ones are dropped.
+fn run_ready(running: &mut FuturesUnordered<StreamFuture>, cx: &mut Context<'_>) {
+    while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+}
