@@ -49,8 +49,9 @@
 //!
 //! # Tasks
 //!
-//! One task accepts TCP connections and spawns a task per TLS handshake; tonic serves the
-//! established connections; one task per Watch stream; one task polls the control file; one
+//! One task accepts TCP connections and spawns a task per TLS handshake; one task per
+//! established connection serves it with every stream on it, Watch streams and Certify calls
+//! (see `conn.rs` for why not a task per stream); one task polls the control file; one
 //! re-issues the service's own certificate at about 70 % of its lifetime; one serves the admin
 //! port ([`admin`](ControlOptions::admin_listen)).
 

@@ -2,7 +2,7 @@
 //! subscribers.
 //!
 //! The map is locked only when a subscriber comes or goes (or when it is listed); each entry has
-//! its own lock, which only its stream task and listings take, so ACKs from thousands of
+//! its own lock, which only its Watch stream and listings take, so ACKs from thousands of
 //! subscribers never contend on one lock.
 
 use std::collections::HashMap;

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use mesh_control::{ConfigSource, ControlOptions, RunningControl};
 use mesh_core::proto;
+use mesh_core::proto::control_client::ControlClient;
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// Long enough for the file poller to notice and settle an edit (200 ms polls, applied once
 /// two reads agree), with room for a loaded machine.
@@ -21,6 +23,18 @@ const QUIET: Duration = Duration::from_millis(1200);
 async fn start_file(path: &Path) -> RunningControl {
     let options = ControlOptions::new(td(), ConfigSource::File(path.to_owned()));
     mesh_control::start(options).await.expect("control starts")
+}
+
+/// A control service over `control.yaml` (services at port 5000) in a fresh directory, and a
+/// client connected with a certificate it issued.
+async fn file_control_and_client() -> (tempfile::TempDir, RunningControl, ControlClient<Channel>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control.yaml");
+    std::fs::write(&path, config_yaml(5000)).expect("write");
+    let control = start_file(&path).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let client = connect(&control, Some(&cert)).await;
+    (dir, control, client)
 }
 
 fn model(wire: proto::Snapshot) -> Snapshot {
@@ -210,14 +224,9 @@ async fn disconnecting_removes_the_subscriber() {
 
 #[tokio::test]
 async fn file_edits_reach_subscribers_and_bad_edits_do_not() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, control, mut client) = file_control_and_client().await;
     let path = dir.path().join("control.yaml");
-    std::fs::write(&path, config_yaml(5000)).expect("write");
-    let control = start_file(&path).await;
     assert_eq!(control.config_version(), 1);
-
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
-    let mut client = connect(&control, Some(&cert)).await;
     let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
         .await
         .expect("opens");
@@ -280,12 +289,8 @@ async fn file_edits_reach_subscribers_and_bad_edits_do_not() {
 
 #[tokio::test]
 async fn many_subscribers_each_get_their_projection() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, control, mut client) = file_control_and_client().await;
     let path = dir.path().join("control.yaml");
-    std::fs::write(&path, config_yaml(5000)).expect("write");
-    let control = start_file(&path).await;
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
-    let mut client = connect(&control, Some(&cert)).await;
 
     let mut greeters = Vec::new();
     let mut others = Vec::new();
@@ -311,6 +316,48 @@ async fn many_subscribers_each_get_their_projection() {
     }
     for w in &mut others {
         w.expect_nothing(Duration::from_millis(20)).await;
+    }
+    control.shutdown().await;
+}
+
+/// The streams of one connection run in that connection's task: Certify calls and Watch
+/// streams on one connection are all served, a config change still reaches every watch while
+/// the calls are in flight, and every call gets its own certificate.
+#[tokio::test]
+async fn certify_calls_and_watch_streams_share_a_connection() {
+    let (dir, control, mut client) = file_control_and_client().await;
+    let path = dir.path().join("control.yaml");
+    let mut watches = Vec::new();
+    for i in 0..8 {
+        let mut w = open_watch(&mut client, subscribe(&format!("n{i}"), &["greeter"]))
+            .await
+            .expect("opens");
+        assert_eq!(w.next().await.version, 1);
+        watches.push(w);
+    }
+
+    let calls: Vec<_> = (0..32)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let (_, csr) = key_and_csr();
+                certify(&mut client, "client-token-0123456789", csr).await
+            })
+        })
+        .collect();
+    std::fs::write(&path, config_yaml(5005)).expect("write");
+    let mut leaves = std::collections::HashSet::new();
+    for call in calls {
+        let issued = call.await.expect("joins").expect("certified");
+        assert!(
+            leaves.insert(issued.chain_der[0].clone()),
+            "a certificate was issued twice"
+        );
+    }
+    assert_eq!(leaves.len(), 32);
+    for w in &mut watches {
+        let snapshot = model(w.next().await);
+        assert_eq!(addresses(&snapshot, "greeter.default"), ["127.0.0.1:5005"]);
     }
     control.shutdown().await;
 }

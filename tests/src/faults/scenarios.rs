@@ -285,8 +285,14 @@ pub async fn weight_churn(
     while tokio::time::Instant::now() < until {
         let next = tokio::time::Instant::now() + every;
         // Never both 0: a rule whose backends all weigh 0 answers every call with an error
-        // by design, which is not what this test counts.
-        let w1 = fastrand::u32(0..=100);
+        // by design, which is not what this test counts. Never the final 80/20 either: the
+        // final config must differ from the last one written to be a new version.
+        let w1 = loop {
+            let w = fastrand::u32(0..=100);
+            if w != 80 {
+                break w;
+            }
+        };
         let w2 = if w1 == 0 {
             fastrand::u32(1..=100)
         } else {
