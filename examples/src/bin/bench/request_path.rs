@@ -6,8 +6,9 @@
 //! allows) and the load generator on another (pinned to core 1); the control service runs on
 //! the main thread. Each target is measured at 1 call in flight (latency) and at 64 in flight
 //! (throughput; plain tonic over 4 connections, the mesh with `connections_per_endpoint` =
-//! 4), for `--runs` rounds of `--seconds` each after a warm-up; the table shows medians
-//! over the rounds. Server CPU per request comes from the server thread's own CPU time
+//! 4), for `--runs` rounds of `--seconds` each after a warm-up, the targets taking turns in
+//! half-second slices so that the machine's noise falls on all of them alike; the table shows
+//! medians over the rounds, and each ratio is the median of the rounds' own ratios. Server CPU per request comes from the server thread's own CPU time
 //! (`/proc/thread-self/schedstat`).
 //!
 //! When `haproxy` is installed, plain tonic h2c through two haproxy hops (a sidecar pair, see
@@ -41,6 +42,9 @@ use tonic::transport::{Channel, Endpoint};
 const IN_FLIGHT_THROUGHPUT: usize = 64;
 const CONNECTIONS_THROUGHPUT: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
+
+/// How long each target runs before the next takes its turn (see [`load`]).
+const SLICE: Duration = Duration::from_millis(500);
 /// The latency percentiles kept for the chart.
 const CURVE: [f64; 9] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
 
@@ -365,11 +369,13 @@ async fn load(
     )
     .await?;
     let mesh = Mesh::start(settings).await?;
+    let slices = (seconds.as_millis() / SLICE.as_millis()).max(1) as u32;
+    let slice = seconds / slices;
     let mut rounds = Vec::new();
     for run in 0..runs {
-        for target in targets(proxy.is_some()) {
-            for (in_flight, connections) in [(1, 1), (IN_FLIGHT_THROUGHPUT, CONNECTIONS_THROUGHPUT)]
-            {
+        for (in_flight, connections) in [(1, 1), (IN_FLIGHT_THROUGHPUT, CONNECTIONS_THROUGHPUT)] {
+            let mut measured = Vec::new();
+            for target in targets(proxy.is_some()) {
                 let clients = match target {
                     Target::TonicH2c | Target::Haproxy => {
                         let addr = match (target, proxy) {
@@ -401,30 +407,44 @@ async fn load(
                     }
                 };
                 let _ = drive(&clients, in_flight, WARMUP).await;
-                let proxy_cpu = || match (target, proxy) {
-                    (Target::Haproxy, Some((_, pids))) => Some(
-                        pids.iter()
-                            .map(|&p| procs::process_cpu(p))
-                            .sum::<Duration>(),
-                    ),
-                    _ => None,
-                };
-                let proxy_before = proxy_cpu();
-                let before = server_cpu(&cpu).await?;
-                let (latencies, errors, elapsed) = drive(&clients, in_flight, seconds).await;
-                let after = server_cpu(&cpu).await?;
+                measured.push((target, clients, Slices::default()));
+            }
+            // The targets take turns, a slice each, so that what the machine does meanwhile
+            // falls on all of them alike.
+            for _ in 0..slices {
+                for (target, clients, sum) in &mut measured {
+                    let proxy_cpu = || match (*target, proxy) {
+                        (Target::Haproxy, Some((_, pids))) => Some(
+                            pids.iter()
+                                .map(|&p| procs::process_cpu(p))
+                                .sum::<Duration>(),
+                        ),
+                        _ => None,
+                    };
+                    let proxy_before = proxy_cpu();
+                    let before = server_cpu(&cpu).await?;
+                    let (latencies, errors, elapsed) = drive(clients, in_flight, slice).await;
+                    sum.server_cpu += server_cpu(&cpu).await? - before;
+                    if let (Some(b), Some(a)) = (proxy_before, proxy_cpu()) {
+                        sum.proxy_cpu = Some(sum.proxy_cpu.unwrap_or_default() + (a - b));
+                    }
+                    sum.latencies.extend(latencies);
+                    sum.errors += errors;
+                    sum.elapsed += elapsed;
+                }
+            }
+            for (target, _, sum) in measured {
                 let mut round = summarize(
                     target,
                     in_flight,
-                    latencies,
-                    errors,
-                    elapsed,
-                    after - before,
+                    sum.latencies,
+                    sum.errors,
+                    sum.elapsed,
+                    sum.server_cpu,
                 );
-                if let (Some(b), Some(a)) = (proxy_before, proxy_cpu()) {
-                    round.proxy_cpu_us_per_request =
-                        Some((a - b).as_secs_f64() * 1e6 / round.requests.max(1) as f64);
-                }
+                round.proxy_cpu_us_per_request = sum
+                    .proxy_cpu
+                    .map(|cpu| cpu.as_secs_f64() * 1e6 / round.requests.max(1) as f64);
                 println!(
                     "  run {} {:<11} {:>2} in flight: {:>9.0} req/s  p50 {:>6.1} µs  p99 {:>7.1} µs  server CPU {:>5.1} µs/req{}",
                     run + 1,
@@ -445,6 +465,16 @@ async fn load(
         }
     }
     Ok(rounds)
+}
+
+/// What one target's slices of a run add up to.
+#[derive(Default)]
+struct Slices {
+    latencies: Vec<u64>,
+    errors: u64,
+    elapsed: Duration,
+    server_cpu: Duration,
+    proxy_cpu: Option<Duration>,
 }
 
 /// The targets measured, in order: the sidecar path only when haproxy runs.
@@ -585,6 +615,24 @@ fn summaries(rounds: &[Round]) -> Vec<Summary> {
     summaries
 }
 
+/// The median over the runs of `f(a's round, b's round)` at `in_flight`: each run's targets
+/// were measured in the same slices of time, so their ratio is what holds when the machine's
+/// speed moves between runs.
+fn paired(
+    rounds: &[Round],
+    a: Target,
+    b: Target,
+    in_flight: usize,
+    f: fn(&Round, &Round) -> f64,
+) -> f64 {
+    let of = |target: Target| {
+        rounds
+            .iter()
+            .filter(move |r| r.target == target && r.in_flight == in_flight)
+    };
+    median(of(a).zip(of(b)).map(|(x, y)| f(x, y)).collect())
+}
+
 fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<()> {
     let summaries = summaries(rounds);
     println!("\nmedians over the runs:");
@@ -621,19 +669,22 @@ fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<(
             .iter()
             .find(|s| s.target == target && s.in_flight == in_flight)
     };
-    let (Some(mesh_tp), Some(tls_tp), Some(h2c_tp), Some(mesh_lat), Some(tls_lat)) = (
+    let (Some(mesh_tp), Some(tls_tp), Some(h2c_tp)) = (
         get(Target::Mesh, IN_FLIGHT_THROUGHPUT),
         get(Target::TonicMtls, IN_FLIGHT_THROUGHPUT),
         get(Target::TonicH2c, IN_FLIGHT_THROUGHPUT),
-        get(Target::Mesh, 1),
-        get(Target::TonicMtls, 1),
     ) else {
         bail!("missing measurements");
     };
-    let throughput_ratio = mesh_tp.rps / tls_tp.rps;
-    let added_p50 = mesh_lat.p50_us - tls_lat.p50_us;
-    let cpu_ratio = mesh_tp.server_cpu_us_per_request / tls_tp.server_cpu_us_per_request;
-    println!("\nratios (same run):");
+    let mesh_vs_tls = |in_flight: usize, f: fn(&Round, &Round) -> f64| {
+        paired(rounds, Target::Mesh, Target::TonicMtls, in_flight, f)
+    };
+    let throughput_ratio = mesh_vs_tls(IN_FLIGHT_THROUGHPUT, |m, t| m.rps / t.rps);
+    let added_p50 = mesh_vs_tls(1, |m, t| m.p50_us - t.p50_us);
+    let cpu_ratio = mesh_vs_tls(IN_FLIGHT_THROUGHPUT, |m, t| {
+        m.server_cpu_us_per_request / t.server_cpu_us_per_request
+    });
+    println!("\nratios (same run; the median of each run's own ratio):");
     println!(
         "  throughput  mesh / tonic mTLS = {throughput_ratio:.2}   (target >= 0.95: {})",
         verdict(throughput_ratio >= 0.95)
@@ -643,7 +694,15 @@ fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<(
         mesh_tp.rps / h2c_tp.rps,
         tls_tp.rps / h2c_tp.rps
     );
-    let haproxy_ratio = get(Target::Haproxy, IN_FLIGHT_THROUGHPUT).map(|h| mesh_tp.rps / h.rps);
+    let haproxy_ratio = get(Target::Haproxy, IN_FLIGHT_THROUGHPUT).map(|_| {
+        paired(
+            rounds,
+            Target::Mesh,
+            Target::Haproxy,
+            IN_FLIGHT_THROUGHPUT,
+            |m, h| m.rps / h.rps,
+        )
+    });
     match haproxy_ratio {
         Some(ratio) => println!(
             "  throughput  mesh / two haproxy hops = {ratio:.2}   (target >= 2.5: {})",
