@@ -70,6 +70,25 @@ impl Greeter for GreeterReplica {
     }
 }
 
+/// A greeter that answers every call with `Hello, NAME!`, whoever calls: what the request-path
+/// benchmarks serve behind every target, so that the handler does the same work and sends the
+/// same bytes through the mesh as through plain tonic ([`GreeterReplica`] names the caller's
+/// identity, which only a meshed server has).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainGreeter;
+
+#[tonic::async_trait]
+impl Greeter for PlainGreeter {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        Ok(Response::new(HelloReply {
+            message: format!("Hello, {}!", request.get_ref().name),
+        }))
+    }
+}
+
 /// What the example axum service answers on `GET /hello`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct WebReply {

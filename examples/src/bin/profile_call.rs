@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use examples::GreeterReplica;
+use examples::PlainGreeter;
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
@@ -247,10 +247,8 @@ async fn serve(
     meshed.set_nonblocking(true)?;
     plain.set_nonblocking(true)?;
     let mesh = Mesh::start(settings).await?;
-    let greeter = GreeterServer::new(GreeterReplica::new(
-        "profile",
-        mesh.identity().id().to_string(),
-    ));
+    // The same handler behind both targets.
+    let greeter = GreeterServer::new(PlainGreeter);
     let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_tls_config());
     let plain = TcpListener::from_std(plain)?;
     let incoming = async_accept(plain, acceptor);

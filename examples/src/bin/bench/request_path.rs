@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use crate::haproxy::{self, SidecarPair};
 use crate::plain_tls::{self, PlainTls};
 use crate::{Args, chart, median, procs, rss, verdict};
-use examples::GreeterReplica;
+use examples::PlainGreeter;
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
@@ -259,7 +259,8 @@ async fn serve(
         let meshed = tcp.pop().context("three listeners")?;
         let plain_tls = tcp.pop().context("three listeners")?;
         let h2c = tcp.pop().context("three listeners")?;
-        let greeter = GreeterServer::new(GreeterReplica::new("bench", "none"));
+        // The same handler behind every target.
+        let greeter = GreeterServer::new(PlainGreeter);
 
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(h2c);
         let service = greeter.clone();
@@ -280,10 +281,6 @@ async fn serve(
         });
 
         let mesh = Mesh::start(settings).await?;
-        let greeter = GreeterServer::new(GreeterReplica::new(
-            "bench",
-            mesh.identity().id().to_string(),
-        ));
         let incoming = mesh.tonic_incoming(meshed)?;
         tokio::spawn(async move {
             let _mesh = mesh;
