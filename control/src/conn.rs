@@ -39,6 +39,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A connection whose ping is not answered within this is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams one connection may have open at once: a meshed process holds one Watch stream and
+/// now and then a Certify call; a few hundred leave room for processes that share a connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// How many rounds of "run the ready streams, then read and write the connection" one poll of
 /// a connection's task may take before it yields to other connections.
 const ROUNDS_PER_POLL: usize = 16;
@@ -129,7 +133,8 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let mut connection = pin!(builder.serve_connection(TokioIo::new(conn), service));
     let mut stop = pin!(shutdown.wait_for(|stop| *stop));
     let mut stopping = false;
