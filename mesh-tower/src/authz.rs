@@ -9,14 +9,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use mesh_core::authz::{AuthzRequest, Decision, MtlsMode, Verdict};
 use mesh_core::route::{RequestSummary, RouteOutcome};
 
 use crate::discovery::Inbound;
 
-use crate::client::MESH_ERROR_HEADER;
 use crate::server::PeerIdentity;
 use crate::telemetry::InboundTelemetry;
 
@@ -146,19 +144,12 @@ pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
 /// reason in `grpc-message` or `x-mesh-error`.
 fn denied<R: Default>(message: &str, grpc: bool) -> Response<R> {
     let mut response = Response::new(R::default());
-    let value = HeaderValue::from_str(&crate::client::percent_encode(message))
-        .unwrap_or_else(|_| HeaderValue::from_static("denied"));
-    if grpc {
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::PermissionDenied as i32),
-        );
-        headers.insert("grpc-message", value);
-    } else {
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        response.headers_mut().insert(MESH_ERROR_HEADER, value);
-    }
+    crate::client::write_refusal(
+        &mut response,
+        grpc,
+        tonic::Code::PermissionDenied,
+        StatusCode::FORBIDDEN,
+        message,
+    );
     response
 }

@@ -40,7 +40,7 @@ use mesh_core::snapshot::{Destination, ServiceName};
 pub use body::{MeshBody, Replay, ResponseBody};
 pub(crate) use endpoint::jittered;
 pub use respond::MESH_ERROR_HEADER;
-pub(crate) use respond::percent_encode;
+pub(crate) use respond::write_refusal;
 
 use crate::discovery::Discovery;
 use crate::error::BoxError;

@@ -19,26 +19,49 @@ pub const MESH_ERROR_HEADER: &str = "x-mesh-error";
 pub(crate) fn failure(error: &CallError, grpc: bool) -> Response<ResponseBody> {
     let message = error.to_string();
     let mut response = Response::new(ResponseBody::empty());
-    if grpc {
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(error.grpc_code() as i32));
-        if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
-            headers.insert("grpc-message", value);
-        }
-    } else {
-        *response.status_mut() = error.http_status();
-        let headers = response.headers_mut();
-        headers.insert(
+    write_refusal(
+        &mut response,
+        grpc,
+        error.grpc_code(),
+        error.http_status(),
+        &message,
+    );
+    if !grpc {
+        response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
-            headers.insert(MESH_ERROR_HEADER, value);
-        }
         *response.body_mut() = ResponseBody::full(Some(Bytes::from(message + "\n")));
     }
     response
+}
+
+/// Makes `response` the mesh's refusal with `message`: for a gRPC caller a Trailers-Only
+/// response with `code`, for an HTTP caller `status` with the message in `x-mesh-error`
+/// (the body is the caller's to fill). The server's authorization refusals are written here
+/// too.
+pub(crate) fn write_refusal<B>(
+    response: &mut Response<B>,
+    grpc: bool,
+    code: tonic::Code,
+    status: StatusCode,
+    message: &str,
+) {
+    // Percent-encoding leaves only visible ASCII: always a valid header value.
+    let value = HeaderValue::from_str(&percent_encode(message)).ok();
+    let headers = response.headers_mut();
+    if grpc {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(code as i32));
+        if let Some(value) = value {
+            headers.insert("grpc-message", value);
+        }
+    } else {
+        if let Some(value) = value {
+            headers.insert(MESH_ERROR_HEADER, value);
+        }
+        *response.status_mut() = status;
+    }
 }
 
 /// Whether a response from an endpoint is a failure for retries and ejection purposes, with
