@@ -1,6 +1,7 @@
 //! Shared pieces of the example programs: the `helloworld` protocol, a greeter that says which
-//! replica answered and who called, a small axum service, and a plain-TLS channel for the
-//! benchmarks' baselines.
+//! replica answered and who called, a small axum service, and the pieces the benchmarks share:
+//! plain-TLS channels and listeners for the baselines, a meshed greeter server, a thread's CPU
+//! time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,8 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 /// The standard `helloworld.Greeter` protocol.
+pub mod tls_server;
+
 pub mod hello {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("helloworld");
@@ -145,4 +148,32 @@ pub async fn tls_channel(
             .connect_with_connector(connector)
             .await?,
     )
+}
+
+/// Serves `greeter` behind [`MeshLayer`](mesh_tonic::MeshLayer) on `listener` over `mesh`'s
+/// mTLS, in a task that keeps `mesh` running as long as it serves.
+pub fn spawn_meshed_greeter<G: Greeter>(
+    mesh: mesh_tower::Mesh,
+    listener: tokio::net::TcpListener,
+    greeter: G,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    use mesh_tonic::MeshTonicExt as _;
+    let incoming = mesh.tonic_incoming(listener)?;
+    Ok(tokio::spawn(async move {
+        let _mesh = mesh;
+        tonic::transport::Server::builder()
+            .layer(mesh_tonic::MeshLayer::new())
+            .add_service(hello::greeter_server::GreeterServer::new(greeter))
+            .serve_with_incoming(incoming)
+            .await
+    }))
+}
+
+/// This thread's CPU time so far (nanoseconds from `/proc/thread-self/schedstat`; zero where
+/// there is no such file).
+pub fn thread_cpu_time() -> std::time::Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from_nanos)
 }

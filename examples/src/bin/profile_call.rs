@@ -23,9 +23,9 @@ use examples::hello::greeter_server::GreeterServer;
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::snapshot::ServiceName;
 use mesh_core::{SpiffeId, TrustDomain};
-use mesh_tonic::{MeshLayer, MeshTonicExt};
+use mesh_tonic::MeshTonicExt;
 use mesh_tower::{Mesh, MeshSettings, TokenSource};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 });
                 while let Some(reply) = rx.recv().await {
-                    let _ = reply.send(thread_cpu_time());
+                    let _ = reply.send(examples::thread_cpu_time());
                 }
             });
         })?;
@@ -200,11 +200,11 @@ fn main() -> anyhow::Result<()> {
                 // Warm up: connections, handles filled on first use, allocator pools.
                 drive(&clients, in_flight, 200.min(calls)).await;
                 let server_before = server_cpu(&cpu_tx).await?;
-                let client_before = thread_cpu_time();
+                let client_before = examples::thread_cpu_time();
                 let started = Instant::now();
                 let failed = drive(&clients, in_flight, calls).await;
                 let elapsed = started.elapsed();
-                let client_cpu = thread_cpu_time() - client_before;
+                let client_cpu = examples::thread_cpu_time() - client_before;
                 let server_cpu = server_cpu(&cpu_tx).await? - server_before;
                 let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
                 Ok(format!(
@@ -248,53 +248,16 @@ async fn serve(
     plain.set_nonblocking(true)?;
     let mesh = Mesh::start(settings).await?;
     // The same handler behind both targets.
-    let greeter = GreeterServer::new(PlainGreeter);
-    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_tls_config());
-    let plain = TcpListener::from_std(plain)?;
-    let incoming = async_accept(plain, acceptor);
-    let service = greeter.clone();
+    let incoming =
+        examples::tls_server::incoming(TcpListener::from_std(plain)?, mesh.server_tls_config());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(GreeterServer::new(PlainGreeter))
             .serve_with_incoming(incoming)
             .await
     });
-    let incoming = mesh.tonic_incoming(TcpListener::from_std(meshed)?)?;
-    tokio::spawn(async move {
-        let _mesh = mesh;
-        tonic::transport::Server::builder()
-            .layer(MeshLayer::new())
-            .add_service(greeter)
-            .serve_with_incoming(incoming)
-            .await
-    });
+    examples::spawn_meshed_greeter(mesh, TcpListener::from_std(meshed)?, PlainGreeter)?;
     Ok(())
-}
-
-/// TLS connections accepted on `listener`, as tonic's incoming stream.
-fn async_accept(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> impl futures_util::Stream<Item = std::io::Result<TlsIo>> {
-    use futures_util::StreamExt;
-    Box::pin(
-        tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |tcp| {
-            let acceptor = acceptor.clone();
-            async move {
-                let tcp = tcp.ok()?;
-                let _ = tcp.set_nodelay(true);
-                acceptor.accept(tcp).await.ok().map(|s| Ok(TlsIo(s)))
-            }
-        }),
-    )
-}
-
-/// This thread's CPU time so far (`/proc/thread-self/schedstat`).
-fn thread_cpu_time() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 async fn server_cpu(
@@ -340,44 +303,4 @@ async fn drive(clients: &Clients, in_flight: usize, calls: usize) -> usize {
         failed += task.await.unwrap_or(1);
     }
     failed
-}
-
-/// A server-side TLS stream for tonic's `serve_with_incoming`.
-struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl tonic::transport::server::Connected for TlsIo {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl tokio::io::AsyncRead for TlsIo {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TlsIo {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
 }

@@ -246,24 +246,18 @@ async fn measure_control(n: usize, changes: usize) -> anyhow::Result<Measured> {
     let mut version = 1;
     let mut measured = Vec::new();
     for change in 1..=changes {
-        let (cpu0, writes0) = (procs::process_cpu(pid), procs::write_syscalls(pid));
-        let own0 = procs::process_cpu(std::process::id());
-        let t0 = Instant::now();
+        let meter = ChangeMeter::start(pid);
         let written = procs::unix_nanos();
         procs::write_atomic(&config, &control_file(20_000 + change as u16))?;
         wait_all(&slots, version + 1).await?;
         tokio::time::sleep(SETTLE).await;
-        let window = t0.elapsed();
-        let (cpu1, writes1) = (procs::process_cpu(pid), procs::write_syscalls(pid));
-        let own = procs::process_cpu(std::process::id()) - own0;
+        let used = meter.stop();
         let published = child.expect_line("published ", Duration::from_secs(5))?;
         let (v, at) = published.split_once(' ').context("published V T")?;
         version = v.parse()?;
         let mut c = change_figures(&slots, version, at.parse()?);
         c.max_from_write_ms = Some(max_since(&slots, written));
-        c.server_cpu_ms = cpu_ms(cpu1 - cpu0, idle_cpu, window);
-        c.server_write_syscalls = writes1 - writes0;
-        c.subscriber_cpu_ms = own.as_secs_f64() * 1e3;
+        used.fill(&mut c, idle_cpu);
         measured.push(c);
     }
     for task in &tasks {
@@ -336,9 +330,7 @@ async fn measure_stream(
     let mut measured = Vec::new();
     for change in 1..=changes {
         let version = 1 + change as u64;
-        let (cpu0, writes0) = (procs::process_cpu(pid), procs::write_syscalls(pid));
-        let own0 = procs::process_cpu(std::process::id());
-        let t0 = Instant::now();
+        let meter = ChangeMeter::start(pid);
         let sent = publisher
             .publish(Update {
                 version,
@@ -349,13 +341,9 @@ async fn measure_stream(
             .sent_unix_nanos;
         wait_all(&slots, version).await?;
         tokio::time::sleep(SETTLE).await;
-        let window = t0.elapsed();
-        let (cpu1, writes1) = (procs::process_cpu(pid), procs::write_syscalls(pid));
-        let own = procs::process_cpu(std::process::id()) - own0;
+        let used = meter.stop();
         let mut c = change_figures(&slots, version, sent);
-        c.server_cpu_ms = cpu_ms(cpu1 - cpu0, idle_cpu, window);
-        c.server_write_syscalls = writes1 - writes0;
-        c.subscriber_cpu_ms = own.as_secs_f64() * 1e3;
+        used.fill(&mut c, idle_cpu);
         measured.push(c);
     }
     for task in &tasks {
@@ -406,10 +394,55 @@ async fn idle(pid: u32) -> (Duration, u64) {
     (idle, procs::status_bytes(pid, "VmRSS"))
 }
 
-/// A change's CPU time less what the server spends idle over the same window.
-fn cpu_ms(used: Duration, idle_per_second: Duration, window: Duration) -> f64 {
-    let idle = idle_per_second.as_secs_f64() * window.as_secs_f64();
-    (used.as_secs_f64() - idle).max(0.0) * 1e3
+/// What the server and the subscribers' process used while one change went out: read at the
+/// start of the change and again once every subscriber has it.
+struct ChangeMeter {
+    pid: u32,
+    cpu: Duration,
+    writes: u64,
+    own_cpu: Duration,
+    started: Instant,
+}
+
+impl ChangeMeter {
+    fn start(pid: u32) -> Self {
+        Self {
+            pid,
+            cpu: procs::process_cpu(pid),
+            writes: procs::write_syscalls(pid),
+            own_cpu: procs::process_cpu(std::process::id()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The usage since [`start`](Self::start).
+    fn stop(self) -> ChangeUsage {
+        ChangeUsage {
+            window: self.started.elapsed(),
+            server_cpu: procs::process_cpu(self.pid) - self.cpu,
+            server_writes: procs::write_syscalls(self.pid) - self.writes,
+            own_cpu: procs::process_cpu(std::process::id()) - self.own_cpu,
+        }
+    }
+}
+
+/// One change's usage, from a [`ChangeMeter`].
+struct ChangeUsage {
+    window: Duration,
+    server_cpu: Duration,
+    server_writes: u64,
+    own_cpu: Duration,
+}
+
+impl ChangeUsage {
+    /// Writes the usage into `change`, the server's CPU less what it spends idle (per second,
+    /// `idle_per_second`) over the same window.
+    fn fill(&self, change: &mut Change, idle_per_second: Duration) {
+        let idle = idle_per_second.as_secs_f64() * self.window.as_secs_f64();
+        change.server_cpu_ms = (self.server_cpu.as_secs_f64() - idle).max(0.0) * 1e3;
+        change.server_write_syscalls = self.server_writes;
+        change.subscriber_cpu_ms = self.own_cpu.as_secs_f64() * 1e3;
+    }
 }
 
 /// Waits until every subscriber has `version` (or a later one).

@@ -32,7 +32,7 @@ use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
-use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
+use mesh_tonic::{MeshChannel, MeshTonicExt};
 use mesh_tower::{Mesh, MeshSettings};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -280,16 +280,7 @@ async fn serve(
                 .await
         });
 
-        let mesh = Mesh::start(settings).await?;
-        let incoming = mesh.tonic_incoming(meshed)?;
-        tokio::spawn(async move {
-            let _mesh = mesh;
-            tonic::transport::Server::builder()
-                .layer(MeshLayer::new())
-                .add_service(greeter)
-                .serve_with_incoming(incoming)
-                .await
-        });
+        examples::spawn_meshed_greeter(Mesh::start(settings).await?, meshed, PlainGreeter)?;
         Ok(())
     };
     let result = started.await;
@@ -299,16 +290,8 @@ async fn serve(
         return;
     }
     while let Some(reply) = cpu_queries.recv().await {
-        let _ = reply.send(thread_cpu_time());
+        let _ = reply.send(examples::thread_cpu_time());
     }
-}
-
-/// This thread's CPU time so far (nanoseconds from `/proc/thread-self/schedstat`).
-fn thread_cpu_time() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// A client of one target: `connections` channels (the mesh has one).
