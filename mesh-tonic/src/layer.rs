@@ -74,15 +74,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Clones of reference-counted handles only: no allocation per request.
-        let Some((peer, authorizer)) = request
-            .extensions()
-            .get::<MeshConnectInfo>()
-            .map(|info| (info.peer.clone(), info.authorizer.clone()))
-        else {
+        // One reference count: the connection's details are shared.
+        let Some(info) = request.extensions().get::<MeshConnectInfo>().cloned() else {
             return refuse("the request did not arrive over the mesh's mTLS listener");
         };
-        if let Some(peer) = &peer {
+        let (peer, authorizer) = (info.peer(), info.authorizer());
+        if let Some(peer) = peer {
             request.extensions_mut().insert(peer.clone());
         }
         if authorizer.is_none() && peer.is_none() {
@@ -91,14 +88,12 @@ where
         let inner = &mut self.inner;
         // Telemetry wraps authorization, so a refused call is measured and traced too.
         let observed =
-            InboundFuture::instrument(authorizer.as_ref(), peer.as_ref(), request, |request| {
-                match &authorizer {
-                    Some(authorizer) => match authorizer.authorize(request, peer.as_ref()) {
-                        Ok(request) => Either::Left(inner.call(request)),
-                        Err(refusal) => Either::Right(ready(Ok(refusal))),
-                    },
-                    None => Either::Left(inner.call(request)),
-                }
+            InboundFuture::instrument(authorizer, peer, request, |request| match authorizer {
+                Some(authorizer) => match authorizer.authorize(request, peer) {
+                    Ok(request) => Either::Left(inner.call(request)),
+                    Err(refusal) => Either::Right(ready(Ok(refusal))),
+                },
+                None => Either::Left(inner.call(request)),
             });
         // tonic wants its own body type: one box per response, as tonic's own layers do.
         let to_tonic: fn(Observed) -> Self::Response = |r| r.map(tonic::body::Body::new);

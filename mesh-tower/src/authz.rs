@@ -16,7 +16,7 @@ use mesh_core::route::{RequestSummary, RouteOutcome};
 use crate::discovery::Inbound;
 
 use crate::server::PeerIdentity;
-use crate::telemetry::InboundTelemetry;
+use crate::telemetry::{InboundTelemetry, StatusTable};
 
 /// The inbound policy in force for one server, cheap to clone.
 #[derive(Debug, Clone)]
@@ -26,6 +26,16 @@ pub struct Authorizer {
     /// The service's metric handles; decisions are counted here and requests measured by
     /// [`crate::telemetry::Inbound`].
     telemetry: Option<Arc<InboundTelemetry>>,
+    /// The duration table of one connection's caller, looked up once when the connection is
+    /// accepted instead of on every request.
+    connection: Option<Arc<ConnectionTable>>,
+}
+
+/// A caller and its duration table.
+#[derive(Debug)]
+struct ConnectionTable {
+    peer: Option<PeerIdentity>,
+    table: Arc<StatusTable>,
 }
 
 impl Authorizer {
@@ -37,20 +47,50 @@ impl Authorizer {
             policy,
             local_port: None,
             telemetry,
+            connection: None,
         }
     }
 
     /// The service's inbound metric handles.
-    pub(crate) fn telemetry(&self) -> Option<Arc<InboundTelemetry>> {
+    pub(crate) fn telemetry(&self) -> Option<&InboundTelemetry> {
+        self.telemetry.as_deref()
+    }
+
+    /// The service's inbound metric handles, shared.
+    pub(crate) fn telemetry_handle(&self) -> Option<Arc<InboundTelemetry>> {
         self.telemetry.clone()
+    }
+
+    /// The duration table of calls from `peer` (the connection's own, when this authorizer
+    /// is a connection's: see [`Authorizer::for_connection`]).
+    pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Option<Arc<StatusTable>> {
+        let telemetry = self.telemetry.as_ref()?;
+        match &self.connection {
+            // Compares pointers: the connection's identity is the one its requests carry.
+            Some(connection) if connection.peer.as_ref() == peer => Some(connection.table.clone()),
+            _ => Some(telemetry.table(peer)),
+        }
     }
 
     /// The same policy, for a listener on `port` (policies may name ports).
     pub(crate) fn for_port(&self, port: u16) -> Self {
         Self {
-            policy: self.policy.clone(),
             local_port: Some(port),
-            telemetry: self.telemetry.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The same policy, for one connection from `peer`: its duration table is looked up now.
+    pub(crate) fn for_connection(&self, peer: Option<&PeerIdentity>) -> Self {
+        let connection = self.telemetry.as_ref().map(|telemetry| {
+            Arc::new(ConnectionTable {
+                peer: peer.cloned(),
+                table: telemetry.table(peer),
+            })
+        });
+        Self {
+            connection,
+            ..self.clone()
         }
     }
 
@@ -66,10 +106,18 @@ impl Authorizer {
     /// no `MESH_SERVICE`, or none has arrived yet): then mTLS alone guards it, as
     /// `all-authenticated` would.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<&PeerIdentity>) -> Option<Decision> {
+        self.decide_summary(&RequestSummary::from_request(request), peer)
+    }
+
+    /// [`Authorizer::decide`] for a request already summarized.
+    fn decide_summary(
+        &self,
+        summary: &RequestSummary<'_>,
+        peer: Option<&PeerIdentity>,
+    ) -> Option<Decision> {
         let inbound = self.policy.load();
         let inbound = inbound.as_ref()?;
-        let summary = RequestSummary::from_request(request);
-        let mut authz = AuthzRequest::new(&summary, peer.map(PeerIdentity::id));
+        let mut authz = AuthzRequest::new(summary, peer.map(PeerIdentity::id));
         if let Some(port) = self.local_port {
             authz = authz.with_port(port);
         }
@@ -77,7 +125,7 @@ impl Authorizer {
         let matched = inbound
             .routes
             .as_ref()
-            .and_then(|routes| match routes.route(&summary) {
+            .and_then(|routes| match routes.route(summary) {
                 RouteOutcome::Matched(matched) => Some(matched.rule),
                 RouteOutcome::NoRoutes | RouteOutcome::NotFound => None,
             });
@@ -95,8 +143,12 @@ impl Authorizer {
         mut request: Request<B>,
         peer: Option<&PeerIdentity>,
     ) -> Result<Request<B>, Response<R>> {
-        let grpc = is_grpc(&request);
-        match self.decide(&request, peer) {
+        // One summary serves the decision and the refusal's format.
+        let (decision, grpc) = {
+            let summary = RequestSummary::from_request(&request);
+            (self.decide_summary(&summary, peer), summary.is_grpc())
+        };
+        match decision {
             None if peer.is_some() => Ok(request),
             None => Err(denied(
                 "no inbound policy allows callers without a client certificate",

@@ -291,7 +291,7 @@ async fn accept_loop(
                                 inner: Conn::Plain(tcp),
                                 remote_addr,
                                 peer: None,
-                                authorizer,
+                                authorizer: authorizer.map(|a| a.for_connection(None)),
                                 _slot: slot,
                             })
                             .await;
@@ -320,6 +320,7 @@ async fn accept_loop(
                 .and_then(|certs| certs.first())
                 .and_then(|leaf| spiffe_id_of(leaf).ok())
                 .map(PeerIdentity::new);
+            let authorizer = authorizer.map(|a| a.for_connection(peer.as_ref()));
             let _ = tx
                 .send(MeshTlsStream {
                     inner: Conn::Tls(Box::new(stream)),

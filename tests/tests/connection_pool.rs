@@ -44,7 +44,7 @@ impl Greeter for ByConnection {
             .calls
             .lock()
             .unwrap()
-            .entry(info.remote_addr)
+            .entry(info.remote_addr())
             .or_default() += 1;
         Ok(Response::new(HelloReply {
             message: "hello".into(),

@@ -60,6 +60,10 @@ pub struct Replay {
     trailers: Option<Arc<HeaderMap>>,
     next: usize,
     trailers_sent: bool,
+    /// Whether the caller's body declared its exact size. A replay declares it only then:
+    /// an exact size hint makes hyper send `content-length`, which a gRPC caller never sent
+    /// and its server would parse on every call.
+    sized: bool,
 }
 
 /// The data of a complete body. Most bodies (every unary gRPC request) are one chunk, kept
@@ -92,13 +96,15 @@ impl Chunks {
 }
 
 impl Replay {
-    /// A complete body of `chunks` and `trailers`, positioned at the start.
-    fn new(chunks: Chunks, trailers: Option<HeaderMap>) -> Self {
+    /// A complete body of `chunks` and `trailers`, positioned at the start; `sized` when the
+    /// caller's body declared its exact size.
+    fn new(chunks: Chunks, trailers: Option<HeaderMap>, sized: bool) -> Self {
         Self {
             chunks,
             trailers: trailers.map(Arc::new),
             next: 0,
             trailers_sent: false,
+            sized,
         }
     }
 
@@ -109,6 +115,7 @@ impl Replay {
             trailers: self.trailers.clone(),
             next: 0,
             trailers_sent: false,
+            sized: self.sized,
         }
     }
 }
@@ -119,8 +126,9 @@ where
 {
     /// Takes what `body` has ready now, without waiting; see the module docs.
     pub(crate) fn buffer(mut body: B) -> Self {
+        let sized = body.size_hint().exact().is_some();
         if body.is_end_stream() {
-            return Self::Replay(Replay::new(Chunks::One(None), None));
+            return Self::Replay(Replay::new(Chunks::One(None), None, sized));
         }
         let mut cx = Context::from_waker(Waker::noop());
         // The first chunk apart, so that a one-chunk body allocates nothing.
@@ -130,7 +138,7 @@ where
         loop {
             match Pin::new(&mut body).poll_frame(&mut cx) {
                 Poll::Ready(None) => {
-                    return Self::Replay(Replay::new(Chunks::new(first, more), None));
+                    return Self::Replay(Replay::new(Chunks::new(first, more), None, sized));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
@@ -149,6 +157,7 @@ where
                             return Self::Replay(Replay::new(
                                 Chunks::new(first, more),
                                 Some(trailers),
+                                sized,
                             ));
                         }
                     }
@@ -158,7 +167,7 @@ where
                 Poll::Ready(Some(Err(_))) | Poll::Pending => break,
             }
             if body.is_end_stream() {
-                return Self::Replay(Replay::new(Chunks::new(first, more), None));
+                return Self::Replay(Replay::new(Chunks::new(first, more), None, sized));
             }
         }
         Self::Prefixed {
@@ -230,7 +239,13 @@ where
                     .iter()
                     .map(Bytes::len)
                     .sum();
-                SizeHint::with_exact(left as u64)
+                if replay.sized {
+                    SizeHint::with_exact(left as u64)
+                } else {
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(left as u64);
+                    hint
+                }
             }
             Self::Prefixed { prefix, rest } => {
                 let taken: u64 = prefix.iter().map(|c| c.len() as u64).sum();
@@ -382,5 +397,21 @@ mod tests {
         // What hyper reads to set content-length; it once panicked here.
         assert_eq!(body.size_hint().exact(), Some(big.len() as u64));
         assert_eq!(body.collect().await.unwrap().to_bytes(), big);
+    }
+
+    #[test]
+    fn a_replay_declares_an_exact_size_only_when_the_callers_body_did() {
+        // A sized body (an HTTP caller's `Full`) keeps its content-length.
+        let sized = MeshBody::buffer(Full::new(Bytes::from_static(b"hello")));
+        assert_eq!(sized.size_hint().exact(), Some(5));
+        // A body of unknown size (tonic's encoder, a stream) gets none added by the mesh.
+        let frames = vec![Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hello")))];
+        let unsized_body = MeshBody::buffer(StreamBody::new(tokio_stream::iter(frames)));
+        assert!(
+            unsized_body.replay().is_some(),
+            "a ready stream is kept whole"
+        );
+        assert_eq!(unsized_body.size_hint().exact(), None);
+        assert_eq!(unsized_body.size_hint().lower(), 5);
     }
 }

@@ -163,8 +163,10 @@ where
     };
     let route_name = rule.as_ref().map_or("", |r| r.route_name());
     let metrics = state.metrics.get(route_name, &backend.service);
-    span.record("mesh.route", route_name);
-    span.record("mesh.backend", tracing::field::display(&backend.service));
+    if !span.is_disabled() {
+        span.record("mesh.route", route_name);
+        span.record("mesh.backend", tracing::field::display(&backend.service));
+    }
 
     // Filters.
     let mut mirror: Option<&RequestMirror> = None;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 
-use super::metrics::InboundTelemetry;
+use super::metrics::{InboundTelemetry, StatusTable};
 use super::propagation::set_remote_parent;
 use super::record::{CallRecord, ObservedBody, server_span};
 use crate::authz::Authorizer;
@@ -25,17 +25,24 @@ use crate::server::PeerIdentity;
 pub struct Inbound<S> {
     inner: S,
     peer: Option<PeerIdentity>,
-    telemetry: Option<Arc<InboundTelemetry>>,
+    /// The service's telemetry and the duration table of this connection's caller.
+    measure: Option<(Arc<InboundTelemetry>, Arc<StatusTable>)>,
 }
 
 impl<S> Inbound<S> {
     /// Wraps `inner` for a connection from `peer` whose requests `authorizer` judges (the
     /// authorizer carries its service's metric handles; without one nothing is recorded).
     pub fn new(inner: S, peer: Option<PeerIdentity>, authorizer: Option<&Authorizer>) -> Self {
+        let measure = authorizer.and_then(|authorizer| {
+            Some((
+                authorizer.telemetry_handle()?,
+                authorizer.table(peer.as_ref())?,
+            ))
+        });
         Self {
             inner,
             peer,
-            telemetry: authorizer.and_then(Authorizer::telemetry),
+            measure,
         }
     }
 }
@@ -54,12 +61,13 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let inner = &mut self.inner;
-        InboundFuture::start(
-            self.telemetry.as_deref(),
-            self.peer.as_ref(),
-            request,
-            |request| inner.call(request),
-        )
+        let measure = self
+            .measure
+            .as_ref()
+            .map(|(telemetry, table)| (&**telemetry, table.clone()));
+        InboundFuture::start(measure, self.peer.as_ref(), request, |request| {
+            inner.call(request)
+        })
     }
 }
 
@@ -80,15 +88,16 @@ impl<F> std::fmt::Debug for InboundFuture<F> {
 }
 
 impl<F> InboundFuture<F> {
-    /// Starts measuring `request` from `peer` (when `telemetry` is given) and calls `call`
-    /// with it inside the request's span.
+    /// Starts measuring `request` from `peer` (when `measure`, the service's telemetry and
+    /// the caller's duration table, is given) and calls `call` with it inside the request's
+    /// span.
     pub(crate) fn start<B>(
-        telemetry: Option<&InboundTelemetry>,
+        measure: Option<(&InboundTelemetry, Arc<StatusTable>)>,
         peer: Option<&PeerIdentity>,
         request: Request<B>,
         call: impl FnOnce(Request<B>) -> F,
     ) -> Self {
-        let Some(telemetry) = telemetry else {
+        let Some((telemetry, table)) = measure else {
             return Self {
                 inner: call(request),
                 record: None,
@@ -98,10 +107,12 @@ impl<F> InboundFuture<F> {
         let grpc = crate::authz::is_grpc(&request);
         let span = server_span(&request, telemetry.service(), grpc);
         set_remote_parent(&span, request.headers());
-        if let Some(peer) = peer {
+        if let Some(peer) = peer
+            && !span.is_disabled()
+        {
             span.record("client.identity", tracing::field::display(peer));
         }
-        let record = CallRecord::new(telemetry.table(peer), start, grpc, span);
+        let record = CallRecord::new(table, start, grpc, span);
         let inner = {
             let _entered = record.span().enter();
             call(request)
@@ -120,8 +131,9 @@ impl<F> InboundFuture<F> {
         request: Request<B>,
         call: impl FnOnce(Request<B>) -> F,
     ) -> Self {
-        let telemetry = authorizer.and_then(Authorizer::telemetry);
-        Self::start(telemetry.as_deref(), peer, request, call)
+        let measure = authorizer
+            .and_then(|authorizer| Some((authorizer.telemetry()?, authorizer.table(peer)?)));
+        Self::start(measure, peer, request, call)
     }
 }
 

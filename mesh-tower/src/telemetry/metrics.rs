@@ -50,6 +50,14 @@ pub(crate) struct StatusTable {
     classes: [OnceLock<Histogram>; 5],
 }
 
+impl std::fmt::Debug for StatusTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusTable")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StatusTable {
     pub(crate) fn new(direction: Direction, mut labels: Vec<Label>) -> Self {
         let (rpc, http, value) = match direction {

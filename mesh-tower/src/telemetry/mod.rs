@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::admin::{AdminState, spawn as spawn_admin};
 pub use self::inbound::{Inbound, InboundFuture};
-pub(crate) use self::metrics::{InboundTelemetry, OutboundIndex, OutboundMetrics};
+pub(crate) use self::metrics::{InboundTelemetry, OutboundIndex, OutboundMetrics, StatusTable};
 pub use self::propagation::{extract_context, inject_context, install_propagator};
 pub use self::record::ObservedBody;
 pub(crate) use self::record::{CallRecord, client_span, grpc_status};

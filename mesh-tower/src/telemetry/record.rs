@@ -79,6 +79,9 @@ pub(crate) struct CallRecord {
     grpc: bool,
     status: Option<Status>,
     span: Span,
+    /// Whether a subscriber wants the span: recording into a disabled span still looks its
+    /// field up by name, so a call without tracing skips it.
+    traced: bool,
     done: bool,
 }
 
@@ -98,6 +101,7 @@ impl CallRecord {
             start,
             grpc,
             status: None,
+            traced: !span.is_disabled(),
             span,
             done: false,
         }
@@ -122,8 +126,10 @@ impl CallRecord {
         } else {
             self.status = Some(Status::Http(response.status()));
         }
-        self.span
-            .record("http.response.status_code", response.status().as_u16());
+        if self.traced {
+            self.span
+                .record("http.response.status_code", response.status().as_u16());
+        }
     }
 
     /// Reads the gRPC status from the trailers.
@@ -150,6 +156,9 @@ impl CallRecord {
             None => return,
         };
         self.table.record(status, self.start.elapsed());
+        if !self.traced {
+            return;
+        }
         let error = match status {
             Status::Grpc(code) => {
                 self.span.record("rpc.grpc.status_code", code);
@@ -174,13 +183,10 @@ pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static(
 
 /// The gRPC status code in `headers`, if there is a valid one.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers
-        .get(&GRPC_STATUS)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    // The bytes as they are: a status is a few ASCII digits, no need to check the whole
+    // value for visible ASCII first.
+    let value = headers.get(&GRPC_STATUS)?.as_bytes().trim_ascii();
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 pin_project! {
