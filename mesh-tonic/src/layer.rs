@@ -12,12 +12,10 @@
 
 use std::task::{Context, Poll};
 
-use futures_util::TryFutureExt;
-use futures_util::future::{Either, MapOk, Ready, ready};
+use futures_util::future::{Either, Ready, ready};
 
 use http::{Request, Response};
 use mesh_tower::telemetry::{InboundFuture, ObservedBody};
-use tonic::server::NamedService;
 
 use crate::incoming::MeshConnectInfo;
 
@@ -42,15 +40,14 @@ impl<S> tower::Layer<S> for MeshLayer {
     }
 }
 
-/// A tonic service behind the mesh's server layer. Passes `NamedService` through, so a single
-/// wrapped service can still be added to a router.
+/// A tonic service behind the mesh's server layer, for `Server::builder().layer(..)`.
+///
+/// Its responses carry the mesh's [`ObservedBody`] (which records the call when it ends)
+/// around tonic's body: tonic's server boxes whatever body its layers return, so wrapping is
+/// free of a second box.
 #[derive(Debug, Clone)]
 pub struct MeshService<S> {
     inner: S,
-}
-
-impl<S: NamedService> NamedService for MeshService<S> {
-    const NAME: &'static str = S::NAME;
 }
 
 type Inner<F, E> = Either<F, Ready<Result<Response<tonic::body::Body>, E>>>;
@@ -62,12 +59,10 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = Response<tonic::body::Body>;
+    type Response = Observed;
     type Error = S::Error;
-    type Future = Either<
-        MapOk<InboundFuture<Inner<S::Future, S::Error>>, fn(Observed) -> Self::Response>,
-        Inner<S::Future, S::Error>,
-    >;
+    type Future =
+        Either<InboundFuture<Inner<S::Future, S::Error>>, Ready<Result<Self::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -95,15 +90,11 @@ where
                 },
                 None => Either::Left(inner.call(request)),
             });
-        // tonic wants its own body type: one box per response, as tonic's own layers do.
-        let to_tonic: fn(Observed) -> Self::Response = |r| r.map(tonic::body::Body::new);
-        Either::Left(observed.map_ok(to_tonic))
+        Either::Left(observed)
     }
 }
 
-fn refuse<F, I, E>(why: &str) -> Either<F, Inner<I, E>> {
-    Either::Right(Either::Right(ready(Ok(tonic::Status::unauthenticated(
-        why,
-    )
-    .into_http()))))
+fn refuse<F, E>(why: &str) -> Either<F, Ready<Result<Observed, E>>> {
+    let refusal = tonic::Status::unauthenticated(why).into_http();
+    Either::Right(ready(Ok(refusal.map(ObservedBody::unobserved))))
 }

@@ -203,6 +203,11 @@ impl<B> ObservedBody<B> {
     pub(crate) fn new(inner: B, record: Option<CallRecord>) -> Self {
         Self { inner, record }
     }
+
+    /// `inner` with nothing to record (a response the mesh wrote before measuring began).
+    pub fn unobserved(inner: B) -> Self {
+        Self::new(inner, None)
+    }
 }
 
 impl<B: std::fmt::Debug> std::fmt::Debug for ObservedBody<B> {
