@@ -2,9 +2,11 @@
 //! plain tonic over the mesh's own mTLS (same certificates, same verifiers, no mesh layers),
 //! so that `perf record` or `valgrind --tool=callgrind` sees only the cost of the layers.
 //!
-//! Usage: `profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]`
-//! (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of one
-//! connection each, callers spread over them as over tonic's C channels).
+//! Usage: `profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]
+//! [--crossed]` (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of
+//! one connection each, callers spread over them as over tonic's C channels; `--crossed`: the
+//! mesh's clients call the plain tonic server and plain tonic calls the meshed one, which
+//! tells the client's share of a difference from the server's).
 //!
 //! The server runs on one thread and the caller on another (each a current-thread runtime,
 //! pinned to cores 0 and 1 where the OS allows), as in the `bench` program. It prints calls
@@ -43,6 +45,7 @@ struct Args {
     calls: usize,
     in_flight: usize,
     connections: usize,
+    crossed: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -51,6 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         calls: 20_000,
         in_flight: 1,
         connections: 1,
+        crossed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,8 +65,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--calls" => args.calls = it.next().context("--calls N")?.parse()?,
             "--in-flight" => args.in_flight = it.next().context("--in-flight K")?.parse()?,
             "--connections" => args.connections = it.next().context("--connections C")?.parse()?,
+            "--crossed" => args.crossed = true,
             other => bail!(
-                "unknown argument {other:?}; usage: profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]"
+                "unknown argument {other:?}; usage: profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]"
             ),
         }
     }
@@ -86,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     let trust_domain = TrustDomain::new("mesh.local")?;
     let control = main_rt.block_on(mesh_control::start(ControlOptions::new(
         trust_domain.clone(),
-        ConfigSource::Inline(config(mesh_addr)),
+        ConfigSource::Inline(config(mesh_addr, plain_addr)),
     )))?;
     let dir = tempfile::tempdir()?;
     let anchors = dir.path().join("trust-bundle.pem");
@@ -158,7 +163,14 @@ fn main() -> anyhow::Result<()> {
         calls,
         in_flight,
         connections,
+        crossed,
     } = args;
+    // Which server each kind of client calls.
+    let (mesh_destination, tonic_addr) = if crossed {
+        ("greeter-plain.default", mesh_addr)
+    } else {
+        ("greeter.default", plain_addr)
+    };
     let report = std::thread::Builder::new()
         .name("profile-caller".into())
         .spawn(move || -> anyhow::Result<String> {
@@ -172,13 +184,13 @@ fn main() -> anyhow::Result<()> {
                 let mesh = Mesh::start(client_settings).await?;
                 let clients = match target {
                     Target::Mesh => {
-                        let channel = mesh.channel("greeter.default").await?;
+                        let channel = mesh.channel(mesh_destination).await?;
                         Clients::Mesh(vec![GreeterClient::new(channel)])
                     }
                     Target::MeshClients => {
                         let mut v = Vec::new();
                         for _ in 0..connections {
-                            v.push(GreeterClient::new(mesh.channel("greeter.default").await?));
+                            v.push(GreeterClient::new(mesh.channel(mesh_destination).await?));
                         }
                         Clients::Mesh(v)
                     }
@@ -192,7 +204,7 @@ fn main() -> anyhow::Result<()> {
                         );
                         let mut v = Vec::new();
                         for _ in 0..connections {
-                            v.push(GreeterClient::new(examples::tls_channel(plain_addr, tls.clone()).await?));
+                            v.push(GreeterClient::new(examples::tls_channel(tonic_addr, tls.clone()).await?));
                         }
                         Clients::Tonic(v)
                     }
@@ -208,7 +220,8 @@ fn main() -> anyhow::Result<()> {
                 let server_cpu = server_cpu(&cpu_tx).await? - server_before;
                 let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
                 Ok(format!(
-                    "{target:?}: {calls} calls, {in_flight} in flight, {connections} connection(s): {:.0} calls/s, client CPU {:.1} µs/call, server CPU {:.1} µs/call, {failed} failed",
+                    "{target:?}{}: {calls} calls, {in_flight} in flight, {connections} connection(s): {:.0} calls/s, client CPU {:.1} µs/call, server CPU {:.1} µs/call, {failed} failed",
+                    if crossed { " (crossed)" } else { "" },
                     calls as f64 / elapsed.as_secs_f64(),
                     per_call(client_cpu),
                     per_call(server_cpu),
@@ -222,13 +235,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(addr: SocketAddr) -> String {
+fn config(addr: SocketAddr, plain_addr: SocketAddr) -> String {
     format!(
         r#"
 services:
   - name: greeter
     endpoints:
       - address: "{addr}"
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+  - name: greeter-plain
+    endpoints:
+      - address: "{plain_addr}"
         identity: spiffe://mesh.local/ns/default/sa/greeter
 bootstrapTokens:
   - {{token: greeter-profile-token, namespace: default, serviceAccount: greeter}}
