@@ -511,6 +511,17 @@ impl RunningControl {
         self.state.current().version
     }
 
+    /// Waits until a config version newer than `version` is in force and returns it (at once
+    /// when one already is), without polling: the caller is woken when a version is published.
+    pub async fn version_after(&self, version: u64) -> u64 {
+        let mut state = self.state.subscribe();
+        match state.wait_for(|state| state.version > version).await {
+            Ok(state) => state.version,
+            // The store lives as long as `self`: its sender is never dropped first.
+            Err(_) => self.config_version(),
+        }
+    }
+
     /// Stops accepting, ends every Watch stream (with UNAVAILABLE, so clients reconnect
     /// elsewhere), and returns once the server has finished (at most about 10 s).
     pub async fn shutdown(mut self) {

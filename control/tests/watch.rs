@@ -269,8 +269,12 @@ async fn file_edits_reach_subscribers_and_bad_edits_do_not() {
 
     // A change to a service this subscriber does not watch: a new version, nothing sent.
     let unrelated = config_yaml(5002).replace("127.0.0.1:9999", "127.0.0.1:9998");
+    // `version_after` answers at once for a version already superseded, and wakes for the
+    // next one.
+    assert_eq!(control.version_after(1).await, 2);
+    let next = tokio::time::timeout(Duration::from_secs(10), control.version_after(2));
     std::fs::write(&path, unrelated).expect("write");
-    eventually("version 3", || control.config_version() == 3).await;
+    assert_eq!(next.await.expect("version 3 published in time"), 3);
     watch.expect_nothing(Duration::from_millis(300)).await;
 
     // The file is fixed: the next good edit arrives.
