@@ -81,6 +81,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         certify_rates.push(rate);
         raw_rates.push(raw);
     }
+    // The clients' connection tasks live on the load runtime: dropped with it, so that the
+    // control service's shutdown has no open connection to wait for.
+    drop(load_rt);
     control_rt.block_on(control.shutdown());
 
     let certify = crate::median(certify_rates.clone());
