@@ -15,12 +15,14 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -139,28 +141,92 @@ async fn serve_connection(
     let mut stop = pin!(shutdown.wait_for(|stop| *stop));
     let mut stopping = false;
     let mut running = FuturesUnordered::new();
+    let waker = Arc::new(RoundWaker::default());
+    let round_waker = Waker::from(waker.clone());
     let result = poll_fn(|cx: &mut Context<'_>| {
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             stopping = true;
             connection.as_mut().graceful_shutdown();
         }
+        waker.start_polling(cx.waker());
+        let mut inner = Context::from_waker(&round_waker);
         for _ in 0..ROUNDS_PER_POLL {
+            waker.woken.store(false, Ordering::SeqCst);
             // The ready streams first, so that what they send leaves in this round's write.
-            run_ready(&mut running, cx);
-            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            run_ready(&mut running, &mut inner);
+            if let Poll::Ready(result) = connection.as_mut().poll(&mut inner) {
+                waker.stop_polling();
                 return Poll::Ready(result);
             }
             // Requests the connection just read become streams to run in the next round.
-            if !queue.drain_into(&mut running) {
+            if queue.drain_into(&mut running) {
+                continue;
+            }
+            // Nothing new: done, unless a stream or the connection was woken during this
+            // round (a stream's frame wakes the connection; a frame read wakes its stream).
+            if !waker.woken.load(Ordering::SeqCst) && waker.stop_polling() {
                 return Poll::Pending;
             }
         }
+        waker.stop_polling();
         cx.waker().wake_by_ref();
         Poll::Pending
     })
     .await;
     if let Err(error) = result {
         tracing::debug!(peer = %remote_addr, %error, "connection ended with an error");
+    }
+}
+
+/// The waker that a connection's streams and hyper's connection get while the connection's
+/// task polls them. A wake during the poll only marks the round (the task runs another round
+/// instead of being scheduled again to find what the wake was for); a wake at any other time
+/// wakes the task.
+///
+/// Without it, a connection's task ran about five times per subscriber per config change:
+/// a stream's frame wakes the connection and a frame read wakes its stream, each a second
+/// poll of the task right after the one that caused it.
+#[derive(Default)]
+struct RoundWaker {
+    /// The task's own waker, for wakes outside its polls.
+    task: AtomicWaker,
+    /// The task is inside its poll: wakes only mark `woken`.
+    polling: AtomicBool,
+    /// Something was woken since the round began.
+    woken: AtomicBool,
+}
+
+impl RoundWaker {
+    /// The task's poll begins, with `task` as its waker.
+    fn start_polling(&self, task: &Waker) {
+        self.task.register(task);
+        self.polling.store(true, Ordering::SeqCst);
+    }
+
+    /// The task's poll ends. False if a wake came meanwhile that the poll has not seen: then
+    /// the task is still polling and must run another round.
+    fn stop_polling(&self) -> bool {
+        self.polling.store(false, Ordering::SeqCst);
+        if self.woken.load(Ordering::SeqCst) {
+            // A wake between the round's last check and now: it found `polling` set and did
+            // not wake the task, so this poll must see to it.
+            self.polling.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+impl Wake for RoundWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
     }
 }
 
