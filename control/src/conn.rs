@@ -151,7 +151,7 @@ async fn serve_connection(
         waker.start_polling(cx.waker());
         let mut inner = Context::from_waker(&round_waker);
         for _ in 0..ROUNDS_PER_POLL {
-            waker.woken.store(false, Ordering::SeqCst);
+            waker.begin_round();
             // The ready streams first, so that what they send leaves in this round's write.
             run_ready(&mut running, &mut inner);
             if let Poll::Ready(result) = connection.as_mut().poll(&mut inner) {
@@ -164,7 +164,7 @@ async fn serve_connection(
             }
             // Nothing new: done, unless a stream or the connection was woken during this
             // round (a stream's frame wakes the connection; a frame read wakes its stream).
-            if !waker.woken.load(Ordering::SeqCst) && waker.stop_polling() {
+            if !waker.woken_in_round() && waker.stop_polling() {
                 return Poll::Pending;
             }
         }
@@ -203,11 +203,21 @@ impl RoundWaker {
         self.polling.store(true, Ordering::SeqCst);
     }
 
+    /// A round of the poll begins: earlier wakes are seen to by it.
+    fn begin_round(&self) {
+        self.woken.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether something was woken since the round began.
+    fn woken_in_round(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
+    }
+
     /// The task's poll ends. False if a wake came meanwhile that the poll has not seen: then
     /// the task is still polling and must run another round.
     fn stop_polling(&self) -> bool {
         self.polling.store(false, Ordering::SeqCst);
-        if self.woken.load(Ordering::SeqCst) {
+        if self.woken_in_round() {
             // A wake between the round's last check and now: it found `polling` set and did
             // not wake the task, so this poll must see to it.
             self.polling.store(true, Ordering::SeqCst);

@@ -51,25 +51,20 @@ impl Authorizer {
         }
     }
 
-    /// The service's inbound metric handles.
-    pub(crate) fn telemetry(&self) -> Option<&InboundTelemetry> {
-        self.telemetry.as_deref()
-    }
-
-    /// The service's inbound metric handles, shared.
-    pub(crate) fn telemetry_handle(&self) -> Option<Arc<InboundTelemetry>> {
-        self.telemetry.clone()
-    }
-
-    /// The duration table of calls from `peer` (the connection's own, when this authorizer
-    /// is a connection's: see [`Authorizer::for_connection`]).
-    pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Option<Arc<StatusTable>> {
-        let telemetry = self.telemetry.as_ref()?;
-        match &self.connection {
+    /// What measures calls from `peer`: the service's telemetry and the caller's duration
+    /// table (the connection's own, looked up when it was accepted, when this authorizer is a
+    /// connection's: see [`Authorizer::for_connection`]). `None` without telemetry.
+    pub(crate) fn measure(
+        &self,
+        peer: Option<&PeerIdentity>,
+    ) -> Option<(&InboundTelemetry, Arc<StatusTable>)> {
+        let telemetry = self.telemetry.as_deref()?;
+        let table = match &self.connection {
             // Compares pointers: the connection's identity is the one its requests carry.
-            Some(connection) if connection.peer.as_ref() == peer => Some(connection.table.clone()),
-            _ => Some(telemetry.table(peer)),
-        }
+            Some(connection) if connection.peer.as_ref() == peer => connection.table.clone(),
+            _ => telemetry.table(peer),
+        };
+        Some((telemetry, table))
     }
 
     /// The same policy, for a listener on `port` (policies may name ports).

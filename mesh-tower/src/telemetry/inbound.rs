@@ -25,24 +25,19 @@ use crate::server::PeerIdentity;
 pub struct Inbound<S> {
     inner: S,
     peer: Option<PeerIdentity>,
-    /// The service's telemetry and the duration table of this connection's caller.
-    measure: Option<(Arc<InboundTelemetry>, Arc<StatusTable>)>,
+    /// The connection's authorizer: it carries the service's telemetry and the caller's
+    /// duration table.
+    authorizer: Option<Authorizer>,
 }
 
 impl<S> Inbound<S> {
     /// Wraps `inner` for a connection from `peer` whose requests `authorizer` judges (the
     /// authorizer carries its service's metric handles; without one nothing is recorded).
     pub fn new(inner: S, peer: Option<PeerIdentity>, authorizer: Option<&Authorizer>) -> Self {
-        let measure = authorizer.and_then(|authorizer| {
-            Some((
-                authorizer.telemetry_handle()?,
-                authorizer.table(peer.as_ref())?,
-            ))
-        });
         Self {
             inner,
             peer,
-            measure,
+            authorizer: authorizer.cloned(),
         }
     }
 }
@@ -61,13 +56,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let inner = &mut self.inner;
-        let measure = self
-            .measure
-            .as_ref()
-            .map(|(telemetry, table)| (&**telemetry, table.clone()));
-        InboundFuture::start(measure, self.peer.as_ref(), request, |request| {
-            inner.call(request)
-        })
+        InboundFuture::instrument(
+            self.authorizer.as_ref(),
+            self.peer.as_ref(),
+            request,
+            |request| inner.call(request),
+        )
     }
 }
 
@@ -91,7 +85,7 @@ impl<F> InboundFuture<F> {
     /// Starts measuring `request` from `peer` (when `measure`, the service's telemetry and
     /// the caller's duration table, is given) and calls `call` with it inside the request's
     /// span.
-    pub(crate) fn start<B>(
+    fn start<B>(
         measure: Option<(&InboundTelemetry, Arc<StatusTable>)>,
         peer: Option<&PeerIdentity>,
         request: Request<B>,
@@ -131,9 +125,12 @@ impl<F> InboundFuture<F> {
         request: Request<B>,
         call: impl FnOnce(Request<B>) -> F,
     ) -> Self {
-        let measure = authorizer
-            .and_then(|authorizer| Some((authorizer.telemetry()?, authorizer.table(peer)?)));
-        Self::start(measure, peer, request, call)
+        Self::start(
+            authorizer.and_then(|authorizer| authorizer.measure(peer)),
+            peer,
+            request,
+            call,
+        )
     }
 }
 
