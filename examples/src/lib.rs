@@ -177,3 +177,37 @@ pub fn thread_cpu_time() -> std::time::Duration {
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(std::time::Duration::ZERO, std::time::Duration::from_nanos)
 }
+
+/// The benchmarks' `greeter` with everything on, as a control-file `services:` entry and a
+/// `policies:` list: a gRPC route for `helloworld.Greeter/SayHello` with a request timeout and a
+/// retry policy (so each call arms a timer and keeps its request for a retry), and a server
+/// that denies by default and allows `caller_account` by identity and method.
+pub fn everything_on_greeter(addr: std::net::SocketAddr, caller_account: &str) -> (String, String) {
+    let service = format!(
+        r#"  - name: greeter
+    defaultPolicy: deny
+    endpoints:
+      - address: "{addr}"
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+    routes:
+      - name: say-hello
+        kind: grpc
+        rules:
+          - matches: [{{method: {{service: helloworld.Greeter, method: SayHello}}}}]
+            backendRefs: [{{name: greeter}}]
+            timeouts: {{request: 5s}}
+            retry: {{statuses: [UNAVAILABLE], attempts: 2}}
+"#
+    );
+    let policies = format!(
+        r#"policies:
+  - name: {caller_account}-may-greet
+    target: {{service: greeter}}
+    action: ALLOW
+    rules:
+      - from: {{identities: ["spiffe://mesh.local/ns/default/sa/{caller_account}"]}}
+        to: {{grpc: [{{service: helloworld.Greeter, method: SayHello}}]}}
+"#
+    );
+    (service, policies)
+}

@@ -236,18 +236,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn config(addr: SocketAddr, plain_addr: SocketAddr) -> String {
+    let (greeter, policies) = examples::everything_on_greeter(addr, "caller");
     format!(
         r#"
 services:
-  - name: greeter
-    endpoints:
-      - address: "{addr}"
-        identity: spiffe://mesh.local/ns/default/sa/greeter
-  - name: greeter-plain
+{greeter}  - name: greeter-plain
     endpoints:
       - address: "{plain_addr}"
         identity: spiffe://mesh.local/ns/default/sa/greeter
-bootstrapTokens:
+{policies}bootstrapTokens:
   - {{token: greeter-profile-token, namespace: default, serviceAccount: greeter}}
   - {{token: caller-profile-token, namespace: default, serviceAccount: caller}}
 "#

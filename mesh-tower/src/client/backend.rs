@@ -187,17 +187,29 @@ where
     ) -> Sent<B> {
         // The usual case first: an endpoint is ready, so no waiter is registered (registering
         // one takes the `Notify`'s lock twice, shared by every call on this backend).
-        if let Some((endpoint, sender)) = self.ready_endpoint(avoid) {
-            return Self::send_to(endpoint, sender, request).await;
-        }
+        let (endpoint, sender) = match self.ready_endpoint(avoid) {
+            Some(ready) => ready,
+            None => self.wait_for_ready(avoid, ready_timeout).await?,
+        };
+        // One await of the send: the call's state machine holds hyper's send future once.
+        Self::send_to(endpoint, sender, request).await
+    }
+
+    /// Waits up to `ready_timeout` for an endpoint (other than `avoid`, when another is
+    /// available) with a connection ready to take a request.
+    async fn wait_for_ready(
+        &self,
+        avoid: Option<&EndpointKey>,
+        ready_timeout: Duration,
+    ) -> Result<(Arc<Endpoint<B>>, SendRequest<B>), SendError<B>> {
         let deadline = tokio::time::Instant::now() + ready_timeout;
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             // Registered before checking again, so a wakeup between the two is not lost.
             notified.as_mut().enable();
-            if let Some((endpoint, sender)) = self.ready_endpoint(avoid) {
-                return Self::send_to(endpoint, sender, request).await;
+            if let Some(ready) = self.ready_endpoint(avoid) {
+                return Ok(ready);
             }
             if self.set.load().endpoints.is_empty() {
                 return Err(SendError::NoEndpoints);

@@ -14,6 +14,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use mesh_core::budget::RetryBudget;
@@ -89,19 +91,40 @@ where
     let grpc = mesh_core::route::is_grpc(request.headers());
     let span = client_span(&request, &shared.destination, grpc);
     // A span no subscriber wants is not entered at every poll, nor injected.
-    let (result, metrics) = if span.is_disabled() {
-        routed(&shared, request, grpc, &span).await
-    } else {
+    let traced = !span.is_disabled();
+    if traced {
         inject_context(&span, request.headers_mut());
-        routed(&shared, request, grpc, &span)
-            .instrument(span.clone())
-            .await
-    };
+    }
+    let routed = routed(&shared, request, grpc, &span);
+    // One future awaited either way: two await points would each hold a copy of `routed`'s
+    // state in this call's (boxed) state machine.
+    let (result, metrics) = if traced {
+        Either::Left(routed.instrument(span.clone()))
+    } else {
+        Either::Right(routed)
+    }
+    .await;
     let mut response = result?;
     let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
     record.on_response(&response);
     response.body_mut().observe(record);
     Ok(response)
+}
+
+/// `future`, bounded by `limit` when there is one; `Err(limit)` when it ran out.
+///
+/// One future either way, for one await point: a `match` with an await in each arm would make
+/// the caller's state machine hold `future`'s state twice (a call's state was over 10 KB).
+fn within<F: Future>(
+    limit: Option<Duration>,
+    future: F,
+) -> impl Future<Output = Result<F::Output, Duration>> {
+    match limit {
+        Some(limit) => {
+            Either::Left(tokio::time::timeout(limit, future).map(move |r| r.map_err(|_| limit)))
+        }
+        None => Either::Right(future.map(Ok)),
+    }
 }
 
 /// The call itself, with the metrics of the route and backend it took.
@@ -235,18 +258,15 @@ where
         deadline,
         grpc,
     };
-    let result = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, tries.run(first)).await {
-            Ok(result) => result,
-            Err(_) => {
-                metrics.request_timeouts.increment(1);
-                Err(CallError::Timeout {
-                    destination: shared.destination.clone(),
-                    after: timeout,
-                })
-            }
-        },
-        None => tries.run(first).await,
+    let result = match within(timeout, tries.run(first)).await {
+        Ok(result) => result,
+        Err(after) => {
+            metrics.request_timeouts.increment(1);
+            Err(CallError::Timeout {
+                destination: shared.destination.clone(),
+                after,
+            })
+        }
     };
     let response = match result {
         Ok(mut response) => {
@@ -302,15 +322,12 @@ where
             let sent = self
                 .backend
                 .send(attempt, avoid.as_ref(), self.shared.ready_timeout);
-            let outcome = match self.per_try {
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
-                    Ok(outcome) => Outcome::Sent(outcome),
-                    Err(_) => {
-                        self.metrics.try_timeouts.increment(1);
-                        Outcome::TryTimedOut(limit)
-                    }
-                },
-                None => Outcome::Sent(sent.await),
+            let outcome = match within(self.per_try, sent).await {
+                Ok(outcome) => Outcome::Sent(outcome),
+                Err(limit) => {
+                    self.metrics.try_timeouts.increment(1);
+                    Outcome::TryTimedOut(limit)
+                }
             };
             let (verdict, retry_from) = self.judge(outcome);
             let result = match verdict {

@@ -15,6 +15,7 @@ mod fanout;
 mod fanout_servers;
 mod haproxy;
 mod issuance;
+mod machine;
 mod plain_tls;
 mod procs;
 mod request_path;
@@ -83,6 +84,9 @@ fn main() -> anyhow::Result<()> {
         _ => {}
     }
     let args = parse_args(&argv)?;
+    let idle = machine::IdleSettings::read();
+    println!("machine: {}", idle.describe());
+    write_json(&args.json("machine"), &idle.to_json())?;
     let all = args.scenario == "all";
     if all || args.scenario == "request-path" {
         request_path::run(&args)?;

@@ -223,18 +223,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn mesh_config(addr: SocketAddr, rss_addr: SocketAddr) -> String {
+    let (greeter, policies) = examples::everything_on_greeter(addr, "bench-client");
     format!(
         r#"
 services:
-  - name: greeter
-    endpoints:
-      - address: "{addr}"
-        identity: spiffe://mesh.local/ns/default/sa/greeter
-  - name: greeter-rss
+{greeter}  - name: greeter-rss
     endpoints:
       - address: "{rss_addr}"
         identity: spiffe://mesh.local/ns/default/sa/greeter
-bootstrapTokens:
+{policies}bootstrapTokens:
   - {{token: greeter-bench-token, namespace: default, serviceAccount: greeter}}
   - {{token: bench-client-bench-token, namespace: default, serviceAccount: bench-client}}
 "#
