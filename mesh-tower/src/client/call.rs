@@ -95,7 +95,7 @@ where
     if traced {
         inject_context(&span, request.headers_mut());
     }
-    let routed = routed(&shared, request, grpc, &span);
+    let routed = routed(&shared, request, grpc, &span, start);
     // One future awaited either way: two await points would each hold a copy of `routed`'s
     // state in this call's (boxed) state machine.
     let (result, metrics) = if traced {
@@ -133,6 +133,7 @@ async fn routed<B>(
     mut request: Request<B>,
     grpc: bool,
     span: &tracing::Span,
+    start: Instant,
 ) -> (
     Result<Response<ResponseBody>, BoxError>,
     Arc<OutboundMetrics>,
@@ -244,7 +245,8 @@ where
         (a, b) => a.or(b),
     };
     let per_try = rule.as_ref().and_then(|r| r.timeouts().backend_request());
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // From the call's start (one clock read less per call).
+    let deadline = timeout.map(|t| start + t);
 
     let first = Request::from_parts(parts, body);
     let tries = Tries {
@@ -257,6 +259,7 @@ where
         per_try,
         deadline,
         grpc,
+        start,
     };
     let result = match within(timeout, tries.run(first)).await {
         Ok(result) => result,
@@ -295,6 +298,8 @@ struct Tries<'a, B> {
     per_try: Option<Duration>,
     deadline: Option<Instant>,
     grpc: bool,
+    /// When the call started: the retry budget's deposit is dated by it.
+    start: Instant,
 }
 
 impl<B> Tries<'_, B>
@@ -302,9 +307,10 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    async fn run(self, first: Request<MeshBody<B>>) -> Result<Response<ResponseBody>, CallError> {
+    /// By reference: the tries stay in the caller's state, not copied into this future's too.
+    async fn run(&self, first: Request<MeshBody<B>>) -> Result<Response<ResponseBody>, CallError> {
         if self.retry.is_some() {
-            lock(&self.shared.budget).deposit(Instant::now());
+            lock(&self.shared.budget).deposit(self.start);
         }
         let mut retries_left = self.retry.map_or(0, |p| p.attempts);
         let mut resends_left = MAX_RESENDS;

@@ -1,6 +1,7 @@
 //! The gRPC `grpc-timeout` header: a caller's deadline, honoured and passed on reduced by the
 //! time already spent.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -28,23 +29,35 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Writes `remaining` as a `grpc-timeout` value, in the finest unit that fits eight digits.
+/// From this far off, a deadline is passed on in whole milliseconds (as Envoy passes it on):
+/// truncating takes off less than 1 %, and the value stays the same from call to call, so
+/// HPACK sends it as one index byte instead of a new literal that churns both sides' tables.
+const MILLISECONDS_FROM: Duration = Duration::from_millis(100);
+
+/// Writes `remaining` as a `grpc-timeout` value, never later than `remaining`: in whole
+/// milliseconds from [`MILLISECONDS_FROM`] on, else in the finest unit that fits eight digits.
 pub(crate) fn set_grpc_timeout(headers: &mut HeaderMap, remaining: Duration) {
     const MAX: u128 = 99_999_999;
     let nanos = remaining.as_nanos();
-    let value = if nanos <= MAX {
-        format!("{nanos}n")
-    } else if nanos / 1_000 <= MAX {
-        format!("{}u", nanos / 1_000)
+    let (amount, unit) = if remaining < MILLISECONDS_FROM && nanos <= MAX {
+        (nanos, 'n')
+    } else if remaining < MILLISECONDS_FROM {
+        (nanos / 1_000, 'u')
     } else if nanos / 1_000_000 <= MAX {
-        format!("{}m", nanos / 1_000_000)
-    } else if remaining.as_secs() <= MAX as u64 {
-        format!("{}S", remaining.as_secs())
+        (nanos / 1_000_000, 'm')
+    } else if u128::from(remaining.as_secs()) <= MAX {
+        (u128::from(remaining.as_secs()), 'S')
     } else {
-        format!("{}H", (remaining.as_secs() / 3600).min(MAX as u64))
+        ((u128::from(remaining.as_secs()) / 3600).min(MAX), 'H')
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(GRPC_TIMEOUT.clone(), value);
+    // Eight digits and a unit: formatted on the stack, copied once into the header value.
+    let mut buffer = [0u8; 16];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    if write!(cursor, "{amount}{unit}").is_ok() {
+        let written = usize::try_from(cursor.position()).unwrap_or(0);
+        if let Ok(value) = HeaderValue::from_bytes(&buffer[..written]) {
+            headers.insert(GRPC_TIMEOUT.clone(), value);
+        }
     }
 }
 
@@ -73,10 +86,35 @@ mod tests {
         }
     }
 
+    fn written(remaining: Duration) -> String {
+        let mut headers = HeaderMap::new();
+        set_grpc_timeout(&mut headers, remaining);
+        headers[&GRPC_TIMEOUT].to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn far_deadlines_go_in_whole_milliseconds_near_ones_finer() {
+        // The same value call after call, whatever the microseconds already spent.
+        assert_eq!(
+            written(Duration::from_secs(5) - Duration::from_micros(13)),
+            "4999m"
+        );
+        assert_eq!(
+            written(Duration::from_secs(5) - Duration::from_micros(870)),
+            "4999m"
+        );
+        assert_eq!(written(Duration::from_millis(100)), "100m");
+        assert_eq!(written(Duration::from_micros(99_999)), "99999000n");
+        assert_eq!(written(Duration::from_nanos(5)), "5n");
+        assert_eq!(written(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(written(Duration::from_secs(u64::MAX / 2)), "99999999H");
+    }
+
     #[test]
     fn writes_a_value_that_parses_back_within_its_unit() {
         for remaining in [
             Duration::from_nanos(5),
+            Duration::from_micros(99_999),
             Duration::from_millis(1500),
             Duration::from_secs(100_000),
         ] {
