@@ -179,9 +179,11 @@ pub fn thread_cpu_time() -> std::time::Duration {
 }
 
 /// The benchmarks' `greeter` with everything on, as a control-file `services:` entry and a
-/// `policies:` list: a gRPC route for `helloworld.Greeter/SayHello` with a request timeout and a
-/// retry policy (so each call arms a timer and keeps its request for a retry), and a server
-/// that denies by default and allows `caller_account` by identity and method.
+/// `policies:` list: a gRPC route matching `helloworld.Greeter/SayHello` with a retry policy
+/// (each call deposits in the retry budget and keeps its request for a retry), and a server
+/// that denies by default and allows `caller_account` by identity and method. No timeout: a
+/// deadline is a feature plain tonic has too (and passing it on makes tonic's server arm a
+/// timer per call), so the baselines would have to set one as well.
 pub fn everything_on_greeter(addr: std::net::SocketAddr, caller_account: &str) -> (String, String) {
     let service = format!(
         r#"  - name: greeter
@@ -195,7 +197,6 @@ pub fn everything_on_greeter(addr: std::net::SocketAddr, caller_account: &str) -
         rules:
           - matches: [{{method: {{service: helloworld.Greeter, method: SayHello}}}}]
             backendRefs: [{{name: greeter}}]
-            timeouts: {{request: 5s}}
             retry: {{statuses: [UNAVAILABLE], attempts: 2}}
 "#
     );
