@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use futures_util::future::Either;
+use futures_util::future::{Either, ready};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use mesh_core::budget::RetryBudget;
 use mesh_core::route::{BackendPick, CompiledRule, RequestSummary, RouteOutcome, mirror_sampled};
-use mesh_core::snapshot::{HeaderModifier, RequestMirror, RetryPolicy, RouteFilter, ServiceName};
+use mesh_core::snapshot::{RequestMirror, RetryPolicy, RouteFilter, ServiceName};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -79,10 +79,16 @@ impl Head {
 ///
 /// The call has a span (its trace context goes out in the request's headers) and is measured
 /// by route and backend until its response body ends.
-pub(crate) async fn call<B>(
+///
+/// The call is routed at once, when the service is called; the future only sends and waits.
+/// It is built from combinators and plain `async` blocks around what must live across a wait,
+/// not nested `async fn`s: each of those kept its own copy of its arguments and of the future
+/// it awaited, and a call's (boxed) state was 4.4 KB, copied from frame to frame as it grew;
+/// it touched that much memory per call in flight.
+pub(crate) fn call<B>(
     shared: Arc<Shared<B>>,
     mut request: Request<B>,
-) -> Result<Response<ResponseBody>, BoxError>
+) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -95,20 +101,23 @@ where
     if traced {
         inject_context(&span, request.headers_mut());
     }
-    let routed = routed(&shared, request, grpc, &span, start);
-    // One future awaited either way: two await points would each hold a copy of `routed`'s
-    // state in this call's (boxed) state machine.
-    let (result, metrics) = if traced {
-        Either::Left(routed.instrument(span.clone()))
-    } else {
-        Either::Right(routed)
+    let routed = {
+        // Routing's own events belong to the call's span, as the waiting's do.
+        let _entered = traced.then(|| span.enter());
+        routed(shared, request, grpc, &span, start)
+    };
+    let instrumented = traced.then(|| span.clone());
+    let observed = routed.map(move |(result, metrics)| {
+        let mut response = result?;
+        let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
+        record.on_response(&response);
+        response.body_mut().observe(record);
+        Ok(response)
+    });
+    match instrumented {
+        Some(span) => Either::Left(observed.instrument(span)),
+        None => Either::Right(observed),
     }
-    .await;
-    let mut response = result?;
-    let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
-    record.on_response(&response);
-    response.body_mut().observe(record);
-    Ok(response)
 }
 
 /// `future`, bounded by `limit` when there is one; `Err(limit)` when it ran out.
@@ -127,17 +136,22 @@ fn within<F: Future>(
     }
 }
 
-/// The call itself, with the metrics of the route and backend it took.
-async fn routed<B>(
-    shared: &Arc<Shared<B>>,
+/// What a routed call resolves to: its response, and the metrics of the route and backend it
+/// took.
+type RoutedOutput = (
+    Result<Response<ResponseBody>, BoxError>,
+    Arc<OutboundMetrics>,
+);
+
+/// Routes the call now (route, backend, filters, deadline) and returns the future that sends it
+/// (or the answer routing already has: an unknown destination, no route, no backend).
+fn routed<B>(
+    shared: Arc<Shared<B>>,
     mut request: Request<B>,
     grpc: bool,
     span: &tracing::Span,
     start: Instant,
-) -> (
-    Result<Response<ResponseBody>, BoxError>,
-    Arc<OutboundMetrics>,
-)
+) -> impl Future<Output = RoutedOutput> + Send + use<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -145,7 +159,7 @@ where
     let state = shared.router.load_full_state();
     if !state.destination.found {
         let error = CallError::UnknownDestination(state.destination.key());
-        return (Ok(failure(&error, grpc)), state.metrics.unrouted());
+        return Either::Left(ready((Ok(failure(&error, grpc)), state.metrics.unrouted())));
     }
 
     // Route: which rule, which backend.
@@ -157,7 +171,7 @@ where
                 destination: shared.destination.clone(),
                 request: format!("{} {}", request.method(), request.uri().path()),
             };
-            return (Ok(failure(&error, grpc)), state.metrics.unrouted());
+            return Either::Left(ready((Ok(failure(&error, grpc)), state.metrics.unrouted())));
         }
         RouteOutcome::Matched(matched) => {
             let rule = matched.rule;
@@ -171,7 +185,10 @@ where
                         route: rule.describe(),
                         backend: backend.service.clone(),
                     };
-                    return (Ok(failure(&error, grpc)), state.metrics.unrouted());
+                    return Either::Left(ready((
+                        Ok(failure(&error, grpc)),
+                        state.metrics.unrouted(),
+                    )));
                 }
                 BackendPick::NoBackend => None,
             };
@@ -180,7 +197,7 @@ where
                     destination: shared.destination.clone(),
                     route: rule.describe(),
                 };
-                return (Ok(failure(&error, grpc)), state.metrics.unrouted());
+                return Either::Left(ready((Ok(failure(&error, grpc)), state.metrics.unrouted())));
             };
             (Some(rule), backend)
         }
@@ -193,15 +210,15 @@ where
     }
 
     // Filters.
+    // (The response's filter applies when the response is there: see `Tries::respond`.)
     let mut mirror: Option<&RequestMirror> = None;
-    let mut response_headers: Option<&HeaderModifier> = None;
     if let Some(rule) = &rule {
         for filter in rule.filters() {
             match filter {
                 RouteFilter::RequestHeaderModifier(modifier) => {
                     modifier.apply(request.headers_mut())
                 }
-                RouteFilter::ResponseHeaderModifier(modifier) => response_headers = Some(modifier),
+                RouteFilter::ResponseHeaderModifier(_) => {}
                 RouteFilter::RequestMirror(m) if mirror_sampled(m, fastrand::u32(..)) => {
                     mirror = Some(m)
                 }
@@ -209,10 +226,6 @@ where
             }
         }
     }
-    let retry = rule
-        .as_ref()
-        .and_then(|r| r.retry())
-        .filter(|p| p.attempts > 0);
 
     // A body complete at once (and small) is kept, whether or not a retry or a mirror needs
     // it: a request refused unprocessed is resent with it even without a retry policy.
@@ -230,7 +243,7 @@ where
     if let (Some(mirror), Some(head), Some(replay)) = (mirror, &head, &replay)
         && let Some(target) = state.backend(&mirror.backend, mirror.port)
     {
-        send_mirror(shared, target.clone(), head, replay.rewind());
+        send_mirror(&shared, target.clone(), head, replay.rewind());
     }
 
     // Deadline: the route's request timeout, or the caller's own, whichever is sooner.
@@ -251,9 +264,9 @@ where
     let first = Request::from_parts(parts, body);
     let tries = Tries {
         shared,
-        backend: &backend,
-        metrics: &metrics,
-        retry: if replay.is_some() { retry } else { None },
+        backend,
+        metrics,
+        rule,
         head,
         replay,
         per_try,
@@ -261,38 +274,30 @@ where
         grpc,
         start,
     };
-    let result = match within(timeout, tries.run(first)).await {
-        Ok(result) => result,
-        Err(after) => {
-            metrics.request_timeouts.increment(1);
-            Err(CallError::Timeout {
-                destination: shared.destination.clone(),
-                after,
-            })
-        }
-    };
-    let response = match result {
-        Ok(mut response) => {
-            if let Some(modifier) = response_headers {
-                modifier.apply(response.headers_mut());
+    // What lives across the wait: the tries, the first request, and the try's own future.
+    Either::Right(async move {
+        let result = match within(timeout, tries.run(first)).await {
+            Ok(result) => result,
+            Err(after) => {
+                tries.metrics.request_timeouts.increment(1);
+                Err(CallError::Timeout {
+                    destination: tries.shared.destination.clone(),
+                    after,
+                })
             }
-            response
-        }
-        Err(error) => {
-            tracing::debug!(destination = %shared.destination, %error, "call failed in the mesh");
-            failure(&error, grpc)
-        }
-    };
-    (Ok(response), metrics)
+        };
+        let response = tries.respond(result);
+        (Ok(response), tries.metrics)
+    })
 }
 
-/// The tries of one call.
-struct Tries<'a, B> {
-    shared: &'a Shared<B>,
-    backend: &'a Backend<MeshBody<B>>,
-    metrics: &'a OutboundMetrics,
-    /// The retry policy, only when the body can be replayed.
-    retry: Option<&'a RetryPolicy>,
+/// The tries of one call, and what they need.
+struct Tries<B> {
+    shared: Arc<Shared<B>>,
+    backend: Arc<Backend<MeshBody<B>>>,
+    metrics: Arc<OutboundMetrics>,
+    /// The route's rule, if a route matched: its retry policy and response filter.
+    rule: Option<Arc<CompiledRule>>,
     head: Option<Head>,
     replay: Option<Replay>,
     per_try: Option<Duration>,
@@ -302,83 +307,121 @@ struct Tries<'a, B> {
     start: Instant,
 }
 
-impl<B> Tries<'_, B>
+impl<B> Tries<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    /// By reference: the tries stay in the caller's state, not copied into this future's too.
-    async fn run(&self, first: Request<MeshBody<B>>) -> Result<Response<ResponseBody>, CallError> {
-        if self.retry.is_some() {
-            lock(&self.shared.budget).deposit(self.start);
-        }
-        let mut retries_left = self.retry.map_or(0, |p| p.attempts);
-        let mut resends_left = MAX_RESENDS;
-        let mut attempt = first;
-        let mut avoid: Option<EndpointKey> = None;
-        loop {
-            set_origin(&mut attempt, &self.shared.authority);
-            if self.grpc
-                && let Some(deadline) = self.deadline
-            {
-                // Pass the caller's deadline on, less what has been spent.
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                set_grpc_timeout(attempt.headers_mut(), remaining);
+    /// The retry policy, only when the body can be replayed.
+    fn retry(&self) -> Option<&RetryPolicy> {
+        self.replay.as_ref()?;
+        self.rule.as_ref()?.retry().filter(|p| p.attempts > 0)
+    }
+
+    /// Sends the request, resends and retries it as the outcomes allow.
+    ///
+    /// A plain function around an `async` block: an `async fn` would keep both its argument
+    /// and its own copy of it (`attempt`) in its state.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its argument twice in its state"
+    )]
+    fn run(
+        &self,
+        mut attempt: Request<MeshBody<B>>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, CallError>> + Send + '_ {
+        async move {
+            let retry = self.retry();
+            if retry.is_some() {
+                lock(&self.shared.budget).deposit(self.start);
             }
-            let sent = self
-                .backend
-                .send(attempt, avoid.as_ref(), self.shared.ready_timeout);
-            let outcome = match within(self.per_try, sent).await {
-                Ok(outcome) => Outcome::Sent(outcome),
-                Err(limit) => {
-                    self.metrics.try_timeouts.increment(1);
-                    Outcome::TryTimedOut(limit)
+            let mut retries_left = retry.map_or(0, |p| p.attempts);
+            let mut resends_left = MAX_RESENDS;
+            let mut avoid: Option<EndpointKey> = None;
+            loop {
+                set_origin(&mut attempt, &self.shared.authority);
+                if self.grpc
+                    && let Some(deadline) = self.deadline
+                {
+                    // Pass the caller's deadline on, less what has been spent.
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    set_grpc_timeout(attempt.headers_mut(), remaining);
                 }
-            };
-            let (verdict, retry_from) = self.judge(outcome);
-            let result = match verdict {
-                Verdict::Done(result) => return result,
-                Verdict::Refused {
-                    error,
-                    unsent,
-                    retryable,
-                } => {
-                    // The request itself when hyper gave it back, else a copy of it.
-                    match (resends_left, unsent.or_else(|| self.again())) {
-                        (1.., Some(request)) => {
-                            if resends_left == MAX_RESENDS {
-                                self.count_resend();
+                let sent = self
+                    .backend
+                    .send(attempt, avoid.as_ref(), self.shared.ready_timeout);
+                let outcome = match within(self.per_try, sent).await {
+                    Ok(outcome) => Outcome::Sent(outcome),
+                    Err(limit) => {
+                        self.metrics.try_timeouts.increment(1);
+                        Outcome::TryTimedOut(limit)
+                    }
+                };
+                let (verdict, retry_from) = self.judge(outcome);
+                let result = match verdict {
+                    Verdict::Done(result) => return result,
+                    Verdict::Refused {
+                        error,
+                        unsent,
+                        retryable,
+                    } => {
+                        // The request itself when hyper gave it back, else a copy of it.
+                        match (resends_left, unsent.or_else(|| self.again())) {
+                            (1.., Some(request)) => {
+                                if resends_left == MAX_RESENDS {
+                                    self.count_resend();
+                                }
+                                resends_left -= 1;
+                                tracing::debug!(
+                                    destination = %self.shared.destination,
+                                    %error,
+                                    "request refused unprocessed; sending it again"
+                                );
+                                attempt = request;
+                                avoid = retry_from;
+                                continue;
                             }
-                            resends_left -= 1;
-                            tracing::debug!(
-                                destination = %self.shared.destination,
-                                %error,
-                                "request refused unprocessed; sending it again"
-                            );
-                            attempt = request;
-                            avoid = retry_from;
-                            continue;
+                            // Not resendable: the retry policy may still retry a broken connection.
+                            _ if retryable => Err(error),
+                            _ => return Err(error),
                         }
-                        // Not resendable: the retry policy may still retry a broken connection.
-                        _ if retryable => Err(error),
-                        _ => return Err(error),
+                    }
+                    Verdict::Retryable(result) => result,
+                };
+                if retries_left == 0 || !self.withdraw() {
+                    return result;
+                }
+                // A retry policy is in force only with a replayable body (see `Tries::retry`).
+                let Some(request) = self.again() else {
+                    return result;
+                };
+                retries_left -= 1;
+                self.metrics.retries.increment(1);
+                attempt = request;
+                avoid = retry_from;
+                if let Some(backoff) = retry.and_then(|p| p.backoff) {
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    /// The response the caller gets: the route's response filter applied, or the mesh's own
+    /// failure as the caller's protocol expresses it.
+    fn respond(&self, result: Result<Response<ResponseBody>, CallError>) -> Response<ResponseBody> {
+        match result {
+            Ok(mut response) => {
+                let filters = self.rule.as_ref().map_or(&[][..], |r| r.filters());
+                for filter in filters {
+                    if let RouteFilter::ResponseHeaderModifier(modifier) = filter {
+                        modifier.apply(response.headers_mut());
                     }
                 }
-                Verdict::Retryable(result) => result,
-            };
-            if retries_left == 0 || !self.withdraw() {
-                return result;
+                response
             }
-            // A retry policy is in force only with a replayable body (see `Tries::retry`).
-            let Some(request) = self.again() else {
-                return result;
-            };
-            retries_left -= 1;
-            self.metrics.retries.increment(1);
-            attempt = request;
-            avoid = retry_from;
-            if let Some(backoff) = self.retry.and_then(|p| p.backoff) {
-                tokio::time::sleep(backoff).await;
+            Err(error) => {
+                tracing::debug!(destination = %self.shared.destination, %error, "call failed in the mesh");
+                failure(&error, self.grpc)
             }
         }
     }
@@ -400,7 +443,7 @@ where
                 };
                 self.backend
                     .record(&endpoint, !is_server_failure(response.status(), code));
-                let retryable = self.retry.is_some_and(|policy| match code {
+                let retryable = self.retry().is_some_and(|policy| match code {
                     Some(code) => policy.retries_grpc(code),
                     None if !self.grpc => policy.retries_status(response.status()),
                     None => false,
@@ -474,7 +517,7 @@ where
     /// Whether the retry policy retries a broken connection: that is what UNAVAILABLE and
     /// 502/503 mean.
     fn retries_broken_connection(&self) -> bool {
-        self.retry.is_some_and(|policy| {
+        self.retry().is_some_and(|policy| {
             policy.retries_grpc(tonic::Code::Unavailable)
                 || policy.retries_status(http::StatusCode::SERVICE_UNAVAILABLE)
                 || policy.retries_status(http::StatusCode::BAD_GATEWAY)
