@@ -79,9 +79,6 @@ pub(crate) struct CallRecord {
     grpc: bool,
     status: Option<Status>,
     span: Span,
-    /// Whether a subscriber wants the span: recording into a disabled span still looks its
-    /// field up by name, so a call without tracing skips it.
-    traced: bool,
     done: bool,
 }
 
@@ -101,7 +98,6 @@ impl CallRecord {
             start,
             grpc,
             status: None,
-            traced: !span.is_disabled(),
             span,
             done: false,
         }
@@ -126,7 +122,9 @@ impl CallRecord {
         } else {
             self.status = Some(Status::Http(response.status()));
         }
-        if self.traced {
+        // Recording into a disabled span still looks its field up by name: skipped when no
+        // subscriber wants the span.
+        if !self.span.is_disabled() {
             self.span
                 .record("http.response.status_code", response.status().as_u16());
         }
@@ -156,7 +154,7 @@ impl CallRecord {
             None => return,
         };
         self.table.record(status, self.start.elapsed());
-        if !self.traced {
+        if self.span.is_disabled() {
             return;
         }
         let error = match status {
