@@ -36,7 +36,7 @@ pub(crate) struct AdminState {
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
 /// aborts its open connections).
 pub(crate) fn spawn(listener: TcpListener, admin: AdminState) -> JoinHandle<()> {
-    mesh_core::admin_http::spawn(listener, move |request| respond(&admin, request))
+    mesh_process::admin_http::spawn(listener, move |request| respond(&admin, request))
 }
 
 fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -85,7 +85,7 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
 }
 
 fn metrics(admin: &AdminState) -> Response<Full<Bytes>> {
-    let Some(handle) = mesh_core::prometheus::handle() else {
+    let Some(handle) = mesh_process::prometheus::handle() else {
         return text(
             StatusCode::NOT_FOUND,
             "another metrics recorder is installed in this process\n",

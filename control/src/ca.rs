@@ -20,7 +20,7 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use time::OffsetDateTime;
 
-use crate::atomic_file;
+use mesh_process::atomic_file;
 
 /// CSRs larger than this are refused before parsing (a P-256 CSR is about 300 bytes).
 pub const MAX_CSR_BYTES: usize = 16 * 1024;

@@ -69,7 +69,6 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 mod admin;
-mod atomic_file;
 pub mod authn;
 pub mod ca;
 mod ca_reload;
@@ -404,7 +403,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         },
     ));
     if let Some(listener) = admin_listener {
-        if mesh_core::prometheus::install().is_none() {
+        if mesh_process::prometheus::install().is_none() {
             tracing::info!(
                 "a metrics recorder is already installed; /metrics has nothing to render"
             );
@@ -455,7 +454,7 @@ pub(crate) fn write_trust_bundle(path: &Path, pem: &str) -> Result<(), StartErro
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
-    atomic_file::write(path, pem.as_bytes(), 0o644).map_err(err)
+    mesh_process::atomic_file::write(path, pem.as_bytes(), 0o644).map_err(err)
 }
 
 /// Applies a new valid control file: tokens at once, services as the next version if they

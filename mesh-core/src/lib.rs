@@ -21,8 +21,6 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-#[cfg(feature = "admin-http")]
-pub mod admin_http;
 pub mod authz;
 pub mod budget;
 mod check;
@@ -34,8 +32,6 @@ pub mod error;
 mod fixtures;
 pub mod outlier;
 mod pem;
-#[cfg(feature = "prometheus")]
-pub mod prometheus;
 pub mod proto;
 pub mod route;
 pub mod snapshot;

@@ -437,7 +437,7 @@ struct StartedAdmin {
 }
 
 async fn start_admin(addr: SocketAddr) -> Result<StartedAdmin, StartError> {
-    if mesh_core::prometheus::install().is_none() {
+    if mesh_process::prometheus::install().is_none() {
         tracing::info!("a metrics recorder is already installed; the mesh only emits to it");
     }
     let bind_error = |source| StartError::Admin { addr, source };

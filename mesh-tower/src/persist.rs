@@ -35,14 +35,13 @@
 //! [`crate::ControlStatus`], and keeps trying the control service in the background. Without
 //! usable state it fails with an error naming the file that is missing, expired or invalid.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use mesh_core::TrustDomain;
 use mesh_core::snapshot::Snapshot;
 use mesh_core::tls::TrustBundle;
+use mesh_process::atomic_file;
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -197,69 +196,18 @@ async fn read_with_mtime(path: &Path) -> std::io::Result<(Vec<u8>, SystemTime)> 
     Ok((bytes, saved_at))
 }
 
-/// Distinguishes the temporary files of concurrent writes in one process.
-static WRITES: AtomicU64 = AtomicU64::new(0);
-
-/// Replaces `path` with `contents` atomically: a temporary file with mode `mode` in the same
-/// directory, flushed, then renamed over it; the directory is flushed too so the rename
-/// survives a crash.
+/// Replaces `path` with `contents` atomically ([`mesh_process::atomic_file`]), creating the
+/// state directory (mode 0700) when it is missing. File system calls run on a blocking thread.
 async fn write_atomic(path: PathBuf, contents: Vec<u8>, mode: u32) -> std::io::Result<()> {
-    // Blocking file system calls: off the runtime's worker threads.
-    tokio::task::spawn_blocking(move || write_atomic_blocking(&path, &contents, mode))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
-fn write_atomic_blocking(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("the state file has no directory"))?;
-    create_dir(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Set at creation: the key is never readable by others, not even for a moment.
-            options.mode(mode);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut file = options.open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    // Best effort: some file systems cannot open a directory for syncing.
-    if let Ok(dir) = std::fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-fn create_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
+    tokio::task::spawn_blocking(move || {
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("the state file has no directory"))?;
+        atomic_file::create_private_dir(dir)?;
+        atomic_file::write(&path, &contents, mode)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ impl AdminState {
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
 /// aborts its open connections).
 pub(crate) fn spawn(listener: TcpListener, state: Arc<AdminState>) -> JoinHandle<()> {
-    mesh_core::admin_http::spawn(listener, move |request| respond(&state, request))
+    mesh_process::admin_http::spawn(listener, move |request| respond(&state, request))
 }
 
 fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -79,7 +79,7 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
             (Some(_), Some(d)) if d.status().version > 0 => text(StatusCode::OK, "ready\n".into()),
             (Some(_), _) => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet\n".into()),
         },
-        "/metrics" => match mesh_core::prometheus::handle() {
+        "/metrics" => match mesh_process::prometheus::handle() {
             Some(handle) => {
                 if let (Some(parts), Some(discovery)) = (parts, &discovery)
                     && let Some(telemetry) = parts.telemetry.upgrade()

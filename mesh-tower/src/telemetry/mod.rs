@@ -212,7 +212,7 @@ impl MeshTelemetry {
         for item in live {
             item.refresh(now);
         }
-        if let Some(handle) = mesh_core::prometheus::handle() {
+        if let Some(handle) = mesh_process::prometheus::handle() {
             // Drains recorded histogram samples into their buckets, so memory stays bounded
             // between scrapes.
             handle.run_upkeep();
