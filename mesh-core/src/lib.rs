@@ -11,7 +11,7 @@
 //! - [`authz`]: a service's inbound policy (authorization policies, default policy, exempt
 //!   paths, mTLS mode) and its pure evaluation into a [`authz::Decision`].
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
-//!   passed in.
+//!   passed in; [`backoff`]: the one exponential backoff schedule with jitter.
 //! - [`proto`]: the control API `mesh.control.v1`, and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
 //!   services and by the control service alike.
@@ -22,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod authz;
+pub mod backoff;
 pub mod budget;
 mod check;
 pub mod config;

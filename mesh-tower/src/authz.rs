@@ -190,13 +190,10 @@ pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
 /// The mesh's refusal: PERMISSION_DENIED (Trailers-Only) for gRPC, 403 otherwise, with the
 /// reason in `grpc-message` or `x-mesh-error`.
 fn denied<R: Default>(message: &str, grpc: bool) -> Response<R> {
-    let mut response = Response::new(R::default());
-    crate::client::write_refusal(
-        &mut response,
+    crate::refusal::refusal(
         grpc,
         tonic::Code::PermissionDenied,
         StatusCode::FORBIDDEN,
         message,
-    );
-    response
+    )
 }

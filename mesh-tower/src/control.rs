@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::uri::Authority;
+use mesh_core::backoff::Backoff;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{Ack, Subscribe, WatchRequest, watch_request};
 use mesh_core::snapshot::{DestinationKey, ServiceName, Snapshot};
@@ -18,7 +19,6 @@ use mesh_core::{SpiffeId, TrustDomain};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::jittered;
 use crate::connect::{Http2Sender, connect_http2};
 use crate::discovery::Discovery;
 use crate::error::ConnectError;
@@ -144,7 +144,7 @@ pub(crate) async fn renew_forever(
             .duration_since(SystemTime::now())
             .unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             match certify(&connector, identity.trust(), &token, &trust_domain).await {
                 Ok((svid, bundle)) => {
@@ -163,8 +163,7 @@ pub(crate) async fn renew_forever(
                 }
                 Err(error) => {
                     tracing::warn!(%error, "certificate renewal failed; retrying");
-                    tokio::time::sleep(jittered(backoff)).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }
@@ -186,7 +185,7 @@ pub(crate) async fn watch_forever(
     subscriber: Subscriber,
     state: Option<Arc<StateDir>>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let result = watch_once(
             &connector,
@@ -206,13 +205,12 @@ pub(crate) async fn watch_forever(
             Ok(received) => {
                 tracing::info!("control stream ended; reconnecting");
                 if received {
-                    backoff = BACKOFF_MIN;
+                    backoff.reset();
                 }
             }
             Err(error) => tracing::warn!(%error, "control stream failed; reconnecting"),
         }
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 

@@ -38,8 +38,8 @@ use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::client::MESH_ERROR_HEADER;
 use crate::error::BoxError;
+use crate::refusal::MESH_ERROR_HEADER;
 
 /// Default number of connections one listener holds open at once (handshaking or serving).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;

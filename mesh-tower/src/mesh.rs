@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use mesh_core::backoff::Backoff;
 use mesh_core::snapshot::{DestinationKey, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore};
 use rustls::ServerConfig;
@@ -499,7 +500,7 @@ async fn first_certificate(
 ) -> Result<(Svid, TrustBundle), StartError> {
     let started = tokio::time::Instant::now();
     let deadline = started + wait;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         // Each attempt is bounded too: a control address that swallows packets must not hold
         // the start past the deadline.
@@ -523,15 +524,14 @@ async fn first_certificate(
                 });
             }
             Err(source) => {
-                if tokio::time::Instant::now() + backoff > deadline {
+                if tokio::time::Instant::now() + backoff.base() > deadline {
                     return Err(StartError::Certificate {
                         waited: started.elapsed(),
                         source,
                     });
                 }
                 tracing::info!(error = %source, "control service not reachable yet; retrying");
-                tokio::time::sleep(crate::client::jittered(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }

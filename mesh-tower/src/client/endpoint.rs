@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use mesh_core::SpiffeId;
+use mesh_core::backoff::Backoff;
 use rustls::ClientConfig;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -193,7 +194,7 @@ async fn keep_connected<B>(
     let Some(addr) = endpoint.upgrade().map(|e| e.key.addr) else {
         return;
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         match connect_http2::<B>(addr, tls.clone()).await {
             Ok((sender, connection)) => {
@@ -216,7 +217,7 @@ async fn keep_connected<B>(
                 }
                 tracing::debug!(endpoint = %addr, slot, "connection closed; reconnecting");
                 if since.elapsed() >= HEALTHY_CONNECTION {
-                    backoff = BACKOFF_MIN;
+                    backoff.reset();
                     continue;
                 }
             }
@@ -226,8 +227,7 @@ async fn keep_connected<B>(
             }
             Err(error) => tracing::debug!(endpoint = %addr, slot, %error, "endpoint unreachable"),
         }
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
@@ -262,11 +262,6 @@ impl std::hash::Hasher for Fibonacci {
 }
 
 const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// `base` ± 25 %, so replicas that failed together do not retry together.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    base.mul_f64(0.75 + fastrand::f64() * 0.5)
-}
 
 #[cfg(test)]
 mod tests {

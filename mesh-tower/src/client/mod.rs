@@ -38,9 +38,6 @@ use mesh_core::budget::{RetryBudget, RetryBudgetConfig};
 use mesh_core::snapshot::{Destination, ServiceName};
 
 pub use body::{MeshBody, Replay, ResponseBody};
-pub(crate) use endpoint::jittered;
-pub use respond::MESH_ERROR_HEADER;
-pub(crate) use respond::write_refusal;
 
 use crate::discovery::Discovery;
 use crate::error::BoxError;

@@ -11,9 +11,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use crate::error::CallError;
-
-/// The header that carries the mesh's reason on HTTP error responses.
-pub const MESH_ERROR_HEADER: &str = "x-mesh-error";
+use crate::refusal::write_refusal;
 
 /// The mesh's own response to a call that failed with `error`.
 pub(crate) fn failure(error: &CallError, grpc: bool) -> Response<ResponseBody> {
@@ -36,34 +34,6 @@ pub(crate) fn failure(error: &CallError, grpc: bool) -> Response<ResponseBody> {
     response
 }
 
-/// Makes `response` the mesh's refusal with `message`: for a gRPC caller a Trailers-Only
-/// response with `code`, for an HTTP caller `status` with the message in `x-mesh-error`
-/// (the body is the caller's to fill). The server's authorization refusals are written here
-/// too.
-pub(crate) fn write_refusal<B>(
-    response: &mut Response<B>,
-    grpc: bool,
-    code: tonic::Code,
-    status: StatusCode,
-    message: &str,
-) {
-    // Percent-encoding leaves only visible ASCII: always a valid header value.
-    let value = HeaderValue::from_str(&percent_encode(message)).ok();
-    let headers = response.headers_mut();
-    if grpc {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(code as i32));
-        if let Some(value) = value {
-            headers.insert("grpc-message", value);
-        }
-    } else {
-        if let Some(value) = value {
-            headers.insert(MESH_ERROR_HEADER, value);
-        }
-        *response.status_mut() = status;
-    }
-}
-
 /// Whether a response from an endpoint is a failure for retries and ejection purposes, with
 /// the gRPC status read from its headers when it is a Trailers-Only response.
 pub(crate) fn grpc_status(response: &Response<impl Sized>) -> Option<tonic::Code> {
@@ -79,20 +49,6 @@ pub(crate) fn is_server_failure(status: StatusCode, code: Option<tonic::Code>) -
             code,
             Some(Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss)
         )
-}
-
-/// `grpc-message` is percent-encoded (gRPC over HTTP/2): bytes outside printable ASCII, and
-/// `%` itself.
-pub(crate) fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for byte in message.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -150,10 +106,5 @@ mod tests {
                     .contains("greeter.default")
             );
         }
-    }
-
-    #[test]
-    fn grpc_messages_are_percent_encoded() {
-        assert_eq!(percent_encode("a%b\né"), "a%25b%0A%C3%A9");
     }
 }
