@@ -9,7 +9,8 @@ use crate::error::FieldError;
 
 pub(crate) mod policy;
 pub(crate) mod route;
-use crate::snapshot::{Endpoint, check_dns_label, check_dns_subdomain};
+use crate::dns::{check_dns_label, check_dns_subdomain};
+use crate::snapshot::Endpoint;
 use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// The largest endpoint or backend weight; bounds the sum of a weight table well inside `u64`.

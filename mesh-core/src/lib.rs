@@ -27,6 +27,7 @@ pub mod budget;
 mod check;
 pub mod config;
 pub mod convert;
+pub mod dns;
 pub mod duration;
 pub mod error;
 #[cfg(test)]

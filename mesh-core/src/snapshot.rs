@@ -12,6 +12,9 @@ use std::str::FromStr;
 use crate::authz::InboundPolicy;
 use crate::spiffe::SpiffeId;
 
+/// The name checks, where they were first published (see [`crate::dns`]).
+pub use crate::dns::{check_dns_label, check_dns_subdomain};
+
 /// A service's name within its namespace, written `name.namespace` (`greeter.default`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceName {
@@ -47,52 +50,6 @@ impl ServiceName {
             name: name.to_owned(),
         })
     }
-}
-
-/// Checks a Kubernetes DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn check_dns_label(label: &str) -> Result<(), &'static str> {
-    if label.is_empty() {
-        return Err("empty name");
-    }
-    if label.len() > 63 {
-        return Err("longer than 63 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err("only lowercase letters, digits and '-' are allowed");
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err("must start and end with a letter or digit");
-    }
-    Ok(())
-}
-
-/// Checks a Kubernetes DNS-1123 subdomain (the shape of object names such as a route's): 1 to
-/// 253 characters, dot-separated labels of `[a-z0-9-]`, each starting and ending alphanumeric.
-pub fn check_dns_subdomain(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty name");
-    }
-    if name.len() > 253 {
-        return Err("longer than 253 characters");
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err("empty label between dots");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err("only lowercase letters, digits, '-' and '.' are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("each label must start and end with a letter or digit");
-        }
-    }
-    Ok(())
 }
 
 impl FromStr for ServiceName {

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::snapshot::check_dns_label;
+use crate::dns::check_dns_label;
 
 /// The scheme prefix, lowercase only (the standard's own implementations refuse `SPIFFE://`).
 const SCHEME: &str = "spiffe://";

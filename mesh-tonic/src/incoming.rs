@@ -1,48 +1,16 @@
 //! The mTLS incoming stream for `Server::serve_with_incoming`, carrying each connection's
-//! verified peer identity into tonic's request extensions.
+//! [`MeshConnectInfo`] (its verified peer identity and inbound policy) into tonic's request
+//! extensions, where [`crate::MeshLayer`] reads it.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use mesh_tower::{Authorizer, MeshIncoming, MeshTlsStream, PeerIdentity};
+use mesh_tower::{MeshConnectInfo, MeshIncoming, MeshTlsStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
-
-/// What tonic records about each connection (`request.extensions().get::<MeshConnectInfo>()`);
-/// [`crate::MeshLayer`] turns it into a [`PeerIdentity`] extension.
-///
-/// tonic puts a copy into every request: it is one shared allocation per connection, so a
-/// copy costs one reference count.
-#[derive(Debug, Clone)]
-pub struct MeshConnectInfo(Arc<ConnectionInfo>);
-
-#[derive(Debug)]
-struct ConnectionInfo {
-    remote_addr: SocketAddr,
-    peer: Option<PeerIdentity>,
-    authorizer: Option<Authorizer>,
-}
-
-impl MeshConnectInfo {
-    /// The caller's socket address.
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.0.remote_addr
-    }
-
-    /// The caller's verified identity (`None` for a plaintext caller of a permissive server).
-    pub fn peer(&self) -> Option<&PeerIdentity> {
-        self.0.peer.as_ref()
-    }
-
-    /// The inbound policy of the mesh that accepted the connection.
-    pub fn authorizer(&self) -> Option<&Authorizer> {
-        self.0.authorizer.as_ref()
-    }
-}
 
 /// Accepted mTLS connections, for `tonic::transport::Server::serve_with_incoming`.
 #[derive(Debug)]
@@ -80,12 +48,8 @@ impl Connected for TonicTlsStream {
     type ConnectInfo = MeshConnectInfo;
 
     fn connect_info(&self) -> MeshConnectInfo {
-        // Called once per connection.
-        MeshConnectInfo(Arc::new(ConnectionInfo {
-            remote_addr: self.0.remote_addr(),
-            peer: self.0.peer_identity().cloned(),
-            authorizer: self.0.authorizer().cloned(),
-        }))
+        // Called once per connection; a reference count.
+        self.0.connect_info().clone()
     }
 }
 

@@ -23,17 +23,20 @@
 //! ```
 //!
 //! Handlers read the caller's verified SPIFFE ID with
-//! `request.extensions().get::<mesh_tower::PeerIdentity>()`.
+//! `request.extensions().get::<mesh_tonic::PeerIdentity>()`.
+//!
+//! [`MeshLayer`] is `mesh-tower`'s, re-exported with [`Mesh`] so a tonic service depends on
+//! this crate alone: it fails closed, refusing (UNAUTHENTICATED) a request that did not come
+//! through the mesh's incoming stream.
 
 mod channel;
 mod incoming;
-mod layer;
 mod status;
 
 pub use channel::MeshChannel;
-pub use incoming::{MeshConnectInfo, TonicIncoming, TonicTlsStream};
-pub use layer::{MeshLayer, MeshService};
-pub use mesh_tower::PeerIdentity;
+pub use incoming::{TonicIncoming, TonicTlsStream};
+/// The mesh's server layer, the same for tonic and axum (see [`mesh_tower::server`]).
+pub use mesh_tower::{Mesh, MeshConnectInfo, MeshLayer, MeshService, PeerIdentity};
 pub use status::status_from_error;
 
 /// The mesh's tonic entry points, on [`mesh_tower::Mesh`].

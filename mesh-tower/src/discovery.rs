@@ -64,18 +64,15 @@ pub(crate) struct Discovery {
 }
 
 impl Discovery {
-    /// Discovery for a workload whose own service is `service` (`""` for none; the label of
-    /// its metrics).
-    pub(crate) fn new(service: &str) -> Self {
+    /// Discovery that counts the snapshots it refuses on `rejected` (made by the telemetry,
+    /// labelled with the workload's service).
+    pub(crate) fn new(rejected: metrics::Counter) -> Self {
         Self {
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
             wanted: watch::Sender::new(BTreeSet::new()),
             status: watch::Sender::new(ControlStatus::default()),
             inbound: Arc::new(ArcSwapOption::empty()),
-            rejected: metrics::counter!(
-                crate::telemetry::CONFIG_REJECTED,
-                "service" => service.to_owned()
-            ),
+            rejected,
         }
     }
 

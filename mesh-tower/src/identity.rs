@@ -3,6 +3,8 @@
 //!
 //! [`Identity`] is a cheap handle; renewal swaps a new [`Svid`] in atomically, so connections
 //! made from then on present it and established ones are not disturbed.
+//!
+//! A peer's verified identity, as the server side learns it, is a [`PeerIdentity`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +19,10 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+
+mod peer;
+
+pub use peer::PeerIdentity;
 
 /// Why a certificate could not be obtained or used.
 #[derive(Debug, thiserror::Error)]

@@ -41,14 +41,12 @@
 //! `/debug/config` on `MESH_ADMIN_ADDR`, and a span per request that carries W3C trace context
 //! between meshed services.
 
-pub mod authz;
 mod client;
 mod connect;
 mod control;
 mod discovery;
 pub mod error;
 mod identity;
-pub mod limits;
 mod mesh;
 pub mod persist;
 mod refusal;
@@ -57,13 +55,14 @@ pub mod settings;
 pub mod telemetry;
 pub mod tls;
 
-pub use authz::Authorizer;
 pub use client::{MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
-pub use identity::{Identity, IdentityError, Svid};
-pub use limits::{BodyTooLarge, LimitedBody};
+pub use identity::{Identity, IdentityError, PeerIdentity, Svid};
 pub use mesh::{Mesh, StartError};
 pub use refusal::MESH_ERROR_HEADER;
-pub use server::{MeshIncoming, MeshTlsStream, PeerIdentity, ServerLimits, WithPeerIdentity};
+pub use server::{
+    Authorizer, BodyTooLarge, LimitedBody, MeshConnectInfo, MeshIncoming, MeshLayer, MeshService,
+    MeshTlsStream, ServerLimits, authz, limits,
+};
 pub use settings::{MeshSettings, SettingsError, TokenSource};

@@ -15,16 +15,15 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::authz::Authorizer;
 use crate::client::MeshClient;
 use crate::control::{ControlConnector, Subscriber, certify, renew_forever, watch_forever};
 use crate::discovery::{ControlStatus, Discovery};
 use crate::error::BoxError;
 use crate::identity::{Identity, IdentityError, Svid};
 use crate::persist::{Restored, StateDir};
-use crate::server::MeshIncoming;
+use crate::server::{Authorizer, InboundTelemetry, MeshIncoming};
 use crate::settings::{MeshSettings, SettingsError};
-use crate::telemetry::{AdminState, InboundTelemetry, MeshTelemetry};
+use crate::telemetry::{AdminState, MeshTelemetry};
 use crate::tls::server_config;
 
 /// Why the mesh could not start, or a client could not be made.
@@ -231,7 +230,9 @@ impl Mesh {
             .map_or_else(String::new, ToString::to_string);
         let telemetry = Arc::new(MeshTelemetry::new(service_label.clone()));
         let inbound = Arc::new(InboundTelemetry::new(service_label.clone()));
-        let discovery = Arc::new(Discovery::new(&service_label));
+        let discovery = Arc::new(Discovery::new(crate::telemetry::config_rejected(
+            &service_label,
+        )));
         if let Some(service) = &settings.service {
             // A server subscribes to its own service too: its routes name the route each
             // request matched, for authorization policies that target a route.

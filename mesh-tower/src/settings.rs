@@ -129,10 +129,10 @@ impl MeshSettings {
             None => default_control_identity(&trust_domain),
         };
         let namespace = get("MESH_POD_NAMESPACE").unwrap_or_else(|| "default".to_owned());
-        mesh_core::snapshot::check_dns_label(&namespace)
+        mesh_core::dns::check_dns_label(&namespace)
             .map_err(|m| SettingsError::new("MESH_POD_NAMESPACE", m))?;
         let service_account = get("MESH_SERVICE_ACCOUNT").unwrap_or_else(|| "default".to_owned());
-        mesh_core::snapshot::check_dns_label(&service_account)
+        mesh_core::dns::check_dns_label(&service_account)
             .map_err(|m| SettingsError::new("MESH_SERVICE_ACCOUNT", m))?;
         let service = get("MESH_SERVICE")
             .map(|s| parse_service(s.trim(), &namespace))

@@ -11,8 +11,8 @@ use crate::authz::{
     PathPattern, PolicyMode, ServiceAccountRef, Source,
 };
 use crate::config::{PolicyFromSpec, PolicyRuleSpec, PolicyToSpec};
+use crate::dns::{check_dns_label, check_dns_subdomain};
 use crate::error::FieldError;
-use crate::snapshot::{check_dns_label, check_dns_subdomain};
 use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// The longest path pattern, as for route paths.

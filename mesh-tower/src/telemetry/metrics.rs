@@ -3,21 +3,18 @@
 //! snapshot arrives), and the server's per caller identity.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use http::StatusCode;
-use mesh_core::authz::{Decision, Verdict};
 use mesh_core::snapshot::{Destination, ServiceName};
 use metrics::{Counter, Histogram, Label};
 
 use super::{
-    AUTHZ_DECISIONS, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
+    HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS,
 };
-use crate::server::PeerIdentity;
 
 const GRPC_CODES: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
@@ -211,135 +208,5 @@ impl OutboundIndex {
     /// The metrics of calls that failed before a backend was chosen.
     pub(crate) fn unrouted(&self) -> Arc<OutboundMetrics> {
         self.unrouted.clone()
-    }
-}
-
-/// The server side's metrics for one service: a table per caller identity, made on the
-/// caller's first request, and a counter per authorization policy and verdict.
-///
-/// Both maps are behind a one-entry cache of the last lookup: calls come in runs from one
-/// connection (one caller) decided by one policy, and comparing the cached key (a pointer for
-/// the peer, a short string for the policy) is far cheaper than hashing it and taking a lock.
-#[derive(Default)]
-pub(crate) struct InboundTelemetry {
-    service: String,
-    by_peer: RwLock<HashMap<Option<PeerIdentity>, Arc<StatusTable>>>,
-    last_peer: ArcSwapOption<(Option<PeerIdentity>, Arc<StatusTable>)>,
-    /// Verdict -> policy -> counter (nested so a lookup borrows the policy name).
-    decisions: RwLock<HashMap<Verdict, HashMap<String, Counter>>>,
-    last_decision: ArcSwapOption<(Verdict, String, Counter)>,
-}
-
-impl std::fmt::Debug for InboundTelemetry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboundTelemetry")
-            .field("service", &self.service)
-            .finish_non_exhaustive()
-    }
-}
-
-impl InboundTelemetry {
-    pub(crate) fn new(service: String) -> Self {
-        Self {
-            service,
-            ..Self::default()
-        }
-    }
-
-    /// The service's name, as labelled.
-    pub(crate) fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// The duration table of calls from `peer`.
-    pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
-        // `PeerIdentity` is an `Arc`: requests of one connection compare by pointer.
-        if let Some(last) = &*self.last_peer.load()
-            && last.0.as_ref() == peer
-        {
-            return last.1.clone();
-        }
-        let table = self.lookup_table(peer);
-        self.last_peer
-            .store(Some(Arc::new((peer.cloned(), table.clone()))));
-        table
-    }
-
-    fn lookup_table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
-        let key = peer.cloned();
-        if let Some(table) = self
-            .by_peer
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return table.clone();
-        }
-        let labels = vec![
-            Label::new("service", self.service.clone()),
-            Label::new(
-                "peer_identity",
-                peer.map_or_else(String::new, |p| p.id().to_string()),
-            ),
-        ];
-        let table = Arc::new(StatusTable::new(Direction::Inbound, labels));
-        self.by_peer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert(table)
-            .clone()
-    }
-
-    /// Counts an authorization decision.
-    pub(crate) fn decided(&self, decision: &Decision) {
-        let policy = decision.reason.policy();
-        if let Some(last) = &*self.last_decision.load()
-            && last.0 == decision.verdict
-            && last.1 == policy
-        {
-            last.2.increment(1);
-            return;
-        }
-        let counter = self.decision_counter(decision.verdict, policy);
-        counter.increment(1);
-        self.last_decision.store(Some(Arc::new((
-            decision.verdict,
-            policy.to_owned(),
-            counter,
-        ))));
-    }
-
-    /// The counter of `verdict` by `policy`, made on first use.
-    fn decision_counter(&self, verdict: Verdict, policy: &str) -> Counter {
-        if let Some(counter) = self
-            .decisions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&verdict)
-            .and_then(|by_policy| by_policy.get(policy))
-        {
-            return counter.clone();
-        }
-        let label = match verdict {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::AuditAllow => "audit",
-        };
-        let counter = metrics::counter!(
-            AUTHZ_DECISIONS,
-            vec![
-                Label::new("service", self.service.clone()),
-                Label::new("policy", policy.to_owned()),
-                Label::from_static_parts("verdict", label),
-            ]
-        );
-        self.decisions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(verdict)
-            .or_default()
-            .insert(policy.to_owned(), counter.clone());
-        counter
     }
 }

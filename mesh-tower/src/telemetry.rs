@@ -28,7 +28,6 @@
 //!   own recorder installs it before `Mesh::start`.
 
 mod admin;
-mod inbound;
 mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
@@ -39,11 +38,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::admin::{AdminState, spawn as spawn_admin};
-pub use self::inbound::{Inbound, InboundFuture};
-pub(crate) use self::metrics::{InboundTelemetry, OutboundIndex, OutboundMetrics, StatusTable};
+pub(crate) use self::metrics::{Direction, OutboundIndex, OutboundMetrics, StatusTable};
+pub(crate) use self::propagation::set_remote_parent;
 pub use self::propagation::{extract_context, inject_context, install_propagator};
 pub use self::record::ObservedBody;
-pub(crate) use self::record::{CallRecord, client_span, grpc_status};
+pub(crate) use self::record::{CallRecord, client_span, grpc_status, server_span};
 
 use crate::discovery::Discovery;
 use crate::identity::Identity;
@@ -127,6 +126,11 @@ pub(crate) fn describe() {
         "Time since the snapshot in use arrived"
     );
     describe_counter!(CONFIG_REJECTED, "Snapshots refused by this workload");
+}
+
+/// The counter of snapshots refused by the workload of `service`.
+pub(crate) fn config_rejected(service: &str) -> ::metrics::Counter {
+    ::metrics::counter!(CONFIG_REJECTED, "service" => service.to_owned())
 }
 
 /// Something whose gauges depend on time and are refreshed before each scrape.

@@ -13,10 +13,10 @@ use http::{Request, Response, StatusCode};
 use mesh_core::authz::{AuthzRequest, Decision, MtlsMode, Verdict};
 use mesh_core::route::{RequestSummary, RouteOutcome};
 
+use super::telemetry::InboundTelemetry;
 use crate::discovery::Inbound;
-
-use crate::server::PeerIdentity;
-use crate::telemetry::{InboundTelemetry, StatusTable};
+use crate::identity::PeerIdentity;
+use crate::telemetry::StatusTable;
 
 /// The inbound policy in force for one server, cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct Authorizer {
     policy: Arc<ArcSwapOption<Inbound>>,
     local_port: Option<u16>,
     /// The service's metric handles; decisions are counted here and requests measured by
-    /// [`crate::telemetry::Inbound`].
+    /// the [`super::MeshLayer`].
     telemetry: Option<Arc<InboundTelemetry>>,
     /// The duration table of one connection's caller, looked up once when the connection is
     /// accepted instead of on every request.
@@ -181,10 +181,6 @@ impl Authorizer {
             }
         }
     }
-}
-
-pub(crate) fn is_grpc<B>(request: &Request<B>) -> bool {
-    mesh_core::route::is_grpc(request.headers())
 }
 
 /// The mesh's refusal: PERMISSION_DENIED (Trailers-Only) for gRPC, 403 otherwise, with the

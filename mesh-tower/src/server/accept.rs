@@ -1,0 +1,304 @@
+//! Accepting connections: mTLS handshakes (and plaintext detection on a permissive server),
+//! the connection slots of a listener, and the peer's verified SPIFFE ID.
+//!
+//! Handshakes run in their own tasks with a time limit, so a slow or hostile client never
+//! blocks the accept loop. What was learned about each connection travels with it as a
+//! [`MeshConnectInfo`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use mesh_core::tls::spiffe_id_of;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::authz::Authorizer;
+use super::connect_info::MeshConnectInfo;
+use super::limits::ServerLimits;
+use crate::identity::PeerIdentity;
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// Accepted connections waiting for the server to take them.
+const ACCEPT_BACKLOG: usize = 128;
+
+/// The bytes of an accepted connection: mTLS, or plaintext on a permissive server.
+#[derive(Debug)]
+enum Conn {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// An accepted connection (handshaken mTLS, or plaintext where the service's mTLS mode is
+/// `permissive`) and what was verified about its peer.
+#[derive(Debug)]
+pub struct MeshTlsStream {
+    inner: Conn,
+    info: MeshConnectInfo,
+    /// The listener's connection slot, given back when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl MeshTlsStream {
+    /// The peer's socket address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.info.remote_addr()
+    }
+
+    /// The peer's verified identity; `None` for a plaintext caller of a permissive server.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.info.peer()
+    }
+
+    /// The inbound policy that requests on this connection are judged by.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.info.authorizer()
+    }
+
+    /// Everything above, for the connection's requests' extensions (a cheap clone).
+    pub fn connect_info(&self) -> &MeshConnectInfo {
+        &self.info
+    }
+
+    /// The ALPN protocol agreed on (`None` in plaintext).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Conn::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            Conn::Plain(_) => None,
+        }
+    }
+
+    /// Whether the connection is plaintext (a permissive server's unauthenticated caller).
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self.inner, Conn::Plain(_))
+    }
+}
+
+impl AsyncRead for MeshTlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MeshTlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            Conn::Tls(tls) => tls.is_write_vectored(),
+            Conn::Plain(tcp) => tcp.is_write_vectored(),
+        }
+    }
+}
+
+/// A stream of accepted mTLS connections, for [`super::serve`] or (through `mesh-tonic`) tonic's
+/// `serve_with_incoming`.
+/// Connections whose handshake fails (no certificate, an unknown CA, plaintext) are dropped and
+/// logged; they never reach the application.
+#[derive(Debug)]
+pub struct MeshIncoming {
+    accepted: mpsc::Receiver<MeshTlsStream>,
+    local_addr: SocketAddr,
+    limits: ServerLimits,
+    accept_task: tokio::task::AbortHandle,
+}
+
+impl MeshIncoming {
+    /// Accepts on `listener` with `tls` (from [`crate::tls::server_config`]); requests on the
+    /// connections are judged by `authorizer` when one is given. The default
+    /// [`ServerLimits`] apply.
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        authorizer: Option<Authorizer>,
+    ) -> io::Result<Self> {
+        Self::with_limits(listener, tls, authorizer, ServerLimits::default())
+    }
+
+    /// [`MeshIncoming::new`] with `limits`: the connection count and handshake time apply
+    /// here, the HTTP limits in [`super::serve`].
+    pub fn with_limits(
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        authorizer: Option<Authorizer>,
+        limits: ServerLimits,
+    ) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
+        let acceptor = TlsAcceptor::from(tls);
+        let authorizer = authorizer.map(|a| a.for_port(local_addr.port()));
+        let accept_task =
+            tokio::spawn(accept_loop(listener, acceptor, authorizer, tx, limits)).abort_handle();
+        Ok(Self {
+            accepted,
+            local_addr,
+            limits,
+            accept_task,
+        })
+    }
+
+    /// The limits this server applies.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    /// The address being listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MeshIncoming {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl Stream for MeshIncoming {
+    type Item = io::Result<MeshTlsStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.accepted.poll_recv(cx).map(|s| s.map(Ok))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    authorizer: Option<Authorizer>,
+    tx: mpsc::Sender<MeshTlsStream>,
+    limits: ServerLimits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let handshake_timeout = limits.handshake_timeout;
+    loop {
+        let (tcp, remote_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: close at once (the caller sees a reset or EOF and can try another
+            // replica) rather than leave it waiting in the kernel's backlog.
+            tracing::warn!(
+                peer = %remote_addr,
+                max = limits.max_connections,
+                "connection limit reached, connection refused"
+            );
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let authorizer = authorizer.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let permissive = authorizer.as_ref().is_some_and(Authorizer::is_permissive);
+            if permissive {
+                // The same port takes mTLS and plaintext: a TLS connection opens with a
+                // handshake record (0x16); anything else is served in plaintext, without an
+                // identity, and passes only policies that allow unauthenticated callers.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+                        let _ = tx
+                            .send(MeshTlsStream {
+                                inner: Conn::Plain(tcp),
+                                info: MeshConnectInfo::new(
+                                    remote_addr,
+                                    None,
+                                    authorizer.map(|a| a.for_connection(None)),
+                                ),
+                                _slot: slot,
+                            })
+                            .await;
+                        return;
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::info!(peer = %remote_addr, %error, "mTLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(peer = %remote_addr, "mTLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| spiffe_id_of(leaf).ok())
+                .map(PeerIdentity::new);
+            let authorizer = authorizer.map(|a| a.for_connection(peer.as_ref()));
+            let _ = tx
+                .send(MeshTlsStream {
+                    inner: Conn::Tls(Box::new(stream)),
+                    info: MeshConnectInfo::new(remote_addr, peer, authorizer),
+                    _slot: slot,
+                })
+                .await;
+        });
+    }
+}

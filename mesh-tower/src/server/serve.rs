@@ -1,0 +1,249 @@
+//! Serving a tower HTTP service (an axum `Router`, or any other) on the mesh's accepted
+//! connections with hyper: HTTP/2 or HTTP/1.1 as ALPN chose, the HTTP limits of
+//! [`ServerLimits`], the connection's [`MeshConnectInfo`] in each request, the mesh's
+//! [`MeshLayer`] around the service, and a graceful drain.
+//!
+//! tonic serves its own connections (`serve_with_incoming`) and gets the same layer from
+//! `Server::builder().layer(MeshLayer::new())`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tower::Layer;
+
+use super::accept::MeshIncoming;
+use super::connect_info::MeshConnectInfo;
+use super::layer::MeshLayer;
+use super::limits::{BodyLimit, LimitedBody, ServerLimits};
+use crate::error::BoxError;
+
+/// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
+/// `incoming`, over HTTP/2 or HTTP/1.1 as ALPN chose, behind the mesh's [`MeshLayer`]
+/// (identity, telemetry, authorization; a `service` that carries the layer itself is judged
+/// once) and the body limit. Runs until `incoming` ends.
+pub async fn serve<S, ResBody>(incoming: MeshIncoming, service: S)
+where
+    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    ResBody: http_body::Body + Default + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    serve_with_shutdown(incoming, service, std::future::pending(), Duration::ZERO).await;
+}
+
+/// Like [`serve()`], until `shutdown` completes; then drains: stops accepting (the listener
+/// closes), tells every connection's peer to go elsewhere (HTTP/2 GOAWAY, or
+/// `connection: close` after the current HTTP/1.1 request), lets calls in flight finish for up
+/// to `grace`, and closes what is left.
+pub async fn serve_with_shutdown<S, ResBody>(
+    mut incoming: MeshIncoming,
+    service: S,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) where
+    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    ResBody: http_body::Body + Default + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    use futures_util::StreamExt;
+    let limits = *incoming.limits();
+    let builder = http_builder(&limits);
+    let draining = tokio::sync::watch::Sender::new(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(stream)) => stream,
+                _ => break,
+            },
+            () = &mut shutdown => break,
+        };
+        // Finished connections are reaped as new ones come, so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let remote = stream.remote_addr();
+        let service = WithConnectInfo {
+            info: stream.connect_info().clone(),
+            inner: MeshLayer::new().layer(BodyLimit::new(service.clone(), limits.max_body_size)),
+        };
+        let stream = FirstRead::new(stream);
+        let spoke = stream.spoke.clone();
+        let builder = builder.clone();
+        let mut drain = draining.subscribe();
+        connections.spawn(async move {
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(connection);
+            // A client that sends nothing after its handshake (not even the HTTP/2 preface)
+            // holds a connection slot for nothing, and hyper waits for it forever: cut it off.
+            // An HTTP/1.1 request head is bounded by hyper's header read timeout, a silent
+            // HTTP/2 peer by keep-alive pings.
+            let quiet_until = tokio::time::sleep(limits.header_timeout);
+            tokio::pin!(quiet_until);
+            let mut checked_quiet = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut connection => break result,
+                    // The guard `wait_for` returns must not live across the await below.
+                    () = async { drop(drain.wait_for(|draining| *draining).await) } => {
+                        connection.as_mut().graceful_shutdown();
+                        break connection.await;
+                    }
+                    () = &mut quiet_until, if !checked_quiet => {
+                        if !spoke.load(Ordering::Relaxed) {
+                            tracing::info!(peer = %remote, "nothing sent in time, connection closed");
+                            return;
+                        }
+                        checked_quiet = true;
+                    }
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(peer = %remote, %error, "connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting first: the listener closes with `incoming`.
+    drop(incoming);
+    draining.send_replace(true);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "connections still open after the drain grace period; closing them"
+        );
+    }
+}
+
+/// How long an HTTP/2 connection may go without traffic before the server pings the client.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the server waits for the answer to a keep-alive ping before closing.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The connection builder with `limits` applied.
+fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.http1_buf_size());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// A connection's bytes, noting whether the client has sent anything yet.
+#[derive(Debug)]
+struct FirstRead<I> {
+    inner: I,
+    spoke: Arc<AtomicBool>,
+}
+
+impl<I> FirstRead<I> {
+    fn new(inner: I) -> Self {
+        Self {
+            inner,
+            spoke: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstRead<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.spoke.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstRead<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Puts one connection's [`MeshConnectInfo`] into each of its requests, as tonic does with its
+/// connection info.
+#[derive(Debug, Clone)]
+struct WithConnectInfo<S> {
+    info: MeshConnectInfo,
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request<B>> for WithConnectInfo<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.info.clone());
+        self.inner.call(request)
+    }
+}

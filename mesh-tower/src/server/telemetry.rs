@@ -1,0 +1,247 @@
+//! The server side's telemetry, all of it: a span per request parented on the caller's trace
+//! context, the call's duration by caller and status (recorded when the response body ends),
+//! and authorization decisions by policy and verdict.
+//!
+//! It sits outside authorization in [`super::MeshService`], so a call the mesh denies is
+//! measured and traced like any other (with its 403 or PERMISSION_DENIED).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use arc_swap::ArcSwapOption;
+use mesh_core::authz::{Decision, Verdict};
+use metrics::{Counter, Label};
+
+use crate::identity::PeerIdentity;
+use crate::telemetry::{
+    AUTHZ_DECISIONS, CallRecord, Direction, ObservedBody, StatusTable, server_span,
+    set_remote_parent,
+};
+
+pin_project! {
+    /// The future of a measured call: runs the inner future inside the request's span and
+    /// hands the measurement to the response body.
+    pub struct InboundFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F> std::fmt::Debug for InboundFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F> InboundFuture<F> {
+    /// Starts measuring `request` from `peer` (when `measure`, the service's telemetry and
+    /// the caller's duration table, is given: see [`super::Authorizer::measure`]) and calls
+    /// `call` with it inside the request's span.
+    pub(crate) fn instrument<B>(
+        measure: Option<(&InboundTelemetry, Arc<StatusTable>)>,
+        peer: Option<&PeerIdentity>,
+        request: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> Self {
+        let Some((telemetry, table)) = measure else {
+            return Self {
+                inner: call(request),
+                record: None,
+            };
+        };
+        let start = Instant::now();
+        let grpc = mesh_core::route::is_grpc(request.headers());
+        let span = server_span(&request, telemetry.service(), grpc);
+        set_remote_parent(&span, request.headers());
+        if let Some(peer) = peer
+            && !span.is_disabled()
+        {
+            span.record("client.identity", tracing::field::display(peer));
+        }
+        let record = CallRecord::new(table, start, grpc, span);
+        let inner = {
+            let _entered = record.span().enter();
+            call(request)
+        };
+        Self {
+            inner,
+            record: Some(record),
+        }
+    }
+
+    /// A call that is not measured (an outer layer measures it): the body is passed on.
+    pub(crate) fn unmeasured(inner: F) -> Self {
+        Self {
+            inner,
+            record: None,
+        }
+    }
+}
+
+impl<F, R, E> Future for InboundFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = Result<Response<ObservedBody<R>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = match this.record {
+            Some(record) => {
+                let _entered = record.span().enter();
+                this.inner.poll(cx)
+            }
+            None => this.inner.poll(cx),
+        };
+        let response = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Ready(Ok(response)) => response,
+        };
+        let mut record = this.record.take();
+        if let Some(record) = &mut record {
+            record.on_response(&response);
+        }
+        Poll::Ready(Ok(response.map(|body| ObservedBody::new(body, record))))
+    }
+}
+
+/// The server side's metrics for one service: a table per caller identity, made on the
+/// caller's first request, and a counter per authorization policy and verdict.
+///
+/// Both maps are behind a one-entry cache of the last lookup: calls come in runs from one
+/// connection (one caller) decided by one policy, and comparing the cached key (a pointer for
+/// the peer, a short string for the policy) is far cheaper than hashing it and taking a lock.
+#[derive(Default)]
+pub(crate) struct InboundTelemetry {
+    service: String,
+    by_peer: RwLock<HashMap<Option<PeerIdentity>, Arc<StatusTable>>>,
+    last_peer: ArcSwapOption<(Option<PeerIdentity>, Arc<StatusTable>)>,
+    /// Verdict -> policy -> counter (nested so a lookup borrows the policy name).
+    decisions: RwLock<HashMap<Verdict, HashMap<String, Counter>>>,
+    last_decision: ArcSwapOption<(Verdict, String, Counter)>,
+}
+
+impl std::fmt::Debug for InboundTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTelemetry")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboundTelemetry {
+    pub(crate) fn new(service: String) -> Self {
+        Self {
+            service,
+            ..Self::default()
+        }
+    }
+
+    /// The service's name, as labelled.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The duration table of calls from `peer`.
+    pub(crate) fn table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
+        // `PeerIdentity` is an `Arc`: requests of one connection compare by pointer.
+        if let Some(last) = &*self.last_peer.load()
+            && last.0.as_ref() == peer
+        {
+            return last.1.clone();
+        }
+        let table = self.lookup_table(peer);
+        self.last_peer
+            .store(Some(Arc::new((peer.cloned(), table.clone()))));
+        table
+    }
+
+    fn lookup_table(&self, peer: Option<&PeerIdentity>) -> Arc<StatusTable> {
+        let key = peer.cloned();
+        if let Some(table) = self
+            .by_peer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return table.clone();
+        }
+        let labels = vec![
+            Label::new("service", self.service.clone()),
+            Label::new(
+                "peer_identity",
+                peer.map_or_else(String::new, |p| p.id().to_string()),
+            ),
+        ];
+        let table = Arc::new(StatusTable::new(Direction::Inbound, labels));
+        self.by_peer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(table)
+            .clone()
+    }
+
+    /// Counts an authorization decision.
+    pub(crate) fn decided(&self, decision: &Decision) {
+        let policy = decision.reason.policy();
+        if let Some(last) = &*self.last_decision.load()
+            && last.0 == decision.verdict
+            && last.1 == policy
+        {
+            last.2.increment(1);
+            return;
+        }
+        let counter = self.decision_counter(decision.verdict, policy);
+        counter.increment(1);
+        self.last_decision.store(Some(Arc::new((
+            decision.verdict,
+            policy.to_owned(),
+            counter,
+        ))));
+    }
+
+    /// The counter of `verdict` by `policy`, made on first use.
+    fn decision_counter(&self, verdict: Verdict, policy: &str) -> Counter {
+        if let Some(counter) = self
+            .decisions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&verdict)
+            .and_then(|by_policy| by_policy.get(policy))
+        {
+            return counter.clone();
+        }
+        let label = match verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::AuditAllow => "audit",
+        };
+        let counter = metrics::counter!(
+            AUTHZ_DECISIONS,
+            vec![
+                Label::new("service", self.service.clone()),
+                Label::new("policy", policy.to_owned()),
+                Label::from_static_parts("verdict", label),
+            ]
+        );
+        self.decisions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(verdict)
+            .or_default()
+            .insert(policy.to_owned(), counter.clone());
+        counter
+    }
+}
