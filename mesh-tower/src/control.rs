@@ -14,7 +14,7 @@ use mesh_core::backoff::Backoff;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{Ack, Subscribe, WatchRequest, watch_request};
 use mesh_core::snapshot::{DestinationKey, ServiceName, Snapshot};
-use mesh_core::tls::{TrustBundle, TrustStore};
+use mesh_core::tls::{TrustBundle, TrustStore, VerifyError};
 use mesh_core::{SpiffeId, TrustDomain};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -177,6 +177,20 @@ pub(crate) struct Subscriber {
     pub(crate) own_service: Option<ServiceName>,
 }
 
+/// Why a Watch stream ended in failure.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    /// The control service could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The control service refused the stream.
+    #[error("Watch refused: {:?}: {}", .0.code(), .0.message())]
+    Refused(tonic::Status),
+    /// The stream failed after it was opened.
+    #[error("Watch stream: {:?}: {}", .0.code(), .0.message())]
+    Stream(tonic::Status),
+}
+
 /// Follows snapshots for as long as the mesh lives, reconnecting with backoff.
 pub(crate) async fn watch_forever(
     connector: Arc<ControlConnector>,
@@ -198,7 +212,7 @@ pub(crate) async fn watch_forever(
         discovery.set_status(|s| {
             s.connected = false;
             if let Err(error) = &result {
-                s.last_error = Some(error.clone());
+                s.last_error = Some(error.to_string());
             }
         });
         match result {
@@ -221,11 +235,8 @@ async fn watch_once(
     discovery: &Discovery,
     subscriber: &Subscriber,
     state: Option<&StateDir>,
-) -> Result<bool, String> {
-    let mut grpc = connector
-        .connect(identity.trust(), Some(identity))
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<bool, WatchError> {
+    let mut grpc = connector.connect(identity.trust(), Some(identity)).await?;
     let mut wanted = discovery.wanted();
     let (requests, outbound) = mpsc::channel(16);
     let first = subscribe_message(subscriber, &wanted.borrow_and_update());
@@ -234,7 +245,7 @@ async fn watch_once(
     let mut snapshots = grpc
         .watch(ReceiverStream::new(outbound))
         .await
-        .map_err(|status| format!("Watch refused: {:?}: {}", status.code(), status.message()))?
+        .map_err(WatchError::Refused)?
         .into_inner();
     discovery.set_status(|s| {
         s.connected = true;
@@ -247,9 +258,7 @@ async fn watch_once(
                 let wire = match message {
                     Ok(Some(wire)) => wire,
                     Ok(None) => return Ok(received),
-                    Err(status) => {
-                        return Err(format!("Watch stream: {:?}: {}", status.code(), status.message()));
-                    }
+                    Err(status) => return Err(WatchError::Stream(status)),
                 };
                 received = true;
                 let version = wire.version;
@@ -258,7 +267,11 @@ async fn watch_once(
                 let encoded = state.map(|_| prost::Message::encode_to_vec(&wire));
                 let checked = Snapshot::try_from(wire)
                     .map_err(|errors| errors.to_string())
-                    .and_then(|snapshot| apply_trust_bundle(identity, &snapshot).map(|()| snapshot));
+                    .and_then(|snapshot| {
+                        apply_trust_bundle(identity, &snapshot)
+                            .map_err(|e| format!("trust_bundle_der: {e}"))
+                            .map(|()| snapshot)
+                    });
                 let error = match checked {
                     Ok(snapshot) => {
                         tracing::debug!(version, "snapshot accepted");
@@ -297,7 +310,7 @@ async fn watch_once(
 
 /// Puts the roots a snapshot carries in force (a root rotation reaches every workload this
 /// way, without a restart). A set that does not parse refuses the whole snapshot.
-fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), String> {
+fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), VerifyError> {
     if snapshot.trust_bundle.is_empty() {
         return Ok(());
     }
@@ -306,8 +319,7 @@ fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), St
         return Ok(());
     }
     let trust_domain = identity.id().trust_domain().clone();
-    let bundle = TrustBundle::from_der(trust_domain, snapshot.trust_bundle.clone())
-        .map_err(|e| format!("trust_bundle_der: {e}"))?;
+    let bundle = TrustBundle::from_der(trust_domain, snapshot.trust_bundle.clone())?;
     tracing::info!(roots = bundle.roots().len(), "trust bundle updated");
     trust.store(bundle);
     Ok(())

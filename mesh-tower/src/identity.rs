@@ -175,30 +175,28 @@ impl Svid {
         chain: Vec<CertificateDer<'static>>,
         key: SecretKey,
         bundle: &TrustBundle,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PersistedIdentityError> {
         let (leaf, intermediates) = chain
             .split_first()
-            .ok_or_else(|| "no CERTIFICATE block".to_owned())?;
+            .ok_or(PersistedIdentityError::NoCertificate)?;
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| format!("the certificate does not parse: {e}"))?;
+            .map_err(|e| PersistedIdentityError::Unparsable(e.to_string()))?;
         let validity = parsed.validity();
         let unix = |t: x509_parser::time::ASN1Time| {
             UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
         let (not_before, not_after) = (unix(validity.not_before), unix(validity.not_after));
         if not_after <= SystemTime::now() {
-            return Err(format!(
-                "the certificate expired {}s ago",
-                SystemTime::now()
+            return Err(PersistedIdentityError::Expired {
+                ago: SystemTime::now()
                     .duration_since(not_after)
-                    .unwrap_or_default()
-                    .as_secs()
-            ));
+                    .unwrap_or_default(),
+            });
         }
         let id = verify_svid(bundle, leaf, intermediates, UnixTime::now(), Usage::Client)
-            .map_err(|e| format!("the certificate does not verify: {e}"))?;
-        let certified =
-            certified_key(chain, &key).map_err(|e| format!("the key does not fit: {e}"))?;
+            .map_err(|e| PersistedIdentityError::DoesNotVerify(e.to_string()))?;
+        let certified = certified_key(chain, &key)
+            .map_err(|e| PersistedIdentityError::KeyMismatch(e.to_string()))?;
         Ok(Self {
             id,
             not_after,
@@ -207,6 +205,35 @@ impl Svid {
             key,
         })
     }
+}
+
+/// Why an identity kept on disk cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistedIdentityError {
+    /// The file has no usable `PRIVATE KEY` block.
+    #[error("no usable PRIVATE KEY block: {0}")]
+    NoKey(String),
+    /// The file is not valid PEM.
+    #[error("invalid PEM: {0}")]
+    BadPem(String),
+    /// The file has no `CERTIFICATE` block.
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    /// The leaf certificate does not parse.
+    #[error("the certificate does not parse: {0}")]
+    Unparsable(String),
+    /// The certificate has expired.
+    #[error("the certificate expired {}s ago", ago.as_secs())]
+    Expired {
+        /// How long ago.
+        ago: Duration,
+    },
+    /// The chain does not verify to the trust bundle.
+    #[error("the certificate does not verify: {0}")]
+    DoesNotVerify(String),
+    /// The certificate is not for the key beside it.
+    #[error("the key does not fit: {0}")]
+    KeyMismatch(String),
 }
 
 /// The workload's current SVID and trust bundle. Cheap to clone; all clones see renewals.

@@ -58,7 +58,7 @@ pub mod tls;
 pub use client::{MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
-pub use identity::{Identity, IdentityError, PeerIdentity, Svid};
+pub use identity::{Identity, IdentityError, PeerIdentity, PersistedIdentityError, Svid};
 pub use mesh::{Mesh, StartError};
 pub use refusal::MESH_ERROR_HEADER;
 pub use server::{

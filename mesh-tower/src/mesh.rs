@@ -20,7 +20,7 @@ use crate::control::{ControlConnector, Subscriber, certify, renew_forever, watch
 use crate::discovery::{ControlStatus, Discovery};
 use crate::error::BoxError;
 use crate::identity::{Identity, IdentityError, Svid};
-use crate::persist::{Restored, StateDir};
+use crate::persist::{Restored, StateDir, StateError};
 use crate::server::{Authorizer, InboundTelemetry, MeshIncoming};
 use crate::settings::{MeshSettings, SettingsError};
 use crate::telemetry::{AdminState, MeshTelemetry};
@@ -62,7 +62,7 @@ pub enum StartError {
         /// The state directory.
         dir: PathBuf,
         /// Which file is missing, expired or invalid, and why.
-        missing: String,
+        missing: StateError,
         /// The last failure reaching the control service.
         #[source]
         source: IdentityError,

@@ -46,12 +46,71 @@ use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::identity::{SecretKey, Svid};
+use crate::identity::{PersistedIdentityError, SecretKey, Svid};
 
 /// The last accepted snapshot, protobuf wire form.
 pub const SNAPSHOT_FILE: &str = "snapshot.pb";
 /// The private key and certificate chain, PEM, mode 0600 (only with `MESH_PERSIST_IDENTITY`).
 pub const IDENTITY_FILE: &str = "identity.pem";
+
+/// Why the state in `MESH_STATE_DIR` cannot be started from: which file, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No snapshot was saved.
+    #[error("{} is missing: no snapshot was accepted with this MESH_STATE_DIR yet", path.display())]
+    NoSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The snapshot does not decode or validate.
+    #[error("{} is not a valid snapshot: {reason}", path.display())]
+    BadSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The snapshot's trust bundle is unusable.
+    #[error("{}: the snapshot's trust bundle: {reason}", path.display())]
+    BadTrustBundle {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The identity is not kept (`MESH_PERSIST_IDENTITY` is off).
+    #[error(
+        "no persisted identity ({} is only written with MESH_PERSIST_IDENTITY=true), so a \
+         certificate must come from the control service",
+        path.display()
+    )]
+    IdentityNotPersisted {
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// The identity file is missing.
+    #[error("{} is missing", path.display())]
+    NoIdentity {
+        /// The identity file.
+        path: PathBuf,
+    },
+    /// The identity file is unusable.
+    #[error("{}: {source}", path.display())]
+    BadIdentity {
+        /// The identity file.
+        path: PathBuf,
+        /// What is wrong.
+        source: PersistedIdentityError,
+    },
+}
 
 /// The state directory of one mesh handle.
 #[derive(Debug)]
@@ -126,52 +185,51 @@ impl StateDir {
         &self,
         anchors: &TrustBundle,
         trust_domain: &TrustDomain,
-    ) -> Result<Restored, String> {
-        let snapshot_path = self.dir.join(SNAPSHOT_FILE);
-        let (wire, saved_at) = match read_with_mtime(&snapshot_path).await {
+    ) -> Result<Restored, StateError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let (wire, saved_at) = match read_with_mtime(&path).await {
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "{} is missing: no snapshot was accepted with this MESH_STATE_DIR yet",
-                    snapshot_path.display()
-                ));
+                return Err(StateError::NoSnapshot { path });
             }
-            Err(error) => return Err(format!("{}: {error}", snapshot_path.display())),
+            Err(source) => return Err(StateError::Read { path, source }),
         };
-        let snapshot = mesh_core::proto::Snapshot::decode(wire.as_slice())
+        let snapshot = match mesh_core::proto::Snapshot::decode(wire.as_slice())
             .map_err(|e| e.to_string())
             .and_then(|wire| Snapshot::try_from(wire).map_err(|e| e.to_string()))
-            .map_err(|e| format!("{} is not a valid snapshot: {e}", snapshot_path.display()))?;
+        {
+            Ok(snapshot) => snapshot,
+            Err(reason) => return Err(StateError::BadSnapshot { path, reason }),
+        };
         let bundle = if snapshot.trust_bundle.is_empty() {
             anchors.clone()
         } else {
-            TrustBundle::from_der(trust_domain.clone(), snapshot.trust_bundle.clone()).map_err(
-                |e| {
-                    format!(
-                        "{}: the snapshot's trust bundle: {e}",
-                        snapshot_path.display()
-                    )
-                },
-            )?
+            match TrustBundle::from_der(trust_domain.clone(), snapshot.trust_bundle.clone()) {
+                Ok(bundle) => bundle,
+                Err(error) => {
+                    return Err(StateError::BadTrustBundle {
+                        path,
+                        reason: error.to_string(),
+                    });
+                }
+            }
         };
 
-        let identity_path = self.dir.join(IDENTITY_FILE);
+        let path = self.dir.join(IDENTITY_FILE);
         if !self.identity {
-            return Err(format!(
-                "no persisted identity ({} is only written with MESH_PERSIST_IDENTITY=true), \
-                 so a certificate must come from the control service",
-                identity_path.display()
-            ));
+            return Err(StateError::IdentityNotPersisted { path });
         }
-        let pem = match tokio::fs::read(&identity_path).await {
+        let pem = match tokio::fs::read(&path).await {
             Ok(pem) => pem,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("{} is missing", identity_path.display()));
+                return Err(StateError::NoIdentity { path });
             }
-            Err(error) => return Err(format!("{}: {error}", identity_path.display())),
+            Err(source) => return Err(StateError::Read { path, source }),
         };
-        let svid = parse_identity(&pem, &bundle)
-            .map_err(|e| format!("{}: {e}", identity_path.display()))?;
+        let svid = match parse_identity(&pem, &bundle) {
+            Ok(svid) => svid,
+            Err(source) => return Err(StateError::BadIdentity { path, source }),
+        };
         Ok(Restored {
             snapshot,
             saved_at,
@@ -181,12 +239,12 @@ impl StateDir {
     }
 }
 
-fn parse_identity(pem: &[u8], bundle: &TrustBundle) -> Result<Svid, String> {
+fn parse_identity(pem: &[u8], bundle: &TrustBundle) -> Result<Svid, PersistedIdentityError> {
     let key = PrivatePkcs8KeyDer::from_pem_slice(pem)
-        .map_err(|e| format!("no usable PRIVATE KEY block: {e}"))?;
+        .map_err(|e| PersistedIdentityError::NoKey(e.to_string()))?;
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM: {e}"))?;
+        .map_err(|e| PersistedIdentityError::BadPem(e.to_string()))?;
     Svid::from_persisted(chain, SecretKey(key.secret_pkcs8_der().to_vec()), bundle)
 }
 
@@ -254,11 +312,11 @@ mod tests {
         let anchors = ca.bundle();
         let state = StateDir::new(dir.path().to_owned(), true);
 
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(error.contains("snapshot.pb is missing"), "{error}");
 
         std::fs::write(dir.path().join(SNAPSHOT_FILE), b"\xff\xff not protobuf").unwrap();
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(
             error.contains("snapshot.pb is not a valid snapshot"),
             "{error}"
@@ -269,11 +327,11 @@ mod tests {
             ..Default::default()
         };
         state.save_snapshot(empty.encode_to_vec()).await;
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(error.contains("identity.pem is missing"), "{error}");
 
         std::fs::write(dir.path().join(IDENTITY_FILE), b"not pem").unwrap();
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(
             error.contains("identity.pem: no usable PRIVATE KEY"),
             "{error}"
@@ -283,7 +341,7 @@ mod tests {
         let expired = ca.issue_with(&id, mesh_core::testing::edit::expired);
         let pem = expired.key_pem() + &expired.chain_pem();
         std::fs::write(dir.path().join(IDENTITY_FILE), pem).unwrap();
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(
             error.contains("identity.pem: the certificate expired"),
             "{error}"
@@ -293,11 +351,11 @@ mod tests {
         let good = ca.issue(&id);
         let pem = other.key_pem() + &good.chain_pem();
         std::fs::write(dir.path().join(IDENTITY_FILE), pem).unwrap();
-        let error = state.load(&anchors, &td).await.unwrap_err();
+        let error = state.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(error.contains("the key does not fit"), "{error}");
 
         let without = StateDir::new(dir.path().to_owned(), false);
-        let error = without.load(&anchors, &td).await.unwrap_err();
+        let error = without.load(&anchors, &td).await.unwrap_err().to_string();
         assert!(error.contains("MESH_PERSIST_IDENTITY=true"), "{error}");
     }
 

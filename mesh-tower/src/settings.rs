@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_core::snapshot::{DestinationKey, ServiceName};
+use mesh_core::snapshot::{DestinationKey, ServiceName, ServiceNameError};
 use mesh_core::{SpiffeId, TrustDomain};
 
 /// A setting that is missing or malformed; names the variable.
@@ -121,7 +121,8 @@ impl MeshSettings {
             .filter(|a| !a.is_empty())
             .collect();
         for addr in &control_addrs {
-            check_host_port(addr).map_err(|m| SettingsError::new("MESH_CONTROL_ADDR", m))?;
+            check_host_port(addr)
+                .map_err(|e| SettingsError::new("MESH_CONTROL_ADDR", e.to_string()))?;
         }
         let control_identity = match get("MESH_CONTROL_IDENTITY") {
             Some(id) => SpiffeId::parse(id.trim())
@@ -137,7 +138,7 @@ impl MeshSettings {
         let service = get("MESH_SERVICE")
             .map(|s| parse_service(s.trim(), &namespace))
             .transpose()
-            .map_err(|m| SettingsError::new("MESH_SERVICE", m))?;
+            .map_err(|e| SettingsError::new("MESH_SERVICE", e.to_string()))?;
         let trust_anchors_file = get("MESH_TRUST_ANCHORS_FILE")
             .map(PathBuf::from)
             .ok_or_else(|| {
@@ -322,7 +323,7 @@ impl MeshSettings {
             }
             None => (name, None),
         };
-        let service = parse_service(service, &self.namespace).map_err(error)?;
+        let service = parse_service(service, &self.namespace).map_err(|e| error(e.to_string()))?;
         Ok(DestinationKey { service, port })
     }
 }
@@ -390,11 +391,11 @@ fn outlier_config(
     Ok(config)
 }
 
-fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, String> {
+fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, ServiceNameError> {
     if s.contains('.') {
-        s.parse::<ServiceName>().map_err(|e| e.to_string())
+        s.parse::<ServiceName>()
     } else {
-        ServiceName::new(default_namespace, s).map_err(|e| e.to_string())
+        ServiceName::new(default_namespace, s)
     }
 }
 
@@ -406,15 +407,26 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn check_host_port(addr: &str) -> Result<(), String> {
+/// What is wrong with a `host:port` address.
+#[derive(Debug, thiserror::Error)]
+enum HostPortError {
+    #[error("{0:?} is not host:port")]
+    NotHostPort(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?} has no valid port")]
+    BadPort(String),
+}
+
+fn check_host_port(addr: &str) -> Result<(), HostPortError> {
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
+        .ok_or_else(|| HostPortError::NotHostPort(addr.to_owned()))?;
     if host.is_empty() {
-        return Err(format!("{addr:?} has no host"));
+        return Err(HostPortError::NoHost(addr.to_owned()));
     }
     port.parse::<u16>()
-        .map_err(|_| format!("{addr:?} has no valid port"))?;
+        .map_err(|_| HostPortError::BadPort(addr.to_owned()))?;
     Ok(())
 }
 
