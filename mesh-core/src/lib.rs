@@ -1,6 +1,7 @@
 //! The mesh's typed model and every pure decision, with no sockets and no runtime.
 //!
-//! - [`spiffe`]: SPIFFE IDs and trust domains.
+//! - [`spiffe`]: SPIFFE IDs and trust domains; [`dns`]: the DNS-1123 names they and services
+//!   are made of.
 //! - [`config`]: the configuration model (services, endpoints, routes) as serde types, and its
 //!   validation with field paths.
 //! - [`snapshot`]: the validated view of destinations (and of its own inbound policy) that a
@@ -12,7 +13,8 @@
 //!   paths, mTLS mode) and its pure evaluation into a [`authz::Decision`].
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
 //!   passed in; [`backoff`]: the one exponential backoff schedule with jitter.
-//! - [`proto`]: the control API `mesh.control.v1`, and [`convert`] between it and the model.
+//! - [`proto`]: the control API `mesh.control.v1` (its gRPC client and server stubs with the
+//!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
 //!   services and by the control service alike.
 //! - `testing` (feature `testing`): a test CA issuing good and deliberately broken SVIDs, shared

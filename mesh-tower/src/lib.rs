@@ -40,6 +40,27 @@
 //! through the `metrics` facade, served as Prometheus text with `/live`, `/ready` and
 //! `/debug/config` on `MESH_ADMIN_ADDR`, and a span per request that carries W3C trace context
 //! between meshed services.
+//!
+//! # What lives where
+//!
+//! ```text
+//! mesh.rs        Mesh: the handle; starts the workers, hands out clients and servers
+//! settings.rs    MESH_* variables and their defaults
+//! control.rs     the control client: Watch (snapshots, ACK/NACK), Certify and renewal
+//! discovery.rs   the snapshot in force and the destinations wanted
+//! persist.rs     last-known-good state in MESH_STATE_DIR
+//! identity.rs    the workload's key, certificate and trust; identity/peer.rs: PeerIdentity
+//! tls.rs         rustls configs for both sides; connect.rs: dialing HTTP/2 over mTLS
+//! client/        one destination: route -> retry -> P2C balancer -> endpoint pool
+//! server/        accept -> connect info -> limits -> MeshLayer (identity, telemetry,
+//!                authorization) -> the application, for tonic and axum alike
+//! telemetry/     metrics names and handles, spans and W3C propagation, the admin endpoint
+//! refusal.rs     the mesh's own error responses, written the same by client and server
+//! error.rs       the errors of calls, connections and start-up
+//! ```
+//!
+//! Server code never imports from `client/`, and telemetry never imports the server: what
+//! both sides need (refusals, `mesh_core::backoff`) lives outside both.
 
 mod client;
 mod connect;
