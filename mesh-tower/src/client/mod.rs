@@ -18,6 +18,7 @@
 //! task: a call goes from the caller's task straight onto a connection.
 
 mod backend;
+mod balance;
 mod body;
 mod call;
 mod deadline;
