@@ -179,3 +179,4 @@ pub(crate) async fn follow<B>(
         }
     }
 }
+
