@@ -437,3 +437,182 @@ fn lock(budget: &Mutex<RetryBudget>) -> std::sync::MutexGuard<'_, RetryBudget> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+#[cfg(test)]
+mod tests {
+    use http::Request;
+    use mesh_core::budget::RetryBudgetConfig;
+    use mesh_core::route::{CompiledRoutes, RequestSummary, RouteOutcome};
+    use serde_json::json;
+    use tonic::Code;
+
+    use super::super::route::tests::destination;
+    use super::*;
+
+    fn policy(codes: &[u16], grpc_codes: &[Code]) -> RetryPolicy {
+        RetryPolicy {
+            codes: codes
+                .iter()
+                .map(|&c| StatusCode::from_u16(c).unwrap())
+                .collect(),
+            grpc_codes: grpc_codes.to_vec(),
+            attempts: 2,
+            backoff: None,
+        }
+    }
+
+    #[test]
+    fn a_policy_is_in_force_with_retries_and_a_replayable_body() {
+        let routes = CompiledRoutes::new(&destination(json!([{"name": "r", "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/retried"}}],
+             "backendRefs": [{"name": "echo-v1"}], "retry": {"codes": [503], "attempts": 2}},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/never"}}],
+             "backendRefs": [{"name": "echo-v1"}], "retry": {"codes": [503], "attempts": 0}},
+            {"backendRefs": [{"name": "echo-v1"}]},
+        ]}])));
+        let rule = |path: &str| {
+            let request = Request::get(path).body(()).unwrap();
+            match routes.route(&RequestSummary::from_request(&request)) {
+                RouteOutcome::Matched(matched) => matched.rule,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (retried, never, plain) = (rule("/retried"), rule("/never"), rule("/other"));
+        let cases: [(Option<&CompiledRule>, bool, Option<u32>); 7] = [
+            (Some(&retried), true, Some(2)),
+            // A body streamed as it is sent cannot be sent again.
+            (Some(&retried), false, None),
+            // No retry after the first try is no policy.
+            (Some(&never), true, None),
+            (Some(&plain), true, None),
+            (Some(&plain), false, None),
+            // No route, no policy.
+            (None, true, None),
+            (None, false, None),
+        ];
+        for (i, (rule, replayable, attempts)) in cases.into_iter().enumerate() {
+            let found = policy_in_force(rule, replayable).map(|p| p.attempts);
+            assert_eq!(found, attempts, "case {i}");
+        }
+    }
+
+    #[test]
+    fn responses_are_retried_by_the_status_the_policy_names() {
+        let both = policy(&[503], &[Code::Unavailable]);
+        let ok = StatusCode::OK;
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        let cases = [
+            // HTTP: the response's status.
+            (Some(&both), false, unavailable, None, true),
+            (
+                Some(&both),
+                false,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                false,
+            ),
+            (Some(&both), false, ok, None, false),
+            // gRPC: the status in a Trailers-Only response's headers.
+            (Some(&both), true, ok, Some(Code::Unavailable), true),
+            (Some(&both), true, ok, Some(Code::Internal), false),
+            (Some(&both), true, ok, Some(Code::Ok), false),
+            // gRPC without a status in the headers: it comes in trailers, after the body.
+            (Some(&both), true, ok, None, false),
+            // A gRPC call's HTTP status is not what a gRPC policy judges.
+            (Some(&both), true, unavailable, None, false),
+            // No policy retries nothing.
+            (None, false, unavailable, None, false),
+            (None, true, ok, Some(Code::Unavailable), false),
+        ];
+        for (i, (policy, grpc, status, code, retried)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                retries_response(policy, grpc, status, code),
+                retried,
+                "case {i}: grpc {grpc}, {status}, {code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_without_a_response_are_judged_by_what_the_policy_retries() {
+        let http_503 = policy(&[503], &[]);
+        let http_502 = policy(&[502], &[]);
+        let grpc_unavailable = policy(&[], &[Code::Unavailable]);
+        let http_500 = policy(&[500], &[Code::Internal]);
+        let cases = [
+            // A refusal is resent whatever the policy; whether it is retried otherwise is
+            // whether the policy retries a broken connection.
+            (
+                None,
+                Failure::Refused,
+                Judgement::Resend { else_retry: false },
+            ),
+            (
+                Some(&http_503),
+                Failure::Refused,
+                Judgement::Resend { else_retry: true },
+            ),
+            (
+                Some(&http_500),
+                Failure::Refused,
+                Judgement::Resend { else_retry: false },
+            ),
+            // A broken connection is what UNAVAILABLE, 502 and 503 mean.
+            (None, Failure::Broken, Judgement::Done),
+            (Some(&http_503), Failure::Broken, Judgement::Retry),
+            (Some(&http_502), Failure::Broken, Judgement::Retry),
+            (Some(&grpc_unavailable), Failure::Broken, Judgement::Retry),
+            (Some(&http_500), Failure::Broken, Judgement::Done),
+            // A try that timed out may be retried, whatever the statuses named.
+            (None, Failure::TryTimedOut, Judgement::Retry),
+            (Some(&http_500), Failure::TryTimedOut, Judgement::Retry),
+        ];
+        for (i, (policy, failure, judged)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                judge_failure(policy, failure),
+                judged,
+                "case {i}: {failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_needs_one_left_and_a_token_in_the_budget() {
+        let t0 = Instant::now();
+        // A floor of one retry per second over one second, and a fifth of a retry per call.
+        let config = RetryBudgetConfig {
+            ratio_percent: 20,
+            min_retries_per_sec: 1,
+            ttl: Duration::from_secs(1),
+        };
+        let budget = Mutex::new(RetryBudget::new(config, t0));
+        let at = |t: Instant| move || t;
+        let steps: [(u32, Result<(), Stop>); 4] = [
+            // No retry left: the budget is not asked (nor the clock read).
+            (0, Err(Stop::NoRetriesLeft)),
+            // The floor's token.
+            (2, Ok(())),
+            // Spent.
+            (1, Err(Stop::BudgetExhausted)),
+            (0, Err(Stop::NoRetriesLeft)),
+        ];
+        for (i, (left, expected)) in steps.into_iter().enumerate() {
+            let allowed = if left == 0 {
+                may_retry(left, &budget, || {
+                    panic!("the clock read without a retry left")
+                })
+            } else {
+                may_retry(left, &budget, at(t0))
+            };
+            assert_eq!(allowed, expected, "step {i}");
+        }
+        // Five calls earn one more.
+        for _ in 0..5 {
+            lock(&budget).deposit(t0);
+        }
+        assert_eq!(may_retry(1, &budget, at(t0)), Ok(()));
+        assert_eq!(may_retry(1, &budget, at(t0)), Err(Stop::BudgetExhausted));
+        // The window moves on: the floor again.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(may_retry(1, &budget, at(later)), Ok(()));
+    }
+}
