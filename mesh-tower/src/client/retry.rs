@@ -41,6 +41,7 @@ const MAX_RESENDS: u32 = 2;
 
 /// The request's head, kept to build retries (and a mirror's copy) from.
 pub(crate) struct Head {
+    /// The request's method, URI, version and headers (after the route's filters).
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) version: Version,
@@ -61,15 +62,23 @@ impl Head {
 
 /// The tries of one call, and what they need.
 pub(crate) struct Tries<B> {
+    /// The client's: its budget, the authority to send, the ready timeout.
     pub(crate) shared: Arc<Shared<B>>,
+    /// The backend the route decided on.
     pub(crate) backend: Arc<Backend<MeshBody<B>>>,
+    /// The route's and backend's metrics (tries timed out, retries, budget exhausted).
     pub(crate) metrics: Arc<OutboundMetrics>,
     /// The route's rule, if a route matched: its retry policy and response filter.
     pub(crate) rule: Option<Arc<CompiledRule>>,
+    /// The request's head, kept when its body is replayable.
     pub(crate) head: Option<Head>,
+    /// The request's body, when it can be sent again.
     pub(crate) replay: Option<Replay>,
+    /// The route's timeout for each try.
     pub(crate) per_try: Option<Duration>,
+    /// When the call must be over: passed on as `grpc-timeout`, reduced, with every try.
     pub(crate) deadline: Option<Instant>,
+    /// Whether the call is gRPC (statuses in headers, failures as `grpc-status`).
     pub(crate) grpc: bool,
     /// When the call started: the retry budget's deposit is dated by it.
     pub(crate) start: Instant,
