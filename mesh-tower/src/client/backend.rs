@@ -1,5 +1,5 @@
-//! A backend: one service's endpoints, power of two choices over peak-EWMA between them, and
-//! outlier ejection.
+//! A backend: one service's endpoints, balanced by power of two choices over peak-EWMA
+//! ([`super::balance`]), waiting for one to be ready, and outlier ejection.
 //!
 //! The mesh balances with its own P2C rather than tower's balancer so that a retry can avoid
 //! the endpoint that just failed, endpoint weights scale the cost, ejection takes an endpoint
@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use metrics::{Counter, Gauge, Label};
 
 use super::ClientOptions;
+use super::balance::p2c;
 use super::endpoint::{Endpoint, EndpointKey};
 use crate::error::BoxError;
 use crate::identity::Identity;
@@ -259,44 +260,10 @@ where
         }
     }
 
-    /// P2C: two endpoints at random among the available ones, the cheaper wins.
+    /// An endpoint picked by P2C (see [`super::balance`]) among the available ones.
     fn pick(&self, avoid: Option<&EndpointKey>, now: Instant) -> Option<Arc<Endpoint<B>>> {
         let set = self.set.load();
-        let endpoints = &set.endpoints;
-        let usable = |e: &Endpoint<B>| e.is_available(now) && avoid != Some(&e.key);
-        let chosen = match endpoints.len() {
-            0 => None,
-            1 => endpoints.first().filter(|e| usable(e)),
-            n => {
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                match (usable(&endpoints[a]), usable(&endpoints[b])) {
-                    (true, true) => Some(cheaper(&endpoints[a], &endpoints[b], now)),
-                    (true, false) => Some(&endpoints[a]),
-                    (false, true) => Some(&endpoints[b]),
-                    // Both unusable: the best of the first two usable ones from a random start.
-                    (false, false) => {
-                        let start = fastrand::usize(..n);
-                        let mut found = (0..n)
-                            .map(|i| &endpoints[(start + i) % n])
-                            .filter(|e| usable(e));
-                        match (found.next(), found.next()) {
-                            (Some(x), Some(y)) => Some(cheaper(x, y, now)),
-                            (x, _) => x,
-                        }
-                    }
-                }
-            }
-        };
-        match chosen {
-            Some(endpoint) => Some(endpoint.clone()),
-            // The only available endpoint is the one to avoid: better it than nothing.
-            None if avoid.is_some() => self.pick(None, now),
-            None => None,
-        }
+        p2c(&set.endpoints, avoid, now, &mut |n| fastrand::usize(..n)).cloned()
     }
 
     /// Records a call's outcome for outlier ejection.
@@ -349,14 +316,6 @@ impl<B: Send + 'static> Refresh for Backend<B> {
         self.metrics.ejected.set(ejected);
         self.metrics.connecting.set(connecting);
     }
-}
-
-fn cheaper<'a, B>(
-    a: &'a Arc<Endpoint<B>>,
-    b: &'a Arc<Endpoint<B>>,
-    now: Instant,
-) -> &'a Arc<Endpoint<B>> {
-    if b.cost(now) < a.cost(now) { b } else { a }
 }
 
 /// A call in flight on an endpoint: counted in its load until dropped (also when the call is

@@ -1,10 +1,28 @@
-//! The gRPC `grpc-timeout` header: a caller's deadline, honoured and passed on reduced by the
-//! time already spent.
+//! Deadlines: the gRPC `grpc-timeout` header (a caller's deadline, honoured and passed on
+//! reduced by the time already spent), and bounding a future by a timeout.
 
 use std::io::Write as _;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `future`, bounded by `limit` when there is one; `Err(limit)` when it ran out.
+///
+/// One future either way, for one await point: a `match` with an await in each arm would make
+/// the caller's state machine hold `future`'s state twice (a call's state was over 10 KB).
+pub(crate) fn within<F: Future>(
+    limit: Option<Duration>,
+    future: F,
+) -> impl Future<Output = Result<F::Output, Duration>> {
+    match limit {
+        Some(limit) => {
+            Either::Left(tokio::time::timeout(limit, future).map(move |r| r.map_err(|_| limit)))
+        }
+        None => Either::Right(future.map(Ok)),
+    }
+}
 
 /// The header's name (a ready `HeaderName`: a `&str` would be parsed at every lookup).
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");

@@ -1,16 +1,21 @@
 //! The client stack for one destination.
 //!
 //! ```text
-//! MeshClient::call
-//!   route    match the request against the destination's routes (Gateway API precedence),
-//!            pick a backend by weight                                  [mesh_core::route]
-//!   filters  request/response header modifiers, request mirroring
-//!   deadline the route's request timeout and the caller's grpc-timeout, passed on reduced
-//!   tries    per-try timeout; retries with a budget and backoff, for replayable bodies only,
-//!            each on another endpoint when there is one
-//!   backend  P2C over peak-EWMA (weighted) across the backend's available endpoints,
-//!            outlier ejection                                          [backend.rs]
-//!   endpoint HTTP/2 over mTLS; the endpoint must present the identity discovery lists
+//! MeshClient::call                                                       [call.rs]
+//!   route    a RouteDecision, synchronously: match the request against the destination's
+//!            routes (Gateway API precedence), pick a backend by weight, apply request header
+//!            filters, sample the mirror, work out the deadline (the route's request timeout
+//!            and the caller's grpc-timeout)         [route.rs, router.rs, mesh_core::route]
+//!   mirror   a copy of the request to the mirror backend, not awaited      [call.rs]
+//!   retry    Tries: per-try timeout; retries with a budget and backoff, for replayable
+//!            bodies only, each on another endpoint when there is one; resends of refused
+//!            requests; the grpc-timeout passed on reduced           [retry.rs, deadline.rs]
+//!   balance  P2C over peak-EWMA (weighted) across the backend's available endpoints,
+//!            outlier ejection                            [balance.rs, load.rs, backend.rs]
+//!   endpoint a pool of HTTP/2 connections over mTLS; the endpoint must present the identity
+//!            discovery lists                                               [endpoint.rs]
+//!   respond  the route's response filter, or the mesh's own failure as a status
+//!                                                               [retry.rs, respond.rs]
 //! ```
 //!
 //! Routing state is compiled once per snapshot and read through an `ArcSwap`; connections are
@@ -18,12 +23,15 @@
 //! task: a call goes from the caller's task straight onto a connection.
 
 mod backend;
+mod balance;
 mod body;
 mod call;
 mod deadline;
 mod endpoint;
 mod load;
 mod respond;
+mod retry;
+mod route;
 mod router;
 
 use std::future::Future;

@@ -179,3 +179,44 @@ pub(crate) async fn follow<B>(
         }
     }
 }
+
+#[cfg(test)]
+impl<B> RouterState<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// The state for `destination` as [`build`] makes it, but with backends that have no
+    /// endpoints (nothing connects, no runtime needed): for tests of routing.
+    pub(crate) fn unconnected(destination: &Destination) -> Self {
+        let options = ClientOptions {
+            ready_timeout: std::time::Duration::from_secs(1),
+            outliers: mesh_core::outlier::OutlierConfig::default(),
+            connections_per_endpoint: 1,
+        };
+        let epoch = Instant::now();
+        let new =
+            |service: &ServiceName| Arc::new(Backend::new(service.clone(), epoch, options, "test"));
+        let default = new(&destination.service);
+        let backends = destination
+            .backends
+            .iter()
+            .filter(|b| b.found)
+            .map(|b| {
+                let key = DestinationKey {
+                    service: b.service.clone(),
+                    port: b.port,
+                };
+                let backend = new(&key.service);
+                (key, backend)
+            })
+            .collect();
+        RouterState {
+            metrics: OutboundIndex::new("test", destination),
+            routes: CompiledRoutes::new(destination),
+            destination: destination.clone(),
+            default,
+            backends,
+        }
+    }
+}
