@@ -1,8 +1,7 @@
-//! Generates the `helloworld` types and stubs (and the benchmark's fan-out baseline protocol)
-//! with the pure-Rust protox compiler.
+//! Generates the `helloworld` types and stubs with the pure-Rust protox compiler.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["helloworld/helloworld.proto", "bench/fanout.proto"];
+    let protos = ["helloworld/helloworld.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed=proto/{proto}");
     }

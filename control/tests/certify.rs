@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_control::{ConfigSource, ControlOptions};
+use mesh_core::testing::csr;
 use mesh_core::tls::{TrustBundle, Usage, verify_svid};
-use rcgen::{BasicConstraints, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use support::*;
 use tonic::Code;
@@ -46,7 +46,7 @@ fn sans(der: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn issues_an_svid_for_the_tokens_identity() {
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(5000)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(5000)));
     options.cert_lifetime = Duration::from_secs(2 * 3600);
     let control = mesh_control::start(options).await.expect("starts");
     let mut client = connect(&control, None).await;
@@ -98,7 +98,7 @@ async fn issues_an_svid_for_the_tokens_identity() {
 
     // The returned bundle verifies it, for both directions of mTLS.
     let bundle = TrustBundle::from_der(
-        td(),
+        trust_domain(),
         response
             .trust_bundle_der
             .iter()
@@ -117,7 +117,7 @@ async fn issues_an_svid_for_the_tokens_identity() {
             usage,
         )
         .expect("verifies");
-        assert_eq!(id, support::id("default", "greeter"));
+        assert_eq!(id, spiffe_id("default", "greeter"));
     }
 
     // Another token, another identity.
@@ -136,20 +136,7 @@ async fn issues_an_svid_for_the_tokens_identity() {
 async fn a_csr_asking_for_ca_rights_and_other_names_gets_neither() {
     let control = start_inline(&config_yaml(5000)).await;
     let mut client = connect(&control, None).await;
-    let (_, csr) = csr_with(|p| {
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Any];
-        p.subject_alt_names = vec![
-            SanType::URI(
-                "spiffe://mesh.local/ns/kube-system/sa/admin"
-                    .try_into()
-                    .expect("ia5"),
-            ),
-            SanType::DnsName("control.example".try_into().expect("ia5")),
-        ];
-        p.distinguished_name.push(DnType::CommonName, "Mesh Root");
-    });
+    let (_, csr) = csr_with(csr::greedy);
     let response = certify(&mut client, "greeter-token-0123456789", csr)
         .await
         .expect("certified");
@@ -214,10 +201,7 @@ async fn refuses_bad_csrs_naming_the_problem() {
         "csr_der: not a DER PKCS#10 certificate signing request",
     );
 
-    let (_, mut corrupted) = key_and_csr();
-    let last = corrupted.len() - 1;
-    corrupted[last] ^= 0x5a;
-    let status = certify(&mut client, token, corrupted)
+    let status = certify(&mut client, token, csr::bad_signature())
         .await
         .expect_err("bad signature");
     assert_code(
@@ -260,7 +244,7 @@ async fn the_control_service_presents_its_own_identity() {
     let wrong = connect_to(
         control.addr(),
         control.trust_bundle(),
-        id("mesh-system", "impostor"),
+        spiffe_id("mesh-system", "impostor"),
         None,
     )
     .await;
@@ -282,11 +266,7 @@ async fn the_control_service_presents_its_own_identity() {
 async fn a_client_certificate_from_another_ca_is_refused_at_the_handshake() {
     let control = start_inline(&config_yaml(5000)).await;
     let other = mesh_core::testing::TestCa::new("mesh.local");
-    let foreign = other.issue(&id("default", "greeter"));
-    let cert = ClientCert {
-        chain: foreign.chain.clone(),
-        key: foreign.key.clone_key(),
-    };
+    let cert = other.issue(&spiffe_id("default", "greeter"));
     // With TLS 1.3 the client learns of the refusal on its first read: the connection or the
     // first call fails, either way nothing is served.
     match connect_to(

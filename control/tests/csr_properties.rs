@@ -8,18 +8,16 @@
 use std::time::Duration;
 
 use mesh_control::Ca;
+use mesh_core::SpiffeId;
+use mesh_core::testing::csr::csr_with;
+use mesh_core::testing::{spiffe_id, trust_domain};
 use mesh_core::tls::{TrustBundle, Usage, spiffe_id_of, verify_svid};
-use mesh_core::{SpiffeId, TrustDomain};
 use proptest::prelude::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use rcgen::{BasicConstraints, IsCa, SanType};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-fn trust_domain() -> TrustDomain {
-    TrustDomain::new("mesh.local").unwrap()
-}
-
 fn proven_identity() -> SpiffeId {
-    SpiffeId::from_service_account(&trust_domain(), "default", "greeter").unwrap()
+    spiffe_id("default", "greeter")
 }
 
 /// What a CSR may ask for: names of every kind, including other SPIFFE IDs.
@@ -52,14 +50,13 @@ proptest! {
         wants_ca in any::<bool>(),
     ) {
         let ca = Ca::ephemeral(&trust_domain()).unwrap();
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        if wants_ca {
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
-        let csr = params.serialize_request(&key).unwrap();
-        let issued = ca.sign(csr.der(), &proven_identity(), Duration::from_secs(3600)).unwrap();
+        let (_, csr) = csr_with(|params| {
+            params.subject_alt_names = sans;
+            if wants_ca {
+                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            }
+        });
+        let issued = ca.sign(&csr, &proven_identity(), Duration::from_secs(3600)).unwrap();
         let chain: Vec<CertificateDer<'static>> = issued.chain_der.clone();
         let bundle: TrustBundle = ca.trust_bundle();
         // One URI SAN, a valid SPIFFE ID of the trust domain, not a CA: all checked here.

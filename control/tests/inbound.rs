@@ -97,14 +97,14 @@ fn greet_from(inbound: &InboundPolicy, namespace: &str) -> Verdict {
         HeaderValue::from_static("application/grpc"),
     );
     let summary = RequestSummary::new(&method, &uri, &headers);
-    let peer = id(namespace, "caller");
+    let peer = spiffe_id(namespace, "caller");
     inbound
         .evaluate(&AuthzRequest::new(&summary, Some(&peer)))
         .verdict
 }
 
 async fn start_file(path: &Path) -> RunningControl {
-    let options = ControlOptions::new(td(), ConfigSource::File(path.to_owned()));
+    let options = ControlOptions::new(trust_domain(), ConfigSource::File(path.to_owned()));
     mesh_control::start(options).await.expect("control starts")
 }
 
@@ -206,7 +206,7 @@ async fn policy_edits_reach_the_service_and_bad_edits_do_not() {
     assert_eq!(greet_from(&inbound, "shop"), Verdict::Deny);
     bystander.expect_nothing(Duration::from_millis(300)).await;
     server.send(ack(2, "")).await;
-    eventually("ACK of version 2", || {
+    assert_eventually(WAIT, "ACK of version 2", || {
         control
             .subscribers()
             .iter()
@@ -216,14 +216,14 @@ async fn policy_edits_reach_the_service_and_bad_edits_do_not() {
 
     // A policy for another service: a new version, nothing for greeter.
     std::fs::write(&path, policy_yaml("web", "deny", OTHER_POLICY)).expect("write");
-    eventually("version 3", || control.config_version() == 3).await;
+    assert_eventually(WAIT, "version 3", || control.config_version() == 3).await;
     server.expect_nothing(Duration::from_millis(300)).await;
 
     // A bad policy edit is refused with every field path, and the last good config serves on.
     let bad = policy_yaml("Web", "deny", OTHER_POLICY)
         .replace("action: ALLOW", "action: PERMIT")
         .replace("{service: other}", "{service: othr}");
-    let errors = match mesh_control::file::parse(&bad, &td()) {
+    let errors = match mesh_control::file::parse(&bad, &trust_domain()) {
         Err(ParseError::Invalid(errors)) => errors
             .errors()
             .iter()

@@ -55,7 +55,7 @@ async fn cluster() -> FakeApi {
 async fn start(api: &FakeApi) -> RunningControl {
     let mut source = KubernetesSource::new(api.client());
     source.sync_timeout = Duration::from_secs(10);
-    let options = ControlOptions::new(td(), ConfigSource::Kubernetes(source));
+    let options = ControlOptions::new(trust_domain(), ConfigSource::Kubernetes(source));
     mesh_control::start(options).await.expect("control starts")
 }
 
@@ -241,7 +241,7 @@ async fn certify_authenticates_pods_by_token_review() {
 async fn token_review_requests_carry_the_audience_and_our_credentials() {
     let api = FakeApi::start().await;
     api.review(CLIENT_TOKEN, client_review());
-    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", td());
+    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", trust_domain());
     let id = authn.authenticate(CLIENT_TOKEN).await.expect("accepted");
     assert_eq!(id.as_str(), "spiffe://mesh.local/ns/default/sa/client");
 
@@ -285,7 +285,7 @@ async fn token_review_refusals() {
             ..client_review()
         },
     );
-    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", td());
+    let authn = TokenReviewAuthenticator::new(api.client(), "mesh-control", trust_domain());
     for token in ["other-audience", "a-user", "not-authenticated", "unknown"] {
         assert_eq!(
             authn.authenticate(token).await,
@@ -330,7 +330,7 @@ async fn the_lease_holder_writes_route_status_and_leaves_other_controllers_alone
 
     let mut source = KubernetesSource::new(api.client());
     source.holder = "replica-a".to_owned();
-    let options = ControlOptions::new(td(), ConfigSource::Kubernetes(source));
+    let options = ControlOptions::new(trust_domain(), ConfigSource::Kubernetes(source));
     let control = mesh_control::start(options).await.expect("control starts");
 
     let parents = |api: &FakeApi| {
@@ -383,9 +383,12 @@ async fn the_lease_holder_writes_route_status_and_leaves_other_controllers_alone
     // A second replica does not take a held lease.
     let mut source = KubernetesSource::new(api.client());
     source.holder = "replica-b".to_owned();
-    let other = mesh_control::start(ControlOptions::new(td(), ConfigSource::Kubernetes(source)))
-        .await
-        .expect("second replica starts");
+    let other = mesh_control::start(ControlOptions::new(
+        trust_domain(),
+        ConfigSource::Kubernetes(source),
+    ))
+    .await
+    .expect("second replica starts");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lease = api
         .object(LEASES, "mesh-system", "mesh-control-status")

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tonic::Code;
 
 fn file_options(path: PathBuf) -> ControlOptions {
-    ControlOptions::new(td(), ConfigSource::File(path))
+    ControlOptions::new(trust_domain(), ConfigSource::File(path))
 }
 
 /// A minimal HTTP/1.1 GET; returns the status code and the body.
@@ -78,7 +78,7 @@ async fn a_bad_initial_config_names_the_file_and_the_fields() {
     );
 
     let err = mesh_control::start(ControlOptions::new(
-        td(),
+        trust_domain(),
         ConfigSource::Inline("services: 1\n".into()),
     ))
     .await
@@ -90,7 +90,7 @@ async fn a_bad_initial_config_names_the_file_and_the_fields() {
 #[tokio::test]
 async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(1)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
     options.listen = taken.local_addr().expect("addr");
     let err = mesh_control::start(options).await.expect_err("port in use");
     assert!(matches!(err, StartError::Bind { .. }), "{err:?}");
@@ -98,7 +98,7 @@ async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root.pem");
     std::fs::write(&root, "not PEM").expect("write");
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(1)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
     options.ca = CaSource::Files {
         root_cert: root.clone(),
         issuer_cert: root.clone(),
@@ -111,7 +111,7 @@ async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
         "{err}"
     );
 
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(1)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
     options.namespace = "Mesh System".into();
     let err = mesh_control::start(options)
         .await
@@ -125,7 +125,8 @@ async fn the_dev_ca_survives_restarts() {
     let state_dir = dir.path().join("state");
     let bundle_path = dir.path().join("out/trust-bundle.pem");
     let options = || {
-        let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(5000)));
+        let mut options =
+            ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(5000)));
         options.ca = CaSource::Dev {
             state_dir: state_dir.clone(),
         };
@@ -162,7 +163,7 @@ async fn the_dev_ca_survives_restarts() {
 
 #[tokio::test]
 async fn admin_reports_health_readiness_and_subscribers() {
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(5000)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(5000)));
     options.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
     let control = mesh_control::start(options).await.expect("starts");
     let admin = control.admin_addr().expect("admin bound");
@@ -178,7 +179,7 @@ async fn admin_reports_health_readiness_and_subscribers() {
         .expect("opens");
     watch.next().await;
     watch.send(ack(1, "")).await;
-    eventually("ACK recorded", || {
+    assert_eventually(WAIT, "ACK recorded", || {
         control
             .subscribers()
             .first()
@@ -272,7 +273,7 @@ async fn served_leaf(control: &mesh_control::RunningControl) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_control_certificate_is_reissued_before_it_expires() {
-    let mut options = ControlOptions::new(td(), ConfigSource::Inline(config_yaml(5000)));
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(5000)));
     options.cert_lifetime = Duration::from_secs(3);
     let control = mesh_control::start(options).await.expect("starts");
     let first = served_leaf(&control).await;

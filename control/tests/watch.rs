@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 const QUIET: Duration = Duration::from_millis(1200);
 
 async fn start_file(path: &Path) -> RunningControl {
-    let options = ControlOptions::new(td(), ConfigSource::File(path.to_owned()));
+    let options = ControlOptions::new(trust_domain(), ConfigSource::File(path.to_owned()));
     mesh_control::start(options).await.expect("control starts")
 }
 
@@ -130,7 +130,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     );
 
     // The registry knows the subscriber.
-    eventually("the subscriber is registered", || {
+    assert_eventually(WAIT, "the subscriber is registered", || {
         control.subscribers().len() == 1
     })
     .await;
@@ -152,7 +152,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     assert_eq!(status.last_acked_version, None);
 
     watch.send(ack(1, "")).await;
-    eventually("the ACK is recorded", || {
+    assert_eventually(WAIT, "the ACK is recorded", || {
         control.subscribers()[0].last_acked_version == Some(1)
     })
     .await;
@@ -160,7 +160,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     watch
         .send(ack(1, "destinations[0].endpoints[0].address: no"))
         .await;
-    eventually("the NACK is recorded", || {
+    assert_eventually(WAIT, "the NACK is recorded", || {
         control.subscribers()[0].last_nack
             == Some((1, "destinations[0].endpoints[0].address: no".to_owned()))
     })
@@ -183,7 +183,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
         .map(|d| d.service.to_string())
         .collect();
     assert_eq!(names, ["greeter.default"]);
-    eventually("the registry has the new destinations", || {
+    assert_eventually(WAIT, "the registry has the new destinations", || {
         control.subscribers()[0].destinations == [name("greeter.default").into()]
     })
     .await;
@@ -192,7 +192,7 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     watch.send(subscribe("pod-a", &["Not_A_Name"])).await;
     let status = watch.end_status().await;
     assert_code(&status, Code::InvalidArgument, "destinations[0]");
-    eventually("the subscriber is removed", || {
+    assert_eventually(WAIT, "the subscriber is removed", || {
         control.subscribers().is_empty()
     })
     .await;
@@ -212,9 +212,9 @@ async fn disconnecting_removes_the_subscriber() {
         .expect("opens");
     a.next().await;
     b.next().await;
-    eventually("two subscribers", || control.subscribers().len() == 2).await;
+    assert_eventually(WAIT, "two subscribers", || control.subscribers().len() == 2).await;
     drop(a);
-    eventually("one subscriber left", || {
+    assert_eventually(WAIT, "one subscriber left", || {
         let list = control.subscribers();
         list.len() == 1 && list[0].node == "b"
     })
@@ -247,7 +247,7 @@ async fn file_edits_reach_subscribers_and_bad_edits_do_not() {
     assert_eq!(addresses(&second, "greeter.default"), ["127.0.0.1:5002"]);
     assert_eq!(control.config_version(), 2);
     watch.send(ack(2, "")).await;
-    eventually("ACK of version 2", || {
+    assert_eventually(WAIT, "ACK of version 2", || {
         control.subscribers()[0].last_acked_version == Some(2)
     })
     .await;
@@ -310,7 +310,7 @@ async fn many_subscribers_each_get_their_projection() {
             others.push(w);
         }
     }
-    eventually("50 subscribers", || control.subscribers().len() == 50).await;
+    assert_eventually(WAIT, "50 subscribers", || control.subscribers().len() == 50).await;
 
     std::fs::write(&path, config_yaml(5005)).expect("write");
     for w in &mut greeters {

@@ -1,7 +1,7 @@
 //! Shared pieces of the example programs: the `helloworld` protocol, a greeter that says which
-//! replica answered and who called, a small axum service, and the pieces the benchmarks share:
-//! plain-TLS channels and listeners for the baselines, a meshed greeter server, a thread's CPU
-//! time.
+//! replica answered and who called, a small axum service, and what the benchmarks (the `bench`
+//! package) serve: a greeter that answers the same bytes whoever calls, and the everything-on
+//! greeter's config.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +13,6 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 /// The standard `helloworld.Greeter` protocol.
-pub mod tls_server;
-
 pub mod hello {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("helloworld");
@@ -122,60 +120,6 @@ pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}
-
-/// A tonic channel on its own TCP + rustls + HTTP/2 connection to `addr`, checking the server
-/// as `tls` says (server name: the IP address). The benchmarks' plain-TLS baselines and raw
-/// control-service clients use it.
-pub async fn tls_channel(
-    addr: std::net::SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-) -> anyhow::Result<tonic::transport::Channel> {
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let server_name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(server_name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_with_connector(connector)
-            .await?,
-    )
-}
-
-/// Serves `greeter` behind [`MeshLayer`](mesh_tonic::MeshLayer) on `listener` over `mesh`'s
-/// mTLS, in a task that keeps `mesh` running as long as it serves.
-pub fn spawn_meshed_greeter<G: Greeter>(
-    mesh: mesh_tower::Mesh,
-    listener: tokio::net::TcpListener,
-    greeter: G,
-) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
-    use mesh_tonic::MeshTonicExt as _;
-    let incoming = mesh.tonic_incoming(listener)?;
-    Ok(tokio::spawn(async move {
-        let _mesh = mesh;
-        tonic::transport::Server::builder()
-            .layer(mesh_tonic::MeshLayer::new())
-            .add_service(hello::greeter_server::GreeterServer::new(greeter))
-            .serve_with_incoming(incoming)
-            .await
-    }))
-}
-
-/// This thread's CPU time so far (nanoseconds from `/proc/thread-self/schedstat`; zero where
-/// there is no such file).
-pub fn thread_cpu_time() -> std::time::Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(std::time::Duration::ZERO, std::time::Duration::from_nanos)
 }
 
 /// The benchmarks' `greeter` with everything on, as a control-file `services:` entry and a

@@ -1,4 +1,18 @@
-//! Config fixtures shared by the crate's unit tests.
+//! Config fixtures and small parsers shared by the crate's unit tests (the test CA, the
+//! trust domain and CSRs are in [`crate::testing`], shared with every crate).
+
+use crate::config::MeshConfig;
+use crate::snapshot::ServiceName;
+
+/// A config as YAML parses it (not validated).
+pub(crate) fn parse(yaml: &str) -> MeshConfig {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+/// A service name `name.namespace` (or `name`).
+pub(crate) fn name(s: &str) -> ServiceName {
+    s.parse().unwrap()
+}
 
 /// A canary route with every kind of field, in the shape users write.
 pub(crate) const ROUTES: &str = r#"

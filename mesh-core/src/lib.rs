@@ -17,8 +17,9 @@
 //!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
 //!   services and by the control service alike.
-//! - `testing` (feature `testing`): a test CA issuing good and deliberately broken SVIDs, shared
-//!   by every crate's tests.
+//! - `testing` (feature `testing`, and in this crate's own unit tests): a test CA issuing good
+//!   and deliberately broken SVIDs, CSRs, the tests' trust domain and `eventually`, shared by
+//!   every crate's tests.
 
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -42,7 +43,7 @@ pub mod snapshot;
 pub mod spiffe;
 pub mod tls;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{FieldError, ValidationErrors};

@@ -1,5 +1,16 @@
-//! Test helpers shared by every crate's tests (feature `testing`): a test CA that issues good
-//! SVIDs and deliberately broken certificates.
+//! Test helpers shared by every crate's tests (feature `testing`; mesh-core's own unit tests
+//! compile them too). Everything a test needs to stand up identities and talk to the mesh
+//! without the mesh's own client:
+//!
+//! - [`TRUST_DOMAIN`], [`trust_domain`], [`trust_domain_named`] and [`spiffe_id`]: the trust
+//!   domain and identities tests use.
+//! - [`TestCa`] and [`TestCert`]: a test CA that issues good SVIDs and, with the edits in
+//!   [`edit`], deliberately broken certificates.
+//! - [`csr`]: certificate signing requests, as a well-behaved client makes them and the odd
+//!   ones a CA must refuse or ignore.
+//! - [`client_tls`]: a rustls client config that accepts only one SPIFFE ID as the server.
+//! - [`eventually`] and [`assert_eventually`] (feature `testing` only, they need tokio): poll a
+//!   condition until it holds or a timeout passes.
 //!
 //! ```
 //! use mesh_core::testing::{TestCa, edit};
@@ -27,10 +38,93 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::tls::TrustBundle;
+use crate::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider};
 
 /// The rcgen version these helpers use, for tests that edit [`CertificateParams`] by hand.
 pub use rcgen;
+
+/// The trust domain tests use unless they need another one.
+pub const TRUST_DOMAIN: &str = "mesh.local";
+
+/// [`TRUST_DOMAIN`] as a [`TrustDomain`].
+pub fn trust_domain() -> TrustDomain {
+    trust_domain_named(TRUST_DOMAIN)
+}
+
+/// The trust domain `name` (e.g. `cluster.local`, for tests written against Kubernetes'
+/// default).
+///
+/// # Panics
+///
+/// When `name` is not a valid trust domain.
+pub fn trust_domain_named(name: &str) -> TrustDomain {
+    TrustDomain::new(name).expect("testing: valid trust domain")
+}
+
+/// `spiffe://mesh.local/ns/<namespace>/sa/<service_account>`.
+///
+/// # Panics
+///
+/// When either part is not a DNS label.
+pub fn spiffe_id(namespace: &str, service_account: &str) -> SpiffeId {
+    SpiffeId::from_service_account(&trust_domain(), namespace, service_account)
+        .expect("testing: valid namespace and service account")
+}
+
+/// A TLS client config (TLS 1.3, ALPN `h2`) that accepts only `server`, chained to `bundle`,
+/// and presents `cert` when given: a caller that bypasses the mesh's own client.
+pub fn client_tls(
+    bundle: TrustBundle,
+    server: &SpiffeId,
+    cert: Option<TestCert>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let verifier = SpiffeServerVerifier::new(TrustStore::new(bundle), server.clone());
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier));
+    let mut config = match cert {
+        Some(cert) => builder
+            .with_client_auth_cert(cert.chain, cert.key)
+            .expect("a usable client certificate and key"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// How often [`eventually`] checks.
+#[cfg(feature = "testing")]
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Checks `check` every [`POLL`] until it holds (`true`) or `timeout` passes (`false`, after
+/// one last check). Uses tokio's clock, so it needs a tokio runtime.
+#[cfg(feature = "testing")]
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    check()
+}
+
+/// [`eventually`], failing the test with "timed out waiting for `what`" when `check` does not
+/// come to hold within `timeout`.
+///
+/// # Panics
+///
+/// When `check` still does not hold after `timeout`.
+#[cfg(feature = "testing")]
+pub async fn assert_eventually(timeout: Duration, what: &str, check: impl FnMut() -> bool) {
+    assert!(
+        eventually(timeout, check).await,
+        "timed out waiting for {what}"
+    );
+}
 
 /// A certificate chain (leaf first) and its private key.
 #[derive(Debug)]
@@ -341,5 +435,72 @@ pub mod edit {
     /// Extended key usage clientAuth only.
     pub fn client_only(params: &mut CertificateParams) {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+}
+
+/// Certificate signing requests (PKCS#10, DER), as a workload sends them to `Certify`.
+pub mod csr {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+
+    /// A fresh P-256 key, the kind the mesh's workloads use.
+    pub fn new_key() -> KeyPair {
+        super::new_key()
+    }
+
+    /// A CSR signed by `key` whose parameters `edit` chose (`|_| {}` for a plain one: no
+    /// subject, no SANs, as the mesh's client sends).
+    pub fn for_key(key: &KeyPair, edit: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+        let mut params = CertificateParams::default();
+        edit(&mut params);
+        params
+            .serialize_request(key)
+            .expect("testing: serialize CSR")
+            .der()
+            .to_vec()
+    }
+
+    /// A fresh P-256 key and a CSR for it, as a well-behaved client makes them.
+    pub fn key_and_csr() -> (KeyPair, Vec<u8>) {
+        csr_with(|_| {})
+    }
+
+    /// A fresh P-256 key and a CSR for it whose parameters `edit` chose.
+    pub fn csr_with(edit: impl FnOnce(&mut CertificateParams)) -> (KeyPair, Vec<u8>) {
+        let key = new_key();
+        let csr = for_key(&key, edit);
+        (key, csr)
+    }
+
+    /// A well-formed CSR whose last byte (inside the signature) is flipped: it parses, and its
+    /// signature does not verify.
+    pub fn bad_signature() -> Vec<u8> {
+        let (_, mut csr) = key_and_csr();
+        let last = csr.len() - 1;
+        csr[last] ^= 0x5a;
+        csr
+    }
+
+    /// An edit for [`csr_with`] asking for everything a CA must not grant: CA rights,
+    /// keyCertSign, any extended key usage, another workload's SPIFFE ID
+    /// (`spiffe://mesh.local/ns/kube-system/sa/admin`), a DNS name (`control.example`) and a
+    /// subject (`CN=Mesh Root`).
+    pub fn greedy(params: &mut CertificateParams) {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Any];
+        params.subject_alt_names = vec![
+            SanType::URI(
+                "spiffe://mesh.local/ns/kube-system/sa/admin"
+                    .try_into()
+                    .expect("ia5"),
+            ),
+            SanType::DnsName("control.example".try_into().expect("ia5")),
+        ];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Mesh Root");
     }
 }

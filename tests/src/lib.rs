@@ -26,8 +26,7 @@ use mesh_tower::{Mesh, MeshSettings, TokenSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// The trust domain every test uses.
-pub const TRUST_DOMAIN: &str = "mesh.local";
+pub use mesh_core::testing::{TRUST_DOMAIN, eventually};
 
 /// Tokens in [`Config`]'s rendering: `<service-account>-token` maps to that account.
 pub fn token_for(service_account: &str) -> String {
@@ -200,7 +199,7 @@ impl Harness {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("mesh.yaml");
         std::fs::write(&config_path, config.render())?;
-        let trust_domain = TrustDomain::new(TRUST_DOMAIN)?;
+        let trust_domain = mesh_core::testing::trust_domain();
         let anchors = dir.path().join("trust-bundle.pem");
         let mut options = ControlOptions::new(
             trust_domain.clone(),
@@ -386,18 +385,6 @@ where
     }
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Polls `check` every 20 ms until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
 
 fn init_test_logging() {

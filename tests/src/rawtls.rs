@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
-use mesh_core::SpiffeId;
-use mesh_core::testing::TestCert;
-use mesh_core::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, VerifyError, crypto_provider};
+use mesh_core::tls::VerifyError;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use mesh_core::testing::client_tls;
 
 /// What a raw channel's connections can be.
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
@@ -85,29 +85,6 @@ pub async fn hello(channel: Channel) -> Result<String, String> {
         .await
         .map(|r| r.into_inner().message)
         .map_err(|s| s.to_string())
-}
-
-/// A TLS 1.3 / h2 client config that accepts only `server` chained to `bundle`, presenting
-/// `cert` when given.
-pub fn client_tls(
-    bundle: TrustBundle,
-    server: &SpiffeId,
-    cert: Option<TestCert>,
-) -> Arc<ClientConfig> {
-    let verifier = SpiffeServerVerifier::new(TrustStore::new(bundle), server.clone());
-    let builder = ClientConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match cert {
-        Some(cert) => builder
-            .with_client_auth_cert(cert.chain, cert.key)
-            .expect("a usable client certificate and key"),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
 }
 
 /// The rustls error inside an I/O error from tokio-rustls, if there is one.

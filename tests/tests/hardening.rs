@@ -158,7 +158,7 @@ fn control_ca_trusting(dir: &Path, also_trusted: &TestCa) -> CaSource {
     );
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let root = params.self_signed(&key).unwrap();
-    let td = TrustDomain::new(TRUST_DOMAIN).unwrap();
+    let td = mesh_core::testing::trust_domain();
     let extra = TrustBundle::from_der(td, vec![also_trusted.root_der()]).unwrap();
     let (root_cert, issuer_cert, issuer_key) = (
         dir.join("roots.pem"),

@@ -11,49 +11,10 @@ use examples::hello::greeter_client::GreeterClient;
 use mesh_core::SpiffeId;
 use mesh_core::testing::TestCa;
 use mesh_core::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider};
+use mesh_tests::rawtls::raw_hello;
 use mesh_tests::{Config, Harness, listener, spiffe};
 use mesh_tonic::MeshTonicExt;
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-async fn hello(channel: Channel) -> Result<String, tonic::Status> {
-    GreeterClient::new(channel)
-        .say_hello(HelloRequest { name: "ann".into() })
-        .await
-        .map(|r| r.into_inner().message)
-}
-
-/// A tonic channel that connects over TLS with `tls` (or in plaintext with `None`), bypassing
-/// the mesh's client: how a caller outside the mesh would try.
-async fn raw_channel(
-    addr: std::net::SocketAddr,
-    tls: Option<Arc<ClientConfig>>,
-) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
-    let connector = tower::service_fn(move |_: Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(tcp),
-                Some(tls) => {
-                    let name = ServerName::IpAddress(addr.ip().into());
-                    Box::new(
-                        tokio_rustls::TlsConnector::from(tls)
-                            .connect(name, tcp)
-                            .await?,
-                    )
-                }
-            };
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
-        }
-    });
-    Ok(endpoint.connect_with_connector(connector).await?)
-}
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 fn tls_trusting(
     bundle: TrustBundle,
@@ -124,22 +85,16 @@ async fn callers_without_a_valid_mesh_certificate_are_refused() {
         tls_trusting(bundle.clone(), &greeter_id)
             .with_client_cert_resolver(Arc::new(client.identity().clone())),
     );
-    hello(raw_channel(addr, good).await.unwrap()).await.unwrap();
+    raw_hello(addr, good).await.unwrap();
     assert_eq!(replica.greeter.served(), 1);
 
     // Plaintext.
-    let plaintext = match raw_channel(addr, None).await {
-        Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let plaintext = raw_hello(addr, None).await;
     assert!(plaintext.is_err(), "plaintext call succeeded");
 
     // TLS, but no client certificate.
     let no_cert = finish(tls_trusting(bundle.clone(), &greeter_id).with_no_client_auth());
-    let refused = match raw_channel(addr, no_cert).await {
-        Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let refused = raw_hello(addr, no_cert).await;
     assert!(
         refused.is_err(),
         "call without a client certificate succeeded"
@@ -158,10 +113,7 @@ async fn callers_without_a_valid_mesh_certificate_are_refused() {
                 .with_client_auth_cert(cert.chain, cert.key)
                 .unwrap(),
         );
-        let refused = match raw_channel(addr, tls).await {
-            Ok(channel) => hello(channel).await.map_err(|s| s.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let refused = raw_hello(addr, tls).await;
         assert!(refused.is_err(), "call with a forged certificate succeeded");
     }
     assert_eq!(

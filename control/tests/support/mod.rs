@@ -1,19 +1,19 @@
-//! Shared by the integration tests: a real TLS client for the control service (TCP,
-//! tokio-rustls, the mesh's SPIFFE server verifier), CSRs, and Watch stream helpers.
+//! Shared by the control service's integration tests: a real TLS client for the control
+//! service (TCP, tokio-rustls, the mesh's SPIFFE server verifier), Certify, and Watch stream
+//! helpers. What every crate's tests share (the trust domain, CSRs, the test CA, `eventually`)
+//! is in `mesh_core::testing`, re-exported here.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_control::{ConfigSource, ControlOptions, RunningControl};
+use mesh_core::SpiffeId;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{self, CertifyRequest, CertifyResponse, WatchRequest, watch_request};
-use mesh_core::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider};
-use mesh_core::{SpiffeId, TrustDomain};
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use mesh_core::tls::TrustBundle;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -22,16 +22,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use mesh_core::testing::csr::{csr_with, key_and_csr};
+#[allow(unused_imports)]
+pub use mesh_core::testing::{TestCert, assert_eventually, client_tls, spiffe_id, trust_domain};
+
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(3);
-
-pub fn td() -> TrustDomain {
-    TrustDomain::new("mesh.local").expect("valid trust domain")
-}
-
-pub fn id(namespace: &str, sa: &str) -> SpiffeId {
-    SpiffeId::from_service_account(&td(), namespace, sa).expect("valid id")
-}
 
 /// A control file with `greeter` (one endpoint on `port`) and tokens for `greeter` and
 /// `client`.
@@ -61,14 +59,8 @@ bootstrapTokens:
 }
 
 pub async fn start_inline(yaml: &str) -> RunningControl {
-    let options = ControlOptions::new(td(), ConfigSource::Inline(yaml.to_owned()));
+    let options = ControlOptions::new(trust_domain(), ConfigSource::Inline(yaml.to_owned()));
     mesh_control::start(options).await.expect("control starts")
-}
-
-/// A workload's certificate and key.
-pub struct ClientCert {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
 }
 
 /// A tonic client over TLS that accepts only `expected` as the server, presenting `cert` when
@@ -77,24 +69,9 @@ pub async fn connect_to(
     addr: SocketAddr,
     bundle: TrustBundle,
     expected: SpiffeId,
-    cert: Option<&ClientCert>,
+    cert: Option<&TestCert>,
 ) -> Result<ControlClient<Channel>, tonic::transport::Error> {
-    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
-            TrustStore::new(bundle),
-            expected,
-        )));
-    let mut config = match cert {
-        Some(cert) => builder
-            .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())
-            .expect("client certificate"),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = TlsConnector::from(Arc::new(config));
+    let connector = TlsConnector::from(client_tls(bundle, &expected, cert.cloned()));
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect_timeout(WAIT)
@@ -113,10 +90,7 @@ pub async fn connect_to(
     Ok(ControlClient::new(channel))
 }
 
-pub async fn connect(
-    control: &RunningControl,
-    cert: Option<&ClientCert>,
-) -> ControlClient<Channel> {
+pub async fn connect(control: &RunningControl, cert: Option<&TestCert>) -> ControlClient<Channel> {
     connect_to(
         control.addr(),
         control.trust_bundle(),
@@ -125,20 +99,6 @@ pub async fn connect(
     )
     .await
     .expect("connects")
-}
-
-/// A fresh P-256 key and a CSR for it, as a well-behaved client makes them.
-pub fn key_and_csr() -> (KeyPair, Vec<u8>) {
-    csr_with(|_| {})
-}
-
-/// A CSR whose parameters `edit` chose.
-pub fn csr_with(edit: impl FnOnce(&mut CertificateParams)) -> (KeyPair, Vec<u8>) {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    edit(&mut params);
-    let csr = params.serialize_request(&key).expect("CSR").der().to_vec();
-    (key, csr)
 }
 
 pub async fn certify(
@@ -156,11 +116,11 @@ pub async fn certify(
 }
 
 /// Gets a certificate through Certify, as a workload does on start-up.
-pub async fn obtain_cert(control: &RunningControl, token: &str) -> ClientCert {
+pub async fn obtain_cert(control: &RunningControl, token: &str) -> TestCert {
     let mut client = connect(control, None).await;
     let (key, csr) = key_and_csr();
     let response = certify(&mut client, token, csr).await.expect("certified");
-    ClientCert {
+    TestCert {
         chain: response
             .chain_der
             .into_iter()
@@ -258,18 +218,6 @@ pub async fn watch_error(client: &mut ControlClient<Channel>, first: WatchReques
     match open_watch(client, first).await {
         Err(status) => status,
         Ok(mut stream) => stream.end_status().await,
-    }
-}
-
-/// Polls `check` until it holds or [`WAIT`] passes.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -6,20 +6,10 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 use super::*;
 use crate::config::MeshConfig;
 use crate::route::RequestSummary;
-use crate::snapshot::ServiceName;
-use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::spiffe::SpiffeId;
 
-fn td() -> TrustDomain {
-    TrustDomain::new("mesh.local").unwrap()
-}
-
-fn parse(yaml: &str) -> MeshConfig {
-    serde_yaml::from_str(yaml).unwrap()
-}
-
-fn name(s: &str) -> ServiceName {
-    s.parse().unwrap()
-}
+use crate::fixtures::{name, parse};
+use crate::testing::trust_domain;
 
 /// Every kind of source, operation, default, exemption and mode, across a few services.
 const POLICIES: &str = r#"
@@ -172,7 +162,7 @@ fn peer_id(peer: &str) -> SpiffeId {
         SpiffeId::parse(peer).unwrap()
     } else {
         let (ns, sa) = peer.split_once('/').unwrap();
-        SpiffeId::from_service_account(&td(), ns, sa).unwrap()
+        SpiffeId::from_service_account(&trust_domain(), ns, sa).unwrap()
     }
 }
 
@@ -415,7 +405,7 @@ fn evaluation_table() {
         ),
     ];
 
-    let valid = parse(POLICIES).validate(&td()).unwrap();
+    let valid = parse(POLICIES).validate(&trust_domain()).unwrap();
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let inbound = valid.inbound(&name(&format!("{}.default", case.service)));
@@ -450,7 +440,7 @@ fn evaluation_table() {
 
 #[test]
 fn inbound_policy_carries_the_service_settings() {
-    let valid = parse(POLICIES).validate(&td()).unwrap();
+    let valid = parse(POLICIES).validate(&trust_domain()).unwrap();
     assert_eq!(valid.default_policy(), DefaultPolicy::AllAuthenticated);
 
     let shop = valid.inbound(&name("shop.default"));
@@ -489,7 +479,9 @@ fn inbound_policy_carries_the_service_settings() {
     );
 
     // Without a mesh-wide default, every caller is allowed: adding the mesh changes nothing.
-    let bare = parse("services: [{name: a}]").validate(&td()).unwrap();
+    let bare = parse("services: [{name: a}]")
+        .validate(&trust_domain())
+        .unwrap();
     assert_eq!(
         bare.inbound(&name("a.default")).default_policy,
         DefaultPolicy::AllUnauthenticated
@@ -498,7 +490,7 @@ fn inbound_policy_carries_the_service_settings() {
 
 #[test]
 fn decisions_say_why_for_callers_and_telemetry() {
-    let valid = parse(POLICIES).validate(&td()).unwrap();
+    let valid = parse(POLICIES).validate(&trust_domain()).unwrap();
     let method = Method::GET;
     let uri: Uri = "/items".parse().unwrap();
     let headers = HeaderMap::new();
@@ -598,7 +590,7 @@ policies:
     action: DENY
     rules: [{from: {unauthenticated: true}}]
 "#;
-    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let errors = parse(yaml).validate(&trust_domain()).unwrap_err();
     let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
     let expected = [
         r#"services[0].mtls: unknown mTLS mode "optional": expected strict or permissive"#,
@@ -645,7 +637,7 @@ policies:
   - {name: p, target: {service: a, namespace: other}, action: ALLOW, rules: [{from: {namespaces: [x]}}]}
   - {name: p, target: {service: a}, action: DENY, rules: [{from: {namespaces: [y]}}]}
 "#;
-    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let errors = parse(yaml).validate(&trust_domain()).unwrap_err();
     let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
     assert_eq!(
         got,

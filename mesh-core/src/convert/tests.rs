@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::spiffe::SpiffeId;
 
-fn name(s: &str) -> ServiceName {
-    s.parse().unwrap()
-}
+use crate::fixtures::name;
 
 fn endpoint(address: &str, weight: u32) -> Endpoint {
     Endpoint {

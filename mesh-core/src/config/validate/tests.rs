@@ -4,17 +4,8 @@
 use super::*;
 use crate::spiffe::SpiffeId;
 
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
-
-fn parse(yaml: &str) -> MeshConfig {
-    serde_yaml::from_str(yaml).unwrap()
-}
-
-fn name(s: &str) -> ServiceName {
-    s.parse().unwrap()
-}
+use crate::fixtures::{name, parse};
+use crate::testing::trust_domain_named;
 
 const GOOD: &str = r#"
 services:
@@ -51,7 +42,9 @@ services:
 
 #[test]
 fn good_config() {
-    let valid = parse(GOOD).validate(&td()).unwrap();
+    let valid = parse(GOOD)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
     let services: Vec<String> = valid.services().map(ToString::to_string).collect();
     assert_eq!(
         services,
@@ -118,7 +111,9 @@ fn good_config() {
 
 #[test]
 fn empty_config_is_valid() {
-    let valid = MeshConfig::default().validate(&td()).unwrap();
+    let valid = MeshConfig::default()
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
     assert_eq!(valid.services().count(), 0);
 }
 
@@ -158,7 +153,9 @@ services:
       - address: 0.0.0.0:80
         identity: spiffe://cluster.local/ns/default/sa/greeter
 "#;
-    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let errors = parse(yaml)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap_err();
     let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
     let expected = [
         r#"services[0].endpoints[1].address: duplicate address "10.0.0.1:8080" (first at services[0].endpoints[0].address)"#,
@@ -205,7 +202,9 @@ fn routes_are_validated_into_typed_rules() {
     use crate::snapshot::{PathMatch, RouteFilter, RouteKind, RouteMatch, ValueMatch};
     use std::time::Duration;
 
-    let valid = parse(ROUTES).validate(&td()).unwrap();
+    let valid = parse(ROUTES)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
     let greeter = valid.destination(&name("greeter.default"));
     let canary = &greeter.routes[0];
     assert_eq!(canary.kind, RouteKind::Http);
@@ -323,7 +322,9 @@ services:
             retry: {codes: [503], statuses: [OK, NOPE]}
             timeouts: {request: 10x}
 "#;
-    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let errors = parse(yaml)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap_err();
     let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
     let r = "services[0].routes[0]";
     let g = "services[0].routes[1]";
@@ -451,7 +452,9 @@ fn route_names(destination: &Destination) -> Vec<&str> {
 
 #[test]
 fn each_port_has_its_endpoints_and_its_routes() {
-    let valid = parse(PORTS_AND_CONSUMERS).validate(&td()).unwrap();
+    let valid = parse(PORTS_AND_CONSUMERS)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
     let first = valid.destination_for(&key("echo.default"), None);
     assert_eq!(addresses(&first.endpoints), ["10.0.0.1:8080"]);
     assert_eq!(route_names(&first), ["every-port"]);
@@ -480,7 +483,9 @@ fn each_port_has_its_endpoints_and_its_routes() {
 
 #[test]
 fn consumer_routes_replace_the_producer_routes_for_their_namespace_only() {
-    let valid = parse(PORTS_AND_CONSUMERS).validate(&td()).unwrap();
+    let valid = parse(PORTS_AND_CONSUMERS)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
     let client = valid.destination_for(&key("echo.default"), Some("client"));
     assert_eq!(route_names(&client), ["from-client"]);
     let v2 = &client.backends[0];
@@ -516,7 +521,9 @@ services:
       - {name: r, namespace: client}
       - {name: r, namespace: client}
 "#;
-    let errors = parse(yaml).validate(&td()).unwrap_err();
+    let errors = parse(yaml)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap_err();
     let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
         got,

@@ -234,7 +234,7 @@ async fn measure_control(n: usize, changes: usize) -> anyhow::Result<Measured> {
     let tasks = connect_all(n, |i| {
         let (tls, slots) = (tls.clone(), slots.clone());
         async move {
-            let channel = examples::tls_channel(addr, tls).await?;
+            let channel = bench::tls_channel(addr, tls).await?;
             Ok(tokio::spawn(watch(i, channel, slots)))
         }
     })
@@ -303,7 +303,7 @@ async fn measure_stream(
     let client_tls = tls.map(|t| t.client);
     let connect = |client_tls: Option<Arc<rustls::ClientConfig>>| async move {
         match client_tls {
-            Some(tls) => examples::tls_channel(addr, tls).await,
+            Some(tls) => bench::tls_channel(addr, tls).await,
             None => Ok(Endpoint::from_shared(format!("http://{addr}"))?
                 .tcp_nodelay(true)
                 .connect()
@@ -615,7 +615,7 @@ async fn subscriber_tls(
         .serialize_request(&key)?
         .der()
         .to_vec();
-    let reply = ControlClient::new(examples::tls_channel(addr, Arc::new(anonymous)).await?)
+    let reply = ControlClient::new(bench::tls_channel(addr, Arc::new(anonymous)).await?)
         .certify(CertifyRequest {
             csr_der,
             token: TOKEN.into(),

@@ -277,7 +277,7 @@ async fn serve(
                 .await
         });
 
-        examples::spawn_meshed_greeter(Mesh::start(settings).await?, meshed, PlainGreeter)?;
+        bench::spawn_meshed_greeter(Mesh::start(settings).await?, meshed, PlainGreeter)?;
         Ok(())
     };
     let result = started.await;
@@ -287,7 +287,7 @@ async fn serve(
         return;
     }
     while let Some(reply) = cpu_queries.recv().await {
-        let _ = reply.send(examples::thread_cpu_time());
+        let _ = reply.send(bench::thread_cpu_time());
     }
 }
 

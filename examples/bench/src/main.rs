@@ -3,8 +3,8 @@
 //! ratios hold), prints a table and the ratios with each target met or not, and writes the raw
 //! figures as JSON.
 //!
-//! Usage: `bench [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N]
-//! [--subscribers N] [--json-dir DIR]`.
+//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all]
+//! [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]` (`--help` explains them).
 //!
 //! Servers whose CPU time or memory is measured run in processes of their own: the binary runs
 //! itself with a hidden subcommand (`__control`, `__stream`, `__server`).
@@ -25,7 +25,34 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: bench [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
+const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
+
+const HELP: &str = "\
+The mesh's benchmarks: each scenario starts everything on 127.0.0.1 and measures the mesh
+against a baseline in the same run, prints medians over the runs, the ratios and whether each
+target is met, and writes the raw figures as JSON (and the latency chart as SVG).
+
+Scenarios (default: request-path):
+  request-path   the mesh against plain tonic (h2c and mTLS) and two haproxy hops (when
+                 haproxy is installed); RSS the mesh adds to a server; latency chart
+  fan-out        the control service pushing a config change to 1,000 and 10,000 subscribers,
+                 against plain tonic streaming
+  balancing      three greeter endpoints, one ten times slower: the latency callers see with
+                 the mesh's P2C balancer against a plain round robin
+  issuance       Certify calls per second against the control service, next to the raw rate
+                 of checking a CSR and signing a certificate
+  all            every scenario
+
+Options:
+  --seconds N      measured seconds per run (default 10)
+  --runs N         runs per scenario; figures are medians over them (default 3)
+  --subscribers N  fan-out only: one subscriber count instead of 1,000 and 10,000
+  --json-dir DIR   where the raw figures and the chart go (default target/bench)
+  -h, --help       this text
+
+The profiling harness for the per-call path is a separate binary of this package:
+  cargo run --profile profiling -p bench --bin profile_call -- --help
+";
 
 /// Command-line settings shared by the scenarios.
 pub(crate) struct Args {
@@ -64,6 +91,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
                 parsed.subscribers = Some(it.next().context("--subscribers N")?.parse()?);
             }
             "--json-dir" => parsed.json_dir = it.next().context("--json-dir DIR")?.into(),
+            "-h" | "--help" => {
+                println!("{USAGE}\n\n{HELP}");
+                std::process::exit(0);
+            }
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }

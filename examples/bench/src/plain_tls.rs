@@ -163,7 +163,7 @@ impl PlainTls {
 }
 
 /// A tonic channel over rustls mTLS to `addr`.
-pub(crate) use examples::tls_channel;
+pub(crate) use bench::tls_channel;
 
 /// An mTLS listener as tonic's incoming stream.
-pub(crate) use examples::tls_server::incoming;
+pub(crate) use bench::tls_server::incoming;

@@ -2,8 +2,8 @@
 //! plain tonic over the mesh's own mTLS (same certificates, same verifiers, no mesh layers),
 //! so that `perf record` or `valgrind --tool=callgrind` sees only the cost of the layers.
 //!
-//! Usage: `profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C]
-//! [--crossed]` (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of
+//! Usage: `cargo run --profile profiling -p bench --bin profile_call --
+//! [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]` (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of
 //! one connection each, callers spread over them as over tonic's C channels; `--crossed`: the
 //! mesh's clients call the plain tonic server and plain tonic calls the meshed one, which
 //! tells the client's share of a difference from the server's).
@@ -12,7 +12,9 @@
 //! pinned to cores 0 and 1 where the OS allows), as in the `bench` program. It prints calls
 //! per second and each side's CPU time per call. Under callgrind, run it twice with different
 //! `--calls` and divide the difference in instructions by the difference in calls: start-up
-//! (certificates, handshakes) cancels out.
+//! (certificates, handshakes) cancels out. The `profiling` profile is the release profile with
+//! line tables, so that profiles name source lines; the binary is then
+//! `target/profiling/profile_call`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,6 +50,26 @@ struct Args {
     crossed: bool,
 }
 
+const USAGE: &str = "usage: cargo run --profile profiling -p bench --bin profile_call -- [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]";
+
+const HELP: &str = "\
+N greeter calls through the mesh, or through plain tonic over the mesh's own mTLS, for perf or
+callgrind (the `profiling` profile is the release build with line tables). Prints calls per
+second and each side's CPU time per call.
+
+  mesh            one mesh client with a pool of C connections (default)
+  mesh-clients    C mesh clients of one connection each
+  tonic           plain tonic over C channels
+  --calls N       calls to make (default 20000)
+  --in-flight K   calls in flight at once (default 1)
+  --connections C connections (default 1)
+  --crossed       the mesh's clients call the plain tonic server and plain tonic the meshed one
+  -h, --help      this text
+
+Under callgrind, run it twice with different --calls and divide the difference in instructions
+by the difference in calls: start-up (certificates, handshakes) cancels out.
+";
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         target: Target::Mesh,
@@ -66,9 +88,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--in-flight" => args.in_flight = it.next().context("--in-flight K")?.parse()?,
             "--connections" => args.connections = it.next().context("--connections C")?.parse()?,
             "--crossed" => args.crossed = true,
-            other => bail!(
-                "unknown argument {other:?}; usage: profile_call [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]"
-            ),
+            "-h" | "--help" => {
+                println!("{USAGE}\n\n{HELP}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     args.in_flight = args.in_flight.max(1);
@@ -149,7 +173,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 });
                 while let Some(reply) = rx.recv().await {
-                    let _ = reply.send(examples::thread_cpu_time());
+                    let _ = reply.send(bench::thread_cpu_time());
                 }
             });
         })?;
@@ -204,7 +228,7 @@ fn main() -> anyhow::Result<()> {
                         );
                         let mut v = Vec::new();
                         for _ in 0..connections {
-                            v.push(GreeterClient::new(examples::tls_channel(tonic_addr, tls.clone()).await?));
+                            v.push(GreeterClient::new(bench::tls_channel(tonic_addr, tls.clone()).await?));
                         }
                         Clients::Tonic(v)
                     }
@@ -212,11 +236,11 @@ fn main() -> anyhow::Result<()> {
                 // Warm up: connections, handles filled on first use, allocator pools.
                 drive(&clients, in_flight, 200.min(calls)).await;
                 let server_before = server_cpu(&cpu_tx).await?;
-                let client_before = examples::thread_cpu_time();
+                let client_before = bench::thread_cpu_time();
                 let started = Instant::now();
                 let failed = drive(&clients, in_flight, calls).await;
                 let elapsed = started.elapsed();
-                let client_cpu = examples::thread_cpu_time() - client_before;
+                let client_cpu = bench::thread_cpu_time() - client_before;
                 let server_cpu = server_cpu(&cpu_tx).await? - server_before;
                 let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
                 Ok(format!(
@@ -263,14 +287,14 @@ async fn serve(
     let mesh = Mesh::start(settings).await?;
     // The same handler behind both targets.
     let incoming =
-        examples::tls_server::incoming(TcpListener::from_std(plain)?, mesh.server_tls_config());
+        bench::tls_server::incoming(TcpListener::from_std(plain)?, mesh.server_tls_config());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(GreeterServer::new(PlainGreeter))
             .serve_with_incoming(incoming)
             .await
     });
-    examples::spawn_meshed_greeter(mesh, TcpListener::from_std(meshed)?, PlainGreeter)?;
+    bench::spawn_meshed_greeter(mesh, TcpListener::from_std(meshed)?, PlainGreeter)?;
     Ok(())
 }
 

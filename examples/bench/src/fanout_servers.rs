@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::plain_tls::{self, Material, PlainTls};
 use crate::procs;
 
-/// The baseline's protocol (`proto/bench/fanout.proto`).
+/// The baseline's protocol (`examples/bench/proto/fanout.proto`).
 pub(crate) mod proto {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("bench.fanout");

@@ -197,5 +197,5 @@ async fn channel(
         .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(trust, control)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    examples::tls_channel(addr, Arc::new(tls)).await
+    bench::tls_channel(addr, Arc::new(tls)).await
 }
