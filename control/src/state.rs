@@ -103,7 +103,7 @@ mod tests {
             "services:\n  - name: greeter\n    endpoints:\n      - address: 127.0.0.1:{port}\n        \
              identity: spiffe://mesh.local/ns/default/sa/greeter\n"
         );
-        crate::file::parse(&yaml, &td).expect("valid").mesh
+        crate::source::file::parse(&yaml, &td).expect("valid").mesh
     }
 
     #[test]

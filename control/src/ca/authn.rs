@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use mesh_core::SpiffeId;
 
-use crate::file::BootstrapToken;
+use crate::source::file::BootstrapToken;
 
 /// The future [`Authenticator::authenticate`] returns.
 pub type AuthnFuture<'a> = Pin<Box<dyn Future<Output = Result<SpiffeId, AuthnError>> + Send + 'a>>;

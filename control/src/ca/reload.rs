@@ -18,7 +18,8 @@ use mesh_core::TrustDomain;
 use mesh_core::tls::TrustStore;
 use tokio::task::JoinHandle;
 
-use crate::ca::{Ca, CaHandle, CaSource};
+use super::issuer::{Ca, CaHandle, CaSource};
+use super::trust_bundle;
 use crate::state::StateStore;
 
 /// How often the CA files are read.
@@ -71,7 +72,7 @@ fn apply(ca: Ca, targets: &Targets) {
     let roots = bundle.roots().to_vec();
     targets.server_trust.store(bundle);
     if let Some(path) = &targets.trust_bundle_out
-        && let Err(error) = crate::write_trust_bundle(path, &ca.trust_bundle_pem())
+        && let Err(error) = trust_bundle::write(path, &ca.trust_bundle_pem())
     {
         tracing::warn!(%error, "writing the reloaded trust bundle failed");
     }

@@ -7,7 +7,7 @@
 //!   [`ValidConfig`](mesh_core::config::ValidConfig), as the file source does;
 //! - `route`: HTTPRoute / GRPCRoute to the mesh's route model;
 //! - [`crd`]: the `AuthorizationPolicy` custom resource ([`crds_yaml`] prints its CRD);
-//! - `source`: the watchers, the first full sync, and publishing;
+//! - `sync`: the watchers, the first full sync, and publishing;
 //! - `status` and `lease`: route status, written by one replica at a time;
 //! - [`token_review`]: Certify's authenticator for pods, [`TokenReviewAuthenticator`].
 //!
@@ -37,20 +37,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bundle;
 // KubeSchema's derive re-declares each struct (with its `pub` fields) inside a function to
 // build the schema; that copy trips `unreachable_pub`.
-pub mod bundle;
 #[allow(unreachable_pub)]
 pub mod crd;
 pub(crate) mod index;
 pub(crate) mod lease;
 pub(crate) mod route;
-pub(crate) mod source;
 pub(crate) mod status;
+pub(crate) mod sync;
 pub mod token_review;
 
 pub use crd::{AuthorizationPolicy, AuthorizationPolicySpec, crds_yaml};
-pub use source::SyncError;
+pub use sync::SyncError;
 pub use token_review::TokenReviewAuthenticator;
 
 /// The audience the mesh asks for in projected ServiceAccount tokens (and checks in

@@ -19,7 +19,7 @@ use mesh_core::proto;
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
 use rustls_pki_types::CertificateDer;
 
-use crate::skew::WireTransform;
+use super::skew::WireTransform;
 use crate::state::State;
 
 /// What a subscriber's projection depends on besides the config.
