@@ -594,17 +594,12 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
     })
 }
 
-/// Creates `dir` (and parents) with mode 0700 when it does not exist.
+/// Creates `dir` (and its missing parents) with mode 0700.
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| CaError::Io {
-            path: dir.to_owned(),
-            source,
-        })
+    atomic_file::create_private_dir(dir).map_err(|source| CaError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
