@@ -16,7 +16,7 @@ pub(crate) struct WriteError {
 }
 
 /// Writes `pem` to `path` (creating its directory), replacing the file atomically. Blocking:
-/// call it at start-up or from a blocking thread.
+/// call it at start-up or from a blocking thread ([`write_async`]).
 pub(crate) fn write(path: &Path, pem: &str) -> Result<(), WriteError> {
     let err = |source| WriteError {
         path: path.to_owned(),
@@ -26,4 +26,16 @@ pub(crate) fn write(path: &Path, pem: &str) -> Result<(), WriteError> {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
     mesh_process::atomic_file::write(path, pem.as_bytes(), 0o644).map_err(err)
+}
+
+/// [`write`] on tokio's blocking threads, so the directory creation and the fsyncs never stall
+/// an async worker.
+pub(crate) async fn write_async(path: PathBuf, pem: String) -> Result<(), WriteError> {
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || write(&target, &pem))
+        .await
+        .map_err(|join| WriteError {
+            path,
+            source: io::Error::other(join),
+        })?
 }
