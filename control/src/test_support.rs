@@ -2,12 +2,12 @@
 
 use mesh_core::TrustDomain;
 
-/// The trust domain most tests use, `mesh.local`.
+/// The trust domain the tests use unless they need another one, `mesh.local`.
 pub(crate) fn td() -> TrustDomain {
-    trust_domain("mesh.local")
+    trust_domain_named("mesh.local")
 }
 
 /// The trust domain `name`, which must be valid.
-pub(crate) fn trust_domain(name: &str) -> TrustDomain {
+pub(crate) fn trust_domain_named(name: &str) -> TrustDomain {
     TrustDomain::new(name).expect("valid trust domain")
 }

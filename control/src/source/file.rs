@@ -362,10 +362,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("mesh.local").expect("valid trust domain")
-    }
+    use crate::test_support::td;
 
     fn errors(text: &str) -> Vec<String> {
         match parse(text, &td()) {

@@ -111,12 +111,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::TrustDomain;
+    use crate::test_support::td;
 
     use super::*;
 
     fn status(node: &str) -> SubscriberStatus {
-        let td = TrustDomain::new("mesh.local").expect("valid");
+        let td = td();
         SubscriberStatus {
             id: 0,
             node: node.to_owned(),

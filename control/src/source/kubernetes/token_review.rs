@@ -120,10 +120,7 @@ fn identity(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("mesh.local").expect("valid")
-    }
+    use crate::test_support::td;
 
     fn decide(
         authenticated: bool,

@@ -11,10 +11,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
-
-fn td() -> TrustDomain {
-    TrustDomain::new("mesh.local").expect("valid")
-}
+use crate::test_support::td;
 
 fn obj<K: serde::de::DeserializeOwned>(value: Value) -> K {
     serde_json::from_value(value).expect("a valid object")
