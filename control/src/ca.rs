@@ -1,7 +1,8 @@
 //! Workload identity: who a caller is, and the certificate authority that signs for it.
 //!
-//! - [`issuer`](Ca): the CA itself, loaded from files, kept as a dev root in a state directory,
-//!   or made in memory; it signs workload SVIDs from CSRs on parameters it builds itself;
+//! - `issuer`: the CA itself ([`Ca`]), loaded from files, kept as a dev root in a state
+//!   directory, or made in memory; it signs workload SVIDs from CSRs on parameters it builds
+//!   itself (the CSR contributes only its public key);
 //! - `reload`: follows a CA kept in files and rotates roots with overlap;
 //! - `trust_bundle`: the trust bundle PEM file written for workloads that read anchors from disk;
 //! - [`authn`]: turns a caller's token into the SPIFFE ID it proves (the control file's

@@ -57,10 +57,11 @@
 //!
 //! # Where things live
 //!
-//! - `start`: [`start`] and the steps it takes; `options`: [`ControlOptions`] and
+//! - `start`: [`start()`] and the steps it takes; `options`: [`ControlOptions`] and
 //!   [`StartError`]; `running`: [`RunningControl`];
-//! - `source/`: where config comes from, [`ConfigSource`]: the control file ([`file`]) and the
-//!   Kubernetes API (`kubernetes`, public as `k8s`, feature `kubernetes`);
+//! - `source/`: where config comes from, [`ConfigSource`]: the control file
+//!   ([`file`](mod@file)) and the Kubernetes API (`kubernetes`, public as `k8s`, feature
+//!   `kubernetes`);
 //! - `state`: the versioned config in force ([`State`]), which every source publishes to and
 //!   every Watch stream reads;
 //! - `ca/`: workload identity: the CA ([`ca`]), reloading and rotating it, the trust bundle

@@ -60,7 +60,7 @@ pub const DEFAULT_AUDIENCE: &str = "mesh-control";
 /// The controller name under which the mesh writes route status.
 pub const CONTROLLER_NAME: &str = "mesh.dev/mesh-control";
 
-/// How long [`start`](crate::start) waits for the first full list of every kind.
+/// How long [`start`](crate::start()) waits for the first full list of every kind.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how to read the cluster.
