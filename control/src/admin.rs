@@ -5,22 +5,26 @@
 //!   503 before (and while shutting down).
 //! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
 //!   sent, acked and rejected, so an operator can see who is stale.
-//! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text ([`metrics`]).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use mesh_core::snapshot::ServiceName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::registry::Registry;
 use crate::state::State;
+use crate::watch::registry::Registry;
+
+pub(crate) mod metrics;
 
 /// What the admin endpoints report on.
 #[derive(Debug, Clone)]
@@ -29,8 +33,7 @@ pub(crate) struct AdminState {
     pub(crate) registry: Arc<Registry>,
     pub(crate) state: watch::Receiver<Arc<State>>,
     /// Destinations that have had subscribers, so that a gauge can drop to 0.
-    pub(crate) seen:
-        Arc<std::sync::Mutex<std::collections::BTreeSet<mesh_core::snapshot::ServiceName>>>,
+    pub(crate) seen: Arc<Mutex<BTreeSet<ServiceName>>>,
 }
 
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
@@ -92,13 +95,24 @@ fn metrics(admin: &AdminState) -> Response<Full<Bytes>> {
         );
     };
     let version = admin.state.borrow().version;
-    crate::metrics::refresh(&admin.registry, version, &admin.seen);
+    metrics::refresh(version, subscriber_counts(&admin.registry), &admin.seen);
     let mut response = Response::new(Full::new(Bytes::from(handle.render())));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// How many subscribers watch each destination service.
+fn subscriber_counts(registry: &Registry) -> BTreeMap<ServiceName, u32> {
+    let mut counts = BTreeMap::<ServiceName, u32>::new();
+    for subscriber in registry.list() {
+        for destination in subscriber.destinations {
+            *counts.entry(destination.service).or_default() += 1;
+        }
+    }
+    counts
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -93,17 +93,17 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::TrustDomain;
+    use crate::test_support::td;
 
     use super::*;
 
     fn config(port: u16) -> ValidConfig {
-        let td = TrustDomain::new("mesh.local").expect("valid");
+        let td = td();
         let yaml = format!(
             "services:\n  - name: greeter\n    endpoints:\n      - address: 127.0.0.1:{port}\n        \
              identity: spiffe://mesh.local/ns/default/sa/greeter\n"
         );
-        crate::file::parse(&yaml, &td).expect("valid").mesh
+        crate::source::file::parse(&yaml, &td).expect("valid").mesh
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use mesh_core::{SpiffeId, TrustDomain};
 
-use crate::authn::{Authenticator, AuthnError, AuthnFuture};
+use crate::ca::authn::{Authenticator, AuthnError, AuthnFuture};
 
 /// The username prefix of service account tokens.
 const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
@@ -120,10 +120,7 @@ fn identity(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("mesh.local").expect("valid")
-    }
+    use crate::test_support::td;
 
     fn decide(
         authenticated: bool,

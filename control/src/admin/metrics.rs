@@ -14,15 +14,16 @@
 //!
 //! Subscribers per destination are counted from the registry when `/metrics` is rendered, so
 //! the Watch path carries no gauge bookkeeping.
+//!
+//! This module only names and records: it depends on nothing else in the crate, so every part
+//! that counts something (Certify, Watch, the config sources, the admin port) can use it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::Duration;
 
 use mesh_core::snapshot::ServiceName;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-
-use crate::registry::Registry;
 
 const SUBSCRIBERS: &str = "mesh.control.subscribers";
 const ACKS: &str = "mesh.control.acks";
@@ -49,10 +50,9 @@ pub(crate) fn describe() {
     describe_counter!(RELOAD_ERRORS, "Config reloads refused, by reason");
 }
 
-/// A subscriber acknowledged `version`.
-pub(crate) fn acked(registry: &Registry, version: u64) {
+/// A subscriber acknowledged a version.
+pub(crate) fn acked() {
     metrics::counter!(ACKS).increment(1);
-    registry.propagation.settled(version);
 }
 
 /// A subscriber rejected a version.
@@ -72,33 +72,26 @@ pub(crate) fn certificate_refused(reason: &'static str) {
     metrics::counter!(CERTS_REFUSED, "reason" => reason).increment(1);
 }
 
-/// A certificate request whose token was refused.
-pub(crate) fn authn_refused(error: &crate::authn::AuthnError) {
-    use crate::authn::AuthnError;
-    certificate_refused(match error {
-        AuthnError::Missing => "missing_token",
-        AuthnError::Unknown => "unknown_token",
-        AuthnError::Refused => "refused_token",
-        AuthnError::Unavailable(_) => "unavailable",
-    });
-}
-
 /// An edit of the config source was refused (`invalid`) or could not be read (`unreadable`).
 pub(crate) fn reload_error(reason: &'static str) {
     metrics::counter!(RELOAD_ERRORS, "reason" => reason).increment(1);
 }
 
-/// Sets the gauges that are read from state (subscribers per destination, config version)
-/// just before a scrape. Destinations that lost their last subscriber are set to 0, not left
-/// at their last count.
-pub(crate) fn refresh(registry: &Registry, version: u64, seen: &Mutex<BTreeSet<ServiceName>>) {
+/// A config version reached the last subscriber it was sent to, `elapsed` after it was first
+/// sent.
+pub(crate) fn propagated(elapsed: Duration) {
+    metrics::histogram!(PROPAGATION).record(elapsed.as_secs_f64());
+}
+
+/// Sets the gauges that are read from state (subscribers per destination, `counts`; config
+/// version) just before a scrape. Destinations in `seen` that lost their last subscriber are
+/// set to 0, not left at their last count.
+pub(crate) fn refresh(
+    version: u64,
+    counts: BTreeMap<ServiceName, u32>,
+    seen: &Mutex<BTreeSet<ServiceName>>,
+) {
     metrics::gauge!(CONFIG_VERSION).set(version as f64);
-    let mut counts = std::collections::BTreeMap::<ServiceName, u32>::new();
-    for subscriber in registry.list() {
-        for destination in subscriber.destinations {
-            *counts.entry(destination.service).or_default() += 1;
-        }
-    }
     let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
     for destination in seen.iter() {
         if !counts.contains_key(destination) {
@@ -108,78 +101,5 @@ pub(crate) fn refresh(registry: &Registry, version: u64, seen: &Mutex<BTreeSet<S
     for (destination, count) in counts {
         metrics::gauge!(SUBSCRIBERS, "destination" => destination.to_string()).set(count);
         seen.insert(destination);
-    }
-}
-
-/// Measures how long a config version takes to reach every subscriber it changed: from the
-/// first send of a version (a config change wakes every stream at once, so this is within
-/// microseconds of the change) until the last of the subscribers it was sent to ACKs it or
-/// leaves.
-#[derive(Debug, Default)]
-pub(crate) struct Propagation {
-    inner: Mutex<Tracking>,
-}
-
-#[derive(Debug, Default)]
-struct Tracking {
-    version: u64,
-    started: Option<Instant>,
-    pending: u64,
-}
-
-impl Propagation {
-    /// `version` was sent to one more subscriber.
-    pub(crate) fn sent(&self, version: u64) {
-        let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if version > t.version {
-            *t = Tracking {
-                version,
-                started: Some(Instant::now()),
-                pending: 0,
-            };
-        }
-        if version == t.version {
-            t.pending += 1;
-        }
-    }
-
-    /// A subscriber that was sent `version` acknowledged it, or left without doing so.
-    pub(crate) fn settled(&self, version: u64) {
-        let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if version != t.version || t.pending == 0 {
-            return;
-        }
-        t.pending -= 1;
-        if t.pending == 0
-            && let Some(started) = t.started.take()
-        {
-            metrics::histogram!(PROPAGATION).record(started.elapsed().as_secs_f64());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn propagation_waits_for_the_last_subscriber_of_the_newest_version() {
-        let p = Propagation::default();
-        p.sent(2);
-        p.sent(2);
-        p.settled(2);
-        assert!(
-            p.inner.lock().unwrap().started.is_some(),
-            "one still pending"
-        );
-        p.settled(1); // an old version: ignored
-        p.settled(2);
-        let t = p.inner.lock().unwrap();
-        assert_eq!((t.version, t.pending), (2, 0));
-        assert!(t.started.is_none(), "measured once");
-        drop(t);
-        p.settled(2); // an extra settle never underflows
-        p.sent(3);
-        assert_eq!(p.inner.lock().unwrap().pending, 1);
     }
 }

@@ -11,10 +11,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
-
-fn td() -> TrustDomain {
-    TrustDomain::new("mesh.local").expect("valid")
-}
+use crate::test_support::td;
 
 fn obj<K: serde::de::DeserializeOwned>(value: Value) -> K {
     serde_json::from_value(value).expect("a valid object")
@@ -175,7 +172,7 @@ fn services_slices_and_pods_make_endpoints_with_identities() {
 #[test]
 fn the_same_config_as_the_file_source() {
     let index = greeter();
-    let file = crate::file::parse(
+    let file = crate::source::file::parse(
         "\
 services:
   - name: greeter
@@ -402,7 +399,7 @@ fn the_same_route_as_the_file_source() {
         svc_parent("greeter"),
         &[("greeter", 90), ("greeter-v2", 10)],
     )));
-    let file = crate::file::parse(
+    let file = crate::source::file::parse(
         "\
 services:
   - name: greeter

@@ -19,7 +19,7 @@ use mesh_core::proto;
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
 use rustls_pki_types::CertificateDer;
 
-use crate::skew::WireTransform;
+use super::skew::WireTransform;
 use crate::state::State;
 
 /// What a subscriber's projection depends on besides the config.
@@ -190,7 +190,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::TrustDomain;
+    use crate::test_support::td;
     use mesh_core::config::MeshConfig;
 
     use super::*;
@@ -199,9 +199,7 @@ mod tests {
         let config: MeshConfig = serde_yaml::from_str(yaml).expect("valid YAML");
         State {
             version,
-            config: config
-                .validate(&TrustDomain::new("mesh.local").expect("valid"))
-                .expect("valid config"),
+            config: config.validate(&td()).expect("valid config"),
             trust_bundle: roots.clone(),
         }
     }

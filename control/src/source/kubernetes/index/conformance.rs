@@ -38,6 +38,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::test_support::trust_domain_named;
 
 // === The base topology (conformance/mesh/manifests.yaml) ===
 
@@ -59,10 +60,6 @@ const ECHO_PORTS: &[(&str, i32, i32)] = &[
     ("tcp", 9090, 9090),
     ("grpc", 7070, 7070),
 ];
-
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").expect("valid")
-}
 
 fn obj<K: serde::de::DeserializeOwned>(value: Value) -> K {
     serde_json::from_value(value).expect("a valid object")
@@ -126,7 +123,11 @@ fn echo_slice(service: &str, pods: &[(&str, &str)], ports: &[(&str, i32, i32)]) 
 
 /// The base topology with the Services' ports `ports`, every kind listed once.
 fn topology(ports: &[(&str, i32, i32)]) -> ClusterIndex {
-    let mut index = ClusterIndex::new(td(), None);
+    let mut index = ClusterIndex::new(
+        // The suite's cluster has Kubernetes' default trust domain.
+        trust_domain_named("cluster.local"),
+        None,
+    );
     index.apply(Event::<Service>::Init);
     index.apply(Event::InitApply(echo_service("echo", None, ports)));
     index.apply(Event::InitApply(echo_service("echo-v1", Some("v1"), ports)));

@@ -302,7 +302,7 @@ impl Indexed for Pod {
 }
 
 impl Indexed for HttpRoute {
-    type Summary = Result<GammaRoute, String>;
+    type Summary = Result<GammaRoute, RouteSpecError>;
 
     fn summarize(&self) -> Option<Self::Summary> {
         Some(gamma(RouteKind::Http, &self.metadata, &self.spec))
@@ -314,7 +314,7 @@ impl Indexed for HttpRoute {
 }
 
 impl Indexed for GrpcRoute {
-    type Summary = Result<GammaRoute, String>;
+    type Summary = Result<GammaRoute, RouteSpecError>;
 
     fn summarize(&self) -> Option<Self::Summary> {
         Some(gamma(RouteKind::Grpc, &self.metadata, &self.spec))
@@ -329,11 +329,26 @@ fn gamma<S: serde::Serialize>(
     kind: RouteKind,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     spec: &S,
-) -> Result<GammaRoute, String> {
+) -> Result<GammaRoute, RouteSpecError> {
     serde_json::to_value(spec)
         .and_then(|spec| GammaRoute::from_parts(kind, meta, spec))
-        .map_err(|e| format!("spec: {e}"))
+        .map_err(|e| RouteSpecError {
+            message: e.to_string(),
+        })
 }
+
+/// A route whose spec does not have the shape the mesh reads. Kept in the index in place of
+/// the route (so it compares by its message, not by the JSON error, which has no equality).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec: {message}")]
+pub(crate) struct RouteSpecError {
+    message: String,
+}
+
+/// An `AuthorizationPolicy` whose rules do not have the file source's shape.
+#[derive(Debug, thiserror::Error)]
+#[error("spec.rules: {0}")]
+struct PolicyRulesError(#[from] serde_json::Error);
 
 impl Indexed for AuthorizationPolicy {
     type Summary = super::crd::AuthorizationPolicySpec;
@@ -355,8 +370,8 @@ pub(crate) struct ClusterIndex {
     services: Store<ServiceSummary>,
     slices: Store<SliceSummary>,
     pods: Store<PodSummary>,
-    http_routes: Store<Result<GammaRoute, String>>,
-    grpc_routes: Store<Result<GammaRoute, String>>,
+    http_routes: Store<Result<GammaRoute, RouteSpecError>>,
+    grpc_routes: Store<Result<GammaRoute, RouteSpecError>>,
     policies: Store<super::crd::AuthorizationPolicySpec>,
 }
 
@@ -508,7 +523,11 @@ impl ClusterIndex {
     }
 
     /// Validates a config of `services` and `policies` alone.
-    fn check(&self, services: &[ServiceSpec], policies: &[PolicySpec]) -> Result<(), String> {
+    fn check(
+        &self,
+        services: &[ServiceSpec],
+        policies: &[PolicySpec],
+    ) -> Result<(), ValidationErrors> {
         MeshConfig {
             services: services.to_vec(),
             policies: policies.to_vec(),
@@ -516,7 +535,6 @@ impl ClusterIndex {
         }
         .validate(&self.trust_domain)
         .map(drop)
-        .map_err(|e| e.to_string())
     }
 
     /// The endpoints serving one port (by its name) of a service, from its slices and their
@@ -600,7 +618,7 @@ impl ClusterIndex {
     ) -> Vec<RouteStatus> {
         // Oldest first, then by name, as Gateway API breaks ties; this also decides which of
         // two same-named routes (an HTTPRoute and a GRPCRoute) a service keeps.
-        let mut all: Vec<(RouteKind, &ObjectKey, &Result<GammaRoute, String>)> = self
+        let mut all: Vec<(RouteKind, &ObjectKey, &Result<GammaRoute, RouteSpecError>)> = self
             .http_routes
             .items
             .iter()
@@ -613,8 +631,9 @@ impl ClusterIndex {
             )
             .collect();
         all.sort_by(|a, b| {
-            let created =
-                |r: &Result<GammaRoute, String>| r.as_ref().ok().and_then(|r| r.created.clone());
+            let created = |r: &Result<GammaRoute, RouteSpecError>| {
+                r.as_ref().ok().and_then(|r| r.created.clone())
+            };
             (created(a.2).is_none(), created(a.2), a.1, a.0).cmp(&(
                 created(b.2).is_none(),
                 created(b.2),
@@ -742,7 +761,7 @@ impl ClusterIndex {
         self.check(&[candidate], &[]).map_err(|e| {
             Refusal::new(
                 "UnsupportedValue",
-                e.replace("services[0].routes[0].", "spec."),
+                e.to_string().replace("services[0].routes[0].", "spec."),
             )
         })?;
         spec.routes.push(route_spec);
@@ -797,7 +816,7 @@ impl ClusterIndex {
             ) {
                 refused.push(format!(
                     "AuthorizationPolicy {key}: {}",
-                    e.replace("policies[0].", "spec.")
+                    e.to_string().replace("policies[0].", "spec.")
                 ));
                 continue;
             }
@@ -834,12 +853,11 @@ fn without_endpoints(spec: &ServiceSpec, routes: Vec<RouteSpec>) -> ServiceSpec 
 fn policy_spec(
     key: &ObjectKey,
     policy: &super::crd::AuthorizationPolicySpec,
-) -> Result<PolicySpec, String> {
+) -> Result<PolicySpec, PolicyRulesError> {
     // The CRD's rules have the file's JSON shape by design; going through JSON keeps the two
     // from drifting apart field by field.
-    let rules: Vec<PolicyRuleSpec> = serde_json::to_value(&policy.rules)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("spec.rules: {e}"))?;
+    let rules: Vec<PolicyRuleSpec> =
+        serde_json::to_value(&policy.rules).and_then(serde_json::from_value)?;
     Ok(PolicySpec {
         name: key.name.clone(),
         target: PolicyTargetSpec {

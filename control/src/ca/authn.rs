@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use mesh_core::SpiffeId;
 
-use crate::file::BootstrapToken;
+use crate::source::file::BootstrapToken;
 
 /// The future [`Authenticator::authenticate`] returns.
 pub type AuthnFuture<'a> = Pin<Box<dyn Future<Output = Result<SpiffeId, AuthnError>> + Send + 'a>>;
@@ -105,12 +105,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::TrustDomain;
+    use crate::test_support::td;
 
     use super::*;
 
     fn token(token: &str, sa: &str) -> BootstrapToken {
-        let td = TrustDomain::new("mesh.local").expect("valid");
+        let td = td();
         BootstrapToken {
             token: token.to_owned(),
             identity: SpiffeId::from_service_account(&td, "default", sa).expect("valid"),

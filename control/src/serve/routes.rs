@@ -22,7 +22,7 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-use crate::service::ControlService;
+use super::service::ControlService;
 
 /// The Watch method's path.
 const WATCH_PATH: &str = "/mesh.control.v1.Control/Watch";

@@ -208,7 +208,7 @@ pub(crate) fn tls_config(
 /// Accepts TCP connections on `listener` and completes TLS handshakes in their own tasks
 /// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client never holds up the next accept.
 /// Established connections come out of the returned receiver, for
-/// [`crate::conn::serve`]. Aborting the returned task aborts pending handshakes too.
+/// [`crate::serve::conn::serve`]. Aborting the returned task aborts pending handshakes too.
 pub(crate) fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,

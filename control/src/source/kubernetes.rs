@@ -7,7 +7,7 @@
 //!   [`ValidConfig`](mesh_core::config::ValidConfig), as the file source does;
 //! - `route`: HTTPRoute / GRPCRoute to the mesh's route model;
 //! - [`crd`]: the `AuthorizationPolicy` custom resource ([`crds_yaml`] prints its CRD);
-//! - `source`: the watchers, the first full sync, and publishing;
+//! - `sync`: the watchers, the first full sync, and publishing;
 //! - `status` and `lease`: route status, written by one replica at a time;
 //! - [`token_review`]: Certify's authenticator for pods, [`TokenReviewAuthenticator`].
 //!
@@ -37,20 +37,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bundle;
 // KubeSchema's derive re-declares each struct (with its `pub` fields) inside a function to
 // build the schema; that copy trips `unreachable_pub`.
-pub mod bundle;
 #[allow(unreachable_pub)]
 pub mod crd;
 pub(crate) mod index;
 pub(crate) mod lease;
 pub(crate) mod route;
-pub(crate) mod source;
 pub(crate) mod status;
+pub(crate) mod sync;
 pub mod token_review;
 
 pub use crd::{AuthorizationPolicy, AuthorizationPolicySpec, crds_yaml};
-pub use source::SyncError;
+pub use sync::SyncError;
 pub use token_review::TokenReviewAuthenticator;
 
 /// The audience the mesh asks for in projected ServiceAccount tokens (and checks in
@@ -60,7 +60,7 @@ pub const DEFAULT_AUDIENCE: &str = "mesh-control";
 /// The controller name under which the mesh writes route status.
 pub const CONTROLLER_NAME: &str = "mesh.dev/mesh-control";
 
-/// How long [`start`](crate::start) waits for the first full list of every kind.
+/// How long [`start`](crate::start()) waits for the first full list of every kind.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how to read the cluster.

@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use mesh_core::SpiffeId;
 use mesh_core::snapshot::{DestinationKey, ServiceName};
 
+use super::propagation::Propagation;
+
 /// One Watch subscriber as the control service sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriberStatus {
@@ -45,7 +47,7 @@ pub(crate) struct Registry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Arc<Mutex<SubscriberStatus>>>>,
     /// How long config versions take to reach their subscribers.
-    pub(crate) propagation: crate::metrics::Propagation,
+    pub(crate) propagation: Propagation,
 }
 
 /// A subscriber's entry; dropping it removes the entry.
@@ -109,12 +111,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::TrustDomain;
+    use crate::test_support::td;
 
     use super::*;
 
     fn status(node: &str) -> SubscriberStatus {
-        let td = TrustDomain::new("mesh.local").expect("valid");
+        let td = td();
         SubscriberStatus {
             id: 0,
             node: node.to_owned(),

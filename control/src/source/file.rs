@@ -39,6 +39,8 @@ use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
+use crate::admin::metrics;
+
 /// How often the file source reads the file to look for edits.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -316,7 +318,7 @@ where
                 }
                 Err(error) => {
                     if !read_failed {
-                        crate::metrics::reload_error("unreadable");
+                        metrics::reload_error("unreadable");
                         tracing::warn!(
                             path = %path.display(),
                             %error,
@@ -344,7 +346,7 @@ where
                     apply(config);
                 }
                 Err(error) => {
-                    crate::metrics::reload_error("invalid");
+                    metrics::reload_error("invalid");
                     tracing::warn!(
                         path = %path.display(),
                         %error,
@@ -360,10 +362,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("mesh.local").expect("valid trust domain")
-    }
+    use crate::test_support::td;
 
     fn errors(text: &str) -> Vec<String> {
         match parse(text, &td()) {

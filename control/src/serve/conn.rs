@@ -32,8 +32,8 @@ use tokio::task::JoinSet;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 
-use crate::server::TlsConn;
-use crate::watch_route::ControlRoutes;
+use super::routes::ControlRoutes;
+use super::tls::TlsConn;
 
 /// Pings an idle connection this often, to find subscribers that vanished without closing it.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);

@@ -8,8 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use mesh_core::proto::{CertifyRequest, CertifyResponse};
 use tonic::Status;
 
-use crate::authn::{Authenticator, AuthnError};
-use crate::ca::CaHandle;
+use super::authn::{Authenticator, AuthnError};
+use super::issuer::CaHandle;
+use crate::admin::metrics;
 
 /// Signs workload certificates for authenticated callers.
 pub(crate) struct Certifier {
@@ -53,7 +54,7 @@ impl Certifier {
             Ok(identity) => identity,
             Err(error) => {
                 tracing::warn!(%peer, %error, "certify refused");
-                crate::metrics::authn_refused(&error);
+                metrics::certificate_refused(refusal_reason(&error));
                 return Err(match error {
                     AuthnError::Unavailable(_) => Status::unavailable(error.to_string()),
                     AuthnError::Missing | AuthnError::Unknown | AuthnError::Refused => {
@@ -68,12 +69,12 @@ impl Certifier {
             Ok(issued) => issued,
             Err(error) if error.is_caller_error() => {
                 tracing::warn!(%peer, %identity, %error, "certify refused: bad CSR");
-                crate::metrics::certificate_refused("bad_csr");
+                metrics::certificate_refused("bad_csr");
                 return Err(Status::invalid_argument(format!("csr_der: {error}")));
             }
             Err(error) => {
                 tracing::error!(%peer, %identity, %error, "certify failed");
-                crate::metrics::certificate_refused("internal");
+                metrics::certificate_refused("internal");
                 return Err(Status::internal(error.to_string()));
             }
         };
@@ -84,12 +85,22 @@ impl Certifier {
         // Debug, not info: at thousands of issuances a second (a fleet restarting) a line each
         // is most of the work; `mesh_control_certificates_issued_total` counts them.
         tracing::debug!(%peer, %identity, not_after_unix, "issued a certificate");
-        crate::metrics::certificate_issued();
+        metrics::certificate_issued();
         Ok(CertifyResponse {
             chain_der: issued.chain_der.into_iter().map(|c| c.to_vec()).collect(),
             trust_bundle_der: ca.trust_roots().iter().map(|r| r.to_vec()).collect(),
             not_after_unix,
             spiffe_id: identity.to_string(),
         })
+    }
+}
+
+/// The `reason` label of a request whose token was refused.
+fn refusal_reason(error: &AuthnError) -> &'static str {
+    match error {
+        AuthnError::Missing => "missing_token",
+        AuthnError::Unknown => "unknown_token",
+        AuthnError::Refused => "refused_token",
+        AuthnError::Unavailable(_) => "unavailable",
     }
 }

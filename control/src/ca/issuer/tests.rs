@@ -9,10 +9,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::X509Certificate;
 
 use super::*;
-
-fn td() -> TrustDomain {
-    TrustDomain::new("mesh.local").expect("valid")
-}
+use crate::test_support::td;
 
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::from_service_account(&td(), "default", sa).expect("valid")

@@ -1,13 +1,13 @@
 //! The gRPC `Control` service: reads the peer from the connection and hands each call to
-//! [`crate::certify`] or [`crate::watch`].
+//! [`crate::ca::certify`] or [`crate::watch::stream`].
 
 use mesh_core::proto::control_server::Control;
 use mesh_core::proto::{CertifyRequest, CertifyResponse, WatchRequest};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::certify::Certifier;
-use crate::server::PeerInfo;
-use crate::watch::{WatchHub, WatchStream};
+use super::tls::PeerInfo;
+use crate::ca::certify::Certifier;
+use crate::watch::stream::{WatchHub, WatchStream};
 
 /// Implements `mesh.control.v1.Control`.
 pub(crate) struct ControlService {

@@ -216,7 +216,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::route::ParentRef;
+    use crate::source::kubernetes::route::ParentRef;
 
     fn route(accepted: Result<(), Refusal>) -> RouteStatus {
         RouteStatus {

@@ -9,6 +9,10 @@
 //! while workloads renew), later roots `new` alone (certificates from the old root are refused).
 //! A set of files that does not hold up (say, mid-way through copying them) is logged and the
 //! CA in force stays.
+//!
+//! The polling task never blocks an async worker: the files are read with `tokio::fs`, and
+//! loading the CA (which reads and checks them) and writing the trust bundle file (with its
+//! fsyncs) run on tokio's blocking threads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +22,8 @@ use mesh_core::TrustDomain;
 use mesh_core::tls::TrustStore;
 use tokio::task::JoinHandle;
 
-use crate::ca::{Ca, CaHandle, CaSource};
+use super::issuer::{Ca, CaError, CaHandle, CaSource};
+use super::trust_bundle;
 use crate::state::StateStore;
 
 /// How often the CA files are read.
@@ -56,8 +61,8 @@ pub(crate) fn spawn(
                 continue;
             }
             seen = now;
-            match Ca::load(&source, &trust_domain) {
-                Ok(ca) => apply(ca, &targets),
+            match load(&source, &trust_domain).await {
+                Ok(ca) => apply(ca, &targets).await,
                 Err(error) => {
                     tracing::warn!(%error, "CA files changed but do not hold up; the CA in force stays")
                 }
@@ -66,12 +71,33 @@ pub(crate) fn spawn(
     }))
 }
 
-fn apply(ca: Ca, targets: &Targets) {
+/// [`Ca::load`] on tokio's blocking threads: it reads (and stats) the CA files.
+async fn load(source: &CaSource, trust_domain: &TrustDomain) -> Result<Ca, LoadError> {
+    let (source, trust_domain) = (source.clone(), trust_domain.clone());
+    tokio::task::spawn_blocking(move || Ca::load(&source, &trust_domain))
+        .await?
+        .map_err(LoadError::Ca)
+}
+
+/// Why a reload did not produce a CA.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    /// The files do not hold up.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The blocking load panicked or was cancelled.
+    #[error("loading the CA files: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Puts a reloaded CA in force: the server's trust, the trust bundle file (written off the
+/// async workers, before the new CA signs anything), the CA, and the roots sent over Watch.
+async fn apply(ca: Ca, targets: &Targets) {
     let bundle = ca.trust_bundle();
     let roots = bundle.roots().to_vec();
     targets.server_trust.store(bundle);
     if let Some(path) = &targets.trust_bundle_out
-        && let Err(error) = crate::write_trust_bundle(path, &ca.trust_bundle_pem())
+        && let Err(error) = trust_bundle::write_async(path.clone(), ca.trust_bundle_pem()).await
     {
         tracing::warn!(%error, "writing the reloaded trust bundle failed");
     }

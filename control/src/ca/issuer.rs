@@ -1,0 +1,606 @@
+//! The certificate authority: loads or creates the signing key, and signs workload SVIDs from
+//! CSRs on parameters it builds itself.
+//!
+//! The CSR contributes only its public key (after its signature is checked). Names, CA rights,
+//! key usages and lifetimes it asks for are ignored: every leaf gets exactly one URI SAN (the
+//! SPIFFE ID the caller proved), `CA:FALSE`, digitalSignature, serverAuth + clientAuth, and the
+//! configured lifetime.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use mesh_core::tls::{self, TrustBundle, Usage};
+use mesh_core::{SpiffeId, TrustDomain};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use time::OffsetDateTime;
+
+use mesh_process::atomic_file;
+
+/// CSRs larger than this are refused before parsing (a P-256 CSR is about 300 bytes).
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// The default lifetime of a workload certificate.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Leaves start this long before "now", so a peer whose clock is a little behind accepts them.
+const BACKDATE: Duration = Duration::from_secs(60);
+
+/// Lifetime of a generated dev root: long, because its trust anchor is copied to clients.
+const DEV_ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Lifetime of an in-memory root: it dies with the process anyway.
+const EPHEMERAL_ROOT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The dev CA's files in its state directory.
+const DEV_CERT_FILE: &str = "ca.crt";
+const DEV_KEY_FILE: &str = "ca.key";
+
+/// Where the CA's key and certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// An existing CA, as PEM files. The issuer may be the root itself (same file) or an
+    /// intermediate signed by it; the issuer file may carry further intermediates after the
+    /// issuer. `root_cert` may hold several roots (rotation with overlap): all are trusted.
+    Files {
+        /// The trust anchors (one or more `CERTIFICATE` blocks).
+        root_cert: PathBuf,
+        /// The certificate of the key that signs workloads, first in the file.
+        issuer_cert: PathBuf,
+        /// The issuer's private key, PKCS#8 PEM (`PRIVATE KEY`).
+        issuer_key: PathBuf,
+    },
+    /// A self-signed P-256 root made on first start and kept in `state_dir` (`ca.crt`, and
+    /// `ca.key` with mode 0600), reused on every later start so trust anchors survive restarts.
+    Dev {
+        /// Directory for the CA's files (created when missing, mode 0700).
+        state_dir: PathBuf,
+    },
+    /// A root that lives in memory only: for demos and tests.
+    Ephemeral,
+}
+
+/// Why the CA could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file's content was refused.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A dev state directory holds only one of the CA's two files.
+    #[error(
+        "{}: found {} without {}; restore it or delete both to make a new CA",
+        dir.display(), present, missing
+    )]
+    Incomplete {
+        /// The state directory.
+        dir: PathBuf,
+        /// The file found.
+        present: &'static str,
+        /// The file missing.
+        missing: &'static str,
+    },
+    /// The loaded CA cannot issue a certificate that verifies against its own roots.
+    #[error("the CA's files do not belong together: a test certificate failed to verify: {0}")]
+    SelfCheck(String),
+    /// Key generation or certificate signing failed.
+    #[error("creating the CA failed: {0}")]
+    Generate(#[source] rcgen::Error),
+}
+
+/// Why a CSR was refused, or signing failed. The messages say what is wrong with the CSR
+/// without quoting it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// No bytes.
+    #[error("empty")]
+    Empty,
+    /// More than [`MAX_CSR_BYTES`].
+    #[error("{len} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// The CSR's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a DER PKCS#10 request.
+    #[error("not a DER PKCS#10 certificate signing request")]
+    Malformed,
+    /// The request's self-signature does not verify.
+    #[error("the request's signature does not verify")]
+    BadSignature,
+    /// The key is not ECDSA P-256.
+    #[error("the key must be ECDSA P-256")]
+    UnsupportedKey,
+    /// The request asks for an extension the CA cannot parse (it would be ignored anyway,
+    /// but a request it cannot read is refused).
+    #[error("requests an extension the CA does not support")]
+    UnsupportedExtension,
+    /// The CA failed to sign; not the caller's fault.
+    #[error("signing failed: {0}")]
+    Internal(String),
+}
+
+impl SignError {
+    /// Whether the caller's request was at fault (INVALID_ARGUMENT) rather than the CA.
+    pub fn is_caller_error(&self) -> bool {
+        !matches!(self, Self::Internal(_))
+    }
+}
+
+/// A signed certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The leaf first, then any intermediates up to (not including) a root.
+    pub chain_der: Vec<CertificateDer<'static>>,
+    /// When the leaf expires (whole seconds).
+    pub not_after: SystemTime,
+}
+
+/// The CA in force, swapped whole when its files are reloaded.
+pub(crate) type CaHandle = std::sync::Arc<arc_swap::ArcSwap<Ca>>;
+
+/// The certificate authority of one trust domain.
+pub struct Ca {
+    trust_domain: TrustDomain,
+    issuer: Issuer<'static, KeyPair>,
+    /// Certificates between a leaf and a root: empty when the issuer is a root.
+    intermediates: Vec<CertificateDer<'static>>,
+    bundle: TrustBundle,
+    /// Leaves never outlive their issuer.
+    issuer_not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("trust_domain", &self.trust_domain)
+            .field("intermediates", &self.intermediates.len())
+            .field("roots", &self.bundle.roots().len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Ca ===
+
+impl Ca {
+    /// Loads or creates the CA that `source` describes.
+    pub fn load(source: &CaSource, trust_domain: &TrustDomain) -> Result<Self, CaError> {
+        match source {
+            CaSource::Files {
+                root_cert,
+                issuer_cert,
+                issuer_key,
+            } => Self::from_files(root_cert, issuer_cert, issuer_key, trust_domain),
+            CaSource::Dev { state_dir } => Self::dev(state_dir, trust_domain),
+            CaSource::Ephemeral => Self::ephemeral(trust_domain),
+        }
+    }
+
+    /// A fresh in-memory root.
+    pub fn ephemeral(trust_domain: &TrustDomain) -> Result<Self, CaError> {
+        let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME)?;
+        Self::from_root(trust_domain, cert.der().clone(), key, Path::new("<memory>"))
+    }
+
+    fn dev(state_dir: &Path, trust_domain: &TrustDomain) -> Result<Self, CaError> {
+        let cert_path = state_dir.join(DEV_CERT_FILE);
+        let key_path = state_dir.join(DEV_KEY_FILE);
+        match (cert_path.exists(), key_path.exists()) {
+            (true, true) => {
+                let cert_pem = read_to_string(&cert_path)?;
+                let key_pem = read_to_string(&key_path)?;
+                let cert = parse_pem_certs(&cert_path, &cert_pem)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| invalid(&cert_path, "no CERTIFICATE block"))?;
+                let key = KeyPair::from_pem(&key_pem)
+                    .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
+                check_dev_trust_domain(&cert_path, &cert, trust_domain)?;
+                tracing::info!(path = %cert_path.display(), "reusing the dev CA");
+                Self::from_root(trust_domain, cert, key, &cert_path)
+            }
+            (false, false) => {
+                create_private_dir(state_dir)?;
+                let (cert, key) = generate_root(trust_domain, DEV_ROOT_LIFETIME)?;
+                // The key first: a crash between the two writes leaves a key without a
+                // certificate, which start-up reports instead of silently replacing.
+                write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+                write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+                tracing::info!(path = %cert_path.display(), "created a dev CA");
+                Self::from_root(trust_domain, cert.der().clone(), key, &cert_path)
+            }
+            (true, false) => Err(CaError::Incomplete {
+                dir: state_dir.to_owned(),
+                present: DEV_CERT_FILE,
+                missing: DEV_KEY_FILE,
+            }),
+            (false, true) => Err(CaError::Incomplete {
+                dir: state_dir.to_owned(),
+                present: DEV_KEY_FILE,
+                missing: DEV_CERT_FILE,
+            }),
+        }
+    }
+
+    fn from_root(
+        trust_domain: &TrustDomain,
+        cert: CertificateDer<'static>,
+        key: KeyPair,
+        path: &Path,
+    ) -> Result<Self, CaError> {
+        let issuer_not_after = check_issuer(path, &cert, &key)?;
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| invalid(path, format!("unusable CA certificate: {e}")))?;
+        let bundle = TrustBundle::from_der(trust_domain.clone(), vec![cert])
+            .map_err(|e| invalid(path, e.to_string()))?;
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            issuer,
+            intermediates: Vec::new(),
+            bundle,
+            issuer_not_after,
+        })
+    }
+
+    fn from_files(
+        root_path: &Path,
+        issuer_path: &Path,
+        key_path: &Path,
+        trust_domain: &TrustDomain,
+    ) -> Result<Self, CaError> {
+        let roots = parse_pem_certs(root_path, &read_to_string(root_path)?)?;
+        if roots.is_empty() {
+            return Err(invalid(root_path, "no CERTIFICATE block"));
+        }
+        let mut issuer_chain =
+            parse_pem_certs(issuer_path, &read_to_string(issuer_path)?)?.into_iter();
+        let issuer_cert = issuer_chain
+            .next()
+            .ok_or_else(|| invalid(issuer_path, "no CERTIFICATE block"))?;
+        let key = KeyPair::from_pem(&read_to_string(key_path)?)
+            .map_err(|e| invalid(key_path, format!("not a PKCS#8 private key: {e}")))?;
+        let issuer_not_after =
+            check_issuer(issuer_path, &issuer_cert, &key).map_err(|e| match e {
+                // A key that does not match is reported against the key file.
+                CaError::Invalid { reason, .. } if reason.starts_with("the key") => {
+                    invalid(key_path, format!("{reason} in {}", issuer_path.display()))
+                }
+                other => other,
+            })?;
+        // Whatever sits between a leaf and a root travels with every leaf.
+        let intermediates: Vec<_> = std::iter::once(issuer_cert.clone())
+            .chain(issuer_chain)
+            .filter(|c| !roots.contains(c))
+            .collect();
+        let issuer = Issuer::from_ca_cert_der(&issuer_cert, key)
+            .map_err(|e| invalid(issuer_path, format!("unusable CA certificate: {e}")))?;
+        let bundle = TrustBundle::from_der(trust_domain.clone(), roots)
+            .map_err(|e| invalid(root_path, e.to_string()))?;
+        let ca = Self {
+            trust_domain: trust_domain.clone(),
+            issuer,
+            intermediates,
+            bundle,
+            issuer_not_after,
+        };
+        ca.self_check()?;
+        Ok(ca)
+    }
+
+    /// Issues a throwaway certificate and verifies it against the roots, so that a CA whose
+    /// files do not belong together fails at start-up rather than at every workload's handshake.
+    fn self_check(&self) -> Result<(), CaError> {
+        let failed = |e: &dyn std::fmt::Display| CaError::SelfCheck(e.to_string());
+        let id = SpiffeId::from_service_account(&self.trust_domain, "mesh-system", "ca-self-check")
+            .map_err(|e| failed(&e))?;
+        let (issued, _) = self
+            .issue_own(&id, Duration::from_secs(60))
+            .map_err(|e| failed(&e))?;
+        let (leaf, intermediates) = issued
+            .chain_der
+            .split_first()
+            .ok_or_else(|| failed(&"empty chain"))?;
+        tls::verify_svid(
+            &self.bundle,
+            leaf,
+            intermediates,
+            UnixTime::now(),
+            Usage::Client,
+        )
+        .map(drop)
+        .map_err(|e| failed(&e))
+    }
+
+    /// The trust domain the CA signs for.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The roots that verify what this CA signs.
+    pub fn trust_bundle(&self) -> TrustBundle {
+        self.bundle.clone()
+    }
+
+    /// The same roots, borrowed: what a `Certify` response carries, without copying the
+    /// bundle (and its parsed anchors) for every issuance.
+    pub fn trust_roots(&self) -> &[CertificateDer<'static>] {
+        self.bundle.roots()
+    }
+
+    /// The roots as PEM, for `MESH_TRUST_ANCHORS_FILE`.
+    pub fn trust_bundle_pem(&self) -> String {
+        self.bundle.to_pem()
+    }
+
+    /// Signs a certificate for `id` with the public key of `csr_der`, valid for `lifetime`
+    /// (capped at the issuer's own expiry).
+    ///
+    /// The CSR must be DER, at most [`MAX_CSR_BYTES`], correctly self-signed, for an ECDSA
+    /// P-256 key. Nothing else from it is used.
+    pub fn sign(
+        &self,
+        csr_der: &[u8],
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<Issued, SignError> {
+        if csr_der.is_empty() {
+            return Err(SignError::Empty);
+        }
+        if csr_der.len() > MAX_CSR_BYTES {
+            return Err(SignError::TooLarge {
+                len: csr_der.len(),
+                max: MAX_CSR_BYTES,
+            });
+        }
+        let csr =
+            CertificateSigningRequestParams::from_der(&csr_der.into()).map_err(|e| match e {
+                rcgen::Error::InvalidCertificationRequestSignature => SignError::BadSignature,
+                rcgen::Error::UnsupportedSignatureAlgorithm => SignError::UnsupportedKey,
+                rcgen::Error::UnsupportedExtension => SignError::UnsupportedExtension,
+                _ => SignError::Malformed,
+            })?;
+        // rcgen names the algorithm after the request's signature; the point's size tells
+        // P-256 (65 bytes uncompressed) from another curve signed with SHA-256.
+        let raw = rcgen::PublicKeyData::der_bytes(&csr.public_key);
+        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256
+            || raw.len() != 65
+            || raw[0] != 0x04
+        {
+            return Err(SignError::UnsupportedKey);
+        }
+        let params = self.leaf_params(id, lifetime)?;
+        let not_after = params.not_after;
+        // Fresh parameters, never `csr.params`: those are the caller's wishes.
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        Ok(self.issued(cert.der().clone(), not_after))
+    }
+
+    /// Issues a certificate for `id` on a key made here and returned with it: the control
+    /// service's own serving certificate.
+    pub fn issue_own(
+        &self,
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<(Issued, PrivateKeyDer<'static>), SignError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        let params = self.leaf_params(id, lifetime)?;
+        let not_after = params.not_after;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((self.issued(cert.der().clone(), not_after), key_der))
+    }
+
+    fn issued(&self, leaf: CertificateDer<'static>, not_after: OffsetDateTime) -> Issued {
+        let mut chain_der = Vec::with_capacity(1 + self.intermediates.len());
+        chain_der.push(leaf);
+        chain_der.extend(self.intermediates.iter().cloned());
+        Issued {
+            chain_der,
+            not_after: not_after.into(),
+        }
+    }
+
+    fn leaf_params(
+        &self,
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<CertificateParams, SignError> {
+        let now = now_seconds();
+        let lifetime =
+            time::Duration::try_from(lifetime).map_err(|e| SignError::Internal(e.to_string()))?;
+        let backdate =
+            time::Duration::try_from(BACKDATE).map_err(|e| SignError::Internal(e.to_string()))?;
+        let uri = id
+            .as_str()
+            .to_owned()
+            .try_into()
+            .map_err(|e: rcgen::Error| SignError::Internal(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        // An empty subject: the SPIFFE ID is the name (rcgen then marks the SAN critical, as
+        // RFC 5280 requires).
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        // An explicit `CA:FALSE` (X.509-SVID: leaves must set cA to false).
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = now - backdate;
+        params.not_after = (now + lifetime).min(self.issuer_not_after);
+        params.serial_number =
+            Some(random_serial().map_err(|_| SignError::Internal("the system RNG failed".into()))?);
+        params.use_authority_key_identifier_extension = true;
+        Ok(params)
+    }
+}
+
+/// Now, truncated to whole seconds (X.509 validity has no fractions), so `not_after` is
+/// exactly what the certificate says.
+fn now_seconds() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+/// 16 bytes from the system's CSPRNG, top bit clear so the serial is positive and its first
+/// byte non-zero so its DER encoding keeps its length.
+fn random_serial() -> Result<SerialNumber, rustls::crypto::GetRandomFailed> {
+    let mut bytes = [0u8; 16];
+    tls::crypto_provider().secure_random.fill(&mut bytes)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// A self-signed P-256 root for `trust_domain`. It has no URI name constraints: rustls-webpki
+/// fails closed on them.
+fn generate_root(
+    trust_domain: &TrustDomain,
+    lifetime: Duration,
+) -> Result<(rcgen::Certificate, KeyPair), CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+    let now = now_seconds();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    // The trust domain in O lets a restart notice a state dir made for another trust domain.
+    dn.push(DnType::OrganizationName, trust_domain.as_str());
+    dn.push(DnType::CommonName, "mesh-control root CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now
+        + time::Duration::try_from(lifetime).map_err(|_| CaError::Generate(rcgen::Error::Time))?;
+    params.serial_number =
+        Some(random_serial().map_err(|_| CaError::Generate(rcgen::Error::RingUnspecified))?);
+    let cert = params.self_signed(&key).map_err(CaError::Generate)?;
+    Ok((cert, key))
+}
+
+/// Checks that `cert` is a CA certificate, current, and holds `key`'s public key; returns its
+/// expiry.
+fn check_issuer(
+    path: &Path,
+    cert: &CertificateDer<'_>,
+    key: &KeyPair,
+) -> Result<OffsetDateTime, CaError> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+    if !x509.is_ca() {
+        return Err(invalid(
+            path,
+            "not a CA certificate (basicConstraints cA is not set)",
+        ));
+    }
+    if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(invalid(path, "the key does not match the certificate"));
+    }
+    let validity = x509.validity();
+    let now = OffsetDateTime::now_utc();
+    let not_after = validity.not_after.to_datetime();
+    if not_after <= now {
+        return Err(invalid(path, format!("expired at {not_after}")));
+    }
+    if validity.not_before.to_datetime() > now + time::Duration::minutes(5) {
+        return Err(invalid(path, "not valid yet"));
+    }
+    Ok(not_after)
+}
+
+/// A dev root records its trust domain in O; refuse one made for another trust domain rather
+/// than sign certificates no peer will accept.
+fn check_dev_trust_domain(
+    path: &Path,
+    cert: &CertificateDer<'_>,
+    trust_domain: &TrustDomain,
+) -> Result<(), CaError> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+    let Some(found) = x509
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|o| o.as_str().ok())
+    else {
+        return Ok(());
+    };
+    if found != trust_domain.as_str() {
+        return Err(invalid(
+            path,
+            format!(
+                "this dev CA was made for trust domain {found:?}, not {:?}; use another state \
+                 directory or delete its ca.crt and ca.key",
+                trust_domain.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> CaError {
+    CaError::Invalid {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn read_to_string(path: &Path) -> Result<String, CaError> {
+    fs::read_to_string(path).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Every `CERTIFICATE` block of a PEM file, DER.
+fn parse_pem_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, format!("bad PEM: {e}")))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    atomic_file::write(path, contents, mode).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Creates `dir` (and its missing parents) with mode 0700.
+fn create_private_dir(dir: &Path) -> Result<(), CaError> {
+    atomic_file::create_private_dir(dir).map_err(|source| CaError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

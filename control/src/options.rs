@@ -1,0 +1,131 @@
+//! How to run the control service ([`ControlOptions`]) and why it may not start
+//! ([`StartError`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_core::TrustDomain;
+
+use crate::ca::{self, CaError, CaSource};
+use crate::serve::tls::ServerCertError;
+use crate::source::ConfigSource;
+use crate::source::file::{self, LoadError, ParseError};
+#[cfg(feature = "kubernetes")]
+use crate::source::kubernetes;
+use crate::watch::skew;
+
+/// The namespace of the control service's own identity unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "mesh-system";
+
+/// The service account in the control service's own identity.
+pub const SERVICE_ACCOUNT: &str = "mesh-control";
+
+/// How to run the control service.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// Where gRPC listens; port 0 picks a free port
+    /// ([`RunningControl::addr`](crate::RunningControl::addr) tells which).
+    pub listen: SocketAddr,
+    /// Where the admin HTTP server listens; none when `None`.
+    pub admin_listen: Option<SocketAddr>,
+    /// The trust domain the CA signs for and endpoint identities must belong to.
+    pub trust_domain: TrustDomain,
+    /// Where the config comes from.
+    pub config: ConfigSource,
+    /// Where the CA's key comes from.
+    pub ca: CaSource,
+    /// When set, the trust bundle PEM is written there (atomically) at start-up.
+    pub trust_bundle_out: Option<PathBuf>,
+    /// The namespace of the control service's own identity (default `mesh-system`).
+    pub namespace: String,
+    /// Lifetime of the certificates the CA signs, the service's own included (default 24 h).
+    pub cert_lifetime: Duration,
+    /// Rewrites every snapshot sent: the identity unless a test (feature `testing`) sets one
+    /// to play a newer control service (see [`skew`]).
+    pub wire_transform: skew::WireTransform,
+    /// How often a control file is read for edits (default 200 ms); an edit applies once two
+    /// reads agree, so within two intervals.
+    pub file_poll_interval: Duration,
+}
+
+/// Why the control service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `cert_lifetime` is below one second.
+    #[error("cert_lifetime: must be at least 1s")]
+    CertLifetime,
+    /// `namespace` cannot form the service's SPIFFE ID.
+    #[error("namespace {namespace:?}: {reason}")]
+    Namespace {
+        /// The namespace given.
+        namespace: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The control file could not be read or was invalid (the error names the file and
+    /// the fields).
+    #[error(transparent)]
+    ConfigFile(#[from] LoadError),
+    /// The inline config was invalid.
+    #[error("inline config: {0}")]
+    InlineConfig(#[source] ParseError),
+    /// The first sync with the Kubernetes API did not complete.
+    #[cfg(feature = "kubernetes")]
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::SyncError),
+    /// The CA could not be loaded or created.
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    /// The trust bundle could not be written.
+    #[error("trust bundle {}: {source}", path.display())]
+    TrustBundleOut {
+        /// Where it was to go.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The service's own certificate could not be issued.
+    #[error(transparent)]
+    ServerCert(#[from] ServerCertError),
+    /// The TLS config was refused.
+    #[error("TLS config: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The gRPC port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The admin port could not be bound.
+    #[error("cannot listen on {addr} (admin): {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+// === impl ControlOptions ===
+
+impl ControlOptions {
+    /// Options with defaults: listen on 127.0.0.1 with a free port, no admin port, an
+    /// ephemeral CA, namespace `mesh-system`, 24 h certificates, no trust bundle file.
+    pub fn new(trust_domain: TrustDomain, config: ConfigSource) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: None,
+            trust_domain,
+            config,
+            ca: CaSource::Ephemeral,
+            trust_bundle_out: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
+            wire_transform: skew::WireTransform::default(),
+            file_poll_interval: file::POLL_INTERVAL,
+        }
+    }
+}

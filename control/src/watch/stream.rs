@@ -1,0 +1,563 @@
+//! The `Watch` RPC: a response stream per subscriber that projects the config in force onto
+//! the destinations the subscriber asked for (and, when it names its own service, that
+//! service's inbound policy), and yields a snapshot whenever its projection changes.
+//!
+//! The stream is the whole session: the connection's task polls it (see
+//! [`crate::serve::conn`]), and while it waits for the next change it reads the subscriber's
+//! ACKs. No task or channel of its own stands between a config change and the subscriber's
+//! connection: a change wakes the connection's task once per subscriber, and a subscriber costs
+//! the control service its stream's state and nothing more.
+//!
+//! A config change wakes every stream through the `watch` channel; each asks the shared
+//! [`ProjectionCache`] for its subscription's projection, which is computed and converted once
+//! per distinct subscription and version, and yields it if it differs from what it last sent
+//! (told apart by pointer, see [`crate::watch::projection`]).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{Stream, StreamExt};
+use mesh_core::SpiffeId;
+use mesh_core::proto::{self, WatchRequest, watch_request::Kind};
+use mesh_core::snapshot::{DestinationKey, ServiceName};
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::projection::{Projected, ProjectionCache, ProjectionKey};
+use super::registry::{Registration, Registry, SubscriberStatus};
+use super::skew::WireTransform;
+use crate::admin::metrics;
+use crate::state::State;
+
+/// How long a new stream may take to send `subscribe`.
+pub(crate) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most destinations one subscription may name.
+pub(crate) const MAX_DESTINATIONS: usize = 4096;
+
+/// The longest `node` accepted.
+const MAX_NODE_LEN: usize = 253;
+
+/// The longest NACK error kept in the registry.
+const MAX_NACK_LEN: usize = 1024;
+
+/// The response stream of one Watch call.
+pub(crate) type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<proto::Snapshot, Status>> + Send + 'static>>;
+
+/// Opens Watch streams against the config in force.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchHub {
+    state: watch::Receiver<Arc<State>>,
+    shutdown: watch::Receiver<bool>,
+    registry: Arc<Registry>,
+    projections: Arc<ProjectionCache>,
+}
+
+/// A validated `subscribe` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    node: String,
+    /// What the subscriber's projection depends on; shared with the cache.
+    key: Arc<ProjectionKey>,
+}
+
+/// Who is on the other end of a stream.
+#[derive(Debug, Clone)]
+struct Peer {
+    identity: SpiffeId,
+    remote_addr: SocketAddr,
+}
+
+/// A subscribed stream: what it watches and what it last sent.
+struct Subscribed {
+    subscription: Subscription,
+    registration: Registration,
+    /// The content last sent, to send only when this subscriber's projection changes.
+    last: Option<Arc<Projected>>,
+    last_sent: u64,
+    /// The projection may have changed since it was last looked at.
+    dirty: bool,
+}
+
+/// One Watch stream's state, from the `subscribe` message to its end.
+struct Session<S> {
+    state: watch::Receiver<Arc<State>>,
+    shutdown: watch::Receiver<bool>,
+    registry: Arc<Registry>,
+    projections: Arc<ProjectionCache>,
+    peer: Peer,
+    inbound: S,
+    /// `None` until the `subscribe` message is read.
+    subscribed: Option<Subscribed>,
+    /// Set once the stream has yielded its last item; with why it ended.
+    ended: Option<&'static str>,
+}
+
+// === impl WatchHub ===
+
+impl WatchHub {
+    /// Streams `state` to subscribers until `shutdown` turns true (or its sender goes away),
+    /// every snapshot sent through `transform` (the identity but in version-skew tests).
+    pub(crate) fn new(
+        state: watch::Receiver<Arc<State>>,
+        shutdown: watch::Receiver<bool>,
+        registry: Arc<Registry>,
+        transform: WireTransform,
+    ) -> Self {
+        Self {
+            state,
+            shutdown,
+            registry,
+            projections: Arc::new(ProjectionCache::new(transform)),
+        }
+    }
+
+    /// Serves one stream from a caller that presented `identity`. The first message is read
+    /// as the response stream is first polled, so a client may wait for the response headers
+    /// before it sends `subscribe`.
+    pub(crate) fn open<S>(
+        &self,
+        identity: SpiffeId,
+        remote_addr: SocketAddr,
+        inbound: S,
+    ) -> WatchStream
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
+        let session = Session {
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+            registry: self.registry.clone(),
+            projections: self.projections.clone(),
+            peer: Peer {
+                identity,
+                remote_addr,
+            },
+            inbound,
+            subscribed: None,
+            ended: None,
+        };
+        Box::pin(futures_util::stream::unfold(
+            session,
+            |mut session| async move {
+                let item = session.next().await?;
+                Some((item, session))
+            },
+        ))
+    }
+}
+
+// === impl Session ===
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
+{
+    /// The next item of the response stream: a snapshot, or the status that ends the stream
+    /// (after which it ends); `None` once it has ended.
+    async fn next(&mut self) -> Option<Result<proto::Snapshot, Status>> {
+        if self.ended.is_some() {
+            return None;
+        }
+        if self.subscribed.is_none() {
+            let subscription = match self.subscribe().await {
+                Ok(subscription) => subscription,
+                Err(status) => return status.map(Err),
+            };
+            self.subscribed = Some(self.register(subscription));
+        }
+        loop {
+            if let Some(snapshot) = self.changed_projection() {
+                return Some(Ok(snapshot));
+            }
+            let subscribed = self.subscribed.as_mut()?;
+            tokio::select! {
+                biased;
+                () = shutdown(&mut self.shutdown) => {
+                    return self.end("shutdown", Status::unavailable("the control service is shutting down"));
+                }
+                changed = self.state.changed() => {
+                    if changed.is_err() {
+                        return self.end(
+                            "config source closed",
+                            Status::unavailable("the control service is shutting down"),
+                        );
+                    }
+                    subscribed.dirty = true;
+                }
+                message = self.inbound.next() => match message {
+                    Some(Ok(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
+                        ack_or_nack(&self.peer, subscribed, &self.registry, ack);
+                    }
+                    Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
+                        // A later `subscribe` replaces the destinations (a client that starts
+                        // a new channel), and the subscriber gets a snapshot of the new set.
+                        match validate(update, self.peer.identity.namespace()) {
+                            Ok(update) => {
+                                tracing::debug!(
+                                    id = subscribed.registration.id(),
+                                    destinations = update.key.destinations.len(),
+                                    "subscription updated"
+                                );
+                                subscribed.registration.update(|s| {
+                                    s.destinations = update.key.destinations.clone();
+                                    s.own_service = update.key.own_service.clone();
+                                });
+                                subscribed.subscription = update;
+                                subscribed.dirty = true;
+                            }
+                            Err(status) => return self.end("invalid subscription update", status),
+                        }
+                    }
+                    Some(Ok(WatchRequest { kind: None })) => {
+                        return self.end("empty message", Status::invalid_argument("kind: empty message"));
+                    }
+                    Some(Err(_)) => {
+                        self.ended = Some("stream error");
+                        return None;
+                    }
+                    None => {
+                        self.ended = Some("client closed the stream");
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads and validates the first message. On failure, the status to end the stream with,
+    /// or `None` when the client left and nobody is there to tell.
+    async fn subscribe(&mut self) -> Result<Subscription, Option<Status>> {
+        let first = tokio::select! {
+            () = shutdown(&mut self.shutdown) => {
+                self.ended = Some("shutdown");
+                return Err(Some(Status::unavailable("the control service is shutting down")));
+            }
+            first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.inbound.next()) => first,
+        };
+        let result = match first {
+            Err(_) => Err(Status::invalid_argument(format!(
+                "no subscribe message within {}s",
+                SUBSCRIBE_TIMEOUT.as_secs()
+            ))),
+            // The client left or broke the stream: nobody to tell.
+            Ok(None | Some(Err(_))) => {
+                self.ended = Some("client left before subscribing");
+                return Err(None);
+            }
+            Ok(Some(Ok(WatchRequest {
+                kind: Some(Kind::Subscribe(subscribe)),
+            }))) => validate(subscribe, self.peer.identity.namespace()),
+            Ok(Some(Ok(_))) => Err(Status::invalid_argument(
+                "the first message must be `subscribe`",
+            )),
+        };
+        result.map_err(|status| {
+            tracing::warn!(
+                identity = %self.peer.identity,
+                peer = %self.peer.remote_addr,
+                error = status.message(),
+                "watch refused"
+            );
+            self.ended = Some("refused");
+            Some(status)
+        })
+    }
+
+    /// Lists the subscriber in the registry.
+    fn register(&self, subscription: Subscription) -> Subscribed {
+        let registration = self.registry.register(SubscriberStatus {
+            id: 0,
+            node: subscription.node.clone(),
+            remote_addr: self.peer.remote_addr,
+            identity: self.peer.identity.clone(),
+            own_service: subscription.key.own_service.clone(),
+            destinations: subscription.key.destinations.clone(),
+            connected_at: SystemTime::now(),
+            last_sent_version: 0,
+            last_acked_version: None,
+            last_nack: None,
+        });
+        tracing::info!(
+            id = registration.id(),
+            node = %subscription.node,
+            identity = %self.peer.identity,
+            peer = %self.peer.remote_addr,
+            destinations = subscription.key.destinations.len(),
+            "subscriber connected"
+        );
+        Subscribed {
+            subscription,
+            registration,
+            last: None,
+            last_sent: 0,
+            dirty: true,
+        }
+    }
+
+    /// The snapshot to send if the subscriber's projection may have changed and did; records
+    /// it as sent.
+    fn changed_projection(&mut self) -> Option<proto::Snapshot> {
+        let subscribed = self.subscribed.as_mut()?;
+        if !std::mem::take(&mut subscribed.dirty) {
+            return None;
+        }
+        let current = self.state.borrow_and_update().clone();
+        let projection = self
+            .projections
+            .project(&current, &subscribed.subscription.key);
+        if !projection.changed_since(subscribed.last.as_ref()) {
+            return None;
+        }
+        let version = projection.version;
+        subscribed.last_sent = version;
+        subscribed.last = Some(projection.content.clone());
+        self.registry.propagation.sent(version);
+        subscribed
+            .registration
+            .update(|s| s.last_sent_version = version);
+        tracing::debug!(id = subscribed.registration.id(), version, "sent snapshot");
+        Some(projection.wire.clone())
+    }
+
+    /// Ends the stream with `status` (its last item) for `reason`.
+    fn end(
+        &mut self,
+        reason: &'static str,
+        status: Status,
+    ) -> Option<Result<proto::Snapshot, Status>> {
+        self.ended = Some(reason);
+        Some(Err(status))
+    }
+}
+
+impl<S> Drop for Session<S> {
+    fn drop(&mut self) {
+        let Some(subscribed) = &self.subscribed else {
+            return;
+        };
+        // A subscriber that leaves without acknowledging its last version no longer holds up
+        // the propagation measurement of that version.
+        subscribed.registration.update(|s| {
+            if s.last_acked_version < Some(s.last_sent_version) {
+                self.registry.propagation.settled(s.last_sent_version);
+            }
+        });
+        tracing::info!(
+            id = subscribed.registration.id(),
+            node = %subscribed.subscription.node,
+            identity = %self.peer.identity,
+            // Dropped before it ended: hyper let go of the stream because the client reset it
+            // or its connection closed.
+            reason = self.ended.unwrap_or("client went away"),
+            "subscriber disconnected"
+        );
+    }
+}
+
+/// Records an ACK (or a NACK, with its reason) from the subscriber.
+fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: proto::Ack) {
+    let last_sent = subscribed.last_sent;
+    let node = &subscribed.subscription.node;
+    if ack.version == 0 || ack.version > last_sent {
+        tracing::warn!(
+            %node,
+            identity = %peer.identity,
+            version = ack.version,
+            last_sent,
+            "ignored an ack for a version never sent"
+        );
+        return;
+    }
+    if ack.error.is_empty() {
+        tracing::debug!(%node, version = ack.version, "ack");
+        metrics::acked();
+        registry.propagation.settled(ack.version);
+        subscribed.registration.update(|s| {
+            s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(ack.version));
+        });
+    } else {
+        let mut error = ack.error;
+        truncate(&mut error, MAX_NACK_LEN);
+        tracing::warn!(
+            %node,
+            identity = %peer.identity,
+            version = ack.version,
+            %error,
+            "subscriber rejected a snapshot"
+        );
+        metrics::nacked();
+        subscribed
+            .registration
+            .update(|s| s.last_nack = Some((ack.version, error)));
+    }
+}
+
+/// Resolves when the control service shuts down (or was dropped without a shutdown).
+async fn shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Checks a `subscribe` message from a subscriber in namespace `consumer`; errors name the field
+/// (`destinations[2]: ...`).
+fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subscription, Status> {
+    if subscribe.node.len() > MAX_NODE_LEN {
+        return Err(Status::invalid_argument(format!(
+            "node: longer than {MAX_NODE_LEN} bytes"
+        )));
+    }
+    let own_service = subscribe
+        .own_service
+        .as_ref()
+        // An empty reference is how a client that serves nothing may fill the field.
+        .filter(|r| !(r.name.is_empty() && r.namespace.is_empty()))
+        .map(ServiceName::try_from)
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("own_service: {e}")))?;
+    if subscribe.destinations.len() > MAX_DESTINATIONS {
+        return Err(Status::invalid_argument(format!(
+            "destinations: {} given, at most {MAX_DESTINATIONS} allowed",
+            subscribe.destinations.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(subscribe.destinations.len());
+    let mut destinations = Vec::with_capacity(subscribe.destinations.len());
+    for (i, wire) in subscribe.destinations.iter().enumerate() {
+        let name = DestinationKey::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("destinations[{i}]: {e}")))?;
+        if seen.insert(name.clone()) {
+            destinations.push(name);
+        }
+    }
+    Ok(Subscription {
+        node: subscribe.node,
+        key: Arc::new(ProjectionKey {
+            destinations,
+            // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
+            // namespace comes from its verified identity, never from what it claims.
+            consumer: consumer.map(str::to_owned),
+            own_service,
+        }),
+    })
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(namespace: &str, name: &str) -> proto::ServiceRef {
+        proto::ServiceRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: 0,
+        }
+    }
+
+    #[test]
+    fn validate_names_the_bad_destination() {
+        let err = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: None,
+                destinations: vec![service("default", "a"), service("default", "Bad")],
+            },
+            None,
+        )
+        .expect_err("invalid");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("destinations[1]: "),
+            "{}",
+            err.message()
+        );
+
+        let err = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: Some(service("", "x")),
+                destinations: vec![],
+            },
+            None,
+        )
+        .expect_err("invalid");
+        assert!(
+            err.message().starts_with("own_service: "),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn validate_keeps_order_and_drops_duplicates() {
+        let sub = validate(
+            proto::Subscribe {
+                node: "n".into(),
+                own_service: Some(service("", "")),
+                destinations: vec![
+                    service("default", "b"),
+                    service("default", "a"),
+                    service("default", "b"),
+                ],
+            },
+            None,
+        )
+        .expect("valid");
+        assert_eq!(sub.key.own_service, None);
+        let names: Vec<String> = sub
+            .key
+            .destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["b.default", "a.default"]);
+    }
+
+    #[test]
+    fn validate_limits_sizes() {
+        let err = validate(
+            proto::Subscribe {
+                node: "x".repeat(MAX_NODE_LEN + 1),
+                own_service: None,
+                destinations: vec![],
+            },
+            None,
+        )
+        .expect_err("too long");
+        assert!(err.message().starts_with("node: "));
+        let err = validate(
+            proto::Subscribe {
+                node: String::new(),
+                own_service: None,
+                destinations: vec![service("default", "a"); MAX_DESTINATIONS + 1],
+            },
+            None,
+        )
+        .expect_err("too many");
+        assert!(err.message().starts_with("destinations: "));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let mut s = "ééé".to_owned();
+        truncate(&mut s, 3);
+        assert_eq!(s, "é");
+        let mut s = "abc".to_owned();
+        truncate(&mut s, 10);
+        assert_eq!(s, "abc");
+    }
+}
