@@ -80,8 +80,6 @@ mod serve;
 mod source;
 mod start;
 mod state;
-#[cfg(test)]
-mod test_support;
 mod watch;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};

@@ -93,7 +93,7 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::td;
+    use mesh_core::testing::trust_domain as td;
 
     use super::*;
 

@@ -105,7 +105,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::td;
+    use mesh_core::testing::trust_domain as td;
 
     use super::*;
 

@@ -362,7 +362,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::td;
+    use mesh_core::testing::trust_domain as td;
 
     fn errors(text: &str) -> Vec<String> {
         match parse(text, &td()) {

@@ -190,8 +190,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::td;
     use mesh_core::config::MeshConfig;
+    use mesh_core::testing::trust_domain as td;
 
     use super::*;
 

@@ -111,7 +111,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::td;
+    use mesh_core::testing::trust_domain as td;
 
     use super::*;
 

@@ -9,7 +9,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::X509Certificate;
 
 use super::*;
-use crate::test_support::td;
+use mesh_core::testing::trust_domain as td;
 
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::from_service_account(&td(), "default", sa).expect("valid")

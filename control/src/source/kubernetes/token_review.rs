@@ -120,7 +120,7 @@ fn identity(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::td;
+    use mesh_core::testing::trust_domain as td;
 
     fn decide(
         authenticated: bool,

@@ -38,7 +38,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::trust_domain_named;
+use mesh_core::testing::trust_domain_named;
 
 // === The base topology (conformance/mesh/manifests.yaml) ===
 

@@ -11,7 +11,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::td;
+use mesh_core::testing::trust_domain as td;
 
 fn obj<K: serde::de::DeserializeOwned>(value: Value) -> K {
     serde_json::from_value(value).expect("a valid object")
