@@ -33,6 +33,7 @@ mod respond;
 mod retry;
 mod route;
 mod router;
+mod shared;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,8 +52,8 @@ use crate::discovery::Discovery;
 use crate::error::BoxError;
 use crate::identity::Identity;
 use crate::telemetry::MeshTelemetry;
-use call::Shared;
 use router::Router;
+use shared::Shared;
 
 /// The future of a [`MeshClient`] call.
 pub type ResponseFuture =

@@ -6,16 +6,12 @@
 //!       ->  Tries::run within the call's timeout  ->  respond (response filter, or failure)
 //! ```
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::FutureExt as _;
 use futures_util::future::{Either, ready};
-use http::uri::Authority;
 use http::{Request, Response};
-use mesh_core::budget::RetryBudget;
-use mesh_core::snapshot::ServiceName;
-use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::backend::{Backend, SendError};
@@ -24,26 +20,10 @@ use super::deadline::within;
 use super::respond::failure;
 use super::retry::{Head, Tries};
 use super::route::route;
-use super::router::Router;
+use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError};
 use crate::telemetry::{CallRecord, OutboundMetrics, client_span, inject_context};
-
-/// What every call of one [`super::MeshClient`] shares.
-pub(crate) struct Shared<B> {
-    pub(crate) destination: ServiceName,
-    pub(crate) authority: Authority,
-    pub(crate) router: Arc<Router<MeshBody<B>>>,
-    pub(crate) budget: Mutex<RetryBudget>,
-    pub(crate) ready_timeout: Duration,
-    pub(crate) follower: AbortHandle,
-}
-
-impl<B> Drop for Shared<B> {
-    fn drop(&mut self) {
-        self.follower.abort();
-    }
-}
 
 /// Makes one call; a failure of the mesh's own becomes the response a caller expects
 /// (see [`super::respond`]), so the result is an error only for what no status can express.

@@ -26,10 +26,10 @@ use mesh_core::snapshot::{RetryPolicy, RouteFilter};
 
 use super::backend::{Backend, SendError, Sent};
 use super::body::{MeshBody, Replay, ResponseBody};
-use super::call::Shared;
 use super::deadline::{set_grpc_timeout, within};
 use super::endpoint::EndpointKey;
 use super::respond::{failure, grpc_status, is_server_failure};
+use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError, refused_unprocessed};
 use crate::telemetry::OutboundMetrics;
