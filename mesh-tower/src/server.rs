@@ -1,12 +1,14 @@
 //! The server side: one stack for every server the mesh runs, tonic and axum alike.
 //!
 //! ```text
-//! accept        mTLS handshake (plaintext detection on a permissive server), connection
-//!               slots, handshake time                                     [accept.rs]
+//! accept        mTLS handshake (plaintext detection on a permissive server), handshake
+//!               budget (total and per source IP), handshake time, connection slots,
+//!               TLS alerts for refused handshakes                         [accept.rs]
+//!               time to the first request                           [first_request.rs]
 //! connect info  the caller's address and verified SPIFFE ID, and the inbound policy, once
 //!               per connection, in every request's extensions            [connect_info.rs]
 //! HTTP limits   streams, header list, head time, body size (served by [`serve()`];
-//!               tonic applies its own)                                    [limits.rs]
+//!               tonic gets the same from `mesh_tonic::server`)            [limits.rs]
 //! MeshLayer     PeerIdentity into the extensions -> telemetry -> authorization -> the
 //!               application                                               [layer.rs]
 //! ```
@@ -25,6 +27,7 @@
 mod accept;
 pub mod authz;
 mod connect_info;
+mod first_request;
 mod layer;
 pub mod limits;
 mod serve;

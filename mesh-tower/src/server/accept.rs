@@ -1,21 +1,25 @@
 //! Accepting connections: mTLS handshakes (and plaintext detection on a permissive server),
-//! the connection slots of a listener, and the peer's verified SPIFFE ID.
+//! the handshake budget and connection slots of a listener, and the peer's verified SPIFFE ID.
 //!
 //! Handshakes run in their own tasks with a time limit, so a slow or hostile client never
-//! blocks the accept loop. What was learned about each connection travels with it as a
-//! [`MeshConnectInfo`].
+//! blocks the accept loop. A connection handshakes on a budget of its own (in total, and per
+//! source IP address), and takes one of the listener's connection slots only once it is
+//! authenticated: connections that never finish their handshake cannot fill the slots. A
+//! refused handshake is answered with rustls' TLS alert before the socket closes. What was
+//! learned about each connection travels with it as a [`MeshConnectInfo`].
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
 use mesh_core::tls::spiffe_id_of;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -23,6 +27,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::authz::Authorizer;
 use super::connect_info::MeshConnectInfo;
+use super::first_request::FirstRequest;
 use super::limits::ServerLimits;
 use crate::identity::PeerIdentity;
 
@@ -30,6 +35,12 @@ use crate::identity::PeerIdentity;
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Accepted connections waiting for the server to take them.
 const ACCEPT_BACKLOG: usize = 128;
+/// After a refused handshake, how long the server keeps reading (and discarding) what the
+/// client still sends, so that its alert is read before the socket closes: closing with unread
+/// bytes makes the kernel reset the connection, and a reset can destroy the alert in flight.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// The most a refused client's bytes are read for during [`REFUSAL_LINGER`].
+const REFUSAL_LINGER_BYTES: usize = 64 * 1024;
 
 /// The bytes of an accepted connection: mTLS, or plaintext on a permissive server.
 #[derive(Debug)]
@@ -44,6 +55,8 @@ enum Conn {
 pub struct MeshTlsStream {
     inner: Conn,
     info: MeshConnectInfo,
+    /// Until the client has started its first request: the deadline for it.
+    first: Option<Box<FirstRequest>>,
     /// The listener's connection slot, given back when the connection is dropped.
     _slot: OwnedSemaphorePermit,
 }
@@ -89,10 +102,24 @@ impl AsyncRead for MeshTlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.inner {
+        let before = buf.filled().len();
+        let polled = match &mut self.inner {
             Conn::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
             Conn::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+        };
+        // Per connection: gone once the first request has started.
+        if let Some(first) = self.first.as_mut() {
+            if first.observe(&buf.filled()[before..]) {
+                self.first = None;
+            } else if first.expired(cx) {
+                tracing::info!(peer = %self.info.remote_addr(), "no request in time, connection closed");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                )));
+            }
         }
+        polled
     }
 }
 
@@ -212,6 +239,84 @@ impl Stream for MeshIncoming {
     }
 }
 
+/// The connections of one listener that are handshaking, in total and per source address.
+#[derive(Debug)]
+struct HandshakeBudget {
+    total: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// One connection's turn to handshake; given back when dropped.
+#[derive(Debug)]
+struct HandshakeTurn {
+    budget: Arc<HandshakeBudget>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HandshakeBudget {
+    fn new(limits: &ServerLimits) -> Arc<Self> {
+        // A listener never handshakes more connections than it may hold.
+        let total = limits.max_handshakes.min(limits.max_connections).max(1);
+        Arc::new(Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: limits.max_handshakes_per_ip.max(1),
+        })
+    }
+
+    /// A turn for a connection from `ip`, or `None` when its address or the listener is at
+    /// its limit.
+    fn try_begin(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeTurn> {
+        // An IPv4 client on a dual-stack socket is one source, however it is written.
+        let ip = ip.to_canonical();
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(HandshakeTurn {
+            budget: self.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for HandshakeTurn {
+    fn drop(&mut self) {
+        let mut per_ip = self.budget.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        // The map holds only addresses with handshakes in progress (at most the total budget).
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// After a refused handshake (whose alert, if rustls made one, tokio-rustls has written):
+/// closes the sending side and reads what the client still sends for a moment, so that the
+/// socket is not closed with unread bytes (which resets it, and can destroy the alert).
+async fn close_after_refusal(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < REFUSAL_LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -220,7 +325,9 @@ async fn accept_loop(
     limits: ServerLimits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let handshakes = HandshakeBudget::new(&limits);
     let handshake_timeout = limits.handshake_timeout;
+    let header_timeout = limits.header_timeout;
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -231,14 +338,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Full: close at once (the caller sees a reset or EOF and can try another
-            // replica) rather than leave it waiting in the kernel's backlog.
-            tracing::warn!(
-                peer = %remote_addr,
-                max = limits.max_connections,
-                "connection limit reached, connection refused"
-            );
+        let Some(turn) = handshakes.try_begin(remote_addr.ip()) else {
+            // Over the handshake budget: close at once. Debug, not warn: a flood would
+            // otherwise write one line per connection.
+            tracing::debug!(peer = %remote_addr, "handshake budget reached, connection refused");
             drop(tcp);
             continue;
         };
@@ -246,7 +349,23 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let authorizer = authorizer.clone();
         let tx = tx.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
+            // A slot for the authenticated connection, or `None` (closed) when the listener
+            // is full. Taken once the handshake is done, and the handshake turn given back.
+            let take_slot = |turn: HandshakeTurn| {
+                drop(turn);
+                let slot = slots.try_acquire_owned().ok();
+                if slot.is_none() {
+                    // Full: close at once (the caller sees EOF and can try another replica).
+                    tracing::warn!(
+                        peer = %remote_addr,
+                        max = limits.max_connections,
+                        "connection limit reached, connection refused"
+                    );
+                }
+                slot
+            };
             let permissive = authorizer.as_ref().is_some_and(Authorizer::is_permissive);
             if permissive {
                 // The same port takes mTLS and plaintext: a TLS connection opens with a
@@ -255,6 +374,7 @@ async fn accept_loop(
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+                        let Some(slot) = take_slot(turn) else { return };
                         let _ = tx
                             .send(MeshTlsStream {
                                 inner: Conn::Plain(tcp),
@@ -263,6 +383,7 @@ async fn accept_loop(
                                     None,
                                     authorizer.map(|a| a.for_connection(None)),
                                 ),
+                                first: Some(Box::new(FirstRequest::new(header_timeout))),
                                 _slot: slot,
                             })
                             .await;
@@ -272,11 +393,14 @@ async fn accept_loop(
                     _ => return,
                 }
             }
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            let handshake =
+                tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible()).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
+                Ok(Err((error, tcp))) => {
                     tracing::info!(peer = %remote_addr, %error, "mTLS handshake refused");
+                    // Still on the handshake budget: a refused client cannot hold more.
+                    close_after_refusal(tcp).await;
                     return;
                 }
                 Err(_) => {
@@ -284,6 +408,7 @@ async fn accept_loop(
                     return;
                 }
             };
+            let Some(slot) = take_slot(turn) else { return };
             let peer = stream
                 .get_ref()
                 .1
@@ -296,6 +421,7 @@ async fn accept_loop(
                 .send(MeshTlsStream {
                     inner: Conn::Tls(Box::new(stream)),
                     info: MeshConnectInfo::new(remote_addr, peer, authorizer),
+                    first: Some(Box::new(FirstRequest::new(header_timeout))),
                     _slot: slot,
                 })
                 .await;

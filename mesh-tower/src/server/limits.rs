@@ -3,7 +3,9 @@
 //!
 //! | limit                               | default                 | what a caller over it sees          |
 //! |-------------------------------------|-------------------------|-------------------------------------|
-//! | connections per listener            | [`DEFAULT_MAX_CONNECTIONS`] | the connection is closed right after accept (logged) |
+//! | established connections per listener | [`DEFAULT_MAX_CONNECTIONS`] | the connection is closed right after its handshake (logged) |
+//! | handshakes in progress per listener | [`DEFAULT_MAX_HANDSHAKES`] (never more than the connection limit) | the connection is closed right after accept |
+//! | handshakes in progress per source IP | [`DEFAULT_MAX_HANDSHAKES_PER_IP`] | the connection is closed right after accept |
 //! | TLS handshake time                  | [`DEFAULT_HANDSHAKE_TIMEOUT`] | the connection is closed (logged) |
 //! | time to the first request's headers | [`DEFAULT_HEADER_TIMEOUT`] | the connection is closed (HTTP/1.1 also between requests) |
 //! | concurrent HTTP/2 streams per connection | [`DEFAULT_MAX_CONCURRENT_STREAMS`] | advertised in SETTINGS; clients queue, extra streams are reset |
@@ -11,12 +13,30 @@
 //! | declared request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large`, the app never sees the request |
 //! | streamed request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large` (the app's read fails at the limit) |
 //!
-//! The connection count and the handshake time apply to every server fed by
-//! [`crate::MeshIncoming`], tonic's included. The HTTP limits apply to [`crate::server::serve`]
-//! (and so to [`crate::Mesh::serve`]); a tonic server sets its own with
-//! `tonic::transport::Server::builder()` (`max_concurrent_streams`, `http2_max_header_list_size`,
-//! `timeout`, and each service's `max_decoding_message_size`, 4 MiB by default), which the mesh
-//! leaves as the application configured them.
+//! Connections that have not finished their handshake are counted apart from established
+//! ones: a flood of connections that never finish (or never start) their handshake takes at
+//! most [`ServerLimits::max_handshakes`] sockets, and one source address at most
+//! [`ServerLimits::max_handshakes_per_ip`], so it cannot take the slots of authenticated
+//! connections. A listener holds at most `max_connections + max_handshakes` sockets.
+//!
+//! The connection counts, the handshake time and the time to the first request apply to every
+//! server fed by [`crate::MeshIncoming`], tonic's included (an HTTP/2 client must send its
+//! first request's HEADERS in time: the connection preface and SETTINGS alone do not count).
+//! The HTTP limits apply to [`crate::server::serve`] (and so to [`crate::Mesh::serve`]); a
+//! tonic server gets the same streams, header size and keep-alive from
+//! `mesh_tonic::server(limits)` (or `MeshTonicExt::tonic_server`). A gRPC request body is
+//! bounded per message by each generated service's `max_decoding_message_size` (tonic's 4 MiB
+//! by default), which the mesh leaves as the application configured it.
+//!
+//! Every limit can be set in code ([`ServerLimits`]'s `with_*` methods) or, for the servers of
+//! [`crate::Mesh`], from `MESH_SERVER_*` environment variables (see
+//! [`crate::MeshSettings::server_limits`]).
+//!
+//! Workloads speak TLS 1.3 only (see [`crate::tls`]): a client offering only TLS 1.2 is
+//! refused with a `protocol_version` alert. ALPN offers what each server speaks: `h2` and
+//! `http/1.1` for [`crate::server::serve`], `h2` only for tonic; a client that offers neither
+//! gets a `no_application_protocol` alert. A refused client certificate is answered with the
+//! TLS alert rustls chose (for example `unknown_ca` or `bad_certificate`), not a bare close.
 //!
 //! The body limit is judged twice. A request that declares a `content-length` over the limit
 //! is answered before the application is called. A body sent without a declared length
@@ -41,8 +61,15 @@ use http_body::{Body, Frame, SizeHint};
 use crate::error::BoxError;
 use crate::refusal::MESH_ERROR_HEADER;
 
-/// Default number of connections one listener holds open at once (handshaking or serving).
+/// Default number of established (handshaken) connections one listener holds open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default number of connections one listener lets handshake at once; more are closed at
+/// accept. A handshake takes a few milliseconds, so 256 in progress is a high rate of new
+/// connections, and what a flood can hold is small next to the established connections.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Default number of connections from one source IP address that may handshake at once: a
+/// single flooding source cannot take the whole handshake budget.
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 32;
 /// Default time a client has to finish its TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a client has, once its handshake is done, to send its first request's headers
@@ -55,14 +82,25 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 /// Default largest request body a request may declare: 16 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
+/// How long an HTTP/2 connection may go without traffic before the server pings the client.
+pub const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the server waits for the answer to a keep-alive ping before closing.
+pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The limits of one mesh server; see the [module documentation](self) for what each does.
 /// [`ServerLimits::default`] gives the `DEFAULT_*` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerLimits {
-    /// Connections one listener holds open at once; more are closed right after accept.
+    /// Established connections one listener holds open at once; more are closed right after
+    /// their handshake.
     pub max_connections: usize,
+    /// Connections one listener lets handshake at once (never more than `max_connections`);
+    /// more are closed right after accept.
+    pub max_handshakes: usize,
+    /// Connections from one source IP address that may handshake at once; more are closed
+    /// right after accept.
+    pub max_handshakes_per_ip: usize,
     /// Time a client has to finish its TLS handshake.
     pub handshake_timeout: Duration,
     /// Time a client has to send its (first, and on HTTP/1.1 each) request's headers.
@@ -79,6 +117,8 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -92,6 +132,18 @@ impl ServerLimits {
     /// Sets [`ServerLimits::max_connections`] (at least 1).
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::max_handshakes`] (at least 1).
+    pub fn with_max_handshakes(mut self, max: usize) -> Self {
+        self.max_handshakes = max.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::max_handshakes_per_ip`] (at least 1).
+    pub fn with_max_handshakes_per_ip(mut self, max: usize) -> Self {
+        self.max_handshakes_per_ip = max.max(1);
         self
     }
 

@@ -4,12 +4,9 @@
 //! [`MeshLayer`] around the service, and a graceful drain.
 //!
 //! tonic serves its own connections (`serve_with_incoming`) and gets the same layer from
-//! `Server::builder().layer(MeshLayer::new())`.
+//! `Server::builder().layer(MeshLayer::new())`, and the same HTTP/2 limits from
+//! `mesh_tonic::server`.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,13 +14,14 @@ use http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::Layer;
 
 use super::accept::MeshIncoming;
 use super::connect_info::MeshConnectInfo;
 use super::layer::MeshLayer;
-use super::limits::{BodyLimit, LimitedBody, ServerLimits};
+use super::limits::{
+    BodyLimit, HTTP2_KEEP_ALIVE_INTERVAL, HTTP2_KEEP_ALIVE_TIMEOUT, LimitedBody, ServerLimits,
+};
 use crate::error::BoxError;
 
 /// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
@@ -86,36 +84,22 @@ pub async fn serve_with_shutdown<S, ResBody>(
             info: stream.connect_info().clone(),
             inner: MeshLayer::new().layer(BodyLimit::new(service.clone(), limits.max_body_size)),
         };
-        let stream = FirstRead::new(stream);
-        let spoke = stream.spoke.clone();
         let builder = builder.clone();
         let mut drain = draining.subscribe();
         connections.spawn(async move {
+            // A client that starts no request in time (silent, or an HTTP/2 preface and
+            // nothing more) is cut off by the stream itself (see `first_request`); an
+            // HTTP/1.1 request head is bounded by hyper's header read timeout, a silent
+            // HTTP/2 peer after its first request by keep-alive pings.
             let connection =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             tokio::pin!(connection);
-            // A client that sends nothing after its handshake (not even the HTTP/2 preface)
-            // holds a connection slot for nothing, and hyper waits for it forever: cut it off.
-            // An HTTP/1.1 request head is bounded by hyper's header read timeout, a silent
-            // HTTP/2 peer by keep-alive pings.
-            let quiet_until = tokio::time::sleep(limits.header_timeout);
-            tokio::pin!(quiet_until);
-            let mut checked_quiet = false;
-            let result = loop {
-                tokio::select! {
-                    result = &mut connection => break result,
-                    // The guard `wait_for` returns must not live across the await below.
-                    () = async { drop(drain.wait_for(|draining| *draining).await) } => {
-                        connection.as_mut().graceful_shutdown();
-                        break connection.await;
-                    }
-                    () = &mut quiet_until, if !checked_quiet => {
-                        if !spoke.load(Ordering::Relaxed) {
-                            tracing::info!(peer = %remote, "nothing sent in time, connection closed");
-                            return;
-                        }
-                        checked_quiet = true;
-                    }
+            let result = tokio::select! {
+                result = &mut connection => result,
+                // The guard `wait_for` returns must not live across the await below.
+                () = async { drop(drain.wait_for(|draining| *draining).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
                 }
             };
             if let Err(error) = result {
@@ -138,11 +122,6 @@ pub async fn serve_with_shutdown<S, ResBody>(
     }
 }
 
-/// How long an HTTP/2 connection may go without traffic before the server pings the client.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long the server waits for the answer to a keep-alive ping before closing.
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// The connection builder with `limits` applied.
 fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -156,70 +135,9 @@ fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_size)
-        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
     builder
-}
-
-/// A connection's bytes, noting whether the client has sent anything yet.
-#[derive(Debug)]
-struct FirstRead<I> {
-    inner: I,
-    spoke: Arc<AtomicBool>,
-}
-
-impl<I> FirstRead<I> {
-    fn new(inner: I) -> Self {
-        Self {
-            inner,
-            spoke: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for FirstRead<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.spoke.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstRead<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }
 
 /// Puts one connection's [`MeshConnectInfo`] into each of its requests, as tonic does with its
