@@ -11,7 +11,8 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
 //! let incoming = mesh.tonic_incoming(listener)?;
 //! # let routes = tonic::service::Routes::default();
-//! tonic::transport::Server::builder()
+//! // `tonic_server()` is `Server::builder()` with the mesh's server limits applied.
+//! mesh.tonic_server()
 //!     .layer(MeshLayer::new())
 //!     .add_routes(routes)
 //!     .serve_with_incoming(incoming);
@@ -28,6 +29,23 @@
 //! [`MeshLayer`] is `mesh-tower`'s, re-exported with [`Mesh`] so a tonic service depends on
 //! this crate alone: it fails closed, refusing (UNAUTHENTICATED) a request that did not come
 //! through the mesh's incoming stream.
+//!
+//! # Server limits
+//!
+//! A tonic server is bounded like [`Mesh::serve`] (see [`mesh_tower::server::limits`]): the
+//! incoming stream applies the connection and handshake limits, the handshake time and the
+//! time to the first request; [`server`] (or [`MeshTonicExt::tonic_server`], with the
+//! workload's `MESH_SERVER_*` settings) gives a `Server` builder with the same HTTP/2 limits:
+//! concurrent streams per connection (advertised in SETTINGS, streams over it refused),
+//! the request header list size, and keep-alive pings. The listener offers only `h2` in ALPN,
+//! as tonic speaks nothing else.
+//!
+//! A gRPC request body is bounded per message rather than in total: each generated service
+//! keeps tonic's `max_decoding_message_size`, 4 MiB by default (a larger message is answered
+//! RESOURCE_EXHAUSTED). The mesh's 16 MiB body limit is not applied to tonic: a streaming call
+//! may rightly send more than that in many messages, and one message is already bounded lower.
+//! A service that needs larger messages raises it on its generated server
+//! (`GreeterServer::new(g).max_decoding_message_size(n)`).
 
 mod channel;
 mod incoming;
@@ -35,9 +53,27 @@ mod status;
 
 pub use channel::MeshChannel;
 pub use incoming::{TonicIncoming, TonicTlsStream};
+pub use mesh_tower::ServerLimits;
 /// The mesh's server layer, the same for tonic and axum (see [`mesh_tower::server`]).
 pub use mesh_tower::{Mesh, MeshConnectInfo, MeshLayer, MeshService, PeerIdentity};
 pub use status::status_from_error;
+
+/// A tonic `Server` builder with the mesh's server `limits` applied: the HTTP/2 streams per
+/// connection, the request header list size, and keep-alive pings (every
+/// [`mesh_tower::server::limits::HTTP2_KEEP_ALIVE_INTERVAL`] of silence, the connection closed
+/// when one goes unanswered for [`mesh_tower::server::limits::HTTP2_KEEP_ALIVE_TIMEOUT`]).
+/// Add the mesh's layer and services as usual, and serve it a [`TonicIncoming`] built with the
+/// same limits (the connection limits and timeouts apply there).
+pub fn server(limits: &ServerLimits) -> tonic::transport::Server {
+    use mesh_tower::server::limits::{HTTP2_KEEP_ALIVE_INTERVAL, HTTP2_KEEP_ALIVE_TIMEOUT};
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size)
+        .http2_keepalive_interval(Some(HTTP2_KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEP_ALIVE_TIMEOUT))
+        // tonic speaks HTTP/2 only; the listener offers only `h2` (see `tonic_incoming`).
+        .accept_http1(false)
+}
 
 /// The mesh's tonic entry points, on [`mesh_tower::Mesh`].
 pub trait MeshTonicExt {
@@ -49,8 +85,13 @@ pub trait MeshTonicExt {
     ) -> impl std::future::Future<Output = Result<MeshChannel, mesh_tower::StartError>> + Send;
 
     /// Accepts mTLS connections on `listener` for `Server::serve_with_incoming`; each carries
-    /// the caller's identity to [`MeshLayer`].
+    /// the caller's identity to [`MeshLayer`]. ALPN offers `h2` only; the workload's
+    /// [`ServerLimits`] (`MESH_SERVER_*`) apply.
     fn tonic_incoming(&self, listener: tokio::net::TcpListener) -> std::io::Result<TonicIncoming>;
+
+    /// A tonic `Server` builder with the workload's [`ServerLimits`] (`MESH_SERVER_*`)
+    /// applied: [`server`] with `mesh.settings().server_limits`.
+    fn tonic_server(&self) -> tonic::transport::Server;
 }
 
 impl MeshTonicExt for mesh_tower::Mesh {
@@ -60,6 +101,11 @@ impl MeshTonicExt for mesh_tower::Mesh {
     }
 
     fn tonic_incoming(&self, listener: tokio::net::TcpListener) -> std::io::Result<TonicIncoming> {
-        Ok(TonicIncoming::new(self.incoming(listener)?))
+        let incoming = self.incoming_for(listener, mesh_tower::tls::ServerProtocols::Http2Only)?;
+        Ok(TonicIncoming::new(incoming))
+    }
+
+    fn tonic_server(&self) -> tonic::transport::Server {
+        server(&self.settings().server_limits)
     }
 }

@@ -375,14 +375,29 @@ impl Mesh {
         server_config(&self.inner.identity, true)
     }
 
-    /// Accepts mTLS connections on `listener` (for tonic's `serve_with_incoming`, or
-    /// [`crate::server::serve`]).
+    /// Accepts mTLS connections on `listener` for [`crate::server::serve`] (ALPN offers
+    /// HTTP/2 and HTTP/1.1), with the settings' [`crate::ServerLimits`].
     pub fn incoming(&self, listener: TcpListener) -> std::io::Result<MeshIncoming> {
+        self.incoming_for(listener, crate::tls::ServerProtocols::Http2AndHttp1)
+    }
+
+    /// [`Mesh::incoming`] for a server that speaks `protocols` (tonic's: HTTP/2 only).
+    pub fn incoming_for(
+        &self,
+        listener: TcpListener,
+        protocols: crate::tls::ServerProtocols,
+    ) -> std::io::Result<MeshIncoming> {
         let authorizer = Authorizer::new(
             self.inner.discovery.inbound(),
             Some(self.inner.inbound.clone()),
         );
-        MeshIncoming::new(listener, self.server_tls_config(), Some(authorizer))
+        let tls = crate::tls::server_config_for(&self.inner.identity, true, protocols);
+        MeshIncoming::with_limits(
+            listener,
+            tls,
+            Some(authorizer),
+            self.inner.settings.server_limits,
+        )
     }
 
     /// Serves `service` (an axum `Router` or any tower HTTP service) over mTLS on `listener`,

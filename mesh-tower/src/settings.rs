@@ -7,6 +7,8 @@ use std::time::Duration;
 use mesh_core::snapshot::{DestinationKey, ServiceName, ServiceNameError};
 use mesh_core::{SpiffeId, TrustDomain};
 
+use crate::server::ServerLimits;
+
 /// A setting that is missing or malformed; names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -95,6 +97,21 @@ pub struct MeshSettings {
     /// process's memory, into one file of mode 0600; without it a restart needs the control
     /// service to issue a certificate.
     pub persist_identity: bool,
+    /// The limits of the servers this workload runs ([`crate::Mesh::serve`],
+    /// [`crate::Mesh::incoming`], and tonic's through `mesh-tonic`); each defaults to its
+    /// `DEFAULT_*` in [`crate::server::limits`] and is read from its own variable:
+    ///
+    /// | variable                            | limit                          | default |
+    /// |-------------------------------------|--------------------------------|---------|
+    /// | `MESH_SERVER_MAX_CONNECTIONS`       | established connections per listener | 4096 |
+    /// | `MESH_SERVER_MAX_HANDSHAKES`        | handshakes in progress per listener | 256 |
+    /// | `MESH_SERVER_MAX_HANDSHAKES_PER_IP` | handshakes in progress per source IP | 32 |
+    /// | `MESH_SERVER_HANDSHAKE_TIMEOUT`     | TLS handshake time, seconds    | 10 |
+    /// | `MESH_SERVER_HEADER_TIMEOUT`        | time to the first request's headers, seconds | 10 |
+    /// | `MESH_SERVER_MAX_CONCURRENT_STREAMS`| HTTP/2 streams per connection  | 256 |
+    /// | `MESH_SERVER_MAX_HEADER_LIST_SIZE`  | request header list, bytes     | 65536 |
+    /// | `MESH_SERVER_MAX_BODY_SIZE`         | request body, bytes (not gRPC: see [`crate::server::limits`]) | 16777216 |
+    pub server_limits: ServerLimits,
 }
 
 impl MeshSettings {
@@ -215,6 +232,7 @@ impl MeshSettings {
             })?,
             None => false,
         };
+        let server_limits = server_limits(&get)?;
         if persist_identity && state_dir.is_none() {
             return Err(SettingsError::new(
                 "MESH_PERSIST_IDENTITY",
@@ -238,6 +256,7 @@ impl MeshSettings {
             admin_addr,
             state_dir,
             persist_identity,
+            server_limits,
         })
     }
 
@@ -267,7 +286,14 @@ impl MeshSettings {
             admin_addr: None,
             state_dir: None,
             persist_identity: false,
+            server_limits: ServerLimits::default(),
         }
+    }
+
+    /// Sets the limits of this workload's servers; see [`MeshSettings::server_limits`].
+    pub fn with_server_limits(mut self, limits: ServerLimits) -> Self {
+        self.server_limits = limits;
+        self
     }
 
     /// Sets the service this process serves.
@@ -391,6 +417,56 @@ fn outlier_config(
     Ok(config)
 }
 
+/// The server limits from the `MESH_SERVER_*` variables, defaults for those not set.
+fn server_limits(get: &impl Fn(&str) -> Option<String>) -> Result<ServerLimits, SettingsError> {
+    /// A whole number at least 1 from `var`, if it is set.
+    fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+        get: &impl Fn(&str) -> Option<String>,
+        var: &'static str,
+    ) -> Result<Option<T>, SettingsError> {
+        get(var)
+            .map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .ok()
+                    .filter(|n| *n >= T::from(1))
+                    .ok_or_else(|| {
+                        SettingsError::new(
+                            var,
+                            format!("expected a whole number above 0, got {v:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+    let mut limits = ServerLimits::default();
+    if let Some(n) = number(get, "MESH_SERVER_MAX_CONNECTIONS")? {
+        limits = limits.with_max_connections(n);
+    }
+    if let Some(n) = number(get, "MESH_SERVER_MAX_HANDSHAKES")? {
+        limits = limits.with_max_handshakes(n);
+    }
+    if let Some(n) = number(get, "MESH_SERVER_MAX_HANDSHAKES_PER_IP")? {
+        limits = limits.with_max_handshakes_per_ip(n);
+    }
+    if let Some(s) = number::<u64>(get, "MESH_SERVER_HANDSHAKE_TIMEOUT")? {
+        limits = limits.with_handshake_timeout(Duration::from_secs(s));
+    }
+    if let Some(s) = number::<u64>(get, "MESH_SERVER_HEADER_TIMEOUT")? {
+        limits = limits.with_header_timeout(Duration::from_secs(s));
+    }
+    if let Some(n) = number(get, "MESH_SERVER_MAX_CONCURRENT_STREAMS")? {
+        limits = limits.with_max_concurrent_streams(n);
+    }
+    if let Some(n) = number(get, "MESH_SERVER_MAX_HEADER_LIST_SIZE")? {
+        limits = limits.with_max_header_list_size(n);
+    }
+    if let Some(n) = number(get, "MESH_SERVER_MAX_BODY_SIZE")? {
+        limits = limits.with_max_body_size(n);
+    }
+    Ok(limits)
+}
+
 fn parse_service(s: &str, default_namespace: &str) -> Result<ServiceName, ServiceNameError> {
     if s.contains('.') {
         s.parse::<ServiceName>()
@@ -489,6 +565,34 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_are_read_and_default() {
+        let defaults = MeshSettings::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(defaults.server_limits, ServerLimits::default());
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("MESH_SERVER_MAX_CONNECTIONS", "100"),
+            ("MESH_SERVER_MAX_HANDSHAKES", "20"),
+            ("MESH_SERVER_MAX_HANDSHAKES_PER_IP", " 4 "),
+            ("MESH_SERVER_HANDSHAKE_TIMEOUT", "3"),
+            ("MESH_SERVER_HEADER_TIMEOUT", "5"),
+            ("MESH_SERVER_MAX_CONCURRENT_STREAMS", "64"),
+            ("MESH_SERVER_MAX_HEADER_LIST_SIZE", "16384"),
+            ("MESH_SERVER_MAX_BODY_SIZE", "1048576"),
+        ]);
+        let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        let expected = ServerLimits::default()
+            .with_max_connections(100)
+            .with_max_handshakes(20)
+            .with_max_handshakes_per_ip(4)
+            .with_handshake_timeout(Duration::from_secs(3))
+            .with_header_timeout(Duration::from_secs(5))
+            .with_max_concurrent_streams(64)
+            .with_max_header_list_size(16384)
+            .with_max_body_size(1 << 20);
+        assert_eq!(s.server_limits, expected);
+    }
+
+    #[test]
     fn service_takes_the_pod_namespace() {
         let mut vars = BASE.to_vec();
         vars.push(("MESH_SERVICE", "greeter"));
@@ -540,6 +644,26 @@ mod tests {
                 "MESH_CONNECTIONS_PER_ENDPOINT",
             ),
             ("MESH_PERSIST_IDENTITY", "maybe", "MESH_PERSIST_IDENTITY"),
+            (
+                "MESH_SERVER_MAX_CONNECTIONS",
+                "0",
+                "MESH_SERVER_MAX_CONNECTIONS",
+            ),
+            (
+                "MESH_SERVER_MAX_HANDSHAKES_PER_IP",
+                "many",
+                "MESH_SERVER_MAX_HANDSHAKES_PER_IP",
+            ),
+            (
+                "MESH_SERVER_HEADER_TIMEOUT",
+                "1.5",
+                "MESH_SERVER_HEADER_TIMEOUT",
+            ),
+            (
+                "MESH_SERVER_MAX_BODY_SIZE",
+                "-1",
+                "MESH_SERVER_MAX_BODY_SIZE",
+            ),
         ];
         for (var, value, named) in cases {
             let mut vars: Vec<(&str, &str)> =

@@ -337,9 +337,10 @@ pub fn serve_greeter<G: examples::hello::greeter_server::Greeter>(
 ) -> anyhow::Result<JoinHandle<()>> {
     let incoming = mesh.tonic_incoming(listener)?;
     let service = GreeterServer::new(greeter);
+    let server = mesh.tonic_server();
     Ok(tokio::spawn(async move {
         let _mesh = mesh;
-        let _ = tonic::transport::Server::builder()
+        let _ = server
             .layer(MeshLayer::new())
             .add_service(service)
             .serve_with_incoming(incoming)

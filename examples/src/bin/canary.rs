@@ -141,8 +141,9 @@ async fn main() -> anyhow::Result<()> {
         let replica = GreeterReplica::new(version, mesh.identity().id().to_string());
         let incoming = mesh.tonic_incoming(listener)?;
         servers.push(tokio::spawn(async move {
+            let server = mesh.tonic_server();
             let _mesh = mesh;
-            tonic::transport::Server::builder()
+            server
                 .layer(MeshLayer::new())
                 .add_service(GreeterServer::new(replica))
                 .serve_with_incoming(incoming)

@@ -92,8 +92,9 @@ async fn main() -> anyhow::Result<()> {
         let incoming = mesh.tonic_incoming(listener)?;
         let service = GreeterServer::new(replica.clone());
         servers.push(tokio::spawn(async move {
+            let server = mesh.tonic_server();
             let _mesh = mesh;
-            tonic::transport::Server::builder()
+            server
                 .layer(MeshLayer::new())
                 .add_service(service)
                 .serve_with_incoming(incoming)

@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
         mesh.identity().id()
     );
     let replica = GreeterReplica::new(replica_name, mesh.identity().id().to_string());
-    tonic::transport::Server::builder()
+    // The mesh's server limits (`MESH_SERVER_*`) on tonic's HTTP/2.
+    mesh.tonic_server()
         .layer(MeshLayer::new())
         .add_service(GreeterServer::new(replica))
         .serve_with_incoming_shutdown(mesh.tonic_incoming(listener)?, async {
