@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The transport-specific `connect` helper is not generated: callers bring their own
         // channel (the mesh's mTLS connector), which keeps tonic's transport out of this crate.
         .build_transport(false)
+        // Prost's codec, except that a request the server cannot decode is INVALID_ARGUMENT
+        // (the caller's fault), not INTERNAL: see `proto::codec`.
+        .codec_path("crate::proto::codec::Codec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -8,11 +8,14 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_control::{ConfigSource, ControlOptions};
+use mesh_core::proto::CertifyResponse;
+use mesh_core::proto::control_client::ControlClient;
 use mesh_core::testing::csr;
 use mesh_core::tls::{TrustBundle, Usage, verify_svid};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 use x509_parser::extensions::GeneralName;
 
 fn now_unix() -> i64 {
@@ -289,5 +292,231 @@ async fn a_client_certificate_from_another_ca_is_refused_at_the_handshake() {
             );
         }
     }
+    control.shutdown().await;
+}
+
+/// The public key (uncompressed point) a CSR carries.
+fn csr_key(csr: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr).expect("CSR");
+    req.certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec()
+}
+
+/// Certifies `csr` as greeter and checks the leaf: the usual SVID, for the CSR's key, with
+/// none of the names the CSR asked for.
+async fn assert_certified(client: &mut ControlClient<Channel>, csr: Vec<u8>, what: &str) {
+    let response = certify(client, "greeter-token-0123456789", csr.clone())
+        .await
+        .unwrap_or_else(|status| panic!("{what}: refused: {status:?}"));
+    let leaf = &response.chain_der[0];
+    assert_eq!(
+        sans(leaf),
+        ["URI:spiffe://mesh.local/ns/default/sa/greeter"],
+        "{what}"
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("certificate");
+    assert!(!cert.is_ca(), "{what}");
+    assert_eq!(cert.subject().iter().count(), 0, "{what}");
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        csr_key(&csr).as_slice(),
+        "{what}: the certificate is for the CSR's key"
+    );
+}
+
+/// A fresh CSR from the `openssl` binary: `openssl req` for a new P-256 key with `args`
+/// added. None, with a message, when `openssl` is not installed (the same kinds of CSR are
+/// also tested from files and from rcgen, which never skip).
+fn openssl_req(args: &[&str]) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.pem");
+    let output = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+        .arg(&key)
+        .args(["-subj", "/CN=greeter", "-outform", "DER"])
+        .args(args)
+        .output();
+    match output {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED the live `openssl req` case: no openssl binary on PATH");
+            None
+        }
+        Err(error) => panic!("running openssl: {error}"),
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "openssl req failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Some(output.stdout)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_csr_with_extensions_other_tools_add_is_signed_with_the_cas_own() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut client = connect(&control, None).await;
+
+    // subjectKeyIdentifier, basicConstraints CA:FALSE and a subject, made by rcgen.
+    let (_, like_openssl) = csr_with(csr::like_openssl);
+    assert_certified(&mut client, like_openssl, "rcgen, openssl-like").await;
+    // An unknown extension marked critical is a request like any other: ignored.
+    let (_, unknown) = csr_with(csr::unknown_critical_extension);
+    assert_certified(&mut client, unknown, "unknown critical extension").await;
+    // Made by `openssl req` (kept as a file): SKI, basicConstraints, keyUsage, a DNS SAN.
+    assert_certified(
+        &mut client,
+        csr::OPENSSL_P256_WITH_EXTENSIONS.to_vec(),
+        "openssl file",
+    )
+    .await;
+    // And a fresh one from the openssl binary.
+    if let Some(live) = openssl_req(&[
+        "-sha256",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+        "-addext",
+        "keyUsage=digitalSignature,keyEncipherment",
+    ]) {
+        assert_certified(&mut client, live, "openssl req").await;
+    }
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_p256_csr_signed_with_sha384_is_signed() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut client = connect(&control, None).await;
+    assert_certified(
+        &mut client,
+        csr::OPENSSL_P256_SHA384.to_vec(),
+        "openssl -sha384 file",
+    )
+    .await;
+    if let Some(live) = openssl_req(&["-sha384"]) {
+        assert_certified(&mut client, live, "openssl req -sha384").await;
+    }
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_p256_is_refused_by_name() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut client = connect(&control, None).await;
+    let token = "greeter-token-0123456789";
+    let status = certify(&mut client, token, csr::OPENSSL_RSA_2048.to_vec())
+        .await
+        .expect_err("RSA");
+    assert_code(
+        &status,
+        Code::InvalidArgument,
+        "csr_der: the key must be ECDSA P-256, not RSA-2048",
+    );
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+    let status = certify(&mut client, token, csr::for_key(&key, |_| {}))
+        .await
+        .expect_err("P-384");
+    assert_code(
+        &status,
+        Code::InvalidArgument,
+        "csr_der: the key must be ECDSA P-256, not ECDSA P-384",
+    );
+    control.shutdown().await;
+}
+
+/// `CertifyRequest` with `token` as bytes: what a caller can put on the wire that the
+/// generated client (a `String`) cannot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawCertifyRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    csr_der: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    token: Vec<u8>,
+}
+
+/// `CertifyRequest` with `csr_der` sent as a number: the wrong wire type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MistypedCertifyRequest {
+    #[prost(uint64, tag = "1")]
+    csr_der: u64,
+}
+
+/// Calls Certify with any message.
+async fn certify_raw<M: prost::Message + Send + Sync + 'static>(
+    control: &mesh_control::RunningControl,
+    message: M,
+) -> Result<CertifyResponse, tonic::Status> {
+    let channel = channel_to(
+        control.addr(),
+        control.trust_bundle(),
+        control.identity().clone(),
+        None,
+    )
+    .await
+    .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(message),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/mesh.control.v1.Control/Certify"),
+        tonic_prost::ProstCodec::<M, CertifyResponse>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn an_undecodable_request_is_invalid_argument_naming_the_field() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let (_, csr) = key_and_csr();
+
+    // A token that is not UTF-8 (`string` in the proto) cannot be decoded, let alone be a token.
+    let mut token = b"greeter-token-0123456789".to_vec();
+    token[3] = 0xff;
+    let status = certify_raw(
+        &control,
+        RawCertifyRequest {
+            csr_der: csr.clone(),
+            token,
+        },
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("CertifyRequest.token") && status.message().contains("UTF-8"),
+        "{status:?}"
+    );
+
+    let status = certify_raw(&control, MistypedCertifyRequest { csr_der: 7 })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("CertifyRequest.csr_der"),
+        "{status:?}"
+    );
+
+    // The same bytes with a UTF-8 token are an ordinary request.
+    let response = certify_raw(
+        &control,
+        RawCertifyRequest {
+            csr_der: csr,
+            token: b"greeter-token-0123456789".to_vec(),
+        },
+    )
+    .await
+    .expect("certified");
+    assert_eq!(
+        response.spiffe_id,
+        "spiffe://mesh.local/ns/default/sa/greeter"
+    );
     control.shutdown().await;
 }

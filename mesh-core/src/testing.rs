@@ -441,8 +441,8 @@ pub mod edit {
 /// Certificate signing requests (PKCS#10, DER), as a workload sends them to `Certify`.
 pub mod csr {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose, SanType,
+        BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose, SanType,
     };
 
     /// A fresh P-256 key, the kind the mesh's workloads use.
@@ -482,6 +482,48 @@ pub mod csr {
         csr[last] ^= 0x5a;
         csr
     }
+
+    /// An edit for [`csr_with`] adding the extensions `openssl req` puts in a request with its
+    /// common configurations: subjectKeyIdentifier (the SHA-1 of the key, as OpenSSL computes
+    /// it) and basicConstraints `CA:FALSE`, next to a subject (`CN=greeter`). A CA that only
+    /// uses the key must accept it.
+    pub fn like_openssl(params: &mut CertificateParams) {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "greeter");
+        params.is_ca = IsCa::ExplicitNoCa;
+        // rcgen writes custom extensions into the request; the value is an OCTET STRING of
+        // 20 bytes (the digest's value does not matter to a CA that ignores it).
+        let mut ski = vec![0x04, 20];
+        ski.extend_from_slice(&[0x5a; 20]);
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(&[2, 5, 29, 14], ski));
+    }
+
+    /// An edit for [`csr_with`] requesting an extension nobody knows (OID 1.3.6.1.4.1.99999.1),
+    /// marked critical: the CA ignores requested extensions, known or not.
+    pub fn unknown_critical_extension(params: &mut CertificateParams) {
+        let mut ext = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![5, 0]);
+        ext.set_criticality(true);
+        params.custom_extensions.push(ext);
+    }
+
+    /// A P-256 CSR made by `openssl req` with the extensions its common configurations request
+    /// (`-subj /CN=greeter -sha256 -addext subjectKeyIdentifier=hash -addext
+    /// basicConstraints=CA:FALSE -addext keyUsage=nonRepudiation,digitalSignature,keyEncipherment
+    /// -addext subjectAltName=DNS:greeter.example`), kept as a file so tests never need the
+    /// `openssl` binary. Its key was thrown away: a CA needs only the request.
+    pub const OPENSSL_P256_WITH_EXTENSIONS: &[u8] =
+        include_bytes!("testing/openssl-p256-extensions.csr.der");
+
+    /// A P-256 CSR `openssl req -sha384` signed with ecdsa-with-SHA384 (with a
+    /// subjectKeyIdentifier), which rcgen cannot make: it signs P-256 with SHA-256 only.
+    pub const OPENSSL_P256_SHA384: &[u8] = include_bytes!("testing/openssl-p256-sha384.csr.der");
+
+    /// An RSA-2048 CSR by `openssl req -newkey rsa:2048 -sha256` (ring cannot generate RSA
+    /// keys): a key type the mesh's CA refuses.
+    pub const OPENSSL_RSA_2048: &[u8] = include_bytes!("testing/openssl-rsa2048.csr.der");
 
     /// An edit for [`csr_with`] asking for everything a CA must not grant: CA rights,
     /// keyCertSign, any extended key usage, another workload's SPIFFE ID

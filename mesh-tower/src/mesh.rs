@@ -506,8 +506,13 @@ fn log_identity(svid: &Svid, restored: bool) {
     }
 }
 
+/// How long before the start-up deadline the last attempt at a first certificate starts: time
+/// for a connection, a TLS handshake and the call on a local network.
+const LAST_ATTEMPT: Duration = Duration::from_millis(100);
+
 /// The first certificate, retried with backoff while the control service is unreachable, for
-/// up to `wait`.
+/// up to `wait`: the waits between attempts never pass the deadline, and the last attempt starts
+/// [`LAST_ATTEMPT`] before it.
 async fn first_certificate(
     connector: &ControlConnector,
     trust: &TrustStore,
@@ -540,14 +545,20 @@ async fn first_certificate(
                 });
             }
             Err(source) => {
-                if tokio::time::Instant::now() + backoff.base() > deadline {
+                // The attempt just made was the last one when too little time is left for
+                // another: give up now, having waited (close to) the whole `wait`.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left <= LAST_ATTEMPT {
                     return Err(StartError::Certificate {
                         waited: started.elapsed(),
                         source,
                     });
                 }
                 tracing::info!(error = %source, "control service not reachable yet; retrying");
-                tokio::time::sleep(backoff.next_wait()).await;
+                // A wait that would pass the deadline is cut short: the last attempt starts
+                // `LAST_ATTEMPT` before it, so the start gives up at the timeout, not a backoff
+                // step early.
+                tokio::time::sleep(backoff.next_wait().min(left - LAST_ATTEMPT)).await;
             }
         }
     }

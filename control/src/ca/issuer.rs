@@ -1,10 +1,18 @@
 //! The certificate authority: loads or creates the signing key, and signs workload SVIDs from
 //! CSRs on parameters it builds itself.
 //!
-//! The CSR contributes only its public key (after its signature is checked). Names, CA rights,
-//! key usages and lifetimes it asks for are ignored: every leaf gets exactly one URI SAN (the
-//! SPIFFE ID the caller proved), `CA:FALSE`, digitalSignature, serverAuth + clientAuth, and the
-//! configured lifetime.
+//! The CSR contributes only its public key, after its signature is checked. The CA reads nothing
+//! else from it: its subject, its attributes and every extension it requests (names, CA rights,
+//! key usages, key identifiers, whatever a tool adds by default) are ignored, never parsed into
+//! the certificate. Every leaf gets exactly one URI SAN (the SPIFFE ID the caller proved),
+//! `CA:FALSE`, digitalSignature, serverAuth + clientAuth, and the configured lifetime.
+//!
+//! What it refuses, and why:
+//! - more than [`MAX_CSR_BYTES`], or bytes that are not a DER PKCS#10 request: nothing to read;
+//! - a key that is not ECDSA P-256 (an uncompressed point): the mesh's SVIDs are P-256 end to
+//!   end, and the error names the key type found;
+//! - a signature that is not ECDSA with SHA-256 or SHA-384, or does not verify: the signature
+//!   proves the caller holds the key, and an unverifiable one proves nothing.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,9 +21,9 @@ use std::time::{Duration, SystemTime};
 use mesh_core::tls::{self, TrustBundle, Usage};
 use mesh_core::{SpiffeId, TrustDomain};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    SignatureAlgorithm,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use time::OffsetDateTime;
@@ -126,13 +134,22 @@ pub enum SignError {
     /// The request's self-signature does not verify.
     #[error("the request's signature does not verify")]
     BadSignature,
-    /// The key is not ECDSA P-256.
-    #[error("the key must be ECDSA P-256")]
-    UnsupportedKey,
-    /// The request asks for an extension the CA cannot parse (it would be ignored anyway,
-    /// but a request it cannot read is refused).
-    #[error("requests an extension the CA does not support")]
-    UnsupportedExtension,
+    /// The key is not ECDSA P-256 (an uncompressed point).
+    #[error("the key must be ECDSA P-256, not {found}")]
+    UnsupportedKey {
+        /// The key type the request carries, e.g. `ECDSA P-384`, `RSA-2048`, `Ed25519`.
+        found: String,
+    },
+    /// The request is signed with an algorithm the CA does not verify (it verifies ECDSA with
+    /// SHA-256 or SHA-384).
+    #[error(
+        "the request is signed with {found}; the CA verifies ecdsa-with-SHA256 and \
+         ecdsa-with-SHA384"
+    )]
+    UnsupportedSignature {
+        /// The request's signature algorithm, e.g. `ecdsa-with-SHA512`.
+        found: String,
+    },
     /// The CA failed to sign; not the caller's fault.
     #[error("signing failed: {0}")]
     Internal(String),
@@ -353,8 +370,9 @@ impl Ca {
     /// Signs a certificate for `id` with the public key of `csr_der`, valid for `lifetime`
     /// (capped at the issuer's own expiry).
     ///
-    /// The CSR must be DER, at most [`MAX_CSR_BYTES`], correctly self-signed, for an ECDSA
-    /// P-256 key. Nothing else from it is used.
+    /// The CSR must be DER, at most [`MAX_CSR_BYTES`], for an ECDSA P-256 key, and self-signed
+    /// with ECDSA SHA-256 or SHA-384 (the signature is verified). Nothing else from it is read:
+    /// its subject, attributes and requested extensions, whatever they are, are ignored.
     pub fn sign(
         &self,
         csr_der: &[u8],
@@ -370,27 +388,12 @@ impl Ca {
                 max: MAX_CSR_BYTES,
             });
         }
-        let csr =
-            CertificateSigningRequestParams::from_der(&csr_der.into()).map_err(|e| match e {
-                rcgen::Error::InvalidCertificationRequestSignature => SignError::BadSignature,
-                rcgen::Error::UnsupportedSignatureAlgorithm => SignError::UnsupportedKey,
-                rcgen::Error::UnsupportedExtension => SignError::UnsupportedExtension,
-                _ => SignError::Malformed,
-            })?;
-        // rcgen names the algorithm after the request's signature; the point's size tells
-        // P-256 (65 bytes uncompressed) from another curve signed with SHA-256.
-        let raw = rcgen::PublicKeyData::der_bytes(&csr.public_key);
-        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256
-            || raw.len() != 65
-            || raw[0] != 0x04
-        {
-            return Err(SignError::UnsupportedKey);
-        }
+        let key = csr_public_key(csr_der)?;
         let params = self.leaf_params(id, lifetime)?;
         let not_after = params.not_after;
         // Fresh parameters, never `csr.params`: those are the caller's wishes.
         let cert = params
-            .signed_by(&csr.public_key, &self.issuer)
+            .signed_by(&key, &self.issuer)
             .map_err(|e| SignError::Internal(e.to_string()))?;
         Ok(self.issued(cert.der().clone(), not_after))
     }
@@ -457,6 +460,104 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         Ok(params)
     }
+}
+
+/// The public key of a P-256 CSR: the uncompressed point, the only thing the CA takes from a
+/// request.
+struct CsrKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for CsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key's algorithm as rcgen writes it into the certificate's SubjectPublicKeyInfo:
+    /// id-ecPublicKey on P-256 (the hash is the issuer's business, not the subject key's).
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_RSA: &str = "1.2.840.113549.1.1.1";
+const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+
+/// Parses `csr_der` as a PKCS#10 request, checks its key and its signature, and returns its
+/// public key. Nothing else of the request is looked at: the extensions it requests, whatever
+/// they are, are neither parsed into anything nor refused.
+fn csr_public_key(csr_der: &[u8]) -> Result<CsrKey, SignError> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::prelude::FromDer;
+
+    let (rest, csr) =
+        X509CertificationRequest::from_der(csr_der).map_err(|_| SignError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(SignError::Malformed);
+    }
+    let spki = &csr.certification_request_info.subject_pki;
+    check_csr_key(spki)?;
+    check_csr_signature_algorithm(&csr.signature_algorithm)?;
+    csr.verify_signature()
+        .map_err(|_| SignError::BadSignature)?;
+    Ok(CsrKey(spki.subject_public_key.data.to_vec()))
+}
+
+/// Accepts an ECDSA P-256 key (an uncompressed point); refuses anything else, naming it.
+fn check_csr_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), SignError> {
+    let algorithm = spki.algorithm.algorithm.to_id_string();
+    let found = match algorithm.as_str() {
+        OID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string());
+            match curve.as_deref() {
+                Some(OID_P256) => {
+                    let point = spki.subject_public_key.data.as_ref();
+                    // 0x04, then X and Y of 32 bytes each.
+                    if point.len() == 65 && point.first() == Some(&0x04) {
+                        return Ok(());
+                    }
+                    "a P-256 key that is not an uncompressed point".to_owned()
+                }
+                Some("1.3.132.0.34") => "ECDSA P-384".to_owned(),
+                Some("1.3.132.0.35") => "ECDSA P-521".to_owned(),
+                Some("1.3.132.0.10") => "ECDSA secp256k1".to_owned(),
+                Some(other) => format!("ECDSA on curve {other}"),
+                None => "ECDSA without a named curve".to_owned(),
+            }
+        }
+        OID_RSA => match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA-{}", rsa.key_size()),
+            _ => "RSA".to_owned(),
+        },
+        "1.2.840.113549.1.1.10" => "RSA-PSS".to_owned(),
+        "1.3.101.112" => "Ed25519".to_owned(),
+        "1.3.101.113" => "Ed448".to_owned(),
+        "1.2.840.10040.4.1" => "DSA".to_owned(),
+        other => format!("a key of algorithm {other}"),
+    };
+    Err(SignError::UnsupportedKey { found })
+}
+
+/// Accepts ECDSA with SHA-256 or SHA-384 (what a P-256 key is signed with, and what the CA
+/// can verify); refuses anything else, naming it.
+fn check_csr_signature_algorithm(
+    algorithm: &x509_parser::x509::AlgorithmIdentifier<'_>,
+) -> Result<(), SignError> {
+    let oid = algorithm.algorithm.to_id_string();
+    let found = match oid.as_str() {
+        OID_ECDSA_SHA256 | OID_ECDSA_SHA384 => return Ok(()),
+        "1.2.840.10045.4.1" => "ecdsa-with-SHA1".to_owned(),
+        "1.2.840.10045.4.3.1" => "ecdsa-with-SHA224".to_owned(),
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512".to_owned(),
+        other => format!("algorithm {other}"),
+    };
+    Err(SignError::UnsupportedSignature { found })
 }
 
 /// Now, truncated to whole seconds (X.509 validity has no fractions), so `not_after` is

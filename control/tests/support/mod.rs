@@ -71,6 +71,18 @@ pub async fn connect_to(
     expected: SpiffeId,
     cert: Option<&TestCert>,
 ) -> Result<ControlClient<Channel>, tonic::transport::Error> {
+    channel_to(addr, bundle, expected, cert)
+        .await
+        .map(ControlClient::new)
+}
+
+/// The channel of [`connect_to`], for tests that send what the generated client cannot.
+pub async fn channel_to(
+    addr: SocketAddr,
+    bundle: TrustBundle,
+    expected: SpiffeId,
+    cert: Option<&TestCert>,
+) -> Result<Channel, tonic::transport::Error> {
     let connector = TlsConnector::from(client_tls(bundle, &expected, cert.cloned()));
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -87,7 +99,7 @@ pub async fn connect_to(
             }
         }))
         .await?;
-    Ok(ControlClient::new(channel))
+    Ok(channel)
 }
 
 pub async fn connect(control: &RunningControl, cert: Option<&TestCert>) -> ControlClient<Channel> {

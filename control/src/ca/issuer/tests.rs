@@ -190,11 +190,16 @@ fn refuses_bad_csrs() {
     truncated.truncate(truncated.len() - 10);
     assert_eq!(sign(&truncated).expect_err("refused"), SignError::Malformed);
 
-    for alg in [&PKCS_ECDSA_P384_SHA384, &PKCS_ED25519] {
+    for (alg, found) in [
+        (&PKCS_ECDSA_P384_SHA384, "ECDSA P-384"),
+        (&PKCS_ED25519, "Ed25519"),
+    ] {
         let key = KeyPair::generate_for(alg).expect("key");
         assert_eq!(
             sign(&csr_with(&key, |_| {})).expect_err("refused"),
-            SignError::UnsupportedKey,
+            SignError::UnsupportedKey {
+                found: found.into()
+            },
             "{alg:?}"
         );
     }
@@ -443,4 +448,186 @@ fn files_ca_errors_name_the_file() {
     fs::write(&leaf_key_path, leaf_key.serialize_pem()).expect("write");
     let err = load(&files.root, &leaf_path, &leaf_key_path);
     assert!(err.contains("not a CA certificate"), "{err}");
+}
+
+/// The DER of ecdsa-with-SHA256 and another signature algorithm OID of the same length.
+const ECDSA_SHA256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+
+/// `csr` with its signature algorithm identifier (ecdsa-with-SHA256) replaced by `oid`.
+fn with_signature_oid(mut csr: Vec<u8>, oid: [u8; 10]) -> Vec<u8> {
+    let at = csr
+        .windows(ECDSA_SHA256_OID.len())
+        .position(|w| w == ECDSA_SHA256_OID)
+        .expect("a SHA-256 signed CSR");
+    csr[at..at + oid.len()].copy_from_slice(&oid);
+    csr
+}
+
+/// The public key (uncompressed point) a CSR carries.
+fn csr_key(csr: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr).expect("CSR");
+    req.certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec()
+}
+
+/// The raw value of the subjectKeyIdentifier a CSR requests, if any.
+fn requested_ski(csr: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr).expect("CSR");
+    req.certification_request_info
+        .iter_attributes()
+        .find_map(|attr| match attr.parsed_attribute() {
+            x509_parser::cri_attributes::ParsedCriAttribute::ExtensionRequest(r) => r
+                .extensions
+                .iter()
+                .find(|e| e.oid.to_id_string() == "2.5.29.14")
+                .map(|e| e.value.to_vec()),
+            _ => None,
+        })
+}
+
+/// Signs `csr` and checks the leaf is the usual SVID, for the CSR's key.
+fn assert_signs_an_svid(ca: &Ca, csr: &[u8]) {
+    let issued = ca
+        .sign(csr, &id("greeter"), DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    let cert = parse(&issued.chain_der[0]);
+    assert_eq!(
+        uris(&cert),
+        ["URI:spiffe://mesh.local/ns/default/sa/greeter"]
+    );
+    assert_eq!(cert.subject().iter().count(), 0);
+    assert!(!cert.is_ca());
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        csr_key(csr).as_slice()
+    );
+    // The CA's own extensions and no others; the key identifier is the CA's, not one the
+    // request carried.
+    let mut oids: Vec<String> = cert
+        .extensions()
+        .iter()
+        .map(|e| e.oid.to_id_string())
+        .collect();
+    oids.sort();
+    assert_eq!(
+        oids,
+        [
+            "2.5.29.14", // subjectKeyIdentifier
+            "2.5.29.15", // keyUsage
+            "2.5.29.17", // subjectAltName
+            "2.5.29.19", // basicConstraints
+            "2.5.29.35", // authorityKeyIdentifier
+            "2.5.29.37", // extKeyUsage
+        ]
+    );
+    if let Some(requested) = requested_ski(csr) {
+        let ski = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "2.5.29.14")
+            .map(|e| e.value.to_vec());
+        assert_ne!(
+            ski,
+            Some(requested),
+            "the request's key identifier was copied"
+        );
+    }
+    verify_svid(
+        &ca.trust_bundle(),
+        &issued.chain_der[0],
+        &[],
+        UnixTime::now(),
+        Usage::Client,
+    )
+    .expect("verifies");
+}
+
+#[test]
+fn ignores_extensions_it_does_not_use() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    // What `openssl req` requests with common configurations, made by rcgen...
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    assert_signs_an_svid(&ca, &csr_with(&key, mesh_core::testing::csr::like_openssl));
+    // ... and by openssl itself (subjectKeyIdentifier, basicConstraints, keyUsage, a DNS SAN).
+    assert_signs_an_svid(&ca, mesh_core::testing::csr::OPENSSL_P256_WITH_EXTENSIONS);
+    // An extension nobody knows, even marked critical: requested, not granted.
+    assert_signs_an_svid(
+        &ca,
+        &csr_with(&key, mesh_core::testing::csr::unknown_critical_extension),
+    );
+}
+
+#[test]
+fn accepts_p256_whatever_ecdsa_hash_signed_the_request() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    assert_signs_an_svid(&ca, &csr());
+    assert_signs_an_svid(&ca, mesh_core::testing::csr::OPENSSL_P256_SHA384);
+
+    // Claiming SHA-384 on a SHA-256 signature: the signature no longer verifies.
+    let sha384_oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+    assert_eq!(
+        ca.sign(
+            &with_signature_oid(csr(), sha384_oid),
+            &id("greeter"),
+            DEFAULT_CERT_LIFETIME
+        )
+        .expect_err("refused"),
+        SignError::BadSignature
+    );
+    // A SHA-384 request whose signature was tampered with.
+    let mut corrupted = mesh_core::testing::csr::OPENSSL_P256_SHA384.to_vec();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0x01;
+    assert_eq!(
+        ca.sign(&corrupted, &id("greeter"), DEFAULT_CERT_LIFETIME)
+            .expect_err("refused"),
+        SignError::BadSignature
+    );
+}
+
+#[test]
+fn refusals_name_the_key_or_signature_found() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let sign = |der: &[u8]| ca.sign(der, &id("greeter"), DEFAULT_CERT_LIFETIME);
+
+    let err = sign(mesh_core::testing::csr::OPENSSL_RSA_2048).expect_err("RSA");
+    assert_eq!(
+        err,
+        SignError::UnsupportedKey {
+            found: "RSA-2048".into()
+        }
+    );
+    assert_eq!(err.to_string(), "the key must be ECDSA P-256, not RSA-2048");
+
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).expect("key");
+    assert_eq!(
+        sign(&csr_with(&key, |_| {}))
+            .expect_err("P-384")
+            .to_string(),
+        "the key must be ECDSA P-256, not ECDSA P-384"
+    );
+
+    // A P-256 key under a hash the CA does not verify (ecdsa-with-SHA512).
+    let sha512_oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+    let err = sign(&with_signature_oid(csr(), sha512_oid)).expect_err("SHA-512");
+    assert_eq!(
+        err,
+        SignError::UnsupportedSignature {
+            found: "ecdsa-with-SHA512".into()
+        }
+    );
+    assert!(err.to_string().contains("ecdsa-with-SHA256"), "{err}");
+    assert!(err.is_caller_error());
+
+    // Trailing bytes after the request: not a DER request.
+    let mut trailing = csr();
+    trailing.push(0);
+    assert_eq!(sign(&trailing).expect_err("trailing"), SignError::Malformed);
 }
