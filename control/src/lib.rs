@@ -49,7 +49,8 @@
 //!
 //! # Tasks
 //!
-//! One task accepts TCP connections and spawns a task per TLS handshake; one task per
+//! One task accepts TCP connections, within [`ConnectionLimits`], and spawns a task per TLS
+//! handshake; one task per
 //! established connection serves it with every stream on it, Watch streams and Certify calls
 //! (see `serve/conn.rs` for why not a task per stream); one task polls the control file; one
 //! re-issues the service's own certificate at about 70 % of its lifetime; one serves the admin
@@ -86,6 +87,10 @@ pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapToken
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
 pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError};
 pub use running::RunningControl;
+pub use serve::limits::{
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_IP,
+};
 pub use serve::tls::{PeerInfo, ServerCertError};
 pub use source::ConfigSource;
 pub use source::file::{self, ControlConfig, LoadError, ParseError};

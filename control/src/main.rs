@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mesh_control::{CaSource, ConfigSource, ControlOptions, DEFAULT_NAMESPACE};
+use mesh_control::{CaSource, ConfigSource, ConnectionLimits, ControlOptions, DEFAULT_NAMESPACE};
 use mesh_core::TrustDomain;
 use tracing_subscriber::EnvFilter;
 
@@ -83,6 +83,24 @@ struct Args {
     /// How often the control file is read for edits (an edit applies once two reads agree).
     #[arg(long, env = "MESH_CONTROL_POLL_INTERVAL", default_value = "200ms", value_parser = parse_poll_interval)]
     poll_interval: Duration,
+
+    /// Connections held at once, TLS handshakes included; one over it is closed at once.
+    /// Each takes a file descriptor: the open-file limit is raised to its hard limit at start.
+    #[arg(long, env = "MESH_CONTROL_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_positive)]
+    max_connections: usize,
+
+    /// TLS handshakes in progress at once; when full, the oldest is abandoned for a new one.
+    #[arg(long, env = "MESH_CONTROL_MAX_HANDSHAKES", default_value = "256", value_parser = parse_positive)]
+    max_handshakes: usize,
+
+    /// TLS handshakes in progress at once from one source address (IPv6: one /64); a new
+    /// connection from a source at its share is closed at once.
+    #[arg(long, env = "MESH_CONTROL_MAX_HANDSHAKES_PER_IP", default_value = "32", value_parser = parse_positive)]
+    max_handshakes_per_ip: usize,
+
+    /// How long a TLS handshake may take, e.g. `10s`.
+    #[arg(long, env = "MESH_CONTROL_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
 }
 
 #[tokio::main]
@@ -93,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    raise_open_file_limit(args.max_connections);
 
     let ca = match (args.ca_root_cert, args.ca_issuer_key) {
         (Some(root_cert), Some(issuer_key)) => CaSource::Files {
@@ -117,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
     options.namespace = args.namespace;
     options.cert_lifetime = args.cert_lifetime;
     options.file_poll_interval = args.poll_interval;
+    options.connection_limits = ConnectionLimits {
+        max_connections: args.max_connections,
+        max_handshakes: args.max_handshakes,
+        max_handshakes_per_ip: args.max_handshakes_per_ip,
+        handshake_timeout: args.handshake_timeout,
+    };
 
     let control = mesh_control::start(options)
         .await
@@ -156,6 +181,70 @@ async fn config_source(
     }
     #[cfg(not(feature = "kubernetes"))]
     anyhow::bail!("--kubernetes: this build of mesh-control has no `kubernetes` feature")
+}
+
+/// File descriptors the process needs besides its connections: the listeners, the control
+/// file, the CA files, the runtime's own, logs.
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one and logs what it did. Every connection
+/// takes a file descriptor, and a common default soft limit (1,024) is far below the default
+/// `--max-connections`; past it, accepts fail and fresh clients wait.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let show = |limit: Option<u64>| limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    let now = if before.current == before.maximum {
+        tracing::info!(
+            limit = show(before.current),
+            "open-file limit already at its hard limit"
+        );
+        before.current
+    } else {
+        let raised = Rlimit {
+            current: before.maximum,
+            maximum: before.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(
+                    from = show(before.current),
+                    to = show(before.maximum),
+                    "raised the open-file limit to its hard limit"
+                );
+                before.maximum
+            }
+            Err(error) => {
+                tracing::warn!(
+                    limit = show(before.current),
+                    hard = show(before.maximum),
+                    %error,
+                    "could not raise the open-file limit"
+                );
+                before.current
+            }
+        }
+    };
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(SPARE_FILES);
+    if let Some(limit) = now.filter(|limit| *limit < wanted) {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below --max-connections (plus {SPARE_FILES} spare): \
+             connections past it fail at accept; lower --max-connections or raise the hard limit"
+        );
+    }
+}
+
+/// A count of at least 1.
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err(format!("{text:?}: must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -256,6 +345,16 @@ mod tests {
         assert_eq!(args.trust_domain.as_str(), "mesh.local");
         assert_eq!(args.namespace, "mesh-system");
         assert_eq!(args.cert_lifetime, Duration::from_secs(86_400));
+        // The flags' defaults are the library's.
+        assert_eq!(
+            ConnectionLimits {
+                max_connections: args.max_connections,
+                max_handshakes: args.max_handshakes,
+                max_handshakes_per_ip: args.max_handshakes_per_ip,
+                handshake_timeout: args.handshake_timeout,
+            },
+            ConnectionLimits::default()
+        );
         let args = Args::try_parse_from(["mesh-control", "--kubernetes"]).expect("parses");
         assert!(args.kubernetes && args.config.is_none());
         assert_eq!(args.token_audience, "mesh-control");
@@ -281,8 +380,18 @@ mod tests {
             "k.pem",
             "--cert-lifetime",
             "1h",
+            "--max-connections",
+            "500",
+            "--max-handshakes-per-ip",
+            "4",
         ])
         .expect("parses");
+        assert_eq!((args.max_connections, args.max_handshakes_per_ip), (500, 4));
+        assert!(
+            Args::try_parse_from(["mesh-control", "--config", "c", "--max-handshakes", "0"])
+                .is_err(),
+            "zero lets nothing through"
+        );
         assert_eq!(args.ca_root_cert, Some(PathBuf::from("r.pem")));
         assert_eq!(args.cert_lifetime, Duration::from_secs(3600));
         assert!(

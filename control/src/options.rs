@@ -8,6 +8,7 @@ use std::time::Duration;
 use mesh_core::TrustDomain;
 
 use crate::ca::{self, CaError, CaSource};
+use crate::serve::limits::ConnectionLimits;
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
 use crate::source::file::{self, LoadError, ParseError};
@@ -47,6 +48,9 @@ pub struct ControlOptions {
     /// How often a control file is read for edits (default 200 ms); an edit applies once two
     /// reads agree, so within two intervals.
     pub file_poll_interval: Duration,
+    /// Bounds on the gRPC port's connections and TLS handshakes in progress (defaults: 10,000
+    /// connections, 256 handshakes, 32 per source address, 10 s per handshake).
+    pub connection_limits: ConnectionLimits,
 }
 
 /// Why the control service did not start.
@@ -55,6 +59,9 @@ pub enum StartError {
     /// `cert_lifetime` is below one second.
     #[error("cert_lifetime: must be at least 1s")]
     CertLifetime,
+    /// A bound in `connection_limits` lets nothing through (the message names the field).
+    #[error("connection_limits.{0}")]
+    ConnectionLimits(String),
     /// `namespace` cannot form the service's SPIFFE ID.
     #[error("namespace {namespace:?}: {reason}")]
     Namespace {
@@ -126,6 +133,7 @@ impl ControlOptions {
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
             wire_transform: skew::WireTransform::default(),
             file_poll_interval: file::POLL_INTERVAL,
+            connection_limits: ConnectionLimits::default(),
         }
     }
 }

@@ -4,12 +4,14 @@
 //! - `tls`: the control service's own certificate (re-issued before it expires), the rustls
 //!   config, the accept loop with handshakes off the accept path, and the peer identity each
 //!   connection carries;
+//! - `limits`: bounds on connections and TLS handshakes in progress, and their bookkeeping;
 //! - `conn`: serves each HTTP/2 connection in one task that also polls its streams;
 //! - `routes`: routes the calls, serving `Watch` with small codec buffers;
 //! - `service`: the `Control` service, which hands each call to
 //!   [`crate::ca::certify`] or [`crate::watch::stream`].
 
 pub(crate) mod conn;
+pub(crate) mod limits;
 pub(crate) mod routes;
 pub(crate) mod service;
 pub(crate) mod tls;

@@ -21,6 +21,7 @@ use crate::ca::{self, Ca, CaHandle, CaSource, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
 use crate::running::RunningControl;
 use crate::serve::conn;
+use crate::serve::limits::ConnectionLimits;
 use crate::serve::routes::ControlRoutes;
 use crate::serve::service::ControlService;
 use crate::serve::tls::{self, SvidResolver};
@@ -54,10 +55,14 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         cert_lifetime,
         wire_transform,
         file_poll_interval,
+        connection_limits,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
     }
+    connection_limits
+        .check()
+        .map_err(StartError::ConnectionLimits)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
     let ca = build_ca(&ca_source, &trust_domain, trust_bundle_out.as_deref())?;
@@ -70,6 +75,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     let (server, mut tasks) = spawn_server(
         listeners.grpc,
         own.acceptor,
+        connection_limits,
         control_service(
             Certifier::new(authn, ca.clone(), cert_lifetime),
             &shared,
@@ -339,10 +345,11 @@ fn control_service(
 fn spawn_server(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
     service: ControlService,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
-    let (accept, incoming) = tls::spawn_accept_loop(listener, acceptor);
+    let (accept, incoming) = tls::spawn_accept_loop(listener, acceptor, limits);
     let server = tokio::spawn(conn::serve(
         ControlRoutes::new(service, MAX_MESSAGE_BYTES),
         incoming,

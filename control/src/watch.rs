@@ -5,10 +5,12 @@
 //!   task;
 //! - `projection`: the snapshot a subscription gets at one version, computed once however many
 //!   subscribers share the subscription;
+//! - `own_service`: who may name a service as its own (only its replicas);
 //! - `registry`: every live subscriber and the versions it was sent, acked and rejected;
 //! - `propagation`: how long a version takes to reach the subscribers it changed;
 //! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests).
 
+pub(crate) mod own_service;
 pub(crate) mod projection;
 pub(crate) mod propagation;
 pub(crate) mod registry;

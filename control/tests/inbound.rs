@@ -25,6 +25,9 @@ const QUIET: Duration = Duration::from_millis(1200);
 
 /// A control file where `greeter` takes gRPC calls to `helloworld.Greeter` from the namespace
 /// `allowed`, with `default` as its default policy; `extra` is appended to `policies`.
+///
+/// The identity `default/greeter` also serves `other` and `new` (with no settings of its
+/// own), so that one subscriber may name each as its own: only a service's replicas may.
 fn policy_yaml(allowed: &str, default: &str, extra: &str) -> String {
     format!(
         "\
@@ -43,6 +46,13 @@ services:
     endpoints:
       - address: 127.0.0.1:9999
         identity: spiffe://mesh.local/ns/default/sa/other
+      - address: 127.0.0.1:9998
+        identity: spiffe://mesh.local/ns/default/sa/greeter
+  - name: new
+    namespace: default
+    endpoints:
+      - address: 127.0.0.1:9996
+        identity: spiffe://mesh.local/ns/default/sa/greeter
 bootstrapTokens:
   - token: greeter-token-0123456789
     namespace: default
@@ -111,7 +121,7 @@ async fn start_file(path: &Path) -> RunningControl {
 #[tokio::test]
 async fn subscriber_gets_the_inbound_policy_of_its_own_service() {
     let control = start_inline(&policy_yaml("shop", "deny", OTHER_POLICY)).await;
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let cert = obtain_cert(&control, "greeter-token-0123456789").await;
     let mut client = connect(&control, Some(&cert)).await;
 
     let mut watch = open_watch(
@@ -140,7 +150,7 @@ async fn subscriber_gets_the_inbound_policy_of_its_own_service() {
         .expect("watch opens");
     assert_eq!(model(client_only.next().await).inbound, None);
 
-    // A service the config does not list gets strict mTLS and the mesh-wide default.
+    // A service with no settings of its own gets strict mTLS and the mesh-wide default.
     let mut unlisted = open_watch(&mut client, subscribe_as("pod-c", Some("new"), &[]))
         .await
         .expect("watch opens");
@@ -172,7 +182,7 @@ async fn policy_edits_reach_the_service_and_bad_edits_do_not() {
     let path = dir.path().join("control.yaml");
     std::fs::write(&path, policy_yaml("shop", "deny", "")).expect("write");
     let control = start_file(&path).await;
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let cert = obtain_cert(&control, "greeter-token-0123456789").await;
     let mut client = connect(&control, Some(&cert)).await;
 
     let mut server = open_watch(&mut client, subscribe_as("greeter-0", Some("greeter"), &[]))
@@ -251,5 +261,58 @@ async fn policy_edits_reach_the_service_and_bad_edits_do_not() {
     assert_eq!(inbound.default_policy, DefaultPolicy::Audit);
     // An ALLOW policy targets the call, so the default does not apply: still denied.
     assert_eq!(greet_from(&inbound, "shop"), Verdict::Deny);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn naming_another_services_name_as_ones_own_is_refused() {
+    let control = start_inline(&policy_yaml("shop", "deny", OTHER_POLICY)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let client_id = "spiffe://mesh.local/ns/default/sa/client";
+
+    // `default/client` serves neither greeter nor a service the config lacks: refused with
+    // PERMISSION_DENIED naming the service and the identity, and never listed as serving it.
+    for (own, service) in [
+        ("greeter", "greeter.default"),
+        ("unlisted", "unlisted.default"),
+    ] {
+        let status = watch_error(&mut client, subscribe_as("pod-x", Some(own), &["other"])).await;
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(service) && status.message().contains(client_id),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(control.subscribers().is_empty());
+
+    // As a client only it is served, and a later `subscribe` that claims greeter ends it.
+    let mut watch = open_watch(&mut client, subscribe_as("pod-x", None, &["greeter"]))
+        .await
+        .expect("watch opens");
+    assert_eq!(model(watch.next().await).inbound, None);
+    watch
+        .send(subscribe_as("pod-x", Some("greeter"), &["greeter"]))
+        .await;
+    let status = watch.end_status().await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // greeter's own replica gets greeter's policy.
+    let cert = obtain_cert(&control, "greeter-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe_as("greeter-0", Some("greeter"), &[]))
+        .await
+        .expect("watch opens");
+    let inbound = model(watch.next().await).inbound.expect("inbound policy");
+    assert_eq!(inbound.service.to_string(), "greeter.default");
+    assert_eventually(WAIT, "listed as serving greeter", || {
+        control.subscribers().iter().any(|s| {
+            s.node == "greeter-0"
+                && s.own_service.as_ref().map(ToString::to_string).as_deref()
+                    == Some("greeter.default")
+        })
+    })
+    .await;
     control.shutdown().await;
 }

@@ -33,7 +33,9 @@ fn client_review() -> Review {
     }
 }
 
-/// A cluster with `greeter` (one ready pod on port 5001) and a token for `default/client`.
+/// A cluster with `greeter` (one ready pod on port 5001), `client` (one pod running as
+/// `default/client`, which is what lets a subscriber with that identity name `client` as its
+/// own service) and a token for `default/client`.
 async fn cluster() -> FakeApi {
     let api = FakeApi::start().await;
     api.apply(SERVICES, service("default", "greeter"));
@@ -46,6 +48,18 @@ async fn cluster() -> FakeApi {
             "greeter",
             5001,
             &[("10.0.0.1", "greeter-1")],
+        ),
+    );
+    api.apply(SERVICES, service("default", "client"));
+    api.apply(PODS, pod("default", "client-1", "client"));
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "client-abc",
+            "client",
+            8080,
+            &[("10.0.0.9", "client-1")],
         ),
     );
     api.review(CLIENT_TOKEN, client_review());
@@ -423,5 +437,40 @@ async fn the_trust_bundle_is_published_in_a_config_map_where_pods_can_mount_it()
             "the roots in {namespace}"
         );
     }
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_a_pod_of_a_service_may_name_it_as_its_own() {
+    let api = cluster().await;
+    let control = start(&api).await;
+    let cert = obtain_cert(&control, CLIENT_TOKEN).await;
+    let mut client = connect(&control, Some(&cert)).await;
+
+    // `default/client` runs no pod of greeter: refused, naming both.
+    let mut as_greeter = subscribe("pod-a", &["greeter"]);
+    if let Some(proto::watch_request::Kind::Subscribe(s)) = &mut as_greeter.kind {
+        s.own_service = Some(service_ref("default", "greeter"));
+    }
+    let status = watch_error(&mut client, as_greeter).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("greeter.default")
+            && status
+                .message()
+                .contains("spiffe://mesh.local/ns/default/sa/client"),
+        "{}",
+        status.message()
+    );
+
+    // It runs the pod behind `client`: served.
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
+        .await
+        .expect("watch opens");
+    let snapshot = model(watch.next().await);
+    assert_eq!(
+        snapshot.inbound.map(|i| i.service.to_string()).as_deref(),
+        Some("client.default")
+    );
     control.shutdown().await;
 }

@@ -16,15 +16,13 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::limits::{Admission, ConnectionLimits, Handshakes};
 use crate::ca::{Ca, SignError};
-
-/// A TLS handshake that takes longer than this is abandoned.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The own certificate is re-issued at this fraction of its lifetime.
 const RENEW_AT: f64 = 0.7;
@@ -48,6 +46,8 @@ pub struct PeerInfo {
 pub(crate) struct TlsConn {
     inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Its connection slot ([`ConnectionLimits::max_connections`]), freed when it is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Why the own certificate could not be issued.
@@ -205,19 +205,24 @@ pub(crate) fn tls_config(
     Ok(config)
 }
 
-/// Accepts TCP connections on `listener` and completes TLS handshakes in their own tasks
-/// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client never holds up the next accept.
+/// Accepts TCP connections on `listener` and completes TLS handshakes in their own tasks, so
+/// a slow client never holds up the next accept, within `limits` (see [`super::limits`]):
+/// a connection over `max_connections`, or from a source with its share of handshakes in
+/// progress, is closed as soon as it is accepted; a full handshake budget abandons its oldest
+/// handshake; a handshake over `handshake_timeout` is abandoned.
 /// Established connections come out of the returned receiver, for
 /// [`crate::serve::conn::serve`]. Aborting the returned task aborts pending handshakes too.
 pub(crate) fn spawn_accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
 ) -> (JoinHandle<()>, mpsc::Receiver<Result<TlsConn, io::Error>>) {
     let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let task = tokio::spawn(async move {
-        let mut handshakes = JoinSet::new();
+        let mut handshakes = Handshakes::new(limits);
         loop {
-            while handshakes.try_join_next().is_some() {}
+            handshakes.reap();
             let (tcp, remote_addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -230,48 +235,74 @@ pub(crate) fn spawn_accept_loop(
                 },
                 () = tx.closed() => return,
             };
+            // Accepted and dropped at once rather than left in the listen queue: the client
+            // learns right away, and the queue stays free for the next one.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                handshakes.refused_at_capacity(remote_addr.ip());
+                continue;
+            };
+            if handshakes.admit(remote_addr.ip()) == Admission::SourceFull {
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            handshakes.spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(peer = %remote_addr, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %remote_addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| match spiffe_id_of(leaf) {
-                        Ok(id) => Some(id),
-                        Err(error) => {
-                            // The verifier accepted it, so this should not happen; without
-                            // an identity the connection can still call Certify.
-                            tracing::warn!(peer = %remote_addr, %error, "no SPIFFE ID in a verified client certificate");
-                            None
-                        }
-                    });
-                let conn = TlsConn {
-                    inner: tls,
-                    info: PeerInfo {
-                        remote_addr,
-                        identity,
-                    },
-                };
-                let _ = tx.send(Ok(conn)).await;
-            });
+            let handshake = handshake(
+                acceptor.clone(),
+                tcp,
+                remote_addr,
+                slot,
+                limits.handshake_timeout,
+                tx.clone(),
+            );
+            handshakes.spawn(remote_addr.ip(), handshake);
         }
     });
     (task, rx)
+}
+
+/// Completes one TLS handshake (within `timeout`) and hands the connection, holding `slot`,
+/// to `tx`.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    timeout: Duration,
+    tx: mpsc::Sender<Result<TlsConn, io::Error>>,
+) {
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(peer = %remote_addr, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %remote_addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| match spiffe_id_of(leaf) {
+            Ok(id) => Some(id),
+            Err(error) => {
+                // The verifier accepted it, so this should not happen; without
+                // an identity the connection can still call Certify.
+                tracing::warn!(peer = %remote_addr, %error, "no SPIFFE ID in a verified client certificate");
+                None
+            }
+        });
+    let conn = TlsConn {
+        inner: tls,
+        info: PeerInfo {
+            remote_addr,
+            identity,
+        },
+        _slot: slot,
+    };
+    let _ = tx.send(Ok(conn)).await;
 }
 
 #[cfg(test)]

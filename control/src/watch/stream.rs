@@ -26,6 +26,7 @@ use mesh_core::snapshot::{DestinationKey, ServiceName};
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::own_service;
 use super::projection::{Projected, ProjectionCache, ProjectionKey};
 use super::registry::{Registration, Registry, SubscriberStatus};
 use super::skew::WireTransform;
@@ -196,7 +197,7 @@ where
                     Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
                         // A later `subscribe` replaces the destinations (a client that starts
                         // a new channel), and the subscriber gets a snapshot of the new set.
-                        match validate(update, self.peer.identity.namespace()) {
+                        match checked(update, &self.peer, &self.state) {
                             Ok(update) => {
                                 tracing::debug!(
                                     id = subscribed.registration.id(),
@@ -251,7 +252,7 @@ where
             }
             Ok(Some(Ok(WatchRequest {
                 kind: Some(Kind::Subscribe(subscribe)),
-            }))) => validate(subscribe, self.peer.identity.namespace()),
+            }))) => checked(subscribe, &self.peer, &self.state),
             Ok(Some(Ok(_))) => Err(Status::invalid_argument(
                 "the first message must be `subscribe`",
             )),
@@ -400,6 +401,20 @@ fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: p
 /// Resolves when the control service shuts down (or was dropped without a shutdown).
 async fn shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Checks a `subscribe` message from `peer`: its fields ([`validate`]), then that the peer
+/// serves the service it names as its own ([`own_service::check`]) in the config in force.
+fn checked(
+    subscribe: proto::Subscribe,
+    peer: &Peer,
+    state: &watch::Receiver<Arc<State>>,
+) -> Result<Subscription, Status> {
+    let subscription = validate(subscribe, peer.identity.namespace())?;
+    if let Some(own) = &subscription.key.own_service {
+        own_service::check(&state.borrow().config, own, &peer.identity)?;
+    }
+    Ok(subscription)
 }
 
 /// Checks a `subscribe` message from a subscriber in namespace `consumer`; errors name the field

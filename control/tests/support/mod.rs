@@ -31,8 +31,9 @@ pub use mesh_core::testing::{TestCert, assert_eventually, client_tls, spiffe_id,
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(3);
 
-/// A control file with `greeter` (one endpoint on `port`) and tokens for `greeter` and
-/// `client`.
+/// A control file with `greeter` (one endpoint on `port`), `other`, and `client` (which
+/// [`subscribe`] names as the subscriber's own service: a subscriber may name only a service
+/// its identity serves), and tokens for `greeter` and `client`.
 pub fn config_yaml(port: u16) -> String {
     format!(
         "\
@@ -47,6 +48,11 @@ services:
     endpoints:
       - address: 127.0.0.1:9999
         identity: spiffe://mesh.local/ns/default/sa/other
+  - name: client
+    namespace: default
+    endpoints:
+      - address: 127.0.0.1:9997
+        identity: spiffe://mesh.local/ns/default/sa/client
 bootstrapTokens:
   - token: greeter-token-0123456789
     namespace: default

@@ -36,7 +36,7 @@ use crate::snapshot::{
     Backend, BackendRef, Destination, DestinationKey, Endpoint, Route, RouteFilter, RouteRule,
     ServiceName,
 };
-use crate::spiffe::TrustDomain;
+use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// A config that passed validation, indexed by service, ready to project destinations from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -587,6 +587,19 @@ impl ValidConfig {
     /// Every service, in name order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.keys()
+    }
+
+    /// Whether one of `service`'s endpoints, on any of its ports, runs as `identity`: what
+    /// makes a workload one of the service's replicas. False for a service the config does
+    /// not have.
+    pub fn is_served_by(&self, service: &ServiceName, identity: &SpiffeId) -> bool {
+        self.services.get(service).is_some_and(|valid| {
+            valid
+                .endpoints
+                .iter()
+                .chain(valid.ports.iter().flat_map(|(_, endpoints)| endpoints))
+                .any(|endpoint| endpoint.identity == *identity)
+        })
     }
 }
 
