@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use mesh_core::TrustDomain;
 
+use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
 use crate::source::file::{self, LoadError, ParseError};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes;
+use crate::watch::limits::WatchLimits;
 use crate::watch::skew;
 
 /// The namespace of the control service's own identity unless told otherwise.
@@ -47,6 +49,12 @@ pub struct ControlOptions {
     /// How often a control file is read for edits (default 200 ms); an edit applies once two
     /// reads agree, so within two intervals.
     pub file_poll_interval: Duration,
+    /// How many certificates `Certify` issues per identity (default: 128 at once, then one a
+    /// second; see [`CertifyRateLimit`]).
+    pub certify_rate: CertifyRateLimit,
+    /// How many Watch streams and destinations one identity may hold (default: 1,024 streams,
+    /// 1,024 destinations a stream, 65,536 in all; see [`WatchLimits`]).
+    pub watch_limits: WatchLimits,
 }
 
 /// Why the control service did not start.
@@ -126,6 +134,8 @@ impl ControlOptions {
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
             wire_transform: skew::WireTransform::default(),
             file_poll_interval: file::POLL_INTERVAL,
+            certify_rate: CertifyRateLimit::default(),
+            watch_limits: WatchLimits::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::source::file::{self, ControlConfig};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes;
 use crate::state::StateStore;
+use crate::watch::limits::WatchLimits;
 use crate::watch::registry::Registry;
 use crate::watch::skew::WireTransform;
 use crate::watch::stream::WatchHub;
@@ -54,6 +55,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         cert_lifetime,
         wire_transform,
         file_poll_interval,
+        certify_rate,
+        watch_limits,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -71,10 +74,11 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         listeners.grpc,
         own.acceptor,
         control_service(
-            Certifier::new(authn, ca.clone(), cert_lifetime),
+            Certifier::new(authn, ca.clone(), cert_lifetime, certify_rate),
             &shared,
             shutdown_rx.clone(),
             wire_transform,
+            watch_limits,
         ),
         shutdown_rx,
     );
@@ -322,6 +326,7 @@ fn control_service(
     shared: &Shared,
     shutdown: tokio::sync::watch::Receiver<bool>,
     wire_transform: WireTransform,
+    watch_limits: WatchLimits,
 ) -> ControlService {
     ControlService::new(
         certifier,
@@ -330,6 +335,7 @@ fn control_service(
             shutdown,
             shared.registry.clone(),
             wire_transform,
+            watch_limits,
         ),
     )
 }

@@ -5,10 +5,12 @@
 //!   task;
 //! - `projection`: the snapshot a subscription gets at one version, computed once however many
 //!   subscribers share the subscription;
+//! - `limits`: how many streams and destinations one identity may hold ([`WatchLimits`](crate::WatchLimits));
 //! - `registry`: every live subscriber and the versions it was sent, acked and rejected;
 //! - `propagation`: how long a version takes to reach the subscribers it changed;
 //! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests).
 
+pub(crate) mod limits;
 pub(crate) mod projection;
 pub(crate) mod propagation;
 pub(crate) mod registry;
