@@ -84,6 +84,7 @@ mod state;
 mod watch;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
+pub use ca::certify::CertifyRateLimit;
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
 pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError};
 pub use running::RunningControl;
@@ -98,5 +99,6 @@ pub use source::file::{self, ControlConfig, LoadError, ParseError};
 pub use source::kubernetes as k8s;
 pub use start::start;
 pub use state::State;
+pub use watch::limits::WatchLimits;
 pub use watch::registry::SubscriberStatus;
 pub use watch::skew;

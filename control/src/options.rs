@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mesh_core::TrustDomain;
 
+use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
 use crate::serve::limits::ConnectionLimits;
 use crate::serve::tls::ServerCertError;
@@ -14,6 +15,7 @@ use crate::source::ConfigSource;
 use crate::source::file::{self, LoadError, ParseError};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes;
+use crate::watch::limits::WatchLimits;
 use crate::watch::skew;
 
 /// The namespace of the control service's own identity unless told otherwise.
@@ -51,6 +53,12 @@ pub struct ControlOptions {
     /// Bounds on the gRPC port's connections and TLS handshakes in progress (defaults: 10,000
     /// connections, 256 handshakes, 32 per source address, 10 s per handshake).
     pub connection_limits: ConnectionLimits,
+    /// How many certificates `Certify` issues per identity (default: 128 at once, then one a
+    /// second; see [`CertifyRateLimit`]).
+    pub certify_rate: CertifyRateLimit,
+    /// How many Watch streams and destinations one identity may hold (default: 1,024 streams,
+    /// 1,024 destinations a stream, 65,536 in all; see [`WatchLimits`]).
+    pub watch_limits: WatchLimits,
 }
 
 /// Why the control service did not start.
@@ -134,6 +142,8 @@ impl ControlOptions {
             wire_transform: skew::WireTransform::default(),
             file_poll_interval: file::POLL_INTERVAL,
             connection_limits: ConnectionLimits::default(),
+            certify_rate: CertifyRateLimit::default(),
+            watch_limits: WatchLimits::default(),
         }
     }
 }

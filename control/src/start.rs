@@ -30,6 +30,7 @@ use crate::source::file::{self, ControlConfig};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes;
 use crate::state::StateStore;
+use crate::watch::limits::WatchLimits;
 use crate::watch::registry::Registry;
 use crate::watch::skew::WireTransform;
 use crate::watch::stream::WatchHub;
@@ -56,6 +57,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         wire_transform,
         file_poll_interval,
         connection_limits,
+        certify_rate,
+        watch_limits,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -77,10 +80,11 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         own.acceptor,
         connection_limits,
         control_service(
-            Certifier::new(authn, ca.clone(), cert_lifetime),
+            Certifier::new(authn, ca.clone(), cert_lifetime, certify_rate),
             &shared,
             shutdown_rx.clone(),
             wire_transform,
+            watch_limits,
         ),
         shutdown_rx,
     );
@@ -328,6 +332,7 @@ fn control_service(
     shared: &Shared,
     shutdown: tokio::sync::watch::Receiver<bool>,
     wire_transform: WireTransform,
+    watch_limits: WatchLimits,
 ) -> ControlService {
     ControlService::new(
         certifier,
@@ -336,6 +341,7 @@ fn control_service(
             shutdown,
             shared.registry.clone(),
             wire_transform,
+            watch_limits,
         ),
     )
 }

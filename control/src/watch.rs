@@ -6,10 +6,12 @@
 //! - `projection`: the snapshot a subscription gets at one version, computed once however many
 //!   subscribers share the subscription;
 //! - `own_service`: who may name a service as its own (only its replicas);
+//! - `limits`: how many streams and destinations one identity may hold ([`WatchLimits`](crate::WatchLimits));
 //! - `registry`: every live subscriber and the versions it was sent, acked and rejected;
 //! - `propagation`: how long a version takes to reach the subscribers it changed;
 //! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests).
 
+pub(crate) mod limits;
 pub(crate) mod own_service;
 pub(crate) mod projection;
 pub(crate) mod propagation;

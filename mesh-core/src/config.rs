@@ -80,10 +80,11 @@ pub struct EndpointSpec {
     /// Relative weight, 1 to 1,000,000; 1 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
-    /// Failure domain.
+    /// Failure domain (at most 63 bytes).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
-    /// Labels such as `version: v1`.
+    /// Labels such as `version: v1` (keys at most 317 bytes, values at most 63, as in
+    /// Kubernetes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// The SPIFFE ID the replica presents (`spiffe://<td>/ns/<ns>/sa/<sa>`).
@@ -124,4 +125,7 @@ pub use route::{
     MethodMatchSpec, MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec,
     RouteMatchSpec, RouteRuleSpec, RouteSpec, TimeoutsSpec, ValueMatchSpec,
 };
-pub use validate::ValidConfig;
+pub use validate::{
+    CLIENT_MAX_SNAPSHOT_BYTES, MAX_DESTINATION_BYTES, MAX_INBOUND_BYTES, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES, MAX_ZONE_BYTES, ValidConfig,
+};

@@ -12,7 +12,8 @@
 //! - [`authz`]: a service's inbound policy (authorization policies, default policy, exempt
 //!   paths, mTLS mode) and its pure evaluation into a [`authz::Decision`].
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
-//!   passed in; [`backoff`]: the one exponential backoff schedule with jitter.
+//!   passed in; [`rate`]: token-bucket rate-limit arithmetic, likewise; [`backoff`]: the one
+//!   exponential backoff schedule with jitter.
 //! - [`proto`]: the control API `mesh.control.v1` (its gRPC client and server stubs with the
 //!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
@@ -38,6 +39,7 @@ mod fixtures;
 pub mod outlier;
 mod pem;
 pub mod proto;
+pub mod rate;
 pub mod route;
 pub mod snapshot;
 pub mod spiffe;

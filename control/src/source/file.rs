@@ -44,6 +44,16 @@ use crate::admin::metrics;
 /// How often the file source reads the file to look for edits.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The largest control file accepted: 16 MiB, checked before the file is parsed (and before
+/// it is read whole). A mesh of thousands of services fits in a few megabytes.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest a control file may be once its YAML aliases are expanded, in bytes of scalars
+/// plus one per node: twice [`MAX_FILE_BYTES`]. Aliases exist to save typing, not to multiply
+/// a document: a small file whose aliases expand to gigabytes is refused before anything is
+/// built from it.
+pub const MAX_EXPANDED_BYTES: usize = 2 * MAX_FILE_BYTES;
+
 /// The control file as written.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -130,6 +140,15 @@ pub enum ParseError {
     /// Well-formed but invalid; every error with its field path.
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
+    /// Larger than [`MAX_FILE_BYTES`], or than [`MAX_EXPANDED_BYTES`] once its aliases are
+    /// expanded.
+    #[error("{what} is larger than {max} bytes")]
+    TooLarge {
+        /// What was too large: the file, or the document with its aliases expanded.
+        what: &'static str,
+        /// The limit, in bytes.
+        max: usize,
+    },
 }
 
 /// Why the control file could not be loaded at start-up.
@@ -156,8 +175,16 @@ pub enum LoadError {
 // === impl ControlFile ===
 
 impl ControlFile {
-    /// Parses YAML text; syntax and shape errors carry line and column.
+    /// Parses YAML text; syntax and shape errors carry line and column. Text over
+    /// [`MAX_FILE_BYTES`], or whose aliases expand it past [`MAX_EXPANDED_BYTES`], is refused
+    /// before anything is built from it.
     pub fn from_yaml(text: &str) -> Result<Self, ParseError> {
+        if text.len() > MAX_FILE_BYTES {
+            return Err(ParseError::TooLarge {
+                what: "the control file",
+                max: MAX_FILE_BYTES,
+            });
+        }
         // An empty document is most likely a file caught mid-write: never read it as "no
         // services", which would withdraw every endpoint from every client.
         if text
@@ -170,14 +197,8 @@ impl ControlFile {
                 message: "the file is empty".to_owned(),
             });
         }
-        serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location();
-            ParseError::Syntax {
-                line: location.as_ref().map(|l| l.line()),
-                column: location.as_ref().map(|l| l.column()),
-                message: e.to_string(),
-            }
-        })
+        expanded::check(text, MAX_EXPANDED_BYTES)?;
+        serde_yaml::from_str(text).map_err(syntax)
     }
 
     /// Validates every field against `trust_domain`, reporting every error with its path.
@@ -199,6 +220,146 @@ impl ControlFile {
         match mesh {
             Some(mesh) if errors.is_empty() => Ok(ControlConfig { mesh, tokens }),
             _ => Err(ValidationErrors(errors)),
+        }
+    }
+}
+
+/// A serde_yaml error as a [`ParseError::Syntax`].
+fn syntax(e: serde_yaml::Error) -> ParseError {
+    let location = e.location();
+    ParseError::Syntax {
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+        message: e.to_string(),
+    }
+}
+
+/// How large a YAML document is with its aliases expanded, measured without expanding it.
+///
+/// serde_yaml 0.9 bounds nesting (128 levels) and the number of alias replays (100 times the
+/// document's events), but not what the replays add up to: 2,000 aliases of one long scalar
+/// are within its limits and build gigabytes. So the document is first walked with a visitor
+/// that keeps nothing and counts what it is shown (aliases replayed as serde_yaml replays
+/// them): bytes of scalars plus one per node, stopping at the first byte over the budget. The
+/// walk costs time in proportion to the budget at most, and no memory.
+mod expanded {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    use super::{ParseError, syntax};
+
+    /// Why the walk stopped early.
+    const OVER: &str = "over the expansion budget";
+
+    /// Refuses `text` when its expanded size exceeds `max`.
+    pub(super) fn check(text: &str, max: usize) -> Result<(), ParseError> {
+        let mut left = max;
+        let walk = Walk { left: &mut left };
+        match walk.deserialize(serde_yaml::Deserializer::from_str(text)) {
+            Ok(()) => Ok(()),
+            // Spent: the walk stopped at the budget (serde_yaml's message wraps ours).
+            Err(_) if left == 0 => Err(ParseError::TooLarge {
+                what: "the control file with its YAML aliases expanded",
+                max,
+            }),
+            // The real parse reports the same error with its context.
+            Err(e) => Err(syntax(e)),
+        }
+    }
+
+    /// One node's walk, charging what it sees to `left`.
+    struct Walk<'a> {
+        left: &'a mut usize,
+    }
+
+    impl Walk<'_> {
+        fn charge<E: de::Error>(&mut self, bytes: usize) -> Result<(), E> {
+            match self.left.checked_sub(bytes.saturating_add(1)) {
+                Some(left) => {
+                    *self.left = left;
+                    Ok(())
+                }
+                None => {
+                    *self.left = 0;
+                    Err(E::custom(OVER))
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML")
+        }
+
+        fn visit_bool<E: de::Error>(mut self, _: bool) -> Result<(), E> {
+            self.charge(0)
+        }
+        fn visit_i64<E: de::Error>(mut self, _: i64) -> Result<(), E> {
+            self.charge(8)
+        }
+        fn visit_u64<E: de::Error>(mut self, _: u64) -> Result<(), E> {
+            self.charge(8)
+        }
+        fn visit_f64<E: de::Error>(mut self, _: f64) -> Result<(), E> {
+            self.charge(8)
+        }
+        fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
+            self.charge(v.len())
+        }
+        fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+            self.charge(0)
+        }
+        fn visit_none<E: de::Error>(mut self) -> Result<(), E> {
+            self.charge(0)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            self.charge(0)?;
+            while seq
+                .next_element_seed(Walk {
+                    left: &mut *self.left,
+                })?
+                .is_some()
+            {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            self.charge(0)?;
+            while map
+                .next_key_seed(Walk {
+                    left: &mut *self.left,
+                })?
+                .is_some()
+            {
+                map.next_value_seed(Walk {
+                    left: &mut *self.left,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+            // A YAML tag (`!name value`): charge the variant and its content.
+            use de::VariantAccess;
+            let left = self.left;
+            let ((), variant) = data.variant_seed(Walk { left: &mut *left })?;
+            variant.newtype_variant_seed(Walk { left })
         }
     }
 }
@@ -261,12 +422,10 @@ pub async fn load(
     path: &Path,
     trust_domain: &TrustDomain,
 ) -> Result<(ControlConfig, Vec<u8>), LoadError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    let bytes = read_bounded(path).await.map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let config = parse_bytes(&bytes, trust_domain).map_err(|source| LoadError::Parse {
         path: path.to_owned(),
         source,
@@ -274,7 +433,26 @@ pub async fn load(
     Ok((config, bytes))
 }
 
+/// Reads at most one byte more than [`MAX_FILE_BYTES`] of `path`: enough to tell a file that
+/// is too large (which parsing then refuses) without reading all of it.
+async fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    // `MAX_FILE_BYTES + 1` fits a u64 on every target.
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    Ok(bytes)
+}
+
 fn parse_bytes(bytes: &[u8], trust_domain: &TrustDomain) -> Result<ControlConfig, ParseError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ParseError::TooLarge {
+            what: "the control file",
+            max: MAX_FILE_BYTES,
+        });
+    }
     let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax {
         line: None,
         column: None,
@@ -308,7 +486,7 @@ where
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let bytes = match tokio::fs::read(&path).await {
+            let bytes = match read_bounded(&path).await {
                 Ok(bytes) => {
                     if read_failed {
                         tracing::info!(path = %path.display(), "control file readable again");
@@ -397,6 +575,64 @@ bootstrapTokens:
     namespace: apps
     serviceAccount: web-frontend
 ";
+
+    /// A control file whose one endpoint label value, `len` bytes long, is repeated through
+    /// `aliases` aliases.
+    fn alias_bomb(len: usize, aliases: usize) -> String {
+        let mut text = "services:\n  - name: greeter\n    endpoints:\n".to_owned();
+        for i in 0..=aliases {
+            let value = if i == 0 {
+                format!("&v \"{}\"", "a".repeat(len))
+            } else {
+                "*v".to_owned()
+            };
+            text.push_str(&format!(
+                "      - {{address: \"10.0.{}.{}:80\", identity: spiffe://mesh.local/ns/default/sa/g, labels: {{app: {value}}}}}\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // 50 KB repeated 2,000 times: 100 MB expanded from a file of under 300 KB.
+        let text = alias_bomb(50_000, 2_000);
+        assert!(text.len() < 300_000, "{} bytes", text.len());
+        match ControlFile::from_yaml(&text) {
+            Err(ParseError::TooLarge { what, max }) => {
+                assert_eq!(max, MAX_EXPANDED_BYTES);
+                assert!(what.contains("aliases"), "{what}");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // Anchors and aliases used as meant are fine (and a long value is then caught by
+        // validation, with its field path).
+        let text = alias_bomb(100, 3);
+        let errors = errors(&text);
+        assert!(
+            errors[0].starts_with("services[0].endpoints[0].labels.app: "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let text = format!("# {}\n{GOOD}", "x".repeat(MAX_FILE_BYTES));
+        assert_eq!(
+            parse(&text, &td()),
+            Err(ParseError::TooLarge {
+                what: "the control file",
+                max: MAX_FILE_BYTES
+            })
+        );
+        let err = parse_bytes(text.as_bytes(), &td()).expect_err("too large");
+        assert_eq!(
+            err.to_string(),
+            format!("the control file is larger than {MAX_FILE_BYTES} bytes")
+        );
+    }
 
     #[test]
     fn parses_a_good_file() {

@@ -128,6 +128,28 @@ impl ProjectionCache {
         }
     }
 
+    /// Forgets `key`'s projection unless a stream still holds the key that it is stored under.
+    /// A stream calls this with its key when it ends or changes its subscription, so what it
+    /// named is not kept until the next version (which may never come).
+    pub(crate) fn release(&self, key: Arc<ProjectionKey>) {
+        let mut inner = lock(&self.inner);
+        let entries = &mut inner.1;
+        let Some((stored, _)) = entries.get_key_value(&*key) else {
+            return;
+        };
+        // The map's own reference, and the caller's when it is the same `Arc`.
+        let ours = 1 + usize::from(Arc::ptr_eq(stored, &key));
+        if Arc::strong_count(stored) <= ours {
+            entries.remove(&*key);
+        }
+    }
+
+    /// How many keys have a projection stored (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner).1.len()
+    }
+
     /// The projection of `key` on `state`, computed once per key and version.
     pub(crate) fn project(&self, state: &State, key: &Arc<ProjectionKey>) -> Arc<Projection> {
         let previous = {
@@ -295,5 +317,29 @@ mod tests {
         let entries = &lock(&cache.inner).1;
         assert_eq!(entries.len(), 1);
         assert!(entries.contains_key(&*kept));
+    }
+
+    #[test]
+    fn released_keys_are_dropped_at_once_unless_still_held() {
+        let (cache, roots) = (
+            ProjectionCache::new(WireTransform::default()),
+            Arc::default(),
+        );
+        let v1 = state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots);
+        let (a, b) = (key("nowhere.default"), key("nowhere.default"));
+        cache.project(&v1, &a);
+        cache.project(&v1, &b);
+        // `a` is the stored key; `b`, an equal one, is still held.
+        cache.release(b);
+        assert_eq!(cache.len(), 1, "`a` still holds it");
+        cache.release(a);
+        assert_eq!(cache.len(), 0, "nobody holds it");
+        let c = key("greeter.default");
+        cache.project(&v1, &c);
+        let held = c.clone();
+        cache.release(c);
+        assert_eq!(cache.len(), 1, "another holder of the same Arc");
+        cache.release(held);
+        assert_eq!(cache.len(), 0);
     }
 }

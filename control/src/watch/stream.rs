@@ -12,6 +12,10 @@
 //! [`ProjectionCache`] for its subscription's projection, which is computed and converted once
 //! per distinct subscription and version, and yields it if it differs from what it last sent
 //! (told apart by pointer, see [`crate::watch::projection`]).
+//!
+//! What one identity may hold is bounded ([`crate::watch::limits`]): a stream over a limit is
+//! refused with `RESOURCE_EXHAUSTED`, and everything a stream holds (its share of the limits,
+//! its registry entry, its projection) goes when it ends.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -26,6 +30,7 @@ use mesh_core::snapshot::{DestinationKey, ServiceName};
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::limits::{Lease, Usage, WatchLimits};
 use super::own_service;
 use super::projection::{Projected, ProjectionCache, ProjectionKey};
 use super::registry::{Registration, Registry, SubscriberStatus};
@@ -36,7 +41,8 @@ use crate::state::State;
 /// How long a new stream may take to send `subscribe`.
 pub(crate) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most destinations one subscription may name.
+/// The most destinations one subscription may name: the protocol's ceiling, above
+/// [`WatchLimits::max_destinations_per_stream`].
 pub(crate) const MAX_DESTINATIONS: usize = 4096;
 
 /// The longest `node` accepted.
@@ -56,6 +62,7 @@ pub(crate) struct WatchHub {
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
+    usage: Arc<Usage>,
 }
 
 /// A validated `subscribe` message.
@@ -77,6 +84,8 @@ struct Peer {
 struct Subscribed {
     subscription: Subscription,
     registration: Registration,
+    /// Its share of its identity's limits.
+    lease: Lease,
     /// The content last sent, to send only when this subscriber's projection changes.
     last: Option<Arc<Projected>>,
     last_sent: u64,
@@ -90,6 +99,7 @@ struct Session<S> {
     shutdown: watch::Receiver<bool>,
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
+    usage: Arc<Usage>,
     peer: Peer,
     inbound: S,
     /// `None` until the `subscribe` message is read.
@@ -108,12 +118,14 @@ impl WatchHub {
         shutdown: watch::Receiver<bool>,
         registry: Arc<Registry>,
         transform: WireTransform,
+        limits: WatchLimits,
     ) -> Self {
         Self {
             state,
             shutdown,
             registry,
             projections: Arc::new(ProjectionCache::new(transform)),
+            usage: Arc::new(Usage::new(limits)),
         }
     }
 
@@ -134,6 +146,7 @@ impl WatchHub {
             shutdown: self.shutdown.clone(),
             registry: self.registry.clone(),
             projections: self.projections.clone(),
+            usage: self.usage.clone(),
             peer: Peer {
                 identity,
                 remote_addr,
@@ -169,7 +182,22 @@ where
                 Ok(subscription) => subscription,
                 Err(status) => return status.map(Err),
             };
-            self.subscribed = Some(self.register(subscription));
+            let lease = match self
+                .usage
+                .acquire(&self.peer.identity, subscription.key.destinations.len())
+            {
+                Ok(lease) => lease,
+                Err(status) => {
+                    tracing::warn!(
+                        identity = %self.peer.identity,
+                        peer = %self.peer.remote_addr,
+                        error = status.message(),
+                        "watch refused: over a limit"
+                    );
+                    return self.end("over a limit", status);
+                }
+            };
+            self.subscribed = Some(self.register(subscription, lease));
         }
         loop {
             if let Some(snapshot) = self.changed_projection() {
@@ -197,7 +225,16 @@ where
                     Some(Ok(WatchRequest { kind: Some(Kind::Subscribe(update)) })) => {
                         // A later `subscribe` replaces the destinations (a client that starts
                         // a new channel), and the subscriber gets a snapshot of the new set.
-                        match checked(update, &self.peer, &self.state) {
+                        let update = self
+                            .usage
+                            .limits()
+                            .check_destinations(update.destinations.len())
+                            .and_then(|()| checked(update, &self.peer, &self.state))
+                            .and_then(|update| {
+                                subscribed.lease.resize(update.key.destinations.len())?;
+                                Ok(update)
+                            });
+                        match update {
                             Ok(update) => {
                                 tracing::debug!(
                                     id = subscribed.registration.id(),
@@ -208,7 +245,8 @@ where
                                     s.destinations = update.key.destinations.clone();
                                     s.own_service = update.key.own_service.clone();
                                 });
-                                subscribed.subscription = update;
+                                let old = std::mem::replace(&mut subscribed.subscription, update);
+                                self.projections.release(old.key);
                                 subscribed.dirty = true;
                             }
                             Err(status) => return self.end("invalid subscription update", status),
@@ -252,7 +290,11 @@ where
             }
             Ok(Some(Ok(WatchRequest {
                 kind: Some(Kind::Subscribe(subscribe)),
-            }))) => checked(subscribe, &self.peer, &self.state),
+            }))) => self
+                .usage
+                .limits()
+                .check_destinations(subscribe.destinations.len())
+                .and_then(|()| checked(subscribe, &self.peer, &self.state)),
             Ok(Some(Ok(_))) => Err(Status::invalid_argument(
                 "the first message must be `subscribe`",
             )),
@@ -270,7 +312,7 @@ where
     }
 
     /// Lists the subscriber in the registry.
-    fn register(&self, subscription: Subscription) -> Subscribed {
+    fn register(&self, subscription: Subscription, lease: Lease) -> Subscribed {
         let registration = self.registry.register(SubscriberStatus {
             id: 0,
             node: subscription.node.clone(),
@@ -294,6 +336,7 @@ where
         Subscribed {
             subscription,
             registration,
+            lease,
             last: None,
             last_sent: 0,
             dirty: true,
@@ -338,7 +381,7 @@ where
 
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
-        let Some(subscribed) = &self.subscribed else {
+        let Some(subscribed) = self.subscribed.take() else {
             return;
         };
         // A subscriber that leaves without acknowledging its last version no longer holds up
@@ -357,6 +400,11 @@ impl<S> Drop for Session<S> {
             reason = self.ended.unwrap_or("client went away"),
             "subscriber disconnected"
         );
+        // Its projection goes with it unless another stream holds the same key: the cache
+        // must not keep what a stream named (any destinations at all) after it ends.
+        let key = subscribed.subscription.key.clone();
+        drop(subscribed);
+        self.projections.release(key);
     }
 }
 

@@ -21,6 +21,14 @@
 //!   rules and the services' `mtls`, `defaultPolicy` and `exemptPaths` as `crate::check::policy`
 //!   describes (identities in the mesh's trust domain, wildcards only at the end).
 //!
+//! - sizes: endpoint label keys at most [`MAX_LABEL_KEY_BYTES`] and values at most
+//!   [`MAX_LABEL_VALUE_BYTES`] (Kubernetes' own bounds, so every pod's labels pass), zones at
+//!   most [`MAX_ZONE_BYTES`]; and, for a config otherwise valid, every destination a client can
+//!   ask for (each port of each service, as each consumer namespace with routes sees it) at
+//!   most [`MAX_DESTINATION_BYTES`] on the wire and every inbound policy at most
+//!   [`MAX_INBOUND_BYTES`], so that no snapshot of one destination exceeds what clients accept
+//!   ([`CLIENT_MAX_SNAPSHOT_BYTES`]).
+//!
 //! A backend reference to a service the config does not have is *not* an error: as in Gateway
 //! API, it resolves to a backend with `found = false`, whose share of traffic fails.
 
@@ -28,15 +36,39 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
+use prost::Message;
+
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::error::{FieldError, ValidationErrors};
+use crate::proto;
 use crate::snapshot::{
     Backend, BackendRef, Destination, DestinationKey, Endpoint, Route, RouteFilter, RouteRule,
     ServiceName,
 };
 use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// The largest snapshot a workload accepts: the gRPC decoding limit its control client keeps
+/// (tonic's default, 4 MiB). A larger one would fail on every client, again at every retry.
+pub const CLIENT_MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most one destination (its endpoints, routes and resolved backends) may take on the
+/// wire: 3 MiB, leaving room in a snapshot for an inbound policy and the trust bundle.
+pub const MAX_DESTINATION_BYTES: usize = 3 * 1024 * 1024;
+
+/// The most one service's inbound policy may take on the wire: 512 KiB.
+pub const MAX_INBOUND_BYTES: usize = 512 * 1024;
+
+/// The longest endpoint label key: 317 bytes, a Kubernetes qualified name (a 253-byte DNS
+/// prefix, `/`, a 63-byte name).
+pub const MAX_LABEL_KEY_BYTES: usize = 317;
+
+/// The longest endpoint label value: 63 bytes, as in Kubernetes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 63;
+
+/// The longest endpoint zone: 63 bytes (a Kubernetes label value, which zones come from).
+pub const MAX_ZONE_BYTES: usize = 63;
 
 /// A config that passed validation, indexed by service, ready to project destinations from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -179,13 +211,15 @@ impl MeshConfig {
             &mut errors,
         )
         .unwrap_or_default();
-        ValidationErrors::check(
-            errors,
-            ValidConfig {
-                services,
-                default_policy,
-            },
-        )
+        let valid = ValidConfig {
+            services,
+            default_policy,
+        };
+        // Sizes are measured on what clients would be sent, so only once all else is valid.
+        if errors.is_empty() {
+            snapshot_sizes(self, &valid, &mut errors);
+        }
+        ValidationErrors::check(errors, valid)
     }
 }
 
@@ -363,9 +397,101 @@ fn endpoints(
                 identity: &spec.identity,
             };
             let path = format!("{list_path}[{i}]");
+            endpoint_sizes(&path, spec, errors);
             check::endpoint(&path, fields, Some(trust_domain), &mut addresses, errors)
         })
         .collect()
+}
+
+/// Checks that every destination of every service, as every consumer namespace with routes of
+/// its own sees it, and every inbound policy fit in a client's snapshot; errors name the
+/// service (`services[3]`) and the destination.
+fn snapshot_sizes(config: &MeshConfig, valid: &ValidConfig, errors: &mut Vec<FieldError>) {
+    for (i, spec) in config.services.iter().enumerate() {
+        let name = ServiceName {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+        };
+        let Some(service) = valid.services.get(&name) else {
+            continue;
+        };
+        let path = format!("services[{i}]");
+        let inbound = proto::InboundPolicy::from(&valid.inbound(&name)).encoded_len();
+        if inbound > MAX_INBOUND_BYTES {
+            errors.push(FieldError::new(
+                &path,
+                format!(
+                    "the inbound policy of {name} takes {inbound} bytes, more than the \
+                     {MAX_INBOUND_BYTES} one may take in a snapshot"
+                ),
+            ));
+        }
+        let mut consumers: Vec<Option<&str>> = vec![None];
+        for route in &service.routes {
+            if let Some(consumer) = route.consumer.as_deref()
+                && !consumers.contains(&Some(consumer))
+            {
+                consumers.push(Some(consumer));
+            }
+        }
+        let ports = std::iter::once(None).chain(service.ports.iter().map(|(p, _)| Some(*p)));
+        'ports: for port in ports {
+            let key = DestinationKey {
+                service: name.clone(),
+                port,
+            };
+            for &consumer in &consumers {
+                let size =
+                    proto::Destination::from(&valid.destination_for(&key, consumer)).encoded_len();
+                if size > MAX_DESTINATION_BYTES {
+                    let seen_from = consumer
+                        .map(|ns| format!(" as namespace {ns} sees it"))
+                        .unwrap_or_default();
+                    errors.push(FieldError::new(
+                        &path,
+                        format!(
+                            "destination {key}{seen_from} takes {size} bytes, more than the \
+                             {MAX_DESTINATION_BYTES} one destination may take in a snapshot \
+                             (clients accept {CLIENT_MAX_SNAPSHOT_BYTES} in all)"
+                        ),
+                    ));
+                    // One error per destination is enough to act on.
+                    continue 'ports;
+                }
+            }
+        }
+    }
+}
+
+/// Bounds on the free-form strings of one endpoint at `path` (`services[0].endpoints[1]`).
+fn endpoint_sizes(path: &str, spec: &EndpointSpec, errors: &mut Vec<FieldError>) {
+    if spec.zone.len() > MAX_ZONE_BYTES {
+        errors.push(FieldError::new(
+            format!("{path}.zone"),
+            format!("longer than {MAX_ZONE_BYTES} bytes"),
+        ));
+    }
+    for (key, value) in &spec.labels {
+        if key.len() > MAX_LABEL_KEY_BYTES {
+            // The key itself may be huge: name it by a prefix.
+            let mut end = 32.min(key.len());
+            while !key.is_char_boundary(end) {
+                end -= 1;
+            }
+            errors.push(FieldError::new(
+                format!("{path}.labels"),
+                format!(
+                    "key {:?}... is longer than {MAX_LABEL_KEY_BYTES} bytes",
+                    &key[..end]
+                ),
+            ));
+        } else if value.len() > MAX_LABEL_VALUE_BYTES {
+            errors.push(FieldError::new(
+                format!("{path}.labels.{key}"),
+                format!("longer than {MAX_LABEL_VALUE_BYTES} bytes"),
+            ));
+        }
+    }
 }
 
 /// The service's routes, each with the port and consumer namespace it applies to. `port` is

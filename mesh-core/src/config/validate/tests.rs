@@ -537,3 +537,86 @@ services:
         ]
     );
 }
+
+/// The config's error messages, each with its path.
+fn error_strings(config: &MeshConfig) -> Vec<String> {
+    config
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// A service `big` with `count` endpoints, each with `labels` labels of 63-byte values.
+fn big_service(count: usize, labels: usize) -> MeshConfig {
+    let endpoints = (0..count)
+        .map(|i| EndpointSpec {
+            address: format!("10.{}.{}.{}:80", i / 62_500, (i / 250) % 250, i % 250 + 1),
+            weight: None,
+            zone: String::new(),
+            labels: (0..labels)
+                .map(|l| (format!("label-{l}"), "v".repeat(MAX_LABEL_VALUE_BYTES)))
+                .collect(),
+            identity: "spiffe://cluster.local/ns/default/sa/big".to_owned(),
+        })
+        .collect();
+    let mut config = parse("services: [{name: small}, {name: big}]");
+    config.services[1].endpoints = endpoints;
+    config
+}
+
+#[test]
+fn label_and_zone_sizes_are_bounded_with_their_paths() {
+    let mut config = big_service(1, 0);
+    let endpoint = &mut config.services[1].endpoints[0];
+    endpoint
+        .labels
+        .insert("app".to_owned(), "a".repeat(MAX_LABEL_VALUE_BYTES + 1));
+    endpoint
+        .labels
+        .insert("k".repeat(MAX_LABEL_KEY_BYTES + 1), "v".to_owned());
+    endpoint.zone = "z".repeat(MAX_ZONE_BYTES + 1);
+    assert_eq!(
+        error_strings(&config),
+        [
+            "services[1].endpoints[0].zone: longer than 63 bytes".to_owned(),
+            "services[1].endpoints[0].labels.app: longer than 63 bytes".to_owned(),
+            format!(
+                "services[1].endpoints[0].labels: key \"{}\"... is longer than 317 bytes",
+                "k".repeat(32)
+            ),
+        ]
+    );
+    // At the bounds: valid.
+    let mut config = big_service(1, 0);
+    let endpoint = &mut config.services[1].endpoints[0];
+    endpoint.labels.insert(
+        "k".repeat(MAX_LABEL_KEY_BYTES),
+        "a".repeat(MAX_LABEL_VALUE_BYTES),
+    );
+    endpoint.zone = "z".repeat(MAX_ZONE_BYTES);
+    config
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
+}
+
+#[test]
+fn a_destination_larger_than_a_snapshot_may_hold_is_refused_by_name() {
+    // 4,000 endpoints of about 1 KB: over 3 MiB for the one destination.
+    let errors = error_strings(&big_service(4_000, 12));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("services[1]: destination big.default takes "),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].contains("more than the 3145728 one destination may take"),
+        "{errors:?}"
+    );
+    // The same service with a tenth of the endpoints is fine.
+    big_service(400, 12)
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
+}
