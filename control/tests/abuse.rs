@@ -45,9 +45,28 @@ fn unknown_destinations(stream: usize, count: usize) -> WatchRequest {
 async fn start_file(dir: &tempfile::TempDir, limits: WatchLimits) -> RunningControl {
     let path = dir.path().join("control.yaml");
     std::fs::write(&path, config_yaml(5000)).expect("write");
-    let mut options = ControlOptions::new(trust_domain(), ConfigSource::File(path));
+    let mut options = many_hosts(ControlOptions::new(trust_domain(), ConfigSource::File(path)));
     options.watch_limits = limits;
     mesh_control::start(options).await.expect("control starts")
+}
+
+/// [`subscribe`] from a replica of greeter (its certificate), which names greeter as its own
+/// service: only a service's replicas may.
+fn subscribe_as_greeter(node: &str, destinations: &[&str]) -> WatchRequest {
+    let mut request = subscribe(node, destinations);
+    if let Some(watch_request::Kind::Subscribe(subscribe)) = &mut request.kind {
+        subscribe.own_service = Some(service_ref("default", "greeter"));
+    }
+    request
+}
+
+/// `options` with a handshake budget for many callers on one address: these tests open
+/// hundreds of connections at once from 127.0.0.1, standing in for as many hosts (the
+/// per-source handshake budget is tested in `connection_limits.rs`).
+fn many_hosts(mut options: ControlOptions) -> ControlOptions {
+    options.connection_limits.max_handshakes = 1024;
+    options.connection_limits.max_handshakes_per_ip = 1024;
+    options
 }
 
 /// One identity opens Watch streams naming unknown destinations until the control service
@@ -64,7 +83,7 @@ async fn thousands_of_unknown_destinations_are_bounded_per_identity() {
     let abuser = obtain_cert(&control, "client-token-0123456789").await;
 
     let mut legit_client = connect(&control, Some(&greeter)).await;
-    let mut legit = open_watch(&mut legit_client, subscribe("legit", &["greeter"]))
+    let mut legit = open_watch(&mut legit_client, subscribe_as_greeter("legit", &["greeter"]))
         .await
         .expect("opens");
     let mut failures = 0;
@@ -219,7 +238,7 @@ async fn watch_streams_per_identity_are_bounded() {
     assert!(status.message().contains("max_streams_per_identity"));
 
     let mut legit_client = connect(&control, Some(&greeter)).await;
-    let mut legit = open_watch(&mut legit_client, subscribe("legit", &["greeter"]))
+    let mut legit = open_watch(&mut legit_client, subscribe_as_greeter("legit", &["greeter"]))
         .await
         .expect("another identity is not limited by the first");
     assert_eq!(legit.next().await.version, 1);
@@ -257,7 +276,11 @@ async fn a_subscription_update_over_the_limit_ends_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certify_is_rate_limited_per_identity() {
     let _serial = SERIAL.lock().await;
-    let control = start_inline(&config_yaml(5000)).await;
+    let options = many_hosts(ControlOptions::new(
+        trust_domain(),
+        ConfigSource::Inline(config_yaml(5000)),
+    ));
+    let control = mesh_control::start(options).await.expect("control starts");
     let burst = ControlOptions::new(trust_domain(), ConfigSource::Inline(String::new()))
         .certify_rate
         .burst;

@@ -85,11 +85,11 @@ async fn oversized_configs_are_refused_and_the_last_good_one_keeps_serving() {
     assert_eq!(watch.next().await.version, 1);
     // Why each is refused, checked here first (memory is measured from after these).
     let big = with_big(4_000, "app", false, 12);
-    assert_refused(&big, "services[2]: destination big.default takes ");
+    assert_refused(&big, "services[3]: destination big.default takes ");
     let long = with_big(1, &"a".repeat(64), false, 0);
     assert_refused(
         &long,
-        "services[2].endpoints[0].labels.app: longer than 63 bytes",
+        "services[3].endpoints[0].labels.app: longer than 63 bytes",
     );
     let before = rss();
 
