@@ -45,7 +45,10 @@ fn unknown_destinations(stream: usize, count: usize) -> WatchRequest {
 async fn start_file(dir: &tempfile::TempDir, limits: WatchLimits) -> RunningControl {
     let path = dir.path().join("control.yaml");
     std::fs::write(&path, config_yaml(5000)).expect("write");
-    let mut options = many_hosts(ControlOptions::new(trust_domain(), ConfigSource::File(path)));
+    let mut options = many_hosts(ControlOptions::new(
+        trust_domain(),
+        ConfigSource::File(path),
+    ));
     options.watch_limits = limits;
     mesh_control::start(options).await.expect("control starts")
 }
@@ -83,9 +86,12 @@ async fn thousands_of_unknown_destinations_are_bounded_per_identity() {
     let abuser = obtain_cert(&control, "client-token-0123456789").await;
 
     let mut legit_client = connect(&control, Some(&greeter)).await;
-    let mut legit = open_watch(&mut legit_client, subscribe_as_greeter("legit", &["greeter"]))
-        .await
-        .expect("opens");
+    let mut legit = open_watch(
+        &mut legit_client,
+        subscribe_as_greeter("legit", &["greeter"]),
+    )
+    .await
+    .expect("opens");
     let mut failures = 0;
     let mut version = legit.next().await.version;
     legit.send(ack(version, "")).await;
@@ -238,9 +244,12 @@ async fn watch_streams_per_identity_are_bounded() {
     assert!(status.message().contains("max_streams_per_identity"));
 
     let mut legit_client = connect(&control, Some(&greeter)).await;
-    let mut legit = open_watch(&mut legit_client, subscribe_as_greeter("legit", &["greeter"]))
-        .await
-        .expect("another identity is not limited by the first");
+    let mut legit = open_watch(
+        &mut legit_client,
+        subscribe_as_greeter("legit", &["greeter"]),
+    )
+    .await
+    .expect("another identity is not limited by the first");
     assert_eq!(legit.next().await.version, 1);
 
     held.pop();
