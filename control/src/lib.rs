@@ -90,7 +90,7 @@ pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError
 pub use running::RunningControl;
 pub use serve::limits::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_HANDSHAKES_PER_IP,
+    DEFAULT_MAX_HANDSHAKES_PER_IP, InvalidLimit,
 };
 pub use serve::tls::{PeerInfo, ServerCertError};
 pub use source::ConfigSource;

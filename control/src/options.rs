@@ -9,7 +9,7 @@ use mesh_core::TrustDomain;
 
 use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
-use crate::serve::limits::ConnectionLimits;
+use crate::serve::limits::{ConnectionLimits, InvalidLimit};
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
 use crate::source::file::{self, LoadError, ParseError};
@@ -69,7 +69,7 @@ pub enum StartError {
     CertLifetime,
     /// A bound in `connection_limits` lets nothing through (the message names the field).
     #[error("connection_limits.{0}")]
-    ConnectionLimits(String),
+    ConnectionLimits(InvalidLimit),
     /// `namespace` cannot form the service's SPIFFE ID.
     #[error("namespace {namespace:?}: {reason}")]
     Namespace {

@@ -70,9 +70,19 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// A bound of [`ConnectionLimits`] that lets nothing through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidLimit {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
 impl ConnectionLimits {
     /// Checks that every bound lets something through; the error names the field.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), InvalidLimit> {
         let positive = [
             ("max_connections", self.max_connections),
             ("max_handshakes", self.max_handshakes),
@@ -80,11 +90,17 @@ impl ConnectionLimits {
         ];
         for (field, value) in positive {
             if value == 0 {
-                return Err(format!("{field}: must be at least 1"));
+                return Err(InvalidLimit {
+                    field,
+                    problem: "must be at least 1",
+                });
             }
         }
         if self.handshake_timeout.is_zero() {
-            return Err("handshake_timeout: must be more than zero".to_owned());
+            return Err(InvalidLimit {
+                field: "handshake_timeout",
+                problem: "must be more than zero",
+            });
         }
         Ok(())
     }
@@ -296,6 +312,7 @@ mod tests {
         assert!(
             zero.check()
                 .expect_err("refused")
+                .to_string()
                 .starts_with("max_handshakes_per_ip:")
         );
     }
