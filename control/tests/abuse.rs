@@ -13,16 +13,7 @@ use mesh_core::proto::{self, WatchRequest, watch_request};
 use support::*;
 use tonic::Code;
 
-/// Resident memory of this process in bytes (`VmRSS` of `/proc/self/status`).
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
+use mesh_core::testing::hostile::{self, rss_bytes as rss};
 
 const MB: u64 = 1024 * 1024;
 
@@ -191,6 +182,14 @@ async fn thousands_of_unknown_destinations_are_bounded_per_identity() {
         after[0] / MB,
         during[1] / MB,
         after[1] / MB,
+    );
+    hostile::report(
+        &format!("Watch: {fits} streams x {per_stream} unknown destinations, one identity"),
+        "a subscriber following 2 config changes",
+        failures,
+        before,
+        during[0].max(during[1]),
+        after[1],
     );
     assert_eq!(failures, 0, "the legitimate subscriber failed");
     // 65,536 unknown destinations held (test client included) stay within 96 MB, where the
@@ -369,6 +368,14 @@ async fn certify_is_rate_limited_per_identity() {
         "RSS before {} MB, after {issued} certificates and 1,000 refusals {} MB",
         before / MB,
         after / MB
+    );
+    hostile::report(
+        "Certify: one identity as fast as answered, past 100 replicas at once",
+        "another identity's Certify calls",
+        failures,
+        before,
+        after,
+        after,
     );
     assert_eq!(failures, 0);
     assert!(after < before + 64 * MB, "after {} MB", after / MB);

@@ -11,6 +11,8 @@
 //! - [`client_tls`]: a rustls client config that accepts only one SPIFFE ID as the server.
 //! - [`eventually`] and [`assert_eventually`] (feature `testing` only, they need tokio): poll a
 //!   condition until it holds or a timeout passes.
+//! - [`hostile`]: the process's memory, and the one-line report every abuse test prints (what
+//!   the legitimate client beside it saw, and the memory before, at the peak and after).
 //!
 //! ```
 //! use mesh_core::testing::{TestCa, edit};
@@ -42,6 +44,8 @@ use crate::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider}
 
 /// The rcgen version these helpers use, for tests that edit [`CertificateParams`] by hand.
 pub use rcgen;
+
+pub mod hostile;
 
 /// The trust domain tests use unless they need another one.
 pub const TRUST_DOMAIN: &str = "mesh.local";

@@ -19,6 +19,7 @@ use std::time::Duration;
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use mesh_core::SpiffeId;
+use mesh_core::testing::hostile::{self, rss_bytes};
 use mesh_core::testing::{TestCa, client_tls};
 use mesh_tests::rawtls::rustls_error;
 use mesh_tests::{Config, Harness, Replica, TRUST_DOMAIN, listener, spiffe};
@@ -34,18 +35,9 @@ use tokio_rustls::client::TlsStream;
 /// The tests of this file one at a time: each measures the whole process's memory.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// This process's resident memory, in MiB (the servers under test run in it).
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024
-}
+const MIB: u64 = 1024 * 1024;
 
-/// RSS before, during (the most seen) and after an abuse.
+/// RSS before, during (the most seen) and after an abuse, in bytes.
 #[derive(Debug, Default)]
 struct Memory {
     before: u64,
@@ -55,7 +47,7 @@ struct Memory {
 
 impl Memory {
     fn start() -> Self {
-        let before = rss_mib();
+        let before = rss_bytes();
         Self {
             before,
             during: before,
@@ -64,23 +56,29 @@ impl Memory {
     }
 
     fn sample(&mut self) {
-        self.during = self.during.max(rss_mib());
+        self.during = self.during.max(rss_bytes());
     }
 
-    /// Records the figure after the abuse, prints all three and asserts the growth during the
-    /// abuse is within `bound_mib`.
-    async fn finish(&mut self, what: &str, bound_mib: u64) {
+    /// Records the figure after the abuse, prints the abuse's report line (with what the
+    /// legitimate caller `saw`: calls and failures) and asserts the growth during the abuse is
+    /// within `bound_mib`.
+    async fn finish(&mut self, what: &str, bound_mib: u64, saw: (usize, usize)) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        self.after = rss_mib();
-        println!(
-            "{what}: RSS before {} MiB, during {} MiB, after {} MiB (bound +{bound_mib} MiB)",
-            self.before, self.during, self.after
+        self.after = rss_bytes();
+        let (calls, failures) = saw;
+        hostile::report(
+            what,
+            &format!("{calls} greeter calls through the mesh"),
+            failures,
+            self.before,
+            self.during,
+            self.after,
         );
         assert!(
-            self.during.saturating_sub(self.before) <= bound_mib,
-            "{what}: RSS grew from {} to {} MiB",
-            self.before,
-            self.during
+            self.during.saturating_sub(self.before) <= bound_mib * MIB,
+            "{what}: RSS grew from {} to {} MiB (bound +{bound_mib} MiB)",
+            self.before / MIB,
+            self.during / MIB
         );
     }
 }
@@ -163,8 +161,8 @@ impl Legit {
         }
     }
 
-    /// Stops, and asserts there were calls and none failed.
-    async fn stop_and_check(self, what: &str) {
+    /// Stops, and asserts there were calls and none failed; returns the calls and failures.
+    async fn stop_and_check(self, what: &str) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
         let (calls, failures) = (
@@ -174,6 +172,7 @@ impl Legit {
         println!("{what}: legitimate calls {calls}, failures {failures}");
         assert!(calls > 0, "{what}: no legitimate call was made");
         assert_eq!(failures, 0, "{what}: legitimate calls failed");
+        (calls, failures)
     }
 }
 
@@ -413,10 +412,16 @@ async fn a_tonic_server_advertises_and_enforces_the_mesh_stream_limit() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     memory.sample();
-    legit.stop_and_check("stream flood").await;
+    let saw = legit.stop_and_check("stream flood").await;
     drop(held);
     // Before the limit, 16 x 2,000 pending streams took ~345 MiB.
-    memory.finish("stream flood", 96).await;
+    memory
+        .finish(
+            "tonic server: 16 connections x 2,000 pending streams",
+            96,
+            saw,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,9 +475,15 @@ async fn a_handshake_flood_cannot_take_the_slots_of_authenticated_connections() 
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     memory.sample();
-    legit.stop_and_check("handshake flood").await;
+    let saw = legit.stop_and_check("handshake flood").await;
     drop(flood);
-    memory.finish("handshake flood", 48).await;
+    memory
+        .finish(
+            "4,340 connections that never finish the TLS handshake",
+            48,
+            saw,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,8 +544,14 @@ async fn an_http2_client_that_sends_only_the_preface_is_closed_at_the_header_tim
             answered += 1;
         }
     }
-    legit.stop_and_check("preface only").await;
-    memory.finish("preface only", 32).await;
+    let saw = legit.stop_and_check("preface only").await;
+    memory
+        .finish(
+            "40 HTTP/2 clients that send only the preface (serve, tonic)",
+            32,
+            saw,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -577,8 +594,10 @@ async fn alpn_offers_only_what_each_server_speaks() {
         let io = tls_connect(addr, h2.clone()).await.unwrap();
         assert_eq!(io.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     }
-    legit.stop_and_check("alpn").await;
-    memory.finish("alpn", 32).await;
+    let saw = legit.stop_and_check("alpn").await;
+    memory
+        .finish("50 HTTP/1.1-only TLS clients (serve, tonic)", 32, saw)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,6 +630,8 @@ async fn a_refused_client_certificate_gets_a_tls_alert() {
         }
         memory.sample();
     }
-    legit.stop_and_check("refused certificates").await;
-    memory.finish("refused certificates", 32).await;
+    let saw = legit.stop_and_check("refused certificates").await;
+    memory
+        .finish("50 clients with a certificate from another CA", 32, saw)
+        .await;
 }
