@@ -404,15 +404,8 @@ impl Mesh {
     /// with the caller's [`crate::PeerIdentity`] in each request's extensions.
     pub async fn serve<S, ResBody>(&self, listener: TcpListener, service: S) -> std::io::Result<()>
     where
-        S: tower::Service<http::Request<crate::LimitedBody>, Response = http::Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError> + Send,
-        ResBody: http_body::Body + Default + Send + 'static,
-        ResBody::Data: Send,
-        ResBody::Error: Into<BoxError>,
+        S: crate::server::HttpService<ResBody>,
+        ResBody: crate::server::HttpBody,
     {
         let incoming = self.incoming(listener)?;
         crate::server::serve(incoming, service).await;
@@ -430,15 +423,8 @@ impl Mesh {
         grace: Duration,
     ) -> std::io::Result<()>
     where
-        S: tower::Service<http::Request<crate::LimitedBody>, Response = http::Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError> + Send,
-        ResBody: http_body::Body + Default + Send + 'static,
-        ResBody::Data: Send,
-        ResBody::Error: Into<BoxError>,
+        S: crate::server::HttpService<ResBody>,
+        ResBody: crate::server::HttpBody,
     {
         let incoming = self.incoming(listener)?;
         crate::server::serve_with_shutdown(incoming, service, shutdown, grace).await;

@@ -38,6 +38,6 @@ pub use self::authz::Authorizer;
 pub use self::connect_info::MeshConnectInfo;
 pub use self::layer::{MeshLayer, MeshService};
 pub use self::limits::{BodyTooLarge, LimitedBody, ServerLimits};
-pub use self::serve::{serve, serve_with_shutdown};
+pub use self::serve::{HttpBody, HttpService, serve, serve_with_shutdown};
 pub(crate) use self::telemetry::InboundTelemetry;
 pub use crate::identity::PeerIdentity;

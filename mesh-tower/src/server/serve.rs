@@ -24,21 +24,51 @@ use super::limits::{
 };
 use crate::error::BoxError;
 
+/// What the mesh serves: a tower HTTP service of [`LimitedBody`] requests, cloned for each
+/// connection and run on its task.
+pub trait HttpService<ResBody>:
+    tower::Service<
+        Request<LimitedBody>,
+        Response = http::Response<ResBody>,
+        Future: Send + 'static,
+        Error: Into<BoxError> + Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, ResBody> HttpService<ResBody> for S where
+    S: tower::Service<
+            Request<LimitedBody>,
+            Response = http::Response<ResBody>,
+            Future: Send + 'static,
+            Error: Into<BoxError> + Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body an [`HttpService`] may answer with.
+pub trait HttpBody:
+    http_body::Body<Data: Send, Error: Into<BoxError>> + Default + Send + 'static
+{
+}
+
+impl<B> HttpBody for B where
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Default + Send + 'static
+{
+}
+
 /// Serves `service` (an axum `Router` or any tower HTTP service) on every connection of
 /// `incoming`, over HTTP/2 or HTTP/1.1 as ALPN chose, behind the mesh's [`MeshLayer`]
 /// (identity, telemetry, authorization; a `service` that carries the layer itself is judged
 /// once) and the body limit. Runs until `incoming` ends.
 pub async fn serve<S, ResBody>(incoming: MeshIncoming, service: S)
 where
-    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    ResBody: http_body::Body + Default + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    S: HttpService<ResBody>,
+    ResBody: HttpBody,
 {
     serve_with_shutdown(incoming, service, std::future::pending(), Duration::ZERO).await;
 }
@@ -53,15 +83,8 @@ pub async fn serve_with_shutdown<S, ResBody>(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) where
-    S: tower::Service<Request<LimitedBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    ResBody: http_body::Body + Default + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    S: HttpService<ResBody>,
+    ResBody: HttpBody,
 {
     use futures_util::StreamExt;
     let limits = *incoming.limits();
