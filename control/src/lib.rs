@@ -89,8 +89,8 @@ pub use ca::{Ca, CaError, CaSource, Issued, SignError};
 pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError};
 pub use running::RunningControl;
 pub use serve::limits::{
-    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_HANDSHAKES_PER_IP, InvalidLimit,
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_IP, InvalidLimit,
 };
 pub use serve::tls::{PeerInfo, ServerCertError};
 pub use source::ConfigSource;

@@ -101,6 +101,10 @@ struct Args {
     /// How long a TLS handshake may take, e.g. `10s`.
     #[arg(long, env = "MESH_CONTROL_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
+
+    /// How long a connection may have no call open before it is closed, e.g. `60s`.
+    #[arg(long, env = "MESH_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 #[tokio::main]
@@ -111,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    raise_open_file_limit(args.max_connections);
+    let max_connections = fit_to_open_file_limit(args.max_connections, raise_open_file_limit());
 
     let ca = match (args.ca_root_cert, args.ca_issuer_key) {
         (Some(root_cert), Some(issuer_key)) => CaSource::Files {
@@ -137,10 +141,11 @@ async fn main() -> anyhow::Result<()> {
     options.cert_lifetime = args.cert_lifetime;
     options.file_poll_interval = args.poll_interval;
     options.connection_limits = ConnectionLimits {
-        max_connections: args.max_connections,
+        max_connections,
         max_handshakes: args.max_handshakes,
         max_handshakes_per_ip: args.max_handshakes_per_ip,
         handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
     };
 
     let control = mesh_control::start(options)
@@ -187,55 +192,66 @@ async fn config_source(
 /// file, the CA files, the runtime's own, logs.
 const SPARE_FILES: u64 = 64;
 
-/// Raises the soft open-file limit to the hard one and logs what it did. Every connection
-/// takes a file descriptor, and a common default soft limit (1,024) is far below the default
-/// `--max-connections`; past it, accepts fail and fresh clients wait.
-fn raise_open_file_limit(max_connections: usize) {
+/// Raises the soft open-file limit to the hard one and logs what it did; returns the limit now
+/// in force (`None`: unlimited). Every connection takes a file descriptor, and a common default
+/// soft limit (1,024) is far below the default `--max-connections`.
+fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let before = getrlimit(Resource::Nofile);
     let show = |limit: Option<u64>| limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
-    let now = if before.current == before.maximum {
+    if before.current == before.maximum {
         tracing::info!(
             limit = show(before.current),
             "open-file limit already at its hard limit"
         );
-        before.current
-    } else {
-        let raised = Rlimit {
-            current: before.maximum,
-            maximum: before.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => {
-                tracing::info!(
-                    from = show(before.current),
-                    to = show(before.maximum),
-                    "raised the open-file limit to its hard limit"
-                );
-                before.maximum
-            }
-            Err(error) => {
-                tracing::warn!(
-                    limit = show(before.current),
-                    hard = show(before.maximum),
-                    %error,
-                    "could not raise the open-file limit"
-                );
-                before.current
-            }
-        }
-    };
-    let wanted = u64::try_from(max_connections)
-        .unwrap_or(u64::MAX)
-        .saturating_add(SPARE_FILES);
-    if let Some(limit) = now.filter(|limit| *limit < wanted) {
-        tracing::warn!(
-            limit,
-            max_connections,
-            "the open-file limit is below --max-connections (plus {SPARE_FILES} spare): \
-             connections past it fail at accept; lower --max-connections or raise the hard limit"
-        );
+        return before.current;
     }
+    let raised = Rlimit {
+        current: before.maximum,
+        maximum: before.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(
+                from = show(before.current),
+                to = show(before.maximum),
+                "raised the open-file limit to its hard limit"
+            );
+            before.maximum
+        }
+        Err(error) => {
+            tracing::warn!(
+                limit = show(before.current),
+                hard = show(before.maximum),
+                %error,
+                "could not raise the open-file limit"
+            );
+            before.current
+        }
+    }
+}
+
+/// The connection cap the process can keep: `wanted`, or fewer when the open-file `limit`
+/// cannot hold that many connections besides [`SPARE_FILES`]. Past the descriptor limit an
+/// accept fails and every new client waits in the kernel's queue, so a flood of established
+/// connections would shut out everyone; under the cap a connection over it is closed at once
+/// and the slots of idle ones come back (see `ConnectionLimits::idle_timeout`).
+fn fit_to_open_file_limit(wanted: usize, limit: Option<u64>) -> usize {
+    let Some(limit) = limit else { return wanted };
+    let room = usize::try_from(limit.saturating_sub(SPARE_FILES))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if room >= wanted {
+        return wanted;
+    }
+    tracing::warn!(
+        limit,
+        wanted,
+        max_connections = room,
+        "the open-file limit holds fewer connections than --max-connections (plus \
+         {SPARE_FILES} spare): the cap is lowered to fit; raise the hard limit for more"
+    );
+    room
 }
 
 /// A count of at least 1.
@@ -338,6 +354,14 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        assert_eq!(fit_to_open_file_limit(10_000, None), 10_000);
+        assert_eq!(fit_to_open_file_limit(10_000, Some(1 << 20)), 10_000);
+        assert_eq!(fit_to_open_file_limit(10_000, Some(1024)), 960);
+        assert_eq!(fit_to_open_file_limit(10_000, Some(10)), 1);
+    }
+
+    #[test]
     fn args_parse_with_defaults_and_ca_files() {
         let args = Args::try_parse_from(["mesh-control", "--config", "c.yaml"]).expect("parses");
         assert_eq!(args.listen, "127.0.0.1:7400".parse().expect("addr"));
@@ -352,6 +376,7 @@ mod tests {
                 max_handshakes: args.max_handshakes,
                 max_handshakes_per_ip: args.max_handshakes_per_ip,
                 handshake_timeout: args.handshake_timeout,
+                idle_timeout: args.idle_timeout,
             },
             ConnectionLimits::default()
         );

@@ -361,6 +361,7 @@ fn spawn_server(
         incoming,
         shutdown,
         SHUTDOWN_GRACE,
+        limits.idle_timeout,
     ));
     (server, vec![accept])
 }

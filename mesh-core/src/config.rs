@@ -58,6 +58,11 @@ pub struct ServiceSpec {
     /// Paths that always pass authorization (health probes): exact, or with a trailing `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempt_paths: Vec<String>,
+    /// SPIFFE IDs that run the service besides its endpoints' identities: a replica that is
+    /// starting, and not yet an endpoint, may subscribe as this service. The Kubernetes
+    /// source fills it with the service accounts of the Service's pods that are not ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
 }
 
 /// One more port of a service, with the replicas serving it.

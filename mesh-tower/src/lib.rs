@@ -62,6 +62,7 @@
 //! Server code never imports from `client/`, and telemetry never imports the server: what
 //! both sides need (refusals, `mesh_core::backoff`) lives outside both.
 
+mod activity;
 mod client;
 mod connect;
 mod control;

@@ -5,6 +5,7 @@
 //!               budget (total and per source IP), handshake time, connection slots,
 //!               TLS alerts for refused handshakes                         [accept.rs]
 //!               time to the first request                           [first_request.rs]
+//!               time with no call in flight                                 [idle.rs]
 //! connect info  the caller's address and verified SPIFFE ID, and the inbound policy, once
 //!               per connection, in every request's extensions            [connect_info.rs]
 //! HTTP limits   streams, header list, head time, body size (served by [`serve()`];
@@ -20,14 +21,15 @@
 //! verified identity reaches handlers as a [`PeerIdentity`] request extension, the
 //! authorization decision as a [`mesh_core::authz::Decision`].
 //!
-//! Every server is bounded by [`ServerLimits`] (connections per listener, handshake and header
-//! time, HTTP/2 streams per connection, header and body size); see [`limits`] for the
+//! Every server is bounded by [`ServerLimits`] (connections per listener, handshake, header
+//! and idle time, HTTP/2 streams per connection, header and body size); see [`limits`] for the
 //! defaults and what a caller over each limit sees.
 
 mod accept;
 pub mod authz;
 mod connect_info;
 mod first_request;
+mod idle;
 mod layer;
 pub mod limits;
 mod serve;

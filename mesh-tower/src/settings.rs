@@ -108,6 +108,7 @@ pub struct MeshSettings {
     /// | `MESH_SERVER_MAX_HANDSHAKES_PER_IP` | handshakes in progress per source IP | 32 |
     /// | `MESH_SERVER_HANDSHAKE_TIMEOUT`     | TLS handshake time, seconds    | 10 |
     /// | `MESH_SERVER_HEADER_TIMEOUT`        | time to the first request's headers, seconds | 10 |
+    /// | `MESH_SERVER_IDLE_TIMEOUT`          | time with no call in flight, seconds (0: no limit) | 600 |
     /// | `MESH_SERVER_MAX_CONCURRENT_STREAMS`| HTTP/2 streams per connection  | 256 |
     /// | `MESH_SERVER_MAX_HEADER_LIST_SIZE`  | request header list, bytes     | 65536 |
     /// | `MESH_SERVER_MAX_BODY_SIZE`         | request body, bytes (not gRPC: see [`crate::server::limits`]) | 16777216 |
@@ -455,6 +456,15 @@ fn server_limits(get: &impl Fn(&str) -> Option<String>) -> Result<ServerLimits, 
     if let Some(s) = number::<u64>(get, "MESH_SERVER_HEADER_TIMEOUT")? {
         limits = limits.with_header_timeout(Duration::from_secs(s));
     }
+    if let Some(v) = get("MESH_SERVER_IDLE_TIMEOUT") {
+        let seconds = v.trim().parse::<u64>().map_err(|_| {
+            SettingsError::new(
+                "MESH_SERVER_IDLE_TIMEOUT",
+                format!("expected a whole number of seconds (0: no limit), got {v:?}"),
+            )
+        })?;
+        limits = limits.with_idle_timeout((seconds > 0).then(|| Duration::from_secs(seconds)));
+    }
     if let Some(n) = number(get, "MESH_SERVER_MAX_CONCURRENT_STREAMS")? {
         limits = limits.with_max_concurrent_streams(n);
     }
@@ -575,6 +585,7 @@ mod tests {
             ("MESH_SERVER_MAX_HANDSHAKES_PER_IP", " 4 "),
             ("MESH_SERVER_HANDSHAKE_TIMEOUT", "3"),
             ("MESH_SERVER_HEADER_TIMEOUT", "5"),
+            ("MESH_SERVER_IDLE_TIMEOUT", "120"),
             ("MESH_SERVER_MAX_CONCURRENT_STREAMS", "64"),
             ("MESH_SERVER_MAX_HEADER_LIST_SIZE", "16384"),
             ("MESH_SERVER_MAX_BODY_SIZE", "1048576"),
@@ -586,6 +597,7 @@ mod tests {
             .with_max_handshakes_per_ip(4)
             .with_handshake_timeout(Duration::from_secs(3))
             .with_header_timeout(Duration::from_secs(5))
+            .with_idle_timeout(Some(Duration::from_secs(120)))
             .with_max_concurrent_streams(64)
             .with_max_header_list_size(16384)
             .with_max_body_size(1 << 20);
@@ -663,6 +675,11 @@ mod tests {
                 "MESH_SERVER_MAX_BODY_SIZE",
                 "-1",
                 "MESH_SERVER_MAX_BODY_SIZE",
+            ),
+            (
+                "MESH_SERVER_IDLE_TIMEOUT",
+                "10m",
+                "MESH_SERVER_IDLE_TIMEOUT",
             ),
         ];
         for (var, value, named) in cases {

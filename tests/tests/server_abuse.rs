@@ -5,6 +5,8 @@
 //! - a tonic server advertises and enforces the mesh's HTTP/2 stream limit;
 //! - a flood of connections that never handshake cannot take the slots of authenticated ones;
 //! - an HTTP/2 client that sends only the preface and SETTINGS is closed at the header timeout;
+//! - connections with no call in flight are closed at the idle timeout, pings or not, and a
+//!   connection with a call in flight is kept;
 //! - ALPN offers only what each server speaks;
 //! - a refused client certificate is answered with a TLS alert, not a bare close.
 
@@ -68,7 +70,7 @@ impl Memory {
         let (calls, failures) = saw;
         hostile::report(
             what,
-            &format!("{calls} greeter calls through the mesh"),
+            &format!("{calls} calls through the mesh"),
             failures,
             self.before,
             self.during,
@@ -222,6 +224,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const REFUSED_STREAM: u32 = 0x7;
 
@@ -633,5 +636,105 @@ async fn a_refused_client_certificate_gets_a_tls_alert() {
     let saw = legit.stop_and_check("refused certificates").await;
     memory
         .finish("50 clients with a certificate from another CA", 32, saw)
+        .await;
+}
+
+/// `GET /` on stream 1 with END_STREAM: a whole request (tonic answers it with a gRPC error,
+/// the web server with 200), after which the connection has no call in flight.
+fn one_get() -> Vec<u8> {
+    let mut get = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
+    get.extend([0x01, 0x03]);
+    get.extend_from_slice(b"web"); // :authority
+    let mut bytes = preface_and_settings();
+    bytes.extend(frame(HEADERS, 0x5, 1, &get)); // END_STREAM | END_HEADERS
+    bytes
+}
+
+/// Keeps `io` busy with a PING every 200 ms (and reads what the server sends) until the server
+/// closes it; returns how long after `since` that was, or `None` if it is open after `within`.
+async fn pinged_until_closed(
+    io: TlsStream<TcpStream>,
+    since: tokio::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let (mut read, mut write) = tokio::io::split(io);
+    let pinger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if write.write_all(&frame(PING, 0, 0, &[7; 8])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = closed_within(&mut read, within).await;
+    pinger.abort();
+    closed.then(|| since.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_pings_or_not_and_busy_ones_kept() {
+    let _serial = SERIAL.lock().await;
+    const IDLE: Duration = Duration::from_secs(1);
+    const PER_SERVER: usize = 100;
+    let s = servers(ServerLimits::default().with_idle_timeout(Some(IDLE))).await;
+    let (greeter, web) = (Legit::greeter(&s.client).await, Legit::web(&s.client).await);
+    let mut memory = Memory::start();
+    let tls = mesh_tls(&s.client, "server", &[b"h2"]);
+
+    // On each server: connections that make one call, then only ping.
+    let mut idle = Vec::new();
+    for addr in [s.greeter.addr, s.web_addr] {
+        for _ in 0..PER_SERVER {
+            let mut io = tls_connect(addr, tls.clone()).await.unwrap();
+            io.write_all(&one_get()).await.unwrap();
+            idle.push(io);
+        }
+    }
+    // And one whose call never ends (its request body never comes): in flight, so kept.
+    let mut busy = tls_connect(s.greeter.addr, tls.clone()).await.unwrap();
+    let mut opening = preface_and_settings();
+    opening.extend(say_hello_headers(1));
+    busy.write_all(&opening).await.unwrap();
+    memory.sample();
+
+    let started = tokio::time::Instant::now();
+    let closed = futures_util::future::join_all(
+        idle.into_iter()
+            .map(|io| pinged_until_closed(io, started, 4 * IDLE)),
+    )
+    .await;
+    memory.sample();
+    let kept = closed.iter().filter(|c| c.is_none()).count();
+    assert_eq!(
+        kept,
+        0,
+        "{kept} of {} idle connections kept",
+        2 * PER_SERVER
+    );
+    let earliest = closed.iter().flatten().min().unwrap();
+    assert!(
+        *earliest >= IDLE / 2,
+        "closed after {earliest:?}, before the idle timeout"
+    );
+    // Well past two idle periods, the call in flight still holds its connection.
+    assert!(
+        !closed_within(&mut busy, IDLE).await,
+        "a connection with a call in flight was closed"
+    );
+
+    // The legitimate callers never idled; stopped, their connections are closed in turn, and
+    // their next calls reconnect and succeed.
+    let saw_greeter = greeter.stop_and_check("idle connections (greeter)").await;
+    let saw_web = web.stop_and_check("idle connections (web)").await;
+    tokio::time::sleep(3 * IDLE).await;
+    let again = Legit::greeter(&s.client).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saw_again = again.stop_and_check("after idling").await;
+    let saw = (
+        saw_greeter.0 + saw_web.0 + saw_again.0,
+        saw_greeter.1 + saw_web.1 + saw_again.1,
+    );
+    memory
+        .finish("200 connections idle but for pings (serve, tonic)", 32, saw)
         .await;
 }

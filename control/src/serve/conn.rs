@@ -41,6 +41,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A connection whose ping is not answered within this is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection sent away for being idle has to close before it is dropped (at most
+/// the idle timeout itself).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Streams one connection may have open at once: a meshed process holds one Watch stream and
 /// now and then a Certify call; a few hundred leave room for processes that share a connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -84,12 +88,15 @@ impl StreamQueue {
 /// Serves every connection that comes out of `incoming` with `routes` until `shutdown` turns
 /// true; then stops taking connections, asks each to finish (HTTP/2 GOAWAY: streams in progress
 /// complete) and returns once all have closed, cutting those still open after `grace`.
-/// Dropping the returned future (aborting its task) closes every connection at once.
+/// Dropping the returned future (aborting its task) closes every connection at once. A
+/// connection with no stream open for `idle` is closed the same way (see
+/// [`super::limits`]).
 pub(crate) async fn serve(
     routes: ControlRoutes,
     mut incoming: mpsc::Receiver<Result<TlsConn, io::Error>>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    idle: Duration,
 ) {
     let mut connections = JoinSet::new();
     // Each connection watches for the signal itself.
@@ -98,7 +105,7 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = incoming.recv() => match accepted {
                 Some(Ok(conn)) => {
-                    connections.spawn(serve_connection(conn, routes.clone(), signal.clone()));
+                    connections.spawn(serve_connection(conn, routes.clone(), signal.clone(), idle));
                 }
                 Some(Err(error)) => tracing::debug!(%error, "a connection failed before serving"),
                 None => break,
@@ -117,11 +124,13 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves one connection: hyper's HTTP/2 state machine and every stream it opens, in this task.
+/// Serves one connection: hyper's HTTP/2 state machine and every stream it opens, in this task;
+/// sends a GOAWAY once no stream has been open for `idle`.
 async fn serve_connection(
     conn: TlsConn,
     routes: ControlRoutes,
     mut shutdown: watch::Receiver<bool>,
+    idle: Duration,
 ) {
     let peer = conn.info().clone();
     let remote_addr = peer.remote_addr;
@@ -141,12 +150,41 @@ async fn serve_connection(
     let mut stop = pin!(shutdown.wait_for(|stop| *stop));
     let mut stopping = false;
     let mut running = FuturesUnordered::new();
+    let mut idle_timer = pin!(tokio::time::sleep(idle));
+    // Streams opened since the idle timer was last armed.
+    let mut opened = false;
+    // Sent away for being idle: the timer now bounds the goodbye.
+    let mut idle_closing = false;
     let waker = Arc::new(RoundWaker::default());
     let round_waker = Waker::from(waker.clone());
     let result = poll_fn(|cx: &mut Context<'_>| {
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             stopping = true;
             connection.as_mut().graceful_shutdown();
+        }
+        while idle_timer.as_mut().poll(cx).is_ready() {
+            if idle_closing {
+                // The GOAWAY was not heeded (a peer that does not answer the ping that
+                // completes a graceful shutdown): drop the connection.
+                tracing::debug!(peer = %remote_addr, "idle connection dropped");
+                return Poll::Ready(Ok(()));
+            }
+            if stopping {
+                // Shutting down: `serve` bounds the rest.
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if running.is_empty() && !opened {
+                tracing::debug!(peer = %remote_addr, "idle connection closed");
+                stopping = true;
+                idle_closing = true;
+                connection.as_mut().graceful_shutdown();
+                idle_timer.as_mut().reset(now + idle.min(IDLE_CLOSE_GRACE));
+            } else {
+                // A stream is open, or one came and went: a full period from now.
+                opened = false;
+                idle_timer.as_mut().reset(now + idle);
+            }
         }
         waker.start_polling(cx.waker());
         let mut inner = Context::from_waker(&round_waker);
@@ -160,6 +198,7 @@ async fn serve_connection(
             }
             // Requests the connection just read become streams to run in the next round.
             if queue.drain_into(&mut running) {
+                opened = true;
                 continue;
             }
             // Nothing new: done, unless a stream or the connection was woken during this

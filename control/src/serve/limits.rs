@@ -17,10 +17,17 @@
 //!
 //! Each handshake also has a time limit ([`handshake_timeout`]).
 //!
+//! An established connection with no stream open for [`idle_timeout`] (none since it opened,
+//! or none since its last one ended) is sent a GOAWAY and closed: a subscriber's Watch stream
+//! is always open, a workload's Certify call is over in milliseconds, so only a connection
+//! nobody uses is idle. Pings do not count: a client that only answers them holds a slot
+//! as surely as a silent one.
+//!
 //! [`max_connections`]: ConnectionLimits::max_connections
 //! [`max_handshakes`]: ConnectionLimits::max_handshakes
 //! [`max_handshakes_per_ip`]: ConnectionLimits::max_handshakes_per_ip
 //! [`handshake_timeout`]: ConnectionLimits::handshake_timeout
+//! [`idle_timeout`]: ConnectionLimits::idle_timeout
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -37,6 +44,8 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
 pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 32;
 /// Default [`ConnectionLimits::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ConnectionLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often, at most, refused connections are logged at `warn` (with how many there were):
 /// a flood must not flood the log too.
@@ -57,6 +66,9 @@ pub struct ConnectionLimits {
     pub max_handshakes_per_ip: usize,
     /// How long a TLS handshake may take before it is abandoned (default 10 s).
     pub handshake_timeout: Duration,
+    /// How long an established connection may have no stream open before it is closed
+    /// (default 60 s; closed between one and two periods after its last stream ended).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -66,6 +78,7 @@ impl Default for ConnectionLimits {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -96,11 +109,17 @@ impl ConnectionLimits {
                 });
             }
         }
-        if self.handshake_timeout.is_zero() {
-            return Err(InvalidLimit {
-                field: "handshake_timeout",
-                problem: "must be more than zero",
-            });
+        let periods = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (field, period) in periods {
+            if period.is_zero() {
+                return Err(InvalidLimit {
+                    field,
+                    problem: "must be more than zero",
+                });
+            }
         }
         Ok(())
     }

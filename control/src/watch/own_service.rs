@@ -3,9 +3,11 @@
 //! Naming a service as one's own gets its inbound policy (its settings, the policies that
 //! target it, with the identities and rules they name) and lists the subscriber as serving it
 //! on `/subscribers`. So the service must be one that the caller's verified identity serves:
-//! one of the service's endpoints, on any port, carries that identity. In the control file
-//! that is an endpoint's `identity`; from Kubernetes, the service account of a pod behind one
-//! of the Service's endpoints (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+//! one of the service's endpoints, on any port, carries that identity, or the service lists it
+//! in `identities`. In the control file that is an endpoint's `identity` (or an entry of the
+//! service's `identities`); from Kubernetes, the service account of a pod in the Service's
+//! endpoint slices, ready or still starting (`spiffe://<td>/ns/<ns>/sa/<sa>`): a pod subscribes
+//! before it is ready, and the mesh's `/ready` waits for that subscription.
 //!
 //! The check runs against the config in force when the `subscribe` message (or a later one
 //! that replaces it) arrives; a subscriber whose identity later leaves the service keeps its

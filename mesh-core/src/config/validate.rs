@@ -93,6 +93,8 @@ struct ValidService {
     exempt_paths: Vec<PathPattern>,
     /// The policies that target it, in config order.
     policies: Vec<AuthorizationPolicy>,
+    /// Identities that run it besides its endpoints' (replicas starting up).
+    identities: Vec<SpiffeId>,
 }
 
 impl ValidService {
@@ -188,6 +190,19 @@ impl MeshConfig {
                 &spec.exempt_paths,
                 &mut errors,
             );
+            let identities = spec
+                .identities
+                .iter()
+                .enumerate()
+                .filter_map(|(j, value)| {
+                    check::identity(value, Some(trust_domain))
+                        .map_err(|message| {
+                            errors
+                                .push(FieldError::new(format!("{path}.identities[{j}]"), message));
+                        })
+                        .ok()
+                })
+                .collect();
             if let (Some(name), None) = (name, duplicate) {
                 services.insert(
                     name,
@@ -200,6 +215,7 @@ impl MeshConfig {
                         default_policy,
                         exempt_paths,
                         policies: Vec::new(),
+                        identities,
                     },
                 );
             }
@@ -725,6 +741,7 @@ impl ValidConfig {
                 .iter()
                 .chain(valid.ports.iter().flat_map(|(_, endpoints)| endpoints))
                 .any(|endpoint| endpoint.identity == *identity)
+                || valid.identities.contains(identity)
         })
     }
 }

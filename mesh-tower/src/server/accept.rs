@@ -28,7 +28,9 @@ use tokio_rustls::server::TlsStream;
 use super::authz::Authorizer;
 use super::connect_info::MeshConnectInfo;
 use super::first_request::FirstRequest;
+use super::idle::IdleTimer;
 use super::limits::ServerLimits;
+use crate::activity::Activity;
 use crate::identity::PeerIdentity;
 
 /// The first byte of a TLS connection: a handshake record.
@@ -57,11 +59,36 @@ pub struct MeshTlsStream {
     info: MeshConnectInfo,
     /// Until the client has started its first request: the deadline for it.
     first: Option<Box<FirstRequest>>,
+    /// Closes the connection once no call has been in flight for the idle timeout (`None`:
+    /// no idle limit).
+    idle: Option<Box<IdleTimer>>,
     /// The listener's connection slot, given back when the connection is dropped.
     _slot: OwnedSemaphorePermit,
 }
 
 impl MeshTlsStream {
+    /// An accepted connection that holds `slot`, its first-request and idle timers started.
+    fn new(
+        inner: Conn,
+        remote_addr: SocketAddr,
+        peer: Option<PeerIdentity>,
+        authorizer: Option<Authorizer>,
+        limits: &ServerLimits,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        let activity = Arc::new(Activity::default());
+        let idle = limits
+            .idle_timeout
+            .map(|after| Box::new(IdleTimer::new(activity.clone(), after)));
+        Self {
+            inner,
+            info: MeshConnectInfo::new(remote_addr, peer, authorizer, activity),
+            first: Some(Box::new(FirstRequest::new(limits.header_timeout))),
+            idle,
+            _slot: slot,
+        }
+    }
+
     /// The peer's socket address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.info.remote_addr()
@@ -118,6 +145,15 @@ impl AsyncRead for MeshTlsStream {
                     "no request within the header timeout",
                 )));
             }
+        } else if polled.is_pending()
+            && let Some(idle) = self.idle.as_mut()
+            && idle.expired(cx)
+        {
+            // Nothing to read and no call for the whole period: end of stream, so the server
+            // closes the connection as if the client had (with its TLS close_notify).
+            tracing::debug!(peer = %self.info.remote_addr(), "idle connection closed");
+            self.idle = None;
+            return Poll::Ready(Ok(()));
         }
         polled
     }
@@ -327,7 +363,6 @@ async fn accept_loop(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let handshakes = HandshakeBudget::new(&limits);
     let handshake_timeout = limits.handshake_timeout;
-    let header_timeout = limits.header_timeout;
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -375,18 +410,16 @@ async fn accept_loop(
                 match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
                         let Some(slot) = take_slot(turn) else { return };
-                        let _ = tx
-                            .send(MeshTlsStream {
-                                inner: Conn::Plain(tcp),
-                                info: MeshConnectInfo::new(
-                                    remote_addr,
-                                    None,
-                                    authorizer.map(|a| a.for_connection(None)),
-                                ),
-                                first: Some(Box::new(FirstRequest::new(header_timeout))),
-                                _slot: slot,
-                            })
-                            .await;
+                        let authorizer = authorizer.map(|a| a.for_connection(None));
+                        let stream = MeshTlsStream::new(
+                            Conn::Plain(tcp),
+                            remote_addr,
+                            None,
+                            authorizer,
+                            &limits,
+                            slot,
+                        );
+                        let _ = tx.send(stream).await;
                         return;
                     }
                     Ok(Ok(_)) => {}
@@ -417,14 +450,15 @@ async fn accept_loop(
                 .and_then(|leaf| spiffe_id_of(leaf).ok())
                 .map(PeerIdentity::new);
             let authorizer = authorizer.map(|a| a.for_connection(peer.as_ref()));
-            let _ = tx
-                .send(MeshTlsStream {
-                    inner: Conn::Tls(Box::new(stream)),
-                    info: MeshConnectInfo::new(remote_addr, peer, authorizer),
-                    first: Some(Box::new(FirstRequest::new(header_timeout))),
-                    _slot: slot,
-                })
-                .await;
+            let stream = MeshTlsStream::new(
+                Conn::Tls(Box::new(stream)),
+                remote_addr,
+                peer,
+                authorizer,
+                &limits,
+                slot,
+            );
+            let _ = tx.send(stream).await;
         });
     }
 }

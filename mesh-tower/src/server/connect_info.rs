@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::authz::Authorizer;
+use crate::activity::Activity;
 use crate::identity::PeerIdentity;
 
 /// One accepted connection's details, in each of its requests' extensions
@@ -23,6 +24,8 @@ struct ConnectionInfo {
     remote_addr: SocketAddr,
     peer: Option<PeerIdentity>,
     authorizer: Option<Authorizer>,
+    /// The calls in flight, for the connection's idle timer.
+    activity: Arc<Activity>,
 }
 
 impl MeshConnectInfo {
@@ -30,12 +33,19 @@ impl MeshConnectInfo {
         remote_addr: SocketAddr,
         peer: Option<PeerIdentity>,
         authorizer: Option<Authorizer>,
+        activity: Arc<Activity>,
     ) -> Self {
         Self(Arc::new(ConnectionInfo {
             remote_addr,
             peer,
             authorizer,
+            activity,
         }))
+    }
+
+    /// The connection's calls in flight.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.0.activity
     }
 
     /// The caller's socket address.

@@ -90,6 +90,8 @@ where
                 "the request did not arrive over the mesh's mTLS listener",
             );
         };
+        // The call is in flight until its response body ends (for the idle timer).
+        let busy = info.activity().begin();
         let (peer, authorizer) = (info.peer(), info.authorizer());
         if authorizer.is_none() && peer.is_none() {
             return refuse(&request, "the caller presented no client certificate");
@@ -103,6 +105,7 @@ where
             authorizer.and_then(|authorizer| authorizer.measure(peer)),
             peer,
             request,
+            busy,
             |request| match authorizer {
                 Some(authorizer) => match authorizer.authorize(request, peer) {
                     Ok(request) => Either::Left(inner.call(request)),

@@ -8,6 +8,7 @@
 //! | handshakes in progress per source IP | [`DEFAULT_MAX_HANDSHAKES_PER_IP`] | the connection is closed right after accept |
 //! | TLS handshake time                  | [`DEFAULT_HANDSHAKE_TIMEOUT`] | the connection is closed (logged) |
 //! | time to the first request's headers | [`DEFAULT_HEADER_TIMEOUT`] | the connection is closed (HTTP/1.1 also between requests) |
+//! | time with no call in flight         | [`DEFAULT_IDLE_TIMEOUT`] (or never) | the connection is closed (TLS `close_notify`); the caller reconnects for its next call |
 //! | concurrent HTTP/2 streams per connection | [`DEFAULT_MAX_CONCURRENT_STREAMS`] | advertised in SETTINGS; clients queue, extra streams are reset |
 //! | request header size                 | [`DEFAULT_MAX_HEADER_LIST_SIZE`] | `431 Request Header Fields Too Large` |
 //! | declared request body size          | [`DEFAULT_MAX_BODY_SIZE`] | `413 Payload Too Large`, the app never sees the request |
@@ -19,9 +20,12 @@
 //! [`ServerLimits::max_handshakes_per_ip`], so it cannot take the slots of authenticated
 //! connections. A listener holds at most `max_connections + max_handshakes` sockets.
 //!
-//! The connection counts, the handshake time and the time to the first request apply to every
-//! server fed by [`crate::MeshIncoming`], tonic's included (an HTTP/2 client must send its
-//! first request's HEADERS in time: the connection preface and SETTINGS alone do not count).
+//! The connection counts, the handshake time, the time to the first request and the idle time
+//! apply to every server fed by [`crate::MeshIncoming`], tonic's included (an HTTP/2 client
+//! must send its first request's HEADERS in time: the connection preface and SETTINGS alone
+//! do not count; and a connection is idle while no call is in flight, whatever pings or
+//! window updates cross it). The idle bound needs [`crate::MeshLayer`] to count the calls,
+//! which every meshed server has: a server without it refuses every request anyway.
 //! The HTTP limits apply to [`crate::server::serve`] (and so to [`crate::Mesh::serve`]); a
 //! tonic server gets the same streams, header size and keep-alive from
 //! `mesh_tonic::server(limits)` (or `MeshTonicExt::tonic_server`). A gRPC request body is
@@ -75,6 +79,11 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a client has, once its handshake is done, to send its first request's headers
 /// (and, on HTTP/1.1, each later request's headers once it starts one).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay open with no call in flight: long enough that a caller
+/// which calls every few minutes keeps its connection (a reconnect costs a handshake), short
+/// enough that connections a client forgot, or holds on purpose, give their slots back.
+/// Envoy's default is an hour and gRPC's none; a mesh's callers reconnect cheaply.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default number of concurrent HTTP/2 streams a client may open on one connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Default size of a request's header list (HTTP/2, as RFC 9113 counts it) and, for HTTP/1.1,
@@ -105,6 +114,8 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// Time a client has to send its (first, and on HTTP/1.1 each) request's headers.
     pub header_timeout: Duration,
+    /// Time a connection may stay open with no call in flight; `None`: no limit.
+    pub idle_timeout: Option<Duration>,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
     /// Largest request header list (HTTP/2) or request head (HTTP/1.1), in bytes.
@@ -121,6 +132,7 @@ impl Default for ServerLimits {
             max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
@@ -156,6 +168,12 @@ impl ServerLimits {
     /// Sets [`ServerLimits::header_timeout`].
     pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::idle_timeout`] (`None`: connections may stay idle for ever).
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

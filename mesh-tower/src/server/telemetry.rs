@@ -21,6 +21,7 @@ use arc_swap::ArcSwapOption;
 use mesh_core::authz::{Decision, Verdict};
 use metrics::{Counter, Label};
 
+use crate::activity::Busy;
 use crate::identity::PeerIdentity;
 use crate::telemetry::{
     AUTHZ_DECISIONS, CallRecord, Direction, ObservedBody, StatusTable, server_span,
@@ -34,6 +35,7 @@ pin_project! {
         #[pin]
         inner: F,
         record: Option<CallRecord>,
+        busy: Option<Busy>,
     }
 }
 
@@ -46,17 +48,21 @@ impl<F> std::fmt::Debug for InboundFuture<F> {
 impl<F> InboundFuture<F> {
     /// Starts measuring `request` from `peer` (when `measure`, the service's telemetry and
     /// the caller's duration table, is given: see [`super::Authorizer::measure`]) and calls
-    /// `call` with it inside the request's span.
+    /// `call` with it inside the request's span. `busy` marks the call in flight on its
+    /// connection until the response body ends.
     pub(crate) fn instrument<B>(
         measure: Option<(&InboundTelemetry, Arc<StatusTable>)>,
         peer: Option<&PeerIdentity>,
         request: Request<B>,
+        busy: Busy,
         call: impl FnOnce(Request<B>) -> F,
     ) -> Self {
+        let busy = Some(busy);
         let Some((telemetry, table)) = measure else {
             return Self {
                 inner: call(request),
                 record: None,
+                busy,
             };
         };
         let start = Instant::now();
@@ -76,6 +82,7 @@ impl<F> InboundFuture<F> {
         Self {
             inner,
             record: Some(record),
+            busy,
         }
     }
 
@@ -84,6 +91,7 @@ impl<F> InboundFuture<F> {
         Self {
             inner,
             record: None,
+            busy: None,
         }
     }
 }
@@ -112,7 +120,10 @@ where
         if let Some(record) = &mut record {
             record.on_response(&response);
         }
-        Poll::Ready(Ok(response.map(|body| ObservedBody::new(body, record))))
+        let busy = this.busy.take();
+        Poll::Ready(Ok(
+            response.map(|body| ObservedBody::new(body, record, busy))
+        ))
     }
 }
 

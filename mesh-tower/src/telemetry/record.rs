@@ -13,6 +13,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::metrics::{Status, StatusTable};
+use crate::activity::Busy;
 
 /// gRPC `CANCELLED`: the body was dropped before the status arrived.
 const CANCELLED: i32 = 1;
@@ -189,22 +190,28 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 pin_project! {
     /// A response body that records its call when it ends: at its trailers (where a gRPC
-    /// status is), at its last frame, or when dropped unfinished.
+    /// status is), at its last frame, or when dropped unfinished. Until it is dropped, the
+    /// call counts as in flight on its connection.
     pub struct ObservedBody<B> {
         #[pin]
         inner: B,
         record: Option<CallRecord>,
+        busy: Option<Busy>,
     }
 }
 
 impl<B> ObservedBody<B> {
-    pub(crate) fn new(inner: B, record: Option<CallRecord>) -> Self {
-        Self { inner, record }
+    pub(crate) fn new(inner: B, record: Option<CallRecord>, busy: Option<Busy>) -> Self {
+        Self {
+            inner,
+            record,
+            busy,
+        }
     }
 
     /// `inner` with nothing to record (a response the mesh wrote before measuring began).
     pub fn unobserved(inner: B) -> Self {
-        Self::new(inner, None)
+        Self::new(inner, None, None)
     }
 }
 
@@ -299,7 +306,11 @@ mod tests {
         ];
         let mut record = CallRecord::new(table.clone(), Instant::now(), true, Span::none());
         record.on_response(&Response::new(()));
-        let body = ObservedBody::new(StreamBody::new(tokio_stream::iter(frames)), Some(record));
+        let body = ObservedBody::new(
+            StreamBody::new(tokio_stream::iter(frames)),
+            Some(record),
+            None,
+        );
         let collected = body.collect().await.unwrap();
         assert!(collected.trailers().is_some());
         assert_eq!(recorded(&recorder), [("5".to_owned(), 1)]);
@@ -309,6 +320,7 @@ mod tests {
         drop(ObservedBody::new(
             http_body_util::Empty::<Bytes>::new(),
             Some(record),
+            None,
         ));
         assert_eq!(
             recorded(&recorder),

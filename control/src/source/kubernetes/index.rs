@@ -483,6 +483,7 @@ impl ClusterIndex {
                 mtls: summary.mtls.clone(),
                 default_policy: summary.default_policy.clone(),
                 exempt_paths: summary.exempt_paths.clone(),
+                identities: Vec::new(),
             };
             if let Err(e) = self.check(std::slice::from_ref(&spec), &[]) {
                 refused.push(format!(
@@ -503,6 +504,7 @@ impl ClusterIndex {
                     spec.ports.push(ServicePortSpec { port, endpoints });
                 }
             }
+            spec.identities = self.starting_identities(key, own_slices, &spec);
             services.insert(key.clone(), spec);
         }
 
@@ -535,6 +537,47 @@ impl ClusterIndex {
         }
         .validate(&self.trust_domain)
         .map(drop)
+    }
+
+    /// The identities of `service`'s pods that are in its slices but not among `spec`'s
+    /// endpoints (not ready yet): a replica subscribes as its service before its readiness
+    /// probe passes (the mesh's `/ready` waits for that subscription), so the first pods of a
+    /// Service must be let in before any of them is ready.
+    fn starting_identities(
+        &self,
+        service: &ObjectKey,
+        slices: &[&SliceSummary],
+        spec: &ServiceSpec,
+    ) -> Vec<String> {
+        let serving: BTreeSet<&str> = spec
+            .endpoints
+            .iter()
+            .chain(spec.ports.iter().flat_map(|port| &port.endpoints))
+            .map(|endpoint| endpoint.identity.as_str())
+            .collect();
+        let mut starting = BTreeSet::new();
+        for endpoint in slices.iter().flat_map(|slice| &slice.endpoints) {
+            let Some(pod) = endpoint.pod.as_ref().and_then(|name| {
+                self.pods.items.get(&ObjectKey {
+                    namespace: service.namespace.clone(),
+                    name: name.clone(),
+                })
+            }) else {
+                continue;
+            };
+            // An invalid service account is reported where the pod is an endpoint.
+            if let Ok(id) = SpiffeId::from_service_account(
+                &self.trust_domain,
+                &service.namespace,
+                &pod.service_account,
+            ) {
+                let id = id.to_string();
+                if !serving.contains(id.as_str()) {
+                    starting.insert(id);
+                }
+            }
+        }
+        starting.into_iter().collect()
     }
 
     /// The endpoints serving one port (by its name) of a service, from its slices and their
@@ -846,6 +889,7 @@ fn without_endpoints(spec: &ServiceSpec, routes: Vec<RouteSpec>) -> ServiceSpec 
         mtls: spec.mtls.clone(),
         default_policy: spec.default_policy.clone(),
         exempt_paths: spec.exempt_paths.clone(),
+        identities: Vec::new(),
     }
 }
 

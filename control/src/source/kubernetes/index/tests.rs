@@ -232,6 +232,31 @@ fn unready_endpoints_leave_and_terminating_ones_serve_only_as_a_last_resort() {
 }
 
 #[test]
+fn the_first_pods_of_a_service_may_subscribe_as_it_before_they_are_ready() {
+    let mut index = synced();
+    index.apply(Event::Apply(service("default", "greeter")));
+    index.apply(Event::Apply(pod("default", "g-1", "greeter")));
+    index.apply(Event::Apply(pod("default", "g-2", "greeter-canary")));
+    // Starting: in the slice, neither ready nor serving.
+    index.apply(Event::Apply(slice(
+        "default",
+        "greeter-abc",
+        "greeter",
+        &[
+            ("10.0.0.1", "g-1", false, false),
+            ("10.0.0.2", "g-2", false, false),
+        ],
+    )));
+    assert!(addresses(&index, "greeter.default").is_empty());
+    let config = index.build().expect("builds").config;
+    let id =
+        |sa: &str| SpiffeId::parse(&format!("spiffe://mesh.local/ns/default/sa/{sa}")).unwrap();
+    assert!(config.is_served_by(&name("greeter.default"), &id("greeter")));
+    assert!(config.is_served_by(&name("greeter.default"), &id("greeter-canary")));
+    assert!(!config.is_served_by(&name("greeter.default"), &id("web")));
+}
+
+#[test]
 fn endpoints_wait_for_their_pod_and_follow_its_service_account() {
     let mut index = synced();
     index.apply(Event::Apply(service("default", "greeter")));
