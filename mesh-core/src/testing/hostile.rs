@@ -28,8 +28,9 @@ pub fn rss_bytes() -> u64 {
 /// Prints the report line of one abuse (see the module docs). Memory figures are in bytes.
 pub fn report(abuse: &str, legitimate: &str, failures: usize, before: u64, peak: u64, after: u64) {
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    // On a line of its own: the test harness may have printed the test's name without one.
     println!(
-        "hostile: | {abuse} | {legitimate} | {failures} | {:.1} | {:.1} | {:.1} |",
+        "\nhostile: | {abuse} | {legitimate} | {failures} | {:.1} | {:.1} | {:.1} |",
         mib(before),
         mib(peak.max(before)),
         mib(after)
