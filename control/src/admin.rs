@@ -73,7 +73,15 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
                 "connectedAtUnix": s.connected_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 "lastSentVersion": s.last_sent_version,
                 "lastAckedVersion": s.last_acked_version,
-                "lastNack": s.last_nack.map(|(version, error)| serde_json::json!({"version": version, "error": error})),
+                "lastNack": s.last_nack.map(|nack| serde_json::json!({
+                    "version": nack.version,
+                    "error": nack.error,
+                    "details": nack.details.iter().map(|d| serde_json::json!({
+                        "field": d.field,
+                        "message": d.message,
+                        "code": d.code,
+                    })).collect::<Vec<_>>(),
+                })),
                 "stale": s.last_acked_version != Some(s.last_sent_version),
             })
         })

@@ -100,5 +100,5 @@ pub use source::kubernetes as k8s;
 pub use start::start;
 pub use state::State;
 pub use watch::limits::WatchLimits;
-pub use watch::registry::SubscriberStatus;
+pub use watch::registry::{MAX_NACK_DETAILS, Nack, NackDetail, SubscriberStatus};
 pub use watch::skew;

@@ -109,10 +109,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Colours only on a terminal (and not with `NO_COLOR`): a log file or collector gets text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(colour)
         .init();
     let args = Args::parse();
     let max_connections = fit_to_open_file_limit(args.max_connections, raise_open_file_limit());

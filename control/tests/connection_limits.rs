@@ -469,7 +469,6 @@ fn spawn_binary(open_files: u64) -> ChildControl {
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

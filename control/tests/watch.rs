@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh_control::{ConfigSource, ControlOptions, RunningControl};
-use mesh_core::proto;
 use mesh_core::proto::control_client::ControlClient;
+use mesh_core::proto::{self, watch_request};
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use support::*;
 use tonic::Code;
@@ -157,14 +157,36 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     })
     .await;
 
-    watch
-        .send(ack(1, "destinations[0].endpoints[0].address: no"))
-        .await;
+    // A NACK with its reason by field: kept, within bounds (32 details of 40 sent).
+    let mut nack = ack(1, "destinations[0].endpoints[0].address: no");
+    if let Some(watch_request::Kind::Ack(ack)) = &mut nack.kind {
+        ack.details = (0..40)
+            .map(|i| {
+                proto::NackDetail::new(
+                    &format!("destinations[0].endpoints[{i}].address"),
+                    "no",
+                    proto::NACK_INVALID_FIELD,
+                )
+            })
+            .collect();
+    }
+    watch.send(nack).await;
     assert_eventually(WAIT, "the NACK is recorded", || {
-        control.subscribers()[0].last_nack
-            == Some((1, "destinations[0].endpoints[0].address: no".to_owned()))
+        control.subscribers()[0].last_nack.is_some()
     })
     .await;
+    let recorded = control.subscribers()[0].last_nack.clone().unwrap();
+    assert_eq!(recorded.version, 1);
+    assert_eq!(recorded.error, "destinations[0].endpoints[0].address: no");
+    assert_eq!(recorded.details.len(), mesh_control::MAX_NACK_DETAILS);
+    assert_eq!(
+        recorded.details[1],
+        mesh_control::NackDetail {
+            field: "destinations[0].endpoints[1].address".to_owned(),
+            message: "no".to_owned(),
+            code: "invalid_field".to_owned(),
+        }
+    );
 
     // An ACK for a version never sent changes nothing.
     watch.send(ack(7, "")).await;

@@ -115,11 +115,18 @@ pub fn web_router(own_identity: String) -> axum::Router {
     )
 }
 
-/// Installs a log subscriber for the example programs (`RUST_LOG`, default `warn`).
+/// Installs a log subscriber for the example programs (`RUST_LOG`, default `warn`), with
+/// colours only on a terminal (and not with `NO_COLOR` set): a log file or a collector gets
+/// plain text.
 pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .try_init();
 }
 
 /// The benchmarks' `greeter` with everything on, as a control-file `services:` entry and a

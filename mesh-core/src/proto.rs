@@ -10,3 +10,19 @@ tonic::include_proto!("mesh.control.v1");
 
 #[cfg(feature = "grpc")]
 pub mod codec;
+
+/// [`NackDetail::code`] of a field whose value cannot be used.
+pub const NACK_INVALID_FIELD: &str = "invalid_field";
+/// [`NackDetail::code`] of trust roots that cannot be installed.
+pub const NACK_TRUST_BUNDLE: &str = "trust_bundle";
+
+impl NackDetail {
+    /// A problem with `field` of a refused snapshot, of kind `code`.
+    pub fn new(field: &str, message: &str, code: &str) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.to_owned(),
+            code: code.to_owned(),
+        }
+    }
+}

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use http::uri::Authority;
 use mesh_core::backoff::Backoff;
 use mesh_core::proto::control_client::ControlClient;
-use mesh_core::proto::{Ack, Subscribe, WatchRequest, watch_request};
+use mesh_core::proto::{
+    Ack, NACK_INVALID_FIELD, NACK_TRUST_BUNDLE, NackDetail, Subscribe, WatchRequest, watch_request,
+};
 use mesh_core::snapshot::{DestinationKey, ServiceName, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore, VerifyError};
 use mesh_core::{SpiffeId, TrustDomain};
@@ -266,30 +268,49 @@ async fn watch_once(
                 // and it is validated again the same way when loaded.
                 let encoded = state.map(|_| prost::Message::encode_to_vec(&wire));
                 let checked = Snapshot::try_from(wire)
-                    .map_err(|errors| errors.to_string())
+                    .map_err(|errors| {
+                        let details = errors
+                            .errors()
+                            .iter()
+                            .map(|e| NackDetail::new(&e.path, &e.message, NACK_INVALID_FIELD))
+                            .collect();
+                        (errors.to_string(), details)
+                    })
                     .and_then(|snapshot| {
                         apply_trust_bundle(identity, &snapshot)
-                            .map_err(|e| format!("trust_bundle_der: {e}"))
+                            .map_err(|e| {
+                                let message = e.to_string();
+                                let detail = NackDetail::new(
+                                    "trust_bundle_der",
+                                    &message,
+                                    NACK_TRUST_BUNDLE,
+                                );
+                                (format!("trust_bundle_der: {message}"), vec![detail])
+                            })
                             .map(|()| snapshot)
                     });
-                let error = match checked {
+                let (error, details) = match checked {
                     Ok(snapshot) => {
                         tracing::debug!(version, "snapshot accepted");
                         discovery.publish(snapshot);
                         if let (Some(state), Some(encoded)) = (state, encoded) {
                             state.save_snapshot(encoded).await;
                         }
-                        String::new()
+                        (String::new(), Vec::new())
                     }
-                    Err(error) => {
+                    Err((error, details)) => {
                         // The last good snapshot stays in force.
                         tracing::warn!(version, %error, "snapshot refused");
                         discovery.rejected(version, error.clone());
-                        error
+                        (error, details)
                     }
                 };
                 let ack = WatchRequest {
-                    kind: Some(watch_request::Kind::Ack(Ack { version, error })),
+                    kind: Some(watch_request::Kind::Ack(Ack {
+                        version,
+                        error,
+                        details,
+                    })),
                 };
                 if requests.send(ack).await.is_err() {
                     return Ok(received);

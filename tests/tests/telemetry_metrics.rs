@@ -248,6 +248,17 @@ async fn metrics_count_exactly_what_happened() {
     );
     assert!(sum(&c, "mesh_control_acks_total", &[]) >= 4.0);
     assert_eq!(sum(&c, "mesh_control_nacks_total", &[]), 0.0);
+    // Counters exist before their first event, at 0 with each label.
+    for series in [
+        "mesh_control_nacks_total 0",
+        "mesh_control_config_reload_errors_total{reason=\"invalid\"} 0",
+        "mesh_control_certificates_refused_total{reason=\"rate_limited\"} 0",
+    ] {
+        assert!(
+            control_text.lines().any(|line| line == series),
+            "no `{series}` in {control_text}"
+        );
+    }
 
     // The snapshot in use, as JSON.
     let (status, config) = admin_get(admin, "/debug/config").await.unwrap();

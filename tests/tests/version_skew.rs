@@ -153,9 +153,18 @@ async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps
         "the control service did not record the NACK"
     );
     let recorded = subscriber();
-    let (version, error) = recorded.last_nack.clone().unwrap();
-    assert_eq!(version, nacked);
-    assert!(error.contains(UNKNOWN_FILTER), "{error}");
+    let nack = recorded.last_nack.clone().unwrap();
+    assert_eq!(nack.version, nacked);
+    assert!(nack.error.contains(UNKNOWN_FILTER), "{}", nack.error);
+    // And by field: the path of the filter the client could not read, typed.
+    let detail = &nack.details[0];
+    assert!(
+        detail.field.starts_with("destinations[0].")
+            && detail.field.ends_with("filters[0].type")
+            && detail.message.contains(UNKNOWN_FILTER)
+            && detail.code == "invalid_field",
+        "{detail:?}"
+    );
     assert_eq!(recorded.last_acked_version, Some(good));
     assert_eq!(recorded.last_sent_version, nacked);
 

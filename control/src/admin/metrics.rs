@@ -48,7 +48,32 @@ pub(crate) fn describe() {
     describe_counter!(CERTS_ISSUED, "Workload certificates issued");
     describe_counter!(CERTS_REFUSED, "Certificate requests refused, by reason");
     describe_counter!(RELOAD_ERRORS, "Config reloads refused, by reason");
+    // Every counter exists from the start, at 0 with each of its labels, so that a rate or an
+    // alert on it has a series before the first event (`increase(...nacks_total[5m]) > 0`).
+    for counter in [ACKS, NACKS, CERTS_ISSUED] {
+        metrics::counter!(counter).increment(0);
+    }
+    for reason in CERTIFICATE_REFUSALS {
+        metrics::counter!(CERTS_REFUSED, "reason" => *reason).increment(0);
+    }
+    for reason in RELOAD_ERROR_REASONS {
+        metrics::counter!(RELOAD_ERRORS, "reason" => *reason).increment(0);
+    }
 }
+
+/// Every `reason` of [`certificate_refused`].
+const CERTIFICATE_REFUSALS: &[&str] = &[
+    "missing_token",
+    "unknown_token",
+    "refused_token",
+    "unavailable",
+    "rate_limited",
+    "bad_csr",
+    "internal",
+];
+
+/// Every `reason` of [`reload_error`].
+const RELOAD_ERROR_REASONS: &[&str] = &["invalid", "unreadable"];
 
 /// A subscriber acknowledged a version.
 pub(crate) fn acked() {
@@ -66,14 +91,16 @@ pub(crate) fn certificate_issued() {
 }
 
 /// A certificate request was refused: `missing_token`, `unknown_token`, `refused_token`,
-/// `unavailable` (the
-/// authenticator could not decide), `bad_csr` or `internal`.
+/// `unavailable` (the authenticator could not decide), `rate_limited`, `bad_csr` or
+/// `internal` (each listed in [`CERTIFICATE_REFUSALS`]).
 pub(crate) fn certificate_refused(reason: &'static str) {
+    debug_assert!(CERTIFICATE_REFUSALS.contains(&reason), "{reason}");
     metrics::counter!(CERTS_REFUSED, "reason" => reason).increment(1);
 }
 
 /// An edit of the config source was refused (`invalid`) or could not be read (`unreadable`).
 pub(crate) fn reload_error(reason: &'static str) {
+    debug_assert!(RELOAD_ERROR_REASONS.contains(&reason), "{reason}");
     metrics::counter!(RELOAD_ERRORS, "reason" => reason).increment(1);
 }
 

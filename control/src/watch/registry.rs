@@ -38,7 +38,33 @@ pub struct SubscriberStatus {
     /// The last version it accepted, if any.
     pub last_acked_version: Option<u64>,
     /// The last version it rejected, with its reason.
-    pub last_nack: Option<(u64, String)>,
+    pub last_nack: Option<Nack>,
+}
+
+/// A snapshot version a subscriber refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nack {
+    /// The version refused.
+    pub version: u64,
+    /// The whole reason, as the subscriber wrote it (at most 1 KiB kept).
+    pub error: String,
+    /// The reason by field, when the subscriber gave it (at most [`MAX_NACK_DETAILS`] kept).
+    pub details: Vec<NackDetail>,
+}
+
+/// The most [`NackDetail`]s kept of one NACK: enough to see what is wrong, bounded whatever a
+/// subscriber sends.
+pub const MAX_NACK_DETAILS: usize = 32;
+
+/// One field of a refused snapshot, and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackDetail {
+    /// The field's path in the snapshot (`destinations[0].routes[1].rules[0].filters[0]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+    /// The kind of problem (`invalid_field`, `trust_bundle`; see `mesh_core::proto`).
+    pub code: String,
 }
 
 /// Every live subscriber.

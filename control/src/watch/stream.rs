@@ -33,7 +33,9 @@ use tonic::Status;
 use super::limits::{Lease, Usage, WatchLimits};
 use super::own_service;
 use super::projection::{Projected, ProjectionCache, ProjectionKey};
-use super::registry::{Registration, Registry, SubscriberStatus};
+use super::registry::{
+    MAX_NACK_DETAILS, Nack, NackDetail, Registration, Registry, SubscriberStatus,
+};
 use super::skew::WireTransform;
 use crate::admin::metrics;
 use crate::state::State;
@@ -50,6 +52,10 @@ const MAX_NODE_LEN: usize = 253;
 
 /// The longest NACK error kept in the registry.
 const MAX_NACK_LEN: usize = 1024;
+/// The longest field path kept of a NACK's detail.
+const MAX_NACK_FIELD_LEN: usize = 256;
+/// The longest problem code kept of a NACK's detail.
+const MAX_NACK_CODE_LEN: usize = 64;
 
 /// The response stream of one Watch call.
 pub(crate) type WatchStream =
@@ -432,6 +438,21 @@ fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: p
     } else {
         let mut error = ack.error;
         truncate(&mut error, MAX_NACK_LEN);
+        let details = ack
+            .details
+            .into_iter()
+            .take(MAX_NACK_DETAILS)
+            .map(|mut detail| {
+                truncate(&mut detail.field, MAX_NACK_FIELD_LEN);
+                truncate(&mut detail.message, MAX_NACK_LEN);
+                truncate(&mut detail.code, MAX_NACK_CODE_LEN);
+                NackDetail {
+                    field: detail.field,
+                    message: detail.message,
+                    code: detail.code,
+                }
+            })
+            .collect();
         tracing::warn!(
             %node,
             identity = %peer.identity,
@@ -440,9 +461,13 @@ fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: p
             "subscriber rejected a snapshot"
         );
         metrics::nacked();
-        subscribed
-            .registration
-            .update(|s| s.last_nack = Some((ack.version, error)));
+        subscribed.registration.update(|s| {
+            s.last_nack = Some(Nack {
+                version: ack.version,
+                error,
+                details,
+            });
+        });
     }
 }
 

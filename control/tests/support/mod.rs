@@ -180,6 +180,7 @@ pub fn ack(version: u64, error: &str) -> WatchRequest {
         kind: Some(watch_request::Kind::Ack(proto::Ack {
             version,
             error: error.to_owned(),
+            details: Vec::new(),
         })),
     }
 }

@@ -567,7 +567,11 @@ async fn watch(i: usize, channel: Channel, slots: Slots) {
             CONTROL_MESSAGE_BYTES.store(bytes as u64, Ordering::Relaxed);
         }
         let ack = WatchRequest {
-            kind: Some(watch_request::Kind::Ack(Ack { version, error })),
+            kind: Some(watch_request::Kind::Ack(Ack {
+                version,
+                error,
+                details: Vec::new(),
+            })),
         };
         if requests.send(ack).await.is_err() {
             return;
