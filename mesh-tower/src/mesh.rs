@@ -140,7 +140,7 @@ impl Mesh {
     pub async fn start(settings: MeshSettings) -> Result<Self, StartError> {
         crate::telemetry::install_propagator();
         let admin = match settings.admin_addr {
-            Some(addr) => Some(start_admin(addr).await?),
+            Some(addr) => Some(start_admin(addr, settings.admin_debug).await?),
             None => None,
         };
         crate::telemetry::describe();
@@ -439,16 +439,16 @@ struct StartedAdmin {
     task: AbortOnDrop,
 }
 
-async fn start_admin(addr: SocketAddr) -> Result<StartedAdmin, StartError> {
+async fn start_admin(addr: SocketAddr, serve_debug: bool) -> Result<StartedAdmin, StartError> {
     if mesh_process::prometheus::install().is_none() {
         tracing::info!("a metrics recorder is already installed; the mesh only emits to it");
     }
     let bind_error = |source| StartError::Admin { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
-    let state = Arc::new(AdminState::default());
+    let state = Arc::new(AdminState::new(serve_debug));
     let task = crate::telemetry::spawn_admin(listener, state.clone()).abort_handle();
-    tracing::info!(addr = %bound, "mesh admin serving /metrics /live /ready /debug/config");
+    tracing::info!(addr = %bound, debug_endpoints = serve_debug, "mesh admin serving /metrics /live /ready /debug/*");
     Ok(StartedAdmin {
         addr: bound,
         state,

@@ -86,9 +86,15 @@ pub struct MeshSettings {
     /// More than one lets a caller with many calls in flight to few replicas use more than
     /// one connection task on each side.
     pub connections_per_endpoint: usize,
-    /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/config`);
-    /// off when unset (`MESH_ADMIN_ADDR`, `ip:port`, e.g. `0.0.0.0:9990`).
+    /// Where the admin HTTP server listens (`/metrics`, `/live`, `/ready`, `/debug/*`);
+    /// off when unset (`MESH_ADMIN_ADDR`: `ip:port`, e.g. `0.0.0.0:9990`, or a port alone,
+    /// which binds 127.0.0.1: the port is plaintext and unauthenticated, so reaching it from
+    /// elsewhere is a choice to write down).
     pub admin_addr: Option<SocketAddr>,
+    /// Whether the admin server serves `/debug/*` (`MESH_ADMIN_DEBUG`, `true`/`false`,
+    /// default `true`): they show the snapshot, the peers' identities and the endpoints'
+    /// state to whoever reaches the port.
+    pub admin_debug: bool,
     /// Where the last good snapshot is kept, so that a restart while the control service is
     /// down can start from it (`MESH_STATE_DIR`; off when unset). See [`crate::persist`].
     pub state_dir: Option<PathBuf>,
@@ -218,11 +224,29 @@ impl MeshSettings {
         };
         let admin_addr = get("MESH_ADMIN_ADDR")
             .map(|a| {
-                a.trim().parse::<SocketAddr>().map_err(|_| {
-                    SettingsError::new("MESH_ADMIN_ADDR", format!("expected ip:port, got {a:?}"))
-                })
+                let a = a.trim();
+                a.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        a.parse::<u16>()
+                            .map(|port| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
+                    })
+                    .map_err(|_| {
+                        SettingsError::new(
+                            "MESH_ADMIN_ADDR",
+                            format!("expected ip:port or a port, got {a:?}"),
+                        )
+                    })
             })
             .transpose()?;
+        let admin_debug = match get("MESH_ADMIN_DEBUG") {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                SettingsError::new(
+                    "MESH_ADMIN_DEBUG",
+                    format!("expected true or false, got {v:?}"),
+                )
+            })?,
+            None => true,
+        };
         let state_dir = get("MESH_STATE_DIR").map(|d| PathBuf::from(d.trim()));
         let persist_identity = match get("MESH_PERSIST_IDENTITY") {
             Some(v) => parse_bool(&v).ok_or_else(|| {
@@ -255,6 +279,7 @@ impl MeshSettings {
             outlier,
             connections_per_endpoint,
             admin_addr,
+            admin_debug,
             state_dir,
             persist_identity,
             server_limits,
@@ -285,6 +310,7 @@ impl MeshSettings {
             outlier: mesh_core::outlier::OutlierConfig::default(),
             connections_per_endpoint: DEFAULT_CONNECTIONS_PER_ENDPOINT,
             admin_addr: None,
+            admin_debug: true,
             state_dir: None,
             persist_identity: false,
             server_limits: ServerLimits::default(),
@@ -306,6 +332,12 @@ impl MeshSettings {
     /// Serves the admin endpoints on `addr`.
     pub fn with_admin_addr(mut self, addr: SocketAddr) -> Self {
         self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Whether the admin server serves `/debug/*`; see [`MeshSettings::admin_debug`].
+    pub fn with_admin_debug(mut self, debug: bool) -> Self {
+        self.admin_debug = debug;
         self
     }
 
@@ -645,6 +677,7 @@ mod tests {
                 "MESH_OUTLIER_SUCCESS_RATE",
             ),
             ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
+            ("MESH_ADMIN_DEBUG", "sometimes", "MESH_ADMIN_DEBUG"),
             (
                 "MESH_CONNECTIONS_PER_ENDPOINT",
                 "0",
@@ -699,6 +732,14 @@ mod tests {
         vars.push(("MESH_ADMIN_ADDR", " 0.0.0.0:9990 "));
         let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
         assert_eq!(settings.admin_addr, Some("0.0.0.0:9990".parse().unwrap()));
+        assert!(settings.admin_debug);
+        // A port alone binds the loopback address; the debug endpoints can be switched off.
+        let mut vars = BASE.to_vec();
+        vars.push(("MESH_ADMIN_ADDR", "9990"));
+        vars.push(("MESH_ADMIN_DEBUG", "false"));
+        let settings = MeshSettings::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(settings.admin_addr, Some("127.0.0.1:9990".parse().unwrap()));
+        assert!(!settings.admin_debug);
     }
 
     #[test]

@@ -133,9 +133,13 @@ pub(crate) fn config_rejected(service: &str) -> ::metrics::Counter {
     ::metrics::counter!(CONFIG_REJECTED, "service" => service.to_owned())
 }
 
-/// Something whose gauges depend on time and are refreshed before each scrape.
+/// Something live the admin port reports on: its gauges depend on time and are refreshed
+/// before each scrape, and `/debug/endpoints` shows its state.
 pub(crate) trait Refresh: Send + Sync {
     fn refresh(&self, now: Instant);
+
+    /// Its state as JSON, for operators.
+    fn debug_view(&self, now: Instant) -> serde_json::Value;
 }
 
 /// The telemetry of one [`crate::Mesh`]: its own service's label, and what is refreshed before
@@ -189,6 +193,24 @@ impl MeshTelemetry {
     }
 
     /// Sets every time-based gauge: the mesh's own and each live backend's.
+    /// The live backends of this workload's clients, as `/debug/endpoints` shows them.
+    pub(crate) fn debug_views(&self) -> Vec<serde_json::Value> {
+        let now = Instant::now();
+        self.live()
+            .iter()
+            .map(|item| item.debug_view(now))
+            .collect()
+    }
+
+    /// What registered to be refreshed and is still alive.
+    fn live(&self) -> Vec<Arc<dyn Refresh>> {
+        let refreshers = self
+            .refreshers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshers.iter().filter_map(Weak::upgrade).collect()
+    }
+
     pub(crate) fn refresh(&self, identity: &Identity, discovery: &Discovery) {
         let expiry = identity
             .svid()
@@ -205,15 +227,8 @@ impl MeshTelemetry {
         if let Some(age) = status.staleness() {
             self.gauges.age.set(age.as_secs_f64());
         }
-        let live: Vec<Arc<dyn Refresh>> = {
-            let refreshers = self
-                .refreshers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            refreshers.iter().filter_map(Weak::upgrade).collect()
-        };
         let now = Instant::now();
-        for item in live {
+        for item in self.live() {
             item.refresh(now);
         }
         if let Some(handle) = mesh_process::prometheus::handle() {

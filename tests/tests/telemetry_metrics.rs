@@ -272,4 +272,23 @@ async fn metrics_count_exactly_what_happened() {
         .unwrap();
     assert_eq!(web["routes"][0]["name"], "api");
     assert_eq!(web["endpoints"].as_array().unwrap().len(), 1);
+
+    // The clients' live endpoints: web's one replica, connected, with a latency estimate from
+    // the calls above and none in flight now.
+    let (status, endpoints) = admin_get(admin, "/debug/endpoints").await.unwrap();
+    assert_eq!(status, 200);
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
+    let web = endpoints["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend"] == "web.default")
+        .unwrap_or_else(|| panic!("no web.default backend in {endpoints}"));
+    let replica = &web["endpoints"][0];
+    assert_eq!(replica["state"], "available", "{replica}");
+    assert_eq!(replica["inFlight"], 0, "{replica}");
+    assert_eq!(replica["weight"], 1, "{replica}");
+    assert!(replica["identity"].as_str().unwrap().ends_with("/sa/web"));
+    assert!(replica["peakEwmaMs"].as_f64().unwrap() > 0.0, "{replica}");
+    assert!(replica["ejectedForSeconds"].is_null(), "{replica}");
 }

@@ -97,3 +97,23 @@ async fn ready_only_after_certificate_and_first_snapshot() {
     assert!(ready, "ready after the first snapshot");
     assert!(mesh.control_status().version >= 1);
 }
+
+#[tokio::test]
+async fn the_debug_endpoints_can_be_switched_off() {
+    let config = Config::new().account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let settings = harness
+        .settings("client", None)
+        .with_admin_addr("127.0.0.1:0".parse().unwrap())
+        .with_admin_debug(false);
+    let mesh = Mesh::start(settings).await.unwrap();
+    let admin = mesh.admin_addr().unwrap();
+    for path in ["/debug/config", "/debug/endpoints"] {
+        let (status, body) = admin_get(admin, path).await.unwrap();
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("debug endpoints are off"), "{path}: {body}");
+    }
+    // The rest is served.
+    assert_eq!(admin_get(admin, "/ready").await.unwrap().0, 200);
+    assert_eq!(admin_get(admin, "/metrics").await.unwrap().0, 200);
+}

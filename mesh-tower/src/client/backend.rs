@@ -316,6 +316,37 @@ impl<B: Send + 'static> Refresh for Backend<B> {
         self.metrics.ejected.set(ejected);
         self.metrics.connecting.set(connecting);
     }
+
+    /// The backend as `/debug/endpoints` shows it: each endpoint's weight, load and state.
+    fn debug_view(&self, now: Instant) -> serde_json::Value {
+        let set = self.set.load();
+        let endpoints: Vec<serde_json::Value> = set
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let state = if endpoint.is_ejected(now) {
+                    "ejected"
+                } else if endpoint.is_available(now) {
+                    "available"
+                } else {
+                    "connecting"
+                };
+                serde_json::json!({
+                    "address": endpoint.key.addr.to_string(),
+                    "identity": endpoint.key.identity.as_str(),
+                    "weight": endpoint.weight(),
+                    "state": state,
+                    "peakEwmaMs": endpoint.load.estimate(now).as_secs_f64() * 1e3,
+                    "inFlight": endpoint.load.in_flight(),
+                    "ejectedForSeconds": endpoint.ejected_for(now).map(|d| d.as_secs_f64()),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "backend": self.service.to_string(),
+            "endpoints": endpoints,
+        })
+    }
 }
 
 /// A call in flight on an endpoint: counted in its load until dropped (also when the call is

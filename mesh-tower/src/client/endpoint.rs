@@ -170,6 +170,13 @@ impl<B> Endpoint<B> {
         until != 0 && self.nanos(now) < until
     }
 
+    /// How much longer the endpoint stays ejected at `now`; `None` when it is not ejected.
+    pub(crate) fn ejected_for(&self, now: Instant) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let now = self.nanos(now);
+        (until != 0 && now < until).then(|| Duration::from_nanos(until - now))
+    }
+
     /// Ejects the endpoint until `until`.
     pub(crate) fn eject_until(&self, until: Instant) {
         self.ejected_until

@@ -45,6 +45,16 @@ impl PeakEwma {
         rtt * (pending + 1.0) / f64::from(weight.max(1))
     }
 
+    /// The latency estimate now (decayed since the last response), for operators.
+    pub(crate) fn estimate(&self, now: Instant) -> Duration {
+        Duration::from_nanos(self.decayed(now) as u64)
+    }
+
+    /// Calls in flight.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// A call starts.
     pub(crate) fn start(&self) {
         self.pending.fetch_add(1, Ordering::Relaxed);

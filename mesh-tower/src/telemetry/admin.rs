@@ -6,6 +6,12 @@
 //! - `GET /ready`: 200 once the workload has a certificate and its first snapshot, else 503
 //!   with what is missing.
 //! - `GET /debug/config`: the snapshot in use as JSON, with the control connection's state.
+//! - `GET /debug/endpoints`: per backend of this workload's clients, each endpoint's address,
+//!   identity, weight, state (`available`, `connecting`, `ejected`), peak-EWMA latency
+//!   estimate, calls in flight and how long it stays ejected.
+//!
+//! The `/debug/*` endpoints can be switched off (`MESH_ADMIN_DEBUG=false`): they show the
+//! mesh's view of the config and the peers' identities to whoever reaches the port.
 //!
 //! The server starts before the mesh asks for its certificate, so probes see "not ready"
 //! rather than "connection refused" while it waits for the control service.
@@ -28,9 +34,11 @@ use crate::discovery::{ControlStatus, Discovery};
 use crate::identity::Identity;
 
 /// What the admin endpoints report on; filled in once the mesh has a certificate.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AdminState {
     parts: OnceLock<Parts>,
+    /// Whether `/debug/*` is served.
+    debug: bool,
 }
 
 #[derive(Debug)]
@@ -41,6 +49,14 @@ struct Parts {
 }
 
 impl AdminState {
+    /// Admin state before the mesh has its certificate; `debug`: serve `/debug/*`.
+    pub(crate) fn new(debug: bool) -> Self {
+        Self {
+            parts: OnceLock::new(),
+            debug,
+        }
+    }
+
     /// The mesh has its certificate: from now on the endpoints report on it.
     pub(crate) fn started(
         &self,
@@ -99,15 +115,15 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
                     .into(),
             ),
         },
+        path if path.starts_with("/debug/") && !state.debug => {
+            text(StatusCode::NOT_FOUND, "debug endpoints are off\n".into())
+        }
+        "/debug/endpoints" => match parts.and_then(|p| p.telemetry.upgrade()) {
+            Some(telemetry) => json_response(&json!({ "backends": telemetry.debug_views() })),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "not started yet\n".into()),
+        },
         "/debug/config" => match &discovery {
-            Some(discovery) => {
-                let body = config_json(&discovery.snapshot(), &discovery.status());
-                let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
-            }
+            Some(discovery) => json_response(&config_json(&discovery.snapshot(), &discovery.status())),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "not started yet\n".into()),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
@@ -180,6 +196,14 @@ fn config_json(snapshot: &Snapshot, status: &ControlStatus) -> Value {
         "inbound": snapshot.inbound.as_ref().map(|p| format!("{p:?}")),
         "trustBundleRoots": snapshot.trust_bundle.len(),
     })
+}
+
+fn json_response(body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
