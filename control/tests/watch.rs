@@ -141,6 +141,12 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
         "spiffe://mesh.local/ns/default/sa/client"
     );
     assert_eq!(status.own_service, Some(name("client.default")));
+    // The certificate it connected with: issued just now for the default lifetime (a day).
+    let expires = status.certificate_expires.expect("a certificate expiry");
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(left > Duration::from_secs(23 * 3600), "{left:?}");
     assert_eq!(
         status.destinations,
         [

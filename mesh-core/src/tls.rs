@@ -347,6 +347,14 @@ pub fn spiffe_id_of(end_entity: &CertificateDer<'_>) -> Result<SpiffeId, VerifyE
     single_spiffe_id(&leaf, &uris)
 }
 
+/// When a certificate stops being valid (its `notAfter`).
+pub fn not_after_of(cert: &CertificateDer<'_>) -> Result<std::time::SystemTime, VerifyError> {
+    let seconds = parse(cert)?.validity().not_after.timestamp();
+    let seconds = u64::try_from(seconds)
+        .map_err(|_| VerifyError::Malformed(format!("notAfter {seconds} is before 1970")))?;
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
 fn parse<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, VerifyError> {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, cert)| cert)

@@ -33,6 +33,7 @@ impl Control for ControlService {
         let Some(PeerInfo {
             remote_addr,
             identity: Some(identity),
+            certificate_expires,
         }) = peer
         else {
             tracing::warn!(
@@ -46,6 +47,7 @@ impl Control for ControlService {
         Ok(Response::new(self.watch.open(
             identity,
             remote_addr,
+            certificate_expires,
             request.into_inner(),
         )))
     }

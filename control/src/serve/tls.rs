@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use mesh_core::SpiffeId;
-use mesh_core::tls::{SpiffeClientVerifier, TrustStore, crypto_provider, spiffe_id_of};
+use mesh_core::tls::{
+    SpiffeClientVerifier, TrustStore, crypto_provider, not_after_of, spiffe_id_of,
+};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,6 +41,8 @@ pub struct PeerInfo {
     /// The SPIFFE ID of the client's verified certificate; `None` when it presented none
     /// (allowed for `Certify`, whose callers have no certificate yet).
     pub identity: Option<SpiffeId>,
+    /// When the client's certificate expires (`None` without one).
+    pub certificate_expires: Option<SystemTime>,
 }
 
 /// An accepted TLS connection with its peer's address and identity.
@@ -280,11 +284,13 @@ async fn handshake(
             return;
         }
     };
-    let identity = tls
+    let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
+        .and_then(|chain| chain.first());
+    let certificate_expires = leaf.and_then(|leaf| not_after_of(leaf).ok());
+    let identity = leaf
         .and_then(|leaf| match spiffe_id_of(leaf) {
             Ok(id) => Some(id),
             Err(error) => {
@@ -299,6 +305,7 @@ async fn handshake(
         info: PeerInfo {
             remote_addr,
             identity,
+            certificate_expires,
         },
         _slot: slot,
     };

@@ -39,6 +39,8 @@ pub struct SubscriberStatus {
     pub last_acked_version: Option<u64>,
     /// The last version it rejected, with its reason.
     pub last_nack: Option<Nack>,
+    /// When the certificate it connected with expires.
+    pub certificate_expires: Option<SystemTime>,
 }
 
 /// A snapshot version a subscriber refused, and why.
@@ -154,6 +156,7 @@ mod tests {
             last_sent_version: 0,
             last_acked_version: None,
             last_nack: None,
+            certificate_expires: None,
         }
     }
 

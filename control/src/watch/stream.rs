@@ -84,6 +84,7 @@ struct Subscription {
 struct Peer {
     identity: SpiffeId,
     remote_addr: SocketAddr,
+    certificate_expires: Option<SystemTime>,
 }
 
 /// A subscribed stream: what it watches and what it last sent.
@@ -142,6 +143,7 @@ impl WatchHub {
         &self,
         identity: SpiffeId,
         remote_addr: SocketAddr,
+        certificate_expires: Option<SystemTime>,
         inbound: S,
     ) -> WatchStream
     where
@@ -156,6 +158,7 @@ impl WatchHub {
             peer: Peer {
                 identity,
                 remote_addr,
+                certificate_expires,
             },
             inbound,
             subscribed: None,
@@ -330,6 +333,7 @@ where
             last_sent_version: 0,
             last_acked_version: None,
             last_nack: None,
+            certificate_expires: self.peer.certificate_expires,
         });
         tracing::info!(
             id = registration.id(),
