@@ -68,6 +68,7 @@ mod connect;
 mod control;
 mod discovery;
 pub mod error;
+pub mod explain;
 mod identity;
 mod mesh;
 pub mod persist;

@@ -390,7 +390,8 @@ impl Mesh {
         let authorizer = Authorizer::new(
             self.inner.discovery.inbound(),
             Some(self.inner.inbound.clone()),
-        );
+        )
+        .with_explain_to(&self.inner.settings.explain_to);
         let tls = crate::tls::server_config_for(&self.inner.identity, true, protocols);
         MeshIncoming::with_limits(
             listener,

@@ -95,6 +95,10 @@ pub struct MeshSettings {
     /// default `true`): they show the snapshot, the peers' identities and the endpoints'
     /// state to whoever reaches the port.
     pub admin_debug: bool,
+    /// Callers (verified SPIFFE IDs) told the authorization verdict on their requests when
+    /// they send `x-mesh-explain: 1` (`MESH_EXPLAIN_TO`, comma-separated; default none). See
+    /// [`crate::explain`].
+    pub explain_to: Vec<SpiffeId>,
     /// Where the last good snapshot is kept, so that a restart while the control service is
     /// down can start from it (`MESH_STATE_DIR`; off when unset). See [`crate::persist`].
     pub state_dir: Option<PathBuf>,
@@ -238,6 +242,20 @@ impl MeshSettings {
                     })
             })
             .transpose()?;
+        let explain_to = get("MESH_EXPLAIN_TO")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(|id| {
+                        SpiffeId::parse(id).map_err(|e| {
+                            SettingsError::new("MESH_EXPLAIN_TO", format!("{id:?}: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         let admin_debug = match get("MESH_ADMIN_DEBUG") {
             Some(v) => parse_bool(&v).ok_or_else(|| {
                 SettingsError::new(
@@ -280,6 +298,7 @@ impl MeshSettings {
             connections_per_endpoint,
             admin_addr,
             admin_debug,
+            explain_to,
             state_dir,
             persist_identity,
             server_limits,
@@ -311,6 +330,7 @@ impl MeshSettings {
             connections_per_endpoint: DEFAULT_CONNECTIONS_PER_ENDPOINT,
             admin_addr: None,
             admin_debug: true,
+            explain_to: Vec::new(),
             state_dir: None,
             persist_identity: false,
             server_limits: ServerLimits::default(),
@@ -332,6 +352,13 @@ impl MeshSettings {
     /// Serves the admin endpoints on `addr`.
     pub fn with_admin_addr(mut self, addr: SocketAddr) -> Self {
         self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Tells these callers the authorization verdict when they ask; see
+    /// [`MeshSettings::explain_to`].
+    pub fn with_explain_to(mut self, identities: Vec<SpiffeId>) -> Self {
+        self.explain_to = identities;
         self
     }
 
@@ -678,6 +705,7 @@ mod tests {
             ),
             ("MESH_ADMIN_ADDR", "localhost", "MESH_ADMIN_ADDR"),
             ("MESH_ADMIN_DEBUG", "sometimes", "MESH_ADMIN_DEBUG"),
+            ("MESH_EXPLAIN_TO", "spiffe://a/b, nope", "MESH_EXPLAIN_TO"),
             (
                 "MESH_CONNECTIONS_PER_ENDPOINT",
                 "0",

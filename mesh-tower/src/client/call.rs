@@ -7,6 +7,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
@@ -23,6 +24,7 @@ use super::route::route;
 use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError};
+use crate::explain;
 use crate::telemetry::{CallRecord, OutboundMetrics, client_span, inject_context};
 
 /// Makes one call; a failure of the mesh's own becomes the response a caller expects
@@ -133,6 +135,7 @@ where
         send_mirror(&shared, target.clone(), head, replay.rewind());
     }
 
+    let explain = explain::wanted(&parts.headers);
     let first = Request::from_parts(parts, body);
     let timeout = decision.timeout;
     let tries = Tries {
@@ -146,6 +149,8 @@ where
         deadline: decision.deadline,
         grpc,
         start,
+        explain,
+        sent: AtomicU32::new(0),
     };
     // What lives across the wait: the tries, the first request, and the try's own future.
     Either::Right(async move {

@@ -16,6 +16,7 @@
 //! budget allows another try) is in plain functions, tested on their own; [`Tries::run`] is the
 //! loop that applies them.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use super::respond::{failure, grpc_status, is_server_failure};
 use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError, refused_unprocessed};
+use crate::explain;
 use crate::telemetry::OutboundMetrics;
 
 /// How many times one call may be resent after a refusal (see the module docs): once covers a
@@ -82,6 +84,10 @@ pub(crate) struct Tries<B> {
     pub(crate) grpc: bool,
     /// When the call started: the retry budget's deposit is dated by it.
     pub(crate) start: Instant,
+    /// Whether the caller asked what the mesh did (see [`crate::explain`]); then the tries
+    /// sent are counted in `sent`.
+    pub(crate) explain: bool,
+    pub(crate) sent: AtomicU32,
 }
 
 impl<B> Tries<B>
@@ -115,6 +121,9 @@ where
             let mut resends_left = MAX_RESENDS;
             let mut avoid: Option<EndpointKey> = None;
             loop {
+                if self.explain {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                }
                 set_origin(&mut attempt, &self.shared.authority);
                 if self.grpc
                     && let Some(deadline) = self.deadline
@@ -202,13 +211,44 @@ where
                         modifier.apply(response.headers_mut());
                     }
                 }
-                response
+                self.explained(response)
             }
             Err(error) => {
                 tracing::debug!(destination = %self.shared.destination, %error, "call failed in the mesh");
-                failure(&error, self.grpc)
+                self.explained(failure(&error, self.grpc))
             }
         }
+    }
+
+    /// `response` with what the mesh did, when the caller asked (see [`crate::explain`]).
+    fn explained(&self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+        if !self.explain {
+            return response;
+        }
+        let headers = response.headers_mut();
+        let (route, rule) = match &self.rule {
+            Some(rule) if rule.rule_name().is_empty() => {
+                (rule.route_name(), rule.rule_index().to_string())
+            }
+            Some(rule) => (
+                rule.route_name(),
+                format!("{} {}", rule.rule_index(), rule.rule_name()),
+            ),
+            None => ("", String::new()),
+        };
+        explain::set(headers, explain::ROUTE_HEADER, route);
+        explain::set(headers, explain::RULE_HEADER, &rule);
+        explain::set(
+            headers,
+            explain::BACKEND_HEADER,
+            &self.backend.service.to_string(),
+        );
+        explain::set(
+            headers,
+            explain::TRIES_HEADER,
+            &self.sent.load(Ordering::Relaxed).to_string(),
+        );
+        response
     }
 
     /// The request again, from its head and its replayable body, if both were kept.
@@ -230,6 +270,11 @@ where
                 };
                 self.backend
                     .record(&endpoint, !is_server_failure(response.status(), code));
+                let mut response = response;
+                if self.explain {
+                    let answered = format!("{} {}", endpoint.key.addr, endpoint.key.identity);
+                    explain::set(response.headers_mut(), explain::ENDPOINT_HEADER, &answered);
+                }
                 let retryable = retries_response(policy, self.grpc, response.status(), code);
                 let result = Ok(response.map(ResponseBody::incoming));
                 if retryable {

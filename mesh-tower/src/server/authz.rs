@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use http::{Request, Response, StatusCode};
+use mesh_core::SpiffeId;
 use mesh_core::authz::{AuthzRequest, Decision, MtlsMode, Verdict};
 use mesh_core::route::{RequestSummary, RouteOutcome};
 
@@ -22,6 +23,10 @@ use crate::telemetry::StatusTable;
 #[derive(Debug, Clone)]
 pub struct Authorizer {
     policy: Arc<ArcSwapOption<Inbound>>,
+    /// Callers told the authorization verdict when they ask (see [`crate::explain`]).
+    explain_to: Arc<[SpiffeId]>,
+    /// Whether this connection's caller is one of them.
+    explains: bool,
     local_port: Option<u16>,
     /// The service's metric handles; decisions are counted here and requests measured by
     /// the [`super::MeshLayer`].
@@ -45,10 +50,24 @@ impl Authorizer {
     ) -> Self {
         Self {
             policy,
+            explain_to: Arc::from([]),
+            explains: false,
             local_port: None,
             telemetry,
             connection: None,
         }
+    }
+
+    /// Tells callers with these verified identities the verdict on their requests, when they
+    /// ask (see [`crate::explain`]).
+    pub(crate) fn with_explain_to(mut self, identities: &[SpiffeId]) -> Self {
+        self.explain_to = Arc::from(identities);
+        self
+    }
+
+    /// Whether this connection's caller may be told the verdict on its requests.
+    pub(crate) fn explains(&self) -> bool {
+        self.explains
     }
 
     /// What measures calls from `peer`: the service's telemetry and the caller's duration
@@ -83,8 +102,10 @@ impl Authorizer {
                 table: telemetry.table(peer),
             })
         });
+        let explains = peer.is_some_and(|peer| self.explain_to.contains(peer.id()));
         Self {
             connection,
+            explains,
             ..self.clone()
         }
     }

@@ -19,13 +19,15 @@
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::authz::Decision;
 
+use super::authz::Authorizer;
 use super::connect_info::MeshConnectInfo;
 use super::telemetry::InboundFuture;
+use crate::explain;
 use crate::identity::PeerIdentity;
-use crate::refusal::refusal;
+use crate::refusal::{MESH_ERROR_HEADER, refusal};
 use crate::telemetry::ObservedBody;
 
 /// The mesh's server layer; see the module docs.
@@ -100,20 +102,39 @@ where
             request.extensions_mut().insert(peer.clone());
         }
         let inner = &mut self.inner;
+        // The verdict, for a caller allowed to ask for it that asked (see `crate::explain`).
+        let explain =
+            authorizer.is_some_and(Authorizer::explains) && explain::wanted(request.headers());
+        let mut verdict = None;
         // Telemetry wraps authorization, so a refused call is measured and traced too.
-        Either::Left(InboundFuture::instrument(
+        let future = InboundFuture::instrument(
             authorizer.and_then(|authorizer| authorizer.measure(peer)),
             peer,
             request,
             busy,
             |request| match authorizer {
                 Some(authorizer) => match authorizer.authorize(request, peer) {
-                    Ok(request) => Either::Left(inner.call(request)),
-                    Err(refusal) => Either::Right(ready(Ok(refusal))),
+                    Ok(request) => {
+                        if explain {
+                            verdict = request
+                                .extensions()
+                                .get::<Decision>()
+                                .and_then(|d| HeaderValue::from_str(&d.to_string()).ok());
+                        }
+                        Either::Left(inner.call(request))
+                    }
+                    Err(mut refusal) => {
+                        if explain && let Some(why) = refusal.headers().get(MESH_ERROR_HEADER) {
+                            let why = why.clone();
+                            refusal.headers_mut().insert(explain::AUTHZ_HEADER, why);
+                        }
+                        Either::Right(ready(Ok(refusal)))
+                    }
                 },
                 None => Either::Left(inner.call(request)),
             },
-        ))
+        );
+        Either::Left(future.with_explanation(verdict))
     }
 }
 

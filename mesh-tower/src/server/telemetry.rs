@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 
 use std::collections::HashMap;
@@ -36,6 +36,8 @@ pin_project! {
         inner: F,
         record: Option<CallRecord>,
         busy: Option<Busy>,
+        // The verdict to tell the caller (see `crate::explain`).
+        explanation: Option<HeaderValue>,
     }
 }
 
@@ -63,6 +65,7 @@ impl<F> InboundFuture<F> {
                 inner: call(request),
                 record: None,
                 busy,
+                explanation: None,
             };
         };
         let start = Instant::now();
@@ -83,7 +86,14 @@ impl<F> InboundFuture<F> {
             inner,
             record: Some(record),
             busy,
+            explanation: None,
         }
+    }
+
+    /// Adds `x-mesh-authz: <verdict>` to the response (see [`crate::explain`]).
+    pub(crate) fn with_explanation(mut self, verdict: Option<HeaderValue>) -> Self {
+        self.explanation = verdict;
+        self
     }
 
     /// A call that is not measured (an outer layer measures it): the body is passed on.
@@ -92,6 +102,7 @@ impl<F> InboundFuture<F> {
             inner,
             record: None,
             busy: None,
+            explanation: None,
         }
     }
 }
@@ -121,6 +132,12 @@ where
             record.on_response(&response);
         }
         let busy = this.busy.take();
+        let mut response = response;
+        if let Some(verdict) = this.explanation.take() {
+            response
+                .headers_mut()
+                .insert(crate::explain::AUTHZ_HEADER, verdict);
+        }
         Poll::Ready(Ok(
             response.map(|body| ObservedBody::new(body, record, busy))
         ))
