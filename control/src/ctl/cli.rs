@@ -25,7 +25,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// The mesh's operator command: checks a control file, and shows what the mesh would do with
 /// it (route tables, routing and authorization decisions), offline.
 #[derive(Debug, Parser)]
-#[command(name = "meshctl", version, about)]
+#[command(name = "meshctl", version)]
 pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Human)]

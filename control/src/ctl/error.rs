@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use mesh_core::SpiffeIdError;
 use mesh_core::snapshot::{DestinationKey, ServiceNameError};
 
 use crate::file::ParseError;
@@ -53,9 +52,6 @@ pub enum CtlError {
     /// A `--grpc` that is not `service/Method`.
     #[error("invalid gRPC method {0:?}: expected package.Service/Method")]
     GrpcMethod(String),
-    /// An `--as` that is not a SPIFFE ID.
-    #[error("invalid --as: {0}")]
-    Identity(#[from] SpiffeIdError),
     /// A trust bundle that is not PEM certificates.
     #[error("trust bundle {}: {message}", path.display())]
     Bundle {
