@@ -71,10 +71,13 @@
 //!   propagation timing, and the [`skew`] test hook;
 //! - `serve/`: the gRPC server glue: TLS and the accept loop, one task per connection, routing
 //!   and the `Control` service;
-//! - `admin/`: the admin HTTP port and the service's metrics.
+//! - `admin/`: the admin HTTP port and the service's metrics;
+//! - [`ctl`]: `meshctl`, the operator command (the `meshctl` binary): `check`, `routes` and
+//!   `explain`, offline, on a control file.
 
 mod admin;
 pub mod ca;
+pub mod ctl;
 mod options;
 mod running;
 mod serve;

@@ -47,7 +47,7 @@ mod pick;
 mod summary;
 
 pub use compile::{BackendTarget, CompiledRoutes, CompiledRule, Matched, RouteOutcome};
-pub use explain::{Criterion, Explanation};
+pub use explain::{Attempt, Criterion, Explanation, RankedMatch};
 pub use pick::{BackendPick, mirror_sampled, pick_backend};
 pub use summary::{GrpcPath, RequestSummary, is_grpc};
 

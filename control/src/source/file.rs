@@ -446,19 +446,35 @@ async fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn parse_bytes(bytes: &[u8], trust_domain: &TrustDomain) -> Result<ControlConfig, ParseError> {
+/// [`load`]'s read without a runtime (for the `meshctl` command): at most one byte more than
+/// [`MAX_FILE_BYTES`] of `path`. Pass the bytes to [`text_of`], then [`parse`].
+pub fn read_bounded_blocking(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The text of a control file read as bytes, refused as the service refuses it: larger than
+/// [`MAX_FILE_BYTES`], or not UTF-8.
+pub fn text_of(bytes: &[u8]) -> Result<&str, ParseError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ParseError::TooLarge {
             what: "the control file",
             max: MAX_FILE_BYTES,
         });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax {
+    std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax {
         line: None,
         column: None,
         message: format!("not UTF-8: {e}"),
-    })?;
-    parse(text, trust_domain)
+    })
+}
+
+fn parse_bytes(bytes: &[u8], trust_domain: &TrustDomain) -> Result<ControlConfig, ParseError> {
+    parse(text_of(bytes)?, trust_domain)
 }
 
 /// Polls `path` every `interval` (by default [`POLL_INTERVAL`]) and calls `apply` with each

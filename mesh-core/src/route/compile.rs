@@ -184,6 +184,14 @@ impl CompiledRoutes {
         }
     }
 
+    /// The candidates of the routes of `kind`, in precedence order.
+    pub(crate) fn candidates_of(&self, kind: RouteKind) -> &[Candidate] {
+        match kind {
+            RouteKind::Http => &self.http,
+            RouteKind::Grpc => &self.grpc,
+        }
+    }
+
     /// The candidates a request is matched against, in precedence order.
     pub(crate) fn candidates_for(&self, request: &RequestSummary<'_>) -> &[Candidate] {
         if request.is_grpc() && !self.grpc.is_empty() {

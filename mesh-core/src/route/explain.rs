@@ -1,13 +1,16 @@
 //! Why a request was routed where it was: which rule matched, by which match, and on which
-//! precedence criterion it beat the next matching candidate; or why nothing matched.
+//! precedence criterion it beat the next matching candidate; or why nothing matched. Also the
+//! precedence order itself ([`CompiledRoutes::ranked`]) and each candidate a request was
+//! checked against ([`CompiledRoutes::attempts`]), for operator tools.
 
 use std::cmp::Ordering;
 use std::fmt::{self, Write};
+use std::sync::Arc;
 
-use super::compile::{Candidate, CompiledRoutes, RouteOutcome, age_order};
+use super::compile::{Candidate, CompiledRoutes, CompiledRule, RouteOutcome, age_order};
 use super::matching::{Condition, Key, Mismatch};
 use super::summary::RequestSummary;
-use crate::snapshot::{PathMatch, ValueMatch};
+use crate::snapshot::{PathMatch, RouteKind, ValueMatch};
 
 /// The precedence criterion that decided between the winner and the next matching candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +76,57 @@ impl fmt::Display for Explanation {
     }
 }
 
+/// One entry of a destination's precedence order: a rule, reached by one of its matches.
+#[derive(Debug, Clone)]
+pub struct RankedMatch {
+    /// The rule.
+    pub rule: Arc<CompiledRule>,
+    /// The index of the match in the rule's `matches`; `None` for a rule without matches (its
+    /// implicit match-all).
+    pub match_index: Option<usize>,
+    /// The match's conditions, for people (`path PathPrefix "/api", header x-canary Exact
+    /// "true"`; `any request` when there are none).
+    pub conditions: String,
+}
+
+/// One candidate as a request met it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The candidate.
+    pub candidate: RankedMatch,
+    /// `None` when the request matched it; otherwise the first of its conditions the request
+    /// failed, for people (`header x-canary is missing or not Exact "true"`).
+    pub failed: Option<String>,
+}
+
 impl CompiledRoutes {
+    /// The matches of the routes of `kind`, in the order requests are checked against them
+    /// (best first, as the module docs' precedence says). A request goes to the first one it
+    /// matches.
+    pub fn ranked(&self, kind: RouteKind) -> Vec<RankedMatch> {
+        self.candidates_of(kind).iter().map(ranked).collect()
+    }
+
+    /// Every candidate `request` is checked against, in precedence order, up to and including
+    /// the one it matched (all of them when it matched none), each with the condition it
+    /// failed. The last one is what [`CompiledRoutes::route`] picks when its `failed` is
+    /// `None`. Empty when no route of the request's kind is attached. Allocates freely.
+    pub fn attempts(&self, request: &RequestSummary<'_>) -> Vec<Attempt> {
+        let mut attempts = Vec::new();
+        for c in self.candidates_for(request) {
+            let failed = c.check(request).err().map(|why| mismatch(c, why, request));
+            let done = failed.is_none();
+            attempts.push(Attempt {
+                candidate: ranked(c),
+                failed,
+            });
+            if done {
+                break;
+            }
+        }
+        attempts
+    }
+
     /// Routes `request` as [`CompiledRoutes::route`] does, and says why. Allocates freely: this
     /// is for people (debug endpoints, error messages, tests), not the request path.
     pub fn explain(&self, request: &RequestSummary<'_>) -> Explanation {
@@ -144,6 +197,14 @@ impl CompiledRoutes {
             criterion: Some(criterion),
             text,
         }
+    }
+}
+
+fn ranked(c: &Candidate) -> RankedMatch {
+    RankedMatch {
+        rule: c.rule.clone(),
+        match_index: c.match_index,
+        conditions: describe(&c.condition),
     }
 }
 

@@ -762,3 +762,57 @@ fn explanations_say_what_won_and_why() {
         "no routes are attached to echo.default: GET / goes to the service's own endpoints"
     );
 }
+
+#[test]
+fn the_ranked_order_and_each_attempt_agree_with_routing() {
+    let routes = compile(
+        r#"
+- name: canary
+  rules:
+    - backendRefs: [{name: echo-v1}]
+    - name: pinned
+      matches: [{headers: [{name: x-canary, value: "true"}]}, {path: {type: Exact, value: /v2}}]
+      backendRefs: [{name: echo-v2}]
+"#,
+    );
+    let order: Vec<(usize, Option<usize>, String)> = routes
+        .ranked(crate::snapshot::RouteKind::Http)
+        .into_iter()
+        .map(|m| (m.rule.rule_index(), m.match_index, m.conditions))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, Some(1), r#"path Exact "/v2""#.to_owned()),
+            (
+                1,
+                Some(0),
+                r#"path PathPrefix "/", header x-canary Exact "true""#.to_owned()
+            ),
+            (0, None, r#"path PathPrefix "/""#.to_owned()),
+        ]
+    );
+    assert!(routes.ranked(crate::snapshot::RouteKind::Grpc).is_empty());
+
+    let plain = req("GET", "/hello", &[]);
+    let attempts = routes.attempts(&plain.summary());
+    let failed: Vec<Option<&str>> = attempts.iter().map(|a| a.failed.as_deref()).collect();
+    assert_eq!(
+        failed,
+        [
+            Some(r#"path "/hello" is not "/v2""#),
+            Some(r#"header x-canary is missing or not Exact "true""#),
+            None,
+        ]
+    );
+    let RouteOutcome::Matched(matched) = routes.route(&plain.summary()) else {
+        panic!("matched");
+    };
+    let last = &attempts[2].candidate;
+    assert_eq!(
+        (last.rule.rule_index(), last.match_index),
+        (matched.rule.rule_index(), matched.match_index)
+    );
+    // A request that matches the first candidate is checked against nothing else.
+    assert_eq!(routes.attempts(&req("GET", "/v2", &[]).summary()).len(), 1);
+}

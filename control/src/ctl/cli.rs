@@ -1,0 +1,203 @@
+//! `meshctl`'s arguments, and running one command: what it prints and the exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand};
+use mesh_core::snapshot::DestinationKey;
+use mesh_core::{SpiffeId, TrustDomain};
+
+use super::check::{self, CheckOptions};
+use super::error::CtlError;
+use super::explain::{self, Request};
+use super::load;
+use super::output::{self, Format};
+use super::routes;
+
+/// Exit status: all is well.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: `check` found problems.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit status: a usage or I/O error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The mesh's operator command: checks a control file, and shows what the mesh would do with
+/// it (route tables, routing and authorization decisions), offline.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version)]
+pub struct Cli {
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A `meshctl` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a control file as the control service does, then lint it; exits 1 on any
+    /// error or warning.
+    Check(CheckArgs),
+    /// The route table a caller of a destination gets, in precedence order.
+    Routes(RoutesArgs),
+    /// Which route, rule, backends and authorization verdict one request would get, without
+    /// sending it.
+    Explain(ExplainArgs),
+}
+
+/// The control file and its trust domain.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The control file (YAML), as `mesh-control --config` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// The trust domain identities must belong to.
+    #[arg(
+        long,
+        env = "MESH_TRUST_DOMAIN",
+        default_value = "mesh.local",
+        value_name = "DOMAIN"
+    )]
+    pub trust_domain: TrustDomain,
+}
+
+/// `meshctl check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+
+    /// A trust bundle (PEM) whose anchors must not expire within 30 days.
+    #[arg(long, value_name = "PEM")]
+    pub trust_bundle: Option<PathBuf>,
+
+    /// Exit 0 when only warnings were found.
+    #[arg(long)]
+    pub warnings_ok: bool,
+}
+
+/// `meshctl routes`.
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// The destination: `name.namespace[:port]`.
+    #[arg(value_name = "DEST")]
+    pub destination: DestinationKey,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+
+    /// The caller's namespace (its consumer routes apply); the service's own routes when
+    /// omitted.
+    #[arg(long, value_name = "NS")]
+    pub from_namespace: Option<String>,
+}
+
+/// `meshctl explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+
+    /// The caller's SPIFFE ID (`spiffe://mesh.local/ns/default/sa/client`).
+    #[arg(long = "as", value_name = "SPIFFE_ID")]
+    pub caller: SpiffeId,
+
+    /// The caller's namespace for consumer routes; the namespace of `--as` when omitted.
+    #[arg(long, value_name = "NS")]
+    pub from_namespace: Option<String>,
+
+    /// Explain a gRPC call of `package.Service/Method`; then the one argument is DEST.
+    #[arg(long, value_name = "SERVICE/METHOD")]
+    pub grpc: Option<String>,
+
+    /// A request header (gRPC metadata), `name: value`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// `METHOD URL` (`GET http://greeter.default/path`), or `DEST` with `--grpc`.
+    #[arg(value_name = "METHOD URL | DEST", required = true, num_args = 1..=2)]
+    pub request: Vec<String>,
+}
+
+/// Runs `cli`, writing the report to stdout and errors to stderr; returns the exit status.
+pub fn run(cli: Cli) -> u8 {
+    match execute(&cli) {
+        Ok((text, status)) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`meshctl ... | head`) is not worth a panic.
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+            status
+        }
+        Err(e) => {
+            eprintln!("meshctl: error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The report and the exit status.
+fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
+    let render = |json: Result<String, CtlError>, human: String| match cli.output {
+        Format::Json => json,
+        Format::Human => Ok(human),
+    };
+    match &cli.command {
+        Command::Check(args) => {
+            let options = CheckOptions {
+                trust_domain: args.config.trust_domain.clone(),
+                trust_bundle: args.trust_bundle.clone(),
+                now: SystemTime::now(),
+            };
+            let report = check::check(&args.config.config, &options)?;
+            let text = render(output::json(&report), output::check(&report))?;
+            Ok((text, report.exit_code(args.warnings_ok)))
+        }
+        Command::Routes(args) => {
+            let valid = load::read_valid(&args.config.config, &args.config.trust_domain)?;
+            let table = routes::table(&valid, &args.destination, args.from_namespace.as_deref())?;
+            Ok((
+                render(output::json(&table), output::routes(&table))?,
+                EXIT_OK,
+            ))
+        }
+        Command::Explain(args) => {
+            let request = match (&args.grpc, args.request.as_slice()) {
+                (Some(call), [destination]) => Request::grpc(call, destination, &args.headers)?,
+                (None, [method, url]) => Request::http(method, url, &args.headers)?,
+                (Some(_), _) => {
+                    return Err(CtlError::Url {
+                        url: args.request.join(" "),
+                        reason: "with --grpc, give only the destination (name.namespace[:port])"
+                            .to_owned(),
+                    });
+                }
+                (None, _) => {
+                    return Err(CtlError::Url {
+                        url: args.request.join(" "),
+                        reason: "expected METHOD URL, e.g. GET http://greeter.default/hello"
+                            .to_owned(),
+                    });
+                }
+            };
+            let valid = load::read_valid(&args.config.config, &args.config.trust_domain)?;
+            let from_namespace = args
+                .from_namespace
+                .as_deref()
+                .or_else(|| args.caller.namespace());
+            let explained = explain::explain(&valid, &request, &args.caller, from_namespace)?;
+            Ok((
+                render(output::json(&explained), output::explain(&explained))?,
+                EXIT_OK,
+            ))
+        }
+    }
+}
