@@ -6,6 +6,9 @@
 //! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
 //!   sent, acked and rejected, so an operator can see who is stale.
 //! - `GET /metrics`: Prometheus text ([`metrics`]).
+//! - `GET /trust-bundle`: the roots in force, PEM (public: what workloads verify peers with).
+//!
+//! `meshctl status` and `meshctl certs` read `/subscribers` and `/trust-bundle`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +55,16 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/subscribers" => subscribers(admin),
         "/metrics" => metrics(admin),
+        "/trust-bundle" => {
+            let state = admin.state.borrow().clone();
+            let pem = mesh_core::pem::certificates(state.trust_bundle.iter().map(|c| c.as_ref()));
+            let mut response = Response::new(Full::new(Bytes::from(pem)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/x-pem-file"),
+            );
+            response
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -51,6 +51,24 @@
 //! verdict of the servers, with the policy and rule that decided it. The URL's host is the
 //! destination: `http://greeter.default/path` or `http://greeter.default:7070/path`.
 //!
+//! ## `meshctl status [--admin HOST:PORT[,HOST:PORT...]]`
+//!
+//! Online: every Watch subscriber of every control replica (`--admin`, or
+//! `MESH_CONTROL_ADMIN`, default `127.0.0.1:7401`; a name that resolves to several addresses,
+//! such as a headless Service, is every replica behind it), read from each replica's
+//! `/subscribers`: the replica, node, service, SPIFFE ID, versions acknowledged and sent,
+//! `SYNCED` / `STALE` / `NACKED` (the last version sent was refused), the time left on its
+//! certificate, and under a NACKing subscriber each refused field with its message and code.
+//! A replica that cannot be read is listed as `unreachable` and makes the exit status 2.
+//!
+//! ## `meshctl certs [--admin HOST:PORT | --trust-bundle PEM] [--workload ADDR]`
+//!
+//! The trust bundle's roots (from the control service's `/trust-bundle`, or a file) with
+//! serial and time left; with `--workload`, the chain the server at `ADDR` presents (read from
+//! a TLS 1.3 handshake without a client certificate) and whether it verifies as an SVID of
+//! the bundle, with the SPIFFE ID or the reason. Exit status 1 when a root expires within 30
+//! days or the workload's chain does not verify.
+//!
 //! ## Output and exit status
 //!
 //! Text for people by default; `-o json` prints one JSON document (the `Serialize` types of
@@ -82,6 +100,8 @@
 //! - An expired trust anchor is a warning, like one that expires soon: the file is not the
 //!   problem, and the service still starts. A bundle that is not PEM certificates is exit 2.
 
+mod admin_client;
+pub mod certs;
 pub mod check;
 mod cli;
 pub mod error;
@@ -90,6 +110,7 @@ pub mod finding;
 pub mod load;
 pub mod output;
 pub mod routes;
+pub mod status;
 
 pub use cli::{
     CheckArgs, Cli, Command, ConfigArgs, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ExplainArgs,

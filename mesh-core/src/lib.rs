@@ -37,7 +37,7 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod outlier;
-mod pem;
+pub mod pem;
 pub mod proto;
 pub mod rate;
 pub mod route;

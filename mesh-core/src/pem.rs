@@ -1,8 +1,15 @@
 //! PEM encoding (RFC 7468), the one direction the dependencies do not offer: rustls-pki-types
 //! only decodes.
 
+/// Certificates as concatenated PEM `CERTIFICATE` blocks (a trust bundle file).
+pub fn certificates<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
+    ders.into_iter()
+        .map(|der| encode("CERTIFICATE", der))
+        .collect()
+}
+
 /// `der` as a PEM block labelled `label` (`CERTIFICATE`), base64 in 64-column lines.
-pub(crate) fn encode(label: &str, der: &[u8]) -> String {
+pub fn encode(label: &str, der: &[u8]) -> String {
     let base64 = base64(der);
     let mut out = String::with_capacity(base64.len() + base64.len() / 64 + 2 * label.len() + 40);
     out.push_str("-----BEGIN ");

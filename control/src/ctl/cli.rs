@@ -14,6 +14,7 @@ use super::explain::{self, Request};
 use super::load;
 use super::output::{self, Format};
 use super::routes;
+use super::{certs, status};
 
 /// Exit status: all is well.
 pub const EXIT_OK: u8 = 0;
@@ -47,6 +48,60 @@ pub enum Command {
     /// Which route, rule, backends and authorization verdict one request would get, without
     /// sending it.
     Explain(ExplainArgs),
+    /// Every subscriber of every control replica: versions sent and acknowledged, NACKs by
+    /// field, staleness, certificate expiry.
+    Status(StatusArgs),
+    /// The trust bundle's roots and their expiry; with `--workload`, the chain a workload
+    /// presents and whether it verifies.
+    Certs(CertsArgs),
+}
+
+/// The control service's admin ports.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A control replica's admin port, `host:port`; repeatable or comma-separated. A name that
+    /// resolves to several addresses (a headless Service) is every replica behind it.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_ADMIN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7401",
+        value_name = "HOST:PORT"
+    )]
+    pub admin: Vec<String>,
+}
+
+/// `meshctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
+}
+
+/// `meshctl certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
+
+    /// Read the trust bundle from this PEM file instead of the control service.
+    #[arg(long, value_name = "PEM")]
+    pub trust_bundle: Option<PathBuf>,
+
+    /// The trust domain of the bundle.
+    #[arg(
+        long,
+        env = "MESH_TRUST_DOMAIN",
+        default_value = "mesh.local",
+        value_name = "DOMAIN"
+    )]
+    pub trust_domain: TrustDomain,
+
+    /// A workload's mTLS address (`ip:port`): show the chain it presents.
+    #[arg(long, value_name = "ADDR")]
+    pub workload: Option<std::net::SocketAddr>,
 }
 
 /// The control file and its trust domain.
@@ -168,6 +223,64 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 render(output::json(&table), output::routes(&table))?,
                 EXIT_OK,
             ))
+        }
+        Command::Status(args) => {
+            let status = status::status(&args.admin.admin)?;
+            let text = render(
+                output::json(&status),
+                output::status(&status, SystemTime::now()),
+            )?;
+            let code = if status.unreachable.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_USAGE
+            };
+            Ok((text, code))
+        }
+        Command::Certs(args) => {
+            let (pem, source) = match &args.trust_bundle {
+                Some(path) => (
+                    std::fs::read_to_string(path).map_err(|e| CtlError::Admin {
+                        target: path.display().to_string(),
+                        message: e.to_string(),
+                    })?,
+                    path.display().to_string(),
+                ),
+                None => {
+                    let target = args.admin.admin.first().cloned().unwrap_or_default();
+                    let addr = super::admin_client::replicas(&target)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| CtlError::Admin {
+                            target: target.clone(),
+                            message: "resolves to no address".to_owned(),
+                        })?;
+                    (
+                        super::admin_client::get(addr, "/trust-bundle")?,
+                        format!("control {addr}"),
+                    )
+                }
+            };
+            let certs = certs::certs(
+                &pem,
+                &source,
+                &args.trust_domain,
+                args.workload,
+                SystemTime::now(),
+            )?;
+            let text = render(output::json(&certs), output::certs(&certs))?;
+            let code = match &certs.workload {
+                Some(chain) if chain.verified.is_err() => EXIT_PROBLEMS,
+                _ if certs
+                    .roots
+                    .iter()
+                    .any(|r| r.expires_in_seconds < 30 * 86_400) =>
+                {
+                    EXIT_PROBLEMS
+                }
+                _ => EXIT_OK,
+            };
+            Ok((text, code))
         }
         Command::Explain(args) => {
             let request = match (&args.grpc, args.request.as_slice()) {

@@ -60,6 +60,14 @@ pub enum CtlError {
         /// What is wrong with it.
         message: String,
     },
+    /// A control replica's admin port, or a workload, could not be read.
+    #[error("{target}: {message}")]
+    Admin {
+        /// The address (or name) asked.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The JSON output could not be written.
     #[error("cannot encode the output as JSON: {0}")]
     Json(#[from] serde_json::Error),

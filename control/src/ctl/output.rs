@@ -4,11 +4,13 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::certs::{CertView, Certs};
 use super::check::CheckReport;
 use super::error::CtlError;
 use super::explain::Explanation;
 use super::finding::Finding;
 use super::routes::{RankedRule, RouteTable, RuleView};
+use super::status::{Status, until};
 
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -248,4 +250,119 @@ pub fn explain(e: &Explanation) -> String {
         );
     }
     out
+}
+
+/// `status` for people: one line per subscriber, its NACK's fields under it.
+pub fn status(status: &Status, now: std::time::SystemTime) -> String {
+    let mut out = String::new();
+    for replica in &status.replicas {
+        let _ = writeln!(
+            out,
+            "control {}: config version {}",
+            replica.replica, replica.config_version
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<21} {:<16} {:<22} {:<48} {:>11} {:<7} {:>9}",
+        "REPLICA", "NODE", "SERVICE", "IDENTITY", "ACKED/SENT", "STATE", "CERT LEFT"
+    );
+    for row in &status.subscribers {
+        let state = match (&row.last_nack, row.stale) {
+            (Some(nack), true) if nack.version == row.last_sent_version => "NACKED",
+            (_, true) => "STALE",
+            _ => "SYNCED",
+        };
+        let acked = row
+            .last_acked_version
+            .map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let cert = row
+            .certificate_expires_at_unix
+            .map_or_else(|| "-".to_owned(), |at| duration(until(at, now)));
+        let _ = writeln!(
+            out,
+            "{:<21} {:<16} {:<22} {:<48} {:>11} {:<7} {:>9}",
+            row.replica,
+            row.node,
+            row.own_service.as_deref().unwrap_or("-"),
+            row.identity,
+            format!("{acked}/{}", row.last_sent_version),
+            state,
+            cert
+        );
+        if let Some(nack) = &row.last_nack {
+            if nack.details.is_empty() {
+                let _ = writeln!(out, "    NACK of version {}: {}", nack.version, nack.error);
+            }
+            for field in &nack.details {
+                let _ = writeln!(
+                    out,
+                    "    NACK of version {}: {}: {} ({})",
+                    nack.version, field.field, field.message, field.code
+                );
+            }
+        }
+    }
+    for down in &status.unreachable {
+        let _ = writeln!(out, "unreachable: {}: {}", down.replica, down.error);
+    }
+    out
+}
+
+/// `certs` for people.
+pub fn certs(certs: &Certs) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "trust bundle ({}):", certs.bundle_source);
+    for root in &certs.roots {
+        cert_line(&mut out, root);
+    }
+    if let Some(workload) = &certs.workload {
+        let _ = writeln!(out, "workload {} presents:", workload.address);
+        for cert in &workload.chain {
+            cert_line(&mut out, cert);
+        }
+        match &workload.verified {
+            Ok(id) => {
+                let _ = writeln!(out, "verified: {id}");
+            }
+            Err(why) => {
+                let _ = writeln!(out, "NOT verified: {why}");
+            }
+        }
+    }
+    out
+}
+
+fn cert_line(out: &mut String, cert: &CertView) {
+    let name = cert
+        .uris
+        .first()
+        .cloned()
+        .unwrap_or_else(|| cert.subject.clone());
+    // Workload certificates live a day and renew themselves: only a CA near its end is news.
+    let warning = match cert.expires_in_seconds {
+        s if s < 0 => "  EXPIRED",
+        s if s < 30 * 86_400 && cert.is_ca => "  expires within 30 days",
+        _ => "",
+    };
+    let _ = writeln!(
+        out,
+        "  {name}{}  serial {}  expires in {}{warning}",
+        if cert.is_ca { " (CA)" } else { "" },
+        cert.serial,
+        duration(cert.expires_in_seconds)
+    );
+}
+
+/// Seconds as `3d4h`, `5h12m`, `42m`, `17s` (negative: `-` first).
+fn duration(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.unsigned_abs();
+    let text = match s {
+        86_400.. => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+        3600.. => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        60.. => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    };
+    format!("{sign}{text}")
 }
