@@ -14,6 +14,10 @@
 //!
 //! For gRPC the facts travel as response headers (initial metadata). The header is passed on
 //! to the server unchanged. Nothing is added to a request that does not ask.
+//!
+//! Every call records the same facts as span events at `debug` level (target `mesh`):
+//! `routed` (route, rule, backend), `try answered` / `try failed` (endpoint, status or
+//! error) on the client's span, `authorized` (the decision) on the server's.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 

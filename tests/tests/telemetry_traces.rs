@@ -42,7 +42,7 @@ async fn one_trace_crosses_two_meshed_services() {
                 .with_tracer(provider.tracer("test"))
                 .with_filter(
                     tracing_subscriber::filter::Targets::new()
-                        .with_target("mesh", tracing::Level::INFO),
+                        .with_target("mesh", tracing::Level::DEBUG),
                 ),
         )
         .init();
@@ -133,6 +133,22 @@ async fn one_trace_crosses_two_meshed_services() {
         call_greeter.span_context.span_id()
     );
     assert!(serve_greeter.parent_span_is_remote);
+
+    // What `x-mesh-explain` tells, as span events: the try's endpoint on the client side,
+    // the authorization verdict on the server side.
+    let events = |span: &SpanData| -> Vec<String> {
+        span.events.iter().map(|e| e.name.to_string()).collect()
+    };
+    assert!(
+        events(call_greeter).contains(&"try answered".to_owned()),
+        "{:?}",
+        events(call_greeter)
+    );
+    assert!(
+        events(serve_greeter).contains(&"authorized".to_owned()),
+        "{:?}",
+        events(serve_greeter)
+    );
 
     // OpenTelemetry attributes.
     let attribute = |span: &SpanData, key: &str| {

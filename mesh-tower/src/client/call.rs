@@ -110,6 +110,16 @@ where
     let metrics = state
         .metrics
         .get(decision.route_name(), &decision.backend.service);
+    if let Some(rule) = &decision.rule {
+        // A span event (with `RUST_LOG=mesh=debug`): the same facts as `explain`.
+        tracing::debug!(
+            target: "mesh",
+            route = rule.route_name(),
+            rule = rule.rule_index(),
+            backend = %decision.backend.service,
+            "routed"
+        );
+    }
     if !span.is_disabled() {
         span.record("mesh.route", decision.route_name());
         span.record(

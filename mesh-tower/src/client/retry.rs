@@ -270,6 +270,14 @@ where
                 };
                 self.backend
                     .record(&endpoint, !is_server_failure(response.status(), code));
+                // A span event (with `RUST_LOG=mesh=debug`): the same facts as `explain`.
+                tracing::debug!(
+                    target: "mesh",
+                    endpoint = %endpoint.key.addr,
+                    identity = %endpoint.key.identity,
+                    status = response.status().as_u16(),
+                    "try answered"
+                );
                 let mut response = response;
                 if self.explain {
                     let answered = format!("{} {}", endpoint.key.addr, endpoint.key.identity);
@@ -285,6 +293,13 @@ where
             }
             Outcome::Sent(Err(SendError::Endpoint(endpoint, source))) => {
                 let refused = refused_unprocessed(&source);
+                tracing::debug!(
+                    target: "mesh",
+                    endpoint = %endpoint.key.addr,
+                    error = %source,
+                    refused,
+                    "try failed"
+                );
                 // A draining endpoint refusing a stream is not failing: it is going away.
                 if !refused {
                     self.backend.record(&endpoint, false);

@@ -176,6 +176,8 @@ impl Authorizer {
                 }
                 match decision.verdict {
                     Verdict::Allow => {
+                        // A span event (with `RUST_LOG=mesh=debug`): what `explain` tells.
+                        tracing::debug!(target: "mesh", %decision, "authorized");
                         request.extensions_mut().insert(decision);
                         Ok(request)
                     }
