@@ -203,7 +203,11 @@ async fn prometheus_scrapes_the_mesh_and_answers_promql() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut n = 0u32;
         while Instant::now() < deadline {
-            let name = if n.is_multiple_of(5) { "internal" } else { "ann" };
+            let name = if n.is_multiple_of(5) {
+                "internal"
+            } else {
+                "ann"
+            };
             let _ = greeter.say_hello(HelloRequest { name: name.into() }).await;
             let _ = hello.say_hello(HelloRequest { name: "bob".into() }).await;
             n += 1;
