@@ -48,10 +48,12 @@
 //! (`GreeterServer::new(g).max_decoding_message_size(n)`).
 
 mod channel;
+pub mod health;
 mod incoming;
 mod status;
 
 pub use channel::MeshChannel;
+pub use health::MeshHealth;
 pub use incoming::{TonicIncoming, TonicTlsStream};
 pub use mesh_tower::ServerLimits;
 /// The mesh's server layer, the same for tonic and axum (see [`mesh_tower::server`]).
@@ -92,6 +94,17 @@ pub trait MeshTonicExt {
     /// A tonic `Server` builder with the workload's [`ServerLimits`] (`MESH_SERVER_*`)
     /// applied: [`server`] with `mesh.settings().server_limits`.
     fn tonic_server(&self) -> tonic::transport::Server;
+
+    /// `grpc.health.v1.Health` following the mesh's readiness, to add to the server, and its
+    /// handle ([`MeshHealth::drain`] when shutting down). See [`health`].
+    fn tonic_health(
+        &self,
+    ) -> impl std::future::Future<
+        Output = (
+            MeshHealth,
+            health::HealthServer<tonic_health::server::HealthService>,
+        ),
+    > + Send;
 }
 
 impl MeshTonicExt for mesh_tower::Mesh {
@@ -107,5 +120,14 @@ impl MeshTonicExt for mesh_tower::Mesh {
 
     fn tonic_server(&self) -> tonic::transport::Server {
         server(&self.settings().server_limits)
+    }
+
+    async fn tonic_health(
+        &self,
+    ) -> (
+        MeshHealth,
+        health::HealthServer<tonic_health::server::HealthService>,
+    ) {
+        MeshHealth::new(self).await
     }
 }

@@ -82,7 +82,7 @@ pub use client::{MeshBody, MeshClient, Replay, ResponseBody, ResponseFuture};
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, PeerIdentity, PersistedIdentityError, Svid};
-pub use mesh::{Mesh, StartError};
+pub use mesh::{Mesh, Readiness, StartError};
 pub use refusal::MESH_ERROR_HEADER;
 pub use server::{
     Authorizer, BodyTooLarge, LimitedBody, MeshConnectInfo, MeshIncoming, MeshLayer, MeshService,

@@ -92,6 +92,30 @@ pub enum StartError {
     },
 }
 
+/// Whether a [`Mesh`] is ready to serve, from [`Mesh::readiness`].
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    identity: Identity,
+    discovery: std::sync::Weak<Discovery>,
+}
+
+impl Readiness {
+    /// True while the mesh runs with an unexpired certificate and a snapshot from the control
+    /// service (what `/ready` answers 200 for).
+    pub fn is_ready(&self) -> bool {
+        self.identity.svid().not_after > SystemTime::now()
+            && self
+                .discovery
+                .upgrade()
+                .is_some_and(|d| d.status().version > 0)
+    }
+
+    /// True once the mesh it was taken from is gone.
+    pub fn is_closed(&self) -> bool {
+        self.discovery.strong_count() == 0
+    }
+}
+
 /// The mesh inside one service: identity, discovery, and the workers that keep them current.
 /// Cheap to clone; the workers stop when the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -332,6 +356,16 @@ impl Mesh {
     /// The control connection's state: connected, version, staleness.
     pub fn control_status(&self) -> ControlStatus {
         self.inner.discovery.status()
+    }
+
+    /// The workload's readiness, as the admin port's `/ready` reports it: a valid certificate
+    /// and a snapshot. The handle does not keep the mesh alive (once the mesh is gone it says
+    /// "not ready"), so a task may follow it for as long as it likes.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            identity: self.inner.identity.clone(),
+            discovery: Arc::downgrade(&self.inner.discovery),
+        }
     }
 
     /// A client for `destination` (`name.namespace`, or `name` in this workload's namespace).

@@ -1,27 +1,66 @@
 //! Telemetry: golden metrics through the `metrics` facade, a span per request with W3C trace
 //! context carried across services, and the admin endpoint that serves them.
 //!
-//! Metric names follow the OpenTelemetry semantic conventions and are exported to Prometheus
-//! with the usual translation (dots become underscores, the unit becomes a suffix, counters end
-//! in `_total`): `rpc.server.duration` is scraped as `rpc_server_duration_seconds`. The README
-//! lists every metric with its labels.
+//! # Conventions
+//!
+//! Names and attributes follow the OpenTelemetry semantic conventions for RPC and HTTP, read
+//! from the `open-telemetry/semantic-conventions` repository (v1.44.0, tagged 2026-08-04, and
+//! its main branch after it, which is what v1.45 will be):
+//!
+//! - `docs/rpc/rpc-metrics.md`: `rpc.server.call.duration` and `rpc.client.call.duration`,
+//!   histograms in seconds (`s`), with bucket boundaries `[0.005, 0.01, 0.025, 0.05, 0.075,
+//!   0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]`. Attributes: `rpc.system.name` (required;
+//!   `grpc` for gRPC), `rpc.method` (the fully-qualified method, `package.Service/Method`, as
+//!   in `com.example.ExampleService/exampleMethod`; `_OTHER` when the method is not one the
+//!   server recognises), the status code, `error.type` (if and only if the call failed: the
+//!   status code's value), `server.address` / `server.port` (on the client: the address the
+//!   caller used; opt-in on the server, so not set there). The RPC conventions are *Release
+//!   Candidate* there, not yet *Stable*.
+//! - The status code attribute: v1.44.0 names it `rpc.response.status_code`; the main branch
+//!   renamed it `rpc.status_code` on 2026-08-05 (a breaking change, `.chloggen/3921.yaml`,
+//!   issue 3870), so v1.45 carries `rpc.status_code`, which the mesh uses
+//!   ([`attr::RPC_STATUS_CODE`]). Its value for gRPC is the status *name* (`OK`,
+//!   `NOT_FOUND`, `DEADLINE_EXCEEDED`), not the number.
+//! - `docs/rpc/grpc.md`: on a server only `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
+//!   `INTERNAL`, `UNAVAILABLE` and `DATA_LOSS` are errors; on a client every status but `OK`.
+//! - `docs/rpc/rpc-spans.md`: the span name is `{rpc.method}` (`_OTHER` gives
+//!   `{rpc.system.name}`).
+//! - `docs/http/http-metrics.md` (Stable): `http.server.request.duration` and
+//!   `http.client.request.duration` in seconds, same buckets, with `http.request.method`
+//!   (`GET` ... `PATCH`, else `_OTHER`), `http.response.status_code` (the number),
+//!   `error.type` (the status code, for 5xx on a server and 4xx/5xx on a client) and
+//!   `server.address` / `server.port` on the client. `http.route` (the application's route
+//!   *template*) is not set: the mesh sits outside the application's router and never sees
+//!   its templates; the mesh's own route name is `mesh.route`. `url.scheme` is not set either
+//!   (every meshed call is HTTPS on the wire, a permissive server's plaintext calls aside).
+//!
+//! Prometheus' translation (the mesh's recorder, `mesh_process::prometheus`): dots become
+//! underscores in names and labels, the unit becomes a suffix, counters end in `_total`:
+//! `rpc.server.call.duration` is scraped as `rpc_server_call_duration_seconds` with labels
+//! `rpc_system_name`, `rpc_method`, `rpc_status_code`, `error_type`. Labels the conventions do
+//! not define are the mesh's own and start with `mesh.` (`mesh_service`, `mesh_destination`,
+//! `mesh_route`, `mesh_backend`, `mesh_peer_identity`, ...). The README lists every metric.
 //!
 //! The request path stays cheap: the client's label sets and metric handles are built when a
-//! snapshot arrives (one table per route and backend), the server's once per caller identity,
-//! and the status label picks a handle from a small table filled on first use, so a call
-//! formats no strings. The status of a gRPC call is read from its trailers when its body ends.
+//! snapshot arrives (one table per route and backend), the server's once per caller identity;
+//! in a table, a call's method and status pick a handle made on first use, so a call formats
+//! no strings. The status of a gRPC call is read from its trailers when its body ends. The
+//! counters whose labels are known ahead (retries, timeouts, ejections) exist from the start,
+//! at 0.
 //!
-//! Spans are plain `tracing` spans with OpenTelemetry attributes (`otel.kind`, `rpc.system`,
-//! ...); with `tracing-opentelemetry` in the application's subscriber they become OpenTelemetry
-//! spans, the server's parented on the caller's `traceparent`, and the client's injected into
-//! the request it sends. Without such a subscriber they cost a disabled-callsite check.
+//! Spans are plain `tracing` spans with OpenTelemetry attributes (`otel.kind`,
+//! `rpc.system.name`, `rpc.method`, `rpc.status_code`, ...); with `tracing-opentelemetry` in the
+//! application's subscriber they become OpenTelemetry spans, the server's parented on the
+//! caller's `traceparent`, and the client's injected into the request it sends. Without such a
+//! subscriber they cost a disabled-callsite check.
 //!
 //! Decisions worth knowing:
-//! - Label `route` is the matched route's name, `""` when the destination has no routes or no
-//!   route matched; `backend` is `""` when the call failed before one was chosen. A raw path
-//!   never becomes a label.
-//! - The server side labels calls by the caller's verified `peer_identity`; it has no
-//!   `peer_service` (nothing verified says which service a caller is part of).
+//! - Label `mesh_route` is the matched route's name, `""` when the destination has no routes
+//!   or no route matched; `mesh_backend` is `""` when the call failed before one was chosen.
+//!   A raw path never becomes a label; a gRPC method does, bounded (64 per label set, then
+//!   `_OTHER`; a method the server answered `UNIMPLEMENTED` is `_OTHER` too).
+//! - The server side labels calls by the caller's verified `mesh_peer_identity`; it has no
+//!   destination (nothing verified says which service a caller is part of).
 //! - An HTTP call dropped before its response is not counted on the server (the caller counts
 //!   its timeout); a gRPC call dropped before its status counts as `CANCELLED`.
 //! - Handles made before a recorder is installed stay no-ops: an application that brings its
@@ -38,7 +77,9 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::admin::{AdminState, spawn as spawn_admin};
-pub(crate) use self::metrics::{Direction, OutboundIndex, OutboundMetrics, StatusTable};
+pub(crate) use self::metrics::{
+    CallKind, Direction, OutboundIndex, OutboundMetrics, StatusTable, http_method_index,
+};
 pub(crate) use self::propagation::set_remote_parent;
 pub use self::propagation::{extract_context, inject_context, install_propagator};
 pub use self::record::ObservedBody;
@@ -47,10 +88,10 @@ pub(crate) use self::record::{CallRecord, client_span, grpc_status, server_span}
 use crate::discovery::Discovery;
 use crate::identity::Identity;
 
-/// `rpc.server.duration`: gRPC calls served, by duration (seconds).
-pub const RPC_SERVER_DURATION: &str = "rpc.server.duration";
-/// `rpc.client.duration`: gRPC calls made through the mesh, by duration (seconds).
-pub const RPC_CLIENT_DURATION: &str = "rpc.client.duration";
+/// `rpc.server.call.duration`: gRPC calls served, by duration (seconds).
+pub const RPC_SERVER_DURATION: &str = "rpc.server.call.duration";
+/// `rpc.client.call.duration`: gRPC calls made through the mesh, by duration (seconds).
+pub const RPC_CLIENT_DURATION: &str = "rpc.client.call.duration";
 /// `http.server.request.duration`: HTTP requests served (seconds).
 pub const HTTP_SERVER_DURATION: &str = "http.server.request.duration";
 /// `http.client.request.duration`: HTTP requests made through the mesh (seconds).
@@ -59,13 +100,13 @@ pub const HTTP_CLIENT_DURATION: &str = "http.client.request.duration";
 pub const RETRIES: &str = "mesh.client.retries";
 /// Retries wanted by the policy but refused by the retry budget.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "mesh.client.retry_budget_exhausted";
-/// Timeouts: `kind="request"` (the call's deadline) or `kind="try"` (a per-try timeout).
+/// Timeouts: `mesh.kind="request"` (the call's deadline) or `kind="try"` (a per-try timeout).
 pub const TIMEOUTS: &str = "mesh.client.timeouts";
 /// Endpoints ejected by outlier detection.
 pub const EJECTIONS: &str = "mesh.client.outlier_ejections";
-/// Endpoints of a backend by `state`: `available`, `ejected`, `connecting`.
+/// Endpoints of a backend by `mesh.state`: `available`, `ejected`, `connecting`.
 pub const ENDPOINTS: &str = "mesh.client.endpoints";
-/// Authorization decisions by `policy` and `verdict` (`allow`, `deny`, `audit`).
+/// Authorization decisions by `mesh.policy` and `mesh.verdict` (`allow`, `deny`, `audit`).
 pub const AUTHZ_DECISIONS: &str = "mesh.server.authz_decisions";
 /// Seconds until the workload certificate expires.
 pub const CERT_EXPIRY: &str = "mesh.certificate.expiry";
@@ -81,6 +122,46 @@ pub const CONFIG_REJECTED: &str = "mesh.config.rejected";
 /// How often time-based gauges (certificate expiry, snapshot age, endpoint states) are
 /// refreshed for recorders that the mesh does not render itself.
 const REFRESH: Duration = Duration::from_secs(5);
+
+/// Attribute (label) names: the OpenTelemetry conventions' where they define one, `mesh.*`
+/// for the mesh's own. Prometheus shows them with underscores (`rpc_method`, `mesh_service`).
+pub mod attr {
+    /// `rpc.system.name`: `grpc`.
+    pub const RPC_SYSTEM_NAME: &str = "rpc.system.name";
+    /// `rpc.method`: `package.Service/Method`, or `_OTHER`.
+    pub const RPC_METHOD: &str = "rpc.method";
+    /// `rpc.status_code`: the gRPC status name (`OK`, `NOT_FOUND`, ...). Named
+    /// `rpc.response.status_code` up to semantic conventions v1.44.
+    pub const RPC_STATUS_CODE: &str = "rpc.status_code";
+    /// `error.type`: set if and only if the call failed (the status code's value).
+    pub const ERROR_TYPE: &str = "error.type";
+    /// `http.request.method`: `GET` ... `PATCH`, or `_OTHER`.
+    pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+    /// `http.response.status_code`: the number.
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    /// `server.address` (client side): the destination the caller named.
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// `server.port` (client side): the destination's port, when the caller named one.
+    pub const SERVER_PORT: &str = "server.port";
+    /// The workload's own service (`MESH_SERVICE`, `""` for a pure client).
+    pub const MESH_SERVICE: &str = "mesh.service";
+    /// The destination service a client called.
+    pub const MESH_DESTINATION: &str = "mesh.destination";
+    /// The matched route's name (`""` for none).
+    pub const MESH_ROUTE: &str = "mesh.route";
+    /// The backend service a call went to (`""` when none was chosen).
+    pub const MESH_BACKEND: &str = "mesh.backend";
+    /// The caller's verified SPIFFE ID (server side; `""` for a plaintext caller).
+    pub const MESH_PEER_IDENTITY: &str = "mesh.peer_identity";
+    /// What kind of timeout: `request` or `try`.
+    pub const MESH_KIND: &str = "mesh.kind";
+    /// An endpoint's state: `available`, `ejected`, `connecting`.
+    pub const MESH_STATE: &str = "mesh.state";
+    /// The authorization policy that decided.
+    pub const MESH_POLICY: &str = "mesh.policy";
+    /// The authorization verdict: `allow`, `deny`, `audit`.
+    pub const MESH_VERDICT: &str = "mesh.verdict";
+}
 
 /// Registers descriptions and units with the recorder in place (once per process is enough;
 /// repeating is harmless).
@@ -130,7 +211,9 @@ pub(crate) fn describe() {
 
 /// The counter of snapshots refused by the workload of `service`.
 pub(crate) fn config_rejected(service: &str) -> ::metrics::Counter {
-    ::metrics::counter!(CONFIG_REJECTED, "service" => service.to_owned())
+    let counter = ::metrics::counter!(CONFIG_REJECTED, attr::MESH_SERVICE => service.to_owned());
+    counter.increment(0);
+    counter
 }
 
 /// Something live the admin port reports on: its gauges depend on time and are refreshed
@@ -168,7 +251,7 @@ struct MeshGauges {
 
 impl MeshTelemetry {
     pub(crate) fn new(service: String) -> Self {
-        let label = || vec![::metrics::Label::new("service", service.clone())];
+        let label = || vec![::metrics::Label::new(attr::MESH_SERVICE, service.clone())];
         let gauges = MeshGauges {
             cert_expiry: ::metrics::gauge!(CERT_EXPIRY, label()),
             connected: ::metrics::gauge!(CONTROL_CONNECTED, label()),

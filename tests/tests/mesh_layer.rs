@@ -40,14 +40,14 @@ async fn get(mesh: &mesh_tower::Mesh, path: &str) -> http::Response<bytes::Bytes
     http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
-/// How many `verdict` decisions the process's recorder counted for `policy`.
+/// How many `mesh_verdict` decisions the process's recorder counted for `policy`.
 fn decisions(policy: &str, verdict: &str) -> u64 {
     let rendered = mesh_process::prometheus::install().unwrap().render();
     rendered
         .lines()
         .filter(|line| line.starts_with("mesh_server_authz_decisions_total{"))
-        .filter(|line| line.contains(&format!("policy=\"{policy}\"")))
-        .filter(|line| line.contains(&format!("verdict=\"{verdict}\"")))
+        .filter(|line| line.contains(&format!("mesh_policy=\"{policy}\"")))
+        .filter(|line| line.contains(&format!("mesh_verdict=\"{verdict}\"")))
         .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }

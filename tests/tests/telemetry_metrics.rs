@@ -104,29 +104,45 @@ async fn metrics_count_exactly_what_happened() {
 
     // Client side, by route and backend and status class.
     let out = [
-        ("direction", "outbound"),
-        ("peer_service", "web.default"),
-        ("route", "api"),
-        ("backend", "web.default"),
+        ("server_address", "web.default"),
+        ("mesh_destination", "web.default"),
+        ("mesh_route", "api"),
+        ("mesh_backend", "web.default"),
     ];
     let class = |c: &'static str| {
         let mut l = out.to_vec();
-        l.push(("http_response_status_class", c));
+        l.push(("http_request_method", "GET"));
+        l.push(("http_response_status_code", c));
         l
     };
     const HTTP_CLIENT: &str = "http_client_request_duration_seconds_count";
-    assert_eq!(count(HTTP_CLIENT, &class("2xx")), 3.0, "{text}");
+    assert_eq!(count(HTTP_CLIENT, &class("200")), 3.0, "{text}");
     assert_eq!(
-        count(HTTP_CLIENT, &class("5xx")),
+        count(HTTP_CLIENT, &class("504")),
         1.0,
         "the timeout: {text}"
     );
     assert_eq!(
-        count(HTTP_CLIENT, &class("4xx")),
+        count(HTTP_CLIENT, &class("403")),
         1.0,
         "the denied call: {text}"
     );
     assert_eq!(count(HTTP_CLIENT, &out), 5.0, "{text}");
+    // Failed calls, and only they, carry `error_type`: 4xx and 5xx on a client.
+    let failed = |code| {
+        let mut l = out.to_vec();
+        l.push(("error_type", code));
+        count(HTTP_CLIENT, &l)
+    };
+    assert_eq!(failed("504") + failed("403"), 2.0, "{text}");
+    assert!(
+        !text.lines().any(
+            |l| l.starts_with("http_client_request_duration_seconds_count")
+                && l.contains("http_response_status_code=\"200\"")
+                && l.contains("error_type")
+        ),
+        "{text}"
+    );
     assert_eq!(count("mesh_client_retries_total", &out[1..]), 1.0);
     assert_eq!(
         count("mesh_client_retry_budget_exhausted_total", &out[1..]),
@@ -134,7 +150,7 @@ async fn metrics_count_exactly_what_happened() {
     );
     let timeouts = |kind| {
         let mut l = out[1..].to_vec();
-        l.push(("kind", kind));
+        l.push(("mesh_kind", kind));
         count("mesh_client_timeouts_total", &l)
     };
     assert_eq!(timeouts("request"), 1.0);
@@ -146,29 +162,38 @@ async fn metrics_count_exactly_what_happened() {
     // timed-out one never got a response, so it is not counted; the intruder's was refused.
     let client_id = spiffe("client");
     let intruder_id = spiffe("intruder");
-    let inbound = |peer: &str, class: &str| {
+    let inbound = |peer: &str, code: &str| {
         count(
             "http_server_request_duration_seconds_count",
             &[
-                ("direction", "inbound"),
-                ("service", "web.default"),
-                ("peer_identity", peer),
-                ("http_response_status_class", class),
+                ("mesh_service", "web.default"),
+                ("mesh_peer_identity", peer),
+                ("http_request_method", "GET"),
+                ("http_response_status_code", code),
             ],
         )
     };
-    assert_eq!(inbound(&client_id, "2xx"), 3.0, "{text}");
-    assert_eq!(inbound(&client_id, "5xx"), 1.0, "{text}");
-    assert_eq!(inbound(&intruder_id, "4xx"), 1.0, "{text}");
+    assert_eq!(inbound(&client_id, "200"), 3.0, "{text}");
+    assert_eq!(inbound(&client_id, "503"), 1.0, "{text}");
+    assert_eq!(inbound(&intruder_id, "403"), 1.0, "{text}");
+    // A server's 4xx is the caller's doing: no `error_type` on it; its 5xx has one.
+    let server_errors = |code| {
+        count(
+            "http_server_request_duration_seconds_count",
+            &[("mesh_service", "web.default"), ("error_type", code)],
+        )
+    };
+    assert_eq!(server_errors("503"), 1.0, "{text}");
+    assert_eq!(server_errors("403"), 0.0, "{text}");
 
     // Authorization decisions by policy and verdict.
     let decisions = |policy, verdict| {
         count(
             "mesh_server_authz_decisions_total",
             &[
-                ("service", "web.default"),
-                ("policy", policy),
-                ("verdict", verdict),
+                ("mesh_service", "web.default"),
+                ("mesh_policy", policy),
+                ("mesh_verdict", verdict),
             ],
         )
     };
@@ -182,12 +207,15 @@ async fn metrics_count_exactly_what_happened() {
     // gRPC, both sides, status from the trailers.
     assert_eq!(
         count(
-            "rpc_client_duration_seconds_count",
+            "rpc_client_call_duration_seconds_count",
             &[
-                ("peer_service", "greeter.default"),
-                ("backend", "greeter.default"),
-                ("route", ""),
-                ("rpc_grpc_status_code", "0"),
+                ("rpc_system_name", "grpc"),
+                ("rpc_method", "helloworld.Greeter/SayHello"),
+                ("rpc_status_code", "OK"),
+                ("server_address", "greeter.default"),
+                ("mesh_destination", "greeter.default"),
+                ("mesh_backend", "greeter.default"),
+                ("mesh_route", ""),
             ],
         ),
         1.0,
@@ -195,21 +223,30 @@ async fn metrics_count_exactly_what_happened() {
     );
     assert_eq!(
         count(
-            "rpc_server_duration_seconds_count",
+            "rpc_server_call_duration_seconds_count",
             &[
-                ("service", "greeter.default"),
-                ("peer_identity", &client_id),
-                ("rpc_grpc_status_code", "0"),
+                ("rpc_system_name", "grpc"),
+                ("rpc_method", "helloworld.Greeter/SayHello"),
+                ("rpc_status_code", "OK"),
+                ("mesh_service", "greeter.default"),
+                ("mesh_peer_identity", &client_id),
             ],
         ),
         1.0,
         "{text}"
     );
     // Durations are real histograms with buckets.
-    assert!(!find(&m, "rpc_server_duration_seconds_bucket", &[("le", "0.005")]).is_empty());
+    assert!(
+        !find(
+            &m,
+            "rpc_server_call_duration_seconds_bucket",
+            &[("le", "0.005")]
+        )
+        .is_empty()
+    );
 
     // The mesh's own state.
-    let own = [("service", "")];
+    let own = [("mesh_service", "")];
     assert_eq!(count("mesh_control_connected", &own), 1.0, "{text}");
     assert!(count("mesh_config_version", &own) >= 1.0, "{text}");
     let expiry = count("mesh_certificate_expiry_seconds", &own);
@@ -221,11 +258,34 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(
         count(
             "mesh_client_endpoints",
-            &[("backend", "web.default"), ("state", "available")]
+            &[("mesh_backend", "web.default"), ("mesh_state", "available")]
         ),
         1.0,
         "{text}"
     );
+
+    // The workload's counters exist before their first event, at 0.
+    for (name, labels) in [
+        (
+            "mesh_client_outlier_ejections_total",
+            &[("mesh_backend", "web.default")][..],
+        ),
+        ("mesh_config_rejected_total", &own[..]),
+        (
+            "mesh_client_retries_total",
+            &[("mesh_destination", "greeter.default"), ("mesh_route", "")][..],
+        ),
+        (
+            "mesh_client_timeouts_total",
+            &[
+                ("mesh_destination", "greeter.default"),
+                ("mesh_kind", "try"),
+            ][..],
+        ),
+    ] {
+        assert!(!find(&m, name, labels).is_empty(), "no {name}: {text}");
+        assert_eq!(count(name, labels), 0.0, "{name}: {text}");
+    }
 
     // The control service's metrics, on its own admin port (same process, same recorder).
     let (status, control_text) = admin_get(control_admin, "/metrics").await.unwrap();

@@ -158,13 +158,18 @@ async fn one_trace_crosses_two_meshed_services() {
             .map(|kv| kv.value.to_string())
     };
     assert_eq!(
-        attribute(serve_greeter, "rpc.system").as_deref(),
+        attribute(serve_greeter, "rpc.system.name").as_deref(),
         Some("grpc")
     );
     assert_eq!(
-        attribute(serve_greeter, "rpc.grpc.status_code").as_deref(),
-        Some("0")
+        attribute(serve_greeter, "rpc.method").as_deref(),
+        Some("helloworld.Greeter/SayHello")
     );
+    assert_eq!(
+        attribute(serve_greeter, "rpc.status_code").as_deref(),
+        Some("OK")
+    );
+    assert_eq!(attribute(serve_greeter, "error.type"), None);
     assert_eq!(
         attribute(call_front, "server.address").as_deref(),
         Some("front.default")
@@ -174,7 +179,7 @@ async fn one_trace_crosses_two_meshed_services() {
         Some("200")
     );
     assert_eq!(
-        attribute(serve_greeter, "client.identity").as_deref(),
+        attribute(serve_greeter, "mesh.peer_identity").as_deref(),
         Some(mesh_tests::spiffe("front").as_str())
     );
 }

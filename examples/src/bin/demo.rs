@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         let text = scrape(admin).await?;
         println!("\nmetrics from http://{admin}/metrics (counts and gauges):");
         let shown = [
-            "rpc_client_duration_seconds_count",
+            "rpc_client_call_duration_seconds_count",
             "http_client_request_duration_seconds_count",
             "mesh_client_endpoints",
             "mesh_certificate_expiry_seconds",

@@ -1,7 +1,10 @@
 //! A meshed `helloworld.Greeter` server, configured by `MESH_*` environment variables.
 //!
 //! `GREETER_ADDR` (default `127.0.0.1:50051`) is where it listens; `GREETER_REPLICA` (default
-//! the node name) is how it names itself in replies.
+//! the node name) is how it names itself in replies. It serves `grpc.health.v1.Health` next to
+//! the greeter (following the mesh's readiness, `NOT_SERVING` while it drains), and, when
+//! `GREETER_PROBE_ADDR` is set (`0.0.0.0:8086` in the Kubernetes example), the same health
+//! service alone in plaintext there, for the kubelet's `grpc:` probes.
 
 use anyhow::Context;
 use examples::hello::greeter_server::GreeterServer;
@@ -24,13 +27,32 @@ async fn main() -> anyhow::Result<()> {
         mesh.identity().id()
     );
     let replica = GreeterReplica::new(replica_name, mesh.identity().id().to_string());
+    let (health, health_service) = mesh.tonic_health().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Ok(probe_addr) = std::env::var("GREETER_PROBE_ADDR") {
+        let probe = tokio::net::TcpListener::bind(&probe_addr)
+            .await
+            .with_context(|| format!("binding GREETER_PROBE_ADDR {probe_addr}"))?;
+        let mut stopped = stopped.clone();
+        tokio::spawn(mesh_tonic::health::serve_probe(
+            probe,
+            health_service.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
     // The mesh's server limits (`MESH_SERVER_*`) on tonic's HTTP/2.
     mesh.tonic_server()
         .layer(MeshLayer::new())
+        .add_service(health_service)
         .add_service(GreeterServer::new(replica))
         .serve_with_incoming_shutdown(mesh.tonic_incoming(listener)?, async {
             let _ = tokio::signal::ctrl_c().await;
+            // Probes and balancers see NOT_SERVING while the calls in flight finish.
+            health.drain().await;
         })
         .await?;
+    let _ = stop.send(true);
     Ok(())
 }

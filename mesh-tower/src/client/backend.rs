@@ -26,7 +26,7 @@ use super::balance::p2c;
 use super::endpoint::{Endpoint, EndpointKey};
 use crate::error::BoxError;
 use crate::identity::Identity;
-use crate::telemetry::{EJECTIONS, ENDPOINTS, Refresh};
+use crate::telemetry::{EJECTIONS, ENDPOINTS, Refresh, attr};
 use crate::tls::client_config;
 
 /// How often a waiting call looks again for an endpoint (ejections end without a signal).
@@ -59,19 +59,24 @@ struct BackendMetrics {
 impl BackendMetrics {
     fn new(own_service: &str, backend: &ServiceName) -> Self {
         let labels = vec![
-            Label::new("service", own_service.to_owned()),
-            Label::new("backend", backend.to_string()),
+            Label::new(attr::MESH_SERVICE, own_service.to_owned()),
+            Label::new(attr::MESH_BACKEND, backend.to_string()),
         ];
         let state = |state: &'static str| {
             let mut l = labels.clone();
-            l.push(Label::from_static_parts("state", state));
+            l.push(Label::from_static_parts(attr::MESH_STATE, state));
             metrics::gauge!(ENDPOINTS, l)
         };
+        let (available, ejected, connecting) =
+            (state("available"), state("ejected"), state("connecting"));
+        let ejections = metrics::counter!(EJECTIONS, labels);
+        // At 0 from the start: a rate over it is 0, not absent.
+        ejections.increment(0);
         Self {
-            available: state("available"),
-            ejected: state("ejected"),
-            connecting: state("connecting"),
-            ejections: metrics::counter!(EJECTIONS, labels),
+            available,
+            ejected,
+            connecting,
+            ejections,
         }
     }
 }

@@ -25,7 +25,10 @@ use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError};
 use crate::explain;
-use crate::telemetry::{CallRecord, OutboundMetrics, client_span, inject_context};
+use crate::telemetry::{
+    CallKind, CallRecord, Direction, OutboundMetrics, client_span, http_method_index,
+    inject_context,
+};
 
 /// Makes one call; a failure of the mesh's own becomes the response a caller expects
 /// (see [`super::respond`]), so the result is an error only for what no status can express.
@@ -49,6 +52,14 @@ where
     let start = Instant::now();
     let grpc = mesh_core::route::is_grpc(request.headers());
     let span = client_span(&request, &shared.destination, grpc);
+    // What the call's labels need of the request, which routing takes: its gRPC method's path
+    // (a `Bytes` clone, a reference count) or its HTTP method's index.
+    let grpc_path = if grpc {
+        request.uri().path_and_query().cloned()
+    } else {
+        None
+    };
+    let http_method = http_method_index(request.method());
     // A span no subscriber wants is not entered at every poll, nor injected.
     let traced = !span.is_disabled();
     if traced {
@@ -62,7 +73,13 @@ where
     let instrumented = traced.then(|| span.clone());
     let observed = routed.map(move |(result, metrics)| {
         let mut response = result?;
-        let mut record = CallRecord::new(metrics.durations.clone(), start, grpc, span);
+        let table = metrics.durations.clone();
+        let kind = if grpc {
+            CallKind::Grpc(table.method_row(grpc_path.as_ref().map_or("", |p| p.path())))
+        } else {
+            CallKind::Http(http_method)
+        };
+        let mut record = CallRecord::new(table, Direction::Outbound, kind, start, span);
         record.on_response(&response);
         response.body_mut().observe(record);
         Ok(response)

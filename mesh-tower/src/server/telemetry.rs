@@ -24,7 +24,7 @@ use metrics::{Counter, Label};
 use crate::activity::Busy;
 use crate::identity::PeerIdentity;
 use crate::telemetry::{
-    AUTHZ_DECISIONS, CallRecord, Direction, ObservedBody, StatusTable, server_span,
+    AUTHZ_DECISIONS, CallRecord, Direction, ObservedBody, StatusTable, attr, server_span,
     set_remote_parent,
 };
 
@@ -75,9 +75,10 @@ impl<F> InboundFuture<F> {
         if let Some(peer) = peer
             && !span.is_disabled()
         {
-            span.record("client.identity", tracing::field::display(peer));
+            span.record("mesh.peer_identity", tracing::field::display(peer));
         }
-        let record = CallRecord::new(table, start, grpc, span);
+        let kind = table.kind(grpc, request.uri().path(), request.method());
+        let record = CallRecord::new(table, Direction::Inbound, kind, start, span);
         let inner = {
             let _entered = record.span().enter();
             call(request)
@@ -206,9 +207,9 @@ impl InboundTelemetry {
             return table.clone();
         }
         let labels = vec![
-            Label::new("service", self.service.clone()),
+            Label::new(attr::MESH_SERVICE, self.service.clone()),
             Label::new(
-                "peer_identity",
+                attr::MESH_PEER_IDENTITY,
                 peer.map_or_else(String::new, |p| p.id().to_string()),
             ),
         ];
@@ -259,9 +260,9 @@ impl InboundTelemetry {
         let counter = metrics::counter!(
             AUTHZ_DECISIONS,
             vec![
-                Label::new("service", self.service.clone()),
-                Label::new("policy", policy.to_owned()),
-                Label::from_static_parts("verdict", label),
+                Label::new(attr::MESH_SERVICE, self.service.clone()),
+                Label::new(attr::MESH_POLICY, policy.to_owned()),
+                Label::from_static_parts(attr::MESH_VERDICT, label),
             ]
         );
         self.decisions

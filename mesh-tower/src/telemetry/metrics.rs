@@ -1,25 +1,104 @@
 //! Metric handles built ahead of the request path: a table per label set whose status label
 //! picks a handle filled on first use, the client's tables per route and backend (built when a
 //! snapshot arrives), and the server's per caller identity.
+//!
+//! A table holds, per gRPC method, one handle per status code, and per HTTP method and status
+//! code one handle: each is made (and its labels formatted) the first time it is used, so a
+//! call looks its handle up (a read lock and a hash of the method's path, no allocation) and
+//! formats nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use std::time::Duration;
 
-use http::StatusCode;
-use mesh_core::snapshot::{Destination, ServiceName};
-use metrics::{Counter, Histogram, Label};
+use http::{Method, StatusCode};
+use mesh_core::snapshot::{Destination, DestinationKey, ServiceName};
+use metrics::{Counter, Histogram, Label, SharedString};
 
 use super::{
     HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
-    RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS,
+    RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
-const GRPC_CODES: [&str; 17] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+/// gRPC status codes as `rpc.status_code` spells them: the names of
+/// <https://github.com/grpc/grpc/blob/master/doc/statuscodes.md>, by code.
+pub(crate) const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 ];
-const HTTP_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// gRPC `UNIMPLEMENTED`: the method is not one the server knows.
+const UNIMPLEMENTED: usize = 12;
+
+/// `rpc.method` of a method the server does not know, or past [`MAX_METHODS`].
+pub(crate) const OTHER: &str = "_OTHER";
+
+/// Distinct gRPC methods labelled per table; further ones are `_OTHER`. A server's methods are
+/// a fixed set: this only bounds what odd callers can make the mesh remember.
+const MAX_METHODS: usize = 64;
+
+/// The index of a gRPC status code (codes outside the spec are `UNKNOWN`, as gRPC clients read
+/// them).
+pub(crate) fn grpc_index(code: i32) -> usize {
+    usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2)
+}
+
+/// Whether a gRPC status is an error on `direction`'s side. The gRPC conventions
+/// (`docs/rpc/grpc.md`): on a server only `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
+/// `INTERNAL`, `UNAVAILABLE` and `DATA_LOSS` are (the others are the caller's doing); on a
+/// client every status but `OK` is.
+pub(crate) fn grpc_is_error(direction: Direction, code: usize) -> bool {
+    match direction {
+        Direction::Inbound => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+        Direction::Outbound => code != 0,
+    }
+}
+
+/// Whether an HTTP status is an error on `direction`'s side (`docs/http/http-spans.md`):
+/// 5xx on a server, 4xx and 5xx on a client.
+pub(crate) fn http_is_error(direction: Direction, status: StatusCode) -> bool {
+    match direction {
+        Direction::Inbound => status.is_server_error(),
+        Direction::Outbound => status.is_client_error() || status.is_server_error(),
+    }
+}
+
+/// `http.request.method` values the conventions know; any other is `_OTHER`.
+const HTTP_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", OTHER,
+];
+
+/// The index of `method` in [`HTTP_METHODS`].
+pub(crate) fn http_method_index(method: &Method) -> u8 {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
+    }
+}
 
 /// How a call ended, for the status label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,14 +116,51 @@ pub(crate) enum Direction {
     Outbound,
 }
 
-/// The duration histograms of one label set, one handle per status (filled on first use, so
-/// the status label is formatted once per process, never per call).
+/// The histograms of one gRPC method of a table, one per status code.
+pub(crate) struct MethodRow {
+    method: SharedString,
+    codes: [OnceLock<Histogram>; 17],
+}
+
+impl MethodRow {
+    fn new(method: SharedString) -> Self {
+        Self {
+            method,
+            codes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for MethodRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodRow")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a call is, for its labels: a gRPC method's row, or an HTTP method.
+#[derive(Debug, Clone)]
+pub(crate) enum CallKind {
+    Grpc(Arc<MethodRow>),
+    Http(u8),
+}
+
+impl CallKind {
+    pub(crate) fn is_grpc(&self) -> bool {
+        matches!(self, Self::Grpc(_))
+    }
+}
+
+/// The duration histograms of one label set (a caller, or a route and backend), by method and
+/// status, each filled on first use.
 pub(crate) struct StatusTable {
-    rpc: &'static str,
-    http: &'static str,
+    direction: Direction,
     labels: Vec<Label>,
-    grpc: [OnceLock<Histogram>; 17],
-    classes: [OnceLock<Histogram>; 5],
+    methods: RwLock<HashMap<Box<str>, Arc<MethodRow>>>,
+    other: Arc<MethodRow>,
+    /// (HTTP method index, status code) -> histogram.
+    http: RwLock<HashMap<(u8, u16), Histogram>>,
 }
 
 impl std::fmt::Debug for StatusTable {
@@ -56,45 +172,128 @@ impl std::fmt::Debug for StatusTable {
 }
 
 impl StatusTable {
-    pub(crate) fn new(direction: Direction, mut labels: Vec<Label>) -> Self {
-        let (rpc, http, value) = match direction {
-            Direction::Inbound => (RPC_SERVER_DURATION, HTTP_SERVER_DURATION, "inbound"),
-            Direction::Outbound => (RPC_CLIENT_DURATION, HTTP_CLIENT_DURATION, "outbound"),
-        };
-        labels.push(Label::from_static_parts("direction", value));
+    pub(crate) fn new(direction: Direction, labels: Vec<Label>) -> Self {
         Self {
-            rpc,
-            http,
+            direction,
             labels,
-            grpc: std::array::from_fn(|_| OnceLock::new()),
-            classes: std::array::from_fn(|_| OnceLock::new()),
+            methods: RwLock::new(HashMap::new()),
+            other: Arc::new(MethodRow::new(SharedString::const_str(OTHER))),
+            http: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Records one call that ended with `status` after `elapsed`.
-    pub(crate) fn record(&self, status: Status, elapsed: Duration) {
-        let histogram = match status {
-            Status::Grpc(code) => {
-                // Codes outside the spec are UNKNOWN, as gRPC clients read them.
-                let index = usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2);
-                self.grpc[index].get_or_init(|| {
-                    self.handle(self.rpc, "rpc_grpc_status_code", GRPC_CODES[index])
-                })
-            }
-            Status::Http(status) => {
-                let index = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-                self.classes[index].get_or_init(|| {
-                    self.handle(self.http, "http_response_status_class", HTTP_CLASSES[index])
-                })
-            }
-        };
-        histogram.record(elapsed.as_secs_f64());
+    /// What a call to `path` with `method` is: `grpc` calls get their method's row.
+    pub(crate) fn kind(&self, grpc: bool, path: &str, method: &Method) -> CallKind {
+        if grpc {
+            CallKind::Grpc(self.method_row(path))
+        } else {
+            CallKind::Http(http_method_index(method))
+        }
     }
 
-    fn handle(&self, name: &'static str, key: &'static str, value: &'static str) -> Histogram {
+    /// The row of the gRPC method at `path` (`/package.Service/Method`): `rpc.method` is
+    /// `package.Service/Method`, and a path of another shape is `_OTHER`.
+    pub(crate) fn method_row(&self, path: &str) -> Arc<MethodRow> {
+        let Some(method) = path
+            .strip_prefix('/')
+            .filter(|m| matches!(m.split_once('/'), Some((s, m)) if !s.is_empty() && !m.is_empty() && !m.contains('/')))
+        else {
+            return self.other.clone();
+        };
+        if let Some(row) = self
+            .methods
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(method)
+        {
+            return row.clone();
+        }
+        let mut methods = self.methods.write().unwrap_or_else(PoisonError::into_inner);
+        if methods.len() >= MAX_METHODS && !methods.contains_key(method) {
+            return self.other.clone();
+        }
+        methods
+            .entry(method.into())
+            .or_insert_with(|| Arc::new(MethodRow::new(SharedString::from(method.to_owned()))))
+            .clone()
+    }
+
+    /// Records one call of `kind` that ended with `status` after `elapsed`.
+    pub(crate) fn record(&self, kind: &CallKind, status: Status, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        match (kind, status) {
+            (CallKind::Grpc(row), Status::Grpc(code)) => {
+                let code = grpc_index(code);
+                // The server did not know the method: not a method to name.
+                let row = if code == UNIMPLEMENTED {
+                    &self.other
+                } else {
+                    row
+                };
+                row.codes[code]
+                    .get_or_init(|| self.grpc_handle(&row.method, code))
+                    .record(seconds);
+            }
+            (CallKind::Http(method), Status::Http(status)) => {
+                self.http_handle(*method, status).record(seconds);
+            }
+            // A gRPC call always ends with a gRPC status and an HTTP one with an HTTP status.
+            _ => {}
+        }
+    }
+
+    fn grpc_handle(&self, method: &SharedString, code: usize) -> Histogram {
+        let name = match self.direction {
+            Direction::Inbound => RPC_SERVER_DURATION,
+            Direction::Outbound => RPC_CLIENT_DURATION,
+        };
         let mut labels = self.labels.clone();
-        labels.push(Label::from_static_parts(key, value));
+        labels.push(Label::from_static_parts(attr::RPC_SYSTEM_NAME, "grpc"));
+        labels.push(Label::new(attr::RPC_METHOD, method.clone()));
+        labels.push(Label::from_static_parts(
+            attr::RPC_STATUS_CODE,
+            GRPC_CODE_NAMES[code],
+        ));
+        if grpc_is_error(self.direction, code) {
+            labels.push(Label::from_static_parts(
+                attr::ERROR_TYPE,
+                GRPC_CODE_NAMES[code],
+            ));
+        }
         metrics::histogram!(name, labels)
+    }
+
+    fn http_handle(&self, method: u8, status: StatusCode) -> Histogram {
+        let key = (method, status.as_u16());
+        if let Some(histogram) = self
+            .http
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return histogram.clone();
+        }
+        let name = match self.direction {
+            Direction::Inbound => HTTP_SERVER_DURATION,
+            Direction::Outbound => HTTP_CLIENT_DURATION,
+        };
+        let mut labels = self.labels.clone();
+        labels.push(Label::from_static_parts(
+            attr::HTTP_REQUEST_METHOD,
+            HTTP_METHODS[usize::from(method).min(HTTP_METHODS.len() - 1)],
+        ));
+        let code = status.as_str();
+        labels.push(Label::new(attr::HTTP_RESPONSE_STATUS_CODE, code.to_owned()));
+        if http_is_error(self.direction, status) {
+            labels.push(Label::new(attr::ERROR_TYPE, code.to_owned()));
+        }
+        let histogram = metrics::histogram!(name, labels);
+        self.http
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(histogram)
+            .clone()
     }
 }
 
@@ -108,25 +307,44 @@ pub(crate) struct OutboundMetrics {
 }
 
 impl OutboundMetrics {
-    fn new(service: &str, destination: &str, route: &str, backend: &str) -> Self {
-        let labels = vec![
-            Label::new("service", service.to_owned()),
-            Label::new("peer_service", destination.to_owned()),
-            Label::new("route", route.to_owned()),
-            Label::new("backend", backend.to_owned()),
+    fn new(service: &str, destination: &DestinationKey, route: &str, backend: &str) -> Self {
+        let dest = destination.service.to_string();
+        let mut labels = vec![
+            Label::new(attr::MESH_SERVICE, service.to_owned()),
+            Label::new(attr::MESH_DESTINATION, dest.clone()),
+            Label::new(attr::MESH_ROUTE, route.to_owned()),
+            Label::new(attr::MESH_BACKEND, backend.to_owned()),
         ];
         let with = |key: &'static str, value: &'static str| {
             let mut l = labels.clone();
             l.push(Label::from_static_parts(key, value));
             l
         };
-        Self {
+        let this = Self {
             retries: metrics::counter!(RETRIES, labels.clone()),
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
-            request_timeouts: metrics::counter!(TIMEOUTS, with("kind", "request")),
-            try_timeouts: metrics::counter!(TIMEOUTS, with("kind", "try")),
-            durations: Arc::new(StatusTable::new(Direction::Outbound, labels)),
+            request_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "request")),
+            try_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "try")),
+            durations: Arc::new(StatusTable::new(Direction::Outbound, {
+                // The address the caller used: the destination's name (and port, when it
+                // named one).
+                labels.push(Label::new(attr::SERVER_ADDRESS, dest));
+                if let Some(port) = destination.port {
+                    labels.push(Label::new(attr::SERVER_PORT, port.to_string()));
+                }
+                labels
+            })),
+        };
+        // Every counter exists from the start, at 0: a rate over it is 0, not absent.
+        for counter in [
+            &this.retries,
+            &this.budget_exhausted,
+            &this.request_timeouts,
+            &this.try_timeouts,
+        ] {
+            counter.increment(0);
         }
+        this
     }
 }
 
@@ -134,7 +352,7 @@ impl OutboundMetrics {
 /// when the snapshot arrives. Read without a lock: it is replaced with the routing state.
 pub(crate) struct OutboundIndex {
     service: String,
-    destination: String,
+    destination: DestinationKey,
     /// Backend -> route name -> metrics; route `""` is "no route" (a destination without
     /// routes, or a request no route matched).
     by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>>,
@@ -147,7 +365,7 @@ pub(crate) struct OutboundIndex {
 
 impl OutboundIndex {
     pub(crate) fn new(service: &str, destination: &Destination) -> Self {
-        let dest = destination.service.to_string();
+        let key = destination.key();
         let mut by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>> =
             HashMap::new();
         let mut add = |route: &str, backend: &ServiceName| {
@@ -158,7 +376,7 @@ impl OutboundIndex {
                 .or_insert_with(|| {
                     Arc::new(OutboundMetrics::new(
                         service,
-                        &dest,
+                        &key,
                         route,
                         &backend.to_string(),
                     ))
@@ -172,7 +390,7 @@ impl OutboundIndex {
                 }
             }
         }
-        let unrouted = Arc::new(OutboundMetrics::new(service, &dest, "", ""));
+        let unrouted = Arc::new(OutboundMetrics::new(service, &key, "", ""));
         let direct = by_backend
             .get(&destination.service)
             .and_then(|routes| routes.get(""))
@@ -182,7 +400,7 @@ impl OutboundIndex {
         Self {
             direct: (destination.service.clone(), direct),
             service: service.to_owned(),
-            destination: dest,
+            destination: key,
             by_backend,
             unrouted,
         }

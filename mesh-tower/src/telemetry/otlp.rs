@@ -30,10 +30,26 @@ pub fn tracer_provider() -> Result<SdkTracerProvider, OtlpError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()?;
+    Ok(install(exporter))
+}
+
+/// [`tracer_provider`] exporting to `endpoint` (`http://collector:4317`) whatever
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` says: for an application that takes the collector's address
+/// from its own configuration.
+pub fn tracer_provider_for(endpoint: &str) -> Result<SdkTracerProvider, OtlpError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    Ok(install(exporter))
+}
+
+fn install(exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     super::install_propagator();
-    Ok(provider)
+    provider
 }

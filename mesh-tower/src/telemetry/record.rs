@@ -12,7 +12,10 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::metrics::{Status, StatusTable};
+use super::metrics::{
+    CallKind, Direction, GRPC_CODE_NAMES, Status, StatusTable, grpc_index, grpc_is_error,
+    http_is_error,
+};
 use crate::activity::Busy;
 
 /// gRPC `CANCELLED`: the body was dropped before the status arrived.
@@ -39,13 +42,15 @@ pub(crate) fn client_span<B>(
         otel.name = name,
         otel.kind = "client",
         otel.status_code = Empty,
-        rpc.system = grpc.then_some("grpc"),
-        http.request.method = request.method().as_str(),
+        rpc.system.name = grpc.then_some("grpc"),
+        rpc.method = grpc.then_some(name),
+        http.request.method = (!grpc).then(|| request.method().as_str()),
         server.address = %destination,
         mesh.route = Empty,
         mesh.backend = Empty,
-        rpc.grpc.status_code = Empty,
+        rpc.status_code = Empty,
         http.response.status_code = Empty,
+        "error.type" = Empty,
     )
 }
 
@@ -63,12 +68,14 @@ pub(crate) fn server_span<B>(request: &Request<B>, service: &str, grpc: bool) ->
         otel.name = name,
         otel.kind = "server",
         otel.status_code = Empty,
-        rpc.system = grpc.then_some("grpc"),
-        http.request.method = request.method().as_str(),
+        rpc.system.name = grpc.then_some("grpc"),
+        rpc.method = grpc.then_some(name),
+        http.request.method = (!grpc).then(|| request.method().as_str()),
         mesh.service = service,
-        client.identity = Empty,
-        rpc.grpc.status_code = Empty,
+        mesh.peer_identity = Empty,
+        rpc.status_code = Empty,
         http.response.status_code = Empty,
+        "error.type" = Empty,
     )
 }
 
@@ -76,6 +83,8 @@ pub(crate) fn server_span<B>(request: &Request<B>, service: &str, grpc: bool) ->
 /// dropped.
 pub(crate) struct CallRecord {
     table: Arc<StatusTable>,
+    direction: Direction,
+    kind: CallKind,
     start: Instant,
     grpc: bool,
     status: Option<Status>,
@@ -93,11 +102,19 @@ impl std::fmt::Debug for CallRecord {
 }
 
 impl CallRecord {
-    pub(crate) fn new(table: Arc<StatusTable>, start: Instant, grpc: bool, span: Span) -> Self {
+    pub(crate) fn new(
+        table: Arc<StatusTable>,
+        direction: Direction,
+        kind: CallKind,
+        start: Instant,
+        span: Span,
+    ) -> Self {
         Self {
             table,
+            direction,
+            grpc: kind.is_grpc(),
+            kind,
             start,
-            grpc,
             status: None,
             span,
             done: false,
@@ -154,16 +171,27 @@ impl CallRecord {
             // status to label it with, and the caller's side counts its timeout.
             None => return,
         };
-        self.table.record(status, self.start.elapsed());
+        self.table.record(&self.kind, status, self.start.elapsed());
         if self.span.is_disabled() {
             return;
         }
         let error = match status {
             Status::Grpc(code) => {
-                self.span.record("rpc.grpc.status_code", code);
-                code != 0
+                let code = grpc_index(code);
+                self.span.record("rpc.status_code", GRPC_CODE_NAMES[code]);
+                let error = grpc_is_error(self.direction, code);
+                if error {
+                    self.span.record("error.type", GRPC_CODE_NAMES[code]);
+                }
+                error
             }
-            Status::Http(status) => status.is_server_error(),
+            Status::Http(status) => {
+                let error = http_is_error(self.direction, status);
+                if error {
+                    self.span.record("error.type", status.as_str());
+                }
+                error
+            }
         };
         if error {
             self.span.record("otel.status_code", "ERROR");
@@ -265,10 +293,9 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    use super::super::metrics::Direction;
     use super::*;
 
-    /// The `rpc_grpc_status_code` labels recorded, with their sample counts.
+    /// The `rpc.status_code` labels recorded, with their sample counts.
     fn recorded(recorder: &DebuggingRecorder) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = recorder
             .snapshotter()
@@ -279,7 +306,7 @@ mod tests {
                 let code = key
                     .key()
                     .labels()
-                    .find(|l| l.key() == "rpc_grpc_status_code")?
+                    .find(|l| l.key() == "rpc.status_code")?
                     .value()
                     .to_owned();
                 match value {
@@ -298,13 +325,20 @@ mod tests {
         // A current-thread test runtime: the thread's recorder is this test's alone.
         let _local = metrics::set_default_local_recorder(&recorder);
         let table = Arc::new(StatusTable::new(Direction::Inbound, vec![]));
+        let kind = table.kind(true, "/helloworld.Greeter/SayHello", &http::Method::POST);
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("5"));
         let frames = vec![
             Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x"))),
             Ok(Frame::trailers(trailers)),
         ];
-        let mut record = CallRecord::new(table.clone(), Instant::now(), true, Span::none());
+        let mut record = CallRecord::new(
+            table.clone(),
+            Direction::Inbound,
+            kind.clone(),
+            Instant::now(),
+            Span::none(),
+        );
         record.on_response(&Response::new(()));
         let body = ObservedBody::new(
             StreamBody::new(tokio_stream::iter(frames)),
@@ -313,10 +347,16 @@ mod tests {
         );
         let collected = body.collect().await.unwrap();
         assert!(collected.trailers().is_some());
-        assert_eq!(recorded(&recorder), [("5".to_owned(), 1)]);
+        assert_eq!(recorded(&recorder), [("NOT_FOUND".to_owned(), 1)]);
 
         // Dropped before its trailers: CANCELLED. (A snapshot drains the samples it shows.)
-        let record = CallRecord::new(table, Instant::now(), true, Span::none());
+        let record = CallRecord::new(
+            table,
+            Direction::Inbound,
+            kind,
+            Instant::now(),
+            Span::none(),
+        );
         drop(ObservedBody::new(
             http_body_util::Empty::<Bytes>::new(),
             Some(record),
@@ -324,7 +364,7 @@ mod tests {
         ));
         assert_eq!(
             recorded(&recorder),
-            [("1".to_owned(), 1), ("5".to_owned(), 0)]
+            [("CANCELLED".to_owned(), 1), ("NOT_FOUND".to_owned(), 0)]
         );
     }
 }
