@@ -22,8 +22,8 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// owns the process. Only the first call tries; later calls return the same answer.
 ///
 /// Names follow Prometheus' recommended naming: counters get `_total`, and a metric described
-/// with a unit gets its suffix (`rpc.server.duration` in seconds is exported as
-/// `rpc_server_duration_seconds`). Every metric whose name ends in `duration` is a real
+/// with a unit gets its suffix (`rpc.server.call.duration` in seconds is exported as
+/// `rpc_server_call_duration_seconds`). Every metric whose name ends in `duration` is a real
 /// histogram with [`DURATION_BUCKETS`].
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
