@@ -333,6 +333,24 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(web["routes"][0]["name"], "api");
     assert_eq!(web["endpoints"].as_array().unwrap().len(), 1);
 
+    // The compiled route table the client checks for web, in precedence order.
+    let (status, routes) = admin_get(admin, "/debug/routes").await.unwrap();
+    assert_eq!(status, 200);
+    let routes: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let web = routes["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["service"] == "web.default")
+        .unwrap_or_else(|| panic!("no web.default in {routes}"));
+    let first = &web["http"][0];
+    assert_eq!(first["route"], "api", "{web}");
+    assert_eq!(first["backends"][0]["service"], "web.default", "{web}");
+    assert!(
+        first["conditions"].as_str().unwrap().contains("path"),
+        "{web}"
+    );
+
     // The clients' live endpoints: web's one replica, connected, with a latency estimate from
     // the calls above and none in flight now.
     let (status, endpoints) = admin_get(admin, "/debug/endpoints").await.unwrap();

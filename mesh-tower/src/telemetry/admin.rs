@@ -9,6 +9,9 @@
 //! - `GET /debug/endpoints`: per backend of this workload's clients, each endpoint's address,
 //!   identity, weight, state (`available`, `connecting`, `ejected`), peak-EWMA latency
 //!   estimate, calls in flight and how long it stays ejected.
+//! - `GET /debug/routes`: per destination, the compiled route table this workload's clients
+//!   check, in precedence order (gRPC routes, then HTTP routes), each match with its
+//!   conditions and its rule's backends, timeouts and retry policy.
 //!
 //! The `/debug/*` endpoints can be switched off (`MESH_ADMIN_DEBUG=false`): they show the
 //! mesh's view of the config and the peers' identities to whoever reaches the port.
@@ -122,6 +125,10 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
             Some(telemetry) => json_response(&json!({ "backends": telemetry.debug_views() })),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "not started yet\n".into()),
         },
+        "/debug/routes" => match &discovery {
+            Some(discovery) => json_response(&routes_json(&discovery.snapshot())),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "not started yet\n".into()),
+        },
         "/debug/config" => match &discovery {
             Some(discovery) => json_response(&config_json(&discovery.snapshot(), &discovery.status())),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "not started yet\n".into()),
@@ -196,6 +203,52 @@ fn config_json(snapshot: &Snapshot, status: &ControlStatus) -> Value {
         "inbound": snapshot.inbound.as_ref().map(|p| format!("{p:?}")),
         "trustBundleRoots": snapshot.trust_bundle.len(),
     })
+}
+
+/// Each destination's route table, compiled as the clients compile it, in precedence order.
+fn routes_json(snapshot: &Snapshot) -> Value {
+    use mesh_core::route::CompiledRoutes;
+    use mesh_core::snapshot::RouteKind;
+    let destinations: Vec<Value> = snapshot
+        .destinations
+        .iter()
+        .map(|destination| {
+            let compiled = CompiledRoutes::new(destination);
+            let table = |kind: RouteKind| -> Vec<Value> {
+                compiled
+                    .ranked(kind)
+                    .iter()
+                    .map(|ranked| {
+                        let rule = &ranked.rule;
+                        json!({
+                            "route": rule.route_name(),
+                            "rule": rule.rule_index(),
+                            "ruleName": rule.rule_name(),
+                            "match": ranked.match_index,
+                            "conditions": ranked.conditions,
+                            "backends": rule.backends().iter().map(|b| json!({
+                                "service": b.backend_ref.service.to_string(),
+                                "port": b.backend_ref.port,
+                                "weight": b.backend_ref.weight,
+                                "found": b.found,
+                            })).collect::<Vec<_>>(),
+                            "timeouts": {
+                                "requestSeconds": rule.timeouts().request.map(|t| t.as_secs_f64()),
+                                "backendRequestSeconds": rule.timeouts().backend_request.map(|t| t.as_secs_f64()),
+                            },
+                            "retry": rule.retry().map(|p| format!("{p:?}")),
+                        })
+                    })
+                    .collect()
+            };
+            json!({
+                "service": destination.service.to_string(),
+                "grpc": table(RouteKind::Grpc),
+                "http": table(RouteKind::Http),
+            })
+        })
+        .collect();
+    json!({ "version": snapshot.version, "destinations": destinations })
 }
 
 fn json_response(body: &Value) -> Response<Full<Bytes>> {
