@@ -96,6 +96,7 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
                     })).collect::<Vec<_>>(),
                 })),
                 "stale": s.last_acked_version != Some(s.last_sent_version),
+                "grpcServices": s.grpc_services,
                 "certificateExpiresAtUnix": s.certificate_expires.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
             })
         })

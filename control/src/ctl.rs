@@ -27,7 +27,10 @@
 //! - an authorization policy rule that can match no caller (only `unauthenticated` callers on
 //!   a strict-mTLS service) or no request (e.g. gRPC methods with `methods: [GET]`, or ports
 //!   no endpoint listens on);
-//! - with `--trust-bundle`, each trust anchor that has expired or expires within 30 days.
+//! - with `--trust-bundle`, each trust anchor that has expired or expires within 30 days;
+//! - with `--admin HOST:PORT,...` (the control replicas' admin ports), a gRPC route match or a
+//!   policy's `to.grpc` naming a service that the destination's running servers do not serve
+//!   (meshed tonic servers report theirs: `mesh_tonic`'s `serving`); see [`check::served`].
 //!
 //! The last line sums up: `FILE: N error(s), M warning(s)`. Exit status 1 when anything was
 //! found (0 with `--warnings-ok` and only warnings), 0 for a clean file.

@@ -29,6 +29,7 @@ fn unknown_destinations(stream: usize, count: usize) -> WatchRequest {
             destinations: (0..count)
                 .map(|i| service_ref("default", &format!("nothing-{stream}-{i}")))
                 .collect(),
+            grpc_services: Vec::new(),
         })),
     }
 }

@@ -89,6 +89,7 @@ fn subscribe_as(node: &str, own_service: Option<&str>, destinations: &[&str]) ->
                 .iter()
                 .map(|name| service_ref("default", name))
                 .collect(),
+            grpc_services: Vec::new(),
         })),
     }
 }

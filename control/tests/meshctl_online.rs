@@ -186,3 +186,82 @@ async fn certs_shows_the_roots_and_the_chain_a_server_presents() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("NOT verified"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_grpc_services_the_running_servers_do_not_serve() {
+    let control = replica().await;
+    // A replica of `client.default` that serves helloworld.Greeter, as a meshed tonic server
+    // tells the control service.
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut first = subscribe("pod-g", &["greeter"]);
+    if let Some(watch_request::Kind::Subscribe(s)) = &mut first.kind {
+        s.grpc_services = vec!["helloworld.Greeter".to_owned()];
+    }
+    let mut watch = open_watch(&mut client, first).await.unwrap();
+    watch.next().await;
+    assert_eventually(WAIT, "the services are recorded", || {
+        control
+            .subscribers()
+            .first()
+            .is_some_and(|s| s.grpc_services == ["helloworld.Greeter"])
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        r#"
+services:
+  - name: client
+    endpoints: [{address: "127.0.0.1:9997", identity: "spiffe://mesh.local/ns/default/sa/client"}]
+    routes:
+      - name: by-method
+        kind: grpc
+        rules:
+          - matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
+            backendRefs: [{name: client}]
+          - matches: [{method: {service: helloworld.Nope}}]
+            backendRefs: [{name: client}]
+policies:
+  - name: greeters
+    target: {service: client}
+    action: ALLOW
+    rules:
+      - from: {serviceAccounts: [default/greeter]}
+        to: {grpc: [{service: helloworld.Greeter}, {service: helloworld.Other}]}
+"#,
+    )
+    .unwrap();
+    let admin = control.admin_addr().unwrap().to_string();
+    let config = file.display().to_string();
+    // Offline: nothing to say about services.
+    let (code, text) = meshctl(vec!["check".into(), "--config".into(), config.clone()]).await;
+    assert_eq!(code, 0, "{text}");
+    // Against the running mesh: the two services no replica serves, by field path.
+    let (code, text) = meshctl(vec![
+        "check".into(),
+        "--config".into(),
+        config,
+        "--admin".into(),
+        admin,
+    ])
+    .await;
+    println!("{text}");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(
+            "warning: services[0].routes[0].rules[1].matches[0].method.service: gRPC service helloworld.Nope is not served by client.default: its running servers serve helloworld.Greeter"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "warning: policies[0].rules[0].to.grpc[1].service: gRPC service helloworld.Other"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("warning:").count(), 2, "{text}");
+    drop(watch);
+}

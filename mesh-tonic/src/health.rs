@@ -102,6 +102,7 @@ impl MeshHealth {
             }
         });
         let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        mesh.serves_grpc(<HealthServer<HealthService> as tonic::server::NamedService>::NAME);
         (Self { reporter, state }, service)
     }
 

@@ -95,6 +95,13 @@ pub trait MeshTonicExt {
     /// applied: [`server`] with `mesh.settings().server_limits`.
     fn tonic_server(&self) -> tonic::transport::Server;
 
+    /// `service` (a generated `...Server`), after telling the control service that this
+    /// process serves it (by its gRPC name, [`tonic::server::NamedService::NAME`]): wrap each
+    /// service added to the server, `.add_service(mesh.serving(GreeterServer::new(g)))`, and
+    /// `meshctl check --admin` can tell routes and policies that name a service no replica
+    /// serves.
+    fn serving<S: tonic::server::NamedService>(&self, service: S) -> S;
+
     /// `grpc.health.v1.Health` following the mesh's readiness, to add to the server, and its
     /// handle ([`MeshHealth::drain`] when shutting down). See [`health`].
     fn tonic_health(
@@ -120,6 +127,11 @@ impl MeshTonicExt for mesh_tower::Mesh {
 
     fn tonic_server(&self) -> tonic::transport::Server {
         server(&self.settings().server_limits)
+    }
+
+    fn serving<S: tonic::server::NamedService>(&self, service: S) -> S {
+        self.serves_grpc(S::NAME);
+        service
     }
 
     async fn tonic_health(

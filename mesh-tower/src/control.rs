@@ -15,14 +15,14 @@ use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{
     Ack, NACK_INVALID_FIELD, NACK_TRUST_BUNDLE, NackDetail, Subscribe, WatchRequest, watch_request,
 };
-use mesh_core::snapshot::{DestinationKey, ServiceName, Snapshot};
+use mesh_core::snapshot::{ServiceName, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore, VerifyError};
 use mesh_core::{SpiffeId, TrustDomain};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::{Http2Sender, connect_http2};
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, Wanted};
 use crate::error::ConnectError;
 use crate::identity::{Identity, IdentityError, KeyAndCsr, Svid};
 use crate::persist::StateDir;
@@ -346,15 +346,13 @@ fn apply_trust_bundle(identity: &Identity, snapshot: &Snapshot) -> Result<(), Ve
     Ok(())
 }
 
-fn subscribe_message(
-    subscriber: &Subscriber,
-    destinations: &std::collections::BTreeSet<DestinationKey>,
-) -> WatchRequest {
+fn subscribe_message(subscriber: &Subscriber, wanted: &Wanted) -> WatchRequest {
     WatchRequest {
         kind: Some(watch_request::Kind::Subscribe(Subscribe {
             node: subscriber.node.clone(),
             own_service: subscriber.own_service.as_ref().map(Into::into),
-            destinations: destinations.iter().map(Into::into).collect(),
+            destinations: wanted.destinations.iter().map(Into::into).collect(),
+            grpc_services: wanted.grpc_services.iter().cloned().collect(),
         })),
     }
 }

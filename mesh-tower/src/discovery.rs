@@ -51,11 +51,20 @@ pub(crate) struct Inbound {
     pub(crate) routes: Option<CompiledRoutes>,
 }
 
+/// What the Watch subscription asks for and tells the control service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    /// The destinations whose snapshots the workload needs.
+    pub(crate) destinations: BTreeSet<DestinationKey>,
+    /// The gRPC services (`package.Service`) it serves.
+    pub(crate) grpc_services: BTreeSet<String>,
+}
+
 /// The shared discovery state of one mesh handle.
 #[derive(Debug)]
 pub(crate) struct Discovery {
     snapshot: watch::Sender<Arc<Snapshot>>,
-    wanted: watch::Sender<BTreeSet<DestinationKey>>,
+    wanted: watch::Sender<Wanted>,
     status: watch::Sender<ControlStatus>,
     /// The own service's inbound policy, for the server side's request path.
     inbound: Arc<ArcSwapOption<Inbound>>,
@@ -69,7 +78,7 @@ impl Discovery {
     pub(crate) fn new(rejected: metrics::Counter) -> Self {
         Self {
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
-            wanted: watch::Sender::new(BTreeSet::new()),
+            wanted: watch::Sender::new(Wanted::default()),
             status: watch::Sender::new(ControlStatus::default()),
             inbound: Arc::new(ArcSwapOption::empty()),
             rejected,
@@ -124,15 +133,22 @@ impl Discovery {
         self.inbound.clone()
     }
 
-    /// Follows the set of destinations wanted.
-    pub(crate) fn wanted(&self) -> watch::Receiver<BTreeSet<DestinationKey>> {
+    /// Follows what the subscription asks for and says.
+    pub(crate) fn wanted(&self) -> watch::Receiver<Wanted> {
         self.wanted.subscribe()
     }
 
     /// Adds a destination to the subscription.
     pub(crate) fn want(&self, destination: &DestinationKey) {
         self.wanted
-            .send_if_modified(|set| set.insert(destination.clone()));
+            .send_if_modified(|wanted| wanted.destinations.insert(destination.clone()));
+    }
+
+    /// Tells the control service that this process serves the gRPC service `name`.
+    pub(crate) fn serve_grpc(&self, name: &str) {
+        self.wanted.send_if_modified(|wanted| {
+            !wanted.grpc_services.contains(name) && wanted.grpc_services.insert(name.to_owned())
+        });
     }
 
     /// The control connection's state.

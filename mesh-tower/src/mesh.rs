@@ -368,6 +368,15 @@ impl Mesh {
         }
     }
 
+    /// Tells the control service that this process serves the gRPC service `name`
+    /// (`package.Service`), so that operators' checks can find routes and policies naming a
+    /// service no replica serves (`meshctl check --admin`). Sent with the Watch subscription,
+    /// now and after every reconnection. `mesh_tonic`'s `serving` calls it with the generated
+    /// server's name.
+    pub fn serves_grpc(&self, name: &str) {
+        self.inner.discovery.serve_grpc(name);
+    }
+
     /// A client for `destination` (`name.namespace`, or `name` in this workload's namespace).
     /// Waits until the control service has answered for it (up to the start-up timeout), so
     /// the first call does not race discovery.

@@ -336,7 +336,7 @@ pub fn serve_greeter<G: examples::hello::greeter_server::Greeter>(
     greeter: G,
 ) -> anyhow::Result<JoinHandle<()>> {
     let incoming = mesh.tonic_incoming(listener)?;
-    let service = GreeterServer::new(greeter);
+    let service = mesh.serving(GreeterServer::new(greeter));
     let server = mesh.tonic_server();
     Ok(tokio::spawn(async move {
         let _mesh = mesh;

@@ -155,6 +155,18 @@ policies:
     );
     assert_eq!(value(&told, "x-mesh-authz"), None, "{told:?}");
 
+    // The meshed tonic servers told the control service what they serve (for `meshctl
+    // check --admin`).
+    let control = harness.control.as_ref().unwrap();
+    let reported = mesh_core::testing::eventually(std::time::Duration::from_secs(5), || {
+        control.subscribers().iter().any(|s| {
+            s.own_service.as_ref().map(ToString::to_string).as_deref() == Some("greeter-v2.default")
+                && s.grpc_services == ["helloworld.Greeter"]
+        })
+    })
+    .await;
+    assert!(reported, "{:?}", control.subscribers());
+
     // A call that does not ask: nothing.
     let told = explained(&client, false, false).await.unwrap();
     assert!(told.is_empty(), "{told:?}");

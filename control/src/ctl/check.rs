@@ -15,6 +15,7 @@ use crate::file::ParseError;
 mod anchors;
 mod policies;
 mod route_rules;
+pub mod served;
 
 /// Trust anchors that expire sooner than this are reported: 30 days.
 pub const ANCHOR_WARNING_DAYS: u64 = 30;
@@ -28,6 +29,9 @@ pub struct CheckOptions {
     pub trust_bundle: Option<PathBuf>,
     /// The time expiry is measured from.
     pub now: SystemTime,
+    /// The gRPC services the running servers report (from the control replicas), when
+    /// asked to check against them.
+    pub served: Option<served::Served>,
 }
 
 /// Everything `check` found.
@@ -64,6 +68,9 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport, CtlErro
         (Some(file), Ok(config)) => {
             route_rules::lint(file, &config.mesh, &mut findings);
             policies::lint(file, &config.mesh, &mut findings);
+            if let Some(served) = &options.served {
+                served::lint(file, served, &mut findings);
+            }
         }
         (_, Err(ParseError::Invalid(errors))) => findings.extend(
             errors

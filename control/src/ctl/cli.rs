@@ -135,6 +135,12 @@ pub struct CheckArgs {
     /// Exit 0 when only warnings were found.
     #[arg(long)]
     pub warnings_ok: bool,
+
+    /// Also check against the running mesh, read from these control replicas' admin ports
+    /// (`host:port`, repeatable or comma-separated): gRPC routes and policies that name a
+    /// service the destination's servers do not serve.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    pub admin: Vec<String>,
 }
 
 /// `meshctl routes`.
@@ -207,10 +213,23 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
     };
     match &cli.command {
         Command::Check(args) => {
+            let served = if args.admin.is_empty() {
+                None
+            } else {
+                let status = status::status(&args.admin)?;
+                if let Some(down) = status.unreachable.first() {
+                    return Err(CtlError::Admin {
+                        target: down.replica.clone(),
+                        message: down.error.clone(),
+                    });
+                }
+                Some(status.served())
+            };
             let options = CheckOptions {
                 trust_domain: args.config.trust_domain.clone(),
                 trust_bundle: args.trust_bundle.clone(),
                 now: SystemTime::now(),
+                served,
             };
             let report = check::check(&args.config.config, &options)?;
             let text = render(output::json(&report), output::check(&report))?;

@@ -63,6 +63,9 @@ pub struct SubscriberRow {
     pub stale: bool,
     /// When its certificate expires (seconds since 1970).
     pub certificate_expires_at_unix: Option<u64>,
+    /// The gRPC services it says it serves.
+    #[serde(default)]
+    pub grpc_services: Vec<String>,
 }
 
 /// A refused version, by field.
@@ -134,6 +137,22 @@ pub fn status(targets: &[String]) -> Result<Status, CtlError> {
         }
     }
     Ok(status)
+}
+
+impl Status {
+    /// The gRPC services each service's subscribers report serving, by `name.namespace`.
+    pub fn served(&self) -> super::check::served::Served {
+        let mut served = super::check::served::Served::new();
+        for row in &self.subscribers {
+            if let Some(service) = &row.own_service {
+                served
+                    .entry(service.clone())
+                    .or_default()
+                    .extend(row.grpc_services.iter().cloned());
+            }
+        }
+        served
+    }
 }
 
 /// How long until `unix` (seconds since 1970), from `now`; negative when past.

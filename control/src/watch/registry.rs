@@ -41,6 +41,8 @@ pub struct SubscriberStatus {
     pub last_nack: Option<Nack>,
     /// When the certificate it connected with expires.
     pub certificate_expires: Option<SystemTime>,
+    /// The gRPC services it says it serves (`package.Service`), for operators' checks.
+    pub grpc_services: Vec<String>,
 }
 
 /// A snapshot version a subscriber refused, and why.
@@ -157,6 +159,7 @@ mod tests {
             last_acked_version: None,
             last_nack: None,
             certificate_expires: None,
+            grpc_services: Vec::new(),
         }
     }
 

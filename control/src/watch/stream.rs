@@ -52,6 +52,10 @@ const MAX_NODE_LEN: usize = 253;
 
 /// The longest NACK error kept in the registry.
 const MAX_NACK_LEN: usize = 1024;
+/// The most gRPC service names a subscriber may report.
+const MAX_GRPC_SERVICES: usize = 256;
+/// The longest gRPC service name a subscriber may report.
+const MAX_GRPC_SERVICE_LEN: usize = 256;
 /// The longest field path kept of a NACK's detail.
 const MAX_NACK_FIELD_LEN: usize = 256;
 /// The longest problem code kept of a NACK's detail.
@@ -75,6 +79,8 @@ pub(crate) struct WatchHub {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Subscription {
     node: String,
+    /// The gRPC services it says it serves (for operators' checks; nothing trusts them).
+    grpc_services: Vec<String>,
     /// What the subscriber's projection depends on; shared with the cache.
     key: Arc<ProjectionKey>,
 }
@@ -253,6 +259,7 @@ where
                                 subscribed.registration.update(|s| {
                                     s.destinations = update.key.destinations.clone();
                                     s.own_service = update.key.own_service.clone();
+                                    s.grpc_services = update.grpc_services.clone();
                                 });
                                 let old = std::mem::replace(&mut subscribed.subscription, update);
                                 self.projections.release(old.key);
@@ -334,6 +341,7 @@ where
             last_acked_version: None,
             last_nack: None,
             certificate_expires: self.peer.certificate_expires,
+            grpc_services: subscription.grpc_services.clone(),
         });
         tracing::info!(
             id = registration.id(),
@@ -525,8 +533,28 @@ fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subsc
             destinations.push(name);
         }
     }
+    if subscribe.grpc_services.len() > MAX_GRPC_SERVICES {
+        return Err(Status::invalid_argument(format!(
+            "grpc_services: {} given, at most {MAX_GRPC_SERVICES} allowed",
+            subscribe.grpc_services.len()
+        )));
+    }
+    for (i, name) in subscribe.grpc_services.iter().enumerate() {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_GRPC_SERVICE_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "grpc_services[{i}]: not a gRPC service name (package.Service, at most \
+                 {MAX_GRPC_SERVICE_LEN} bytes)"
+            )));
+        }
+    }
     Ok(Subscription {
         node: subscribe.node,
+        grpc_services: subscribe.grpc_services,
         key: Arc::new(ProjectionKey {
             destinations,
             // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
@@ -567,6 +595,7 @@ mod tests {
                 node: "n".into(),
                 own_service: None,
                 destinations: vec![service("default", "a"), service("default", "Bad")],
+                grpc_services: Vec::new(),
             },
             None,
         )
@@ -583,6 +612,7 @@ mod tests {
                 node: "n".into(),
                 own_service: Some(service("", "x")),
                 destinations: vec![],
+                grpc_services: Vec::new(),
             },
             None,
         )
@@ -605,6 +635,7 @@ mod tests {
                     service("default", "a"),
                     service("default", "b"),
                 ],
+                grpc_services: Vec::new(),
             },
             None,
         )
@@ -626,6 +657,7 @@ mod tests {
                 node: "x".repeat(MAX_NODE_LEN + 1),
                 own_service: None,
                 destinations: vec![],
+                grpc_services: Vec::new(),
             },
             None,
         )
@@ -636,6 +668,7 @@ mod tests {
                 node: String::new(),
                 own_service: None,
                 destinations: vec![service("default", "a"); MAX_DESTINATIONS + 1],
+                grpc_services: Vec::new(),
             },
             None,
         )

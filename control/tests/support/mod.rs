@@ -171,6 +171,7 @@ pub fn subscribe(node: &str, destinations: &[&str]) -> WatchRequest {
                 .iter()
                 .map(|name| service_ref("default", name))
                 .collect(),
+            grpc_services: Vec::new(),
         })),
     }
 }

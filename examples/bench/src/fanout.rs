@@ -542,6 +542,7 @@ async fn watch(i: usize, channel: Channel, slots: Slots) {
                 name: DESTINATION.into(),
                 port: 0,
             }],
+            grpc_services: Vec::new(),
         })),
     };
     if requests.send(subscribe).await.is_err() {

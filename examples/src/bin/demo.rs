@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             mesh.identity().id()
         );
         let incoming = mesh.tonic_incoming(listener)?;
-        let service = GreeterServer::new(replica.clone());
+        let service = mesh.serving(GreeterServer::new(replica.clone()));
         servers.push(tokio::spawn(async move {
             let server = mesh.tonic_server();
             let _mesh = mesh;

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     mesh.tonic_server()
         .layer(MeshLayer::new())
         .add_service(health_service)
-        .add_service(GreeterServer::new(replica))
+        .add_service(mesh.serving(GreeterServer::new(replica)))
         .serve_with_incoming_shutdown(mesh.tonic_incoming(listener)?, async {
             let _ = tokio::signal::ctrl_c().await;
             // Probes and balancers see NOT_SERVING while the calls in flight finish.
