@@ -71,7 +71,9 @@
 //!   propagation timing, and the [`skew`] test hook;
 //! - `serve/`: the gRPC server glue: TLS and the accept loop, one task per connection, routing
 //!   and the `Control` service;
-//! - `admin/`: the admin HTTP port and the service's metrics.
+//! - `admin/`: the admin HTTP port and the service's metrics;
+//! - `view/`: the live view of the mesh on the admin port (`/ui`, `/ui/graph.json`), from the
+//!   edge reports workloads send on their Watch streams.
 
 mod admin;
 pub mod ca;
@@ -81,12 +83,15 @@ mod serve;
 mod source;
 mod start;
 mod state;
+mod view;
 mod watch;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
-pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError};
+pub use options::{
+    ControlOptions, DEFAULT_EDGE_REPORT_INTERVAL, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError,
+};
 pub use running::RunningControl;
 pub use serve::limits::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,

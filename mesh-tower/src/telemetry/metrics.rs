@@ -11,6 +11,8 @@ use http::StatusCode;
 use mesh_core::snapshot::{Destination, ServiceName};
 use metrics::{Counter, Histogram, Label};
 
+use crate::edges::{EdgeCounters, Edges};
+
 use super::{
     HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS,
@@ -45,6 +47,8 @@ pub(crate) struct StatusTable {
     labels: Vec<Label>,
     grpc: [OnceLock<Histogram>; 17],
     classes: [OnceLock<Histogram>; 5],
+    /// The calls' destination for the control service's live view (outbound tables only).
+    edge: Option<Arc<EdgeCounters>>,
 }
 
 impl std::fmt::Debug for StatusTable {
@@ -68,7 +72,14 @@ impl StatusTable {
             labels,
             grpc: std::array::from_fn(|_| OnceLock::new()),
             classes: std::array::from_fn(|_| OnceLock::new()),
+            edge: None,
         }
+    }
+
+    /// The table, also counting every call in `edge`.
+    fn with_edge(mut self, edge: Option<Arc<EdgeCounters>>) -> Self {
+        self.edge = edge;
+        self
     }
 
     /// Records one call that ended with `status` after `elapsed`.
@@ -89,6 +100,13 @@ impl StatusTable {
             }
         };
         histogram.record(elapsed.as_secs_f64());
+        if let Some(edge) = &self.edge {
+            let failed = match status {
+                Status::Grpc(code) => code != 0,
+                Status::Http(status) => status.is_server_error(),
+            };
+            edge.record(failed, elapsed);
+        }
     }
 
     fn handle(&self, name: &'static str, key: &'static str, value: &'static str) -> Histogram {
@@ -108,7 +126,13 @@ pub(crate) struct OutboundMetrics {
 }
 
 impl OutboundMetrics {
-    fn new(service: &str, destination: &str, route: &str, backend: &str) -> Self {
+    fn new(
+        service: &str,
+        destination: &str,
+        route: &str,
+        backend: &str,
+        edge: Option<Arc<EdgeCounters>>,
+    ) -> Self {
         let labels = vec![
             Label::new("service", service.to_owned()),
             Label::new("peer_service", destination.to_owned()),
@@ -125,7 +149,7 @@ impl OutboundMetrics {
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
             request_timeouts: metrics::counter!(TIMEOUTS, with("kind", "request")),
             try_timeouts: metrics::counter!(TIMEOUTS, with("kind", "try")),
-            durations: Arc::new(StatusTable::new(Direction::Outbound, labels)),
+            durations: Arc::new(StatusTable::new(Direction::Outbound, labels).with_edge(edge)),
         }
     }
 }
@@ -146,7 +170,9 @@ pub(crate) struct OutboundIndex {
 }
 
 impl OutboundIndex {
-    pub(crate) fn new(service: &str, destination: &Destination) -> Self {
+    /// The tables of `destination`'s routes and backends; calls are also counted per backend
+    /// service in `edges`.
+    pub(crate) fn new(service: &str, destination: &Destination, edges: &Edges) -> Self {
         let dest = destination.service.to_string();
         let mut by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>> =
             HashMap::new();
@@ -161,6 +187,7 @@ impl OutboundIndex {
                         &dest,
                         route,
                         &backend.to_string(),
+                        Some(edges.counters(backend)),
                     ))
                 });
         };
@@ -172,7 +199,14 @@ impl OutboundIndex {
                 }
             }
         }
-        let unrouted = Arc::new(OutboundMetrics::new(service, &dest, "", ""));
+        // Calls that failed before a backend was chosen count against the destination named.
+        let unrouted = Arc::new(OutboundMetrics::new(
+            service,
+            &dest,
+            "",
+            "",
+            Some(edges.counters(&destination.service)),
+        ));
         let direct = by_backend
             .get(&destination.service)
             .and_then(|routes| routes.get(""))
@@ -201,6 +235,7 @@ impl OutboundIndex {
                 &self.destination,
                 route,
                 &backend.to_string(),
+                None,
             )),
         }
     }
