@@ -51,8 +51,8 @@ pub(crate) const PAGE: &str = r##"<!DOCTYPE html>
   .node .badge { font-size: 11px; fill: var(--bad); }
   .node.stale .badge { fill: var(--warn); }
   .edge path { fill: none; stroke-width: 2; }
-  .edge text { font-size: 12px; text-anchor: middle; paint-order: stroke;
-               stroke: #ffffff; stroke-width: 4px; stroke-linejoin: round; }
+  .edge text { font-size: 12px; text-anchor: middle; }
+  .edge rect.label { fill: #ffffff; fill-opacity: 0.9; stroke: var(--line); }
   .empty { fill: var(--muted); text-anchor: middle; font-size: 15px; }
 </style>
 </head>
@@ -146,8 +146,12 @@ pub(crate) const PAGE: &str = r##"<!DOCTYPE html>
     var width = Math.min(6, 1.5 + Math.log(1 + edge.callsPerSecond) / Math.LN10 * 1.5);
     el("path", { d: d, stroke: colours[kind], "stroke-width": width.toFixed(1),
                  "marker-end": "url(#arrow-" + kind + ")" }, g);
-    el("text", { x: lx, y: ly, fill: colours[kind] }, g,
+    var text = el("text", { x: lx, y: ly, fill: colours[kind] }, g,
        rate(edge.callsPerSecond) + "/s \u00b7 " + pct(edge.successRate) + " \u00b7 p99 " + ms(edge.p99Ms));
+    // A card behind the label, so that the line does not run through it.
+    var box = text.getBBox();
+    g.insertBefore(el("rect", { x: box.x - 4, y: box.y - 2, width: box.width + 8,
+                                height: box.height + 4, rx: 4, "class": "label" }), text);
   }
 
   function drawNode(node, at) {
