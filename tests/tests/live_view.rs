@@ -318,3 +318,53 @@ fn assert_no_console_errors(log: &str) {
         .collect();
     assert!(bad.is_empty(), "console messages:\n{}", bad.join("\n"));
 }
+
+/// A control service that does not ask for reports (one that predates them, played by a wire
+/// transform that clears the interval) is sent none: the client's Watch stream stays as it
+/// was, and the view stays empty.
+#[tokio::test]
+async fn a_control_service_that_does_not_ask_gets_no_reports() {
+    let greeter_listener = listener().await.unwrap();
+    let config = Config::new()
+        .service(
+            "greeter",
+            &[(greeter_listener.local_addr().unwrap(), "greeter")],
+        )
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start_with(&config, |o| {
+        o.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        o.edge_report_interval = Duration::from_secs(1);
+        o.wire_transform = mesh_control::skew::WireTransform::new(|mut snapshot| {
+            snapshot.edge_report_interval_ms = 0;
+            snapshot
+        });
+    })
+    .await
+    .unwrap();
+    let admin = harness.control.as_ref().unwrap().admin_addr().unwrap();
+    let _greeter = harness
+        .test_greeter(
+            greeter_listener,
+            "g1",
+            "greeter",
+            "greeter",
+            GreeterMode::Normal,
+        )
+        .await
+        .unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let mut greeter = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
+    for _ in 0..5 {
+        greeter
+            .say_hello(HelloRequest { name: "ann".into() })
+            .await
+            .unwrap();
+    }
+    // Two report intervals.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let graph = graph_json(admin).await;
+    assert_eq!(graph["edges"], Value::Array(vec![]), "{graph:#}");
+    assert!(client_mesh.control_status().connected);
+    assert!(node(&graph, &spiffe("client")).is_some(), "{graph:#}");
+}

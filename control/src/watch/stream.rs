@@ -142,7 +142,9 @@ impl WatchHub {
             state,
             shutdown,
             registry,
-            projections: Arc::new(ProjectionCache::new(transform)),
+            projections: Arc::new(
+                ProjectionCache::new(transform).with_report_interval(edges.interval_ms()),
+            ),
             usage: Arc::new(Usage::new(limits)),
             edges,
         }
@@ -393,9 +395,7 @@ where
             .registration
             .update(|s| s.last_sent_version = version);
         tracing::debug!(id = subscribed.registration.id(), version, "sent snapshot");
-        let mut wire = projection.wire.clone();
-        wire.edge_report_interval_ms = self.edges.interval_ms();
-        Some(wire)
+        Some(projection.wire.clone())
     }
 
     /// Ends the stream with `status` (its last item) for `reason`.

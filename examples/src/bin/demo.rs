@@ -33,17 +33,21 @@ const DEFAULT_UI: &str = "127.0.0.1:7401";
 
 /// `--ui` or `--ui=ADDR`: where to serve the live view, if anywhere.
 fn ui_addr() -> anyhow::Result<Option<SocketAddr>> {
-    for arg in std::env::args().skip(1) {
-        let addr = match arg.as_str() {
-            "--ui" => DEFAULT_UI,
-            other => match other.strip_prefix("--ui=") {
-                Some(addr) => addr,
-                None => bail!("unknown argument {other:?} (the demo takes only --ui[=ADDR])"),
-            },
-        };
-        return Ok(Some(addr.parse().with_context(|| format!("--ui={addr}"))?));
-    }
-    Ok(None)
+    let mut args = std::env::args().skip(1);
+    let Some(arg) = args.next() else {
+        return Ok(None);
+    };
+    let addr = match (arg.as_str(), args.next()) {
+        ("--ui", None) => DEFAULT_UI,
+        (other, None) => match other.strip_prefix("--ui=") {
+            Some(addr) => addr,
+            None => bail!("unknown argument {other:?} (the demo takes only --ui[=ADDR])"),
+        },
+        (_, Some(extra)) => {
+            bail!("unexpected argument {extra:?} (the demo takes only --ui[=ADDR])")
+        }
+    };
+    Ok(Some(addr.parse().with_context(|| format!("--ui={addr}"))?))
 }
 
 #[tokio::main]
