@@ -9,11 +9,12 @@
 //! - `GET /trust-bundle`: the roots in force, PEM (public: what workloads verify peers with).
 //!
 //! `meshctl status` and `meshctl certs` read `/subscribers` and `/trust-bundle`.
+//! - `GET /ui` and `GET /ui/graph.json`: the live view of the mesh ([`crate::view`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,6 +26,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::state::State;
+use crate::view::edges::EdgeStore;
+use crate::view::{self, page};
 use crate::watch::registry::Registry;
 
 pub(crate) mod metrics;
@@ -37,6 +40,8 @@ pub(crate) struct AdminState {
     pub(crate) state: watch::Receiver<Arc<State>>,
     /// Destinations that have had subscribers, so that a gauge can drop to 0.
     pub(crate) seen: Arc<Mutex<BTreeSet<ServiceName>>>,
+    /// What subscribers report of their calls, for the live view.
+    pub(crate) edges: Arc<EdgeStore>,
 }
 
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
@@ -65,6 +70,8 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
             );
             response
         }
+        "/ui" | "/ui/" => ui_page(),
+        "/ui/graph.json" => ui_graph(admin),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -106,6 +113,46 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn ui_page() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(page::PAGE.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static(page::CONTENT_SECURITY_POLICY),
+    );
+    response
+}
+
+fn ui_graph(admin: &AdminState) -> Response<Full<Bytes>> {
+    let graph = view::graph(&admin.registry.list(), &admin.edges, Instant::now());
+    let body = match serde_json::to_vec(&graph) {
+        Ok(body) => body,
+        Err(error) => {
+            // Only non-finite floats could fail, and the view computes none.
+            tracing::warn!(%error, "cannot encode the graph");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the graph\n",
+            );
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
     );
     response
 }

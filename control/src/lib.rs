@@ -72,8 +72,10 @@
 //! - `serve/`: the gRPC server glue: TLS and the accept loop, one task per connection, routing
 //!   and the `Control` service;
 //! - `admin/`: the admin HTTP port and the service's metrics;
-//! - [`ctl`]: `meshctl`, the operator command (the `meshctl` binary): `check`, `routes` and
-//!   `explain`, offline, on a control file.
+//! - [`ctl`]: `meshctl`, the operator command (the `meshctl` binary): `check`, `routes`,
+//!   `explain` (offline, on a control file), `status` and `certs` (online).
+//! - `view/`: the live view of the mesh on the admin port (`/ui`, `/ui/graph.json`), from the
+//!   edge reports workloads send on their Watch streams.
 
 mod admin;
 pub mod ca;
@@ -84,12 +86,15 @@ mod serve;
 mod source;
 mod start;
 mod state;
+mod view;
 mod watch;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
-pub use options::{ControlOptions, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError};
+pub use options::{
+    ControlOptions, DEFAULT_EDGE_REPORT_INTERVAL, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError,
+};
 pub use running::RunningControl;
 pub use serve::limits::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, env = "MESH_CONTROL_LISTEN", default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
 
-    /// Where the admin HTTP server (/healthz, /readyz, /subscribers) listens.
+    /// Where the admin HTTP server (/healthz, /readyz, /subscribers, /metrics, /ui) listens.
     #[arg(long, env = "MESH_CONTROL_ADMIN", default_value = "127.0.0.1:7401")]
     admin: SocketAddr,
 

@@ -24,6 +24,9 @@ pub const DEFAULT_NAMESPACE: &str = "mesh-system";
 /// The service account in the control service's own identity.
 pub const SERVICE_ACCOUNT: &str = "mesh-control";
 
+/// How often subscribers report their calls unless told otherwise.
+pub const DEFAULT_EDGE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How to run the control service.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
@@ -59,6 +62,10 @@ pub struct ControlOptions {
     /// How many Watch streams and destinations one identity may hold (default: 1,024 streams,
     /// 1,024 destinations a stream, 65,536 in all; see [`WatchLimits`]).
     pub watch_limits: WatchLimits,
+    /// How often subscribers are asked to report their calls for the live view on the admin
+    /// port (`/ui`; default 5 s, which should stay well below the view's 30 s window). Zero
+    /// asks for no reports.
+    pub edge_report_interval: Duration,
 }
 
 /// Why the control service did not start.
@@ -144,6 +151,7 @@ impl ControlOptions {
             connection_limits: ConnectionLimits::default(),
             certify_rate: CertifyRateLimit::default(),
             watch_limits: WatchLimits::default(),
+            edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::source::file::{self, ControlConfig};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes;
 use crate::state::StateStore;
+use crate::view::edges::EdgeStore;
 use crate::watch::limits::WatchLimits;
 use crate::watch::registry::Registry;
 use crate::watch::skew::WireTransform;
@@ -59,6 +60,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         connection_limits,
         certify_rate,
         watch_limits,
+        edge_report_interval,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -72,7 +74,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     let own = own_tls(&ca, &identity, cert_lifetime)?;
     let listeners = bind_listeners(listen, admin_listen).await?;
 
-    let shared = Shared::new(config.initial, &ca);
+    let shared = Shared::new(config.initial, &ca, edge_report_interval);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let authn = authenticator(&shared.tokens, &config.follow);
     let (server, mut tasks) = spawn_server(
@@ -298,12 +300,14 @@ struct Shared {
     tokens: Arc<BootstrapTokens>,
     state: Arc<StateStore>,
     registry: Arc<Registry>,
+    /// What subscribers report of their calls, for the live view.
+    edges: Arc<EdgeStore>,
     /// Set once everything is spawned; `/readyz` reports it.
     ready: Arc<AtomicBool>,
 }
 
 impl Shared {
-    fn new(initial: ControlConfig, ca: &CaHandle) -> Self {
+    fn new(initial: ControlConfig, ca: &CaHandle, edge_report_interval: Duration) -> Self {
         Self {
             tokens: Arc::new(BootstrapTokens::new(initial.tokens)),
             state: Arc::new(StateStore::new(
@@ -311,6 +315,7 @@ impl Shared {
                 ca.load().trust_bundle().roots().to_vec(),
             )),
             registry: Arc::new(Registry::default()),
+            edges: Arc::new(EdgeStore::new(edge_report_interval)),
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -342,6 +347,7 @@ fn control_service(
             shared.registry.clone(),
             wire_transform,
             watch_limits,
+            shared.edges.clone(),
         ),
     )
 }
@@ -429,6 +435,7 @@ fn spawn_admin(listener: TcpListener, shared: &Shared) -> JoinHandle<()> {
             registry: shared.registry.clone(),
             state: shared.state.subscribe(),
             seen: Arc::default(),
+            edges: shared.edges.clone(),
         },
     )
 }

@@ -227,6 +227,47 @@ async fn subscriber_gets_its_destinations_and_acks_are_recorded() {
     control.shutdown().await;
 }
 
+/// Snapshots ask for edge reports; a report, and a message of a kind this control service
+/// does not know (what prost makes of a newer client's), leave the stream open.
+#[tokio::test]
+async fn reports_and_unknown_kinds_keep_the_stream_open() {
+    let control = start_inline(&config_yaml(5002)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-r", &["greeter"]))
+        .await
+        .expect("watch opens");
+    let snapshot = watch.next().await;
+    assert_eq!(
+        snapshot.edge_report_interval_ms,
+        u32::try_from(mesh_control::DEFAULT_EDGE_REPORT_INTERVAL.as_millis()).unwrap()
+    );
+
+    watch.send(proto::WatchRequest { kind: None }).await;
+    let report = proto::EdgeReport {
+        edges: vec![proto::EdgeStats {
+            destination: Some(service_ref("default", "greeter")),
+            calls: 3,
+            failures: 1,
+            latency_buckets: vec![0, 3],
+        }],
+    };
+    watch
+        .send(proto::WatchRequest {
+            kind: Some(watch_request::Kind::EdgeReport(report)),
+        })
+        .await;
+    // Messages are read in order: once the ACK after them is recorded, they were handled.
+    watch.send(ack(snapshot.version, "")).await;
+    assert_eventually(WAIT, "the ACK is recorded", || {
+        control.subscribers()[0].last_acked_version == Some(snapshot.version)
+    })
+    .await;
+    watch.expect_nothing(Duration::from_millis(200)).await;
+    assert_eq!(control.subscribers().len(), 1);
+    control.shutdown().await;
+}
+
 #[tokio::test]
 async fn disconnecting_removes_the_subscriber() {
     let control = start_inline(&config_yaml(5000)).await;

@@ -95,6 +95,8 @@ impl From<&Snapshot> for proto::Snapshot {
                 .iter()
                 .map(|root| root.as_ref().to_vec())
                 .collect(),
+            // Not part of the model: the control service sets it on the wire form it sends.
+            edge_report_interval_ms: 0,
         }
     }
 }

@@ -13,7 +13,8 @@
 //!   paths, mTLS mode) and its pure evaluation into a [`authz::Decision`].
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
 //!   passed in; [`rate`]: token-bucket rate-limit arithmetic, likewise; [`backoff`]: the one
-//!   exponential backoff schedule with jitter.
+//!   exponential backoff schedule with jitter; [`latency`]: the fixed exponential buckets of
+//!   the latency sketches workloads report to the control service.
 //! - [`proto`]: the control API `mesh.control.v1` (its gRPC client and server stubs with the
 //!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
@@ -36,6 +37,7 @@ pub mod duration;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod latency;
 pub mod outlier;
 pub mod pem;
 pub mod proto;

@@ -16,6 +16,9 @@ pub const NACK_INVALID_FIELD: &str = "invalid_field";
 /// [`NackDetail::code`] of trust roots that cannot be installed.
 pub const NACK_TRUST_BUNDLE: &str = "trust_bundle";
 
+/// The most entries of an [`EdgeReport`] a control service reads; workloads send no more.
+pub const MAX_EDGE_REPORT_EDGES: usize = 256;
+
 impl NackDetail {
     /// A problem with `field` of a refused snapshot, of kind `code`.
     pub fn new(field: &str, message: &str, code: &str) -> Self {

@@ -4,6 +4,11 @@
 //! Both workers run for the life of the mesh handle. The watch worker reconnects with jittered
 //! exponential backoff, fails over between the control service's addresses, and keeps the last
 //! good snapshot in force while disconnected.
+//!
+//! When the snapshots ask for it (`edge_report_interval_ms`), the watch worker also sends an
+//! `EdgeReport` on the same stream at that interval: what this workload's calls to each
+//! destination did since the last one ([`crate::edges`]). A control service that predates
+//! reports never asks, and is never sent one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::{Http2Sender, connect_http2};
 use crate::discovery::{Discovery, Wanted};
+use crate::edges::Edges;
 use crate::error::ConnectError;
 use crate::identity::{Identity, IdentityError, KeyAndCsr, Svid};
 use crate::persist::StateDir;
@@ -33,6 +39,12 @@ type ControlGrpc = ControlClient<Http2Sender<tonic::body::Body>>;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The shortest report interval followed, whatever a control service asks: reports cost the
+/// workload a drain of its counters and the control service a merge.
+const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest report interval followed.
+const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Opens connections to the control service, trying its addresses in turn and starting from
 /// the one that worked last.
@@ -193,13 +205,15 @@ enum WatchError {
     Stream(tonic::Status),
 }
 
-/// Follows snapshots for as long as the mesh lives, reconnecting with backoff.
+/// Follows snapshots for as long as the mesh lives, reconnecting with backoff, and reports
+/// `edges` when the control service asks.
 pub(crate) async fn watch_forever(
     connector: Arc<ControlConnector>,
     identity: Identity,
     discovery: Arc<Discovery>,
     subscriber: Subscriber,
     state: Option<Arc<StateDir>>,
+    edges: Arc<Edges>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
@@ -209,6 +223,7 @@ pub(crate) async fn watch_forever(
             &discovery,
             &subscriber,
             state.as_deref(),
+            &edges,
         )
         .await;
         discovery.set_status(|s| {
@@ -237,6 +252,7 @@ async fn watch_once(
     discovery: &Discovery,
     subscriber: &Subscriber,
     state: Option<&StateDir>,
+    edges: &Edges,
 ) -> Result<bool, WatchError> {
     let mut grpc = connector.connect(identity.trust(), Some(identity)).await?;
     let mut wanted = discovery.wanted();
@@ -254,8 +270,20 @@ async fn watch_once(
         s.last_error = None;
     });
     let mut received = false;
+    let mut reports = ReportSchedule::default();
     loop {
         tokio::select! {
+            () = reports.due() => {
+                reports.sent();
+                if let Some(report) = edges.report() {
+                    let report = WatchRequest {
+                        kind: Some(watch_request::Kind::EdgeReport(report)),
+                    };
+                    // Not awaited: a report that finds the queue full is dropped rather than
+                    // hold up ACKs; the next one carries on from there.
+                    let _ = requests.try_send(report);
+                }
+            }
             message = snapshots.message() => {
                 let wire = match message {
                     Ok(Some(wire)) => wire,
@@ -264,6 +292,7 @@ async fn watch_once(
                 };
                 received = true;
                 let version = wire.version;
+                reports.follow(wire.edge_report_interval_ms, edges);
                 // Encoded before validation consumes it: the wire form is what is persisted,
                 // and it is validated again the same way when loaded.
                 let encoded = state.map(|_| prost::Message::encode_to_vec(&wire));
@@ -326,6 +355,48 @@ async fn watch_once(
                 }
             }
         }
+    }
+}
+
+/// When the next edge report is due on one Watch stream: never until a snapshot asks for
+/// reports, then every interval it names.
+#[derive(Debug, Default)]
+struct ReportSchedule {
+    every: Option<Duration>,
+    next: Option<tokio::time::Instant>,
+}
+
+impl ReportSchedule {
+    /// Follows the interval a snapshot asks for (in milliseconds, 0 for none), within
+    /// [`MIN_REPORT_INTERVAL`] and [`MAX_REPORT_INTERVAL`].
+    fn follow(&mut self, interval_ms: u32, edges: &Edges) {
+        let every = (interval_ms > 0).then(|| {
+            Duration::from_millis(interval_ms.into())
+                .clamp(MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL)
+        });
+        if every == self.every {
+            return;
+        }
+        if self.every.is_none() {
+            // Counts from before this stream asked (while disconnected, or from a control
+            // service that never asked) would read as a burst: start afresh.
+            let _ = edges.report();
+        }
+        self.every = every;
+        self.next = every.map(|every| tokio::time::Instant::now() + every);
+    }
+
+    /// Resolves when a report is due; never while reports are off.
+    async fn due(&self) {
+        match self.next {
+            Some(next) => tokio::time::sleep_until(next).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Schedules the next report.
+    fn sent(&mut self) {
+        self.next = self.every.map(|every| tokio::time::Instant::now() + every);
     }
 }
 

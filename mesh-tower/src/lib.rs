@@ -48,6 +48,7 @@
 //! settings.rs    MESH_* variables and their defaults
 //! control.rs     the control client: Watch (snapshots, ACK/NACK), Certify and renewal
 //! discovery.rs   the snapshot in force and the destinations wanted
+//! edges.rs       calls, failures and latency per destination, reported on the Watch stream
 //! persist.rs     last-known-good state in MESH_STATE_DIR
 //! identity.rs    the workload's key, certificate and trust; identity/peer.rs: PeerIdentity
 //! tls.rs         rustls configs for both sides; connect.rs: dialing HTTP/2 over mTLS
@@ -67,6 +68,7 @@ mod client;
 mod connect;
 mod control;
 mod discovery;
+mod edges;
 pub mod error;
 pub mod explain;
 mod identity;

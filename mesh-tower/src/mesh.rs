@@ -285,6 +285,7 @@ impl Mesh {
                 discovery.clone(),
                 subscriber,
                 state,
+                telemetry.edges.clone(),
             ))
             .abort_handle(),
             tokio::spawn(crate::telemetry::refresh_forever(

@@ -230,6 +230,8 @@ pub(crate) trait Refresh: Send + Sync {
 pub(crate) struct MeshTelemetry {
     /// This workload's service (`greeter.default`), empty for a workload that serves nothing.
     pub(crate) service: String,
+    /// Calls per destination service, for the control service's live view.
+    pub(crate) edges: Arc<crate::edges::Edges>,
     refreshers: Mutex<Vec<Weak<dyn Refresh>>>,
     gauges: MeshGauges,
 }
@@ -260,6 +262,7 @@ impl MeshTelemetry {
         };
         Self {
             service,
+            edges: Arc::default(),
             refreshers: Mutex::new(Vec::new()),
             gauges,
         }

@@ -62,6 +62,8 @@ pub(crate) struct Projection {
 pub(crate) struct ProjectionCache {
     /// Applied to every wire message (the identity but in version-skew tests).
     transform: WireTransform,
+    /// How often subscribers are asked to report their calls (`edge_report_interval_ms`).
+    report_interval_ms: u32,
     /// The version the cache was last swept at, and each key's latest projection. A key whose
     /// only holder is this map belongs to no subscriber any more and is dropped at the next
     /// version.
@@ -124,8 +126,16 @@ impl ProjectionCache {
     pub(crate) fn new(transform: WireTransform) -> Self {
         Self {
             transform,
+            report_interval_ms: 0,
             inner: Mutex::default(),
         }
+    }
+
+    /// The cache, its wire messages asking subscribers to report their calls every
+    /// `interval_ms` (0: never).
+    pub(crate) fn with_report_interval(mut self, interval_ms: u32) -> Self {
+        self.report_interval_ms = interval_ms;
+        self
     }
 
     /// Forgets `key`'s projection unless a stream still holds the key that it is stored under.
@@ -186,7 +196,11 @@ impl ProjectionCache {
             version: state.version,
             content,
             replaced,
-            wire: self.transform.apply(proto::Snapshot::from(&snapshot)),
+            // Before the transform, which may play a control service that asks for no reports.
+            wire: self.transform.apply(proto::Snapshot {
+                edge_report_interval_ms: self.report_interval_ms,
+                ..proto::Snapshot::from(&snapshot)
+            }),
         });
         if !cached {
             return projection;

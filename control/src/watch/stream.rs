@@ -15,13 +15,18 @@
 //!
 //! What one identity may hold is bounded ([`crate::watch::limits`]): a stream over a limit is
 //! refused with `RESOURCE_EXHAUSTED`, and everything a stream holds (its share of the limits,
-//! its registry entry, its projection) goes when it ends.
+//! its registry entry, its projection, its edge reports) goes when it ends.
+//!
+//! Every snapshot asks the subscriber to send an `EdgeReport` every
+//! `edge_report_interval_ms`; reports go to the live view ([`crate::view`]). A message of a
+//! kind this service does not know (from a newer client) is ignored, not an error: clients may
+//! add kinds without breaking older control services.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Stream, StreamExt};
 use mesh_core::SpiffeId;
@@ -39,6 +44,7 @@ use super::registry::{
 use super::skew::WireTransform;
 use crate::admin::metrics;
 use crate::state::State;
+use crate::view::edges::{EdgeReporter, EdgeStore};
 
 /// How long a new stream may take to send `subscribe`.
 pub(crate) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +79,7 @@ pub(crate) struct WatchHub {
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
     usage: Arc<Usage>,
+    edges: Arc<EdgeStore>,
 }
 
 /// A validated `subscribe` message.
@@ -104,6 +111,8 @@ struct Subscribed {
     last_sent: u64,
     /// The projection may have changed since it was last looked at.
     dirty: bool,
+    /// Its edge reports, from the first one on.
+    reports: Option<EdgeReporter>,
 }
 
 /// One Watch stream's state, from the `subscribe` message to its end.
@@ -113,6 +122,7 @@ struct Session<S> {
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
     usage: Arc<Usage>,
+    edges: Arc<EdgeStore>,
     peer: Peer,
     inbound: S,
     /// `None` until the `subscribe` message is read.
@@ -125,20 +135,25 @@ struct Session<S> {
 
 impl WatchHub {
     /// Streams `state` to subscribers until `shutdown` turns true (or its sender goes away),
-    /// every snapshot sent through `transform` (the identity but in version-skew tests).
+    /// every snapshot sent through `transform` (the identity but in version-skew tests); edge
+    /// reports go to `edges`.
     pub(crate) fn new(
         state: watch::Receiver<Arc<State>>,
         shutdown: watch::Receiver<bool>,
         registry: Arc<Registry>,
         transform: WireTransform,
         limits: WatchLimits,
+        edges: Arc<EdgeStore>,
     ) -> Self {
         Self {
             state,
             shutdown,
             registry,
-            projections: Arc::new(ProjectionCache::new(transform)),
+            projections: Arc::new(
+                ProjectionCache::new(transform).with_report_interval(edges.interval_ms()),
+            ),
             usage: Arc::new(Usage::new(limits)),
+            edges,
         }
     }
 
@@ -161,6 +176,7 @@ impl WatchHub {
             registry: self.registry.clone(),
             projections: self.projections.clone(),
             usage: self.usage.clone(),
+            edges: self.edges.clone(),
             peer: Peer {
                 identity,
                 remote_addr,
@@ -268,8 +284,15 @@ where
                             Err(status) => return self.end("invalid subscription update", status),
                         }
                     }
+                    Some(Ok(WatchRequest { kind: Some(Kind::EdgeReport(report)) })) => {
+                        record_report(&self.peer, subscribed, &self.edges, report);
+                    }
                     Some(Ok(WatchRequest { kind: None })) => {
-                        return self.end("empty message", Status::invalid_argument("kind: empty message"));
+                        // A kind this service does not know (prost leaves it unset), or none.
+                        tracing::debug!(
+                            id = subscribed.registration.id(),
+                            "ignored a message of an unknown kind"
+                        );
                     }
                     Some(Err(_)) => {
                         self.ended = Some("stream error");
@@ -358,6 +381,7 @@ where
             last: None,
             last_sent: 0,
             dirty: true,
+            reports: None,
         }
     }
 
@@ -480,6 +504,37 @@ fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: p
                 details,
             });
         });
+    }
+}
+
+/// Adds an edge report from the subscriber to the live view, as calls made by its own service
+/// (or by its identity when it names none).
+fn record_report(
+    peer: &Peer,
+    subscribed: &mut Subscribed,
+    edges: &Arc<EdgeStore>,
+    report: proto::EdgeReport,
+) {
+    let caller = match &subscribed.subscription.key.own_service {
+        Some(service) => service.to_string(),
+        None => peer.identity.to_string(),
+    };
+    let now = Instant::now();
+    let id = subscribed.registration.id();
+    let reporter = subscribed
+        .reports
+        .get_or_insert_with(|| edges.register(id, caller.clone(), now));
+    let recorded = reporter.record(&caller, report, now);
+    if recorded.over_limit > 0 || recorded.invalid > 0 {
+        tracing::debug!(
+            id,
+            node = %subscribed.subscription.node,
+            kept = recorded.kept,
+            over_limit = recorded.over_limit,
+            invalid = recorded.invalid,
+            first_error = recorded.first_error.as_ref().map(tracing::field::display),
+            "edge report partly ignored"
+        );
     }
 }
 

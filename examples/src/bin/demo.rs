@@ -1,14 +1,21 @@
 //! The all-in-one demo: a control service, two greeter replicas, an axum service and a client,
 //! all meshed, in one process on 127.0.0.1. Makes a few hundred calls and prints who served
 //! them and which identities each side verified.
+//!
+//! With `--ui` (or `--ui=ADDR`; default 127.0.0.1:7401) the control service also serves its
+//! admin port there, and the demo keeps calling until Ctrl-C so that the live view of the mesh
+//! (`http://ADDR/ui`) has something to show: the client calls greeter (one call in
+//! twenty-five to a method greeter does not have, which fails) and web, and the web service
+//! calls greeter.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::GreeterServer;
+use examples::hello::{HelloReply, HelloRequest};
 use examples::{GreeterReplica, WebReply, init_logging, web_router};
 use http_body_util::BodyExt;
 use mesh_control::{ConfigSource, ControlOptions};
@@ -21,9 +28,32 @@ use tower::ServiceExt;
 
 const CALLS: usize = 300;
 
+/// Where the control service's admin port (and its live view) listens with a bare `--ui`.
+const DEFAULT_UI: &str = "127.0.0.1:7401";
+
+/// `--ui` or `--ui=ADDR`: where to serve the live view, if anywhere.
+fn ui_addr() -> anyhow::Result<Option<SocketAddr>> {
+    let mut args = std::env::args().skip(1);
+    let Some(arg) = args.next() else {
+        return Ok(None);
+    };
+    let addr = match (arg.as_str(), args.next()) {
+        ("--ui", None) => DEFAULT_UI,
+        (other, None) => match other.strip_prefix("--ui=") {
+            Some(addr) => addr,
+            None => bail!("unknown argument {other:?} (the demo takes only --ui[=ADDR])"),
+        },
+        (_, Some(extra)) => {
+            bail!("unexpected argument {extra:?} (the demo takes only --ui[=ADDR])")
+        }
+    };
+    Ok(Some(addr.parse().with_context(|| format!("--ui={addr}"))?))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging("warn");
+    let ui = ui_addr()?;
     let started = Instant::now();
     let trust_domain = TrustDomain::new("mesh.local")?;
 
@@ -41,12 +71,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 1. The control service, in process: CA, config, Watch and Certify over TLS.
-    let control = mesh_control::start(ControlOptions::new(
-        trust_domain.clone(),
-        ConfigSource::Inline(config),
-    ))
-    .await
-    .context("starting the control service")?;
+    let mut options = ControlOptions::new(trust_domain.clone(), ConfigSource::Inline(config));
+    options.admin_listen = ui;
+    let control = mesh_control::start(options)
+        .await
+        .context("starting the control service")?;
     let state = tempfile::tempdir()?;
     let anchors = state.path().join("trust-bundle.pem");
     std::fs::write(&anchors, control.trust_bundle_pem())?;
@@ -111,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
         web_mesh.identity().id()
     );
     let router = web_router(web_mesh.identity().id().to_string());
+    // In the live view, the web service calls greeter too.
+    let web_as_caller = web_mesh.clone();
     let web_server = tokio::spawn(async move { web_mesh.serve(web_listener, router).await });
 
     // 4. A client with its own identity, and an admin port serving its metrics.
@@ -121,7 +152,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     println!("client           ({})\n", client_mesh.identity().id());
 
-    let mut greeter = GreeterClient::new(client_mesh.channel("greeter.default").await?);
+    let greeter_channel = client_mesh.channel("greeter.default").await?;
+    let mut greeter = GreeterClient::new(greeter_channel.clone());
     let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
     let mut example = String::new();
     for i in 0..CALLS {
@@ -152,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         .client::<axum::body::Body>("web.default")
         .await?;
     let response = web
+        .clone()
         .oneshot(http::Request::get("/hello").body(axum::body::Body::empty())?)
         .await
         .map_err(|e| anyhow::anyhow!("GET /hello through the mesh: {e}"))?;
@@ -186,6 +219,16 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\ndone in {:.1?}", started.elapsed());
 
+    if let Some(admin) = control.admin_addr().filter(|_| ui.is_some()) {
+        println!("\nlive view of the mesh: http://{admin}/ui (data: /ui/graph.json); Ctrl-C stops");
+        let from_web = GreeterClient::new(web_as_caller.channel("greeter.default").await?);
+        tokio::select! {
+            result = keep_calling(greeter_channel, web.clone(), from_web) => result?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    drop(web_as_caller);
+
     // Stop the meshed workloads before the control service they are subscribed to.
     drop(client_mesh);
     web_server.abort();
@@ -193,6 +236,51 @@ async fn main() -> anyhow::Result<()> {
         server.abort();
     }
     control.shutdown().await;
+    Ok(())
+}
+
+/// Calls until cancelled, for the live view: the client calls greeter every 50 ms (one call in
+/// twenty-five to a method greeter does not have: UNIMPLEMENTED, which the view counts as a
+/// failure) and web every 200 ms; the web service calls greeter every 100 ms.
+async fn keep_calling(
+    channel: mesh_tonic::MeshChannel,
+    web: mesh_tower::MeshClient<axum::body::Body>,
+    mut from_web: GreeterClient<mesh_tonic::MeshChannel>,
+) -> anyhow::Result<()> {
+    let mut greeter = GreeterClient::new(channel.clone());
+    let mut outdated = tonic::client::Grpc::new(channel);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for i in 0u64.. {
+        tick.tick().await;
+        let request = HelloRequest {
+            name: format!("viewer-{i}"),
+        };
+        // The answers do not matter here (some are meant to fail): the view counts them.
+        if i % 25 == 0 {
+            outdated
+                .ready()
+                .await
+                .map_err(|e| anyhow::anyhow!("greeter channel: {e}"))?;
+            let codec = tonic_prost::ProstCodec::<HelloRequest, HelloReply>::default();
+            let path = http::uri::PathAndQuery::from_static("/helloworld.Greeter/SayGoodbye");
+            let _ = outdated
+                .unary(tonic::Request::new(request), path, codec)
+                .await;
+        } else {
+            let _ = greeter.say_hello(request).await;
+        }
+        if i % 2 == 0 {
+            let _ = from_web
+                .say_hello(HelloRequest {
+                    name: "web".to_owned(),
+                })
+                .await;
+        }
+        if i % 4 == 0 {
+            let request = http::Request::get("/hello").body(axum::body::Body::empty())?;
+            let _ = web.clone().oneshot(request).await;
+        }
+    }
     Ok(())
 }
 

@@ -254,6 +254,7 @@ fn a_missing_destination_service_is_reported() {
     let wire = proto::Snapshot {
         inbound: None,
         trust_bundle_der: Vec::new(),
+        edge_report_interval_ms: 0,
         version: 3,
         destinations: vec![
             proto::Destination {

@@ -152,7 +152,7 @@ where
         backends.push((key, handle));
     }
     RouterState {
-        metrics: OutboundIndex::new(&telemetry.service, destination),
+        metrics: OutboundIndex::new(&telemetry.service, destination, &telemetry.edges),
         routes: CompiledRoutes::new(destination),
         destination: destination.clone(),
         default,
@@ -212,7 +212,7 @@ where
             })
             .collect();
         RouterState {
-            metrics: OutboundIndex::new("test", destination),
+            metrics: OutboundIndex::new("test", destination, &Default::default()),
             routes: CompiledRoutes::new(destination),
             destination: destination.clone(),
             default,

@@ -16,6 +16,8 @@ use http::{Method, StatusCode};
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName};
 use metrics::{Counter, Histogram, Label, SharedString};
 
+use crate::edges::{EdgeCounters, Edges};
+
 use super::{
     HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
@@ -161,6 +163,8 @@ pub(crate) struct StatusTable {
     other: Arc<MethodRow>,
     /// (HTTP method index, status code) -> histogram.
     http: RwLock<HashMap<(u8, u16), Histogram>>,
+    /// The calls' destination for the control service's live view (outbound tables only).
+    edge: Option<Arc<EdgeCounters>>,
 }
 
 impl std::fmt::Debug for StatusTable {
@@ -179,7 +183,14 @@ impl StatusTable {
             methods: RwLock::new(HashMap::new()),
             other: Arc::new(MethodRow::new(SharedString::const_str(OTHER))),
             http: RwLock::new(HashMap::new()),
+            edge: None,
         }
+    }
+
+    /// The table, also counting every call in `edge`.
+    fn with_edge(mut self, edge: Option<Arc<EdgeCounters>>) -> Self {
+        self.edge = edge;
+        self
     }
 
     /// What a call to `path` with `method` is: `grpc` calls get their method's row.
@@ -239,6 +250,13 @@ impl StatusTable {
             }
             // A gRPC call always ends with a gRPC status and an HTTP one with an HTTP status.
             _ => {}
+        }
+        if let Some(edge) = &self.edge {
+            let failed = match status {
+                Status::Grpc(code) => code != 0,
+                Status::Http(status) => status.is_server_error(),
+            };
+            edge.record(failed, elapsed);
         }
     }
 
@@ -307,7 +325,13 @@ pub(crate) struct OutboundMetrics {
 }
 
 impl OutboundMetrics {
-    fn new(service: &str, destination: &DestinationKey, route: &str, backend: &str) -> Self {
+    fn new(
+        service: &str,
+        destination: &DestinationKey,
+        route: &str,
+        backend: &str,
+        edge: Option<Arc<EdgeCounters>>,
+    ) -> Self {
         let dest = destination.service.to_string();
         let mut labels = vec![
             Label::new(attr::MESH_SERVICE, service.to_owned()),
@@ -325,15 +349,18 @@ impl OutboundMetrics {
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
             request_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "request")),
             try_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "try")),
-            durations: Arc::new(StatusTable::new(Direction::Outbound, {
-                // The address the caller used: the destination's name (and port, when it
-                // named one).
-                labels.push(Label::new(attr::SERVER_ADDRESS, dest));
-                if let Some(port) = destination.port {
-                    labels.push(Label::new(attr::SERVER_PORT, port.to_string()));
-                }
-                labels
-            })),
+            durations: Arc::new(
+                StatusTable::new(Direction::Outbound, {
+                    // The address the caller used: the destination's name (and port, when it
+                    // named one).
+                    labels.push(Label::new(attr::SERVER_ADDRESS, dest));
+                    if let Some(port) = destination.port {
+                        labels.push(Label::new(attr::SERVER_PORT, port.to_string()));
+                    }
+                    labels
+                })
+                .with_edge(edge),
+            ),
         };
         // Every counter exists from the start, at 0: a rate over it is 0, not absent.
         for counter in [
@@ -364,7 +391,9 @@ pub(crate) struct OutboundIndex {
 }
 
 impl OutboundIndex {
-    pub(crate) fn new(service: &str, destination: &Destination) -> Self {
+    /// The tables of `destination`'s routes and backends; calls are also counted per backend
+    /// service in `edges`.
+    pub(crate) fn new(service: &str, destination: &Destination, edges: &Edges) -> Self {
         let key = destination.key();
         let mut by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>> =
             HashMap::new();
@@ -379,6 +408,7 @@ impl OutboundIndex {
                         &key,
                         route,
                         &backend.to_string(),
+                        Some(edges.counters(backend)),
                     ))
                 });
         };
@@ -390,7 +420,14 @@ impl OutboundIndex {
                 }
             }
         }
-        let unrouted = Arc::new(OutboundMetrics::new(service, &key, "", ""));
+        // Calls that failed before a backend was chosen count against the destination named.
+        let unrouted = Arc::new(OutboundMetrics::new(
+            service,
+            &key,
+            "",
+            "",
+            Some(edges.counters(&destination.service)),
+        ));
         let direct = by_backend
             .get(&destination.service)
             .and_then(|routes| routes.get(""))
@@ -419,6 +456,7 @@ impl OutboundIndex {
                 &self.destination,
                 route,
                 &backend.to_string(),
+                None,
             )),
         }
     }
