@@ -72,6 +72,13 @@
 //! the bundle, with the SPIFFE ID or the reason. Exit status 1 when a root expires within 30
 //! days or the workload's chain does not verify.
 //!
+//! ## `meshctl top [--admin HOST:PORT,...] [--watch SECONDS]`
+//!
+//! Live calls/s, success rate, p50 and p99 per edge (a caller service, or the SPIFFE ID of a
+//! workload that serves none, to a destination service), busiest first, over the last 30 s,
+//! from every replica's live view (`/ui/graph.json`) merged ([`top`] says how); with
+//! `--watch`, redrawn every few seconds until interrupted.
+//!
 //! ## Output and exit status
 //!
 //! Text for people by default; `-o json` prints one JSON document (the `Serialize` types of
@@ -114,6 +121,7 @@ pub mod load;
 pub mod output;
 pub mod routes;
 pub mod status;
+pub mod top;
 
 pub use cli::{
     CheckArgs, Cli, Command, ConfigArgs, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ExplainArgs,

@@ -265,3 +265,72 @@ policies:
     assert_eq!(text.matches("warning:").count(), 2, "{text}");
     drop(watch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_merges_the_edges_of_every_replica() {
+    let (a, b) = (replica().await, replica().await);
+    // A workload of `client.default` on each replica, reporting calls to greeter: 300 (3
+    // failed) through `a`, 100 (7 failed) through `b`.
+    let mut watches = Vec::new();
+    for (control, calls, failures, bucket) in [(&a, 300u64, 3u64, 4usize), (&b, 100, 7, 6)] {
+        let cert = obtain_cert(control, "client-token-0123456789").await;
+        let mut client = connect(control, Some(&cert)).await;
+        let mut watch = open_watch(&mut client, subscribe("pod", &["greeter"]))
+            .await
+            .unwrap();
+        let snapshot = watch.next().await;
+        watch.send(ack(snapshot.version, "")).await;
+        let mut latency_buckets = vec![0; 24];
+        latency_buckets[bucket] = calls;
+        watch
+            .send(proto::WatchRequest {
+                kind: Some(watch_request::Kind::EdgeReport(proto::EdgeReport {
+                    edges: vec![proto::EdgeStats {
+                        destination: Some(service_ref("default", "greeter")),
+                        calls,
+                        failures,
+                        latency_buckets,
+                    }],
+                })),
+            })
+            .await;
+        watches.push((client, watch));
+    }
+    let admins = format!("{},{}", a.admin_addr().unwrap(), b.admin_addr().unwrap());
+    let mut json = Value::Null;
+    for _ in 0..50 {
+        let (code, text) = meshctl(vec![
+            "top".into(),
+            "--admin".into(),
+            admins.clone(),
+            "-o".into(),
+            "json".into(),
+        ])
+        .await;
+        assert_eq!(code, 0, "{text}");
+        json = serde_json::from_str(&text).unwrap();
+        if json["edges"][0]["calls"] == 400 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let edge = &json["edges"][0];
+    assert_eq!(edge["from"], "client.default", "{json}");
+    assert_eq!(edge["to"], "greeter.default", "{json}");
+    assert_eq!(edge["calls"], 400, "{json}");
+    assert_eq!(edge["failures"], 10, "{json}");
+    assert!((edge["successRate"].as_f64().unwrap() - 0.975).abs() < 1e-9);
+    // Bucket 6 (3.2 to 6.4 ms) on `b` is the slower tail: the merged p99 is from it.
+    let p99 = edge["p99Ms"].as_f64().unwrap();
+    assert!((3.2..=6.4).contains(&p99), "{json}");
+
+    let (code, text) = meshctl(vec!["top".into(), "--admin".into(), admins]).await;
+    println!("{text}");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("client.default") && l.contains("97.5%")),
+        "{text}"
+    );
+    drop(watches);
+}

@@ -14,7 +14,7 @@ use super::explain::{self, Request};
 use super::load;
 use super::output::{self, Format};
 use super::routes;
-use super::{certs, status};
+use super::{certs, status, top};
 
 /// Exit status: all is well.
 pub const EXIT_OK: u8 = 0;
@@ -54,6 +54,21 @@ pub enum Command {
     /// The trust bundle's roots and their expiry; with `--workload`, the chain a workload
     /// presents and whether it verifies.
     Certs(CertsArgs),
+    /// Live calls/s, success rate and latency per edge (caller -> service), from every
+    /// control replica's live view.
+    Top(TopArgs),
+}
+
+/// `meshctl top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
+
+    /// Redraw every this many seconds until interrupted; once when omitted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
 }
 
 /// The control service's admin ports.
@@ -255,6 +270,27 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 EXIT_USAGE
             };
             Ok((text, code))
+        }
+        Command::Top(args) => {
+            let Some(every) = args.watch else {
+                let top = top::top(&args.admin.admin)?;
+                let text = render(output::json(&top), output::top(&top))?;
+                let code = if top.unreachable.is_empty() {
+                    EXIT_OK
+                } else {
+                    EXIT_USAGE
+                };
+                return Ok((text, code));
+            };
+            // Refreshed in place (clear screen, home) until interrupted.
+            loop {
+                let top = top::top(&args.admin.admin)?;
+                let text = render(output::json(&top), output::top(&top))?;
+                let mut stdout = std::io::stdout().lock();
+                let _ = write!(stdout, "\x1b[2J\x1b[H{text}");
+                let _ = stdout.flush();
+                std::thread::sleep(std::time::Duration::from_secs(every.max(1)));
+            }
         }
         Command::Certs(args) => {
             let (pem, source) = match &args.trust_bundle {

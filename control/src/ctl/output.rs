@@ -11,6 +11,7 @@ use super::explain::Explanation;
 use super::finding::Finding;
 use super::routes::{RankedRule, RouteTable, RuleView};
 use super::status::{Status, until};
+use super::top::Top;
 
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -365,4 +366,35 @@ fn duration(seconds: i64) -> String {
         _ => format!("{s}s"),
     };
     format!("{sign}{text}")
+}
+
+/// `top` for people: one line per edge, busiest first.
+pub fn top(top: &Top) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "calls over the last {} s, busiest first",
+        top.window_seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9}",
+        "FROM", "TO", "CALLS/S", "SUCCESS", "P50", "P99"
+    );
+    for edge in &top.edges {
+        let _ = writeln!(
+            out,
+            "{:<44} {:<24} {:>9.2} {:>7.1}% {:>7.2}ms {:>7.2}ms",
+            edge.from,
+            edge.to,
+            edge.calls_per_second,
+            edge.success_rate * 100.0,
+            edge.p50_ms,
+            edge.p99_ms
+        );
+    }
+    for (replica, error) in &top.unreachable {
+        let _ = writeln!(out, "unreachable: {replica}: {error}");
+    }
+    out
 }
