@@ -6,6 +6,9 @@
 //! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
 //!   sent, acked and rejected, so an operator can see who is stale.
 //! - `GET /metrics`: Prometheus text ([`metrics`]).
+//! - `GET /config`: the config in force as JSON, in the control file's shape (`services`,
+//!   `policies`, `defaultPolicy`), whatever its source (a file, or Kubernetes objects);
+//!   `meshctl check --admin` lints it.
 //! - `GET /trust-bundle`: the roots in force, PEM (public: what workloads verify peers with).
 //!
 //! `meshctl status` and `meshctl certs` read `/subscribers` and `/trust-bundle`.
@@ -60,6 +63,26 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/subscribers" => subscribers(admin),
         "/metrics" => metrics(admin),
+        "/config" => {
+            let state = admin.state.borrow().clone();
+            match serde_json::to_vec(state.config.spec()) {
+                Ok(body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot encode the config for /config");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot encode the config\n",
+                    )
+                }
+            }
+        }
         "/trust-bundle" => {
             let state = admin.state.borrow().clone();
             let pem = mesh_core::pem::certificates(state.trust_bundle.iter().map(|c| c.as_ref()));

@@ -32,6 +32,12 @@
 //!   policy's `to.grpc` naming a service that the destination's running servers do not serve
 //!   (meshed tonic servers report theirs: `mesh_tonic`'s `serving`); see [`check::served`].
 //!
+//! `meshctl check --admin HOST:PORT` without `--config` checks the config the control service
+//! has in force (its `GET /config`), whatever its source: a control file, or the Kubernetes
+//! objects it watches (field paths are then those of the config it built from them, and the
+//! messages name the services). Reading a cluster directly, without a control service, is not
+//! offered.
+//!
 //! The last line sums up: `FILE: N error(s), M warning(s)`. Exit status 1 when anything was
 //! found (0 with `--warnings-ok` and only warnings), 0 for a clean file.
 //!

@@ -334,3 +334,33 @@ async fn top_merges_the_edges_of_every_replica() {
     );
     drop(watches);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lints_the_config_a_control_service_has_in_force() {
+    // What a source (a file here; Kubernetes objects alike) gave the control service: valid,
+    // with a rule that can never apply.
+    let yaml = format!(
+        "{}\n",
+        config_yaml(5000).replace(
+            "  - name: client\n    namespace: default\n",
+            "  - name: client\n    namespace: default\n    routes:\n      - name: site\n        rules:\n          - backendRefs: [{name: client}]\n          - backendRefs: [{name: greeter}]\n",
+        )
+    );
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(yaml));
+    options.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let control = mesh_control::start(options).await.expect("control starts");
+    let admin = control.admin_addr().unwrap().to_string();
+    let (code, text) = meshctl(vec!["check".into(), "--admin".into(), admin.clone()]).await;
+    println!("{text}");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("warning: services[2].routes[0].rules[1]: shadowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "control {admin} /config: 0 error(s), 1 warning(s)"
+        )),
+        "{text}"
+    );
+}

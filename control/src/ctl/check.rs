@@ -63,6 +63,15 @@ impl CheckReport {
 /// serve it. The trust bundle is checked either way.
 pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport, CtlError> {
     let loaded = load::read(path, &options.trust_domain)?;
+    check_loaded(&loaded, options)
+}
+
+/// Checks what `loaded` holds (a control file, or the config a control service has in force).
+pub fn check_loaded(
+    loaded: &load::Loaded,
+    options: &CheckOptions,
+) -> Result<CheckReport, CtlError> {
+    let path = &loaded.path;
     let mut findings = Vec::new();
     match (&loaded.file, &loaded.config) {
         (Some(file), Ok(config)) => {

@@ -139,9 +139,19 @@ pub struct ConfigArgs {
 /// `meshctl check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
+    /// The control file (YAML), as `mesh-control --config` reads it. Omitted with `--admin`:
+    /// the config the control service has in force (from its file or from Kubernetes).
+    #[arg(long, value_name = "FILE", required_unless_present = "admin")]
+    pub config: Option<PathBuf>,
+
+    /// The trust domain identities must belong to.
+    #[arg(
+        long,
+        env = "MESH_TRUST_DOMAIN",
+        default_value = "mesh.local",
+        value_name = "DOMAIN"
+    )]
+    pub trust_domain: TrustDomain,
 
     /// A trust bundle (PEM) whose anchors must not expire within 30 days.
     #[arg(long, value_name = "PEM")]
@@ -241,12 +251,23 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 Some(status.served())
             };
             let options = CheckOptions {
-                trust_domain: args.config.trust_domain.clone(),
+                trust_domain: args.trust_domain.clone(),
                 trust_bundle: args.trust_bundle.clone(),
                 now: SystemTime::now(),
                 served,
             };
-            let report = check::check(&args.config.config, &options)?;
+            let loaded = match (&args.config, args.admin.first()) {
+                (Some(path), _) => load::read(path, &args.trust_domain)?,
+                (None, Some(admin)) => load::read_live(admin, &args.trust_domain)?,
+                // clap requires one of the two.
+                (None, None) => {
+                    return Err(CtlError::Url {
+                        url: String::new(),
+                        reason: "give --config FILE or --admin HOST:PORT".to_owned(),
+                    });
+                }
+            };
+            let report = check::check_loaded(&loaded, &options)?;
             let text = render(output::json(&report), output::check(&report))?;
             Ok((text, report.exit_code(args.warnings_ok)))
         }

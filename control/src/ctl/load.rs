@@ -54,6 +54,37 @@ pub fn read(path: &Path, trust_domain: &TrustDomain) -> Result<Loaded, CtlError>
     })
 }
 
+/// Reads the config the control service at `admin` (`host:port` of its admin port) has in
+/// force, from `GET /config`, whatever its source (a file, or Kubernetes objects), and
+/// validates it as a control file; `source` names it in messages.
+pub fn read_live(admin: &str, trust_domain: &TrustDomain) -> Result<Loaded, CtlError> {
+    let addr = super::admin_client::replicas(admin)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CtlError::Admin {
+            target: admin.to_owned(),
+            message: "resolves to no address".to_owned(),
+        })?;
+    let json = super::admin_client::get(addr, "/config")?;
+    // JSON is YAML: the document is read as a control file is.
+    let parsed = ControlFile::from_yaml(&json);
+    let (file, config) = match parsed {
+        Ok(document) => {
+            let config = document
+                .clone()
+                .validate(trust_domain)
+                .map_err(ParseError::Invalid);
+            (Some(document), config)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    Ok(Loaded {
+        path: PathBuf::from(format!("control {addr} /config")),
+        file,
+        config,
+    })
+}
+
 /// Reads `path` and insists that it is valid, for the commands that answer from it.
 pub fn read_valid(path: &Path, trust_domain: &TrustDomain) -> Result<Valid, CtlError> {
     let loaded = read(path, trust_domain)?;

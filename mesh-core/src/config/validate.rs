@@ -76,6 +76,9 @@ pub struct ValidConfig {
     services: BTreeMap<ServiceName, ValidService>,
     /// The mesh-wide default policy.
     default_policy: DefaultPolicy,
+    /// The config as written (or as a source built it), for operators' tools: the control
+    /// service serves it so `meshctl check` can lint what is in force.
+    spec: Arc<MeshConfig>,
 }
 
 /// One validated service.
@@ -227,13 +230,18 @@ impl MeshConfig {
             &mut errors,
         )
         .unwrap_or_default();
-        let valid = ValidConfig {
+        let mut valid = ValidConfig {
             services,
             default_policy,
+            spec: Arc::default(),
         };
         // Sizes are measured on what clients would be sent, so only once all else is valid.
         if errors.is_empty() {
             snapshot_sizes(self, &valid, &mut errors);
+        }
+        // Kept only for a config that is taken: a refused one costs no copy.
+        if errors.is_empty() {
+            valid.spec = Arc::new(self.clone());
         }
         ValidationErrors::check(errors, valid)
     }
@@ -647,6 +655,11 @@ fn backend_ref(
 // === impl ValidConfig ===
 
 impl ValidConfig {
+    /// The config as it was validated.
+    pub fn spec(&self) -> &MeshConfig {
+        &self.spec
+    }
+
     /// The first port of `service` as a caller in the service's own namespace sees it (the
     /// producer view); see [`ValidConfig::destination_for`].
     pub fn destination(&self, service: &ServiceName) -> Destination {
