@@ -35,8 +35,10 @@
 //! `meshctl check --admin HOST:PORT` without `--config` checks the config the control service
 //! has in force (its `GET /config`), whatever its source: a control file, or the Kubernetes
 //! objects it watches (field paths are then those of the config it built from them, and the
-//! messages name the services). Reading a cluster directly, without a control service, is not
-//! offered.
+//! messages name the services). `meshctl check --kubernetes` reads the cluster of the current
+//! kubeconfig itself, once and read-only, builds the config as the control service's
+//! Kubernetes source does, lints it, and adds an error for each object the source would leave
+//! out (an unsupported filter, a backend kind it cannot serve), naming the object and field.
 //!
 //! The last line sums up: `FILE: N error(s), M warning(s)`. Exit status 1 when anything was
 //! found (0 with `--warnings-ok` and only warnings), 0 for a clean file.

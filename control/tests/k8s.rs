@@ -474,3 +474,61 @@ async fn only_a_pod_of_a_service_may_name_it_as_its_own() {
     );
     control.shutdown().await;
 }
+
+/// `meshctl check --kubernetes` against this cluster: what the control service would build
+/// from it, linted, and the objects it would leave out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshctl_checks_what_the_control_service_would_build_from_the_cluster() {
+    let api = cluster().await;
+    // A route whose only backend has weight 0: valid, but every request it matches fails.
+    api.apply(
+        HTTP_ROUTES,
+        http_route("default", "drained", "greeter", &[("greeter", 0)]),
+    );
+    // A route with a filter the mesh does not implement: left out of the config.
+    let mut rewrite = http_route("default", "rewrite", "client", &[("client", 1)]);
+    rewrite["spec"]["rules"][0]["filters"] = json!([{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/"}}}]);
+    api.apply(HTTP_ROUTES, rewrite);
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: \"http://{}\"}}}}]
+users: [{{name: fake, user: {{token: control-plane-token}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]
+current-context: fake
+",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .args(["check", "--kubernetes"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("MESH_TRUST_DOMAIN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    println!("{text}");
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rules[0]") && text.contains("weight"),
+        "the zero-weight rule: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("rewrite") && l.contains("URLRewrite")),
+        "the route left out: {text}"
+    );
+    assert!(text.contains("kubernetes: 1 error(s)"), "{text}");
+}

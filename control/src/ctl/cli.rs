@@ -14,7 +14,7 @@ use super::explain::{self, Request};
 use super::load;
 use super::output::{self, Format};
 use super::routes;
-use super::{certs, status, top};
+use super::{certs, finding, status, top};
 
 /// Exit status: all is well.
 pub const EXIT_OK: u8 = 0;
@@ -141,8 +141,18 @@ pub struct ConfigArgs {
 pub struct CheckArgs {
     /// The control file (YAML), as `mesh-control --config` reads it. Omitted with `--admin`:
     /// the config the control service has in force (from its file or from Kubernetes).
-    #[arg(long, value_name = "FILE", required_unless_present = "admin")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["admin", "kubernetes"],
+        conflicts_with = "kubernetes"
+    )]
     pub config: Option<PathBuf>,
+
+    /// Check what the control service would build from the Kubernetes cluster of the current
+    /// kubeconfig (listed once, read only), and every object it would leave out.
+    #[arg(long)]
+    pub kubernetes: bool,
 
     /// The trust domain identities must belong to.
     #[arg(
@@ -256,8 +266,23 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 now: SystemTime::now(),
                 served,
             };
+            #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut))]
+            let mut left_out: Vec<String> = Vec::new();
             let loaded = match (&args.config, args.admin.first()) {
                 (Some(path), _) => load::read(path, &args.trust_domain)?,
+                #[cfg(feature = "kubernetes")]
+                (None, _) if args.kubernetes => {
+                    let (loaded, refused) = load::read_kubernetes(&args.trust_domain)?;
+                    left_out = refused;
+                    loaded
+                }
+                #[cfg(not(feature = "kubernetes"))]
+                (None, _) if args.kubernetes => {
+                    return Err(CtlError::Url {
+                        url: "--kubernetes".to_owned(),
+                        reason: "this build of meshctl has no `kubernetes` feature".to_owned(),
+                    });
+                }
                 (None, Some(admin)) => load::read_live(admin, &args.trust_domain)?,
                 // clap requires one of the two.
                 (None, None) => {
@@ -267,7 +292,11 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                     });
                 }
             };
-            let report = check::check_loaded(&loaded, &options)?;
+            let mut report = check::check_loaded(&loaded, &options)?;
+            // Objects the source would leave out of the config: errors in their own right.
+            report
+                .errors
+                .extend(left_out.iter().map(|why| finding::Finding::error("", why)));
             let text = render(output::json(&report), output::check(&report))?;
             Ok((text, report.exit_code(args.warnings_ok)))
         }

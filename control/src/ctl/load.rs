@@ -54,6 +54,52 @@ pub fn read(path: &Path, trust_domain: &TrustDomain) -> Result<Loaded, CtlError>
     })
 }
 
+/// Lists the Kubernetes cluster of the current kubeconfig (`KUBECONFIG`, `~/.kube/config`, or
+/// in a pod its service account) once, as the control service does at start, and returns the
+/// config it would build, as a control file, with each object it would leave out and why.
+#[cfg(feature = "kubernetes")]
+pub fn read_kubernetes(trust_domain: &TrustDomain) -> Result<(Loaded, Vec<String>), CtlError> {
+    let fail = |message: String| CtlError::Admin {
+        target: "kubernetes".to_owned(),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let (config, refused) = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| fail(format!("no cluster: {e}")))?;
+        let mut source = crate::k8s::KubernetesSource::new(client);
+        source.sync_timeout = std::time::Duration::from_secs(30);
+        crate::k8s::read_once(&source, trust_domain)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    })?;
+    let json = serde_json::to_string(config.spec())?;
+    Ok((parse_document(&json, "kubernetes", trust_domain), refused))
+}
+
+/// A config document (JSON or YAML) read as a control file, named `source` in messages.
+fn parse_document(text: &str, source: &str, trust_domain: &TrustDomain) -> Loaded {
+    let (file, config) = match ControlFile::from_yaml(text) {
+        Ok(document) => {
+            let config = document
+                .clone()
+                .validate(trust_domain)
+                .map_err(ParseError::Invalid);
+            (Some(document), config)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    Loaded {
+        path: PathBuf::from(source),
+        file,
+        config,
+    }
+}
+
 /// Reads the config the control service at `admin` (`host:port` of its admin port) has in
 /// force, from `GET /config`, whatever its source (a file, or Kubernetes objects), and
 /// validates it as a control file; `source` names it in messages.
@@ -67,22 +113,11 @@ pub fn read_live(admin: &str, trust_domain: &TrustDomain) -> Result<Loaded, CtlE
         })?;
     let json = super::admin_client::get(addr, "/config")?;
     // JSON is YAML: the document is read as a control file is.
-    let parsed = ControlFile::from_yaml(&json);
-    let (file, config) = match parsed {
-        Ok(document) => {
-            let config = document
-                .clone()
-                .validate(trust_domain)
-                .map_err(ParseError::Invalid);
-            (Some(document), config)
-        }
-        Err(e) => (None, Err(e)),
-    };
-    Ok(Loaded {
-        path: PathBuf::from(format!("control {addr} /config")),
-        file,
-        config,
-    })
+    Ok(parse_document(
+        &json,
+        &format!("control {addr} /config"),
+        trust_domain,
+    ))
 }
 
 /// Reads `path` and insists that it is valid, for the commands that answer from it.

@@ -50,7 +50,7 @@ pub(crate) mod sync;
 pub mod token_review;
 
 pub use crd::{AuthorizationPolicy, AuthorizationPolicySpec, crds_yaml};
-pub use sync::SyncError;
+pub use sync::{SyncError, read_once};
 pub use token_review::TokenReviewAuthenticator;
 
 /// The audience the mesh asks for in projected ServiceAccount tokens (and checks in

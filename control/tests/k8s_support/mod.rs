@@ -88,7 +88,7 @@ struct Inner {
 
 /// The server; dropping it stops it.
 pub struct FakeApi {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
     task: JoinHandle<()>,
 }

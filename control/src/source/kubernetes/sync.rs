@@ -122,6 +122,21 @@ pub(crate) async fn sync(
     Ok((config, syncer))
 }
 
+/// Lists the cluster once, as the control service does at start (without writing route
+/// status), and returns the config it would serve with every object it would leave out and
+/// why; for `meshctl check --kubernetes`.
+pub async fn read_once(
+    source: &KubernetesSource,
+    trust_domain: &TrustDomain,
+) -> Result<(ValidConfig, Vec<String>), SyncError> {
+    let source = KubernetesSource {
+        write_status: false,
+        ..source.clone()
+    };
+    let (config, syncer) = sync(&source, trust_domain, "").await?;
+    Ok((config, syncer.refused.into_iter().collect()))
+}
+
 // === impl Syncer ===
 
 impl Syncer {
