@@ -378,13 +378,13 @@ pub fn top(top: &Top) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9}",
+        "{:<48} {:<20} {:>9} {:>8} {:>9} {:>9}",
         "FROM", "TO", "CALLS/S", "SUCCESS", "P50", "P99"
     );
     for edge in &top.edges {
         let _ = writeln!(
             out,
-            "{:<44} {:<24} {:>9.2} {:>7.1}% {:>7.2}ms {:>7.2}ms",
+            "{:<48} {:<20} {:>9.2} {:>7.1}% {:>7.2}ms {:>7.2}ms",
             edge.from,
             edge.to,
             edge.calls_per_second,
