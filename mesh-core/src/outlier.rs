@@ -83,6 +83,24 @@ impl OutlierDetector {
         }
     }
 
+    /// The detector of a new endpoint set: `previous[i]` is the index, in this detector, of
+    /// the new set's `i`th endpoint when it was already known. Endpoints that stay keep their
+    /// failure counts, ejection and back-off (so an endpoint-set change neither forgives an
+    /// ejected endpoint nor lets more than the allowed share be ejected); new ones start
+    /// afresh.
+    pub fn carried(&self, previous: &[Option<usize>]) -> Self {
+        Self {
+            config: self.config,
+            endpoints: previous
+                .iter()
+                .map(|old| {
+                    old.and_then(|i| self.endpoints.get(i).copied())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
     /// Whether `endpoint` is ejected at `now`.
     pub fn is_ejected(&self, endpoint: usize, now: Instant) -> bool {
         self.endpoints
@@ -262,5 +280,29 @@ mod tests {
         let results: Vec<_> = (0..10).map(|i| d.record(0, i >= 3, t0)).collect();
         assert!(results[..9].iter().all(Option::is_none));
         assert_eq!(results[9].map(|e| e.count), Some(1));
+    }
+
+    #[test]
+    fn state_survives_an_endpoint_set_change_for_endpoints_that_stay() {
+        let t0 = Instant::now();
+        let mut d = OutlierDetector::new(OutlierConfig::default(), 4);
+        // Endpoint 1 ejected; endpoint 2 one failure short of it.
+        assert!(fail(&mut d, 1, 5, t0).is_some());
+        assert!(fail(&mut d, 2, 4, t0).is_none());
+        // The set changes: 0 goes, a new one comes first, 1, 2 and 3 stay (reordered).
+        let carried = d.carried(&[None, Some(2), Some(1), Some(3)]);
+        assert!(
+            carried.is_ejected(2, t0),
+            "the ejected endpoint stays ejected"
+        );
+        assert!(!carried.is_ejected(0, t0));
+        let mut carried = carried;
+        // Endpoint 2 (now index 1) needs one more failure, not five.
+        assert!(carried.record(1, false, t0).is_some());
+        // Its back-off grows from its own past, not from a fresh start.
+        let t1 = t0 + Duration::from_secs(31);
+        assert!(!carried.is_ejected(2, t1));
+        let again = fail(&mut carried, 2, 5, t1).expect("ejected again");
+        assert_eq!(again.count, 2);
     }
 }

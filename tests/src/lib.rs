@@ -47,6 +47,8 @@ pub struct Config {
     top_level: Vec<String>,
     /// `(namespace, service account)`.
     accounts: Vec<(String, String)>,
+    /// Endpoint weights other than 1, by address.
+    weights: Vec<(SocketAddr, u32)>,
 }
 
 impl Config {
@@ -64,6 +66,12 @@ impl Config {
                 .map(|(a, sa)| (*a, sa.to_string()))
                 .collect(),
         ));
+        self
+    }
+
+    /// Gives the endpoint at `addr` (of any service) weight `weight`.
+    pub fn weight(mut self, addr: SocketAddr, weight: u32) -> Self {
+        self.weights.push((addr, weight));
         self
     }
 
@@ -123,6 +131,9 @@ impl Config {
                     "      - address: \"{addr}\"\n        identity: {}\n",
                     spiffe(sa)
                 );
+                if let Some((_, weight)) = self.weights.iter().find(|(a, _)| a == addr) {
+                    yaml += &format!("        weight: {weight}\n");
+                }
             }
             for (_, keys) in self.service_keys.iter().filter(|(s, _)| s == name) {
                 yaml += &indent(keys, 4);

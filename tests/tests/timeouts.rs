@@ -220,3 +220,90 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         _ => return None,
     })
 }
+
+/// A try that outlives its per-try timeout is a failure of its endpoint: enough of them in a
+/// row eject the endpoint (as failed responses do), and the retry of a timed-out try goes to
+/// another endpoint. Before, timeouts counted for nothing and a retry could go back to the
+/// endpoint that had just timed out.
+#[tokio::test]
+async fn per_try_timeouts_count_toward_ejection_and_retries_avoid_the_endpoint() {
+    let (slow, fast) = (listener().await.unwrap(), listener().await.unwrap());
+    let slow_addr = slow.local_addr().unwrap();
+    let config = Config::new()
+        .service(
+            "web",
+            &[(slow_addr, "web"), (fast.local_addr().unwrap(), "web")],
+        )
+        .routes(
+            "web",
+            r#"
+            - name: bounded
+              rules:
+                - backendRefs: [{name: web}]
+                  timeouts: {request: 5s, backendRequest: 100ms}
+                  retry: {codes: [503], attempts: 1}
+            "#,
+        )
+        // P2C divides an endpoint's latency estimate by its weight: at 1,000 the slow replica
+        // still looks the cheaper one after each timeout, so tries keep going to it, as they
+        // would to a replica that is slow only now and then.
+        .weight(slow_addr, 1000)
+        .account("web")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let slow = harness.web(
+        slow,
+        "slow",
+        "web",
+        "web",
+        WebMode::Delay(Duration::from_secs(3)),
+    );
+    let fast = harness.web(fast, "fast", "web", "web", WebMode::Normal);
+    let (slow, _fast) = tokio::try_join!(slow, fast).unwrap();
+    let client_mesh = mesh_tower::Mesh::start(
+        harness
+            .settings("client", None)
+            .with_admin_addr("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let client = client_mesh.client::<Body>("web").await.unwrap();
+
+    // Calls one at a time until five tries timed out on the slow replica: with one retry
+    // each, every call succeeds only if no retry goes back to the slow one.
+    let mut calls = 0;
+    while slow.log.count() < 5 && calls < 100 {
+        let reply = get(&client, &format!("/call/{calls}")).await;
+        assert_eq!(
+            reply.status,
+            http::StatusCode::OK,
+            "call {calls}: {reply:?}"
+        );
+        assert_eq!(reply.backend(), Some("fast"));
+        calls += 1;
+    }
+    assert_eq!(slow.log.count(), 5, "five tries timed out in {calls} calls");
+
+    // Five in a row: the slow replica is ejected.
+    let admin = client_mesh.admin_addr().unwrap();
+    let (status, endpoints) = mesh_tests::telemetry::admin_get(admin, "/debug/endpoints")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
+    let slow_state = endpoints["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["endpoints"].as_array().unwrap())
+        .find(|e| e["address"] == slow_addr.to_string())
+        .unwrap_or_else(|| panic!("no slow endpoint in {endpoints}"))["state"]
+        .clone();
+    assert_eq!(slow_state, "ejected", "{endpoints}");
+    // And takes no more tries while ejected.
+    for i in 0..20 {
+        let reply = get(&client, &format!("/after/{i}")).await;
+        assert_eq!(reply.status, http::StatusCode::OK, "{reply:?}");
+    }
+    assert_eq!(slow.log.count(), 5);
+}

@@ -8,7 +8,7 @@
 //! detector's, taken once per response to record its outcome.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -136,9 +136,15 @@ where
     /// start connecting, removed ones are dropped (closing their connection).
     pub(crate) fn update(&self, wanted: &[snapshot::Endpoint], identity: &Identity) {
         let current = self.set.load();
-        let mut known: HashMap<&EndpointKey, &Arc<Endpoint<B>>> =
-            current.endpoints.iter().map(|e| (&e.key, e)).collect();
+        let mut known: HashMap<&EndpointKey, (usize, &Arc<Endpoint<B>>)> = current
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (&e.key, (i, e)))
+            .collect();
         let mut endpoints = Vec::with_capacity(wanted.len());
+        // For each endpoint of the new set, its index in the current one when it stays.
+        let mut previous = Vec::with_capacity(wanted.len());
         let mut changed = wanted.len() != current.endpoints.len();
         for (i, spec) in wanted.iter().enumerate() {
             let key = EndpointKey {
@@ -146,7 +152,8 @@ where
                 identity: spec.identity.clone(),
             };
             let endpoint = match known.remove(&key) {
-                Some(endpoint) => {
+                Some((index, endpoint)) => {
+                    previous.push(Some(index));
                     endpoint.set_weight(spec.weight);
                     changed |= !current
                         .endpoints
@@ -156,6 +163,7 @@ where
                 }
                 None => {
                     changed = true;
+                    previous.push(None);
                     tracing::debug!(backend = %self.service, endpoint = %key.addr, "endpoint added");
                     let tls = client_config(identity.trust(), key.identity.clone(), Some(identity));
                     Endpoint::spawn(
@@ -176,7 +184,14 @@ where
         for gone in known.keys() {
             tracing::debug!(backend = %self.service, endpoint = %gone.addr, "endpoint removed");
         }
-        let outliers = Mutex::new(OutlierDetector::new(self.options.outliers, endpoints.len()));
+        // Endpoints that stay keep their failure counts, ejection and back-off.
+        let outliers = Mutex::new(
+            current
+                .outliers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .carried(&previous),
+        );
         self.set.store(Arc::new(EndpointSet {
             endpoints,
             outliers,
@@ -185,11 +200,14 @@ where
 
     /// Sends `request` to an endpoint picked by P2C, avoiding `avoid` when another is available,
     /// waiting up to `ready_timeout` for one to become available.
+    /// The endpoint picked is put in `chosen` as soon as it is known, so that a caller whose
+    /// own timer drops this future still knows where the try went.
     pub(crate) async fn send(
         &self,
         request: Request<B>,
         avoid: Option<&EndpointKey>,
         ready_timeout: Duration,
+        chosen: &mut Option<Arc<Endpoint<B>>>,
     ) -> Sent<B> {
         // The usual case first: an endpoint is ready, so no waiter is registered (registering
         // one takes the `Notify`'s lock twice, shared by every call on this backend).
@@ -197,6 +215,7 @@ where
             Some(ready) => ready,
             None => self.wait_for_ready(avoid, ready_timeout).await?,
         };
+        *chosen = Some(endpoint.clone());
         // One await of the send: the call's state machine holds hyper's send future once.
         Self::send_to(endpoint, sender, request).await
     }

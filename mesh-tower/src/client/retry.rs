@@ -28,7 +28,7 @@ use mesh_core::snapshot::{RetryPolicy, RouteFilter};
 use super::backend::{Backend, SendError, Sent};
 use super::body::{MeshBody, Replay, ResponseBody};
 use super::deadline::{set_grpc_timeout, within};
-use super::endpoint::EndpointKey;
+use super::endpoint::{Endpoint, EndpointKey};
 use super::respond::{failure, grpc_status, is_server_failure};
 use super::shared::Shared;
 use crate::connect::set_origin;
@@ -132,14 +132,18 @@ where
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     set_grpc_timeout(attempt.headers_mut(), remaining);
                 }
-                let sent = self
-                    .backend
-                    .send(attempt, avoid.as_ref(), self.shared.ready_timeout);
+                let mut chosen = None;
+                let sent = self.backend.send(
+                    attempt,
+                    avoid.as_ref(),
+                    self.shared.ready_timeout,
+                    &mut chosen,
+                );
                 let outcome = match within(self.per_try, sent).await {
                     Ok(outcome) => Outcome::Sent(outcome),
                     Err(limit) => {
                         self.metrics.try_timeouts.increment(1);
-                        Outcome::TryTimedOut(limit)
+                        Outcome::TryTimedOut(limit, chosen)
                     }
                 };
                 let (verdict, retry_from) = self.judge(outcome);
@@ -353,7 +357,7 @@ where
                 })),
                 None,
             ),
-            Outcome::TryTimedOut(after) => {
+            Outcome::TryTimedOut(after, endpoint) => {
                 let error = CallError::Timeout {
                     destination: self.shared.destination.clone(),
                     after,
@@ -362,7 +366,14 @@ where
                     Judgement::Done => Verdict::Done(Err(error)),
                     _ => Verdict::Retryable(Err(error)),
                 };
-                (verdict, None)
+                // A try that outlived its timeout failed at its endpoint: it counts toward
+                // ejection, and a retry goes elsewhere when it can.
+                let avoid = endpoint.map(|endpoint| {
+                    tracing::debug!(target: "mesh", endpoint = %endpoint.key.addr, "try timed out");
+                    self.backend.record(&endpoint, false);
+                    endpoint.key.clone()
+                });
+                (verdict, avoid)
             }
         }
     }
@@ -379,7 +390,8 @@ where
 /// What a try came to.
 enum Outcome<B> {
     Sent(Sent<MeshBody<B>>),
-    TryTimedOut(Duration),
+    /// The try's timer fired; the endpoint it went to, when one had been picked.
+    TryTimedOut(Duration, Option<Arc<Endpoint<MeshBody<B>>>>),
 }
 
 /// A try's outcome, judged, with what the next step needs.
