@@ -4,10 +4,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::header::USER_AGENT;
+use http::{HeaderValue, Request, Response};
 use mesh_tower::{BoxError, MeshClient, ResponseBody};
 
 use crate::status::status_from_error;
+
+/// What the channel says it is, as tonic's own channel sends `tonic/<version>`: servers and
+/// their logs can tell meshed callers (and which mesh release) apart. An application's own
+/// `user-agent` is kept.
+const MESH_USER_AGENT: HeaderValue = HeaderValue::from_static(concat!(
+    "mesh-tonic/",
+    env!("CARGO_PKG_VERSION"),
+    " tonic/0.14"
+));
 
 /// A channel to one destination through the mesh: discovery, balancing and mTLS. Cheap to
 /// clone. Failures reach the caller as a `tonic::Status` that names the destination.
@@ -34,7 +44,11 @@ impl tower::Service<Request<tonic::body::Body>> for MeshChannel {
             .map_err(|e| Box::new(status_from_error(e)) as BoxError)
     }
 
-    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert(MESH_USER_AGENT);
         ResponseFuture {
             inner: self.client.call(request),
         }
