@@ -46,7 +46,7 @@ use http::{Request, Response};
 use mesh_core::budget::{RetryBudget, RetryBudgetConfig};
 use mesh_core::snapshot::{Destination, ServiceName};
 
-pub use body::{MeshBody, Replay, ResponseBody};
+pub use body::{MeshBody, Replay, ResponseBody, ResponseBodyError};
 
 use crate::discovery::Discovery;
 use crate::error::BoxError;

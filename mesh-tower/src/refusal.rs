@@ -39,6 +39,16 @@ pub(crate) fn write_refusal<B>(
     }
 }
 
+/// Writes a gRPC status into `headers` (a response's trailers, or a Trailers-Only response's
+/// headers): `grpc-status`, and `grpc-message` percent-encoded.
+pub(crate) fn write_grpc_status(headers: &mut http::HeaderMap, code: tonic::Code, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    // Percent-encoding leaves only visible ASCII: always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert("grpc-message", value);
+    }
+}
+
 /// A new refusal with an empty body: see [`write_refusal`].
 pub(crate) fn refusal<R: Default>(
     grpc: bool,

@@ -195,6 +195,22 @@ async fn handle(State(replica): State<Arc<Replica>>, request: Request) -> Respon
     };
 
     let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
+    // `/drip/<chunks>/<ms>`: a body streamed one chunk every `ms` milliseconds.
+    if let ["drip", chunks, ms] = segments.as_slice()
+        && let (Ok(chunks), Ok(ms)) = (chunks.parse::<u32>(), ms.parse::<u64>())
+    {
+        let stream = futures_util::stream::unfold(0u32, move |sent| async move {
+            if sent == chunks {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"chunk\n")),
+                sent + 1,
+            ))
+        });
+        return axum::body::Body::from_stream(stream).into_response();
+    }
     let mut status = match segments.as_slice() {
         ["fail", code, times] => {
             let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());

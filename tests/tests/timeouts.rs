@@ -307,3 +307,111 @@ async fn per_try_timeouts_count_toward_ejection_and_retries_avoid_the_endpoint()
     }
     assert_eq!(slow.log.count(), 5);
 }
+
+/// `timeouts.request` bounds the whole call: a response body still streaming when it passes is
+/// cut (Gateway API's request timeout is the time to the end of the response), and the caller
+/// reads the timeout from the body. Before, the timeout stopped at the response headers and a
+/// 1 s stream outlived a 300 ms timeout.
+#[tokio::test]
+async fn the_request_timeout_bounds_a_streamed_response_body() {
+    use http_body_util::BodyExt as _;
+    let l = listener().await.unwrap();
+    let config = Config::new()
+        .service("web", &[(l.local_addr().unwrap(), "web")])
+        .routes(
+            "web",
+            r#"
+            - name: bounded
+              rules:
+                - backendRefs: [{name: web}]
+                  timeouts: {request: 300ms}
+            "#,
+        )
+        .account("web")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let _web = harness
+        .web(l, "w", "web", "web", WebMode::Normal)
+        .await
+        .unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let client = client_mesh.client::<Body>("web").await.unwrap();
+
+    // Ten chunks 100 ms apart: headers at once, the body would take a second.
+    let request = http::Request::get("http://web/drip/10/100")
+        .body(Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(client.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut body = response.into_body();
+    let mut chunks = 0;
+    let error = loop {
+        match body.frame().await {
+            Some(Ok(frame)) if frame.is_data() => chunks += 1,
+            Some(Ok(_)) => {}
+            Some(Err(error)) => break error,
+            None => panic!("the whole body arrived ({chunks} chunks): the timeout did not cut it"),
+        }
+    };
+    assert!(chunks < 10, "{chunks} chunks");
+    assert!(
+        matches!(error, mesh_tower::ResponseBodyError::Timeout(_))
+            && error.to_string().contains("300ms"),
+        "{error}"
+    );
+
+    // A body that ends in time is untouched.
+    let request = http::Request::get("http://web/drip/2/10")
+        .body(Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(client, request).await.unwrap();
+    let whole = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&whole[..], b"chunk\nchunk\n");
+}
+
+/// A call's expired deadline always ends in DEADLINE_EXCEEDED, whether the caller set it or
+/// the route's `request` timeout did. The mesh passes the deadline on, so the server's timer
+/// and the mesh's fire together; tonic's server answers its own with CANCELLED, and callers
+/// used to get one or the other at random.
+#[tokio::test]
+async fn an_expired_deadline_is_always_deadline_exceeded() {
+    let l = listener().await.unwrap();
+    let config = Config::new()
+        .service("greeter", &[(l.local_addr().unwrap(), "greeter")])
+        .routes(
+            "greeter",
+            r#"
+            - name: bounded
+              kind: grpc
+              rules: [{backendRefs: [{name: greeter}], timeouts: {request: 100ms}}]
+            "#,
+        )
+        .account("greeter")
+        .account("client");
+    let harness = Harness::start(&config).await.unwrap();
+    let _greeter = harness
+        .test_greeter(l, "g1", "greeter", "greeter", GreeterMode::Normal)
+        .await
+        .unwrap();
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let grpc = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let mut request = tonic::Request::new(HelloRequest {
+            name: format!("slow-5000:{i}"),
+        });
+        // Half with a deadline of the caller's own (the sooner of the two applies).
+        if i % 2 == 0 {
+            request.set_timeout(Duration::from_millis(80));
+        }
+        let status = grpc.clone().say_hello(request).await.unwrap_err();
+        *codes.entry(format!("{:?}", status.code())).or_insert(0) += 1;
+    }
+    assert_eq!(
+        codes,
+        [("DeadlineExceeded".to_owned(), 40)].into_iter().collect(),
+        "{codes:?}"
+    );
+}

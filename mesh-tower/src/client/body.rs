@@ -19,8 +19,11 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, CallError};
 use crate::telemetry::CallRecord;
+use mesh_core::snapshot::ServiceName;
+use std::future::Future;
+use std::time::Duration;
 
 /// The largest body kept for replay (retries, mirroring, resends after a refusal).
 pub(crate) const MAX_REPLAY_BYTES: usize = 64 * 1024;
@@ -267,10 +270,29 @@ where
 /// A response body: the endpoint's, or one the mesh wrote itself (a synthesized error). It
 /// records the call's metrics and ends its span when it ends (a gRPC status is in the
 /// trailers), or when it is dropped.
+///
+/// When the call has a deadline (the route's `request` timeout, or the caller's
+/// `grpc-timeout`), the deadline bounds the body too: a response still streaming when it
+/// passes is cut (the stream to the endpoint is reset), and the caller reads the end of a gRPC
+/// call with DEADLINE_EXCEEDED in its trailers, or an HTTP body that fails with the timeout.
 #[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
     record: Option<CallRecord>,
+    deadline: Option<Pin<Box<BodyDeadline>>>,
+}
+
+pin_project_lite::pin_project! {
+    /// When a response body must be over, and how to say it was cut. Boxed: most bodies
+    /// have none, and the body stays small.
+    #[derive(Debug)]
+    struct BodyDeadline {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        grpc: bool,
+        destination: ServiceName,
+        after: Duration,
+    }
 }
 
 #[derive(Debug)]
@@ -292,6 +314,26 @@ impl ResponseBody {
         Self {
             kind: Kind::Incoming(body),
             record: None,
+            deadline: None,
+        }
+    }
+
+    /// Cuts the body at `deadline`, `after` the call to `destination` started (see the
+    /// type's docs).
+    pub(crate) fn until(
+        &mut self,
+        deadline: std::time::Instant,
+        grpc: bool,
+        destination: &ServiceName,
+        after: Duration,
+    ) {
+        if matches!(self.kind, Kind::Incoming(_)) {
+            self.deadline = Some(Box::pin(BodyDeadline {
+                sleep: tokio::time::sleep_until(deadline.into()),
+                grpc,
+                destination: destination.clone(),
+                after,
+            }));
         }
     }
 
@@ -300,6 +342,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(data),
             record: None,
+            deadline: None,
         }
     }
 
@@ -309,19 +352,62 @@ impl ResponseBody {
     }
 }
 
+/// Why a [`ResponseBody`] could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The connection to the endpoint failed (or the endpoint reset the stream).
+    #[error(transparent)]
+    Endpoint(#[from] hyper::Error),
+    /// The call's deadline passed while the body was still coming (HTTP; a gRPC body ends
+    /// with DEADLINE_EXCEEDED in its trailers instead).
+    #[error(transparent)]
+    Timeout(CallError),
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx),
+        let mut polled = match &mut this.kind {
+            Kind::Incoming(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(ResponseBodyError::from),
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
+        // The deadline is read only while the body waits: a body that keeps coming costs a
+        // branch.
+        if polled.is_pending()
+            && let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().project().sleep.poll(cx).is_ready()
+        {
+            let cut = deadline.as_mut().project();
+            let (grpc, error) = (
+                *cut.grpc,
+                CallError::Timeout {
+                    destination: cut.destination.clone(),
+                    after: *cut.after,
+                },
+            );
+            this.deadline = None;
+            // Dropping the endpoint's body resets its stream.
+            this.kind = Kind::Full(None);
+            polled = if grpc {
+                let mut trailers = HeaderMap::new();
+                crate::refusal::write_grpc_status(
+                    &mut trailers,
+                    error.grpc_code(),
+                    &error.to_string(),
+                );
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            } else {
+                Poll::Ready(Some(Err(ResponseBodyError::Timeout(error))))
+            };
+        }
         if let Some(record) = &mut this.record {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {

@@ -208,12 +208,29 @@ where
         result: Result<Response<ResponseBody>, CallError>,
     ) -> Response<ResponseBody> {
         match result {
+            Ok(response) if self.server_gave_up_at_the_deadline(&response) => {
+                let after = self
+                    .deadline
+                    .map_or(Duration::ZERO, |d| d.saturating_duration_since(self.start));
+                let error = CallError::Timeout {
+                    destination: self.shared.destination.clone(),
+                    after,
+                };
+                self.explained(failure(&error, self.grpc))
+            }
             Ok(mut response) => {
                 let filters = self.rule.as_ref().map_or(&[][..], |r| r.filters());
                 for filter in filters {
                     if let RouteFilter::ResponseHeaderModifier(modifier) = filter {
                         modifier.apply(response.headers_mut());
                     }
+                }
+                // The call's deadline bounds the whole call, its streamed body included.
+                if let Some(deadline) = self.deadline {
+                    let after = deadline.saturating_duration_since(self.start);
+                    response
+                        .body_mut()
+                        .until(deadline, self.grpc, &self.shared.destination, after);
                 }
                 self.explained(response)
             }
@@ -222,6 +239,20 @@ where
                 self.explained(failure(&error, self.grpc))
             }
         }
+    }
+
+    /// Whether `response` is the server's own end of a call whose deadline (passed on as
+    /// `grpc-timeout`) it reached as the mesh's own timer did: tonic's server answers that with
+    /// CANCELLED ("Timeout expired"), and which of the two timers fired first was a coin toss.
+    /// The caller's deadline passed, so the caller gets DEADLINE_EXCEEDED either way. The
+    /// margin covers `grpc-timeout`'s whole milliseconds and the timers' granularity.
+    fn server_gave_up_at_the_deadline(&self, response: &Response<ResponseBody>) -> bool {
+        const MARGIN: Duration = Duration::from_millis(5);
+        self.grpc
+            && self
+                .deadline
+                .is_some_and(|deadline| Instant::now() + MARGIN >= deadline)
+            && grpc_status(response) == Some(tonic::Code::Cancelled)
     }
 
     /// `response` with what the mesh did, when the caller asked (see [`crate::explain`]).
