@@ -72,6 +72,7 @@ mod edges;
 pub mod error;
 pub mod explain;
 mod identity;
+mod inbound_deadline;
 mod mesh;
 pub mod persist;
 mod refusal;
@@ -84,6 +85,7 @@ pub use client::{MeshBody, MeshClient, Replay, ResponseBody, ResponseBodyError, 
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, PeerIdentity, PersistedIdentityError, Svid};
+pub use inbound_deadline::NoInheritedDeadline;
 pub use mesh::{Mesh, Readiness, StartError};
 pub use refusal::MESH_ERROR_HEADER;
 pub use server::{

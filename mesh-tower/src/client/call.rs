@@ -25,6 +25,7 @@ use super::shared::Shared;
 use crate::connect::set_origin;
 use crate::error::{BoxError, CallError};
 use crate::explain;
+use crate::inbound_deadline::{self, NoInheritedDeadline};
 use crate::telemetry::{
     CallKind, CallRecord, Direction, OutboundMetrics, client_span, http_method_index,
     inject_context,
@@ -111,7 +112,13 @@ where
     B::Error: Into<BoxError>,
 {
     let state = shared.router.load_full_state();
-    let decision = match route(
+    // The deadline of the request this call is made for, when its handler makes it.
+    let inherited = if request.extensions().get::<NoInheritedDeadline>().is_none() {
+        inbound_deadline::current()
+    } else {
+        None
+    };
+    let mut decision = match route(
         &state,
         &shared.destination,
         &mut request,
@@ -124,6 +131,14 @@ where
             return Either::Left(ready((Ok(failure(&error, grpc)), state.metrics.unrouted())));
         }
     };
+    if let Some(inherited) = inherited {
+        // The sooner of the call's own deadline and the inherited one, less what is spent.
+        let remaining = inherited.saturating_duration_since(start);
+        if decision.timeout.is_none_or(|own| remaining < own) {
+            decision.timeout = Some(remaining);
+            decision.deadline = Some(start + remaining);
+        }
+    }
     let metrics = state
         .metrics
         .get(decision.route_name(), &decision.backend.service);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
+
+pub(crate) use crate::inbound_deadline::{GRPC_TIMEOUT, grpc_timeout};
 
 /// `future`, bounded by `limit` when there is one; `Err(limit)` when it ran out.
 ///
@@ -22,29 +24,6 @@ pub(crate) fn within<F: Future>(
         }
         None => Either::Right(future.map(Ok)),
     }
-}
-
-/// The header's name (a ready `HeaderName`: a `&str` would be parsed at every lookup).
-pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
-/// The caller's deadline, if it sent a valid `grpc-timeout` (`<digits><unit>`, at most eight
-/// digits, unit one of `H M S m u n`).
-pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 /// From this far off, a deadline is passed on in whole milliseconds (as Envoy passes it on):
@@ -82,27 +61,6 @@ pub(crate) fn set_grpc_timeout(headers: &mut HeaderMap, remaining: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_every_unit_and_refuses_bad_values() {
-        let cases = [
-            ("1H", Some(Duration::from_secs(3600))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("3S", Some(Duration::from_secs(3))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("7u", Some(Duration::from_micros(7))),
-            ("9n", Some(Duration::from_nanos(9))),
-            ("123456789m", None),
-            ("m", None),
-            ("10x", None),
-            ("", None),
-        ];
-        for (value, expected) in cases {
-            let mut headers = HeaderMap::new();
-            headers.insert(GRPC_TIMEOUT.clone(), HeaderValue::from_static(value));
-            assert_eq!(grpc_timeout(&headers), expected, "{value}");
-        }
-    }
 
     fn written(remaining: Duration) -> String {
         let mut headers = HeaderMap::new();

@@ -106,6 +106,9 @@ where
         let explain =
             authorizer.is_some_and(Authorizer::explains) && explain::wanted(request.headers());
         let mut verdict = None;
+        // The caller's deadline, inherited by the calls the handler makes while serving this.
+        let deadline = crate::inbound_deadline::grpc_timeout(request.headers())
+            .map(|timeout| std::time::Instant::now() + timeout);
         // Telemetry wraps authorization, so a refused call is measured and traced too.
         let future = InboundFuture::instrument(
             authorizer.and_then(|authorizer| authorizer.measure(peer)),
@@ -134,7 +137,7 @@ where
                 None => Either::Left(inner.call(request)),
             },
         );
-        Either::Left(future.with_explanation(verdict))
+        Either::Left(future.with_explanation(verdict).with_deadline(deadline))
     }
 }
 

@@ -38,6 +38,9 @@ pin_project! {
         busy: Option<Busy>,
         // The verdict to tell the caller (see `crate::explain`).
         explanation: Option<HeaderValue>,
+        // The caller's deadline, current while the handler is polled (see
+        // `crate::inbound_deadline`).
+        deadline: Option<Instant>,
     }
 }
 
@@ -66,6 +69,7 @@ impl<F> InboundFuture<F> {
                 record: None,
                 busy,
                 explanation: None,
+                deadline: None,
             };
         };
         let start = Instant::now();
@@ -88,7 +92,14 @@ impl<F> InboundFuture<F> {
             record: Some(record),
             busy,
             explanation: None,
+            deadline: None,
         }
+    }
+
+    /// Makes `deadline` current while the handler is polled, for the calls it makes.
+    pub(crate) fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Adds `x-mesh-authz: <verdict>` to the response (see [`crate::explain`]).
@@ -104,6 +115,7 @@ impl<F> InboundFuture<F> {
             record: None,
             busy: None,
             explanation: None,
+            deadline: None,
         }
     }
 }
@@ -116,6 +128,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _deadline = this.deadline.map(crate::inbound_deadline::enter);
         let polled = match this.record {
             Some(record) => {
                 let _entered = record.span().enter();
