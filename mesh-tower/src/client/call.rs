@@ -113,11 +113,9 @@ where
 {
     let state = shared.router.load_full_state();
     // The deadline of the request this call is made for, when its handler makes it.
-    let inherited = if request.extensions().get::<NoInheritedDeadline>().is_none() {
-        inbound_deadline::current()
-    } else {
-        None
-    };
+    // (The thread-local first: most calls have none, and then the extensions are not looked up.)
+    let inherited = inbound_deadline::current()
+        .filter(|_| request.extensions().get::<NoInheritedDeadline>().is_none());
     let mut decision = match route(
         &state,
         &shared.destination,
