@@ -26,7 +26,18 @@ pub(crate) struct PeakEwma {
     /// When the estimate was last updated, in nanoseconds since `epoch`.
     updated_ns: AtomicU64,
     pending: AtomicU32,
+    /// Until when (nanoseconds since `epoch`) the endpoint asked to be spared: it answered
+    /// 429 or RESOURCE_EXHAUSTED; 0 when it did not.
+    shedding_until_ns: AtomicU64,
 }
+
+/// How much costlier an endpoint that sheds load looks while it asked to be spared: enough
+/// that P2C picks any endpoint that does not shed, while one that sheds is still picked over
+/// none at all.
+const SHEDDING_FACTOR: f64 = 1e6;
+
+/// The longest an endpoint is spared for one answer, whatever `Retry-After` it sent.
+pub(crate) const MAX_SHEDDING: Duration = Duration::from_secs(30);
 
 impl PeakEwma {
     pub(crate) fn new(epoch: Instant) -> Self {
@@ -35,6 +46,7 @@ impl PeakEwma {
             rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             updated_ns: AtomicU64::new(nanos_since(epoch, Instant::now())),
             pending: AtomicU32::new(0),
+            shedding_until_ns: AtomicU64::new(0),
         }
     }
 
@@ -42,7 +54,20 @@ impl PeakEwma {
     pub(crate) fn cost(&self, weight: u32, now: Instant) -> f64 {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
         let rtt = self.decayed(now);
-        rtt * (pending + 1.0) / f64::from(weight.max(1))
+        let cost = rtt * (pending + 1.0) / f64::from(weight.max(1));
+        if nanos_since(self.epoch, now) < self.shedding_until_ns.load(Ordering::Relaxed) {
+            // At least 1 ns of estimate, so that even a cost of 0 is raised.
+            return cost.max(1.0) * SHEDDING_FACTOR;
+        }
+        cost
+    }
+
+    /// The endpoint answered that it is overloaded (429, RESOURCE_EXHAUSTED), asking to be
+    /// spared `for_` (from `Retry-After` or `grpc-retry-pushback-ms`, at most
+    /// [`MAX_SHEDDING`]): its cost is raised until then.
+    pub(crate) fn shedding(&self, now: Instant, for_: Duration) {
+        let until = nanos_since(self.epoch, now + for_.min(MAX_SHEDDING));
+        self.shedding_until_ns.fetch_max(until, Ordering::Relaxed);
     }
 
     /// The latency estimate now (decayed since the last response), for operators.
@@ -131,5 +156,19 @@ mod tests {
         let cost = load.cost(1, later);
         // One time constant later: about e^-1 of 100 ms.
         assert!((cost / 100e6 - (-1f64).exp()).abs() < 0.01, "{cost}");
+    }
+
+    #[test]
+    fn an_endpoint_that_sheds_costs_more_until_the_time_it_asked() {
+        let epoch = Instant::now();
+        let (shedding, calm) = (PeakEwma::new(epoch), PeakEwma::new(epoch));
+        let now = epoch + Duration::from_millis(10);
+        shedding.shedding(now, Duration::from_secs(2));
+        assert!(shedding.cost(1, now) > calm.cost(1, now) * 1000.0);
+        let later = now + Duration::from_secs(3);
+        assert!((shedding.cost(1, later) - calm.cost(1, later)).abs() < 1.0);
+        // Capped: an hour's Retry-After spares it for at most MAX_SHEDDING.
+        shedding.shedding(later, Duration::from_secs(3600));
+        assert!(shedding.cost(1, later + MAX_SHEDDING + Duration::from_secs(1)) < 1e6);
     }
 }

@@ -305,6 +305,10 @@ where
                 };
                 self.backend
                     .record(&endpoint, !is_server_failure(response.status(), code));
+                if let Some(spare) = shedding(&response, code) {
+                    // Overloaded: P2C sends elsewhere for as long as the endpoint asked.
+                    endpoint.load.shedding(Instant::now(), spare);
+                }
                 // A span event (with `RUST_LOG=mesh=debug`): the same facts as `explain`.
                 tracing::debug!(
                     target: "mesh",
@@ -515,6 +519,33 @@ pub(crate) fn retries_broken_connection(policy: Option<&RetryPolicy>) -> bool {
             || policy.retries_status(StatusCode::BAD_GATEWAY)
     })
 }
+
+/// How long an endpoint that answered `response` asks to be spared: `Some` for 429 (HTTP)
+/// or RESOURCE_EXHAUSTED (gRPC), for its `Retry-After` (seconds) or `grpc-retry-pushback-ms`,
+/// else [`DEFAULT_SHEDDING`].
+fn shedding(
+    response: &Response<hyper::body::Incoming>,
+    code: Option<tonic::Code>,
+) -> Option<Duration> {
+    let headers = response.headers();
+    let hint = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+    } else if code == Some(tonic::Code::ResourceExhausted) {
+        headers
+            .get("grpc-retry-pushback-ms")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+    } else {
+        return None;
+    };
+    Some(hint.unwrap_or(DEFAULT_SHEDDING))
+}
+
+/// How long an endpoint that sheds load without saying for how long is spared.
+const DEFAULT_SHEDDING: Duration = Duration::from_secs(1);
 
 /// Why a retryable try is not retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
