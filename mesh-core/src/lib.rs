@@ -50,5 +50,6 @@ pub mod tls;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use check::route::GRPC_STATUS_NAMES;
 pub use error::{FieldError, ValidationErrors};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -79,3 +79,82 @@ pub fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> V
 pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     find(samples, name, labels).iter().map(|s| s.value).sum()
 }
+
+/// Two meshed services for the trace tests, running: `front` (axum, whose `GET /hello` calls
+/// `greeter` through the mesh from inside its handler) and `greeter` (tonic), with a client
+/// mesh of account `client` that has called `front` once (the call is asserted to succeed).
+pub struct TwoHops {
+    /// The control service and its config.
+    pub harness: crate::Harness,
+    /// The calling mesh.
+    pub client: mesh_tower::Mesh,
+    _greeter: crate::Replica,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for TwoHops {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// Starts [`TwoHops`] and makes the one call through both.
+pub async fn two_hops() -> TwoHops {
+    use examples::hello::HelloRequest;
+    use examples::hello::greeter_client::GreeterClient;
+    use mesh_tonic::{MeshChannel, MeshTonicExt};
+
+    async fn front(
+        axum::extract::State(greeter): axum::extract::State<GreeterClient<MeshChannel>>,
+    ) -> String {
+        let mut greeter = greeter.clone();
+        match greeter.say_hello(HelloRequest { name: "ann".into() }).await {
+            Ok(reply) => reply.into_inner().message,
+            Err(status) => format!("error: {status}"),
+        }
+    }
+
+    let front_listener = crate::listener().await.expect("listener");
+    let greeter_listener = crate::listener().await.expect("listener");
+    let config = crate::Config::new()
+        .service(
+            "front",
+            &[(front_listener.local_addr().expect("addr"), "front")],
+        )
+        .service(
+            "greeter",
+            &[(greeter_listener.local_addr().expect("addr"), "greeter")],
+        )
+        .account("front")
+        .account("greeter")
+        .account("client");
+    let harness = crate::Harness::start(&config).await.expect("harness");
+    let greeter = harness
+        .greeter(greeter_listener, "g1", "greeter")
+        .await
+        .expect("greeter");
+    let front_mesh = mesh_tower::Mesh::start(harness.settings("front", Some("front")))
+        .await
+        .expect("front's mesh");
+    let channel = front_mesh.channel("greeter").await.expect("channel");
+    let router = axum::Router::new()
+        .route("/hello", axum::routing::get(front))
+        .with_state(GreeterClient::new(channel));
+    let serving = tokio::spawn({
+        let front_mesh = front_mesh.clone();
+        async move { front_mesh.serve(front_listener, router).await }
+    });
+    let client = harness.mesh("client").await.expect("client's mesh");
+    let http = client
+        .client::<axum::body::Body>("front")
+        .await
+        .expect("client");
+    let reply = crate::web::get(&http, "/hello").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    TwoHops {
+        harness,
+        client,
+        _greeter: greeter,
+        serving,
+    }
+}

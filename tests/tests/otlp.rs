@@ -12,14 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
-use examples::hello::HelloRequest;
-use examples::hello::greeter_client::GreeterClient;
-use mesh_tests::web::get;
-use mesh_tests::{Config, Harness, listener};
-use mesh_tonic::{MeshChannel, MeshTonicExt};
-use mesh_tower::Mesh;
+use mesh_tests::listener;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -55,14 +48,6 @@ impl TraceService for Receiver {
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
-    }
-}
-
-async fn front(State(greeter): State<GreeterClient<MeshChannel>>) -> String {
-    let mut greeter = greeter.clone();
-    match greeter.say_hello(HelloRequest { name: "ann".into() }).await {
-        Ok(reply) => reply.into_inner().message,
-        Err(status) => format!("error: {status}"),
     }
 }
 
@@ -103,38 +88,8 @@ async fn spans_reach_an_otlp_receiver_as_one_trace() {
         )
         .init();
 
-    let front_listener = listener().await.unwrap();
-    let greeter_listener = listener().await.unwrap();
-    let config = Config::new()
-        .service("front", &[(front_listener.local_addr().unwrap(), "front")])
-        .service(
-            "greeter",
-            &[(greeter_listener.local_addr().unwrap(), "greeter")],
-        )
-        .account("front")
-        .account("greeter")
-        .account("client");
-    let harness = Harness::start(&config).await.unwrap();
-    let _greeter = harness
-        .greeter(greeter_listener, "g1", "greeter")
-        .await
-        .unwrap();
-    let front_mesh = Mesh::start(harness.settings("front", Some("front")))
-        .await
-        .unwrap();
-    let channel = front_mesh.channel("greeter").await.unwrap();
-    let router = axum::Router::new()
-        .route("/hello", axum::routing::get(front))
-        .with_state(GreeterClient::new(channel));
-    let serving = tokio::spawn({
-        let front_mesh = front_mesh.clone();
-        async move { front_mesh.serve(front_listener, router).await }
-    });
-
-    let client_mesh = harness.mesh("client").await.unwrap();
-    let client = client_mesh.client::<Body>("front").await.unwrap();
-    let reply = get(&client, "/hello").await;
-    assert_eq!(reply.status, 200, "{reply:?}");
+    // front (axum) -> greeter (tonic), called once by `client`.
+    let _hops = mesh_tests::telemetry::two_hops().await;
 
     // The server spans end when their response bodies have been sent; then the batch goes
     // out on a flush.
@@ -152,7 +107,6 @@ async fn spans_reach_an_otlp_receiver_as_one_trace() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    serving.abort();
 
     let find = |kind: SpanKind, name: &str| -> Span {
         let found: Vec<&Span> = spans

@@ -8,27 +8,11 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::extract::State;
-use examples::hello::HelloRequest;
-use examples::hello::greeter_client::GreeterClient;
-use mesh_tests::web::get;
-use mesh_tests::{Config, Harness, listener};
-use mesh_tonic::{MeshChannel, MeshTonicExt};
-use mesh_tower::Mesh;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-async fn front(State(greeter): State<GreeterClient<MeshChannel>>) -> String {
-    let mut greeter = greeter.clone();
-    match greeter.say_hello(HelloRequest { name: "ann".into() }).await {
-        Ok(reply) => reply.into_inner().message,
-        Err(status) => format!("error: {status}"),
-    }
-}
 
 #[tokio::test]
 async fn one_trace_crosses_two_meshed_services() {
@@ -47,38 +31,8 @@ async fn one_trace_crosses_two_meshed_services() {
         )
         .init();
 
-    let front_listener = listener().await.unwrap();
-    let greeter_listener = listener().await.unwrap();
-    let config = Config::new()
-        .service("front", &[(front_listener.local_addr().unwrap(), "front")])
-        .service(
-            "greeter",
-            &[(greeter_listener.local_addr().unwrap(), "greeter")],
-        )
-        .account("front")
-        .account("greeter")
-        .account("client");
-    let harness = Harness::start(&config).await.unwrap();
-    let _greeter = harness
-        .greeter(greeter_listener, "g1", "greeter")
-        .await
-        .unwrap();
-    let front_mesh = Mesh::start(harness.settings("front", Some("front")))
-        .await
-        .unwrap();
-    let channel = front_mesh.channel("greeter").await.unwrap();
-    let router = axum::Router::new()
-        .route("/hello", axum::routing::get(front))
-        .with_state(GreeterClient::new(channel));
-    let serving = tokio::spawn({
-        let front_mesh = front_mesh.clone();
-        async move { front_mesh.serve(front_listener, router).await }
-    });
-
-    let client_mesh = harness.mesh("client").await.unwrap();
-    let client = client_mesh.client::<Body>("front").await.unwrap();
-    let reply = get(&client, "/hello").await;
-    assert_eq!(reply.status, 200, "{reply:?}");
+    // front (axum) -> greeter (tonic), called once by `client`.
+    let _hops = mesh_tests::telemetry::two_hops().await;
 
     // The server spans end when their response bodies have been sent.
     let mut spans: Vec<SpanData> = Vec::new();
@@ -89,7 +43,6 @@ async fn one_trace_crosses_two_meshed_services() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    serving.abort();
     let find = |kind: SpanKind, name: &str| -> &SpanData {
         let found: Vec<&SpanData> = spans
             .iter()

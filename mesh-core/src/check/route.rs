@@ -34,8 +34,9 @@ const MAX_PATH: usize = 1024;
 const MAX_NAME: usize = 256;
 const MAX_HEADER_VALUE: usize = 4096;
 
-/// The gRPC status names, in code order (`OK` is code 0 and never retried).
-pub(crate) const GRPC_STATUS_NAMES: [&str; 17] = [
+/// The gRPC status names, in code order (`OK` is code 0 and never retried): the names of
+/// gRPC's `statuscodes.md`, as configs spell them and OpenTelemetry's `rpc.status_code` does.
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",

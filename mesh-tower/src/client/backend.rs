@@ -200,14 +200,15 @@ where
 
     /// Sends `request` to an endpoint picked by P2C, avoiding `avoid` when another is available,
     /// waiting up to `ready_timeout` for one to become available.
-    /// The endpoint picked is put in `chosen` as soon as it is known, so that a caller whose
-    /// own timer drops this future still knows where the try went.
+    /// The endpoint picked is put in `chosen` (when given) as soon as it is known, so that a
+    /// caller whose own timer drops this future still knows where the try went; a caller with
+    /// no timer passes `None` and pays no reference count for it.
     pub(crate) async fn send(
         &self,
         request: Request<B>,
         avoid: Option<&EndpointKey>,
         ready_timeout: Duration,
-        chosen: &mut Option<Arc<Endpoint<B>>>,
+        chosen: Option<&mut Option<Arc<Endpoint<B>>>>,
     ) -> Sent<B> {
         // The usual case first: an endpoint is ready, so no waiter is registered (registering
         // one takes the `Notify`'s lock twice, shared by every call on this backend).
@@ -215,7 +216,9 @@ where
             Some(ready) => ready,
             None => self.wait_for_ready(avoid, ready_timeout).await?,
         };
-        *chosen = Some(endpoint.clone());
+        if let Some(chosen) = chosen {
+            *chosen = Some(endpoint.clone());
+        }
         // One await of the send: the call's state machine holds hyper's send future once.
         Self::send_to(endpoint, sender, request).await
     }

@@ -220,7 +220,7 @@ where
     let ready_timeout = shared.ready_timeout;
     tokio::spawn(async move {
         if let Err(SendError::Endpoint(_, error) | SendError::Unsent(_, error, _)) =
-            target.send(request, None, ready_timeout, &mut None).await
+            target.send(request, None, ready_timeout, None).await
         {
             tracing::debug!(backend = %target.service, %error, "mirrored request failed");
         }

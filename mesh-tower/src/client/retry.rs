@@ -137,7 +137,8 @@ where
                     attempt,
                     avoid.as_ref(),
                     self.shared.ready_timeout,
-                    &mut chosen,
+                    // Only a try with its own timer can be dropped before it answers.
+                    self.per_try.map(|_| &mut chosen),
                 );
                 let outcome = match within(self.per_try, sent).await {
                     Ok(outcome) => Outcome::Sent(outcome),

@@ -23,27 +23,9 @@ use super::{
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
-/// gRPC status codes as `rpc.status_code` spells them: the names of
-/// <https://github.com/grpc/grpc/blob/master/doc/statuscodes.md>, by code.
-pub(crate) const GRPC_CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+/// gRPC status codes as `rpc.status_code` spells them, by code (mesh-core's, which configs use
+/// too).
+pub(crate) use mesh_core::GRPC_STATUS_NAMES as GRPC_CODE_NAMES;
 
 /// gRPC `UNIMPLEMENTED`: the method is not one the server knows.
 const UNIMPLEMENTED: usize = 12;
