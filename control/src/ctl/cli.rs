@@ -278,18 +278,16 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 }
                 #[cfg(not(feature = "kubernetes"))]
                 (None, _) if args.kubernetes => {
-                    return Err(CtlError::Url {
-                        url: "--kubernetes".to_owned(),
-                        reason: "this build of meshctl has no `kubernetes` feature".to_owned(),
-                    });
+                    return Err(CtlError::Usage(
+                        "--kubernetes: this build of meshctl has no `kubernetes` feature",
+                    ));
                 }
                 (None, Some(admin)) => load::read_live(admin, &args.trust_domain)?,
                 // clap requires one of the two.
                 (None, None) => {
-                    return Err(CtlError::Url {
-                        url: String::new(),
-                        reason: "give --config FILE or --admin HOST:PORT".to_owned(),
-                    });
+                    return Err(CtlError::Usage(
+                        "give --config FILE, --kubernetes or --admin HOST:PORT",
+                    ));
                 }
             };
             let mut report = check::check_loaded(&loaded, &options)?;

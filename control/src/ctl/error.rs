@@ -68,6 +68,9 @@ pub enum CtlError {
         /// What went wrong.
         message: String,
     },
+    /// The arguments ask for something this build or command cannot do.
+    #[error("{0}")]
+    Usage(&'static str),
     /// The JSON output could not be written.
     #[error("cannot encode the output as JSON: {0}")]
     Json(#[from] serde_json::Error),
