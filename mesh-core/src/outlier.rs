@@ -1,10 +1,17 @@
 //! Outlier-ejection arithmetic: which endpoints of a set are ejected, for how long.
 //!
-//! An endpoint with `consecutive_failures` failures in a row (or, optionally, a success rate
-//! under a threshold over enough requests) is ejected for `base_ejection × n`, where `n` counts
-//! its ejections (capped at `max_ejection`), but never when that would leave more than
-//! `max_ejection_percent` of the set ejected or no endpoint ready. Each `base_ejection` spent
-//! back in service without being ejected forgives one past ejection. Time is passed in.
+//! One failure-accrual model for every backend: an endpoint is ejected when it fails
+//! `consecutive_failures` calls in a row, or (optionally) when the exponentially weighted
+//! moving average of its successes falls under a threshold once it has answered at least
+//! `min_requests` calls since it was last judged healthy. An ejection lasts `base_ejection × n`,
+//! where `n` counts its ejections (capped at `max_ejection`): a back-off that grows while the
+//! endpoint keeps failing, and each `base_ejection` spent back in service without being ejected
+//! forgives one past ejection. The floor: never more than `max_ejection_percent` of the set
+//! ejected at once, and never fewer than `min_ready` endpoints left in service (at least one).
+//!
+//! The average is over calls, not time: each answer moves it by `2 / (min_requests + 1)` of the
+//! way to 1 (success) or 0 (failure), the usual EWMA with a window of `min_requests` calls, so a
+//! busy endpoint and a quiet one are judged on the same number of answers. Time is passed in.
 
 use std::time::{Duration, Instant};
 
@@ -17,17 +24,20 @@ pub struct OutlierConfig {
     pub base_ejection: Duration,
     /// The longest ejection (300 s by default).
     pub max_ejection: Duration,
-    /// The most of the set that may be ejected at once, in percent (50 by default); at least
-    /// one endpoint always stays.
+    /// The most of the set that may be ejected at once, in percent (50 by default).
     pub max_ejection_percent: u32,
+    /// The fewest endpoints left in service, whatever the percentage (1 by default; 0 is
+    /// taken as 1: an ejection never empties the set).
+    pub min_ready: u32,
     /// The optional success-rate rule.
     pub success_rate: Option<SuccessRateConfig>,
 }
 
-/// Eject an endpoint whose success rate over `min_requests` requests falls below a threshold.
+/// Eject an endpoint whose success-rate average falls below a threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SuccessRateConfig {
-    /// Requests needed before the rate is judged; the count restarts after each judgement.
+    /// Answers needed, since the endpoint joined or came back, before its average is judged;
+    /// also the average's window (each answer weighs `2 / (min_requests + 1)`).
     pub min_requests: u32,
     /// Success rate below which the endpoint is ejected, in percent.
     pub threshold_percent: u32,
@@ -40,20 +50,36 @@ impl Default for OutlierConfig {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejection_percent: 50,
+            min_ready: 1,
             success_rate: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Health {
     consecutive_failures: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
     /// When the endpoint last came back (or was forgiven an ejection).
     back_since: Option<Instant>,
-    successes: u32,
-    failures: u32,
+    /// The success average, 1.0 for an endpoint with no failure yet.
+    success_average: f64,
+    /// Answers counted into the average since it was last reset, up to `min_requests`.
+    answers: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 0,
+            ejections: 0,
+            ejected_until: None,
+            back_since: None,
+            success_average: 1.0,
+            answers: 0,
+        }
+    }
 }
 
 /// An ejection that [`OutlierDetector::record`] decided.
@@ -140,20 +166,18 @@ impl OutlierDetector {
         }
         if success {
             health.consecutive_failures = 0;
-            health.successes += 1;
         } else {
             health.consecutive_failures += 1;
-            health.failures += 1;
         }
         let mut eject = health.consecutive_failures >= config.consecutive_failures;
         if let Some(rate) = config.success_rate {
-            let total = health.successes + health.failures;
-            if total >= rate.min_requests.max(1) {
-                eject |= u64::from(health.successes) * 100
-                    < u64::from(rate.threshold_percent) * u64::from(total);
-                health.successes = 0;
-                health.failures = 0;
-            }
+            let window = rate.min_requests.max(1);
+            let weight = 2.0 / (f64::from(window) + 1.0);
+            let answer = if success { 1.0 } else { 0.0 };
+            health.success_average += (answer - health.success_average) * weight;
+            health.answers = health.answers.saturating_add(1).min(window);
+            eject |= health.answers >= window
+                && health.success_average * 100.0 < f64::from(rate.threshold_percent);
         }
         if !eject || health.ejected_until.is_some() || ejected >= allowed {
             return None;
@@ -165,8 +189,9 @@ impl OutlierDetector {
             .min(config.max_ejection);
         health.ejected_until = Some(now + duration);
         health.consecutive_failures = 0;
-        health.successes = 0;
-        health.failures = 0;
+        // Back in service, it is judged afresh on its next `min_requests` answers.
+        health.success_average = 1.0;
+        health.answers = 0;
         Some(Ejection {
             endpoint,
             duration,
@@ -175,11 +200,12 @@ impl OutlierDetector {
     }
 
     /// The most endpoints that may be ejected at once: the percentage of the set, rounded
-    /// down, and always leaving one.
+    /// down, and always leaving `min_ready` (at least one).
     fn max_ejected(&self) -> usize {
         let n = self.endpoints.len();
         let by_percent = n * self.config.max_ejection_percent.min(100) as usize / 100;
-        by_percent.min(n.saturating_sub(1))
+        let floor = usize::try_from(self.config.min_ready.max(1)).unwrap_or(usize::MAX);
+        by_percent.min(n.saturating_sub(floor))
     }
 }
 
@@ -261,25 +287,55 @@ mod tests {
     }
 
     #[test]
-    fn success_rate_rule() {
+    fn success_rate_average() {
         let t0 = Instant::now();
         let config = OutlierConfig {
             consecutive_failures: 1000,
             success_rate: Some(SuccessRateConfig {
-                min_requests: 10,
+                min_requests: 50,
                 threshold_percent: 80,
             }),
             ..OutlierConfig::default()
         };
         let mut d = OutlierDetector::new(config, 3);
-        // 8 of 10 succeed: at the threshold, not below it.
-        for i in 0..10 {
-            assert_eq!(d.record(0, i % 5 != 0, t0), None);
+        // One failure in ten (90 %) never falls under 80 %, however long it goes on.
+        for i in 0..2000 {
+            assert_eq!(d.record(0, i % 10 != 9, t0), None, "answer {i}");
         }
-        // 7 of 10: ejected on the tenth.
-        let results: Vec<_> = (0..10).map(|i| d.record(0, i >= 3, t0)).collect();
-        assert!(results[..9].iter().all(Option::is_none));
-        assert_eq!(results[9].map(|e| e.count), Some(1));
+        // One in two: ejected, but only once it has answered `min_requests` times, although
+        // the average falls under the threshold well before.
+        let ejected_at = (0..200)
+            .position(|i| d.record(1, i % 2 == 0, t0).is_some())
+            .expect("ejected");
+        assert_eq!(ejected_at, 49);
+        // Back in service after its ejection, it is judged afresh: not ejected again before
+        // another `min_requests` answers, even failing every one of them.
+        let back = t0 + Duration::from_secs(30);
+        let again = (0..200)
+            .position(|_| d.record(1, false, back).is_some())
+            .expect("ejected again");
+        assert_eq!(again, 49);
+    }
+
+    #[test]
+    fn min_ready_is_a_floor_under_the_percentage() {
+        let t0 = Instant::now();
+        let config = OutlierConfig {
+            max_ejection_percent: 100,
+            min_ready: 3,
+            ..OutlierConfig::default()
+        };
+        let mut d = OutlierDetector::new(config, 5);
+        assert!(fail(&mut d, 0, 5, t0).is_some());
+        assert!(fail(&mut d, 1, 5, t0).is_some());
+        assert_eq!(fail(&mut d, 2, 5, t0), None, "three must stay in service");
+        // When one comes back, another may go.
+        let later = t0 + Duration::from_secs(30);
+        assert!(!d.is_ejected(0, later));
+        assert!(fail(&mut d, 2, 5, later).is_some());
+        // A floor above the set's size ejects nothing.
+        let mut small = OutlierDetector::new(config, 2);
+        assert_eq!(fail(&mut small, 0, 50, t0), None);
     }
 
     #[test]

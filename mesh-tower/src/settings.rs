@@ -76,10 +76,12 @@ pub struct MeshSettings {
     /// How long a call waits for some endpoint of its destination to become reachable before
     /// failing with UNAVAILABLE (`MESH_READY_TIMEOUT`, seconds, default 10).
     pub ready_timeout: Duration,
-    /// Outlier ejection for every backend this workload calls: consecutive failures
-    /// (`MESH_OUTLIER_CONSECUTIVE_FAILURES`, default 5) and, optionally, a success rate
-    /// (`MESH_OUTLIER_SUCCESS_RATE`, `<percent>/<requests>`: eject an endpoint whose success
-    /// rate over that many requests falls below the percentage; off by default).
+    /// Failure accrual (outlier ejection) for every backend this workload calls: consecutive
+    /// failures (`MESH_OUTLIER_CONSECUTIVE_FAILURES`, default 5) and, optionally, a success
+    /// rate (`MESH_OUTLIER_SUCCESS_RATE`, `<percent>/<requests>`: eject an endpoint whose
+    /// success average over that many answers falls below the percentage; off by default);
+    /// the floor: at most `MESH_OUTLIER_MAX_EJECTION_PERCENT` (0 to 100, default 50) of a
+    /// backend ejected, at least `MESH_OUTLIER_MIN_READY` (default 1) left in service.
     pub outlier: mesh_core::outlier::OutlierConfig,
     /// HTTP/2 connections a client keeps open to each endpoint it calls, calls spread round
     /// robin over those that are up (`MESH_CONNECTIONS_PER_ENDPOINT`, 1 to 64, default 1).
@@ -206,10 +208,7 @@ impl MeshSettings {
             })?),
             None => DEFAULT_READY_TIMEOUT,
         };
-        let outlier = outlier_config(
-            get("MESH_OUTLIER_CONSECUTIVE_FAILURES").as_deref(),
-            get("MESH_OUTLIER_SUCCESS_RATE").as_deref(),
-        )?;
+        let outlier = outlier_config(&get)?;
         let connections_per_endpoint = match get("MESH_CONNECTIONS_PER_ENDPOINT") {
             Some(n) => n
                 .trim()
@@ -437,13 +436,38 @@ pub fn default_control_identity(trust_domain: &TrustDomain) -> SpiffeId {
     }
 }
 
-/// Outlier settings from `MESH_OUTLIER_CONSECUTIVE_FAILURES` and `MESH_OUTLIER_SUCCESS_RATE`.
+/// Failure-accrual settings from the `MESH_OUTLIER_*` variables, defaults for those not set.
 fn outlier_config(
-    consecutive: Option<&str>,
-    success_rate: Option<&str>,
+    get: &impl Fn(&str) -> Option<String>,
 ) -> Result<mesh_core::outlier::OutlierConfig, SettingsError> {
     let mut config = mesh_core::outlier::OutlierConfig::default();
-    if let Some(n) = consecutive {
+    if let Some(n) = get("MESH_OUTLIER_MAX_EJECTION_PERCENT") {
+        config.max_ejection_percent = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| {
+                SettingsError::new(
+                    "MESH_OUTLIER_MAX_EJECTION_PERCENT",
+                    format!("expected a percentage from 0 to 100, got {n:?}"),
+                )
+            })?;
+    }
+    if let Some(n) = get("MESH_OUTLIER_MIN_READY") {
+        config.min_ready = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                SettingsError::new(
+                    "MESH_OUTLIER_MIN_READY",
+                    format!("expected a whole number above 0, got {n:?}"),
+                )
+            })?;
+    }
+    if let Some(n) = get("MESH_OUTLIER_CONSECUTIVE_FAILURES").as_deref() {
         config.consecutive_failures =
             n.trim()
                 .parse::<u32>()
@@ -456,7 +480,7 @@ fn outlier_config(
                     )
                 })?;
     }
-    if let Some(rate) = success_rate {
+    if let Some(rate) = get("MESH_OUTLIER_SUCCESS_RATE").as_deref() {
         let bad = || {
             SettingsError::new(
                 "MESH_OUTLIER_SUCCESS_RATE",
@@ -612,8 +636,23 @@ mod tests {
         let mut vars = BASE.to_vec();
         vars.push(("MESH_OUTLIER_CONSECUTIVE_FAILURES", "3"));
         vars.push(("MESH_OUTLIER_SUCCESS_RATE", "90/20"));
+        vars.push(("MESH_OUTLIER_MAX_EJECTION_PERCENT", "100"));
+        vars.push(("MESH_OUTLIER_MIN_READY", "2"));
         let s = MeshSettings::from_lookup(lookup(&vars)).unwrap();
         assert_eq!(s.outlier.consecutive_failures, 3);
+        assert_eq!(
+            (s.outlier.max_ejection_percent, s.outlier.min_ready),
+            (100, 2)
+        );
+        for (var, bad) in [
+            ("MESH_OUTLIER_MAX_EJECTION_PERCENT", "101"),
+            ("MESH_OUTLIER_MIN_READY", "0"),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.push((var, bad));
+            let e = MeshSettings::from_lookup(lookup(&vars)).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
         let rate = s.outlier.success_rate.unwrap();
         assert_eq!((rate.threshold_percent, rate.min_requests), (90, 20));
         let defaults = MeshSettings::from_lookup(lookup(BASE)).unwrap();

@@ -41,6 +41,8 @@ pub enum WebMode {
     Fail(StatusCode),
     /// Waits this long before handling every request.
     Delay(Duration),
+    /// Answers every `n`th request it receives (counted over all paths) with this status.
+    FailOneIn(usize, StatusCode),
 }
 
 /// What a replica saw of one request (recorded on arrival, before its body is read).
@@ -230,8 +232,10 @@ async fn handle(State(replica): State<Arc<Replica>>, request: Request) -> Respon
         },
         _ => StatusCode::OK,
     };
-    if let WebMode::Fail(code) = replica.mode {
-        status = code;
+    match replica.mode {
+        WebMode::Fail(code) => status = code,
+        WebMode::FailOneIn(n, code) if replica.log.count() % n.max(1) == 0 => status = code,
+        _ => {}
     }
 
     let mut headers = BTreeMap::<String, Vec<String>>::new();
