@@ -135,6 +135,7 @@ pub(crate) struct EndpointFields<'a> {
     /// Already defaulted: the caller turns "omitted" into 1.
     pub(crate) weight: u32,
     pub(crate) zone: &'a str,
+    pub(crate) for_zones: Vec<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) identity: &'a str,
 }
@@ -172,11 +173,56 @@ pub(crate) fn endpoint(
     let identity = identity(fields.identity, trust_domain)
         .map_err(|message| errors.push(FieldError::new(format!("{path}.identity"), message)))
         .ok();
+    let hints_fit = for_zones(&format!("{path}.forZones"), &fields.for_zones, errors);
+    if !hints_fit {
+        return None;
+    }
     Some(Endpoint {
         address: address?,
         weight: weight?,
         zone: fields.zone.to_owned(),
+        for_zones: fields.for_zones,
         labels: fields.labels,
         identity: identity?,
     })
+}
+
+/// The longest zone: 63 bytes (a Kubernetes label value, which zones come from).
+pub const MAX_ZONE_BYTES: usize = 63;
+
+/// The most topology hints an endpoint carries (EndpointSlice's own bound).
+pub const MAX_ZONE_HINTS: usize = 8;
+
+/// Checks an endpoint's topology hints at `path`: at most [`MAX_ZONE_HINTS`], each a zone of at
+/// most [`MAX_ZONE_BYTES`]. False (with the errors in `errors`) when they do not fit.
+pub(crate) fn for_zones(path: &str, zones: &[String], errors: &mut Vec<FieldError>) -> bool {
+    let before = errors.len();
+    if zones.len() > MAX_ZONE_HINTS {
+        errors.push(FieldError::new(
+            path,
+            format!("more than {MAX_ZONE_HINTS} zones"),
+        ));
+    }
+    for (i, zone) in zones.iter().enumerate() {
+        if zone.len() > MAX_ZONE_BYTES {
+            errors.push(FieldError::new(
+                format!("{path}[{i}]"),
+                format!("longer than {MAX_ZONE_BYTES} bytes"),
+            ));
+        }
+    }
+    errors.len() == before
+}
+
+/// A zone name at `path`, at most [`MAX_ZONE_BYTES`]; empty (unknown) when longer, with the
+/// error in `errors`.
+pub(crate) fn zone(path: &str, zone: String, errors: &mut Vec<FieldError>) -> String {
+    if zone.len() > MAX_ZONE_BYTES {
+        errors.push(FieldError::new(
+            path,
+            format!("longer than {MAX_ZONE_BYTES} bytes"),
+        ));
+        return String::new();
+    }
+    zone
 }

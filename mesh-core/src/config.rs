@@ -23,6 +23,12 @@ pub struct MeshConfig {
     /// `audit`) for services that set none; `all-unauthenticated` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_policy: Option<String>,
+    /// The zone of each workload instance, by `<namespace>/<instance>` (the instance is what it
+    /// reports as its node name: `MESH_NODE_NAME`, a pod's name in Kubernetes). The control
+    /// service tells each subscriber its zone from this; the Kubernetes source fills it from
+    /// Pods and the zones of their nodes. Zones at most 63 bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_zones: BTreeMap<String, String>,
 }
 
 /// One logical service.
@@ -85,9 +91,14 @@ pub struct EndpointSpec {
     /// Relative weight, 1 to 1,000,000; 1 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
-    /// Failure domain (at most 63 bytes).
+    /// Failure domain (at most 63 bytes): clients in the same zone prefer it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
+    /// Topology hints (EndpointSlice `hints.forZones`): the zones whose clients should use this
+    /// endpoint, at most 8. When any endpoint of a service has hints, clients follow the hints
+    /// instead of `zone`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub for_zones: Vec<String>,
     /// Labels such as `version: v1` (keys at most 317 bytes, values at most 63, as in
     /// Kubernetes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -132,5 +143,5 @@ pub use route::{
 };
 pub use validate::{
     CLIENT_MAX_SNAPSHOT_BYTES, MAX_DESTINATION_BYTES, MAX_INBOUND_BYTES, MAX_LABEL_KEY_BYTES,
-    MAX_LABEL_VALUE_BYTES, MAX_ZONE_BYTES, ValidConfig,
+    MAX_LABEL_VALUE_BYTES, MAX_ZONE_BYTES, MAX_ZONE_HINTS, ValidConfig,
 };

@@ -97,6 +97,7 @@ impl From<&Snapshot> for proto::Snapshot {
                 .collect(),
             // Not part of the model: the control service sets it on the wire form it sends.
             edge_report_interval_ms: 0,
+            zone: snapshot.zone.clone(),
         }
     }
 }
@@ -141,6 +142,7 @@ impl From<&Endpoint> for proto::Endpoint {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             identity: endpoint.identity.to_string(),
+            for_zones: endpoint.for_zones.clone(),
         }
     }
 }
@@ -342,6 +344,7 @@ impl TryFrom<proto::Snapshot> for Snapshot {
             .into_iter()
             .map(rustls_pki_types::CertificateDer::from)
             .collect();
+        let zone = check::zone("zone", wire.zone, &mut errors);
         ValidationErrors::check(
             errors,
             Snapshot {
@@ -349,6 +352,7 @@ impl TryFrom<proto::Snapshot> for Snapshot {
                 destinations,
                 inbound,
                 trust_bundle,
+                zone,
             },
         )
     }
@@ -509,6 +513,7 @@ fn endpoints(
                     endpoint.weight
                 },
                 zone: &endpoint.zone,
+                for_zones: endpoint.for_zones,
                 labels: endpoint.labels.into_iter().collect(),
                 identity: &endpoint.identity,
             };

@@ -38,6 +38,7 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod latency;
+pub mod locality;
 pub mod outlier;
 pub mod pem;
 pub mod proto;

@@ -90,6 +90,8 @@ pub struct Snapshot {
     /// The trust domain's roots (DER), several while roots rotate; empty when the control
     /// service sent none. A client checks them when it builds its trust bundle.
     pub trust_bundle: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The subscriber's own zone as the control service knows it; empty when unknown.
+    pub zone: String,
 }
 
 impl Snapshot {
@@ -228,6 +230,9 @@ pub struct Endpoint {
     pub weight: u32,
     /// Failure domain; empty when unknown.
     pub zone: String,
+    /// Topology hints: the zones whose clients should use this endpoint (EndpointSlice
+    /// `hints.forZones`); empty when there are none.
+    pub for_zones: Vec<String>,
     /// Labels such as `version: v2`.
     pub labels: BTreeMap<String, String>,
     /// The SPIFFE ID the replica must present when a client connects.

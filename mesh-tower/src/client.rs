@@ -60,7 +60,7 @@ pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
 
 /// How a [`MeshClient`] treats its endpoints, from [`crate::MeshSettings`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientOptions {
     /// How long a call waits for an endpoint to become available.
     pub(crate) ready_timeout: Duration,
@@ -68,6 +68,9 @@ pub(crate) struct ClientOptions {
     pub(crate) outliers: mesh_core::outlier::OutlierConfig,
     /// HTTP/2 connections kept open to each endpoint (at least 1).
     pub(crate) connections_per_endpoint: usize,
+    /// The workload's own zone when it set one (`MESH_ZONE`): it wins over the zone the
+    /// control service tells.
+    pub(crate) zone: Option<Arc<str>>,
 }
 
 impl ClientOptions {
@@ -77,6 +80,7 @@ impl ClientOptions {
             ready_timeout: settings.ready_timeout,
             outliers: settings.outlier,
             connections_per_endpoint: settings.connections_per_endpoint.max(1),
+            zone: settings.zone.as_deref().map(Arc::from),
         }
     }
 }
@@ -125,7 +129,14 @@ where
         // because both parts are DNS labels and the port a number.
         let authority = Authority::try_from(key.to_string())
             .unwrap_or_else(|_| Authority::from_static("mesh.invalid"));
-        let router = Arc::new(Router::new(destination, identity, telemetry, options));
+        let told_zone = discovery.snapshot().zone.clone();
+        let router = Arc::new(Router::new(
+            destination,
+            identity,
+            telemetry,
+            options.clone(),
+            &told_zone,
+        ));
         let follower = tokio::spawn(router::follow(
             Arc::downgrade(&router),
             key,

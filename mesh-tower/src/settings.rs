@@ -69,7 +69,12 @@ pub struct MeshSettings {
     /// The proof of identity for `Certify` (`MESH_TOKEN_FILE` or `MESH_TOKEN`).
     pub token: TokenSource,
     /// This instance's name, for operators (`MESH_NODE_NAME`, else `HOSTNAME`, else the pid).
+    /// In Kubernetes, the pod's name: the control service finds the pod's zone by it.
     pub node: String,
+    /// The zone this workload runs in (`MESH_ZONE`, at most 63 bytes): its clients prefer
+    /// endpoints in the same zone. Unset: the zone the control service tells (in Kubernetes,
+    /// the zone of the pod's node), else none (no zone preference).
+    pub zone: Option<String>,
     /// How long to wait for the control service at start-up before failing
     /// (`MESH_STARTUP_TIMEOUT`, seconds, default 30).
     pub startup_timeout: Duration,
@@ -190,6 +195,16 @@ impl MeshSettings {
         let node = get("MESH_NODE_NAME")
             .or_else(|| get("HOSTNAME"))
             .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+        let zone = match get("MESH_ZONE").map(|z| z.trim().to_owned()) {
+            Some(z) if z.len() > mesh_core::config::MAX_ZONE_BYTES => {
+                return Err(SettingsError::new(
+                    "MESH_ZONE",
+                    format!("longer than {} bytes", mesh_core::config::MAX_ZONE_BYTES),
+                ));
+            }
+            Some(z) if !z.is_empty() => Some(z),
+            _ => None,
+        };
         let startup_timeout = match get("MESH_STARTUP_TIMEOUT") {
             Some(s) => Duration::from_secs(s.trim().parse::<u64>().map_err(|_| {
                 SettingsError::new(
@@ -291,6 +306,7 @@ impl MeshSettings {
             trust_anchors_file,
             token,
             node,
+            zone,
             startup_timeout,
             ready_timeout,
             outlier,
@@ -323,6 +339,7 @@ impl MeshSettings {
             trust_anchors_file: trust_anchors_file.into(),
             token,
             node: format!("pid-{}", std::process::id()),
+            zone: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             outlier: mesh_core::outlier::OutlierConfig::default(),
@@ -385,6 +402,12 @@ impl MeshSettings {
     /// Sets the instance name.
     pub fn with_node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
+        self
+    }
+
+    /// These settings with the workload's zone set (as `MESH_ZONE` does).
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
         self
     }
 

@@ -49,6 +49,8 @@ pub struct Config {
     accounts: Vec<(String, String)>,
     /// Endpoint weights other than 1, by address.
     weights: Vec<(SocketAddr, u32)>,
+    /// More keys of endpoints (`zone: a`), by address.
+    endpoint_keys: Vec<(SocketAddr, String)>,
 }
 
 impl Config {
@@ -72,6 +74,18 @@ impl Config {
     /// Gives the endpoint at `addr` (of any service) weight `weight`.
     pub fn weight(mut self, addr: SocketAddr, weight: u32) -> Self {
         self.weights.push((addr, weight));
+        self
+    }
+
+    /// Puts the endpoint at `addr` (of any service) in zone `zone`.
+    pub fn zone(self, addr: SocketAddr, zone: &str) -> Self {
+        self.endpoint_keys(addr, &format!("zone: {zone}"))
+    }
+
+    /// Adds keys to the mapping of the endpoint at `addr` (of any service), e.g.
+    /// `forZones: [zone-b]` (one line of YAML).
+    pub fn endpoint_keys(mut self, addr: SocketAddr, yaml: &str) -> Self {
+        self.endpoint_keys.push((addr, yaml.to_owned()));
         self
     }
 
@@ -133,6 +147,9 @@ impl Config {
                 );
                 if let Some((_, weight)) = self.weights.iter().find(|(a, _)| a == addr) {
                     yaml += &format!("        weight: {weight}\n");
+                }
+                for (_, keys) in self.endpoint_keys.iter().filter(|(a, _)| a == addr) {
+                    yaml += &format!("        {keys}\n");
                 }
             }
             for (_, keys) in self.service_keys.iter().filter(|(s, _)| s == name) {

@@ -70,6 +70,10 @@ pub struct ControlFile {
     /// The mesh-wide default policy (see [`MeshConfig::default_policy`]).
     #[serde(default)]
     pub default_policy: Option<String>,
+    /// The zone of workload instances that do not set `MESH_ZONE`, by
+    /// `<namespace>/<instance>` (see [`MeshConfig::instance_zones`]).
+    #[serde(default)]
+    pub instance_zones: std::collections::BTreeMap<String, String>,
 }
 
 /// One bootstrap token as written: whoever presents `token` is certified as
@@ -208,6 +212,7 @@ impl ControlFile {
             services: self.services,
             policies: self.policies,
             default_policy: self.default_policy,
+            instance_zones: self.instance_zones,
         };
         let mesh = match mesh.validate(trust_domain) {
             Ok(valid) => Some(valid),

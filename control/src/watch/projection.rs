@@ -32,6 +32,9 @@ pub(crate) struct ProjectionKey {
     pub(crate) consumer: Option<String>,
     /// The service the subscriber serves, whose inbound policy it gets.
     pub(crate) own_service: Option<ServiceName>,
+    /// The subscriber's zone as the config knows it (empty: unknown). Subscribers of one
+    /// zone share a projection.
+    pub(crate) zone: String,
 }
 
 /// What a subscriber is sent, bar the version number.
@@ -41,6 +44,7 @@ pub(crate) struct Projected {
     inbound: Option<InboundPolicy>,
     /// Compared by pointer: a new set of roots is a new `Arc`.
     trust_bundle: Arc<Vec<CertificateDer<'static>>>,
+    zone: String,
 }
 
 /// One key's projection at one version.
@@ -89,12 +93,14 @@ impl Projected {
                 .as_ref()
                 .map(|own| state.config.inbound(own)),
             trust_bundle: state.trust_bundle.clone(),
+            zone: key.zone.clone(),
         }
     }
 
     fn same_content(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.trust_bundle, &other.trust_bundle)
             && self.inbound == other.inbound
+            && self.zone == other.zone
             && self.destinations == other.destinations
     }
 }
@@ -191,6 +197,7 @@ impl ProjectionCache {
             destinations: content.destinations.clone(),
             inbound: content.inbound.clone(),
             trust_bundle: content.trust_bundle.to_vec(),
+            zone: content.zone.clone(),
         };
         let projection = Arc::new(Projection {
             version: state.version,
@@ -256,6 +263,7 @@ mod tests {
             destinations: vec![destination.parse().expect("valid")],
             consumer: Some("default".to_owned()),
             own_service: None,
+            zone: String::new(),
         })
     }
 

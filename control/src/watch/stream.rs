@@ -393,6 +393,22 @@ where
             return None;
         }
         let current = self.state.borrow_and_update().clone();
+        // The subscriber's zone, by its instance name in its verified namespace: a claim that
+        // only steers its own calls, so it needs no proof.
+        let subscription = &mut subscribed.subscription;
+        let zone = subscription
+            .key
+            .consumer
+            .as_deref()
+            .map_or("", |namespace| {
+                current.config.zone_of(namespace, &subscription.node)
+            });
+        if zone != subscription.key.zone {
+            let mut key = ProjectionKey::clone(&subscription.key);
+            key.zone = zone.to_owned();
+            let old = std::mem::replace(&mut subscription.key, Arc::new(key));
+            self.projections.release(old);
+        }
         let projection = self
             .projections
             .project(&current, &subscribed.subscription.key);
@@ -616,6 +632,8 @@ fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subsc
             // namespace comes from its verified identity, never from what it claims.
             consumer: consumer.map(str::to_owned),
             own_service,
+            // Set from the config when a projection is made (the config may learn it later).
+            zone: String::new(),
         }),
     })
 }

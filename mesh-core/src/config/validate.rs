@@ -41,6 +41,7 @@ use prost::Message;
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
+use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
 use crate::proto;
 use crate::snapshot::{
@@ -67,8 +68,7 @@ pub const MAX_LABEL_KEY_BYTES: usize = 317;
 /// The longest endpoint label value: 63 bytes, as in Kubernetes.
 pub const MAX_LABEL_VALUE_BYTES: usize = 63;
 
-/// The longest endpoint zone: 63 bytes (a Kubernetes label value, which zones come from).
-pub const MAX_ZONE_BYTES: usize = 63;
+pub use crate::check::{MAX_ZONE_BYTES, MAX_ZONE_HINTS};
 
 /// A config that passed validation, indexed by service, ready to project destinations from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -230,6 +230,7 @@ impl MeshConfig {
             &mut errors,
         )
         .unwrap_or_default();
+        instance_zones(&self.instance_zones, &mut errors);
         let mut valid = ValidConfig {
             services,
             default_policy,
@@ -244,6 +245,32 @@ impl MeshConfig {
             valid.spec = Arc::new(self.clone());
         }
         ValidationErrors::check(errors, valid)
+    }
+}
+
+/// Checks `instanceZones`: keys `<namespace>/<instance>` (a DNS label, then at most 253
+/// bytes), zones at most [`MAX_ZONE_BYTES`].
+fn instance_zones(zones: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    for (key, zone) in zones {
+        let path = format!("instanceZones[{key:?}]");
+        let well_formed = key.split_once('/').is_some_and(|(namespace, instance)| {
+            check_dns_label(namespace).is_ok()
+                && !instance.is_empty()
+                && instance.len() <= 253
+                && !instance.contains('/')
+        });
+        if !well_formed {
+            errors.push(FieldError::new(
+                &path,
+                "expected <namespace>/<instance>, e.g. default/greeter-7d9f-x2x4q",
+            ));
+        }
+        if zone.len() > MAX_ZONE_BYTES {
+            errors.push(FieldError::new(
+                &path,
+                format!("zone longer than {MAX_ZONE_BYTES} bytes"),
+            ));
+        }
     }
 }
 
@@ -417,6 +444,7 @@ fn endpoints(
                 address: &spec.address,
                 weight: spec.weight.unwrap_or(1),
                 zone: &spec.zone,
+                for_zones: spec.for_zones.clone(),
                 labels: spec.labels.clone(),
                 identity: &spec.identity,
             };
@@ -658,6 +686,18 @@ impl ValidConfig {
     /// The config as it was validated.
     pub fn spec(&self) -> &MeshConfig {
         &self.spec
+    }
+
+    /// The zone of the workload instance `instance` in `namespace`, when the config knows it
+    /// (`instanceZones`); empty otherwise.
+    pub fn zone_of(&self, namespace: &str, instance: &str) -> &str {
+        if self.spec.instance_zones.is_empty() {
+            return "";
+        }
+        self.spec
+            .instance_zones
+            .get(&format!("{namespace}/{instance}"))
+            .map_or("", String::as_str)
     }
 
     /// The first port of `service` as a caller in the service's own namespace sees it (the

@@ -9,6 +9,7 @@ use crate::fixtures::name;
 
 fn endpoint(address: &str, weight: u32) -> Endpoint {
     Endpoint {
+        for_zones: vec!["zone-a".to_owned(), "zone-b".to_owned()],
         address: address.parse().unwrap(),
         weight,
         zone: "zone-a".to_owned(),
@@ -19,6 +20,7 @@ fn endpoint(address: &str, weight: u32) -> Endpoint {
 
 fn snapshot() -> Snapshot {
     Snapshot {
+        zone: "zone-c".to_owned(),
         inbound: None,
         trust_bundle: Vec::new(),
         version: 42,
@@ -103,6 +105,7 @@ services:
         .validate(&crate::TrustDomain::new("td").unwrap())
         .unwrap();
     let model = Snapshot {
+        zone: String::new(),
         inbound: None,
         trust_bundle: Vec::new(),
         version: 1,
@@ -123,6 +126,7 @@ fn routes_round_trip_with_every_field() {
         .validate(&crate::TrustDomain::new("cluster.local").unwrap())
         .unwrap();
     let model = Snapshot {
+        zone: String::new(),
         inbound: None,
         trust_bundle: Vec::new(),
         version: 7,
@@ -152,6 +156,7 @@ fn wire_routes_are_validated_with_the_config_rules() {
         .validate(&crate::TrustDomain::new("cluster.local").unwrap())
         .unwrap();
     let model = Snapshot {
+        zone: String::new(),
         inbound: None,
         trust_bundle: Vec::new(),
         version: 7,
@@ -252,6 +257,7 @@ fn the_wire_is_validated_with_paths() {
 #[test]
 fn a_missing_destination_service_is_reported() {
     let wire = proto::Snapshot {
+        zone: String::new(),
         inbound: None,
         trust_bundle_der: Vec::new(),
         edge_report_interval_ms: 0,
@@ -313,6 +319,7 @@ fn policy_snapshot() -> Snapshot {
         .validate(&crate::TrustDomain::new("mesh.local").unwrap())
         .unwrap();
     Snapshot {
+        zone: String::new(),
         version: 9,
         destinations: vec![],
         inbound: Some(valid.inbound(&name("shop.default"))),
@@ -357,6 +364,7 @@ fn inbound_policy_round_trips_with_every_field() {
 
     // A snapshot without an inbound policy stays without one.
     let plain = Snapshot {
+        zone: String::new(),
         inbound: None,
         trust_bundle: Vec::new(),
         ..policy_snapshot()

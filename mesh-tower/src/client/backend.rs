@@ -1,5 +1,11 @@
 //! A backend: one service's endpoints, balanced by power of two choices over peak-EWMA
-//! ([`super::balance`]), waiting for one to be ready, and outlier ejection.
+//! ([`super::balance`]), preferring the caller's zone, waiting for one to be ready, and
+//! failure accrual (outlier ejection).
+//!
+//! Zones: the endpoint set is kept with the endpoints local to the caller first
+//! ([`mesh_core::locality`] says which are local and what share of calls stays local). A call
+//! picks among the local ones with that share, else among the others; when the side it drew
+//! has no endpoint available it takes the other side rather than wait.
 //!
 //! The mesh balances with its own P2C rather than tower's balancer so that a retry can avoid
 //! the endpoint that just failed, endpoint weights scale the cost, ejection takes an endpoint
@@ -15,6 +21,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
+use mesh_core::locality;
 use mesh_core::outlier::OutlierDetector;
 use mesh_core::snapshot::{self, ServiceName};
 use tokio::sync::Notify;
@@ -34,7 +41,12 @@ const RECHECK: Duration = Duration::from_millis(50);
 
 /// The endpoints of one backend at one moment, with their outlier state (same indexes).
 struct EndpointSet<B> {
+    /// The endpoints local to the caller's zone first, then the others.
     endpoints: Vec<Arc<Endpoint<B>>>,
+    /// How many of `endpoints` are local; 0 when the caller has no zone or none is local.
+    local: usize,
+    /// The caller's zone the set was ordered for.
+    zone: Arc<str>,
     outliers: Mutex<OutlierDetector>,
 }
 
@@ -124,6 +136,8 @@ where
             service,
             set: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
+                local: 0,
+                zone: Arc::from(""),
                 outliers: Mutex::new(OutlierDetector::new(options.outliers, 0)),
             }),
             ready: Arc::new(Notify::new()),
@@ -132,10 +146,25 @@ where
         }
     }
 
-    /// Puts `wanted` in force: endpoints already known keep their connection and load, new ones
-    /// start connecting, removed ones are dropped (closing their connection).
-    pub(crate) fn update(&self, wanted: &[snapshot::Endpoint], identity: &Identity) {
+    /// Puts `wanted` in force for a caller in `zone` (empty: none): endpoints already known
+    /// keep their connection and load, new ones start connecting, removed ones are dropped
+    /// (closing their connection).
+    pub(crate) fn update(
+        &self,
+        wanted: &[snapshot::Endpoint],
+        identity: &Identity,
+        zone: &Arc<str>,
+    ) {
         let current = self.set.load();
+        // The local endpoints first, each side in the snapshot's order.
+        let hinted = wanted.iter().any(|e| !e.for_zones.is_empty());
+        let is_local =
+            |e: &snapshot::Endpoint| locality::is_local(zone, &e.zone, &e.for_zones, hinted);
+        let local = wanted.iter().filter(|e| is_local(e)).count();
+        let ordered = wanted
+            .iter()
+            .filter(|e| is_local(e))
+            .chain(wanted.iter().filter(|e| !is_local(e)));
         let mut known: HashMap<&EndpointKey, (usize, &Arc<Endpoint<B>>)> = current
             .endpoints
             .iter()
@@ -145,8 +174,10 @@ where
         let mut endpoints = Vec::with_capacity(wanted.len());
         // For each endpoint of the new set, its index in the current one when it stays.
         let mut previous = Vec::with_capacity(wanted.len());
-        let mut changed = wanted.len() != current.endpoints.len();
-        for (i, spec) in wanted.iter().enumerate() {
+        let mut changed = wanted.len() != current.endpoints.len()
+            || local != current.local
+            || *zone != current.zone;
+        for (i, spec) in ordered.enumerate() {
             let key = EndpointKey {
                 addr: spec.address,
                 identity: spec.identity.clone(),
@@ -194,6 +225,9 @@ where
         );
         self.set.store(Arc::new(EndpointSet {
             endpoints,
+            // All local or none: one set, no preference to apply.
+            local: if local == wanted.len() { 0 } else { local },
+            zone: zone.clone(),
             outliers,
         }));
     }
@@ -287,10 +321,25 @@ where
         }
     }
 
-    /// An endpoint picked by P2C (see [`super::balance`]) among the available ones.
+    /// An endpoint picked by P2C (see [`super::balance`]) among the available ones, in the
+    /// caller's zone for the share of calls that stays local.
     fn pick(&self, avoid: Option<&EndpointKey>, now: Instant) -> Option<Arc<Endpoint<B>>> {
         let set = self.set.load();
-        p2c(&set.endpoints, avoid, now, &mut |n| fastrand::usize(..n)).cloned()
+        let random = &mut |n| fastrand::usize(..n);
+        if set.local == 0 {
+            return p2c(&set.endpoints, avoid, now, random).cloned();
+        }
+        let (local, remote) = set.endpoints.split_at(set.local);
+        let healthy = local.iter().filter(|e| e.is_healthy(now)).count();
+        let share = locality::local_share(healthy, local.len());
+        let (first, second) = if locality::stays_local(share, fastrand::f64()) {
+            (local, remote)
+        } else {
+            (remote, local)
+        };
+        p2c(first, avoid, now, random)
+            .or_else(|| p2c(second, avoid, now, random))
+            .cloned()
     }
 
     /// Records a call's outcome for outlier ejection.
@@ -350,7 +399,8 @@ impl<B: Send + 'static> Refresh for Backend<B> {
         let endpoints: Vec<serde_json::Value> = set
             .endpoints
             .iter()
-            .map(|endpoint| {
+            .enumerate()
+            .map(|(i, endpoint)| {
                 let state = if endpoint.is_ejected(now) {
                     "ejected"
                 } else if endpoint.is_available(now) {
@@ -366,11 +416,13 @@ impl<B: Send + 'static> Refresh for Backend<B> {
                     "peakEwmaMs": endpoint.load.estimate(now).as_secs_f64() * 1e3,
                     "inFlight": endpoint.load.in_flight(),
                     "ejectedForSeconds": endpoint.ejected_for(now).map(|d| d.as_secs_f64()),
+                    "local": i < set.local,
                 })
             })
             .collect();
         serde_json::json!({
             "backend": self.service.to_string(),
+            "zone": &*set.zone,
             "endpoints": endpoints,
         })
     }

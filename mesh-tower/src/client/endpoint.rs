@@ -164,6 +164,12 @@ impl<B> Endpoint<B> {
                 .any(|slot| slot.load().as_ref().is_some_and(|s| !s.is_closed()))
     }
 
+    /// Whether the endpoint can carry its share of load now: available, and not asking to be
+    /// spared (see [`super::load::PeakEwma::shedding`]). Zones spill over by this.
+    pub(crate) fn is_healthy(&self, now: Instant) -> bool {
+        !self.load.is_shedding(now) && self.is_available(now)
+    }
+
     /// Whether the endpoint is ejected at `now`.
     pub(crate) fn is_ejected(&self, now: Instant) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);

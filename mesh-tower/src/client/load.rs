@@ -55,7 +55,7 @@ impl PeakEwma {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
         let rtt = self.decayed(now);
         let cost = rtt * (pending + 1.0) / f64::from(weight.max(1));
-        if nanos_since(self.epoch, now) < self.shedding_until_ns.load(Ordering::Relaxed) {
+        if self.is_shedding(now) {
             // At least 1 ns of estimate, so that even a cost of 0 is raised.
             return cost.max(1.0) * SHEDDING_FACTOR;
         }
@@ -68,6 +68,12 @@ impl PeakEwma {
     pub(crate) fn shedding(&self, now: Instant, for_: Duration) {
         let until = nanos_since(self.epoch, now + for_.min(MAX_SHEDDING));
         self.shedding_until_ns.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint asked, by its last 429 or RESOURCE_EXHAUSTED, to be spared until
+    /// after `now`.
+    pub(crate) fn is_shedding(&self, now: Instant) -> bool {
+        nanos_since(self.epoch, now) < self.shedding_until_ns.load(Ordering::Relaxed)
     }
 
     /// The latency estimate now (decayed since the last response), for operators.

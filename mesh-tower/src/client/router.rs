@@ -18,6 +18,9 @@ use crate::telemetry::{MeshTelemetry, OutboundIndex, Refresh};
 /// What calls read: the routes and the backend of every service they may send to.
 pub(crate) struct RouterState<B> {
     pub(crate) destination: Destination,
+    /// The caller's zone this state was built for (empty: none): backends prefer endpoints
+    /// local to it.
+    zone: Arc<str>,
     pub(crate) routes: CompiledRoutes,
     /// The destination's own endpoints (no routes attached).
     pub(crate) default: Arc<Backend<B>>,
@@ -61,9 +64,19 @@ where
         identity: Identity,
         telemetry: Arc<MeshTelemetry>,
         options: ClientOptions,
+        told_zone: &str,
     ) -> Self {
         let epoch = Instant::now();
-        let state = build(destination, None, &identity, epoch, options, &telemetry);
+        let zone = own_zone(&options, told_zone);
+        let state = build(
+            destination,
+            zone,
+            None,
+            &identity,
+            epoch,
+            &options,
+            &telemetry,
+        );
         Self {
             state: ArcSwap::from_pointee(state),
             identity,
@@ -83,30 +96,40 @@ where
         self.state.load_full()
     }
 
-    /// Rebuilds the state for a changed destination, keeping backends and their endpoints.
-    fn apply(&self, destination: &Destination) {
+    /// Rebuilds the state for a changed destination (or a changed zone of the caller's, as the
+    /// control service tells it in `told_zone`), keeping backends and their endpoints.
+    fn apply(&self, destination: &Destination, told_zone: &str) {
         let current = self.state.load_full();
-        if current.destination == *destination {
+        let zone = own_zone(&self.options, told_zone);
+        if current.destination == *destination && current.zone == zone {
             return;
         }
         let state = build(
             destination,
+            zone,
             Some(&current),
             &self.identity,
             self.epoch,
-            self.options,
+            &self.options,
             &self.telemetry,
         );
         self.state.store(Arc::new(state));
     }
 }
 
+/// The caller's zone: its own setting (`MESH_ZONE`) when it has one, else what the control
+/// service tells.
+fn own_zone(options: &ClientOptions, told: &str) -> Arc<str> {
+    options.zone.clone().unwrap_or_else(|| Arc::from(told))
+}
+
 fn build<B>(
     destination: &Destination,
+    zone: Arc<str>,
     previous: Option<&RouterState<B>>,
     identity: &Identity,
     epoch: Instant,
-    options: ClientOptions,
+    options: &ClientOptions,
     telemetry: &Arc<MeshTelemetry>,
 ) -> RouterState<B>
 where
@@ -126,7 +149,7 @@ where
                 let backend = Arc::new(Backend::new(
                     key.service.clone(),
                     epoch,
-                    options,
+                    options.clone(),
                     &telemetry.service,
                 ));
                 let weak: Weak<dyn Refresh> = Arc::downgrade(&backend) as Weak<Backend<B>>;
@@ -136,7 +159,7 @@ where
     };
     let own = destination.key();
     let default = reuse(&own);
-    default.update(&destination.endpoints, identity);
+    default.update(&destination.endpoints, identity, &zone);
     let mut backends = Vec::with_capacity(destination.backends.len());
     for backend in destination.backends.iter().filter(|b| b.found) {
         let key = DestinationKey {
@@ -148,13 +171,14 @@ where
         } else {
             reuse(&key)
         };
-        handle.update(&backend.endpoints, identity);
+        handle.update(&backend.endpoints, identity, &zone);
         backends.push((key, handle));
     }
     RouterState {
         metrics: OutboundIndex::new(&telemetry.service, destination, &telemetry.edges),
         routes: CompiledRoutes::new(destination),
         destination: destination.clone(),
+        zone,
         default,
         backends,
     }
@@ -175,7 +199,7 @@ pub(crate) async fn follow<B>(
             return;
         };
         if let Some(update) = snapshot.destination(&destination) {
-            router.apply(update);
+            router.apply(update, &snapshot.zone);
         }
     }
 }
@@ -193,10 +217,17 @@ where
             ready_timeout: std::time::Duration::from_secs(1),
             outliers: mesh_core::outlier::OutlierConfig::default(),
             connections_per_endpoint: 1,
+            zone: None,
         };
         let epoch = Instant::now();
-        let new =
-            |service: &ServiceName| Arc::new(Backend::new(service.clone(), epoch, options, "test"));
+        let new = |service: &ServiceName| {
+            Arc::new(Backend::new(
+                service.clone(),
+                epoch,
+                options.clone(),
+                "test",
+            ))
+        };
         let default = new(&destination.service);
         let backends = destination
             .backends
@@ -215,6 +246,7 @@ where
             metrics: OutboundIndex::new("test", destination, &Default::default()),
             routes: CompiledRoutes::new(destination),
             destination: destination.clone(),
+            zone: Arc::from(""),
             default,
             backends,
         }

@@ -181,6 +181,10 @@ struct SliceEndpoint {
     /// The pod's name (in the slice's namespace).
     pod: Option<String>,
     zone: String,
+    /// The node it runs on: the zones of nodes are learnt from their endpoints.
+    node: Option<String>,
+    /// Topology hints (`hints.forZones`).
+    for_zones: Vec<String>,
 }
 
 /// What the index keeps of a Pod.
@@ -188,6 +192,8 @@ struct SliceEndpoint {
 pub(crate) struct PodSummary {
     service_account: String,
     labels: BTreeMap<String, String>,
+    /// The node it is scheduled on, once it is.
+    node: Option<String>,
 }
 
 // === impl Indexed ===
@@ -261,6 +267,13 @@ impl Indexed for EndpointSlice {
                         .filter(|t| t.kind.as_deref() == Some("Pod"))
                         .and_then(|t| t.name.clone()),
                     zone: e.zone.clone().unwrap_or_default(),
+                    node: e.node_name.clone(),
+                    for_zones: e
+                        .hints
+                        .iter()
+                        .flat_map(|h| h.for_zones.iter().flatten())
+                        .map(|z| z.name.clone())
+                        .collect(),
                 }
             })
             .collect();
@@ -293,6 +306,7 @@ impl Indexed for Pod {
                 .filter(|(k, _)| !IGNORED_POD_LABELS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            node: spec.node_name.clone().filter(|n| !n.is_empty()),
         })
     }
 
@@ -515,6 +529,7 @@ impl ClusterIndex {
             services: services.into_values().collect(),
             policies,
             default_policy: self.default_policy.clone(),
+            instance_zones: self.instance_zones(),
         };
         let config = config.validate(&self.trust_domain).map_err(BuildError)?;
         Ok(Built {
@@ -534,9 +549,38 @@ impl ClusterIndex {
             services: services.to_vec(),
             policies: policies.to_vec(),
             default_policy: None,
+            instance_zones: BTreeMap::new(),
         }
         .validate(&self.trust_domain)
         .map(drop)
+    }
+
+    /// The zone of every pod whose node's zone is known, by `<namespace>/<pod>`: a workload's
+    /// instance name is its pod's name, and a node's zone is the zone EndpointSlices give the
+    /// endpoints on it (the EndpointSlice controller copies it from the Node's
+    /// `topology.kubernetes.io/zone` label), so no Node needs to be read.
+    fn instance_zones(&self) -> BTreeMap<String, String> {
+        let mut node_zones: BTreeMap<&str, &str> = BTreeMap::new();
+        for endpoint in self.slices.items.values().flat_map(|s| &s.endpoints) {
+            if let (Some(node), false) = (&endpoint.node, endpoint.zone.is_empty()) {
+                node_zones.insert(node, &endpoint.zone);
+            }
+        }
+        if node_zones.is_empty() {
+            return BTreeMap::new();
+        }
+        self.pods
+            .items
+            .iter()
+            .filter_map(|(key, pod)| {
+                let zone = node_zones.get(pod.node.as_deref()?)?;
+                Some((
+                    format!("{}/{}", key.namespace, key.name),
+                    (*zone).to_owned(),
+                ))
+            })
+            .filter(|(_, zone)| zone.len() <= mesh_core::config::MAX_ZONE_BYTES)
+            .collect()
     }
 
     /// The identities of `service`'s pods that are in its slices but not among `spec`'s
@@ -637,6 +681,7 @@ impl ClusterIndex {
                         address: address.to_string(),
                         weight: None,
                         zone: endpoint.zone.clone(),
+                        for_zones: endpoint.for_zones.clone(),
                         labels: pod.labels.clone(),
                         identity: identity.to_string(),
                     };

@@ -553,6 +553,7 @@ fn error_strings(config: &MeshConfig) -> Vec<String> {
 fn big_service(count: usize, labels: usize) -> MeshConfig {
     let endpoints = (0..count)
         .map(|i| EndpointSpec {
+            for_zones: Vec::new(),
             address: format!("10.{}.{}.{}:80", i / 62_500, (i / 250) % 250, i % 250 + 1),
             weight: None,
             zone: String::new(),
@@ -600,6 +601,42 @@ fn label_and_zone_sizes_are_bounded_with_their_paths() {
     config
         .validate(&trust_domain_named("cluster.local"))
         .unwrap();
+}
+
+#[test]
+fn zone_hints_and_instance_zones_are_bounded_with_their_paths() {
+    let mut config = big_service(1, 0);
+    config.services[1].endpoints[0].for_zones = (0..=MAX_ZONE_HINTS)
+        .map(|i| format!("zone-{i}"))
+        .chain(["z".repeat(MAX_ZONE_BYTES + 1)])
+        .collect();
+    config.instance_zones = BTreeMap::from([
+        ("default/greeter-1".to_owned(), "zone-a".to_owned()),
+        ("no-slash".to_owned(), "zone-a".to_owned()),
+        (
+            "default/greeter-2".to_owned(),
+            "z".repeat(MAX_ZONE_BYTES + 1),
+        ),
+    ]);
+    assert_eq!(
+        error_strings(&config),
+        [
+            "services[1].endpoints[0].forZones: more than 8 zones",
+            "services[1].endpoints[0].forZones[9]: longer than 63 bytes",
+            "instanceZones[\"default/greeter-2\"]: zone longer than 63 bytes",
+            "instanceZones[\"no-slash\"]: expected <namespace>/<instance>, e.g. default/greeter-7d9f-x2x4q",
+        ]
+    );
+    let mut config = big_service(1, 0);
+    config.services[1].endpoints[0].for_zones = vec!["zone-a".to_owned(); MAX_ZONE_HINTS];
+    config.instance_zones = BTreeMap::from([("default/g-1".to_owned(), "zone-b".to_owned())]);
+    let valid = config
+        .validate(&trust_domain_named("cluster.local"))
+        .unwrap();
+    assert_eq!(valid.zone_of("default", "g-1"), "zone-b");
+    assert_eq!(valid.zone_of("default", "g-2"), "");
+    let big = valid.destination(&"big.default".parse().unwrap());
+    assert_eq!(big.endpoints[0].for_zones.len(), MAX_ZONE_HINTS);
 }
 
 #[test]

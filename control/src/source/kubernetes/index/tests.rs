@@ -833,3 +833,40 @@ fn ipv6_endpoints_and_named_ports() {
         ["[fd00::1]:8080 spiffe://mesh.local/ns/default/sa/greeter"]
     );
 }
+
+#[test]
+fn pods_get_the_zone_of_their_node_and_endpoints_carry_their_hints() {
+    let mut index = greeter();
+    // g-1 on node-a (zone-a); a client-only pod on the same node; one on a node no endpoint
+    // reveals the zone of.
+    let on = |name: &str, node: &str| -> Pod {
+        obj(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"serviceAccountName": "greeter", "nodeName": node, "containers": []}
+        }))
+    };
+    index.apply(Event::Apply(on("g-1", "node-a")));
+    index.apply(Event::Apply(on("client-1", "node-a")));
+    index.apply(Event::Apply(on("client-2", "node-x")));
+    let slice: EndpointSlice = obj(json!({
+        "metadata": {"name": "greeter-abc", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "greeter"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051, "protocol": "TCP"}],
+        "endpoints": [{
+            "addresses": ["10.0.0.1"],
+            "targetRef": {"kind": "Pod", "name": "g-1", "namespace": "default"},
+            "nodeName": "node-a",
+            "zone": "zone-a",
+            "hints": {"forZones": [{"name": "zone-a"}, {"name": "zone-b"}]}
+        }]
+    }));
+    index.apply(Event::Apply(slice));
+    let config = index.build().expect("builds").config;
+    assert_eq!(config.zone_of("default", "g-1"), "zone-a");
+    assert_eq!(config.zone_of("default", "client-1"), "zone-a");
+    assert_eq!(config.zone_of("default", "client-2"), "");
+    assert_eq!(config.zone_of("other", "client-1"), "");
+    let endpoint = &destination(&index, "greeter.default").endpoints[0];
+    assert_eq!(endpoint.for_zones, ["zone-a", "zone-b"]);
+}
