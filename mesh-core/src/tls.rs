@@ -137,9 +137,13 @@ impl std::error::Error for Refused {
     }
 }
 
-/// The ring crypto provider every mesh TLS config uses (one provider in the tree).
+/// The crypto provider every mesh TLS config uses: ring's (one provider in the tree), with
+/// the post-quantum hybrid key exchange [`X25519_MLKEM768`] preferred over its classical
+/// groups (X25519, P-256, P-384), which stay for peers without it.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups.insert(0, X25519_MLKEM768);
+    Arc::new(provider)
 }
 
 /// The signature algorithms a chain may use: those of ring that rustls' ring provider offers.
@@ -591,6 +595,9 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 }
 
 /// Handshake signatures are checked the same way on both sides: with the provider's algorithms.
+mod hybrid_kx;
+pub use hybrid_kx::X25519_MLKEM768;
+
 mod signatures {
     use rustls::client::danger::HandshakeSignatureValid;
     use rustls::crypto::CryptoProvider;

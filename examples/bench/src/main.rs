@@ -3,7 +3,7 @@
 //! ratios hold), prints a table and the ratios with each target met or not, and writes the raw
 //! figures as JSON.
 //!
-//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all]
+//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|handshake|all]
 //! [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]` (`--help` explains them).
 //!
 //! Servers whose CPU time or memory is measured run in processes of their own: the binary runs
@@ -13,6 +13,7 @@ mod balancing;
 mod chart;
 mod fanout;
 mod fanout_servers;
+mod handshake;
 mod haproxy;
 mod issuance;
 mod machine;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
+const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|handshake|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
 
 const HELP: &str = "\
 The mesh's benchmarks: each scenario starts everything on 127.0.0.1 and measures the mesh
@@ -41,6 +42,8 @@ Scenarios (default: request-path):
                  the mesh's P2C balancer against a plain round robin
   issuance       Certify calls per second against the control service, next to the raw rate
                  of checking a CSR and signing a certificate
+  handshake      mutual TLS handshakes per second and bytes, the mesh's post-quantum hybrid
+                 key exchange (X25519MLKEM768) against classical X25519
   all            every scenario
 
 Options:
@@ -82,7 +85,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "request-path" | "fan-out" | "balancing" | "issuance" | "all" => {
+            "request-path" | "fan-out" | "balancing" | "issuance" | "handshake" | "all" => {
                 parsed.scenario = arg.clone();
             }
             "--seconds" => parsed.seconds = it.next().context("--seconds N")?.parse()?,
@@ -130,6 +133,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == "issuance" {
         issuance::run(&args)?;
+    }
+    if all || args.scenario == "handshake" {
+        handshake::run(&args)?;
     }
     Ok(())
 }

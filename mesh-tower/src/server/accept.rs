@@ -77,12 +77,20 @@ impl MeshTlsStream {
         slot: OwnedSemaphorePermit,
     ) -> Self {
         let activity = Arc::new(Activity::default());
+        let key_exchange = match &inner {
+            Conn::Tls(tls) => tls
+                .get_ref()
+                .1
+                .negotiated_key_exchange_group()
+                .map(|g| g.name()),
+            Conn::Plain(_) => None,
+        };
         let idle = limits
             .idle_timeout
             .map(|after| Box::new(IdleTimer::new(activity.clone(), after)));
         Self {
             inner,
-            info: MeshConnectInfo::new(remote_addr, peer, authorizer, activity),
+            info: MeshConnectInfo::new(remote_addr, peer, authorizer, activity, key_exchange),
             first: Some(Box::new(FirstRequest::new(limits.header_timeout))),
             idle,
             _slot: slot,

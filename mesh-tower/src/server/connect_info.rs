@@ -26,6 +26,7 @@ struct ConnectionInfo {
     authorizer: Option<Authorizer>,
     /// The calls in flight, for the connection's idle timer.
     activity: Arc<Activity>,
+    key_exchange: Option<rustls::NamedGroup>,
 }
 
 impl MeshConnectInfo {
@@ -34,12 +35,14 @@ impl MeshConnectInfo {
         peer: Option<PeerIdentity>,
         authorizer: Option<Authorizer>,
         activity: Arc<Activity>,
+        key_exchange: Option<rustls::NamedGroup>,
     ) -> Self {
         Self(Arc::new(ConnectionInfo {
             remote_addr,
             peer,
             authorizer,
             activity,
+            key_exchange,
         }))
     }
 
@@ -56,6 +59,13 @@ impl MeshConnectInfo {
     /// The caller's verified identity (`None` for a plaintext caller of a permissive server).
     pub fn peer(&self) -> Option<&PeerIdentity> {
         self.0.peer.as_ref()
+    }
+
+    /// The TLS key exchange the connection was set up with: `X25519MLKEM768` (post-quantum
+    /// hybrid) between meshed workloads, a classical group with a peer that lacks it; `None`
+    /// in plaintext.
+    pub fn key_exchange(&self) -> Option<rustls::NamedGroup> {
+        self.0.key_exchange
     }
 
     /// The inbound policy that judges the connection's requests (`None` when the mesh has no
