@@ -163,6 +163,14 @@ async fn grpc_aborts_answer_their_status_for_their_share_of_calls() {
         .unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let channel = mesh.channel("greeter").await.unwrap();
+    // The first config (100 %) is in force before the versions are counted from it.
+    let first = GreeterClient::new(channel.clone())
+        .say_hello(HelloRequest {
+            name: "fault".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(first.message().contains("fault injected"), "{first:?}");
 
     for percent in [0, 50, 100] {
         harness.reconfigure(&mesh, &config(percent)).await.unwrap();
