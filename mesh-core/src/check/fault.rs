@@ -149,3 +149,147 @@ fn percent(path: &str, value: Option<Percent>, errors: &mut Vec<FieldError>) -> 
         .map_err(|reason| errors.push(FieldError::new(path, format!("{value} {reason}"))))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::fault::{AbortStatus, FaultAbort, FaultDelay, FaultInjection};
+    use crate::fixtures::{name, parse};
+    use crate::snapshot::{RouteFilter, Snapshot};
+    use crate::testing::trust_domain_named;
+    use crate::{ValidationErrors, proto};
+
+    /// A config of service `a` with one route of `kind` whose one rule has `filters`.
+    fn config(kind: &str, filters: &str) -> String {
+        format!(
+            "services:\n  - name: a\n    routes:\n      - name: r\n        kind: {kind}\n        \
+             rules: [{{backendRefs: [{{name: a}}], filters: {filters}}}]\n"
+        )
+    }
+
+    fn validate(yaml: &str) -> Result<crate::config::ValidConfig, ValidationErrors> {
+        parse(yaml).validate(&trust_domain_named("cluster.local"))
+    }
+
+    #[test]
+    fn bad_faults_report_each_field() {
+        let f = "services[0].routes[0].rules[0].filters";
+        // (route kind, filters, errors)
+        let cases: &[(&str, &str, &[String])] = &[
+            (
+                "http",
+                "[{type: FaultInjection, faultInjection: {}}]",
+                &[format!("{f}[0].faultInjection: set delay, abort or both")],
+            ),
+            (
+                "http",
+                "[{type: FaultInjection}]",
+                &[format!(
+                    "{f}[0].faultInjection: required when type is FaultInjection"
+                )],
+            ),
+            (
+                "http",
+                "[{type: FaultInjection, faultInjection: \
+                  {delay: {fixedDelay: 0s, percent: 101}, abort: {httpStatus: 200, percent: -1}}}]",
+                &[
+                    format!("{f}[0].faultInjection.delay.percent: 101 must be a number from 0 to 100"),
+                    format!("{f}[0].faultInjection.delay.fixedDelay: must be above 0"),
+                    format!("{f}[0].faultInjection.abort.percent: -1 must be a number from 0 to 100"),
+                    format!(
+                        "{f}[0].faultInjection.abort.httpStatus: status code 200 is out of range 400 to 599"
+                    ),
+                ],
+            ),
+            (
+                "http",
+                "[{type: FaultInjection, faultInjection: \
+                  {delay: {fixedDelay: 6m, percent: 0.00001}, abort: {grpcStatus: UNAVAILABLE}}}]",
+                &[
+                    format!("{f}[0].faultInjection.delay.percent: 0.00001 is finer than 0.0001"),
+                    format!(
+                        "{f}[0].faultInjection.delay.fixedDelay: 6m is longer than the longest fault delay, 5m"
+                    ),
+                    format!(
+                        "{f}[0].faultInjection.abort.grpcStatus: gRPC statuses apply to gRPC routes; HTTP routes use httpStatus"
+                    ),
+                ],
+            ),
+            (
+                "grpc",
+                "[{type: FaultInjection, faultInjection: {abort: {httpStatus: 503}}}, \
+                  {type: FaultInjection, faultInjection: {abort: {grpcStatus: OK}}}]",
+                &[
+                    format!(
+                        "{f}[0].faultInjection.abort.httpStatus: HTTP statuses apply to HTTP routes; gRPC routes use grpcStatus"
+                    ),
+                    format!(
+                        "{f}[1].type: FaultInjection may appear once per rule (first at {f}[0])"
+                    ),
+                ],
+            ),
+            (
+                "grpc",
+                "[{type: FaultInjection, faultInjection: {abort: {percent: 5}}}]",
+                &[format!("{f}[0].faultInjection.abort.grpcStatus: required on gRPC routes")],
+            ),
+        ];
+        for (kind, filters, expected) in cases {
+            let errors = validate(&config(kind, filters)).expect_err(filters);
+            let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+            assert_eq!(&got, expected, "{filters}");
+        }
+    }
+
+    #[test]
+    fn a_valid_fault_is_typed_and_crosses_the_wire_unchanged() {
+        let cases = [
+            (
+                "http",
+                "[{type: FaultInjection, faultInjection: \
+                  {delay: {fixedDelay: 150ms, percent: 0.1}, abort: {httpStatus: 503}}}]",
+                FaultInjection {
+                    delay: Some(FaultDelay {
+                        fixed: Duration::from_millis(150),
+                        per_million: 1000,
+                    }),
+                    abort: Some(FaultAbort {
+                        status: AbortStatus::Http(http::StatusCode::SERVICE_UNAVAILABLE),
+                        per_million: 1_000_000,
+                    }),
+                },
+            ),
+            (
+                "grpc",
+                "[{type: FaultInjection, faultInjection: \
+                  {abort: {grpcStatus: RESOURCE_EXHAUSTED, percent: 33.3333}}}]",
+                FaultInjection {
+                    delay: None,
+                    abort: Some(FaultAbort {
+                        status: AbortStatus::Grpc(tonic::Code::ResourceExhausted),
+                        per_million: 333_333,
+                    }),
+                },
+            ),
+        ];
+        for (kind, filters, expected) in cases {
+            let valid = validate(&config(kind, filters)).expect(filters);
+            let destination = valid.destination(&name("a.default"));
+            assert_eq!(
+                destination.routes[0].rules[0].filters,
+                [RouteFilter::FaultInjection(expected)]
+            );
+            let model = Snapshot {
+                inbound: None,
+                trust_bundle: Vec::new(),
+                version: 1,
+                destinations: vec![destination],
+            };
+            let wire = proto::Snapshot::from(&model);
+            let bytes = prost::Message::encode_to_vec(&wire);
+            let decoded: proto::Snapshot = prost::Message::decode(bytes.as_slice()).unwrap();
+            assert_eq!(Snapshot::try_from(decoded).unwrap(), model, "{filters}");
+        }
+    }
+}
