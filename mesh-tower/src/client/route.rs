@@ -421,4 +421,35 @@ pub(super) mod tests {
         );
         assert!(decision.unwrap().mirror.is_none());
     }
+
+    #[test]
+    fn a_fault_filter_decides_from_its_two_draws_after_the_backend() {
+        let state = state(json!([{"name": "chaos", "rules": [
+            {"backendRefs": [{"name": "echo-v1"}],
+             "filters": [{"type": "FaultInjection",
+                          "faultInjection": {"delay": {"fixedDelay": "1s", "percent": 50},
+                                             "abort": {"httpStatus": 503, "percent": 50}}}]},
+        ]}]));
+        let start = Instant::now();
+        let delay = Some(Duration::from_secs(1));
+        let abort = Some(mesh_core::fault::AbortStatus::Http(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+        ));
+        // (backend, delay and abort draws; the decision)
+        let cases = [
+            ([0, 0, 0], FaultDecision { delay, abort }),
+            ([0, 0, u32::MAX], FaultDecision { delay, abort: None }),
+            ([0, u32::MAX, 0], FaultDecision { delay: None, abort }),
+            ([0, u32::MAX, u32::MAX], FaultDecision::default()),
+        ];
+        for (draws, expected) in cases {
+            let decision = decide(&state, &mut request("GET", "/", &[]), start, &draws).unwrap();
+            assert_eq!(decision.fault, expected, "{draws:?}");
+            assert_eq!(decision.backend.service.name, "echo-v1");
+        }
+        // Without the filter nothing is drawn for it and nothing is injected.
+        let plain = super::tests::state(json!([]));
+        let decision = decide(&plain, &mut request("GET", "/", &[]), start, &[]).unwrap();
+        assert!(decision.fault.is_none());
+    }
 }
