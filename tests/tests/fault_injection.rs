@@ -205,3 +205,173 @@ async fn grpc_aborts_answer_their_status_for_their_share_of_calls() {
         assert!(plausible(aborted, f64::from(percent)), "{percent} %: {aborted}");
     }
 }
+
+/// The fake Kubernetes API server the control crate's tests use.
+#[path = "../../control/tests/k8s_support/mod.rs"]
+mod k8s_support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_injection_resource_named_by_an_extension_ref_applies_through_kubernetes() {
+    use k8s_support::{
+        FAULTS, FakeApi, HTTP_ROUTES, PODS, Review, SERVICES, SLICES, pod, service, slice,
+    };
+    use mesh_control::ConfigSource;
+    use mesh_control::k8s::KubernetesSource;
+    use serde_json::json;
+
+    let lw = listener().await.unwrap();
+    let api = FakeApi::start().await;
+    api.apply(SERVICES, service("default", "web"));
+    api.apply(PODS, pod("default", "web-1", "web"));
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "web-abc",
+            "web",
+            lw.local_addr().unwrap().port(),
+            &[("127.0.0.1", "web-1")],
+        ),
+    );
+    for account in ["web", "client"] {
+        api.review(
+            &mesh_tests::token_for(account),
+            Review {
+                authenticated: true,
+                username: format!("system:serviceaccount:default:{account}"),
+                audiences: None,
+            },
+        );
+    }
+    let fault = |percent: u32| {
+        json!({"apiVersion": "policy.mesh.dev/v1alpha1", "kind": "FaultInjection",
+               "metadata": {"name": "web-abort", "namespace": "default"},
+               "spec": {"abort": {"httpStatus": 503, "percent": percent}}})
+    };
+    api.apply(FAULTS, fault(50));
+    api.apply(
+        HTTP_ROUTES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "web-chaos", "namespace": "default", "generation": 1},
+               "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                        "rules": [{"filters": [{"type": "ExtensionRef",
+                                                "extensionRef": {"group": "policy.mesh.dev",
+                                                                 "kind": "FaultInjection",
+                                                                 "name": "web-abort"}}],
+                                   "backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+
+    let harness = Harness::start_with(&Config::new(), |options| {
+        let mut source = KubernetesSource::new(api.client());
+        source.sync_timeout = std::time::Duration::from_secs(10);
+        options.config = ConfigSource::Kubernetes(source);
+    })
+    .await
+    .unwrap();
+    let web = harness
+        .web(lw, "w1", "web", "web", WebMode::Normal)
+        .await
+        .unwrap();
+    let mesh = harness.mesh("client").await.unwrap();
+    let client = mesh.client::<Body>("web").await.unwrap();
+
+    // Half the calls are aborted by the mesh, never sent; the rest are answered.
+    let replies = concurrently(CALLS, IN_FLIGHT, {
+        let client = client.clone();
+        move |_| {
+            let client = client.clone();
+            async move { get(&client, "/k8s").await }
+        }
+    })
+    .await;
+    let answered = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let aborted = replies
+        .iter()
+        .filter(|r| {
+            r.status == StatusCode::SERVICE_UNAVAILABLE
+                && r.mesh_error().is_some_and(|e| e.contains("fault injected"))
+        })
+        .count();
+    let reached = web.log.count_path("/k8s");
+    eprintln!("kubernetes 50 %: {aborted} aborted, {answered} answered, {reached} reached");
+    assert_eq!(answered + aborted, CALLS);
+    assert_eq!(reached, answered);
+    assert!(plausible(aborted, 50.0), "{aborted} of {CALLS} aborted");
+
+    // The resource gone, the filter is not skipped: the rule answers 500, and nothing is sent.
+    api.delete(FAULTS, "default", "web-abort");
+    let mut gone = None;
+    for _ in 0..100 {
+        // (Probes on a path of their own: the first may still pass at 50 %.)
+        let reply = get(&client, "/k8s-probe").await;
+        if reply.status == StatusCode::INTERNAL_SERVER_ERROR {
+            gone = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let gone = gone.expect("the rule answers 500 once its FaultInjection is deleted");
+    assert!(gone.backend().is_none(), "{gone:?}");
+    let replies = concurrently(50, 8, {
+        let client = client.clone();
+        move |_| {
+            let client = client.clone();
+            async move { get(&client, "/k8s-gone").await.status }
+        }
+    })
+    .await;
+    assert!(replies.iter().all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR), "{replies:?}");
+    assert_eq!(web.log.count_path("/k8s-gone"), 0);
+    // And the route's status says which reference did not resolve.
+    let resolved_refs = || {
+        api.object(HTTP_ROUTES, "default", "web-chaos")
+            .and_then(|r| r["status"]["parents"].get(0).cloned())
+            .and_then(|p| {
+                p["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "ResolvedRefs")
+                    .cloned()
+            })
+    };
+    let mut condition = None;
+    for _ in 0..100 {
+        condition = resolved_refs().filter(|c| c["status"] == "False");
+        if condition.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let condition = condition.expect("ResolvedRefs is written false");
+    assert_eq!(condition["reason"], "FilterNotFound", "{condition}");
+    assert!(
+        condition["message"].as_str().unwrap().contains("default/web-abort"),
+        "{condition}"
+    );
+
+    // Back at 100 %: every call is aborted.
+    api.apply(FAULTS, fault(100));
+    let mut back = false;
+    for _ in 0..100 {
+        let reply = get(&client, "/k8s-probe").await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the FaultInjection applies again once it is back");
+    let replies = concurrently(50, 8, {
+        let client = client.clone();
+        move |_| {
+            let client = client.clone();
+            async move { get(&client, "/k8s-back").await.status }
+        }
+    })
+    .await;
+    assert!(replies.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{replies:?}");
+    assert_eq!(web.log.count_path("/k8s-back"), 0);
+}
