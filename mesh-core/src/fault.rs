@@ -260,22 +260,8 @@ mod tests {
         // (delay draw, abort draw, decision)
         let cases = [
             (low, low, FaultDecision { delay, abort }),
-            (
-                low,
-                high,
-                FaultDecision {
-                    delay,
-                    abort: None,
-                },
-            ),
-            (
-                high,
-                low,
-                FaultDecision {
-                    delay: None,
-                    abort,
-                },
-            ),
+            (low, high, FaultDecision { delay, abort: None }),
+            (high, low, FaultDecision { delay: None, abort }),
             (high, high, FaultDecision::default()),
         ];
         for (d, a, expected) in cases {
@@ -295,14 +281,46 @@ mod tests {
         use tonic::Code;
         // (status, HTTP caller reads, gRPC caller reads)
         let cases = [
-            (AbortStatus::Http(StatusCode::SERVICE_UNAVAILABLE), 503, Code::Unavailable),
-            (AbortStatus::Http(StatusCode::TOO_MANY_REQUESTS), 429, Code::Unavailable),
-            (AbortStatus::Http(StatusCode::NOT_FOUND), 404, Code::Unimplemented),
-            (AbortStatus::Http(StatusCode::FORBIDDEN), 403, Code::PermissionDenied),
-            (AbortStatus::Http(StatusCode::UNAUTHORIZED), 401, Code::Unauthenticated),
-            (AbortStatus::Http(StatusCode::BAD_REQUEST), 400, Code::Internal),
-            (AbortStatus::Http(StatusCode::INTERNAL_SERVER_ERROR), 500, Code::Unknown),
-            (AbortStatus::Grpc(Code::ResourceExhausted), 500, Code::ResourceExhausted),
+            (
+                AbortStatus::Http(StatusCode::SERVICE_UNAVAILABLE),
+                503,
+                Code::Unavailable,
+            ),
+            (
+                AbortStatus::Http(StatusCode::TOO_MANY_REQUESTS),
+                429,
+                Code::Unavailable,
+            ),
+            (
+                AbortStatus::Http(StatusCode::NOT_FOUND),
+                404,
+                Code::Unimplemented,
+            ),
+            (
+                AbortStatus::Http(StatusCode::FORBIDDEN),
+                403,
+                Code::PermissionDenied,
+            ),
+            (
+                AbortStatus::Http(StatusCode::UNAUTHORIZED),
+                401,
+                Code::Unauthenticated,
+            ),
+            (
+                AbortStatus::Http(StatusCode::BAD_REQUEST),
+                400,
+                Code::Internal,
+            ),
+            (
+                AbortStatus::Http(StatusCode::INTERNAL_SERVER_ERROR),
+                500,
+                Code::Unknown,
+            ),
+            (
+                AbortStatus::Grpc(Code::ResourceExhausted),
+                500,
+                Code::ResourceExhausted,
+            ),
         ];
         for (status, http, grpc) in cases {
             assert_eq!(status.http_status().as_u16(), http, "{status}");
@@ -342,9 +360,8 @@ mod tests {
         }
         assert_eq!(per_million_percent(1000), 0.1);
         for percent in [0.1, 0.0001, 12.5, 99.9999] {
-            let round_trip = percent_per_million(per_million_percent(
-                percent_per_million(percent).unwrap(),
-            ));
+            let round_trip =
+                percent_per_million(per_million_percent(percent_per_million(percent).unwrap()));
             assert_eq!(round_trip, percent_per_million(percent));
         }
     }

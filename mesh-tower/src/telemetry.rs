@@ -187,7 +187,10 @@ pub(crate) fn describe() {
         "Retries refused by the retry budget"
     );
     describe_counter!(TIMEOUTS, "Calls or tries that timed out");
-    describe_counter!(FAULTS, "Calls delayed or aborted by a route's fault injection");
+    describe_counter!(
+        FAULTS,
+        "Calls delayed or aborted by a route's fault injection"
+    );
     describe_counter!(EJECTIONS, "Endpoints ejected by outlier detection");
     describe_gauge!(ENDPOINTS, "Endpoints of a backend by state");
     describe_counter!(

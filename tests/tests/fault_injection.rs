@@ -77,9 +77,24 @@ async fn http_aborts_and_delays_hit_their_share_of_calls() {
         ("/abort0", 0.0, StatusCode::SERVICE_UNAVAILABLE, "abort"),
         ("/abort50", 50.0, StatusCode::SERVICE_UNAVAILABLE, "abort"),
         ("/abort100", 100.0, StatusCode::SERVICE_UNAVAILABLE, "abort"),
-        ("/delay0", 0.0, StatusCode::GATEWAY_TIMEOUT, "did not answer"),
-        ("/delay50", 50.0, StatusCode::GATEWAY_TIMEOUT, "did not answer"),
-        ("/delay100", 100.0, StatusCode::GATEWAY_TIMEOUT, "did not answer"),
+        (
+            "/delay0",
+            0.0,
+            StatusCode::GATEWAY_TIMEOUT,
+            "did not answer",
+        ),
+        (
+            "/delay50",
+            50.0,
+            StatusCode::GATEWAY_TIMEOUT,
+            "did not answer",
+        ),
+        (
+            "/delay100",
+            100.0,
+            StatusCode::GATEWAY_TIMEOUT,
+            "did not answer",
+        ),
     ];
     for (path, percent, faulted_status, named) in cases {
         let replies = concurrently(CALLS, IN_FLIGHT, {
@@ -104,10 +119,17 @@ async fn http_aborts_and_delays_hit_their_share_of_calls() {
             .count();
         let reached = web.log.count_path(path);
         eprintln!("{path}: {faulted} faulted, {answered} answered, {reached} reached the backend");
-        assert_eq!(answered + faulted, CALLS, "{path}: every call is one or the other");
+        assert_eq!(
+            answered + faulted,
+            CALLS,
+            "{path}: every call is one or the other"
+        );
         // Each faulted call was never sent, and none was retried.
         assert_eq!(reached, answered, "{path}");
-        assert!(plausible(faulted, percent), "{path}: {faulted} of {CALLS} faulted");
+        assert!(
+            plausible(faulted, percent),
+            "{path}: {faulted} of {CALLS} faulted"
+        );
         if percent == 50.0 {
             assert!(answered > 0 && faulted > 0, "{path}");
         }
@@ -201,8 +223,14 @@ async fn grpc_aborts_answer_their_status_for_their_share_of_calls() {
         let reached = (greeter.greeter.received() - before) as usize;
         eprintln!("gRPC {percent} %: {aborted} aborted, {answered} answered, {reached} reached");
         assert_eq!(answered + aborted, CALLS, "{percent} %");
-        assert_eq!(reached, answered, "{percent} %: aborted calls are never sent nor retried");
-        assert!(plausible(aborted, f64::from(percent)), "{percent} %: {aborted}");
+        assert_eq!(
+            reached, answered,
+            "{percent} %: aborted calls are never sent nor retried"
+        );
+        assert!(
+            plausible(aborted, f64::from(percent)),
+            "{percent} %: {aborted}"
+        );
     }
 }
 
@@ -323,7 +351,12 @@ async fn a_fault_injection_resource_named_by_an_extension_ref_applies_through_ku
         }
     })
     .await;
-    assert!(replies.iter().all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR), "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR),
+        "{replies:?}"
+    );
     assert_eq!(web.log.count_path("/k8s-gone"), 0);
     // And the route's status says which reference did not resolve.
     let resolved_refs = || {
@@ -348,7 +381,10 @@ async fn a_fault_injection_resource_named_by_an_extension_ref_applies_through_ku
     let condition = condition.expect("ResolvedRefs is written false");
     assert_eq!(condition["reason"], "FilterNotFound", "{condition}");
     assert!(
-        condition["message"].as_str().unwrap().contains("default/web-abort"),
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/web-abort"),
         "{condition}"
     );
 
@@ -372,6 +408,11 @@ async fn a_fault_injection_resource_named_by_an_extension_ref_applies_through_ku
         }
     })
     .await;
-    assert!(replies.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{replies:?}"
+    );
     assert_eq!(web.log.count_path("/k8s-back"), 0);
 }

@@ -194,9 +194,13 @@ mod tests {
                 "[{type: FaultInjection, faultInjection: \
                   {delay: {fixedDelay: 0s, percent: 101}, abort: {httpStatus: 200, percent: -1}}}]",
                 &[
-                    format!("{f}[0].faultInjection.delay.percent: 101 must be a number from 0 to 100"),
+                    format!(
+                        "{f}[0].faultInjection.delay.percent: 101 must be a number from 0 to 100"
+                    ),
                     format!("{f}[0].faultInjection.delay.fixedDelay: must be above 0"),
-                    format!("{f}[0].faultInjection.abort.percent: -1 must be a number from 0 to 100"),
+                    format!(
+                        "{f}[0].faultInjection.abort.percent: -1 must be a number from 0 to 100"
+                    ),
                     format!(
                         "{f}[0].faultInjection.abort.httpStatus: status code 200 is out of range 400 to 599"
                     ),
@@ -232,7 +236,9 @@ mod tests {
             (
                 "grpc",
                 "[{type: FaultInjection, faultInjection: {abort: {percent: 5}}}]",
-                &[format!("{f}[0].faultInjection.abort.grpcStatus: required on gRPC routes")],
+                &[format!(
+                    "{f}[0].faultInjection.abort.grpcStatus: required on gRPC routes"
+                )],
             ),
         ];
         for (kind, filters, expected) in cases {

@@ -684,7 +684,12 @@ fn filter(
             .fault_injection
             .as_ref()
             .and_then(|f| {
-                super::fault::fault_injection(&format!("{path}.faultInjection"), route_kind, f, errors)
+                super::fault::fault_injection(
+                    &format!("{path}.faultInjection"),
+                    route_kind,
+                    f,
+                    errors,
+                )
             })
             .map(RouteFilter::FaultInjection),
         _ => spec

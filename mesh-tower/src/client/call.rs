@@ -169,6 +169,9 @@ where
     let (parts, body) = request.into_parts();
     let body = MeshBody::buffer(body);
     let replay = body.replay().cloned();
+    // A body still streaming is cut (fails, so the server reads a reset) if the call ends
+    // without an answer: see `super::cut`.
+    let mut cut = body.cut_guard();
     let keep_head = replay.is_some();
     let head = keep_head.then(|| Head {
         method: parts.method.clone(),
@@ -211,14 +214,22 @@ where
                     tries.metrics.fault_aborts.increment(1);
                     Err(CallError::FaultAbort {
                         destination: tries.shared.destination.clone(),
-                        route: tries.rule.as_ref().map_or_else(String::new, |r| r.describe()),
+                        route: tries
+                            .rule
+                            .as_ref()
+                            .map_or_else(String::new, |r| r.describe()),
                         status,
                     })
                 }
                 None => tries.run(first).await,
             }
         };
-        let result = match within(timeout, attempt).await {
+        let result = within(timeout, attempt).await;
+        if let (Ok(Ok(_)), Some(cut)) = (&result, &mut cut) {
+            cut.disarm();
+        }
+        drop(cut);
+        let result = match result {
             Ok(result) => result,
             Err(after) => {
                 tries.metrics.request_timeouts.increment(1);
@@ -246,7 +257,11 @@ fn fault_explained(fault: &FaultDecision) -> String {
         .delay
         .map(|d| format!("delay {}", mesh_core::duration::format(d)));
     let abort = fault.abort.map(|a| format!("abort {a}"));
-    delay.into_iter().chain(abort).collect::<Vec<_>>().join(", ")
+    delay
+        .into_iter()
+        .chain(abort)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sends a copy of the request to the mirror backend and forgets it.

@@ -358,11 +358,7 @@ fn rule_spec(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // No backend: the rule answers 500 (gRPC UNAVAILABLE), as Gateway API requires.
-    let backend_refs = if unresolved {
-        Vec::new()
-    } else {
-        backend_refs
-    };
+    let backend_refs = if unresolved { Vec::new() } else { backend_refs };
     let timeouts = rule
         .timeouts
         .clone()

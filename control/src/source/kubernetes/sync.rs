@@ -237,9 +237,12 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
     let grpc = watcher(Api::<GrpcRoute>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::GrpcRoute(Box::new(e))));
-    let policies = watcher(Api::<AuthorizationPolicy>::all(client.clone()), config.clone())
-        .default_backoff()
-        .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
+    let policies = watcher(
+        Api::<AuthorizationPolicy>::all(client.clone()),
+        config.clone(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
     let faults = watcher(Api::<FaultInjection>::all(client), config)
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::Fault(Box::new(e))));

@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn the_schema_carries_the_cel_rules() {
         let json = serde_json::to_string(&FaultInjection::crd()).expect("serializable");
-        assert!(json.contains("has(self.delay) || has(self.abort)"), "{json}");
+        assert!(
+            json.contains("has(self.delay) || has(self.abort)"),
+            "{json}"
+        );
         assert!(json.contains("has(self.httpStatus) != has(self.grpcStatus)"));
         assert!(json.contains(r#""kind":"FaultInjection""#));
     }

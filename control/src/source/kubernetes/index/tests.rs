@@ -679,7 +679,10 @@ fn an_extension_ref_to_a_fault_injection_is_inlined_and_a_missing_one_answers_50
     }));
     index.apply(Event::Apply(grpc_fault));
     let built = index.build().expect("builds");
-    let refusal = built.routes[0].parents[0].accepted.as_ref().expect_err("refused");
+    let refusal = built.routes[0].parents[0]
+        .accepted
+        .as_ref()
+        .expect_err("refused");
     assert!(refusal.message.contains("grpcStatus"), "{refusal:?}");
 
     // An ExtensionRef to a kind the mesh does not know is refused, not skipped.
@@ -692,7 +695,11 @@ fn an_extension_ref_to_a_fault_injection_is_inlined_and_a_missing_one_answers_50
     }));
     index.apply(Event::Apply(other));
     let built = index.build().expect("builds");
-    let other = built.routes.iter().find(|r| r.route.name == "other").expect("status");
+    let other = built
+        .routes
+        .iter()
+        .find(|r| r.route.name == "other")
+        .expect("status");
     let refusal = other.parents[0].accepted.as_ref().expect_err("refused");
     assert_eq!(refusal.reason, "UnsupportedValue");
 }
