@@ -87,7 +87,10 @@ impl RequestLog {
 /// How each request body a replica read ended, by path and query: its length when it ended
 /// cleanly, `None` when reading it failed (the stream was reset). Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct BodyLog(Arc<Mutex<Vec<(String, Option<usize>)>>>);
+pub struct BodyLog(Arc<Mutex<Vec<BodyRead>>>);
+
+/// One body read: the request's path and query, and the body's length when it ended cleanly.
+type BodyRead = (String, Option<usize>);
 
 impl BodyLog {
     /// `(ended cleanly, failed)` for the bodies of requests to exactly this path and query.
