@@ -128,10 +128,12 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
+mod fault;
 mod policy;
 mod route;
 mod validate;
 
+pub use fault::{FaultAbortSpec, FaultDelaySpec, FaultInjectionSpec, Percent};
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };

@@ -316,6 +316,11 @@ impl From<&RouteFilter> for proto::RouteFilter {
                 }),
                 ..Default::default()
             },
+            RouteFilter::FaultInjection(f) => Self {
+                r#type: "FaultInjection".to_owned(),
+                fault_injection: Some(fault::to_wire(f)),
+                ..Default::default()
+            },
         }
     }
 }
@@ -690,6 +695,7 @@ fn rule_spec(path: &str, wire: &proto::RouteRule, errors: &mut Vec<FieldError>) 
                     percent: Some(m.percent),
                 }
             }),
+            fault_injection: f.fault_injection.as_ref().map(fault::from_wire),
         })
         .collect();
     RouteRuleSpec {
@@ -717,6 +723,7 @@ fn header_spec(h: &proto::Header) -> HeaderSpec {
     }
 }
 
+mod fault;
 mod policy;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,7 @@ pub mod convert;
 pub mod dns;
 pub mod duration;
 pub mod error;
+pub mod fault;
 #[cfg(test)]
 mod fixtures;
 pub mod latency;

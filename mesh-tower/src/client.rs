@@ -26,6 +26,7 @@ mod backend;
 mod balance;
 mod body;
 mod call;
+mod cut;
 mod deadline;
 mod endpoint;
 mod load;
@@ -47,6 +48,7 @@ use mesh_core::budget::{RetryBudget, RetryBudgetConfig};
 use mesh_core::snapshot::{Destination, ServiceName};
 
 pub use body::{MeshBody, Replay, ResponseBody, ResponseBodyError};
+pub use cut::Cut;
 
 use crate::discovery::Discovery;
 use crate::error::BoxError;

@@ -66,6 +66,16 @@ pub enum CallError {
         #[source]
         source: hyper::Error,
     },
+    /// The matched rule's `FaultInjection` filter aborted the call: it was never sent.
+    #[error("fault injected by {route} of {destination}: abort with {status}")]
+    FaultAbort {
+        /// The destination.
+        destination: ServiceName,
+        /// The route and rule.
+        route: String,
+        /// The status the filter answers with.
+        status: mesh_core::fault::AbortStatus,
+    },
     /// The request timeout (the route's, or the caller's `grpc-timeout`) passed.
     #[error("{destination} did not answer within {after:?}")]
     Timeout {
@@ -91,6 +101,7 @@ impl CallError {
             | Self::NoReadyEndpoint { .. }
             | Self::Endpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::FaultAbort { status, .. } => status.http_status(),
         }
     }
 
@@ -100,6 +111,7 @@ impl CallError {
         match self {
             Self::NoRoute { .. } => tonic::Code::Unimplemented,
             Self::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            Self::FaultAbort { status, .. } => status.grpc_code(),
             _ => tonic::Code::Unavailable,
         }
     }

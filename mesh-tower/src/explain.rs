@@ -5,7 +5,9 @@
 //!   `x-mesh-route` (the route that matched, empty when the destination has none),
 //!   `x-mesh-rule` (its rule, by index, and its name when it has one), `x-mesh-backend` (the
 //!   service the call went to), `x-mesh-endpoint` (the replica that answered: address and
-//!   SPIFFE ID) and `x-mesh-tries` (how many tries were sent, resends and retries included).
+//!   SPIFFE ID), `x-mesh-tries` (how many tries were sent, resends and retries included) and,
+//!   when the rule's fault injection picked the call, `x-mesh-fault` (`delay 100ms`,
+//!   `abort HTTP 503`, or both).
 //!   These are the caller's own facts: any request that asks gets them.
 //! - The server's mesh adds `x-mesh-authz` (the authorization verdict with the policy and rule
 //!   that decided it, as the denial message would name them), but only for callers whose
@@ -33,6 +35,8 @@ pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-mesh-backend")
 pub const ENDPOINT_HEADER: HeaderName = HeaderName::from_static("x-mesh-endpoint");
 /// How many tries were sent.
 pub const TRIES_HEADER: HeaderName = HeaderName::from_static("x-mesh-tries");
+/// The faults a route's `FaultInjection` filter injected into the call.
+pub const FAULT_HEADER: HeaderName = HeaderName::from_static("x-mesh-fault");
 /// The server's authorization verdict.
 pub const AUTHZ_HEADER: HeaderName = HeaderName::from_static("x-mesh-authz");
 

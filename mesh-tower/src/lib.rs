@@ -81,7 +81,9 @@ pub mod settings;
 pub mod telemetry;
 pub mod tls;
 
-pub use client::{MeshBody, MeshClient, Replay, ResponseBody, ResponseBodyError, ResponseFuture};
+pub use client::{
+    Cut, MeshBody, MeshClient, Replay, ResponseBody, ResponseBodyError, ResponseFuture,
+};
 pub use discovery::ControlStatus;
 pub use error::{BoxError, CallError, ConnectError};
 pub use identity::{Identity, IdentityError, PeerIdentity, PersistedIdentityError, Svid};

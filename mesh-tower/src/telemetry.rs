@@ -102,6 +102,8 @@ pub const RETRIES: &str = "mesh.client.retries";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "mesh.client.retry_budget_exhausted";
 /// Timeouts: `mesh.kind="request"` (the call's deadline) or `kind="try"` (a per-try timeout).
 pub const TIMEOUTS: &str = "mesh.client.timeouts";
+/// Faults injected by a route's `FaultInjection` filter: `mesh.kind="delay"` or `"abort"`.
+pub const FAULTS: &str = "mesh.client.faults";
 /// Endpoints ejected by outlier detection.
 pub const EJECTIONS: &str = "mesh.client.outlier_ejections";
 /// Endpoints of a backend by `mesh.state`: `available`, `ejected`, `connecting`.
@@ -185,6 +187,10 @@ pub(crate) fn describe() {
         "Retries refused by the retry budget"
     );
     describe_counter!(TIMEOUTS, "Calls or tries that timed out");
+    describe_counter!(
+        FAULTS,
+        "Calls delayed or aborted by a route's fault injection"
+    );
     describe_counter!(EJECTIONS, "Endpoints ejected by outlier detection");
     describe_gauge!(ENDPOINTS, "Endpoints of a backend by state");
     describe_counter!(

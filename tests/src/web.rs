@@ -86,6 +86,31 @@ impl RequestLog {
     }
 }
 
+/// How each request body a replica read ended, by path and query: its length when it ended
+/// cleanly, `None` when reading it failed (the stream was reset). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct BodyLog(Arc<Mutex<Vec<BodyRead>>>);
+
+/// One body read: the request's path and query, and the body's length when it ended cleanly.
+type BodyRead = (String, Option<usize>);
+
+impl BodyLog {
+    /// `(ended cleanly, failed)` for the bodies of requests to exactly this path and query.
+    pub fn outcomes(&self, path: &str) -> (usize, usize) {
+        let bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = bodies.iter().filter(|(p, _)| p == path);
+        let clean = mine.clone().filter(|(_, len)| len.is_some()).count();
+        (clean, mine.count() - clean)
+    }
+
+    fn push(&self, path: String, len: Option<usize>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path, len));
+    }
+}
+
 /// What a replica answers in its body: who answered and what it received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Echo {
@@ -119,6 +144,8 @@ pub struct WebReplica {
     pub name: String,
     /// What it received.
     pub log: RequestLog,
+    /// How the request bodies it read ended.
+    pub bodies: BodyLog,
     task: JoinHandle<()>,
 }
 
@@ -132,6 +159,7 @@ struct Replica {
     name: String,
     mode: WebMode,
     log: RequestLog,
+    bodies: BodyLog,
     /// Requests seen per path + query, for `/fail/{code}/{n}`.
     seen_per_path: Mutex<HashMap<String, u32>>,
 }
@@ -149,10 +177,12 @@ impl Harness {
         let mesh = Mesh::start(self.settings(account, Some(service))).await?;
         let addr = listener.local_addr()?;
         let log = RequestLog::default();
+        let bodies = BodyLog::default();
         let state = Arc::new(Replica {
             name: name.to_owned(),
             mode,
             log: log.clone(),
+            bodies: bodies.clone(),
             seen_per_path: Mutex::default(),
         });
         let router = axum::Router::new().fallback(handle).with_state(state);
@@ -163,6 +193,7 @@ impl Harness {
             addr,
             name: name.to_owned(),
             log,
+            bodies,
             task,
         })
     }
@@ -193,8 +224,12 @@ async fn handle(State(replica): State<Arc<Replica>>, request: Request) -> Respon
     }
     let body_len = match body.collect().await {
         Ok(body) => body.to_bytes().len(),
-        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+        Err(_) => {
+            replica.bodies.push(path, None);
+            return StatusCode::BAD_REQUEST.into_response();
+        }
     };
+    replica.bodies.push(path.clone(), Some(body_len));
 
     let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
     // `/drip/<chunks>/<ms>`: a body streamed one chunk every `ms` milliseconds.

@@ -246,6 +246,7 @@ fn filter(filter: &RouteFilter) -> String {
             };
             format!("RequestMirror to {key} ({}%)", m.percent)
         }
+        RouteFilter::FaultInjection(f) => format!("FaultInjection {f}"),
     }
 }
 

@@ -49,7 +49,9 @@ pub(crate) mod status;
 pub(crate) mod sync;
 pub mod token_review;
 
-pub use crd::{AuthorizationPolicy, AuthorizationPolicySpec, crds_yaml};
+pub use crd::{
+    AuthorizationPolicy, AuthorizationPolicySpec, FaultInjection, FaultInjectionSpec, crds_yaml,
+};
 pub use sync::{SyncError, read_once};
 pub use token_review::TokenReviewAuthenticator;
 

@@ -30,6 +30,7 @@ pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 pub const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 pub const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 pub const POLICIES: &str = "/apis/policy.mesh.dev/v1alpha1/authorizationpolicies";
+pub const FAULTS: &str = "/apis/policy.mesh.dev/v1alpha1/faultinjections";
 pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -43,6 +44,7 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
         "AuthorizationPolicyList",
         "policy.mesh.dev/v1alpha1",
     ),
+    (FAULTS, "FaultInjectionList", "policy.mesh.dev/v1alpha1"),
 ];
 
 /// One request as the server saw it.

@@ -158,7 +158,7 @@ pub(crate) fn rule_parts(
         .enumerate()
         .filter_map(|(i, f)| {
             let path = format!("{rule_path}.filters[{i}]");
-            filter(&path, route_namespace, f, &mut kinds_seen, errors)
+            filter(&path, kind, route_namespace, f, &mut kinds_seen, errors)
         })
         .collect();
     let timeouts = rule
@@ -595,6 +595,7 @@ pub(crate) fn check_grpc_service(value: &str) -> Result<(), &'static str> {
 
 fn filter(
     path: &str,
+    route_kind: RouteKind,
     route_namespace: &str,
     spec: &FilterSpec,
     kinds_seen: &mut FirstSeen<&'static str>,
@@ -604,12 +605,13 @@ fn filter(
         "RequestHeaderModifier" => "RequestHeaderModifier",
         "ResponseHeaderModifier" => "ResponseHeaderModifier",
         "RequestMirror" => "RequestMirror",
+        "FaultInjection" => "FaultInjection",
         other => {
             errors.push(FieldError::new(
                 format!("{path}.type"),
                 format!(
                     "unsupported filter type {other:?}: expected RequestHeaderModifier, \
-                     ResponseHeaderModifier or RequestMirror"
+                     ResponseHeaderModifier, RequestMirror or FaultInjection"
                 ),
             ));
             return None;
@@ -632,6 +634,11 @@ fn filter(
             "RequestMirror",
             spec.request_mirror.is_some(),
         ),
+        (
+            "faultInjection",
+            "FaultInjection",
+            spec.fault_injection.is_some(),
+        ),
     ];
     let mut ok = true;
     for (field, owner, set) in fields {
@@ -649,7 +656,7 @@ fn filter(
             ok = false;
         }
     }
-    // Header modifiers may appear once per rule; mirrors may repeat.
+    // Header modifiers and fault injection may appear once per rule; mirrors may repeat.
     if kind != "RequestMirror"
         && let Some(first) = kinds_seen.check(kind, path)
     {
@@ -673,6 +680,18 @@ fn filter(
             .as_ref()
             .and_then(|m| header_modifier(&format!("{path}.responseHeaderModifier"), m, errors))
             .map(RouteFilter::ResponseHeaderModifier),
+        "FaultInjection" => spec
+            .fault_injection
+            .as_ref()
+            .and_then(|f| {
+                super::fault::fault_injection(
+                    &format!("{path}.faultInjection"),
+                    route_kind,
+                    f,
+                    errors,
+                )
+            })
+            .map(RouteFilter::FaultInjection),
         _ => spec
             .request_mirror
             .as_ref()

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::BackendRefSpec;
+use super::{BackendRefSpec, FaultInjectionSpec};
 
 /// A route attached to the service it is listed under (an HTTPRoute or GRPCRoute whose
 /// `parentRef` is that service).
@@ -148,7 +148,8 @@ pub struct ValueMatchSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterSpec {
-    /// `RequestHeaderModifier`, `ResponseHeaderModifier` or `RequestMirror`.
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror` or
+    /// `FaultInjection`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For `RequestHeaderModifier`.
@@ -160,6 +161,9 @@ pub struct FilterSpec {
     /// For `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<RequestMirrorSpec>,
+    /// For `FaultInjection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_injection: Option<FaultInjectionSpec>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.

@@ -236,6 +236,8 @@ pub enum RouteFilter {
     ResponseHeaderModifier(HeaderModifier),
     /// Sends a copy of the request elsewhere, ignoring its response.
     RequestMirror(RequestMirror),
+    /// Delays or aborts a share of calls before they are sent (see [`crate::fault`]).
+    FaultInjection(crate::fault::FaultInjection),
 }
 
 /// Header edits, applied in Gateway API order: set, then add, then remove.

@@ -7,7 +7,8 @@
 //! up to a size limit, it is kept as shared chunks that every attempt replays. Otherwise the
 //! frames already taken are sent first and the rest of the caller's body follows: that request
 //! is sent once (again only if the connection hands it back unsent), never retried, and a
-//! streaming call is never held back waiting for its end.
+//! streaming call is never held back waiting for its end. Such a body fails, rather than
+//! ends, once its call has ended without an answer (see [`super::cut`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::cut::{BodyCut, Cut, CutGuard};
 use crate::error::{BoxError, CallError};
 use crate::telemetry::CallRecord;
 use mesh_core::snapshot::ServiceName;
@@ -41,6 +43,8 @@ pub enum MeshBody<B> {
         prefix: VecDeque<Bytes>,
         /// The rest.
         rest: B,
+        /// Set when the call ended without an answer: the body then fails.
+        cut: Arc<Cut>,
     },
 }
 
@@ -176,6 +180,16 @@ where
         Self::Prefixed {
             prefix: first.into_iter().chain(more).collect(),
             rest: body,
+            cut: Arc::default(),
+        }
+    }
+
+    /// For a body still streaming, the guard its call holds while sending it (see
+    /// [`super::cut`]); `None` for a complete body, which never ends early.
+    pub(crate) fn cut_guard(&self) -> Option<CutGuard> {
+        match self {
+            Self::Prefixed { cut, .. } => Some(CutGuard::new(cut.clone())),
+            _ => None,
         }
     }
 
@@ -215,10 +229,16 @@ where
                     _ => Poll::Ready(None),
                 }
             }
-            Self::Prefixed { prefix, rest } => match prefix.pop_front() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
-            },
+            Self::Prefixed { prefix, rest, cut } => {
+                // Before anything the caller's body gives: an end must not get out first.
+                if cut.poll_cut(cx).is_ready() {
+                    return Poll::Ready(Some(Err(BodyCut.into())));
+                }
+                match prefix.pop_front() {
+                    Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                    None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
+                }
+            }
         }
     }
 
@@ -229,7 +249,7 @@ where
                 replay.next >= replay.chunks.as_slice().len()
                     && (replay.trailers.is_none() || replay.trailers_sent)
             }
-            Self::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            Self::Prefixed { prefix, rest, .. } => prefix.is_empty() && rest.is_end_stream(),
         }
     }
 
@@ -250,7 +270,7 @@ where
                     hint
                 }
             }
-            Self::Prefixed { prefix, rest } => {
+            Self::Prefixed { prefix, rest, .. } => {
                 let taken: u64 = prefix.iter().map(|c| c.len() as u64).sum();
                 let rest = rest.size_hint();
                 // Built up from an unbounded hint: raising the lower bound of `rest`'s own

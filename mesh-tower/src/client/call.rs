@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! call  ->  route (a RouteDecision, or the mesh's refusal)  ->  mirror (a copy, not awaited)
-//!       ->  Tries::run within the call's timeout  ->  respond (response filter, or failure)
+//!       ->  within the call's timeout: injected delay, then injected abort or Tries::run
+//!       ->  respond (response filter, or failure)
 //! ```
+//!
+//! Injected faults (see [`mesh_core::fault`]) come before the tries and inside the call's
+//! timeout: a delay longer than the time left ends as the timeout; an abort is the mesh's own
+//! answer, never retried and never held against an endpoint, since no try was made.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -13,6 +18,7 @@ use std::time::Instant;
 use futures_util::FutureExt as _;
 use futures_util::future::{Either, ready};
 use http::{Request, Response};
+use mesh_core::fault::FaultDecision;
 use tracing::Instrument;
 
 use super::backend::{Backend, SendError};
@@ -163,6 +169,9 @@ where
     let (parts, body) = request.into_parts();
     let body = MeshBody::buffer(body);
     let replay = body.replay().cloned();
+    // A body still streaming is cut (fails, so the server reads a reset) if the call ends
+    // without an answer: see `super::cut`.
+    let mut cut = body.cut_guard();
     let keep_head = replay.is_some();
     let head = keep_head.then(|| Head {
         method: parts.method.clone(),
@@ -178,6 +187,7 @@ where
     let explain = explain::wanted(&parts.headers);
     let first = Request::from_parts(parts, body);
     let timeout = decision.timeout;
+    let fault = decision.fault;
     let tries = Tries {
         shared,
         backend: decision.backend.clone(),
@@ -194,7 +204,32 @@ where
     };
     // What lives across the wait: the tries, the first request, and the try's own future.
     Either::Right(async move {
-        let result = match within(timeout, tries.run(first)).await {
+        let attempt = async {
+            if let Some(delay) = fault.delay {
+                tries.metrics.fault_delays.increment(1);
+                tokio::time::sleep(delay).await;
+            }
+            match fault.abort {
+                Some(status) => {
+                    tries.metrics.fault_aborts.increment(1);
+                    Err(CallError::FaultAbort {
+                        destination: tries.shared.destination.clone(),
+                        route: tries
+                            .rule
+                            .as_ref()
+                            .map_or_else(String::new, |r| r.describe()),
+                        status,
+                    })
+                }
+                None => tries.run(first).await,
+            }
+        };
+        let result = within(timeout, attempt).await;
+        if let (Ok(Ok(_)), Some(cut)) = (&result, &mut cut) {
+            cut.disarm();
+        }
+        drop(cut);
+        let result = match result {
             Ok(result) => result,
             Err(after) => {
                 tries.metrics.request_timeouts.increment(1);
@@ -204,9 +239,29 @@ where
                 })
             }
         };
-        let response = tries.respond(result);
+        let mut response = tries.respond(result);
+        if tries.explain && !fault.is_none() {
+            explain::set(
+                response.headers_mut(),
+                explain::FAULT_HEADER,
+                &fault_explained(&fault),
+            );
+        }
         (Ok(response), tries.metrics)
     })
+}
+
+/// `delay 100ms`, `abort HTTP 503`, or both, for [`explain::FAULT_HEADER`].
+fn fault_explained(fault: &FaultDecision) -> String {
+    let delay = fault
+        .delay
+        .map(|d| format!("delay {}", mesh_core::duration::format(d)));
+    let abort = fault.abort.map(|a| format!("abort {a}"));
+    delay
+        .into_iter()
+        .chain(abort)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sends a copy of the request to the mirror backend and forgets it.

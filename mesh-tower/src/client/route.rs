@@ -8,13 +8,15 @@
 //!
 //! Deciding does no I/O and never waits: it matches the request against the destination's
 //! routes (Gateway API precedence), picks a backend by weight, applies the rule's request
-//! header filters, samples its mirror, and works out the call's deadline. Randomness comes in
+//! header filters, samples its mirror, decides its injected faults, and works out the call's
+//! deadline. Randomness comes in
 //! as a function, so tests can decide with fixed draws.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Request;
+use mesh_core::fault::FaultDecision;
 use mesh_core::route::{BackendPick, CompiledRule, RequestSummary, RouteOutcome, mirror_sampled};
 use mesh_core::snapshot::{RequestMirror, RouteFilter, ServiceName};
 
@@ -31,6 +33,8 @@ pub(crate) struct RouteDecision<'s, B> {
     pub(crate) backend: &'s Arc<Backend<B>>,
     /// Where a copy of the request goes, when the rule mirrors it and this call was sampled.
     pub(crate) mirror: Option<&'s Arc<Backend<B>>>,
+    /// What the rule's `FaultInjection` filter injects into this call (nothing when none).
+    pub(crate) fault: FaultDecision,
     /// The call's timeout: the route's request timeout or the caller's `grpc-timeout`,
     /// whichever is sooner.
     pub(crate) timeout: Option<Duration>,
@@ -53,7 +57,8 @@ impl<B> RouteDecision<'_, B> {
 ///
 /// The rule's request header modifiers are applied to `request` here, before the caller's
 /// `grpc-timeout` is read (a modifier may set it). `random` is a uniformly random `u32`: one
-/// draw for the backend when the rule has backends, one per mirror filter.
+/// draw for the backend when the rule has backends, one per mirror filter, two for a fault
+/// injection filter (its delay, then its abort).
 pub(crate) fn route<'s, B, R>(
     state: &'s RouterState<B>,
     destination: &ServiceName,
@@ -104,6 +109,7 @@ pub(crate) fn route<'s, B, R>(
     // Filters. (The response's filter applies when the response is there: see
     // `Tries::respond`.) Of several sampled mirrors, the last one counts.
     let mut mirror: Option<&RequestMirror> = None;
+    let mut fault = FaultDecision::default();
     if let Some(rule) = &rule {
         for filter in rule.filters() {
             match filter {
@@ -113,6 +119,10 @@ pub(crate) fn route<'s, B, R>(
                 RouteFilter::ResponseHeaderModifier(_) => {}
                 RouteFilter::RequestMirror(m) if mirror_sampled(m, random()) => mirror = Some(m),
                 RouteFilter::RequestMirror(_) => {}
+                RouteFilter::FaultInjection(f) => {
+                    let delay_draw = random();
+                    fault = f.decide(delay_draw, random());
+                }
             }
         }
     }
@@ -134,6 +144,7 @@ pub(crate) fn route<'s, B, R>(
         rule,
         backend,
         mirror,
+        fault,
         timeout,
         per_try,
         // From the call's start (one clock read less per call).
@@ -409,5 +420,36 @@ pub(super) mod tests {
             &[0, u32::MAX],
         );
         assert!(decision.unwrap().mirror.is_none());
+    }
+
+    #[test]
+    fn a_fault_filter_decides_from_its_two_draws_after_the_backend() {
+        let state = state(json!([{"name": "chaos", "rules": [
+            {"backendRefs": [{"name": "echo-v1"}],
+             "filters": [{"type": "FaultInjection",
+                          "faultInjection": {"delay": {"fixedDelay": "1s", "percent": 50},
+                                             "abort": {"httpStatus": 503, "percent": 50}}}]},
+        ]}]));
+        let start = Instant::now();
+        let delay = Some(Duration::from_secs(1));
+        let abort = Some(mesh_core::fault::AbortStatus::Http(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+        ));
+        // (backend, delay and abort draws; the decision)
+        let cases = [
+            ([0, 0, 0], FaultDecision { delay, abort }),
+            ([0, 0, u32::MAX], FaultDecision { delay, abort: None }),
+            ([0, u32::MAX, 0], FaultDecision { delay: None, abort }),
+            ([0, u32::MAX, u32::MAX], FaultDecision::default()),
+        ];
+        for (draws, expected) in cases {
+            let decision = decide(&state, &mut request("GET", "/", &[]), start, &draws).unwrap();
+            assert_eq!(decision.fault, expected, "{draws:?}");
+            assert_eq!(decision.backend.service.name, "echo-v1");
+        }
+        // Without the filter nothing is drawn for it and nothing is injected.
+        let plain = super::tests::state(json!([]));
+        let decision = decide(&plain, &mut request("GET", "/", &[]), start, &[]).unwrap();
+        assert!(decision.fault.is_none());
     }
 }

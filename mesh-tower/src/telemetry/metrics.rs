@@ -19,7 +19,7 @@ use metrics::{Counter, Histogram, Label, SharedString};
 use crate::edges::{EdgeCounters, Edges};
 
 use super::{
-    HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
+    FAULTS, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
@@ -304,6 +304,10 @@ pub(crate) struct OutboundMetrics {
     pub(crate) budget_exhausted: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) try_timeouts: Counter,
+    /// Calls a fault injection filter delayed.
+    pub(crate) fault_delays: Counter,
+    /// Calls a fault injection filter aborted.
+    pub(crate) fault_aborts: Counter,
 }
 
 impl OutboundMetrics {
@@ -331,6 +335,8 @@ impl OutboundMetrics {
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
             request_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "request")),
             try_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "try")),
+            fault_delays: metrics::counter!(FAULTS, with(attr::MESH_KIND, "delay")),
+            fault_aborts: metrics::counter!(FAULTS, with(attr::MESH_KIND, "abort")),
             durations: Arc::new(
                 StatusTable::new(Direction::Outbound, {
                     // The address the caller used: the destination's name (and port, when it
@@ -350,6 +356,8 @@ impl OutboundMetrics {
             &this.budget_exhausted,
             &this.request_timeouts,
             &this.try_timeouts,
+            &this.fault_delays,
+            &this.fault_aborts,
         ] {
             counter.increment(0);
         }

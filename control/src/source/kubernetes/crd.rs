@@ -1,5 +1,6 @@
-//! The mesh's own custom resource: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
-//! Kubernetes home of the file source's `policies` entries.
+//! The mesh's own custom resources: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
+//! Kubernetes home of the file source's `policies` entries, and `FaultInjection` (see
+//! [`fault`]), which route rules name with an `ExtensionRef` filter.
 //!
 //! The spec has the shape of [`mesh_core::config::PolicySpec`] (camelCase, `ALLOW`/`DENY`,
 //! `enforce`/`audit`), so that moving a policy from the control file into the cluster changes
@@ -25,6 +26,10 @@
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod fault;
+
+pub use fault::{FaultAbort, FaultDelay, FaultInjection, FaultInjectionSpec};
 
 /// The spec of an `AuthorizationPolicy`: who may (ALLOW) or may not (DENY) call a service.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -155,10 +160,12 @@ pub struct GrpcOperation {
 /// `control/deploy/crds.yaml` holds).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let crd = serde_yaml::to_string(&AuthorizationPolicy::crd())?;
+    let fault = serde_yaml::to_string(&FaultInjection::crd())?;
     Ok(format!(
-        "# Generated from mesh_control::k8s::AuthorizationPolicy; do not edit by hand.\n\
+        "# Generated from mesh_control::k8s::{{AuthorizationPolicy, FaultInjection}}; do not edit \
+         by hand.\n\
          # Regenerate: MESH_UPDATE_CRDS=1 cargo test -p mesh-control crds_file_is_current\n\
-         ---\n{crd}"
+         ---\n{crd}---\n{fault}"
     ))
 }
 

@@ -28,7 +28,10 @@
 //!   callers in its namespace only, in place of the producer routes). Each is checked on its
 //!   own with mesh-core's validation, and one that fails is left out (and reported), so one
 //!   bad object never holds back everybody else's changes;
-//! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target.
+//! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target;
+//! - **FaultInjection** ([`super::crd`]): inlined into the rules whose `ExtensionRef` filter
+//!   names it (in the route's namespace); a rule naming one that does not exist answers 500
+//!   and its route's `ResolvedRefs` is false (see [`super::route`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +48,7 @@ use mesh_core::config::{
 };
 use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
 
-use super::crd::{AuthorizationPolicy, PolicyAction, PolicyMode};
+use super::crd::{AuthorizationPolicy, FaultInjection, PolicyAction, PolicyMode};
 use super::route::{GammaRoute, ParentRef, Refusal, RouteKind};
 
 /// The label that joins an EndpointSlice to its Service.
@@ -376,6 +379,18 @@ impl Indexed for AuthorizationPolicy {
     }
 }
 
+impl Indexed for FaultInjection {
+    type Summary = super::crd::FaultInjectionSpec;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(self.spec.clone())
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.faults
+    }
+}
+
 /// Every object the mesh reads, summarized, and the settings that turn them into config.
 #[derive(Debug)]
 pub(crate) struct ClusterIndex {
@@ -387,6 +402,7 @@ pub(crate) struct ClusterIndex {
     http_routes: Store<Result<GammaRoute, RouteSpecError>>,
     grpc_routes: Store<Result<GammaRoute, RouteSpecError>>,
     policies: Store<super::crd::AuthorizationPolicySpec>,
+    faults: Store<super::crd::FaultInjectionSpec>,
 }
 
 /// A route object the index refused or could only partly attach, per parent.
@@ -440,6 +456,7 @@ impl ClusterIndex {
             http_routes: Store::default(),
             grpc_routes: Store::default(),
             policies: Store::default(),
+            faults: Store::default(),
         }
     }
 
@@ -467,6 +484,7 @@ impl ClusterIndex {
             ("httproutes", self.http_routes.synced),
             ("grpcroutes", self.grpc_routes.synced),
             ("authorizationpolicies", self.policies.synced),
+            ("faultinjections", self.faults.synced),
         ]
         .into_iter()
         .filter_map(|(kind, synced)| (!synced).then_some(kind))
@@ -837,7 +855,8 @@ impl ClusterIndex {
                 return Ok(());
             }
         }
-        let mut route_spec: RouteSpec = route.to_spec(&key.name, &key.namespace)?;
+        let faults = |name: &str| self.fault(&key.namespace, name);
+        let mut route_spec: RouteSpec = route.to_spec(&key.name, &key.namespace, &faults)?;
         route_spec.namespace = consumer;
         route_spec.port = port;
         let candidate = ServiceSpec {
@@ -856,8 +875,30 @@ impl ClusterIndex {
         Ok(())
     }
 
-    /// `ResolvedRefs`: every backend names a Service the index knows.
+    /// The `FaultInjection` `namespace/name` in the file's shape, if it exists and reads as
+    /// one (the API server has checked its schema, so it always does).
+    fn fault(&self, namespace: &str, name: &str) -> Option<mesh_core::config::FaultInjectionSpec> {
+        let key = ObjectKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.faults.items.get(&key)?.to_config().ok()
+    }
+
+    /// `ResolvedRefs`: every backend names a Service the index knows, and every
+    /// `ExtensionRef` filter a `FaultInjection` it knows.
     fn resolved_refs(&self, route: &GammaRoute, namespace: &str) -> Result<(), Refusal> {
+        for name in route.fault_refs() {
+            if self.fault(namespace, name).is_none() {
+                return Err(Refusal::new(
+                    "FilterNotFound",
+                    format!(
+                        "FaultInjection {namespace}/{name} not found: the rules that name it \
+                         answer 500"
+                    ),
+                ));
+            }
+        }
         for (ns, name) in route.referenced_services(namespace) {
             let key = ObjectKey {
                 namespace: ns,

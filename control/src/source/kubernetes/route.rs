@@ -6,8 +6,14 @@
 //! has the Gateway API's JSON shape for matches, header modifiers and timeouts, so those pass
 //! through as they are. What the mesh cannot carry is refused with a reason rather than
 //! dropped, so that a route never does less than it says without its status saying so:
-//! filters other than the header modifiers and `RequestMirror`, backend filters, and backends
-//! that are not Services.
+//! filters other than the header modifiers, `RequestMirror` and an `ExtensionRef` to one of
+//! our `FaultInjection` resources, backend filters, and backends that are not Services.
+//!
+//! An `ExtensionRef` to a `FaultInjection` that does not exist is not skipped: Gateway API
+//! requires that "requests that would have been processed by that filter MUST receive a HTTP
+//! error response", so the rule keeps its matches and loses its backends, which answers HTTP
+//! 500 (gRPC `UNAVAILABLE`) as a rule without a valid backend does; the route's
+//! `ResolvedRefs` condition says which resource is missing (reason `FilterNotFound`).
 //!
 //! What is taken from the spec (GAMMA, GEP-1426 and GEP-1686):
 //! - a parent is a Service when `kind: Service` and `group` is `""` or `core`; its namespace
@@ -20,8 +26,8 @@
 //! - `hostnames` does not apply to mesh routes and is ignored.
 
 use mesh_core::config::{
-    BackendRefSpec, CreationTimestamp, FilterSpec, MirrorBackendRefSpec, RequestMirrorSpec,
-    RouteRuleSpec, RouteSpec,
+    BackendRefSpec, CreationTimestamp, FaultInjectionSpec, FilterSpec, MirrorBackendRefSpec,
+    RequestMirrorSpec, RouteRuleSpec, RouteSpec,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -100,7 +106,22 @@ struct GammaFilter {
     response_header_modifier: Option<Value>,
     #[serde(default)]
     request_mirror: Option<GammaMirror>,
+    #[serde(default)]
+    extension_ref: Option<ExtensionRef>,
 }
+
+/// A filter's `extensionRef` (a `LocalObjectReference`: in the route's namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct ExtensionRef {
+    group: String,
+    kind: String,
+    name: String,
+}
+
+/// The API group of the mesh's own resources.
+pub(crate) const MESH_GROUP: &str = "policy.mesh.dev";
+/// The kind an `ExtensionRef` names for fault injection.
+pub(crate) const FAULT_INJECTION_KIND: &str = "FaultInjection";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,14 +205,20 @@ impl GammaRoute {
     }
 
     /// The route as the file source would hold it under its parent service, named `name`;
-    /// `namespace` is the route's own (the default of its backend references).
-    pub(crate) fn to_spec(&self, name: &str, namespace: &str) -> Result<RouteSpec, Refusal> {
+    /// `namespace` is the route's own (the default of its backend references). `faults`
+    /// looks up a `FaultInjection` of that namespace by name.
+    pub(crate) fn to_spec(
+        &self,
+        name: &str,
+        namespace: &str,
+        faults: &dyn Fn(&str) -> Option<FaultInjectionSpec>,
+    ) -> Result<RouteSpec, Refusal> {
         let rules = self
             .spec
             .rules
             .iter()
             .enumerate()
-            .map(|(i, rule)| rule_spec(i, rule, namespace))
+            .map(|(i, rule)| rule_spec(i, rule, namespace, faults))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteSpec {
             name: name.to_owned(),
@@ -208,6 +235,18 @@ impl GammaRoute {
             creation_timestamp: self.created.clone().map(CreationTimestamp::Rfc3339),
             rules,
         })
+    }
+
+    /// The names of the `FaultInjection` resources the route's filters refer to (in the
+    /// route's namespace).
+    pub(crate) fn fault_refs(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.filters)
+            .filter_map(|f| f.extension_ref.as_ref())
+            .filter(|r| r.is_fault_injection())
+            .map(|r| r.name.as_str())
     }
 
     /// Every backend (and mirror) Service the route names, as `(namespace, name)`, with the
@@ -259,7 +298,18 @@ fn is_service(group: Option<&str>, kind: Option<&str>, defaults_to_service: bool
     group_ok && kind_ok
 }
 
-fn rule_spec(i: usize, rule: &GammaRule, namespace: &str) -> Result<RouteRuleSpec, Refusal> {
+impl ExtensionRef {
+    fn is_fault_injection(&self) -> bool {
+        self.group == MESH_GROUP && self.kind == FAULT_INJECTION_KIND
+    }
+}
+
+fn rule_spec(
+    i: usize,
+    rule: &GammaRule,
+    namespace: &str,
+    faults: &dyn Fn(&str) -> Option<FaultInjectionSpec>,
+) -> Result<RouteRuleSpec, Refusal> {
     let at = |field: &str| format!("spec.rules[{i}].{field}");
     let matches = rule
         .matches
@@ -274,12 +324,15 @@ fn rule_spec(i: usize, rule: &GammaRule, namespace: &str) -> Result<RouteRuleSpe
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let filters = rule
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(j, f)| filter_spec(&at(&format!("filters[{j}]")), f))
-        .collect::<Result<Vec<_>, _>>()?;
+    // A filter that names a missing resource is not skipped: the rule answers with an error.
+    let mut unresolved = false;
+    let mut filters = Vec::with_capacity(rule.filters.len());
+    for (j, f) in rule.filters.iter().enumerate() {
+        match filter_spec(&at(&format!("filters[{j}]")), f, faults)? {
+            Some(spec) => filters.push(spec),
+            None => unresolved = true,
+        }
+    }
     let backend_refs = rule
         .backend_refs
         .iter()
@@ -304,6 +357,8 @@ fn rule_spec(i: usize, rule: &GammaRule, namespace: &str) -> Result<RouteRuleSpe
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // No backend: the rule answers 500 (gRPC UNAVAILABLE), as Gateway API requires.
+    let backend_refs = if unresolved { Vec::new() } else { backend_refs };
     let timeouts = rule
         .timeouts
         .clone()
@@ -320,7 +375,13 @@ fn rule_spec(i: usize, rule: &GammaRule, namespace: &str) -> Result<RouteRuleSpe
     })
 }
 
-fn filter_spec(path: &str, filter: &GammaFilter) -> Result<FilterSpec, Refusal> {
+/// The filter in the file's shape; `None` for an `ExtensionRef` to a `FaultInjection` that
+/// does not exist.
+fn filter_spec(
+    path: &str,
+    filter: &GammaFilter,
+    faults: &dyn Fn(&str) -> Option<FaultInjectionSpec>,
+) -> Result<Option<FilterSpec>, Refusal> {
     let modifier = |value: &Option<Value>, field: &str| {
         value
             .clone()
@@ -365,6 +426,29 @@ fn filter_spec(path: &str, filter: &GammaFilter) -> Result<FilterSpec, Refusal> 
                 percent,
             });
         }
+        "ExtensionRef" => {
+            let Some(target) = &filter.extension_ref else {
+                return Err(Refusal::new(
+                    "UnsupportedValue",
+                    format!("{path}.extensionRef: required by type ExtensionRef"),
+                ));
+            };
+            if !target.is_fault_injection() {
+                return Err(Refusal::new(
+                    "UnsupportedValue",
+                    format!(
+                        "{path}.extensionRef: {}/{} is not supported by the mesh \
+                         (it knows {MESH_GROUP}/{FAULT_INJECTION_KIND})",
+                        target.group, target.kind
+                    ),
+                ));
+            }
+            let Some(fault) = faults(&target.name) else {
+                return Ok(None);
+            };
+            spec.kind = FAULT_INJECTION_KIND.to_owned();
+            spec.fault_injection = Some(fault);
+        }
         other => {
             return Err(Refusal::new(
                 "UnsupportedValue",
@@ -372,7 +456,7 @@ fn filter_spec(path: &str, filter: &GammaFilter) -> Result<FilterSpec, Refusal> 
             ));
         }
     }
-    Ok(spec)
+    Ok(Some(spec))
 }
 
 /// A Service reference; anything else cannot be resolved by the mesh.

@@ -358,7 +358,7 @@ services:
             r#"{r}.rules[0].matches[2].path.value: invalid path "/a//b": must not contain '//'"#
         ),
         format!(
-            r#"{r}.rules[0].filters[0].type: unsupported filter type "URLRewrite": expected RequestHeaderModifier, ResponseHeaderModifier or RequestMirror"#
+            r#"{r}.rules[0].filters[0].type: unsupported filter type "URLRewrite": expected RequestHeaderModifier, ResponseHeaderModifier, RequestMirror or FaultInjection"#
         ),
         format!(
             "{r}.rules[0].filters[1].requestHeaderModifier: required when type is RequestHeaderModifier"

@@ -94,6 +94,7 @@ fn synced() -> ClusterIndex {
         index.apply(Event::<HttpRoute>::InitDone),
         index.apply(Event::<GrpcRoute>::InitDone),
         index.apply(Event::<AuthorizationPolicy>::InitDone),
+        index.apply(Event::<FaultInjection>::InitDone),
     ] {
         assert!(done, "a first InitDone is a change");
     }
@@ -142,7 +143,7 @@ fn greeter() -> ClusterIndex {
 #[test]
 fn is_unsynced_until_every_kind_is_listed() {
     let mut index = ClusterIndex::new(td(), None);
-    assert_eq!(index.unsynced().len(), 6);
+    assert_eq!(index.unsynced().len(), 7);
     index.apply(Event::<Service>::Init);
     index.apply(Event::InitApply(service("default", "greeter")));
     index.apply(Event::<Service>::InitDone);
@@ -622,6 +623,85 @@ fn unresolved_backends_are_reported() {
             .iter()
             .any(|b| b.service.name == "missing" && !b.found)
     );
+}
+
+/// An HTTPRoute on greeter whose one rule names the FaultInjection `fault`.
+fn faulted_route() -> HttpRoute {
+    obj(json!({
+        "metadata": {"name": "chaos", "namespace": "default"},
+        "spec": {"parentRefs": [svc_parent("greeter")],
+                 "rules": [{"filters": [{"type": "ExtensionRef",
+                                         "extensionRef": {"group": "policy.mesh.dev",
+                                                          "kind": "FaultInjection",
+                                                          "name": "fault"}}],
+                            "backendRefs": [{"name": "greeter", "port": 80}]}]}
+    }))
+}
+
+#[test]
+fn an_extension_ref_to_a_fault_injection_is_inlined_and_a_missing_one_answers_500() {
+    use mesh_core::snapshot::RouteFilter;
+    let mut index = greeter();
+    index.apply(Event::Apply(faulted_route()));
+
+    // Missing: the rule stays, without backends (it answers 500), and status says why.
+    let built = index.build().expect("builds");
+    let parent = &built.routes[0].parents[0];
+    assert_eq!(parent.accepted, Ok(()));
+    let refusal = parent.resolved_refs.as_ref().expect_err("missing");
+    assert_eq!(refusal.reason, "FilterNotFound");
+    assert!(refusal.message.contains("default/fault"), "{refusal:?}");
+    let dest = built.config.destination(&name("greeter.default"));
+    assert!(dest.routes[0].rules[0].backend_refs.is_empty());
+    assert!(dest.routes[0].rules[0].filters.is_empty());
+
+    // Created: inlined, and the backends are back.
+    let fault: FaultInjection = obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "FaultInjection",
+        "metadata": {"name": "fault", "namespace": "default"},
+        "spec": {"abort": {"httpStatus": 503, "percent": 12.5}}
+    }));
+    assert!(index.apply(Event::Apply(fault)));
+    let built = index.build().expect("builds");
+    assert_eq!(built.routes[0].parents[0].resolved_refs, Ok(()));
+    let rule = &built.config.destination(&name("greeter.default")).routes[0].rules[0];
+    assert_eq!(rule.backend_refs.len(), 1);
+    let [RouteFilter::FaultInjection(f)] = rule.filters.as_slice() else {
+        panic!("{:?}", rule.filters);
+    };
+    assert_eq!(f.to_string(), "abort HTTP 503 for 12.5%");
+
+    // One the route's kind cannot carry (a gRPC status on an HTTPRoute) is refused.
+    let grpc_fault: FaultInjection = obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "FaultInjection",
+        "metadata": {"name": "fault", "namespace": "default"},
+        "spec": {"abort": {"grpcStatus": "UNAVAILABLE"}}
+    }));
+    index.apply(Event::Apply(grpc_fault));
+    let built = index.build().expect("builds");
+    let refusal = built.routes[0].parents[0]
+        .accepted
+        .as_ref()
+        .expect_err("refused");
+    assert!(refusal.message.contains("grpcStatus"), "{refusal:?}");
+
+    // An ExtensionRef to a kind the mesh does not know is refused, not skipped.
+    let other: HttpRoute = obj(json!({
+        "metadata": {"name": "other", "namespace": "default"},
+        "spec": {"parentRefs": [svc_parent("greeter")],
+                 "rules": [{"filters": [{"type": "ExtensionRef",
+                                         "extensionRef": {"group": "example.com",
+                                                          "kind": "Thing", "name": "x"}}]}]}
+    }));
+    index.apply(Event::Apply(other));
+    let built = index.build().expect("builds");
+    let other = built
+        .routes
+        .iter()
+        .find(|r| r.route.name == "other")
+        .expect("status");
+    let refusal = other.parents[0].accepted.as_ref().expect_err("refused");
+    assert_eq!(refusal.reason, "UnsupportedValue");
 }
 
 #[test]
