@@ -264,10 +264,19 @@ impl Harness {
     /// Replaces the config file with `config` and waits (up to 5 s) until `mesh` has received
     /// the new snapshot; the clients it made apply it right after.
     pub async fn reconfigure(&self, mesh: &Mesh, config: &Config) -> anyhow::Result<()> {
-        let before = mesh.control_status().version;
+        let control = self
+            .control
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the control service is stopped"))?;
+        let before = control.config_version();
         self.write_config(config)?;
+        // The version of this config, not merely a newer one: the control service also
+        // publishes versions of its own (new roots), which could be taken for it.
+        let version = tokio::time::timeout(Duration::from_secs(5), control.version_after(before))
+            .await
+            .map_err(|_| anyhow::anyhow!("the control service did not take the new config"))?;
         if eventually(Duration::from_secs(5), || {
-            mesh.control_status().version > before
+            mesh.control_status().version >= version
         })
         .await
         {

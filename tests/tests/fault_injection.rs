@@ -196,6 +196,9 @@ async fn grpc_aborts_answer_their_status_for_their_share_of_calls() {
 
     for percent in [0, 50, 100] {
         harness.reconfigure(&mesh, &config(percent)).await.unwrap();
+        // A client made now starts from the snapshot just received (one made before applies
+        // it a moment later, so its first calls could still see the previous percentage).
+        let channel = mesh.channel("greeter").await.unwrap();
         let before = greeter.greeter.received();
         let results = concurrently(CALLS, IN_FLIGHT, {
             let channel = channel.clone();

@@ -287,6 +287,7 @@ mod tests {
                 [RouteFilter::FaultInjection(expected)]
             );
             let model = Snapshot {
+                zone: String::new(),
                 inbound: None,
                 trust_bundle: Vec::new(),
                 version: 1,
