@@ -50,7 +50,12 @@ pub(crate) fn rate_limit_parts(
         .iter()
         .enumerate()
         .filter_map(|(i, spec)| {
-            override_limit(&format!("{path}.overrides[{i}]"), spec, trust_domain, errors)
+            override_limit(
+                &format!("{path}.overrides[{i}]"),
+                spec,
+                trust_domain,
+                errors,
+            )
         })
         .collect();
     (errors.len() == before).then_some(RateLimitParts {

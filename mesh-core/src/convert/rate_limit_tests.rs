@@ -159,9 +159,7 @@ fn the_wire_rate_limits_are_validated_with_paths() {
         got,
         [
             format!("{p}[0].total.requestsPerSecond: 0 is out of range 1 to 1000000"),
-            format!(
-                r#"{p}[1].name: duplicate policy name "web-total" (first at {p}[0].name)"#
-            ),
+            format!(r#"{p}[1].name: duplicate policy name "web-total" (first at {p}[0].name)"#),
             format!("{p}[1].overrides[0].requestsPerSecond: 0 is out of range 1 to 1000000"),
             format!(
                 r#"{p}[1].overrides[0].clients.serviceAccounts[0]: invalid service account "x": expected namespace/name"#

@@ -85,10 +85,13 @@ impl Callers {
                 if table.by_identity.len() >= self.capacity {
                     table.make_room(self.capacity, now);
                 }
-                table.by_identity.entry(caller.as_str().into()).or_insert(Entry {
-                    tat: 0,
-                    override_index,
-                })
+                table
+                    .by_identity
+                    .entry(caller.as_str().into())
+                    .or_insert(Entry {
+                        tat: 0,
+                        override_index,
+                    })
             }
         };
         if let Some(index) = entry.override_index {

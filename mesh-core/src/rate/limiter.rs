@@ -101,8 +101,8 @@ impl InboundLimiter {
         caller: Option<&SpiffeId>,
         now: Instant,
     ) -> Result<(), Limited> {
-        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX);
+        let now =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         for state in &self.policies {
             if let Some(target) = &state.policy.route
                 && route != Some(&**target)
@@ -158,11 +158,7 @@ impl PolicyState {
                     let (limit, state) = &self.overrides[index];
                     if let Err(wait) = state.try_acquire(limit, now) {
                         let limit = self.policy.overrides.get(index).map(|o| o.limit);
-                        return Err(self.limited(
-                            LimitKind::Override,
-                            limit,
-                            duration_nanos(wait),
-                        ));
+                        return Err(self.limited(LimitKind::Override, limit, duration_nanos(wait)));
                     }
                 }
             }

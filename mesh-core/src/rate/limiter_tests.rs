@@ -32,7 +32,12 @@ fn policy(name: &str) -> RateLimitPolicy {
 /// the policy and kind that refuse) against a limiter of `policies`.
 fn run(
     policies: &[RateLimitPolicy],
-    steps: &[(u64, Option<&str>, Option<&str>, Result<(), (&str, LimitKind)>)],
+    steps: &[(
+        u64,
+        Option<&str>,
+        Option<&str>,
+        Result<(), (&str, LimitKind)>,
+    )],
 ) {
     let start = Instant::now();
     let limiter = InboundLimiter::update(None, policies, start).unwrap();

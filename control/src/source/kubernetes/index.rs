@@ -514,6 +514,7 @@ impl ClusterIndex {
         let config = MeshConfig {
             services: services.into_values().collect(),
             policies,
+            rate_limits: Vec::new(),
             default_policy: self.default_policy.clone(),
         };
         let config = config.validate(&self.trust_domain).map_err(BuildError)?;
@@ -533,6 +534,7 @@ impl ClusterIndex {
         MeshConfig {
             services: services.to_vec(),
             policies: policies.to_vec(),
+            rate_limits: Vec::new(),
             default_policy: None,
         }
         .validate(&self.trust_domain)
