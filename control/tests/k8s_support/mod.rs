@@ -30,6 +30,7 @@ pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 pub const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 pub const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 pub const POLICIES: &str = "/apis/policy.mesh.dev/v1alpha1/authorizationpolicies";
+pub const RATE_LIMITS: &str = "/apis/policy.mesh.dev/v1alpha1/localratelimitpolicies";
 pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -41,6 +42,11 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
     (
         POLICIES,
         "AuthorizationPolicyList",
+        "policy.mesh.dev/v1alpha1",
+    ),
+    (
+        RATE_LIMITS,
+        "LocalRateLimitPolicyList",
         "policy.mesh.dev/v1alpha1",
     ),
 ];

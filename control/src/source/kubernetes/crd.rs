@@ -1,5 +1,6 @@
-//! The mesh's own custom resource: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
-//! Kubernetes home of the file source's `policies` entries.
+//! The mesh's own custom resources: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
+//! Kubernetes home of the file source's `policies` entries, and `LocalRateLimitPolicy`
+//! ([`rate_limit`]), the home of its `rateLimits`.
 //!
 //! The spec has the shape of [`mesh_core::config::PolicySpec`] (camelCase, `ALLOW`/`DENY`,
 //! `enforce`/`audit`), so that moving a policy from the control file into the cluster changes
@@ -25,6 +26,10 @@
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub mod rate_limit;
+
+pub use rate_limit::{LocalRateLimitPolicy, LocalRateLimitPolicySpec};
 
 /// The spec of an `AuthorizationPolicy`: who may (ALLOW) or may not (DENY) call a service.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -155,10 +160,12 @@ pub struct GrpcOperation {
 /// `control/deploy/crds.yaml` holds).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let crd = serde_yaml::to_string(&AuthorizationPolicy::crd())?;
+    let rate_limit = serde_yaml::to_string(&LocalRateLimitPolicy::crd())?;
     Ok(format!(
-        "# Generated from mesh_control::k8s::AuthorizationPolicy; do not edit by hand.\n\
+        "# Generated from mesh_control::k8s::AuthorizationPolicy and LocalRateLimitPolicy; do \
+         not edit by hand.\n\
          # Regenerate: MESH_UPDATE_CRDS=1 cargo test -p mesh-control crds_file_is_current\n\
-         ---\n{crd}"
+         ---\n{crd}---\n{rate_limit}"
     ))
 }
 
@@ -188,6 +195,16 @@ mod tests {
         assert!(json.contains("x-kubernetes-validations"));
         assert!(json.contains(r#""enum":["ALLOW","DENY"]"#), "{json}");
         assert!(json.contains(r#""group":"policy.mesh.dev""#));
+    }
+
+    #[test]
+    fn the_rate_limit_schema_carries_its_bounds_and_rules() {
+        let json = serde_json::to_string(&LocalRateLimitPolicy::crd()).expect("serializable");
+        assert!(json.contains("set at least one of total, identity and overrides"));
+        assert!(json.contains(r#""maximum":1000000"#), "{json}");
+        assert!(json.contains(r#""minimum":1"#), "{json}");
+        assert!(json.contains(r#""maxItems":64"#), "{json}");
+        assert!(json.contains(r#""plural":"localratelimitpolicies""#));
     }
 
     #[test]

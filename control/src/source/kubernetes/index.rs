@@ -29,6 +29,7 @@
 //!   own with mesh-core's validation, and one that fails is left out (and reported), so one
 //!   bad object never holds back everybody else's changes;
 //! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target.
+//! - **LocalRateLimitPolicy** ([`super::crd::rate_limit`]): likewise.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -40,12 +41,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use mesh_core::config::{
-    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RouteSpec,
-    ServicePortSpec, ServiceSpec, ValidConfig,
+    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RateLimitSpec,
+    RouteSpec, ServicePortSpec, ServiceSpec, ValidConfig,
 };
 use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
 
-use super::crd::{AuthorizationPolicy, PolicyAction, PolicyMode};
+use super::crd::{AuthorizationPolicy, LocalRateLimitPolicy, PolicyAction, PolicyMode};
 use super::route::{GammaRoute, ParentRef, Refusal, RouteKind};
 
 /// The label that joins an EndpointSlice to its Service.
@@ -362,6 +363,23 @@ impl Indexed for AuthorizationPolicy {
     }
 }
 
+/// A `LocalRateLimitPolicy` whose spec does not have the file source's shape.
+#[derive(Debug, thiserror::Error)]
+#[error("spec: {0}")]
+struct RateLimitSpecError(#[from] serde_json::Error);
+
+impl Indexed for LocalRateLimitPolicy {
+    type Summary = super::crd::LocalRateLimitPolicySpec;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(self.spec.clone())
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.rate_limits
+    }
+}
+
 /// Every object the mesh reads, summarized, and the settings that turn them into config.
 #[derive(Debug)]
 pub(crate) struct ClusterIndex {
@@ -373,6 +391,7 @@ pub(crate) struct ClusterIndex {
     http_routes: Store<Result<GammaRoute, RouteSpecError>>,
     grpc_routes: Store<Result<GammaRoute, RouteSpecError>>,
     policies: Store<super::crd::AuthorizationPolicySpec>,
+    rate_limits: Store<super::crd::LocalRateLimitPolicySpec>,
 }
 
 /// A route object the index refused or could only partly attach, per parent.
@@ -426,6 +445,7 @@ impl ClusterIndex {
             http_routes: Store::default(),
             grpc_routes: Store::default(),
             policies: Store::default(),
+            rate_limits: Store::default(),
         }
     }
 
@@ -453,6 +473,7 @@ impl ClusterIndex {
             ("httproutes", self.http_routes.synced),
             ("grpcroutes", self.grpc_routes.synced),
             ("authorizationpolicies", self.policies.synced),
+            ("localratelimitpolicies", self.rate_limits.synced),
         ]
         .into_iter()
         .filter_map(|(kind, synced)| (!synced).then_some(kind))
@@ -510,11 +531,12 @@ impl ClusterIndex {
 
         let routes = self.attach_routes(&mut services, &mut refused);
         let policies = self.policies(&services, &mut refused);
+        let rate_limits = self.rate_limits(&services, &mut refused);
 
         let config = MeshConfig {
             services: services.into_values().collect(),
             policies,
-            rate_limits: Vec::new(),
+            rate_limits,
             default_policy: self.default_policy.clone(),
         };
         let config = config.validate(&self.trust_domain).map_err(BuildError)?;
@@ -869,6 +891,77 @@ impl ClusterIndex {
         }
         out
     }
+}
+
+impl ClusterIndex {
+    /// Every rate-limit policy that passes validation on its own against its target.
+    fn rate_limits(
+        &self,
+        services: &BTreeMap<ObjectKey, ServiceSpec>,
+        refused: &mut Vec<String>,
+    ) -> Vec<RateLimitSpec> {
+        let mut out = Vec::new();
+        for (key, policy) in &self.rate_limits.items {
+            let spec = match rate_limit_spec(key, policy) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    refused.push(format!("LocalRateLimitPolicy {key}: {e}"));
+                    continue;
+                }
+            };
+            let target = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: policy.target.service.clone(),
+            };
+            let Some(service) = services.get(&target) else {
+                refused.push(format!(
+                    "LocalRateLimitPolicy {key}: spec.target.service: Service {target} not found"
+                ));
+                continue;
+            };
+            let check = MeshConfig {
+                services: vec![without_endpoints(service, service.routes.clone())],
+                policies: Vec::new(),
+                rate_limits: vec![spec.clone()],
+                default_policy: None,
+            }
+            .validate(&self.trust_domain);
+            if let Err(e) = check {
+                refused.push(format!(
+                    "LocalRateLimitPolicy {key}: {}",
+                    e.to_string().replace("rateLimits[0].", "spec.")
+                ));
+                continue;
+            }
+            out.push(spec);
+        }
+        out
+    }
+}
+
+/// The file source's rate-limit policy for a CRD object.
+fn rate_limit_spec(
+    key: &ObjectKey,
+    policy: &super::crd::LocalRateLimitPolicySpec,
+) -> Result<RateLimitSpec, RateLimitSpecError> {
+    // The CRD's limits have the file's JSON shape by design; going through JSON keeps the two
+    // from drifting apart field by field.
+    fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(
+        value: &T,
+    ) -> Result<U, serde_json::Error> {
+        serde_json::to_value(value).and_then(serde_json::from_value)
+    }
+    Ok(RateLimitSpec {
+        name: key.name.clone(),
+        target: PolicyTargetSpec {
+            service: policy.target.service.clone(),
+            namespace: Some(key.namespace.clone()),
+            route: policy.target.route.clone(),
+        },
+        total: convert(&policy.total)?,
+        identity: convert(&policy.identity)?,
+        overrides: convert(&policy.overrides)?,
+    })
 }
 
 /// `spec` without its endpoints and with `routes` (what checking a route or a policy against

@@ -24,7 +24,7 @@ use mesh_core::config::ValidConfig;
 use tokio::task::JoinHandle;
 
 use super::KubernetesSource;
-use super::crd::AuthorizationPolicy;
+use super::crd::{AuthorizationPolicy, LocalRateLimitPolicy};
 use super::index::{BuildError, ClusterIndex, RouteStatus};
 use super::lease::LeaderLease;
 use crate::state::StateStore;
@@ -57,6 +57,7 @@ enum ClusterEvent {
     HttpRoute(Box<watcher::Event<HttpRoute>>),
     GrpcRoute(Box<watcher::Event<GrpcRoute>>),
     Policy(Box<watcher::Event<AuthorizationPolicy>>),
+    RateLimit(Box<watcher::Event<LocalRateLimitPolicy>>),
 }
 
 /// The index and its watchers after the first sync, ready to follow changes.
@@ -186,6 +187,7 @@ impl Syncer {
             Ok(ClusterEvent::HttpRoute(e)) => index.apply(*e),
             Ok(ClusterEvent::GrpcRoute(e)) => index.apply(*e),
             Ok(ClusterEvent::Policy(e)) => index.apply(*e),
+            Ok(ClusterEvent::RateLimit(e)) => index.apply(*e),
             Err(error) => {
                 // The watcher backs off and retries (relisting when its resource version is
                 // gone); until then the objects it had stay as they were.
@@ -235,9 +237,15 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
     let grpc = watcher(Api::<GrpcRoute>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::GrpcRoute(Box::new(e))));
-    let policies = watcher(Api::<AuthorizationPolicy>::all(client), config)
+    let policies = watcher(
+        Api::<AuthorizationPolicy>::all(client.clone()),
+        config.clone(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
+    let rate_limits = watcher(Api::<LocalRateLimitPolicy>::all(client), config)
         .default_backoff()
-        .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
+        .map(|e| e.map(|e| ClusterEvent::RateLimit(Box::new(e))));
     futures_util::stream::select_all([
         services.boxed(),
         slices.boxed(),
@@ -245,6 +253,7 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
         http.boxed(),
         grpc.boxed(),
         policies.boxed(),
+        rate_limits.boxed(),
     ])
     .boxed()
 }
