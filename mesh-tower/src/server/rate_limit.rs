@@ -1,10 +1,11 @@
 //! Local rate limiting on the server side: each call is checked against the service's
 //! rate-limit policies after its caller is known and before it is authorized.
 //!
-//! The decision is mesh-core's [`InboundLimiter`], whose state lives with the inbound policy
-//! (see `crate::discovery`) and survives snapshots that leave the policies unchanged. A
-//! service with no rate limit pays one branch per call; one with limits reads the clock, takes
-//! a lock-free GCRA step for a total limit, and a short lock for per-caller limits.
+//! The decision is mesh-core's [`mesh_core::rate::InboundLimiter`], whose state lives with the
+//! inbound policy (see `crate::discovery`) and survives snapshots that leave the policies
+//! unchanged. A service with no rate limit pays a lock-free read of its inbound policy (as
+//! authorization does) and one branch per call; one with limits reads the clock, takes a
+//! lock-free GCRA step for a total limit, and a short lock for per-caller limits.
 //!
 //! A refused call is answered by the mesh in the form its caller reads, the same one the
 //! mesh's client reads to spare an endpoint that sheds load:
