@@ -102,8 +102,11 @@ bootstrapTokens:
   - {{token: caller-bench-token, namespace: default, serviceAccount: caller}}
 "#
     );
-    let control =
-        mesh_control::start(ControlOptions::new(td.clone(), ConfigSource::Inline(config))).await?;
+    let control = mesh_control::start(ControlOptions::new(
+        td.clone(),
+        ConfigSource::Inline(config),
+    ))
+    .await?;
     let dir = tempfile::tempdir()?;
     let settings = crate::BenchSettings::new(&control, &td, dir.path())?;
     let server = Mesh::start(settings.for_account("greeter", Some("greeter"))?).await?;

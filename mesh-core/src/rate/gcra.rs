@@ -132,7 +132,7 @@ mod tests {
             let got = gcra.try_acquire(&limit, at * MS);
             assert_eq!(
                 got,
-                expected.map_err(|ms| Duration::from_millis(ms)),
+                expected.map_err(Duration::from_millis),
                 "step {i} at {at} ms"
             );
         }

@@ -28,17 +28,18 @@ fn policy(name: &str) -> RateLimitPolicy {
     }
 }
 
+/// One step: milliseconds since the start, caller, route, and `Ok` or the policy and kind
+/// that refuse.
+type Step<'a> = (
+    u64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Result<(), (&'a str, LimitKind)>,
+);
+
 /// Runs `steps` (milliseconds since the start, caller, route, expected outcome: `Ok` or
 /// the policy and kind that refuse) against a limiter of `policies`.
-fn run(
-    policies: &[RateLimitPolicy],
-    steps: &[(
-        u64,
-        Option<&str>,
-        Option<&str>,
-        Result<(), (&str, LimitKind)>,
-    )],
-) {
+fn run(policies: &[RateLimitPolicy], steps: &[Step<'_>]) {
     let start = Instant::now();
     let limiter = InboundLimiter::update(None, policies, start).unwrap();
     for (i, &(at, caller, route, expected)) in steps.iter().enumerate() {

@@ -196,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         in_flight,
         connections,
         crossed,
+        ..
     } = args;
     // Which server each kind of client calls.
     let (mesh_destination, tonic_addr) = if crossed {
