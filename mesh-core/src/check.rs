@@ -9,6 +9,7 @@ use crate::error::FieldError;
 
 pub(crate) mod fault;
 pub(crate) mod policy;
+pub(crate) mod rate_limit;
 pub(crate) mod route;
 use crate::dns::{check_dns_label, check_dns_subdomain};
 use crate::snapshot::Endpoint;

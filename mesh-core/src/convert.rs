@@ -725,5 +725,8 @@ fn header_spec(h: &proto::Header) -> HeaderSpec {
 
 mod fault;
 mod policy;
+mod rate_limit;
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod tests;

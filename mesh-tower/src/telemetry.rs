@@ -78,7 +78,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::admin::{AdminState, spawn as spawn_admin};
 pub(crate) use self::metrics::{
-    CallKind, Direction, OutboundIndex, OutboundMetrics, StatusTable, http_method_index,
+    CallKind, Direction, OTHER, OutboundIndex, OutboundMetrics, StatusTable, http_method_index,
 };
 pub(crate) use self::propagation::set_remote_parent;
 pub use self::propagation::{extract_context, inject_context, install_propagator};
@@ -110,6 +110,10 @@ pub const EJECTIONS: &str = "mesh.client.outlier_ejections";
 pub const ENDPOINTS: &str = "mesh.client.endpoints";
 /// Authorization decisions by `mesh.policy` and `mesh.verdict` (`allow`, `deny`, `audit`).
 pub const AUTHZ_DECISIONS: &str = "mesh.server.authz_decisions";
+/// Calls refused by a local rate limit, by `mesh.policy`, `mesh.limit` (`total`, `identity`,
+/// `override`) and `mesh.peer_identity` (the first 256 callers limited by name, later ones as
+/// `_OTHER`).
+pub const RATE_LIMITED: &str = "mesh.server.rate_limited";
 /// Seconds until the workload certificate expires.
 pub const CERT_EXPIRY: &str = "mesh.certificate.expiry";
 /// 1 while a Watch stream to the control service is open, else 0.
@@ -163,6 +167,8 @@ pub mod attr {
     pub const MESH_POLICY: &str = "mesh.policy";
     /// The authorization verdict: `allow`, `deny`, `audit`.
     pub const MESH_VERDICT: &str = "mesh.verdict";
+    /// Which rate limit refused a call: `total`, `identity`, `override`.
+    pub const MESH_LIMIT: &str = "mesh.limit";
 }
 
 /// Registers descriptions and units with the recorder in place (once per process is enough;
@@ -196,6 +202,10 @@ pub(crate) fn describe() {
     describe_counter!(
         AUTHZ_DECISIONS,
         "Authorization decisions by policy and verdict"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Calls refused by a local rate limit, by policy, limit and caller"
     );
     describe_gauge!(
         CERT_EXPIRY,

@@ -33,7 +33,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_core::config::{MeshConfig, PolicySpec, ServiceSpec, ValidConfig};
+use mesh_core::config::{MeshConfig, PolicySpec, RateLimitSpec, ServiceSpec, ValidConfig};
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
 use serde::Deserialize;
@@ -67,6 +67,9 @@ pub struct ControlFile {
     /// Authorization policies (the shape of [`MeshConfig::policies`]).
     #[serde(default)]
     pub policies: Vec<PolicySpec>,
+    /// Local rate-limit policies (the shape of [`MeshConfig::rate_limits`]).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSpec>,
     /// The mesh-wide default policy (see [`MeshConfig::default_policy`]).
     #[serde(default)]
     pub default_policy: Option<String>,
@@ -211,6 +214,7 @@ impl ControlFile {
         let mesh = MeshConfig {
             services: self.services,
             policies: self.policies,
+            rate_limits: self.rate_limits,
             default_policy: self.default_policy,
             instance_zones: self.instance_zones,
         };

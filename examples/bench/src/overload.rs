@@ -75,7 +75,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let (mesh, plain) = rt.block_on(measure(Duration::from_secs(args.seconds), args.runs))?;
     let med = |rounds: &[Round], f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     println!("| balancer | req/s | success | offered to the limited endpoint |\n|---|---|---|---|");
-    for (label, rounds) in [("mesh (overload-aware P2C)", &mesh), ("round robin", &plain)] {
+    for (label, rounds) in [
+        ("mesh (overload-aware P2C)", &mesh),
+        ("round robin", &plain),
+    ] {
         println!(
             "| {label} | {:.0} | {:.2} % | {:.1} % |",
             med(rounds, |r| r.rps),
@@ -254,7 +257,10 @@ impl Shedding {
                 burst: (n / 10).max(1),
                 refill: Duration::from_secs(1) / n.max(1),
             };
-            (config, Arc::new(Mutex::new(TokenBucket::new(Instant::now()))))
+            (
+                config,
+                Arc::new(Mutex::new(TokenBucket::new(Instant::now()))),
+            )
         });
         Self {
             name,
@@ -277,7 +283,11 @@ impl Greeter for Shedding {
                 let mut status = Status::resource_exhausted("over the limit");
                 status.metadata_mut().insert(
                     "grpc-retry-pushback-ms",
-                    PUSHBACK.as_millis().to_string().parse().map_err(|_| Status::internal("pushback"))?,
+                    PUSHBACK
+                        .as_millis()
+                        .to_string()
+                        .parse()
+                        .map_err(|_| Status::internal("pushback"))?,
                 );
                 return Err(status);
             }

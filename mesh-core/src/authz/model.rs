@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::rate::RateLimitPolicy;
 use crate::snapshot::ServiceName;
 use crate::spiffe::SpiffeId;
 
@@ -58,7 +59,8 @@ pub enum PolicyMode {
     Audit,
 }
 
-/// The inbound policy of one service: what its server side enforces.
+/// The inbound policy of one service: what its server side enforces (authorization, and the
+/// local rate limits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPolicy {
     /// The service.
@@ -71,6 +73,9 @@ pub struct InboundPolicy {
     pub exempt_paths: Vec<PathPattern>,
     /// Every policy that targets the service or one of its routes, in config order.
     pub policies: Vec<AuthorizationPolicy>,
+    /// The local rate-limit policies that target the service or one of its routes, in
+    /// config order (see [`crate::rate`]).
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// One authorization policy.
@@ -306,6 +311,7 @@ impl InboundPolicy {
             default_policy,
             exempt_paths: Vec::new(),
             policies: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 }

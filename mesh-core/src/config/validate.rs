@@ -20,6 +20,11 @@
 //!   target is a service of the config (and one of its routes, when named); action, mode,
 //!   rules and the services' `mtls`, `defaultPolicy` and `exemptPaths` as `crate::check::policy`
 //!   describes (identities in the mesh's trust domain, wildcards only at the end).
+//! - rate limits (`rateLimits`): names and targets as for policies (names unique among the
+//!   rate-limit policies of a namespace); at least one of `total`, `identity` and `overrides`;
+//!   rates and bursts 1 to 1,000,000 (the burst one second's worth when omitted); at most 64
+//!   overrides, each naming 1 to 64 callers (exact SPIFFE IDs in the trust domain, or
+//!   `namespace/serviceAccount`).
 //!
 //! - sizes: endpoint label keys at most [`MAX_LABEL_KEY_BYTES`] and values at most
 //!   [`MAX_LABEL_VALUE_BYTES`] (Kubernetes' own bounds, so every pod's labels pass), zones at
@@ -38,12 +43,13 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, ServiceSpec};
+use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicyTargetSpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
 use crate::proto;
+use crate::rate::RateLimitPolicy;
 use crate::snapshot::{
     Backend, BackendRef, Destination, DestinationKey, Endpoint, Route, RouteFilter, RouteRule,
     ServiceName,
@@ -96,6 +102,8 @@ struct ValidService {
     exempt_paths: Vec<PathPattern>,
     /// The policies that target it, in config order.
     policies: Vec<AuthorizationPolicy>,
+    /// The rate-limit policies that target it, in config order.
+    rate_limits: Vec<RateLimitPolicy>,
     /// Identities that run it besides its endpoints' (replicas starting up).
     identities: Vec<SpiffeId>,
 }
@@ -218,12 +226,14 @@ impl MeshConfig {
                         default_policy,
                         exempt_paths,
                         policies: Vec::new(),
+                        rate_limits: Vec::new(),
                         identities,
                     },
                 );
             }
         }
         policies(self, trust_domain, &mut services, &mut errors);
+        rate_limits(self, trust_domain, &mut services, &mut errors);
         let default_policy = check::policy::default_policy(
             "defaultPolicy",
             self.default_policy.as_deref(),
@@ -297,7 +307,7 @@ fn policies(
                 .or_insert_with(FirstSeen::new),
             errors,
         );
-        let target = policy_target(&path, config, spec, errors);
+        let target = policy_target(&path, config, &spec.target, errors);
         let parts = check::policy::policy_parts(
             &path,
             spec.action.as_deref(),
@@ -320,17 +330,62 @@ fn policies(
     }
 }
 
+/// Checks every rate-limit policy and files each valid one under the service it targets,
+/// as [`policies`] does for authorization policies (names are unique per namespace among
+/// rate-limit policies, targets must exist).
+fn rate_limits(
+    config: &MeshConfig,
+    trust_domain: &TrustDomain,
+    services: &mut BTreeMap<ServiceName, ValidService>,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut names: BTreeMap<String, FirstSeen<String>> = BTreeMap::new();
+    for (i, spec) in config.rate_limits.iter().enumerate() {
+        let path = format!("rateLimits[{i}]");
+        let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+        check::policy::unique_policy_name(
+            &format!("{path}.name"),
+            &spec.name,
+            names
+                .entry(namespace.to_owned())
+                .or_insert_with(FirstSeen::new),
+            errors,
+        );
+        let target = policy_target(&path, config, &spec.target, errors);
+        let parts = check::rate_limit::rate_limit_parts(
+            &path,
+            spec.total.as_ref(),
+            spec.identity.as_ref(),
+            &spec.overrides,
+            Some(trust_domain),
+            errors,
+        );
+        if let (Some((service, route)), Some(parts)) = (target, parts)
+            && let Some(valid) = services.get_mut(&service)
+        {
+            valid.rate_limits.push(RateLimitPolicy {
+                name: Arc::from(spec.name.as_str()),
+                route: route.map(Arc::from),
+                total: parts.total,
+                identity: parts.identity,
+                overrides: parts.overrides,
+            });
+        }
+    }
+}
+
 /// The service (and route) a policy targets, checked against the config's services.
 fn policy_target<'a>(
     path: &str,
     config: &MeshConfig,
-    spec: &'a PolicySpec,
+    target: &'a PolicyTargetSpec,
     errors: &mut Vec<FieldError>,
 ) -> Option<(ServiceName, Option<&'a str>)> {
+    let spec = target;
     let target_path = format!("{path}.target");
-    let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+    let namespace = spec.namespace.as_deref().unwrap_or("default");
     let mut ok = true;
-    if let Err(message) = check::dns_label("name", &spec.target.service) {
+    if let Err(message) = check::dns_label("name", &spec.service) {
         errors.push(FieldError::new(format!("{target_path}.service"), message));
         ok = false;
     }
@@ -343,7 +398,7 @@ fn policy_target<'a>(
     }
     let service = ServiceName {
         namespace: namespace.to_owned(),
-        name: spec.target.service.clone(),
+        name: spec.service.clone(),
     };
     let Some(target) = config
         .services
@@ -356,7 +411,7 @@ fn policy_target<'a>(
         ));
         return None;
     };
-    let route = spec.target.route.as_deref();
+    let route = spec.route.as_deref();
     if let Some(route) = route
         // Policies are enforced by the service's own replicas, which route by its own
         // (producer) routes; a consumer route is the caller's business.
@@ -766,6 +821,7 @@ impl ValidConfig {
             default_policy: valid.default_policy.unwrap_or(self.default_policy),
             exempt_paths: valid.exempt_paths.clone(),
             policies: valid.policies.clone(),
+            rate_limits: valid.rate_limits.clone(),
         }
     }
 

@@ -27,6 +27,7 @@ impl From<&InboundPolicy> for proto::InboundPolicy {
                 .map(ToString::to_string)
                 .collect(),
             policies: inbound.policies.iter().map(Into::into).collect(),
+            rate_limits: inbound.rate_limits.iter().map(Into::into).collect(),
         }
     }
 }
@@ -140,6 +141,8 @@ pub(super) fn inbound(
             });
         }
     }
+    let rate_limits =
+        super::rate_limit::rate_limits(&format!("{path}.rateLimits"), &wire.rate_limits, errors);
     if errors.len() != before {
         return None;
     }
@@ -149,6 +152,7 @@ pub(super) fn inbound(
         default_policy: default_policy?,
         exempt_paths,
         policies,
+        rate_limits,
     })
 }
 

@@ -24,7 +24,7 @@ use mesh_core::config::ValidConfig;
 use tokio::task::JoinHandle;
 
 use super::KubernetesSource;
-use super::crd::{AuthorizationPolicy, FaultInjection};
+use super::crd::{AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy};
 use super::index::{BuildError, ClusterIndex, RouteStatus};
 use super::lease::LeaderLease;
 use crate::state::StateStore;
@@ -58,6 +58,7 @@ enum ClusterEvent {
     GrpcRoute(Box<watcher::Event<GrpcRoute>>),
     Policy(Box<watcher::Event<AuthorizationPolicy>>),
     Fault(Box<watcher::Event<FaultInjection>>),
+    RateLimit(Box<watcher::Event<LocalRateLimitPolicy>>),
 }
 
 /// The index and its watchers after the first sync, ready to follow changes.
@@ -188,6 +189,7 @@ impl Syncer {
             Ok(ClusterEvent::GrpcRoute(e)) => index.apply(*e),
             Ok(ClusterEvent::Policy(e)) => index.apply(*e),
             Ok(ClusterEvent::Fault(e)) => index.apply(*e),
+            Ok(ClusterEvent::RateLimit(e)) => index.apply(*e),
             Err(error) => {
                 // The watcher backs off and retries (relisting when its resource version is
                 // gone); until then the objects it had stay as they were.
@@ -243,9 +245,12 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
     )
     .default_backoff()
     .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
-    let faults = watcher(Api::<FaultInjection>::all(client), config)
+    let faults = watcher(Api::<FaultInjection>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::Fault(Box::new(e))));
+    let rate_limits = watcher(Api::<LocalRateLimitPolicy>::all(client), config)
+        .default_backoff()
+        .map(|e| e.map(|e| ClusterEvent::RateLimit(Box::new(e))));
     futures_util::stream::select_all([
         services.boxed(),
         slices.boxed(),
@@ -254,6 +259,7 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
         grpc.boxed(),
         policies.boxed(),
         faults.boxed(),
+        rate_limits.boxed(),
     ])
     .boxed()
 }

@@ -95,6 +95,7 @@ fn synced() -> ClusterIndex {
         index.apply(Event::<GrpcRoute>::InitDone),
         index.apply(Event::<AuthorizationPolicy>::InitDone),
         index.apply(Event::<FaultInjection>::InitDone),
+        index.apply(Event::<LocalRateLimitPolicy>::InitDone),
     ] {
         assert!(done, "a first InitDone is a change");
     }
@@ -143,7 +144,7 @@ fn greeter() -> ClusterIndex {
 #[test]
 fn is_unsynced_until_every_kind_is_listed() {
     let mut index = ClusterIndex::new(td(), None);
-    assert_eq!(index.unsynced().len(), 7);
+    assert_eq!(index.unsynced().len(), 8);
     index.apply(Event::<Service>::Init);
     index.apply(Event::InitApply(service("default", "greeter")));
     index.apply(Event::<Service>::InitDone);
@@ -823,6 +824,7 @@ fn the_example_manifests_index_into_a_valid_config() {
             "Service" => index.apply(Event::Apply(obj::<Service>(value))),
             "HTTPRoute" => index.apply(Event::Apply(obj::<HttpRoute>(value))),
             "AuthorizationPolicy" => index.apply(Event::Apply(obj::<AuthorizationPolicy>(value))),
+            "LocalRateLimitPolicy" => index.apply(Event::Apply(obj::<LocalRateLimitPolicy>(value))),
             _ => false,
         };
     }
@@ -833,6 +835,58 @@ fn the_example_manifests_index_into_a_valid_config() {
     let inbound = built.config.inbound(&name("greeter.default"));
     assert_eq!(inbound.policies.len(), 1);
     assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
+    assert_eq!(inbound.rate_limits.len(), 1);
+    assert_eq!(&*inbound.rate_limits[0].name, "greeter-limits");
+}
+
+fn rate_limit(ns: &str, name: &str, spec: Value) -> LocalRateLimitPolicy {
+    obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "LocalRateLimitPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec
+    }))
+}
+
+#[test]
+fn rate_limits_attach_to_their_service_and_bad_ones_are_left_out() {
+    let mut index = greeter();
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "good",
+        json!({"target": {"service": "greeter"}, "identity": {"requestsPerSecond": 5}}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "bad-identity",
+        json!({"target": {"service": "greeter"},
+               "overrides": [{"requestsPerSecond": 5,
+                              "clients": {"identities": ["spiffe://elsewhere/ns/a/sa/b"]}}]}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "no-route",
+        json!({"target": {"service": "greeter", "route": "nope"},
+               "total": {"requestsPerSecond": 5}}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "shop",
+        "elsewhere",
+        json!({"target": {"service": "greeter"}, "total": {"requestsPerSecond": 5}}),
+    )));
+    let built = index.build().expect("builds");
+    let inbound = built.config.inbound(&name("greeter.default"));
+    let names: Vec<&str> = inbound.rate_limits.iter().map(|l| &*l.name).collect();
+    assert_eq!(names, ["good"]);
+    let mut refused = built.refused.clone();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            r#"LocalRateLimitPolicy default/bad-identity: spec.overrides[0].clients.identities[0]: identity "spiffe://elsewhere/ns/a/sa/b" is not in trust domain "mesh.local""#,
+            r#"LocalRateLimitPolicy default/no-route: spec.target.route: service "greeter.default" has no route "nope""#,
+            "LocalRateLimitPolicy shop/elsewhere: spec.target.service: Service shop/greeter not found",
+        ]
+    );
 }
 
 #[test]
