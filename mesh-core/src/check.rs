@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use crate::error::FieldError;
 
+pub(crate) mod hedging;
 pub(crate) mod policy;
 pub(crate) mod route;
 use crate::dns::{check_dns_label, check_dns_subdomain};

@@ -117,10 +117,12 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
+mod hedging;
 mod policy;
 mod route;
 mod validate;
 
+pub use hedging::HedgingSpec;
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };

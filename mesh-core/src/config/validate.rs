@@ -588,6 +588,7 @@ fn routes(
                 backend_refs,
                 timeouts: parts.timeouts,
                 retry: parts.retry,
+                hedging: parts.hedging,
             });
         }
         routes.push(AttachedRoute {

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
+use mesh_core::hedge::{DEFAULT_PERIOD, WindowedLatency};
 use mesh_core::outlier::OutlierDetector;
 use mesh_core::snapshot::{self, ServiceName};
 use tokio::sync::Notify;
@@ -46,6 +47,9 @@ pub(crate) struct Backend<B> {
     epoch: Instant,
     options: ClientOptions,
     metrics: BackendMetrics,
+    /// Recent latencies to response headers, for hedging delays at a percentile (recorded
+    /// only by calls on such a route; see [`super::hedge`]).
+    pub(crate) latency: Mutex<WindowedLatency>,
 }
 
 /// A backend's metric handles, made once with the backend.
@@ -105,6 +109,9 @@ pub(crate) enum SendError<B> {
     Unsent(Arc<Endpoint<B>>, hyper::Error, Box<Request<B>>),
 }
 
+/// An endpoint picked for a try, and a connection of it ready to take the request.
+pub(crate) type Ready<B> = (Arc<Endpoint<B>>, SendRequest<B>);
+
 /// What [`Backend::send`] gives: the response and the endpoint that answered, or why not.
 pub(crate) type Sent<B> = Result<(Response<Incoming>, Arc<Endpoint<B>>), SendError<B>>;
 
@@ -127,6 +134,7 @@ where
                 outliers: Mutex::new(OutlierDetector::new(options.outliers, 0)),
             }),
             ready: Arc::new(Notify::new()),
+            latency: Mutex::new(WindowedLatency::new(DEFAULT_PERIOD, epoch)),
             epoch,
             options,
         }
@@ -206,7 +214,7 @@ where
     pub(crate) async fn send(
         &self,
         request: Request<B>,
-        avoid: Option<&EndpointKey>,
+        avoid: &[EndpointKey],
         ready_timeout: Duration,
         chosen: Option<&mut Option<Arc<Endpoint<B>>>>,
     ) -> Sent<B> {
@@ -227,9 +235,9 @@ where
     /// available) with a connection ready to take a request.
     async fn wait_for_ready(
         &self,
-        avoid: Option<&EndpointKey>,
+        avoid: &[EndpointKey],
         ready_timeout: Duration,
-    ) -> Result<(Arc<Endpoint<B>>, SendRequest<B>), SendError<B>> {
+    ) -> Result<Ready<B>, SendError<B>> {
         let deadline = tokio::time::Instant::now() + ready_timeout;
         loop {
             let notified = self.ready.notified();
@@ -254,17 +262,38 @@ where
     }
 
     /// An endpoint picked by P2C with a connection ready to take a request.
-    fn ready_endpoint(
+    pub(crate) fn ready_endpoint(
         &self,
-        avoid: Option<&EndpointKey>,
-    ) -> Option<(Arc<Endpoint<B>>, SendRequest<B>)> {
+        avoid: &[EndpointKey],
+    ) -> Option<Ready<B>> {
         let endpoint = self.pick(avoid, Instant::now())?;
         let sender = endpoint.sender()?;
         Some((endpoint, sender))
     }
 
+    /// An endpoint other than those in `avoid` with a connection ready to take a request now,
+    /// picked by P2C; none when only avoided endpoints are ready (a hedge goes elsewhere or
+    /// not at all).
+    pub(crate) fn ready_other(&self, avoid: &[EndpointKey]) -> Option<Ready<B>> {
+        self.ready_endpoint(avoid)
+            .filter(|(endpoint, _)| !avoid.contains(&endpoint.key))
+    }
+
+    /// An endpoint picked by P2C (avoiding `avoid` when another is available) with a
+    /// connection ready to take a request, waiting up to `ready_timeout` for one.
+    pub(crate) async fn ready(
+        &self,
+        avoid: &[EndpointKey],
+        ready_timeout: Duration,
+    ) -> Result<Ready<B>, SendError<B>> {
+        match self.ready_endpoint(avoid) {
+            Some(ready) => Ok(ready),
+            None => self.wait_for_ready(avoid, ready_timeout).await,
+        }
+    }
+
     /// Sends `request` on `sender`, a connection of `endpoint`, counting it in flight.
-    async fn send_to(
+    pub(crate) async fn send_to(
         endpoint: Arc<Endpoint<B>>,
         mut sender: SendRequest<B>,
         request: Request<B>,
@@ -288,7 +317,7 @@ where
     }
 
     /// An endpoint picked by P2C (see [`super::balance`]) among the available ones.
-    fn pick(&self, avoid: Option<&EndpointKey>, now: Instant) -> Option<Arc<Endpoint<B>>> {
+    fn pick(&self, avoid: &[EndpointKey], now: Instant) -> Option<Arc<Endpoint<B>>> {
         let set = self.set.load();
         p2c(&set.endpoints, avoid, now, &mut |n| fastrand::usize(..n)).cloned()
     }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! call  ->  route (a RouteDecision, or the mesh's refusal)  ->  mirror (a copy, not awaited)
-//!       ->  Tries::run within the call's timeout  ->  respond (response filter, or failure)
+//!       ->  Tries::run (or hedge::run) within the call's timeout
+//!       ->  respond (response filter, or failure)
 //! ```
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::Instrument;
 use super::backend::{Backend, SendError};
 use super::body::{MeshBody, Replay, ResponseBody};
 use super::deadline::within;
+use super::hedge;
 use super::respond::failure;
 use super::retry::{Head, Tries};
 use super::route::route;
@@ -194,7 +196,11 @@ where
     };
     // What lives across the wait: the tries, the first request, and the try's own future.
     Either::Right(async move {
-        let result = match within(timeout, tries.run(first)).await {
+        let tried = match hedge::policy_in_force(tries.rule.as_deref(), tries.replay.is_some()) {
+            Some(policy) => Either::Left(hedge::run(&tries, policy, first)),
+            None => Either::Right(tries.run(first)),
+        };
+        let result = match within(timeout, tried).await {
             Ok(result) => result,
             Err(after) => {
                 tries.metrics.request_timeouts.increment(1);
@@ -220,7 +226,7 @@ where
     let ready_timeout = shared.ready_timeout;
     tokio::spawn(async move {
         if let Err(SendError::Endpoint(_, error) | SendError::Unsent(_, error, _)) =
-            target.send(request, None, ready_timeout, None).await
+            target.send(request, &[], ready_timeout, None).await
         {
             tracing::debug!(backend = %target.service, %error, "mirrored request failed");
         }

@@ -19,7 +19,7 @@ use metrics::{Counter, Histogram, Label, SharedString};
 use crate::edges::{EdgeCounters, Edges};
 
 use super::{
-    HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
+    HEDGES, HEDGES_WON, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
     RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
@@ -301,6 +301,8 @@ impl StatusTable {
 pub(crate) struct OutboundMetrics {
     pub(crate) durations: Arc<StatusTable>,
     pub(crate) retries: Counter,
+    pub(crate) hedges: Counter,
+    pub(crate) hedges_won: Counter,
     pub(crate) budget_exhausted: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) try_timeouts: Counter,
@@ -328,6 +330,8 @@ impl OutboundMetrics {
         };
         let this = Self {
             retries: metrics::counter!(RETRIES, labels.clone()),
+            hedges: metrics::counter!(HEDGES, labels.clone()),
+            hedges_won: metrics::counter!(HEDGES_WON, labels.clone()),
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
             request_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "request")),
             try_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "try")),
@@ -347,6 +351,8 @@ impl OutboundMetrics {
         // Every counter exists from the start, at 0: a rate over it is 0, not absent.
         for counter in [
             &this.retries,
+            &this.hedges,
+            &this.hedges_won,
             &this.budget_exhausted,
             &this.request_timeouts,
             &this.try_timeouts,

@@ -317,6 +317,7 @@ fn rule_spec(i: usize, rule: &GammaRule, namespace: &str) -> Result<RouteRuleSpe
         backend_refs,
         timeouts,
         retry: None,
+        hedging: None,
     })
 }
 
