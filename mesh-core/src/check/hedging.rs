@@ -90,6 +90,126 @@ pub(crate) fn format_delay(delay: HedgeDelay) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{ROUTES, name, parse};
+    use crate::snapshot::RouteRule;
+    use crate::testing::trust_domain_named;
+
+    /// The first rule of a route of `kind` with `rule` (YAML fields) added, validated: its
+    /// policy, or the errors' strings.
+    fn rule(kind: &str, fields: &str) -> Result<RouteRule, Vec<String>> {
+        let yaml = format!(
+            r#"
+services:
+  - name: s
+    endpoints: [{{address: 10.0.0.1:80, identity: spiffe://cluster.local/ns/default/sa/s}}]
+    routes:
+      - name: r
+        kind: {kind}
+        rules:
+          - backendRefs: [{{name: s}}]
+            {fields}
+"#
+        );
+        match parse(&yaml).validate(&trust_domain_named("cluster.local")) {
+            Ok(valid) => Ok(valid.destination(&name("s.default")).routes[0].rules[0].clone()),
+            Err(errors) => Err(errors.errors().iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn policies_are_checked_with_their_field_paths() {
+        let at = "services[0].routes[0].rules[0].hedging";
+        let cases: [(&str, &str, Result<HedgingPolicy, Vec<String>>); 8] = [
+            (
+                "http",
+                "hedging: {}",
+                Ok(HedgingPolicy {
+                    max_attempts: 2,
+                    delay: HedgeDelay::Percentile(95),
+                    non_fatal_codes: Vec::new(),
+                    non_fatal_grpc_codes: Vec::new(),
+                }),
+            ),
+            (
+                "grpc",
+                "hedging: {maxAttempts: 5, delay: 0s, nonFatalStatuses: [UNAVAILABLE]}",
+                Ok(HedgingPolicy {
+                    max_attempts: 5,
+                    delay: HedgeDelay::Fixed(Duration::ZERO),
+                    non_fatal_codes: Vec::new(),
+                    non_fatal_grpc_codes: vec![tonic::Code::Unavailable],
+                }),
+            ),
+            (
+                "http",
+                "hedging: {maxAttempts: 1}",
+                Err(vec![format!("{at}.maxAttempts: 1 is out of range 2 to 5")]),
+            ),
+            (
+                "http",
+                "hedging: {maxAttempts: 6, delay: p100}",
+                Err(vec![
+                    format!("{at}.maxAttempts: 6 is out of range 2 to 5"),
+                    format!(r#"{at}.delay: "p100": a percentile is p50 to p99"#),
+                ]),
+            ),
+            (
+                "http",
+                "hedging: {delay: 2m}",
+                Err(vec![format!("{at}.delay: 2m is longer than 1m")]),
+            ),
+            (
+                "http",
+                "hedging: {nonFatalCodes: [200], nonFatalStatuses: [UNAVAILABLE]}",
+                Err(vec![
+                    format!(
+                        "{at}.nonFatalStatuses: gRPC statuses apply to gRPC routes; HTTP routes use nonFatalCodes"
+                    ),
+                    format!("{at}.nonFatalCodes[0]: status code 200 is out of range 400 to 599"),
+                ]),
+            ),
+            (
+                "grpc",
+                "hedging: {nonFatalStatuses: [OK]}",
+                Err(vec![format!(
+                    r#"{at}.nonFatalStatuses[0]: unknown or non-error gRPC status "OK""#
+                )]),
+            ),
+            // As gRPC's service config: retries or hedging, not both.
+            (
+                "http",
+                "retry: {codes: [503]}\n            hedging: {}",
+                Err(vec![format!(
+                    "{at}: a rule has either a retry policy or a hedging policy, not both"
+                )]),
+            ),
+        ];
+        for (kind, fields, expected) in cases {
+            let found = rule(kind, fields).map(|r| r.hedging.unwrap());
+            assert_eq!(found, expected, "{kind}: {fields}");
+        }
+    }
+
+    #[test]
+    fn the_fixture_round_trips_through_the_wire() {
+        let valid = parse(ROUTES)
+            .validate(&trust_domain_named("cluster.local"))
+            .unwrap();
+        let greeter = valid.destination(&name("greeter.default"));
+        let pinned = &greeter.routes[0].rules[0];
+        assert_eq!(
+            pinned.hedging,
+            Some(HedgingPolicy {
+                max_attempts: 3,
+                delay: HedgeDelay::Fixed(Duration::from_millis(20)),
+                non_fatal_codes: vec![http::StatusCode::SERVICE_UNAVAILABLE],
+                non_fatal_grpc_codes: Vec::new(),
+            })
+        );
+        let wire = crate::proto::RouteRule::from(pinned);
+        let sent = wire.hedging.as_ref().unwrap();
+        assert_eq!((sent.max_attempts, sent.delay.as_str()), (3, "20ms"));
+    }
 
     #[test]
     fn delays_are_percentiles_or_bounded_durations() {
