@@ -103,6 +103,8 @@ struct Outstanding {
     id: usize,
     endpoint: EndpointKey,
     sent: Instant,
+    /// A hedge (not the first try, nor a resend after a refusal).
+    hedge: bool,
 }
 
 /// A hedged call's tries: what is outstanding, what is left.
@@ -122,14 +124,15 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    /// Records that a try goes to `ready`'s endpoint; its id.
-    fn sending(&mut self, ready: &Ready<MeshBody<B>>) -> usize {
+    /// Records that a try (a hedge when `hedge`) goes to `ready`'s endpoint; its id.
+    fn sending(&mut self, ready: &Ready<MeshBody<B>>, hedge: bool) -> usize {
         let id = self.next_id;
         self.next_id += 1;
         self.outstanding.push(Outstanding {
             id,
             endpoint: ready.0.key.clone(),
             sent: Instant::now(),
+            hedge,
         });
         if self.tries.explain {
             self.tries.sent.fetch_add(1, Ordering::Relaxed);
@@ -200,13 +203,13 @@ where
     }
 
     /// Takes try `id` off the outstanding ones, recording its latency when `answered`.
-    fn answered(&mut self, id: usize, answered: bool) -> Option<EndpointKey> {
+    fn answered(&mut self, id: usize, answered: bool) -> Option<Outstanding> {
         let index = self.outstanding.iter().position(|o| o.id == id)?;
         let done = self.outstanding.swap_remove(index);
         if self.adaptive && answered {
             record(&self.tries.backend, done.sent.elapsed());
         }
-        Some(done.endpoint)
+        Some(done)
     }
 
     /// The tries still outstanding when the call ends: cancelled (their futures are dropped
@@ -325,7 +328,7 @@ where
             }
         };
         tries.prepare(&mut first);
-        let id = call.sending(&ready);
+        let id = call.sending(&ready, false);
         let mut pending = FuturesUnordered::new();
         pending.push(one_try(ready, first, tries.per_try, id));
         let mut hedge_at = delay.map(|d| tokio::time::Instant::now() + d);
@@ -341,15 +344,16 @@ where
             let hedge_now = tokio::select! {
                 biased;
                 Some((id, outcome)) = pending.next() => {
-                    let timed_out = matches!(outcome, Outcome::TryTimedOut(..));
-                    if timed_out {
+                    if matches!(outcome, Outcome::TryTimedOut(..)) {
                         tries.metrics.try_timeouts.increment(1);
                     }
-                    let endpoint = call.answered(id, !matches!(outcome, Outcome::Sent(Err(_))));
+                    let done = call.answered(id, !matches!(outcome, Outcome::Sent(Err(_))));
+                    let hedge = done.as_ref().is_some_and(|d| d.hedge);
                     match call.step(outcome) {
                         Step::Commit(result) => {
-                            if id > 0 && result.is_ok() {
+                            if hedge && result.is_ok() {
                                 tries.metrics.hedges_won.increment(1);
+                                tracing::debug!(target: "mesh", "a hedge answered first");
                             }
                             call.cancel_the_rest();
                             return result;
@@ -359,9 +363,9 @@ where
                             true
                         }
                         Step::Resend(error, unsent) => {
-                            match call.resend(unsent, endpoint) {
+                            match call.resend(unsent, done.map(|d| d.endpoint)) {
                                 Some((ready, request)) => {
-                                    let id = call.sending(&ready);
+                                    let id = call.sending(&ready, false);
                                     pending.push(one_try(ready, request, tries.per_try, id));
                                     false
                                 }
@@ -378,7 +382,7 @@ where
             if hedge_now {
                 match call.hedge() {
                     Ok((ready, request)) => {
-                        let id = call.sending(&ready);
+                        let id = call.sending(&ready, true);
                         pending.push(one_try(ready, request, tries.per_try, id));
                         hedge_at = delay
                             .filter(|_| call.hedges_left > 0)
