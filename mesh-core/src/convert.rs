@@ -187,7 +187,7 @@ impl From<&RouteRule> for proto::RouteRule {
             }),
             hedging: rule.hedging.as_ref().map(|hedging| proto::HedgingPolicy {
                 max_attempts: hedging.max_attempts,
-                delay: check::hedging::format_delay(hedging.delay),
+                delay: hedging.delay.to_string(),
                 non_fatal_codes: hedging
                     .non_fatal_codes
                     .iter()

@@ -3,7 +3,7 @@
 //! ratios hold), prints a table and the ratios with each target met or not, and writes the raw
 //! figures as JSON.
 //!
-//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all]
+//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|hedging|issuance|all]
 //! [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]` (`--help` explains them).
 //!
 //! Servers whose CPU time or memory is measured run in processes of their own: the binary runs
@@ -14,6 +14,7 @@ mod chart;
 mod fanout;
 mod fanout_servers;
 mod haproxy;
+mod hedging;
 mod issuance;
 mod machine;
 mod plain_tls;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
+const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|hedging|issuance|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
 
 const HELP: &str = "\
 The mesh's benchmarks: each scenario starts everything on 127.0.0.1 and measures the mesh
@@ -39,6 +40,9 @@ Scenarios (default: request-path):
                  against plain tonic streaming
   balancing      three greeter endpoints, one ten times slower: the latency callers see with
                  the mesh's P2C balancer against a plain round robin
+  hedging        three greeter endpoints, one answering 5 % of its calls 20 times slower:
+                 p50/p99 without hedging, hedging at the observed p95 and at a fixed
+                 delay, and the extra load (tries per call)
   issuance       Certify calls per second against the control service, next to the raw rate
                  of checking a CSR and signing a certificate
   all            every scenario
@@ -82,7 +86,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "request-path" | "fan-out" | "balancing" | "issuance" | "all" => {
+            "request-path" | "fan-out" | "balancing" | "hedging" | "issuance" | "all" => {
                 parsed.scenario = arg.clone();
             }
             "--seconds" => parsed.seconds = it.next().context("--seconds N")?.parse()?,
@@ -127,6 +131,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == "balancing" {
         balancing::run(&args)?;
+    }
+    if all || args.scenario == "hedging" {
+        hedging::run(&args)?;
     }
     if all || args.scenario == "issuance" {
         issuance::run(&args)?;

@@ -13,6 +13,16 @@ pub enum HedgeDelay {
     Percentile(u8),
 }
 
+impl std::fmt::Display for HedgeDelay {
+    /// As the config spells it: `p95`, or a duration (`20ms`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(d) => f.write_str(&crate::duration::format(*d)),
+            Self::Percentile(p) => write!(f, "p{p}"),
+        }
+    }
+}
+
 /// Hedging as gRPC A6 defines it: up to `max_attempts` tries in all, each to another
 /// endpoint, `delay` apart; the first response that is not a non-fatal status wins and the
 /// other tries are cancelled; each try after the first takes a token from the retry budget.
