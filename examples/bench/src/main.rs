@@ -41,8 +41,8 @@ Scenarios (default: request-path):
   balancing      three greeter endpoints, one ten times slower: the latency callers see with
                  the mesh's P2C balancer against a plain round robin
   hedging        three greeter endpoints, one answering 5 % of its calls 20 times slower:
-                 p50/p99 without hedging, hedging at the observed p95 and at a fixed
-                 delay, and the extra load (tries per call)
+                 p50/p99/p99.9 without hedging, hedging at the observed p95 and at a
+                 fixed delay, and the extra load (tries per call)
   issuance       Certify calls per second against the control service, next to the raw rate
                  of checking a CSR and signing a certificate
   all            every scenario

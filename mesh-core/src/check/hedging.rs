@@ -1,12 +1,14 @@
-//! Checks a rule's `hedging` block (see [`HedgingSpec`]) into a [`HedgingPolicy`].
+//! Checks a rule's `hedging` block (see [`HedgingSpec`]) into a [`HedgingPolicy`]; its
+//! statuses are checked as a retry policy's are, by `super::route`, which calls this.
 
 use std::time::Duration;
 
-use super::route::statuses;
+use http::StatusCode;
+
 use crate::config::HedgingSpec;
 use crate::duration;
 use crate::error::FieldError;
-use crate::snapshot::{HedgeDelay, HedgingPolicy, RouteKind};
+use crate::snapshot::{HedgeDelay, HedgingPolicy};
 
 /// Tries in all, as gRPC A6 bounds `maxAttempts` (more are treated as 5 there; refused here).
 pub(crate) const MAX_HEDGED_ATTEMPTS: u32 = 5;
@@ -19,12 +21,13 @@ const DEFAULT_PERCENTILE: u8 = 95;
 /// The percentiles a delay may name: below the median most calls would be hedged.
 const PERCENTILES: std::ops::RangeInclusive<u8> = 50..=99;
 
-/// The policy `spec` describes, or `None` with its errors pushed; `path` is
+/// The policy `spec` describes, with its non-fatal statuses checked already (`checked`:
+/// whether they were all good), or `None` with its errors pushed; `path` is
 /// `services[0].routes[1].rules[2].hedging`.
 pub(crate) fn hedging(
     path: &str,
-    kind: RouteKind,
     spec: &HedgingSpec,
+    (non_fatal_codes, non_fatal_grpc_codes, checked): (Vec<StatusCode>, Vec<tonic::Code>, bool),
     errors: &mut Vec<FieldError>,
 ) -> Option<HedgingPolicy> {
     let before = errors.len();
@@ -41,15 +44,8 @@ pub(crate) fn hedging(
             .map_err(|message| errors.push(FieldError::new(format!("{path}.delay"), message)))
             .ok(),
     };
-    let (non_fatal_codes, non_fatal_grpc_codes) = statuses(
-        path,
-        kind,
-        ("nonFatalCodes", &spec.non_fatal_codes),
-        ("nonFatalStatuses", &spec.non_fatal_statuses),
-        errors,
-    );
     let delay = delay?;
-    (errors.len() == before).then_some(HedgingPolicy {
+    (checked && errors.len() == before).then_some(HedgingPolicy {
         max_attempts,
         delay,
         non_fatal_codes,

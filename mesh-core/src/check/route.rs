@@ -179,10 +179,18 @@ pub(crate) fn rule_parts(
             "a rule has either a retry policy or a hedging policy, not both",
         ));
     }
-    let hedging = rule
-        .hedging
-        .as_ref()
-        .and_then(|h| super::hedging::hedging(&hedging_path, kind, h, errors));
+    let hedging = rule.hedging.as_ref().and_then(|h| {
+        let before = errors.len();
+        let (codes, grpc_codes) = statuses(
+            &hedging_path,
+            kind,
+            ("nonFatalCodes", &h.non_fatal_codes),
+            ("nonFatalStatuses", &h.non_fatal_statuses),
+            errors,
+        );
+        let checked = errors.len() == before;
+        super::hedging::hedging(&hedging_path, h, (codes, grpc_codes, checked), errors)
+    });
     RuleParts {
         matches,
         filters,
