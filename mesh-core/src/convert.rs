@@ -21,8 +21,8 @@
 
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::config::{
-    FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, MethodMatchSpec,
-    HedgingSpec, MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
+    FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, HedgingSpec, MethodMatchSpec,
+    MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
     RouteRuleSpec, TimeoutsSpec, ValueMatchSpec,
 };
 use crate::duration;

@@ -225,10 +225,17 @@ mod tests {
         for i in 0..100 {
             window.record(if i % 20 == 0 { ms(200) } else { ms(10) }, t0);
         }
-        let cases = [(50, ms(2), ms(10)), (90, ms(10), ms(12)), (99, ms(200), ms(226))];
+        let cases = [
+            (50, ms(2), ms(10)),
+            (90, ms(10), ms(12)),
+            (99, ms(200), ms(226)),
+        ];
         for (p, low, high) in cases {
             let found = window.percentile(p, t0).unwrap();
-            assert!(found >= low.mul_f64(0.9) && found <= high, "p{p}: {found:?}");
+            assert!(
+                found >= low.mul_f64(0.9) && found <= high,
+                "p{p}: {found:?}"
+            );
         }
     }
 
@@ -262,10 +269,18 @@ mod tests {
         let ms = Duration::from_millis;
         let cases: [(HedgeDelay, Option<Duration>, Option<Duration>); 5] = [
             (HedgeDelay::Fixed(ms(20)), None, Some(ms(20))),
-            (HedgeDelay::Fixed(Duration::ZERO), Some(ms(5)), Some(Duration::ZERO)),
+            (
+                HedgeDelay::Fixed(Duration::ZERO),
+                Some(ms(5)),
+                Some(Duration::ZERO),
+            ),
             (HedgeDelay::Percentile(95), Some(ms(7)), Some(ms(7))),
             // Below the floor.
-            (HedgeDelay::Percentile(95), Some(Duration::from_micros(80)), Some(MIN_DELAY)),
+            (
+                HedgeDelay::Percentile(95),
+                Some(Duration::from_micros(80)),
+                Some(MIN_DELAY),
+            ),
             // Not enough calls seen: no hedge.
             (HedgeDelay::Percentile(95), None, None),
         ];

@@ -173,7 +173,7 @@ impl Greeter for TestGreeter {
             )));
         }
         if let GreeterMode::SlowEvery { every, ms } = self.mode
-            && call % every.max(1) == 0
+            && call.is_multiple_of(every.max(1))
         {
             self.slow(ms).await;
             return Ok(Response::new(HelloReply {

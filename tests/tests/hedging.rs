@@ -256,7 +256,8 @@ async fn hedges_win_over_a_slow_endpoint_and_its_tries_are_cancelled() {
 #[tokio::test]
 async fn hedges_stop_when_the_retry_budget_is_spent() {
     let setup = setup(false).await;
-    let received = |setup: &Setup| -> u32 { setup.replicas.iter().map(|r| r.greeter.received()).sum() };
+    let received =
+        |setup: &Setup| -> u32 { setup.replicas.iter().map(|r| r.greeter.received()).sum() };
     let before = received(&setup);
 
     // Every try is slow (the name asks every replica for 300 ms), so every call wants a
@@ -282,17 +283,28 @@ async fn hedges_stop_when_the_retry_budget_is_spent() {
     // What the replicas received is exactly the tries the mesh reported.
     let sent: u32 = answers.iter().map(|a| a.tries).sum();
     let arrived = eventually(Duration::from_secs(5), || received(&setup) - before == sent).await;
-    assert!(arrived, "{} tries arrived, {sent} sent", received(&setup) - before);
+    assert!(
+        arrived,
+        "{} tries arrived, {sent} sent",
+        received(&setup) - before
+    );
     // Once the budget is spent, a hedge only for each token the calls earn (one per five):
     // 10 for the last 50 calls, plus what the 20 calls in flight before them earned.
-    let late_hedges = answers[CALLS - 50..].iter().filter(|a| a.tries == 2).count();
-    assert!(late_hedges <= 15, "{late_hedges} of the last 50 calls hedged");
+    let late_hedges = answers[CALLS - 50..]
+        .iter()
+        .filter(|a| a.tries == 2)
+        .count();
+    assert!(
+        late_hedges <= 15,
+        "{late_hedges} of the last 50 calls hedged"
+    );
 }
 
 #[tokio::test]
 async fn a_body_too_large_to_replay_is_not_hedged_and_the_request_timeout_bounds_the_call() {
     let setup = setup(false).await;
-    let received = |setup: &Setup| -> u32 { setup.replicas.iter().map(|r| r.greeter.received()).sum() };
+    let received =
+        |setup: &Setup| -> u32 { setup.replicas.iter().map(|r| r.greeter.received()).sum() };
 
     // Over the 64 KiB replay limit: sent once, however slow.
     let name = format!("slow-300:{}", "x".repeat(70 * 1024));
@@ -320,5 +332,9 @@ async fn a_body_too_large_to_replay_is_not_hedged_and_the_request_timeout_bounds
         cancelled(&setup) - cancelled_before == 2
     })
     .await;
-    assert!(both, "{} tries cancelled", cancelled(&setup) - cancelled_before);
+    assert!(
+        both,
+        "{} tries cancelled",
+        cancelled(&setup) - cancelled_before
+    );
 }

@@ -243,10 +243,7 @@ fn config(addrs: &[SocketAddr]) -> String {
          bootstrapTokens:\n  - {{token: greeter-bench-token, namespace: default, serviceAccount: greeter}}\n  \
          - {{token: bench-client-bench-token, namespace: default, serviceAccount: bench-client}}\n",
         hedged("greeter-p95", "p95"),
-        hedged(
-            "greeter-fixed",
-            &format!("{}ms", FIXED_DELAY.as_millis())
-        ),
+        hedged("greeter-fixed", &format!("{}ms", FIXED_DELAY.as_millis())),
     )
 }
 
@@ -265,7 +262,9 @@ impl Greeter for Paced {
     async fn say_hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         self.received.fetch_add(1, Ordering::Relaxed);
         let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let slow = self.slow_every.is_some_and(|every| call % every == 0);
+        let slow = self
+            .slow_every
+            .is_some_and(|every| call.is_multiple_of(every));
         let _worker = self
             .workers
             .acquire()
@@ -367,7 +366,14 @@ fn report(rounds: &[Round], json: &std::path::Path) -> anyhow::Result<()> {
     println!("\nmedians over the runs:");
     println!(
         "  {:<17} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12}",
-        "target", "in flight", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "tries/call", "slow answers"
+        "target",
+        "in flight",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "tries/call",
+        "slow answers"
     );
     for s in &summaries {
         println!(

@@ -75,7 +75,6 @@ fn delay(value: &str) -> Result<HedgeDelay, String> {
     Ok(HedgeDelay::Fixed(fixed))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +107,9 @@ services:
     #[test]
     fn policies_are_checked_with_their_field_paths() {
         let at = "services[0].routes[0].rules[0].hedging";
-        let cases: [(&str, &str, Result<HedgingPolicy, Vec<String>>); 8] = [
+        /// A route kind, a rule's fields, and the policy or the errors expected.
+        type Case<'a> = (&'a str, &'a str, Result<HedgingPolicy, Vec<String>>);
+        let cases: [Case<'_>; 8] = [
             (
                 "http",
                 "hedging: {}",

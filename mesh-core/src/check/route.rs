@@ -18,9 +18,9 @@ use crate::config::{
 use crate::duration;
 use crate::error::FieldError;
 use crate::snapshot::{
-    GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HttpRouteMatch, PathMatch,
-    HedgingPolicy, Pattern, QueryParamMatch, RequestMirror, RetryPolicy, RouteFilter, RouteKind, RouteMatch,
-    ServiceName, Timeouts, ValueMatch,
+    GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HedgingPolicy, HttpRouteMatch,
+    PathMatch, Pattern, QueryParamMatch, RequestMirror, RetryPolicy, RouteFilter, RouteKind,
+    RouteMatch, ServiceName, Timeouts, ValueMatch,
 };
 
 /// The most retries after the first try: more only multiplies load on a failing backend.
@@ -954,7 +954,9 @@ pub(crate) fn statuses(
             if !codes.is_empty() {
                 errors.push(FieldError::new(
                     format!("{path}.{codes_field}"),
-                    format!("HTTP status codes apply to HTTP routes; gRPC routes use {statuses_field}"),
+                    format!(
+                        "HTTP status codes apply to HTTP routes; gRPC routes use {statuses_field}"
+                    ),
                 ));
             }
             for (i, name) in names.iter().enumerate() {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::matching::{Condition, Key, Mismatch};
 use super::summary::RequestSummary;
 use crate::snapshot::{
-    BackendRef, Destination, GrpcRouteMatch, HedgingPolicy, HttpRouteMatch, RetryPolicy, RouteFilter, RouteKind,
-    RouteMatch, ServiceName, Timeouts,
+    BackendRef, Destination, GrpcRouteMatch, HedgingPolicy, HttpRouteMatch, RetryPolicy,
+    RouteFilter, RouteKind, RouteMatch, ServiceName, Timeouts,
 };
 
 /// A destination's routes, ready to route requests. Build it when a snapshot arrives.

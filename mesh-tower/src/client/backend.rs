@@ -262,10 +262,7 @@ where
     }
 
     /// An endpoint picked by P2C with a connection ready to take a request.
-    pub(crate) fn ready_endpoint(
-        &self,
-        avoid: &[EndpointKey],
-    ) -> Option<Ready<B>> {
+    pub(crate) fn ready_endpoint(&self, avoid: &[EndpointKey]) -> Option<Ready<B>> {
         let endpoint = self.pick(avoid, Instant::now())?;
         let sender = endpoint.sender()?;
         Some((endpoint, sender))

@@ -142,12 +142,7 @@ mod tests {
     }
 
     /// Which endpoint (by index) each of `rounds` picks chose; `None` counted at `n`.
-    fn picks(
-        endpoints: &[Fake],
-        avoid: &[EndpointKey],
-        now: Instant,
-        rounds: usize,
-    ) -> Vec<usize> {
+    fn picks(endpoints: &[Fake], avoid: &[EndpointKey], now: Instant, rounds: usize) -> Vec<usize> {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut random = |n: usize| rng.usize(..n);
         let mut counts = vec![0; endpoints.len() + 1];
@@ -240,8 +235,14 @@ mod tests {
         // The only other one is unavailable: the avoided one rather than nothing.
         endpoints[1].connected = false;
         endpoints[2].connected = false;
-        assert_eq!(picks(&endpoints, std::slice::from_ref(&avoid), now, 50), [50, 0, 0, 0]);
+        assert_eq!(
+            picks(&endpoints, std::slice::from_ref(&avoid), now, 50),
+            [50, 0, 0, 0]
+        );
         // A single endpoint, avoided: still picked.
-        assert_eq!(picks(&endpoints[..1], std::slice::from_ref(&avoid), now, 5), [5, 0]);
+        assert_eq!(
+            picks(&endpoints[..1], std::slice::from_ref(&avoid), now, 5),
+            [5, 0]
+        );
     }
 }

@@ -30,8 +30,8 @@
 //! Hedges show as `mesh.client.hedges` and `mesh.client.hedges_won`, in `explain`'s count of
 //! tries, and as `hedge sent` / `hedged call answered` events (`RUST_LOG=mesh=debug`).
 
-use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -86,6 +86,9 @@ enum Step<B> {
     /// Refused unprocessed: sent again elsewhere (the request itself when hyper gave it back).
     Resend(CallError, Option<Request<MeshBody<B>>>),
 }
+
+/// A try ready to go: its endpoint and connection, and its request.
+type NextTry<B> = (Ready<MeshBody<B>>, Request<MeshBody<B>>);
 
 /// Why no hedge is sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +146,7 @@ where
     /// The next hedge, if one may go: a try left, an endpoint without a try of this call
     /// ready now, and a token from the budget (taken last, so that a hedge that cannot go
     /// anyway costs nothing).
-    fn hedge(&mut self) -> Result<(Ready<MeshBody<B>>, Request<MeshBody<B>>), NoHedge> {
+    fn hedge(&mut self) -> Result<NextTry<B>, NoHedge> {
         if self.hedges_left == 0 {
             return Err(NoHedge::NoneLeft);
         }
@@ -182,7 +185,7 @@ where
         &mut self,
         unsent: Option<Request<MeshBody<B>>>,
         refused_by: Option<EndpointKey>,
-    ) -> Option<(Ready<MeshBody<B>>, Request<MeshBody<B>>)> {
+    ) -> Option<NextTry<B>> {
         if self.resends_left == 0 {
             return None;
         }
@@ -290,6 +293,13 @@ where
 }
 
 /// Makes a hedged call under `policy` (see the module docs), `first` being its first try.
+///
+/// A plain function around an `async` block, as [`Tries::run`] is: an `async fn` would keep
+/// both its argument and its own copy of it in its state.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its argument twice in its state"
+)]
 pub(crate) fn run<'a, B>(
     tries: &'a Tries<B>,
     policy: &'a HedgingPolicy,
@@ -397,9 +407,8 @@ where
             }
             if pending.is_empty() {
                 // Every try answered non-fatally and no other may go: the last answer.
-                return last.unwrap_or_else(|| {
-                    Err(CallError::NoEndpoints(tries.backend.service.clone()))
-                });
+                return last
+                    .unwrap_or_else(|| Err(CallError::NoEndpoints(tries.backend.service.clone())));
             }
         }
     }

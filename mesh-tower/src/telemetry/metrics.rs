@@ -19,8 +19,8 @@ use metrics::{Counter, Histogram, Label, SharedString};
 use crate::edges::{EdgeCounters, Edges};
 
 use super::{
-    HEDGES, HEDGES_WON, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
-    RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
+    HEDGES, HEDGES_WON, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES,
+    RETRY_BUDGET_EXHAUSTED, RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
 /// gRPC status codes as `rpc.status_code` spells them, by code (mesh-core's, which configs use

@@ -751,7 +751,10 @@ fn the_example_manifests_index_into_a_valid_config() {
     let dest = built.config.destination(&name("greeter.default"));
     assert_eq!(dest.routes.len(), 1);
     assert_eq!(
-        dest.routes[0].rules[0].hedging.as_ref().map(|h| h.max_attempts),
+        dest.routes[0].rules[0]
+            .hedging
+            .as_ref()
+            .map(|h| h.max_attempts),
         Some(2),
         "the route's hedging annotation"
     );
