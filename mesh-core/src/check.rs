@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use crate::error::FieldError;
 
 pub(crate) mod fault;
+pub(crate) mod hedging;
 pub(crate) mod policy;
 pub(crate) mod rate_limit;
 pub(crate) mod route;

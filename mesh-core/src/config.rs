@@ -132,12 +132,14 @@ fn default_namespace() -> String {
 }
 
 mod fault;
+mod hedging;
 mod policy;
 mod rate_limit;
 mod route;
 mod validate;
 
 pub use fault::{FaultAbortSpec, FaultDelaySpec, FaultInjectionSpec, Percent};
+pub use hedging::HedgingSpec;
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };

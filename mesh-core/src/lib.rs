@@ -14,7 +14,8 @@
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
 //!   passed in; [`rate`]: token-bucket rate-limit arithmetic, likewise; [`backoff`]: the one
 //!   exponential backoff schedule with jitter; [`latency`]: the fixed exponential buckets of
-//!   the latency sketches workloads report to the control service.
+//!   the latency sketches workloads report to the control service; [`hedge`]: a backend's
+//!   windowed latency percentile and the delay before a hedged try.
 //! - [`proto`]: the control API `mesh.control.v1` (its gRPC client and server stubs with the
 //!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
@@ -38,6 +39,7 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod fixtures;
+pub mod hedge;
 pub mod latency;
 pub mod locality;
 pub mod outlier;

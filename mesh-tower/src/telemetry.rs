@@ -98,7 +98,11 @@ pub const HTTP_SERVER_DURATION: &str = "http.server.request.duration";
 pub const HTTP_CLIENT_DURATION: &str = "http.client.request.duration";
 /// Retries attempted (each try after the first).
 pub const RETRIES: &str = "mesh.client.retries";
-/// Retries wanted by the policy but refused by the retry budget.
+/// Hedged tries sent (each try of a hedged call after the first).
+pub const HEDGES: &str = "mesh.client.hedges";
+/// Hedged calls answered by a hedged try rather than by their first try.
+pub const HEDGES_WON: &str = "mesh.client.hedges_won";
+/// Retries (and hedges) wanted by the policy but refused by the retry budget.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "mesh.client.retry_budget_exhausted";
 /// Timeouts: `mesh.kind="request"` (the call's deadline) or `kind="try"` (a per-try timeout).
 pub const TIMEOUTS: &str = "mesh.client.timeouts";

@@ -14,7 +14,10 @@
 //! - matches, filters, timeouts and retry policies as `crate::check::route` describes: regular
 //!   expressions compile, header names are tokens, paths start with `/`, durations are Gateway
 //!   API durations with `backendRequest <= request`, mirror percentages are 0 to 100, retry
-//!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names.
+//!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names;
+//! - hedging policies as `crate::check::hedging` describes: `maxAttempts` 2 to 5, `delay`
+//!   `p50` to `p99` or a duration of at most 60 s, non-fatal statuses as retry statuses, and
+//!   never on a rule that also retries.
 //!
 //! - policies: names are DNS-1123 subdomains, unique within their target's namespace; the
 //!   target is a service of the config (and one of its routes, when named); action, mode,
@@ -671,6 +674,7 @@ fn routes(
                 backend_refs,
                 timeouts: parts.timeouts,
                 retry: parts.retry,
+                hedging: parts.hedging,
             });
         }
         routes.push(AttachedRoute {

@@ -832,6 +832,14 @@ fn the_example_manifests_index_into_a_valid_config() {
     assert!(built.refused.is_empty(), "{:?}", built.refused);
     let dest = built.config.destination(&name("greeter.default"));
     assert_eq!(dest.routes.len(), 1);
+    assert_eq!(
+        dest.routes[0].rules[0]
+            .hedging
+            .as_ref()
+            .map(|h| h.max_attempts),
+        Some(2),
+        "the route's hedging annotation"
+    );
     let inbound = built.config.inbound(&name("greeter.default"));
     assert_eq!(inbound.policies.len(), 1);
     assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
@@ -1003,4 +1011,61 @@ fn pods_get_the_zone_of_their_node_and_endpoints_carry_their_hints() {
     assert_eq!(config.zone_of("other", "client-1"), "");
     let endpoint = &destination(&index, "greeter.default").endpoints[0];
     assert_eq!(endpoint.for_zones, ["zone-a", "zone-b"]);
+}
+
+#[test]
+fn a_hedging_annotation_hedges_every_rule_and_a_bad_one_refuses_the_route() {
+    use mesh_core::snapshot::{HedgeDelay, HedgingPolicy};
+
+    let mut index = greeter();
+    let annotated = |name: &str, value: &str| {
+        let mut route = http_route("default", name, svc_parent("greeter"), &[("greeter", 1)]);
+        route.metadata.annotations = Some(
+            [("mesh.dev/hedging".to_owned(), value.to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        route
+    };
+    index.apply(Event::Apply(annotated(
+        "hedged",
+        "{maxAttempts: 3, delay: 20ms, nonFatalCodes: [503]}",
+    )));
+    index.apply(Event::Apply(annotated("too-many", "{maxAttempts: 9}")));
+    index.apply(Event::Apply(annotated("unparsable", "{maxAttempts: [")));
+    let built = index.build().expect("builds");
+    let dest = built.config.destination(&name("greeter.default"));
+    let routes: Vec<&str> = dest.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, ["hedged"], "{:?}", built.refused);
+    assert_eq!(
+        dest.routes[0].rules[0].hedging,
+        Some(HedgingPolicy {
+            max_attempts: 3,
+            delay: HedgeDelay::Fixed(std::time::Duration::from_millis(20)),
+            non_fatal_codes: vec![http::StatusCode::SERVICE_UNAVAILABLE],
+            non_fatal_grpc_codes: Vec::new(),
+        })
+    );
+    let refusal = |route: &str| {
+        built
+            .routes
+            .iter()
+            .find(|r| r.route.name == route)
+            .expect("status")
+            .parents[0]
+            .accepted
+            .clone()
+            .expect_err("refused")
+            .message
+    };
+    let too_many = refusal("too-many");
+    assert!(
+        too_many.contains("spec.rules[0].hedging.maxAttempts: 9 is out of range 2 to 5"),
+        "{too_many}"
+    );
+    let unparsable = refusal("unparsable");
+    assert!(
+        unparsable.starts_with("metadata.annotations[mesh.dev/hedging]: "),
+        "{unparsable}"
+    );
 }
