@@ -44,8 +44,11 @@ pub(crate) struct Callers {
 
 #[derive(Debug, Default)]
 struct Table {
-    /// Keyed by the SPIFFE ID's text, so a lookup borrows the caller's `&str`.
-    by_identity: HashMap<Box<str>, Entry>,
+    /// Keyed by the SPIFFE ID's text, so a lookup borrows the caller's `&str`. Hashed with
+    /// foldhash rather than SipHash: a lookup per call, of keys (verified SPIFFE IDs) that
+    /// only the mesh's CA issues, so flooding it with chosen keys is not open to callers; the
+    /// seed is still random per table.
+    by_identity: HashMap<Box<str>, Entry, foldhash::fast::RandomState>,
     /// Callers without an identity (plaintext, in permissive mode) share one state.
     unauthenticated: u64,
 }
