@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_core::TrustDomain;
+use mesh_core::anchor_rotation::{RotationSchedule, ScheduleError};
 
 use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
@@ -66,6 +67,11 @@ pub struct ControlOptions {
     /// port (`/ui`; default 5 s, which should stay well below the view's 30 s window). Zero
     /// asks for no reports.
     pub edge_report_interval: Duration,
+    /// Rotates the CA's own root automatically on this schedule (default: off). Needs an
+    /// in-memory CA (`ca: Ephemeral`): a CA in files is rotated by its operator (see
+    /// `ca::reload`). The schedule's defaults: roots of one year, rotated at 66 % of their
+    /// life, ten minutes at most waiting for ACKs.
+    pub root_rotation: Option<RotationSchedule>,
 }
 
 /// Why the control service did not start.
@@ -96,6 +102,15 @@ pub enum StartError {
     #[cfg(feature = "kubernetes")]
     #[error(transparent)]
     Kubernetes(#[from] kubernetes::SyncError),
+    /// `root_rotation` is out of bounds, or too short for `cert_lifetime`.
+    #[error(transparent)]
+    RootRotation(#[from] ScheduleError),
+    /// `root_rotation` was asked for a CA it cannot rotate.
+    #[error(
+        "root_rotation: needs an in-memory CA (ca: ephemeral); a CA in files is rotated by \
+         its operator, and a dev CA's rotation state is not kept across restarts yet"
+    )]
+    RootRotationSource,
     /// The CA could not be loaded or created.
     #[error("CA: {0}")]
     Ca(#[from] CaError),
@@ -152,6 +167,7 @@ impl ControlOptions {
             certify_rate: CertifyRateLimit::default(),
             watch_limits: WatchLimits::default(),
             edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
+            root_rotation: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use mesh_core::anchor_rotation::RotationSchedule;
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::tls::TrustStore;
 use mesh_core::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -17,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::{self, metrics};
 use crate::ca::authn::{Authenticator, BootstrapTokens};
 use crate::ca::certify::Certifier;
-use crate::ca::{self, Ca, CaHandle, CaSource, trust_bundle};
+use crate::ca::rotation::RotationStatus;
+use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
 use crate::running::RunningControl;
 use crate::serve::conn;
@@ -61,6 +63,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         certify_rate,
         watch_limits,
         edge_report_interval,
+        root_rotation,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -70,11 +73,17 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         .map_err(StartError::ConnectionLimits)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
-    let ca = build_ca(&ca_source, &trust_domain, trust_bundle_out.as_deref())?;
+    let rotating = rotating_root(root_rotation.as_ref(), &ca_source, &trust_domain, cert_lifetime)?;
+    let ca = build_ca(
+        &ca_source,
+        rotating.as_ref(),
+        &trust_domain,
+        trust_bundle_out.as_deref(),
+    )?;
     let own = own_tls(&ca, &identity, cert_lifetime)?;
     let listeners = bind_listeners(listen, admin_listen).await?;
 
-    let shared = Shared::new(config.initial, &ca, edge_report_interval);
+    let mut shared = Shared::new(config.initial, &ca, edge_report_interval);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let authn = authenticator(&shared.tokens, &config.follow);
     let (server, mut tasks) = spawn_server(
@@ -97,12 +106,31 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         &namespace,
         file_poll_interval,
     ));
-    tasks.push(own.resolver.spawn_renewal(
+    tasks.push(own.resolver.clone().spawn_renewal(
         ca.clone(),
         identity.clone(),
         cert_lifetime,
         own.not_after,
     ));
+    if let (Some(schedule), Some(root)) = (root_rotation, rotating) {
+        let (task, status) = ca::rotation::spawn(
+            schedule,
+            trust_domain.clone(),
+            root,
+            ca::rotation::Targets {
+                ca: ca.clone(),
+                server_trust: own.trust.clone(),
+                state: shared.state.clone(),
+                registry: shared.registry.clone(),
+                trust_bundle_out: trust_bundle_out.clone(),
+                own: own.resolver.clone(),
+                own_id: identity.clone(),
+                leaf_lifetime: cert_lifetime,
+            },
+        );
+        tasks.push(task);
+        shared.rotation = Some(status);
+    }
     tasks.extend(ca::reload::spawn(
         ca_source,
         trust_domain,
@@ -211,17 +239,38 @@ async fn load_config(
     })
 }
 
-/// Loads (or creates) the CA and, when asked, writes its trust bundle file.
+/// The first root of an automatic rotation, when one is asked for: checked against the leaf
+/// lifetime, and made with the schedule's root lifetime.
+fn rotating_root(
+    schedule: Option<&RotationSchedule>,
+    source: &CaSource,
+    trust_domain: &TrustDomain,
+    cert_lifetime: Duration,
+) -> Result<Option<RootPair>, StartError> {
+    let Some(schedule) = schedule else {
+        return Ok(None);
+    };
+    schedule.check(cert_lifetime)?;
+    if *source != CaSource::Ephemeral {
+        return Err(StartError::RootRotationSource);
+    }
+    Ok(Some(RootPair::generate(trust_domain, schedule.root_lifetime)?))
+}
+
+/// Loads (or creates) the CA, or builds it on a rotation's first root, and, when asked,
+/// writes its trust bundle file.
 fn build_ca(
     source: &CaSource,
+    rotating: Option<&RootPair>,
     trust_domain: &TrustDomain,
     trust_bundle_out: Option<&Path>,
 ) -> Result<CaHandle, StartError> {
     // Synchronous on purpose: a key generation and a few small file reads, once.
-    let ca: CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Ca::load(
-        source,
-        trust_domain,
-    )?));
+    let ca = match rotating {
+        Some(root) => Ca::from_pair(trust_domain, root, vec![root.cert.clone()])?,
+        None => Ca::load(source, trust_domain)?,
+    };
+    let ca: CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(ca));
     if let Some(path) = trust_bundle_out {
         trust_bundle::write(path, &ca.load().trust_bundle_pem()).map_err(|e| {
             StartError::TrustBundleOut {
@@ -304,6 +353,8 @@ struct Shared {
     edges: Arc<EdgeStore>,
     /// Set once everything is spawned; `/readyz` reports it.
     ready: Arc<AtomicBool>,
+    /// The root rotation's state, when the CA rotates its own root.
+    rotation: Option<Arc<RotationStatus>>,
 }
 
 impl Shared {
@@ -317,6 +368,7 @@ impl Shared {
             registry: Arc::new(Registry::default()),
             edges: Arc::new(EdgeStore::new(edge_report_interval)),
             ready: Arc::new(AtomicBool::new(false)),
+            rotation: None,
         }
     }
 }
@@ -436,6 +488,7 @@ fn spawn_admin(listener: TcpListener, shared: &Shared) -> JoinHandle<()> {
             state: shared.state.subscribe(),
             seen: Arc::default(),
             edges: shared.edges.clone(),
+            rotation: shared.rotation.clone(),
         },
     )
 }

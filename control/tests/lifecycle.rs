@@ -117,6 +117,29 @@ async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
         .await
         .expect_err("bad namespace");
     assert!(matches!(err, StartError::Namespace { .. }), "{err:?}");
+
+    // A root rotation too short for the certificates' lifetime, or on a CA in files.
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: std::time::Duration::from_secs(60),
+        ..Default::default()
+    });
+    let err = mesh_control::start(options)
+        .await
+        .expect_err("rotation shorter than a leaf");
+    assert!(matches!(err, StartError::RootRotation(_)), "{err:?}");
+    assert!(err.to_string().starts_with("root_rotation.root_lifetime"), "{err}");
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.ca = CaSource::Files {
+        root_cert: root.clone(),
+        issuer_cert: root.clone(),
+        issuer_key: dir.path().join("key.pem"),
+    };
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule::default());
+    let err = mesh_control::start(options)
+        .await
+        .expect_err("rotation of a CA in files");
+    assert!(matches!(err, StartError::RootRotationSource), "{err:?}");
 }
 
 #[tokio::test]

@@ -16,7 +16,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::tls::{self, TrustBundle, Usage};
 use mesh_core::{SpiffeId, TrustDomain};
@@ -183,6 +185,76 @@ pub struct Ca {
     bundle: TrustBundle,
     /// Leaves never outlive their issuer.
     issuer_not_after: OffsetDateTime,
+    /// The expiry (Unix seconds) of the last leaf the issuer signed, shared by every `Ca`
+    /// built on the same issuing key, so a rotation knows when that key's leaves are gone.
+    signed_until: Arc<AtomicU64>,
+}
+
+/// A root the control service made and keeps (its certificate and key): what an automatic
+/// rotation builds its CAs from.
+#[derive(Clone)]
+pub(crate) struct RootPair {
+    /// The self-signed root certificate.
+    pub(crate) cert: CertificateDer<'static>,
+    /// Its PKCS#8 key, DER (parsed again for every `Ca` built on it).
+    key_der: Arc<Vec<u8>>,
+    /// When it becomes, and stops being, valid.
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
+    /// See [`Ca::signed_until`]: shared by every `Ca` that issues with this root.
+    signed_until: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RootPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootPair")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl RootPair ===
+
+impl RootPair {
+    /// A fresh root for `trust_domain`, valid for `lifetime`.
+    pub(crate) fn generate(trust_domain: &TrustDomain, lifetime: Duration) -> Result<Self, CaError> {
+        let (cert, key) = generate_root(trust_domain, lifetime)?;
+        Self::new(cert.der().clone(), &key, Path::new("<memory>"))
+    }
+
+    fn new(cert: CertificateDer<'static>, key: &KeyPair, path: &Path) -> Result<Self, CaError> {
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert)
+            .map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+        let validity = x509.validity();
+        let not_before = validity.not_before.to_datetime().into();
+        let not_after = validity.not_after.to_datetime().into();
+        Ok(Self {
+            cert,
+            key_der: Arc::new(key.serialize_der()),
+            not_before,
+            not_after,
+            signed_until: Arc::default(),
+        })
+    }
+
+    /// The expiry of the last leaf signed with this root (`None`: none yet).
+    pub(crate) fn signed_until(&self) -> Option<SystemTime> {
+        match self.signed_until.load(Ordering::Acquire) {
+            0 => None,
+            secs => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+
+    /// The root's key identifier (hex), which every leaf it signs names as its authority key
+    /// identifier.
+    pub(crate) fn key_id(&self) -> String {
+        crate::ca::key_id::subject_key_id(&self.cert).unwrap_or_default()
+    }
+}
+
+/// The pair's key, parsed again (rcgen's `Issuer` takes it by value).
+fn pair_key(pair: &RootPair) -> Result<KeyPair, CaError> {
+    KeyPair::try_from(pair.key_der.as_slice()).map_err(CaError::Generate)
 }
 
 impl std::fmt::Debug for Ca {
@@ -215,6 +287,21 @@ impl Ca {
     pub fn ephemeral(trust_domain: &TrustDomain) -> Result<Self, CaError> {
         let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME)?;
         Self::from_root(trust_domain, cert.der().clone(), key, Path::new("<memory>"))
+    }
+
+    /// A CA that issues with `issuer` and trusts `roots` (the issuer's own root among them):
+    /// one phase of an automatic rotation.
+    pub(crate) fn from_pair(
+        trust_domain: &TrustDomain,
+        issuer: &RootPair,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, CaError> {
+        let path = Path::new("<memory>");
+        let mut ca = Self::from_root(trust_domain, issuer.cert.clone(), pair_key(issuer)?, path)?;
+        ca.bundle =
+            TrustBundle::from_der(trust_domain.clone(), roots).map_err(|e| invalid(path, e.to_string()))?;
+        ca.signed_until = issuer.signed_until.clone();
+        Ok(ca)
     }
 
     fn dev(state_dir: &Path, trust_domain: &TrustDomain) -> Result<Self, CaError> {
@@ -274,6 +361,7 @@ impl Ca {
             intermediates: Vec::new(),
             bundle,
             issuer_not_after,
+            signed_until: Arc::default(),
         })
     }
 
@@ -317,6 +405,7 @@ impl Ca {
             intermediates,
             bundle,
             issuer_not_after,
+            signed_until: Arc::default(),
         };
         ca.self_check()?;
         Ok(ca)
@@ -417,6 +506,9 @@ impl Ca {
     }
 
     fn issued(&self, leaf: CertificateDer<'static>, not_after: OffsetDateTime) -> Issued {
+        // Leaves expire in whole seconds after 1970; a negative time cannot come from `now`.
+        let secs = u64::try_from(not_after.unix_timestamp()).unwrap_or(0);
+        self.signed_until.fetch_max(secs, Ordering::AcqRel);
         let mut chain_der = Vec::with_capacity(1 + self.intermediates.len());
         chain_der.push(leaf);
         chain_der.extend(self.intermediates.iter().cloned());
