@@ -47,6 +47,9 @@ const DEV_ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60)
 /// Lifetime of an in-memory root: it dies with the process anyway.
 const EPHEMERAL_ROOT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
+/// Roots made at start-up start this long before "now", for peers whose clocks are behind.
+const ROOT_BACKDATE: time::Duration = time::Duration::minutes(1);
+
 /// The dev CA's files in its state directory.
 const DEV_CERT_FILE: &str = "ca.crt";
 const DEV_KEY_FILE: &str = "ca.key";
@@ -218,7 +221,9 @@ impl std::fmt::Debug for RootPair {
 impl RootPair {
     /// A fresh root for `trust_domain`, valid for `lifetime`.
     pub(crate) fn generate(trust_domain: &TrustDomain, lifetime: Duration) -> Result<Self, CaError> {
-        let (cert, key) = generate_root(trust_domain, lifetime)?;
+        // Not backdated: a rotation measures its schedule from `not_before`, and trust anchors'
+        // validity is not checked by verifiers (rustls-webpki keeps only name and key).
+        let (cert, key) = generate_root(trust_domain, lifetime, time::Duration::ZERO)?;
         Self::new(cert.der().clone(), &key, Path::new("<memory>"))
     }
 
@@ -285,7 +290,7 @@ impl Ca {
 
     /// A fresh in-memory root.
     pub fn ephemeral(trust_domain: &TrustDomain) -> Result<Self, CaError> {
-        let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME)?;
+        let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME, ROOT_BACKDATE)?;
         Self::from_root(trust_domain, cert.der().clone(), key, Path::new("<memory>"))
     }
 
@@ -323,7 +328,7 @@ impl Ca {
             }
             (false, false) => {
                 create_private_dir(state_dir)?;
-                let (cert, key) = generate_root(trust_domain, DEV_ROOT_LIFETIME)?;
+                let (cert, key) = generate_root(trust_domain, DEV_ROOT_LIFETIME, ROOT_BACKDATE)?;
                 // The key first: a crash between the two writes leaves a key without a
                 // certificate, which start-up reports instead of silently replacing.
                 write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
@@ -674,6 +679,7 @@ fn random_serial() -> Result<SerialNumber, rustls::crypto::GetRandomFailed> {
 fn generate_root(
     trust_domain: &TrustDomain,
     lifetime: Duration,
+    backdate: time::Duration,
 ) -> Result<(rcgen::Certificate, KeyPair), CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
     let now = now_seconds();
@@ -689,7 +695,7 @@ fn generate_root(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = now - time::Duration::minutes(1);
+    params.not_before = now - backdate;
     params.not_after = now
         + time::Duration::try_from(lifetime).map_err(|_| CaError::Generate(rcgen::Error::Time))?;
     params.serial_number =
