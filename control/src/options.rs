@@ -111,6 +111,9 @@ pub enum StartError {
          its operator, and a dev CA's rotation state is not kept across restarts yet"
     )]
     RootRotationSource,
+    /// The rotation's stored state (the Kubernetes Secret) could not be read or written.
+    #[error("root_rotation: the CA state: {0}")]
+    RootRotationState(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The CA could not be loaded or created.
     #[error("CA: {0}")]
     Ca(#[from] CaError),

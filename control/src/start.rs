@@ -19,7 +19,8 @@ use crate::admin::{self, metrics};
 use crate::ca::authn::{Authenticator, BootstrapTokens};
 use crate::ca::certify::Certifier;
 use crate::ca::rotation::RotationStatus;
-use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
+use crate::ca::rotation_store::{Resumed, RotationStore};
+use crate::ca::{self, Ca, CaHandle, CaSource, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
 use crate::running::RunningControl;
 use crate::serve::conn;
@@ -73,10 +74,18 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         .map_err(StartError::ConnectionLimits)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
-    let rotating = rotating_root(root_rotation.as_ref(), &ca_source, &trust_domain, cert_lifetime)?;
+    let rotating = rotation_state(
+        root_rotation.as_ref(),
+        &ca_source,
+        &trust_domain,
+        cert_lifetime,
+        &config.follow,
+        &namespace,
+    )
+    .await?;
     let ca = build_ca(
         &ca_source,
-        rotating.as_ref(),
+        rotating.as_ref().map(|(state, _)| state),
         &trust_domain,
         trust_bundle_out.as_deref(),
     )?;
@@ -112,11 +121,12 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         cert_lifetime,
         own.not_after,
     ));
-    if let (Some(schedule), Some(root)) = (root_rotation, rotating) {
+    if let (Some(schedule), Some((state, store))) = (root_rotation, rotating) {
         let (task, status) = ca::rotation::spawn(
             schedule,
             trust_domain.clone(),
-            root,
+            state,
+            store,
             ca::rotation::Targets {
                 ca: ca.clone(),
                 server_trust: own.trust.clone(),
@@ -239,14 +249,17 @@ async fn load_config(
     })
 }
 
-/// The first root of an automatic rotation, when one is asked for: checked against the leaf
-/// lifetime, and made with the schedule's root lifetime.
-fn rotating_root(
+/// The state an automatic rotation resumes from, when one is asked for: the schedule checked
+/// against the leaf lifetime, the state read from where it is kept (a Secret in the control
+/// service's namespace when the config comes from Kubernetes), or a fresh root.
+async fn rotation_state(
     schedule: Option<&RotationSchedule>,
     source: &CaSource,
     trust_domain: &TrustDomain,
     cert_lifetime: Duration,
-) -> Result<Option<RootPair>, StartError> {
+    follow: &Follow,
+    #[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))] namespace: &str,
+) -> Result<Option<(Resumed, RotationStore)>, StartError> {
     let Some(schedule) = schedule else {
         return Ok(None);
     };
@@ -254,20 +267,31 @@ fn rotating_root(
     if *source != CaSource::Ephemeral {
         return Err(StartError::RootRotationSource);
     }
-    Ok(Some(RootPair::generate(trust_domain, schedule.root_lifetime)?))
+    let mut store = match follow {
+        #[cfg(feature = "kubernetes")]
+        Follow::Kubernetes { client, .. } => RotationStore::Secret {
+            secret: kubernetes::ca_secret::CaSecret::new(client.clone(), namespace),
+            version: None,
+        },
+        _ => RotationStore::Memory,
+    };
+    let state = ca::rotation::resume(&mut store, trust_domain, schedule, cert_lifetime)
+        .await
+        .map_err(|e| StartError::RootRotationState(Box::new(e)))?;
+    Ok(Some((state, store)))
 }
 
 /// Loads (or creates) the CA, or builds it on a rotation's first root, and, when asked,
 /// writes its trust bundle file.
 fn build_ca(
     source: &CaSource,
-    rotating: Option<&RootPair>,
+    rotating: Option<&Resumed>,
     trust_domain: &TrustDomain,
     trust_bundle_out: Option<&Path>,
 ) -> Result<CaHandle, StartError> {
     // Synchronous on purpose: a key generation and a few small file reads, once.
     let ca = match rotating {
-        Some(root) => Ca::from_pair(trust_domain, root, vec![root.cert.clone()])?,
+        Some(state) => ca::rotation::ca_for(trust_domain, state)?,
         None => Ca::load(source, trust_domain)?,
     };
     let ca: CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(ca));

@@ -242,6 +242,33 @@ impl RootPair {
         })
     }
 
+    /// A root stored as PEM (certificate and PKCS#8 key), checked to belong together.
+    pub(crate) fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let path = Path::new("<stored root>");
+        let cert = parse_pem_certs(path, cert_pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid(path, "no CERTIFICATE block"))?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| invalid(path, format!("not a PKCS#8 private key: {e}")))?;
+        check_issuer(path, &cert, &key)?;
+        Self::new(cert, &key, path)
+    }
+
+    /// The certificate and key as PEM, for storing.
+    pub(crate) fn to_pem(&self) -> (String, String) {
+        let cert = mesh_core::pem::certificates(std::iter::once(self.cert.as_ref()));
+        let key = mesh_core::pem::encode("PRIVATE KEY", &self.key_der);
+        (cert, key)
+    }
+
+    /// Assumes leaves signed until `until` (a state resumed after a restart, whose leaves this
+    /// process did not count).
+    pub(crate) fn assume_signed_until(&self, until: SystemTime) {
+        let secs = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.signed_until.fetch_max(secs, Ordering::AcqRel);
+    }
+
     /// The expiry of the last leaf signed with this root (`None`: none yet).
     pub(crate) fn signed_until(&self) -> Option<SystemTime> {
         match self.signed_until.load(Ordering::Acquire) {

@@ -26,6 +26,7 @@ use mesh_core::{SpiffeId, TrustDomain};
 use tokio::task::JoinHandle;
 
 use super::issuer::{Ca, CaError, CaHandle, RootPair};
+use super::rotation_store::{Resumed, RotationStore, Saved, StoreError};
 use super::trust_bundle;
 use crate::admin::metrics;
 use crate::serve::tls::SvidResolver;
@@ -35,6 +36,9 @@ use crate::watch::registry::Registry;
 /// How often the rotation looks at the clock and the subscribers. Only the clock is read in
 /// `Steady`; the subscriber list only while a rotation is under way.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How many ticks between reads of a shared stored state (two seconds).
+const SYNC_TICKS: u32 = 8;
 
 /// How many transitions `/subscribers` shows.
 const HISTORY: usize = 16;
@@ -58,7 +62,7 @@ pub(crate) struct Transition {
     /// The phase entered.
     pub(crate) phase: &'static str,
     /// Why (`scheduled`, `acked`, `ack_timeout`, `all_on_next`, `old_leaves_expired`,
-    /// `root_expired`).
+    /// `root_expired`, or `adopted` from another replica).
     pub(crate) reason: &'static str,
     /// When.
     pub(crate) at: SystemTime,
@@ -109,46 +113,102 @@ enum StepError {
     Own(#[from] crate::serve::tls::ServerCertError),
 }
 
-/// The rotation task's state: the schedule, the machine, and roots A and B.
+/// The rotation task's state: the schedule, the machine with roots A and B, and where it is
+/// stored.
 struct Rotator {
     schedule: RotationSchedule,
     trust_domain: TrustDomain,
-    rotation: Rotation,
-    current: RootPair,
-    next: Option<RootPair>,
+    state: Resumed,
+    store: RotationStore,
     overlap_version: u64,
+    /// Ticks until the stored state is read again (when other replicas share it).
+    until_sync: u32,
     status: Arc<RotationStatus>,
     targets: Targets,
 }
 
-/// Starts rotating `current` (the root the CA in `targets` issues with) on `schedule`.
+/// The CA a rotation state issues with: A with roots A (+ B) until the switch, then B with
+/// roots A + B, then (as the next `Steady`) B alone.
+pub(crate) fn ca_for(trust_domain: &TrustDomain, state: &Resumed) -> Result<Ca, CaError> {
+    let current = &state.current;
+    match (&state.next, state.rotation.phase) {
+        (Some(next), Phase::IssuingNext) => Ca::from_pair(
+            trust_domain,
+            next,
+            vec![current.cert.clone(), next.cert.clone()],
+        ),
+        (Some(next), _) => Ca::from_pair(
+            trust_domain,
+            current,
+            vec![current.cert.clone(), next.cert.clone()],
+        ),
+        (None, _) => Ca::from_pair(trust_domain, current, vec![current.cert.clone()]),
+    }
+}
+
+/// Reads the stored rotation state, or starts one on a fresh root and stores it (adopting
+/// what another replica stored first). Leaves signed by A before a restart are not counted by
+/// this process: a state resumed while issuing from B assumes A signed until the switch.
+pub(crate) async fn resume(
+    store: &mut RotationStore,
+    trust_domain: &TrustDomain,
+    schedule: &RotationSchedule,
+    leaf_lifetime: Duration,
+) -> Result<Resumed, StoreError> {
+    if let Some(state) = store.load().await? {
+        if state.rotation.phase == Phase::IssuingNext {
+            state
+                .current
+                .assume_signed_until(state.rotation.since + leaf_lifetime);
+        }
+        tracing::info!(
+            phase = state.rotation.phase.as_str(),
+            root = %state.current.key_id(),
+            "resumed the CA's stored rotation state"
+        );
+        return Ok(state);
+    }
+    let fresh = Resumed {
+        rotation: Rotation::steady(SystemTime::now()),
+        current: RootPair::generate(trust_domain, schedule.root_lifetime)?,
+        next: None,
+        generation: 0,
+    };
+    match store.save(&fresh).await? {
+        Saved::Stored => Ok(fresh),
+        Saved::Adopt(other) => Ok(*other),
+    }
+}
+
+/// Starts rotating from `state` (the CA in `targets` is [`ca_for`] it) on `schedule`.
 pub(crate) fn spawn(
     schedule: RotationSchedule,
     trust_domain: TrustDomain,
-    current: RootPair,
+    state: Resumed,
+    store: RotationStore,
     targets: Targets,
 ) -> (JoinHandle<()>, Arc<RotationStatus>) {
-    let key_id = current.key_id();
     let status = Arc::new(RotationStatus(Mutex::new(RotationView {
-        phase: Phase::Steady.as_str(),
-        root_key_id: key_id.clone(),
+        phase: state.rotation.phase.as_str(),
+        root_key_id: String::new(),
         next_root_key_id: None,
-        issuer_key_id: key_id,
-        root_expires: current.not_after,
+        issuer_key_id: String::new(),
+        root_expires: state.current.not_after,
         overlap_version: None,
         history: Vec::new(),
     })));
-    metrics::rotation_phase(Phase::Steady.as_gauge(), current.not_after);
     let mut rotator = Rotator {
         schedule,
         trust_domain,
-        rotation: Rotation::steady(SystemTime::now()),
-        current,
-        next: None,
-        overlap_version: 0,
+        state,
+        store,
+        // Whatever version subscribers hold now carries the roots of the state resumed.
+        overlap_version: targets.state.current().version,
+        until_sync: SYNC_TICKS,
         status: status.clone(),
         targets,
     };
+    rotator.show(None);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,19 +224,63 @@ pub(crate) fn spawn(
 
 impl Rotator {
     async fn tick(&mut self, now: SystemTime) {
+        if self.store.shared() {
+            self.until_sync = self.until_sync.saturating_sub(1);
+            if self.until_sync == 0 {
+                self.until_sync = SYNC_TICKS;
+                self.sync().await;
+            }
+        }
         let seen = self.observe(now);
-        let step = self.rotation.decide(&self.schedule, &seen);
+        let step = self.state.rotation.decide(&self.schedule, &seen);
         if step == Step::Stay {
             return;
         }
-        match self.take(step).await {
-            Ok(()) => {
-                self.rotation = self.rotation.after(step, now);
-                self.record(step, now);
+        let next = match self.next_state(step, now) {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(%error, phase = self.state.rotation.phase.as_str(), "root rotation step failed; retrying");
+                return;
+            }
+        };
+        let adopted = match self.store.save(&next).await {
+            Ok(Saved::Stored) => next,
+            Ok(Saved::Adopt(other)) => {
+                tracing::info!(
+                    phase = other.rotation.phase.as_str(),
+                    "another replica took the rotation step first; adopting its state"
+                );
+                *other
             }
             Err(error) => {
-                tracing::warn!(%error, phase = self.rotation.phase.as_str(), "root rotation step failed; retrying");
+                tracing::warn!(%error, "storing the rotation step failed; retrying");
+                return;
             }
+        };
+        let reason = if adopted.generation == next_generation(&self.state) {
+            reason(step)
+        } else {
+            "adopted"
+        };
+        if let Err(error) = self.enter(adopted, reason).await {
+            tracing::warn!(%error, "root rotation step failed; retrying");
+        }
+    }
+
+    /// Reads the stored state and adopts it if another replica moved on.
+    async fn sync(&mut self) {
+        match self.store.load().await {
+            Ok(Some(stored)) if stored.generation > self.state.generation => {
+                tracing::info!(
+                    phase = stored.rotation.phase.as_str(),
+                    "another replica took a rotation step; adopting it"
+                );
+                if let Err(error) = self.enter(stored, "adopted").await {
+                    tracing::warn!(%error, "adopting the stored rotation state failed");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reading the stored rotation state failed"),
         }
     }
 
@@ -184,13 +288,13 @@ impl Rotator {
     fn observe(&self, now: SystemTime) -> Observed {
         let mut seen = Observed {
             now,
-            root_not_before: self.current.not_before,
-            root_not_after: self.current.not_after,
+            root_not_before: self.state.current.not_before,
+            root_not_after: self.state.current.not_after,
             all_acked: true,
             all_on_next: false,
-            old_leaves_until: self.current.signed_until(),
+            old_leaves_until: self.state.current.signed_until(),
         };
-        if self.rotation.phase == Phase::Steady {
+        if self.state.rotation.phase == Phase::Steady {
             return seen;
         }
         let subscribers = self.targets.registry.list();
@@ -199,9 +303,9 @@ impl Rotator {
             .filter(|s| s.last_acked_version < Some(self.overlap_version))
             .collect();
         seen.all_acked = behind.is_empty();
-        if self.rotation.phase == Phase::Overlap
+        if self.state.rotation.phase == Phase::Overlap
             && !seen.all_acked
-            && now >= self.rotation.since + self.schedule.ack_timeout
+            && now >= self.state.rotation.since + self.schedule.ack_timeout
         {
             for s in &behind {
                 tracing::warn!(
@@ -214,7 +318,7 @@ impl Rotator {
                 );
             }
         }
-        let next_id = self.next.as_ref().map(RootPair::key_id);
+        let next_id = self.state.next.as_ref().map(RootPair::key_id);
         seen.all_on_next = !subscribers.is_empty()
             && next_id.is_some()
             && subscribers
@@ -223,46 +327,58 @@ impl Rotator {
         seen
     }
 
-    async fn take(&mut self, step: Step) -> Result<(), StepError> {
-        match step {
-            Step::Stay => Ok(()),
-            Step::StartOverlap => {
-                let next = RootPair::generate(&self.trust_domain, self.schedule.root_lifetime)?;
-                let roots = vec![self.current.cert.clone(), next.cert.clone()];
-                let ca = Ca::from_pair(&self.trust_domain, &self.current, roots)?;
-                self.next = Some(next);
-                let published = self.apply(ca).await;
-                self.overlap_version =
-                    published.unwrap_or_else(|| self.targets.state.current().version);
-                Ok(())
-            }
-            Step::SwitchIssuer(_) => {
-                let Some(next) = &self.next else {
-                    // Only `StartOverlap` leads here, and it sets `next`.
-                    return Ok(());
-                };
-                let roots = vec![self.current.cert.clone(), next.cert.clone()];
-                let ca = Arc::new(Ca::from_pair(&self.trust_domain, next, roots)?);
-                // The control service's own certificate first: subscribers that drop A must
-                // still verify it.
-                self.targets.own.reissue(
-                    &ca,
-                    &self.targets.own_id,
-                    self.targets.leaf_lifetime,
-                )?;
-                self.targets.ca.store(ca);
-                Ok(())
-            }
-            Step::DropOld(_) => {
-                let Some(next) = self.next.take() else {
-                    return Ok(());
-                };
-                let ca = Ca::from_pair(&self.trust_domain, &next, vec![next.cert.clone()])?;
-                self.current = next;
-                self.apply(ca).await;
-                Ok(())
-            }
+    /// The state `step` leads to (a new root B for `StartOverlap`).
+    fn next_state(&self, step: Step, now: SystemTime) -> Result<Resumed, CaError> {
+        let rotation = self.state.rotation.after(step, now);
+        let generation = next_generation(&self.state);
+        Ok(match step {
+            Step::StartOverlap => Resumed {
+                rotation,
+                current: self.state.current.clone(),
+                next: Some(RootPair::generate(
+                    &self.trust_domain,
+                    self.schedule.root_lifetime,
+                )?),
+                generation,
+            },
+            Step::DropOld(_) => Resumed {
+                rotation,
+                current: self.state.next.clone().unwrap_or_else(|| self.state.current.clone()),
+                next: None,
+                generation,
+            },
+            Step::Stay | Step::SwitchIssuer(_) => Resumed {
+                rotation,
+                generation,
+                ..self.state.clone()
+            },
+        })
+    }
+
+    /// Puts `state` in force: its CA (the control service's own certificate re-issued first
+    /// when the issuer changes), its roots everywhere; then shows it.
+    async fn enter(&mut self, state: Resumed, reason: &'static str) -> Result<(), StepError> {
+        let ca = ca_for(&self.trust_domain, &state)?;
+        let issuer_changed = issuer_key_id(&state) != issuer_key_id(&self.state);
+        if issuer_changed {
+            // Subscribers that drop the old root must still verify the control service.
+            self.targets
+                .own
+                .reissue(&ca, &self.targets.own_id, self.targets.leaf_lifetime)?;
         }
+        let roots_changed = state.next.as_ref().map(|n| &n.cert)
+            != self.state.next.as_ref().map(|n| &n.cert)
+            || state.current.cert != self.state.current.cert;
+        self.state = state;
+        if roots_changed {
+            if let Some(version) = self.apply(ca).await {
+                self.overlap_version = version;
+            }
+        } else {
+            self.targets.ca.store(Arc::new(ca));
+        }
+        self.show(Some(reason));
+        Ok(())
     }
 
     /// Puts a CA with new roots in force, the way a file CA's reload does: the server's
@@ -280,40 +396,58 @@ impl Rotator {
         self.targets.state.publish_trust_bundle(roots)
     }
 
-    /// Logs, counts and shows the step just taken.
-    fn record(&self, step: Step, now: SystemTime) {
-        let reason = reason(step);
-        let phase = self.rotation.phase;
-        tracing::info!(
-            phase = phase.as_str(),
-            reason,
-            root = %self.current.key_id(),
-            next = ?self.next.as_ref().map(RootPair::key_id),
-            version = self.overlap_version,
-            "root rotation step"
+    /// Logs, counts and shows the state in force; `reason` names the step that led to it.
+    fn show(&self, reason: Option<&'static str>) {
+        let phase = self.state.rotation.phase;
+        let (root, next) = (
+            self.state.current.key_id(),
+            self.state.next.as_ref().map(RootPair::key_id),
         );
-        metrics::rotation_phase(phase.as_gauge(), self.current.not_after);
-        metrics::rotation_step(phase.as_str(), reason);
-        let issuer = match (phase, &self.next) {
-            (Phase::IssuingNext, Some(next)) => next.key_id(),
-            _ => self.current.key_id(),
-        };
+        metrics::rotation_phase(phase.as_gauge(), self.state.current.not_after);
+        if let Some(reason) = reason {
+            tracing::info!(
+                phase = phase.as_str(),
+                reason,
+                %root,
+                ?next,
+                version = self.overlap_version,
+                "root rotation step"
+            );
+            metrics::rotation_step(phase.as_str(), reason);
+        }
+        let issuer = issuer_key_id(&self.state);
+        let since = self.state.rotation.since;
         self.status.update(|view| {
             view.phase = phase.as_str();
-            view.root_key_id = self.current.key_id();
-            view.next_root_key_id = self.next.as_ref().map(RootPair::key_id);
+            view.root_key_id = root;
+            view.next_root_key_id = next;
             view.issuer_key_id = issuer;
-            view.root_expires = self.current.not_after;
+            view.root_expires = self.state.current.not_after;
             view.overlap_version = (phase != Phase::Steady).then_some(self.overlap_version);
-            if view.history.len() == HISTORY {
-                view.history.remove(0);
+            if let Some(reason) = reason {
+                if view.history.len() == HISTORY {
+                    view.history.remove(0);
+                }
+                view.history.push(Transition {
+                    phase: phase.as_str(),
+                    reason,
+                    at: since,
+                });
             }
-            view.history.push(Transition {
-                phase: phase.as_str(),
-                reason,
-                at: now,
-            });
         });
+    }
+}
+
+/// The generation a step from `state` writes.
+fn next_generation(state: &Resumed) -> u64 {
+    state.generation + 1
+}
+
+/// The key identifier of the root `state` issues with.
+fn issuer_key_id(state: &Resumed) -> String {
+    match (&state.next, state.rotation.phase) {
+        (Some(next), Phase::IssuingNext) => next.key_id(),
+        _ => state.current.key_id(),
     }
 }
 
