@@ -22,5 +22,5 @@ pub(crate) mod rotation;
 pub(crate) mod rotation_store;
 pub(crate) mod trust_bundle;
 
-pub(crate) use issuer::CaHandle;
 pub use issuer::{Ca, CaError, CaSource, DEFAULT_CERT_LIFETIME, Issued, MAX_CSR_BYTES, SignError};
+pub(crate) use issuer::{CaHandle, RootPair};

@@ -67,9 +67,10 @@ pub struct ControlOptions {
     /// port (`/ui`; default 5 s, which should stay well below the view's 30 s window). Zero
     /// asks for no reports.
     pub edge_report_interval: Duration,
-    /// Rotates the CA's own root automatically on this schedule (default: off). Needs an
-    /// in-memory CA (`ca: Ephemeral`): a CA in files is rotated by its operator (see
-    /// `ca::reload`). The schedule's defaults: roots of one year, rotated at 66 % of their
+    /// Rotates the CA's own root automatically on this schedule (default: off). Needs a dev
+    /// or in-memory CA: a CA in files is rotated by its operator (see `ca::reload`). The state
+    /// (roots, keys, phase) is kept in the Secret `mesh-control-ca` when the config comes from
+    /// Kubernetes, else in the dev CA's state directory (`ca-rotation.json`), else in memory. The schedule's defaults: roots of one year, rotated at 66 % of their
     /// life, ten minutes at most waiting for ACKs.
     pub root_rotation: Option<RotationSchedule>,
 }
@@ -105,10 +106,10 @@ pub enum StartError {
     /// `root_rotation` is out of bounds, or too short for `cert_lifetime`.
     #[error(transparent)]
     RootRotation(#[from] ScheduleError),
-    /// `root_rotation` was asked for a CA it cannot rotate.
+    /// `root_rotation` was asked for a CA in files.
     #[error(
-        "root_rotation: needs an in-memory CA (ca: ephemeral); a CA in files is rotated by \
-         its operator, and a dev CA's rotation state is not kept across restarts yet"
+        "root_rotation: needs a CA the control service keeps itself (dev or in-memory); a CA \
+         in files is rotated by its operator"
     )]
     RootRotationSource,
     /// The rotation's stored state (the Kubernetes Secret) could not be read or written.

@@ -20,7 +20,7 @@ use crate::ca::authn::{Authenticator, BootstrapTokens};
 use crate::ca::certify::Certifier;
 use crate::ca::rotation::RotationStatus;
 use crate::ca::rotation_store::{Resumed, RotationStore};
-use crate::ca::{self, Ca, CaHandle, CaSource, trust_bundle};
+use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
 use crate::running::RunningControl;
 use crate::serve::conn;
@@ -264,18 +264,27 @@ async fn rotation_state(
         return Ok(None);
     };
     schedule.check(cert_lifetime)?;
-    if *source != CaSource::Ephemeral {
-        return Err(StartError::RootRotationSource);
-    }
-    let mut store = match follow {
+    let dev_dir = match source {
+        CaSource::Files { .. } => return Err(StartError::RootRotationSource),
+        CaSource::Dev { state_dir } => Some(state_dir.clone()),
+        CaSource::Ephemeral => None,
+    };
+    let mut store = match (follow, &dev_dir) {
         #[cfg(feature = "kubernetes")]
-        Follow::Kubernetes { client, .. } => RotationStore::Secret {
+        (Follow::Kubernetes { client, .. }, _) => RotationStore::Secret {
             secret: kubernetes::ca_secret::CaSecret::new(client.clone(), namespace),
             version: None,
         },
-        _ => RotationStore::Memory,
+        (_, Some(dir)) => RotationStore::Dir(dir.clone()),
+        (_, None) => RotationStore::Memory,
     };
-    let state = ca::rotation::resume(&mut store, trust_domain, schedule, cert_lifetime)
+    // A dev CA rotates from the root already in its state directory, so workloads that
+    // trust it keep doing so; otherwise from a fresh root of the schedule's lifetime.
+    let seed = || match &dev_dir {
+        Some(dir) => RootPair::dev(dir, trust_domain, schedule.root_lifetime),
+        None => RootPair::generate(trust_domain, schedule.root_lifetime),
+    };
+    let state = ca::rotation::resume(&mut store, seed, cert_lifetime)
         .await
         .map_err(|e| StartError::RootRotationState(Box::new(e)))?;
     Ok(Some((state, store)))

@@ -611,7 +611,11 @@ async fn two_replicas_rotate_together_one_step_each_stored_once() {
     assert!(saw_two_a && saw_two_b, "both replicas published A + B");
     assert_ne!(a.trust_bundle_pem(), first, "the rotation finished");
     assert_eq!(roots(&a).len(), 1);
-    assert_eq!(b.trust_bundle_pem(), a.trust_bundle_pem(), "the replicas agree on B");
+    assert_eq!(
+        b.trust_bundle_pem(),
+        a.trust_bundle_pem(),
+        "the replicas agree on B"
+    );
     let stored = ca_secret(&api).expect("the Secret");
     assert!(stored["data"]["state.json"].is_string());
     a.shutdown().await;

@@ -128,7 +128,10 @@ async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
         .await
         .expect_err("rotation shorter than a leaf");
     assert!(matches!(err, StartError::RootRotation(_)), "{err:?}");
-    assert!(err.to_string().starts_with("root_rotation.root_lifetime"), "{err}");
+    assert!(
+        err.to_string().starts_with("root_rotation.root_lifetime"),
+        "{err}"
+    );
     let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
     options.ca = CaSource::Files {
         root_cert: root.clone(),
@@ -305,4 +308,43 @@ async fn the_control_certificate_is_reissued_before_it_expires() {
     let second = served_leaf(&control).await;
     assert_ne!(first, second, "a new certificate is served");
     control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dev_ca_rotates_its_root_and_a_restart_resumes_from_the_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let options = || {
+        let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+        options.ca = CaSource::Dev {
+            state_dir: state_dir.clone(),
+        };
+        options.cert_lifetime = std::time::Duration::from_secs(2);
+        options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+            root_lifetime: std::time::Duration::from_secs(12),
+            rotate_at_percent: 50,
+            ack_timeout: std::time::Duration::from_secs(1),
+        });
+        options
+    };
+    let control = mesh_control::start(options()).await.expect("starts");
+    let first = control.trust_bundle_pem();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline
+        && (control.trust_bundle().roots().len() != 1 || control.trust_bundle_pem() == first)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rotated = control.trust_bundle_pem();
+    assert_ne!(rotated, first, "the root rotated");
+    assert_eq!(control.trust_bundle().roots().len(), 1);
+    control.shutdown().await;
+
+    // The state directory holds the new root, in the rotation's state and as ca.crt.
+    let ca_crt = std::fs::read_to_string(state_dir.join("ca.crt")).expect("ca.crt");
+    assert_eq!(ca_crt, rotated);
+    assert!(state_dir.join("ca-rotation.json").exists());
+    let restarted = mesh_control::start(options()).await.expect("restarts");
+    assert_eq!(restarted.trust_bundle_pem(), rotated);
+    restarted.shutdown().await;
 }

@@ -69,7 +69,10 @@ async fn the_root_rotates_by_itself_without_a_failed_call() {
     assert_eq!(first_root.len(), 1);
     let start = subscribers(admin).await;
     assert_eq!(start["rootRotation"]["phase"], "steady", "{start}");
-    let root_a = start["rootRotation"]["rootKeyId"].as_str().unwrap().to_owned();
+    let root_a = start["rootRotation"]["rootKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Load all along: eight callers back to back.
     let channel = client.channel("greeter.default").await.unwrap();
@@ -172,7 +175,9 @@ async fn the_root_rotates_by_itself_without_a_failed_call() {
     assert_eq!(fresh.identity().trust().load().roots().len(), 1);
     let mut greeter = GreeterClient::new(fresh.channel("greeter.default").await.unwrap());
     greeter
-        .say_hello(HelloRequest { name: "after".into() })
+        .say_hello(HelloRequest {
+            name: "after".into(),
+        })
         .await
         .unwrap();
 

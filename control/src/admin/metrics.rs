@@ -60,7 +60,10 @@ pub(crate) fn describe() {
         ROTATION_PHASE,
         "Root rotation phase: 0 steady, 1 overlap (both roots, issuing from the old), 2 issuing from the next root"
     );
-    describe_counter!(ROTATION_STEPS, "Root rotation steps taken, by phase entered and reason");
+    describe_counter!(
+        ROTATION_STEPS,
+        "Root rotation steps taken, by phase entered and reason"
+    );
     describe_counter!(ROTATIONS, "Root rotations completed (the old root dropped)");
     describe_gauge!(ROOT_EXPIRY, "Unix time at which the root in force expires");
     // Every counter exists from the start, at 0 with each of its labels, so that a rate or an

@@ -220,7 +220,10 @@ impl std::fmt::Debug for RootPair {
 
 impl RootPair {
     /// A fresh root for `trust_domain`, valid for `lifetime`.
-    pub(crate) fn generate(trust_domain: &TrustDomain, lifetime: Duration) -> Result<Self, CaError> {
+    pub(crate) fn generate(
+        trust_domain: &TrustDomain,
+        lifetime: Duration,
+    ) -> Result<Self, CaError> {
         // Not backdated: a rotation measures its schedule from `not_before`, and trust anchors'
         // validity is not checked by verifiers (rustls-webpki keeps only name and key).
         let (cert, key) = generate_root(trust_domain, lifetime, time::Duration::ZERO)?;
@@ -240,6 +243,18 @@ impl RootPair {
             not_after,
             signed_until: Arc::default(),
         })
+    }
+
+    /// The dev root in `state_dir` (made there on first use, valid for `lifetime`): where a
+    /// dev CA's rotation starts.
+    pub(crate) fn dev(
+        state_dir: &Path,
+        trust_domain: &TrustDomain,
+        lifetime: Duration,
+    ) -> Result<Self, CaError> {
+        let (cert, key, path) = dev_root(state_dir, trust_domain, lifetime)?;
+        check_issuer(&path, &cert, &key)?;
+        Self::new(cert, &key, &path)
     }
 
     /// A root stored as PEM (certificate and PKCS#8 key), checked to belong together.
@@ -330,50 +345,15 @@ impl Ca {
     ) -> Result<Self, CaError> {
         let path = Path::new("<memory>");
         let mut ca = Self::from_root(trust_domain, issuer.cert.clone(), pair_key(issuer)?, path)?;
-        ca.bundle =
-            TrustBundle::from_der(trust_domain.clone(), roots).map_err(|e| invalid(path, e.to_string()))?;
+        ca.bundle = TrustBundle::from_der(trust_domain.clone(), roots)
+            .map_err(|e| invalid(path, e.to_string()))?;
         ca.signed_until = issuer.signed_until.clone();
         Ok(ca)
     }
 
     fn dev(state_dir: &Path, trust_domain: &TrustDomain) -> Result<Self, CaError> {
-        let cert_path = state_dir.join(DEV_CERT_FILE);
-        let key_path = state_dir.join(DEV_KEY_FILE);
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                let cert_pem = read_to_string(&cert_path)?;
-                let key_pem = read_to_string(&key_path)?;
-                let cert = parse_pem_certs(&cert_path, &cert_pem)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| invalid(&cert_path, "no CERTIFICATE block"))?;
-                let key = KeyPair::from_pem(&key_pem)
-                    .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
-                check_dev_trust_domain(&cert_path, &cert, trust_domain)?;
-                tracing::info!(path = %cert_path.display(), "reusing the dev CA");
-                Self::from_root(trust_domain, cert, key, &cert_path)
-            }
-            (false, false) => {
-                create_private_dir(state_dir)?;
-                let (cert, key) = generate_root(trust_domain, DEV_ROOT_LIFETIME, ROOT_BACKDATE)?;
-                // The key first: a crash between the two writes leaves a key without a
-                // certificate, which start-up reports instead of silently replacing.
-                write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-                write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-                tracing::info!(path = %cert_path.display(), "created a dev CA");
-                Self::from_root(trust_domain, cert.der().clone(), key, &cert_path)
-            }
-            (true, false) => Err(CaError::Incomplete {
-                dir: state_dir.to_owned(),
-                present: DEV_CERT_FILE,
-                missing: DEV_KEY_FILE,
-            }),
-            (false, true) => Err(CaError::Incomplete {
-                dir: state_dir.to_owned(),
-                present: DEV_KEY_FILE,
-                missing: DEV_CERT_FILE,
-            }),
-        }
+        let (cert, key, path) = dev_root(state_dir, trust_domain, DEV_ROOT_LIFETIME)?;
+        Self::from_root(trust_domain, cert, key, &path)
     }
 
     fn from_root(
@@ -699,6 +679,66 @@ fn random_serial() -> Result<SerialNumber, rustls::crypto::GetRandomFailed> {
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// The dev root in `state_dir` (its certificate, key and certificate path), made (valid for
+/// `lifetime`) and written there on first use.
+fn dev_root(
+    state_dir: &Path,
+    trust_domain: &TrustDomain,
+    lifetime: Duration,
+) -> Result<(CertificateDer<'static>, KeyPair, PathBuf), CaError> {
+    let cert_path = state_dir.join(DEV_CERT_FILE);
+    let key_path = state_dir.join(DEV_KEY_FILE);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let cert_pem = read_to_string(&cert_path)?;
+            let key_pem = read_to_string(&key_path)?;
+            let cert = parse_pem_certs(&cert_path, &cert_pem)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid(&cert_path, "no CERTIFICATE block"))?;
+            let key = KeyPair::from_pem(&key_pem)
+                .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
+            check_dev_trust_domain(&cert_path, &cert, trust_domain)?;
+            tracing::info!(path = %cert_path.display(), "reusing the dev CA");
+            Ok((cert, key, cert_path))
+        }
+        (false, false) => {
+            create_private_dir(state_dir)?;
+            // Backdated at most a hundredth of its life: a rotation counts from `not_before`.
+            let backdate = time::Duration::try_from(lifetime / 100)
+                .unwrap_or(ROOT_BACKDATE)
+                .min(ROOT_BACKDATE);
+            let (cert, key) = generate_root(trust_domain, lifetime, backdate)?;
+            write_dev_root(state_dir, &cert.pem(), &key.serialize_pem())?;
+            tracing::info!(path = %cert_path.display(), "created a dev CA");
+            Ok((cert.der().clone(), key, cert_path))
+        }
+        (true, false) => Err(CaError::Incomplete {
+            dir: state_dir.to_owned(),
+            present: DEV_CERT_FILE,
+            missing: DEV_KEY_FILE,
+        }),
+        (false, true) => Err(CaError::Incomplete {
+            dir: state_dir.to_owned(),
+            present: DEV_KEY_FILE,
+            missing: DEV_CERT_FILE,
+        }),
+    }
+}
+
+/// Writes a dev root's `ca.key` and `ca.crt` into `state_dir` (a rotation writes the root in
+/// force there too, so a start without rotation keeps trusting it).
+pub(crate) fn write_dev_root(
+    state_dir: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(), CaError> {
+    // The key first: a crash between the two writes leaves a key without a certificate,
+    // which start-up reports instead of silently replacing.
+    write_file(&state_dir.join(DEV_KEY_FILE), key_pem.as_bytes(), 0o600)?;
+    write_file(&state_dir.join(DEV_CERT_FILE), cert_pem.as_bytes(), 0o644)
 }
 
 /// A self-signed P-256 root for `trust_domain`. It has no URI name constraints: rustls-webpki

@@ -94,7 +94,10 @@ pub(crate) struct RotationStatus(Mutex<RotationView>);
 impl RotationStatus {
     /// A copy of the view.
     pub(crate) fn view(&self) -> RotationView {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut RotationView)) {
@@ -146,13 +149,12 @@ pub(crate) fn ca_for(trust_domain: &TrustDomain, state: &Resumed) -> Result<Ca, 
     }
 }
 
-/// Reads the stored rotation state, or starts one on a fresh root and stores it (adopting
+/// Reads the stored rotation state, or starts one on the `seed` root and stores it (adopting
 /// what another replica stored first). Leaves signed by A before a restart are not counted by
 /// this process: a state resumed while issuing from B assumes A signed until the switch.
 pub(crate) async fn resume(
     store: &mut RotationStore,
-    trust_domain: &TrustDomain,
-    schedule: &RotationSchedule,
+    seed: impl FnOnce() -> Result<RootPair, CaError>,
     leaf_lifetime: Duration,
 ) -> Result<Resumed, StoreError> {
     if let Some(state) = store.load().await? {
@@ -170,7 +172,7 @@ pub(crate) async fn resume(
     }
     let fresh = Resumed {
         rotation: Rotation::steady(SystemTime::now()),
-        current: RootPair::generate(trust_domain, schedule.root_lifetime)?,
+        current: seed()?,
         next: None,
         generation: 0,
     };
@@ -343,7 +345,11 @@ impl Rotator {
             },
             Step::DropOld(_) => Resumed {
                 rotation,
-                current: self.state.next.clone().unwrap_or_else(|| self.state.current.clone()),
+                current: self
+                    .state
+                    .next
+                    .clone()
+                    .unwrap_or_else(|| self.state.current.clone()),
                 next: None,
                 generation,
             },
@@ -464,4 +470,3 @@ fn reason(step: Step) -> &'static str {
         Step::DropOld(DropReason::RootExpired) => "root_expired",
     }
 }
-

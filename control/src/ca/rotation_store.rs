@@ -1,13 +1,16 @@
 //! Where a rotating CA keeps its state (roots A and B with their keys, the phase and since
-//! when): nowhere (an in-memory CA: a restart starts a new root), or a Kubernetes Secret that
-//! every replica reads at start and follows, so that replicas and restarts agree.
+//! when): nowhere (an in-memory CA: a restart starts a new root), a file in the dev CA's state
+//! directory (`ca-rotation.json`, mode 0600; the root in force is also kept as `ca.crt` and
+//! `ca.key`), or a Kubernetes Secret that every replica reads at start and follows, so that
+//! replicas and restarts agree.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::anchor_rotation::{Phase, Rotation};
 use serde::{Deserialize, Serialize};
 
-use super::issuer::{CaError, RootPair};
+use super::issuer::{CaError, RootPair, write_dev_root};
 #[cfg(feature = "kubernetes")]
 use crate::source::kubernetes::ca_secret::{CaSecret, Written};
 
@@ -20,6 +23,9 @@ pub(crate) struct Resumed {
     /// Counts the steps ever taken: a replica adopts a stored state with a higher one.
     pub(crate) generation: u64,
 }
+
+/// The state file in a dev CA's state directory.
+const STATE_FILE: &str = "ca-rotation.json";
 
 /// The stored form: PEM and Unix seconds, as JSON.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,9 +48,17 @@ pub(crate) enum StoreError {
     /// The stored state does not parse, or its roots do not load.
     #[error("the stored CA state is unusable: {0}")]
     Invalid(String),
-    /// A root in it does not load.
+    /// A root in it does not load, or a file could not be written.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// The state file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The API refused or failed.
     #[cfg(feature = "kubernetes")]
     #[error("the CA Secret: {0}")]
@@ -56,6 +70,8 @@ pub(crate) enum StoreError {
 pub(crate) enum RotationStore {
     /// Nowhere: it dies with the process.
     Memory,
+    /// A dev CA's state directory.
+    Dir(PathBuf),
     /// A Secret, with the version last read or written.
     #[cfg(feature = "kubernetes")]
     Secret {
@@ -79,6 +95,14 @@ impl RotationStore {
     pub(crate) async fn load(&mut self) -> Result<Option<Resumed>, StoreError> {
         match self {
             Self::Memory => Ok(None),
+            Self::Dir(dir) => {
+                let path = dir.join(STATE_FILE);
+                match tokio::fs::read(&path).await {
+                    Ok(bytes) => decode(&bytes).map(Some),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(StoreError::Read { path, source }),
+                }
+            }
             #[cfg(feature = "kubernetes")]
             Self::Secret { secret, version } => match secret.read().await? {
                 None => Ok(None),
@@ -94,6 +118,23 @@ impl RotationStore {
     pub(crate) async fn save(&mut self, state: &Resumed) -> Result<Saved, StoreError> {
         match self {
             Self::Memory => Ok(Saved::Stored),
+            Self::Dir(dir) => {
+                let (dir, bytes) = (dir.clone(), encode(state)?);
+                let (cert_pem, key_pem) = state.current.to_pem();
+                let steady = state.next.is_none();
+                // Small files, but fsynced: off the async workers.
+                tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                    if steady {
+                        write_dev_root(&dir, &cert_pem, &key_pem)?;
+                    }
+                    let path = dir.join(STATE_FILE);
+                    mesh_process::atomic_file::write(&path, &bytes, 0o600)
+                        .map_err(|source| StoreError::Read { path, source })
+                })
+                .await
+                .map_err(|e| StoreError::Invalid(e.to_string()))??;
+                Ok(Saved::Stored)
+            }
             #[cfg(feature = "kubernetes")]
             Self::Secret { secret, version } => {
                 match secret.write(&encode(state)?, version.as_deref()).await? {
@@ -108,7 +149,9 @@ impl RotationStore {
                     Written::Conflict(None) => {
                         // Deleted under us: create it again at the next save.
                         *version = None;
-                        Err(StoreError::Invalid("the Secret vanished during a write".into()))
+                        Err(StoreError::Invalid(
+                            "the Secret vanished during a write".into(),
+                        ))
                     }
                 }
             }
@@ -117,7 +160,11 @@ impl RotationStore {
 
     /// Whether another replica may change the state (so it is read again now and then).
     pub(crate) fn shared(&self) -> bool {
-        !matches!(self, Self::Memory)
+        #[cfg(feature = "kubernetes")]
+        if matches!(self, Self::Secret { .. }) {
+            return true;
+        }
+        false
     }
 }
 
@@ -158,7 +205,10 @@ fn decode(bytes: &[u8]) -> Result<Resumed, StoreError> {
         _ => return Err(StoreError::Invalid("a next root without its key".into())),
     };
     if phase != Phase::Steady && next.is_none() {
-        return Err(StoreError::Invalid(format!("phase {} without a next root", stored.phase)));
+        return Err(StoreError::Invalid(format!(
+            "phase {} without a next root",
+            stored.phase
+        )));
     }
     Ok(Resumed {
         rotation: Rotation {

@@ -83,7 +83,11 @@ impl CaSecret {
         };
         let result = match version {
             None => self.api.create(&PostParams::default(), &secret).await,
-            Some(_) => self.api.replace(SECRET, &PostParams::default(), &secret).await,
+            Some(_) => {
+                self.api
+                    .replace(SECRET, &PostParams::default(), &secret)
+                    .await
+            }
         };
         match result {
             Ok(stored) => Ok(Written::Stored(
