@@ -143,6 +143,7 @@ async fn the_root_rotates_by_itself_without_a_failed_call() {
             )
         })
         .collect();
+    println!("rotation steps: {steps:?}");
     assert_eq!(steps.len(), 3, "{steps:?}");
     assert_eq!(steps[0], ("overlap".to_owned(), "scheduled".to_owned()));
     assert_eq!(steps[1], ("issuing_next".to_owned(), "acked".to_owned()));
