@@ -112,7 +112,8 @@ pub enum StartError {
          in files is rotated by its operator"
     )]
     RootRotationSource,
-    /// The rotation's stored state (the Kubernetes Secret) could not be read or written.
+    /// The rotation's stored state (the Kubernetes Secret, or the dev CA's
+    /// `ca-rotation.json`) could not be read or written.
     #[error("root_rotation: the CA state: {0}")]
     RootRotationState(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The CA could not be loaded or created.

@@ -201,8 +201,9 @@ pub(crate) struct RootPair {
     pub(crate) cert: CertificateDer<'static>,
     /// Its PKCS#8 key, DER (parsed again for every `Ca` built on it).
     key_der: Arc<Vec<u8>>,
-    /// When it becomes, and stops being, valid.
+    /// When it becomes valid.
     pub(crate) not_before: SystemTime,
+    /// When it expires.
     pub(crate) not_after: SystemTime,
     /// See [`Ca::signed_until`]: shared by every `Ca` that issues with this root.
     signed_until: Arc<AtomicU64>,

@@ -1,6 +1,7 @@
-//! Automatic trust-anchor rotation of a root the control service made itself (an in-memory
-//! CA): a task that ticks the pure state machine of [`mesh_core::anchor_rotation`] and carries
-//! out each step.
+//! Automatic trust-anchor rotation of a root the control service keeps itself (a dev or an
+//! in-memory CA): a task that ticks the pure state machine of [`mesh_core::anchor_rotation`],
+//! stores each step where the CA's state lives (`rotation_store`: memory, the dev state
+//! directory, or a Kubernetes Secret shared by the replicas) and carries it out.
 //!
 //! - `StartOverlap`: make root B, publish `A + B` (to Watch subscribers, the control service's
 //!   own client trust and the trust bundle file), keep issuing with A;
@@ -245,26 +246,21 @@ impl Rotator {
                 return;
             }
         };
-        let adopted = match self.store.save(&next).await {
-            Ok(Saved::Stored) => next,
+        let (state, reason) = match self.store.save(&next).await {
+            Ok(Saved::Stored) => (next, reason(step)),
             Ok(Saved::Adopt(other)) => {
                 tracing::info!(
                     phase = other.rotation.phase.as_str(),
                     "another replica took the rotation step first; adopting its state"
                 );
-                *other
+                (*other, "adopted")
             }
             Err(error) => {
                 tracing::warn!(%error, "storing the rotation step failed; retrying");
                 return;
             }
         };
-        let reason = if adopted.generation == next_generation(&self.state) {
-            reason(step)
-        } else {
-            "adopted"
-        };
-        if let Err(error) = self.enter(adopted, reason).await {
+        if let Err(error) = self.enter(state, reason).await {
             tracing::warn!(%error, "root rotation step failed; retrying");
         }
     }

@@ -51,9 +51,9 @@ pub(crate) enum StoreError {
     /// A root in it does not load, or a file could not be written.
     #[error(transparent)]
     Ca(#[from] CaError),
-    /// The state file could not be read.
+    /// The state file could not be read or written.
     #[error("{}: {source}", path.display())]
-    Read {
+    Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -100,7 +100,7 @@ impl RotationStore {
                 match tokio::fs::read(&path).await {
                     Ok(bytes) => decode(&bytes).map(Some),
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(StoreError::Read { path, source }),
+                    Err(source) => Err(StoreError::Io { path, source }),
                 }
             }
             #[cfg(feature = "kubernetes")]
@@ -129,7 +129,7 @@ impl RotationStore {
                     }
                     let path = dir.join(STATE_FILE);
                     mesh_process::atomic_file::write(&path, &bytes, 0o600)
-                        .map_err(|source| StoreError::Read { path, source })
+                        .map_err(|source| StoreError::Io { path, source })
                 })
                 .await
                 .map_err(|e| StoreError::Invalid(e.to_string()))??;
