@@ -348,3 +348,66 @@ async fn a_dev_ca_rotates_its_root_and_a_restart_resumes_from_the_state_director
     assert_eq!(restarted.trust_bundle_pem(), rotated);
     restarted.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_never_acks_the_two_roots_holds_the_switch_only_until_ack_timeout() {
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    options.cert_lifetime = Duration::from_secs(2);
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: Duration::from_secs(12),
+        rotate_at_percent: 50,
+        ack_timeout: Duration::from_secs(2),
+    });
+    let control = mesh_control::start(options).await.expect("starts");
+    let admin = control.admin_addr().expect("admin port");
+
+    // A subscriber that ACKs the first version, then nothing more.
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("stuck", &["greeter"]))
+        .await
+        .expect("opens");
+    watch.next().await;
+    watch.send(ack(1, "")).await;
+
+    let mut saw_unacked = false;
+    let mut steps = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let (_, body) = http_get(admin, "/subscribers").await;
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let subscriber = &json["subscribers"][0];
+        assert!(subscriber["certificateIssuerKeyId"].is_string(), "{json}");
+        if json["rootRotation"]["phase"] == "overlap" {
+            saw_unacked |= subscriber["bundleAcked"] == false;
+        }
+        steps = json["rootRotation"]["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}/{}",
+                    t["phase"].as_str().unwrap_or(""),
+                    t["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        if steps.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_unacked, "/subscribers showed the subscriber behind");
+    assert_eq!(
+        steps[..3],
+        [
+            "overlap/scheduled",
+            "issuing_next/ack_timeout",
+            "steady/old_leaves_expired"
+        ],
+        "{steps:?}"
+    );
+    control.shutdown().await;
+}
