@@ -27,6 +27,7 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod anchor_rotation;
 pub mod authz;
 pub mod backoff;
 pub mod budget;

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bundle;
+pub(crate) mod ca_secret;
 // KubeSchema's derive re-declares each struct (with its `pub` fields) inside a function to
 // build the schema; that copy trips `unreachable_pub`.
 #[allow(unreachable_pub)]
