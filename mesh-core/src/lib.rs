@@ -38,6 +38,7 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod fixtures;
+pub mod jwt;
 pub mod latency;
 pub mod locality;
 pub mod outlier;
