@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use crate::error::FieldError;
 
 pub(crate) mod fault;
+pub(crate) mod jwt;
 pub(crate) mod policy;
 pub(crate) mod route;
 use crate::dns::{check_dns_label, check_dns_subdomain};

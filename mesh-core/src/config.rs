@@ -19,6 +19,9 @@ pub struct MeshConfig {
     /// Authorization policies, each targeting a service or one of its routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicySpec>,
+    /// End-user authentication: the JWT issuers each service accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentications: Vec<RequestAuthenticationSpec>,
     /// The mesh-wide default policy (`all-unauthenticated`, `all-authenticated`, `deny` or
     /// `audit`) for services that set none; `all-unauthenticated` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,11 +132,15 @@ fn default_namespace() -> String {
 }
 
 mod fault;
+mod jwt;
 mod policy;
 mod route;
 mod validate;
 
 pub use fault::{FaultAbortSpec, FaultDelaySpec, FaultInjectionSpec, Percent};
+pub use jwt::{
+    ClaimConditionSpec, JwtHeaderSpec, JwtRuleSpec, PolicyPrincipalSpec, RequestAuthenticationSpec,
+};
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };

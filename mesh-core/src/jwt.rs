@@ -32,6 +32,11 @@ pub use keys::{JwksError, JwtKeys};
 pub use model::{JwtRule, Principal, TokenLocation};
 pub use verify::{JwtError, Verifier};
 
+pub use crate::check::jwt::{
+    MAX_AUDIENCES, MAX_CLAIM_CONDITIONS, MAX_CLAIM_VALUES, MAX_FROM_HEADERS, MAX_ISSUER_BYTES,
+    MAX_JWT_RULES, MAX_PREFIX_BYTES, MAX_REQUEST_PRINCIPALS, MAX_URI_BYTES, MAX_VALUE_BYTES,
+};
+
 /// The longest token accepted: 8 KiB (larger is refused before any parsing).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -55,3 +60,5 @@ pub const ALGORITHMS: &[&str] = &[
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod policy_tests;
