@@ -80,6 +80,7 @@
 mod admin;
 pub mod ca;
 pub mod ctl;
+mod jwks;
 mod options;
 mod running;
 mod serve;
@@ -105,8 +106,9 @@ pub use source::ConfigSource;
 pub use source::file::{self, ControlConfig, LoadError, ParseError};
 #[cfg(feature = "kubernetes")]
 pub use source::kubernetes as k8s;
+pub use jwks::JwksOptions;
 pub use start::start;
-pub use state::State;
+pub use state::{Jwks, State};
 pub use watch::limits::WatchLimits;
 pub use watch::registry::{MAX_NACK_DETAILS, Nack, NackDetail, SubscriberStatus};
 pub use watch::skew;

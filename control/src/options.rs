@@ -9,6 +9,7 @@ use mesh_core::TrustDomain;
 
 use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
+use crate::jwks::JwksOptions;
 use crate::serve::limits::{ConnectionLimits, InvalidLimit};
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
@@ -66,6 +67,8 @@ pub struct ControlOptions {
     /// port (`/ui`; default 5 s, which should stay well below the view's 30 s window). Zero
     /// asks for no reports.
     pub edge_report_interval: Duration,
+    /// How the JWK Sets of `jwksUri` issuers are refreshed.
+    pub jwks: JwksOptions,
 }
 
 /// Why the control service did not start.
@@ -77,6 +80,9 @@ pub enum StartError {
     /// A bound in `connection_limits` lets nothing through (the message names the field).
     #[error("connection_limits.{0}")]
     ConnectionLimits(InvalidLimit),
+    /// A bound in `jwks` is out of range.
+    #[error("{0}")]
+    Jwks(String),
     /// `namespace` cannot form the service's SPIFFE ID.
     #[error("namespace {namespace:?}: {reason}")]
     Namespace {
@@ -152,6 +158,7 @@ impl ControlOptions {
             certify_rate: CertifyRateLimit::default(),
             watch_limits: WatchLimits::default(),
             edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
+            jwks: JwksOptions::default(),
         }
     }
 }

@@ -61,6 +61,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         certify_rate,
         watch_limits,
         edge_report_interval,
+        jwks,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -68,6 +69,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     connection_limits
         .check()
         .map_err(StartError::ConnectionLimits)?;
+    jwks.check().map_err(StartError::Jwks)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
     let ca = build_ca(&ca_source, &trust_domain, trust_bundle_out.as_deref())?;
@@ -97,6 +99,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         &namespace,
         file_poll_interval,
     ));
+    tasks.push(crate::jwks::spawn(shared.state.clone(), jwks));
     tasks.push(own.resolver.spawn_renewal(
         ca.clone(),
         identity.clone(),

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::InboundPolicy;
+use mesh_core::jwt::Verifier;
 use mesh_core::route::CompiledRoutes;
 use mesh_core::snapshot::{DestinationKey, Snapshot};
 use tokio::sync::watch;
@@ -49,6 +50,8 @@ pub(crate) struct Inbound {
     pub(crate) policy: InboundPolicy,
     /// The own service's routes, when it has any.
     pub(crate) routes: Option<CompiledRoutes>,
+    /// The JWT issuers it accepts, compiled with their keys; `None` when it accepts none.
+    pub(crate) verifier: Option<Verifier>,
 }
 
 /// What the Watch subscription asks for and tells the control service.
@@ -108,6 +111,7 @@ impl Discovery {
             Arc::new(Inbound {
                 policy: policy.clone(),
                 routes,
+                verifier: Verifier::new(&policy.jwt_rules),
             })
         }));
         self.snapshot.send_replace(Arc::new(snapshot));

@@ -92,6 +92,6 @@ pub use mesh::{Mesh, Readiness, StartError};
 pub use refusal::MESH_ERROR_HEADER;
 pub use server::{
     Authorizer, BodyTooLarge, LimitedBody, MeshConnectInfo, MeshIncoming, MeshLayer, MeshService,
-    MeshTlsStream, ServerLimits, authz, limits,
+    MeshTlsStream, RequestPrincipal, ServerLimits, authz, limits,
 };
 pub use settings::{MeshSettings, SettingsError, TokenSource};

@@ -110,6 +110,9 @@ pub const EJECTIONS: &str = "mesh.client.outlier_ejections";
 pub const ENDPOINTS: &str = "mesh.client.endpoints";
 /// Authorization decisions by `mesh.policy` and `mesh.verdict` (`allow`, `deny`, `audit`).
 pub const AUTHZ_DECISIONS: &str = "mesh.server.authz_decisions";
+/// Requests refused for an invalid end-user token, by `mesh.reason` (`expired`,
+/// `bad-signature`, `wrong-audience`...).
+pub const JWT_REFUSALS: &str = "mesh.server.jwt_refusals";
 /// Seconds until the workload certificate expires.
 pub const CERT_EXPIRY: &str = "mesh.certificate.expiry";
 /// 1 while a Watch stream to the control service is open, else 0.
@@ -163,6 +166,8 @@ pub mod attr {
     pub const MESH_POLICY: &str = "mesh.policy";
     /// The authorization verdict: `allow`, `deny`, `audit`.
     pub const MESH_VERDICT: &str = "mesh.verdict";
+    /// Why an end-user token was refused: `expired`, `bad-signature`...
+    pub const MESH_REASON: &str = "mesh.reason";
 }
 
 /// Registers descriptions and units with the recorder in place (once per process is enough;
@@ -196,6 +201,10 @@ pub(crate) fn describe() {
     describe_counter!(
         AUTHZ_DECISIONS,
         "Authorization decisions by policy and verdict"
+    );
+    describe_counter!(
+        JWT_REFUSALS,
+        "Requests refused for an invalid end-user token, by reason"
     );
     describe_gauge!(
         CERT_EXPIRY,

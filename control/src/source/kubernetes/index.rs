@@ -546,6 +546,7 @@ impl ClusterIndex {
         let config = MeshConfig {
             services: services.into_values().collect(),
             policies,
+            request_authentications: Vec::new(),
             default_policy: self.default_policy.clone(),
             instance_zones: self.instance_zones(),
         };
@@ -566,6 +567,7 @@ impl ClusterIndex {
         MeshConfig {
             services: services.to_vec(),
             policies: policies.to_vec(),
+            request_authentications: Vec::new(),
             default_policy: None,
             instance_zones: BTreeMap::new(),
         }
