@@ -50,7 +50,8 @@ pub(crate) mod sync;
 pub mod token_review;
 
 pub use crd::{
-    AuthorizationPolicy, AuthorizationPolicySpec, FaultInjection, FaultInjectionSpec, crds_yaml,
+    AuthorizationPolicy, AuthorizationPolicySpec, FaultInjection, FaultInjectionSpec,
+    RequestAuthentication, RequestAuthenticationSpec, crds_yaml,
 };
 pub use sync::{SyncError, read_once};
 pub use token_review::TokenReviewAuthenticator;
