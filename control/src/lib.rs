@@ -93,6 +93,7 @@ mod watch;
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
+pub use jwks::JwksOptions;
 pub use options::{
     ControlOptions, DEFAULT_EDGE_REPORT_INTERVAL, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError,
 };
@@ -106,7 +107,6 @@ pub use source::ConfigSource;
 pub use source::file::{self, ControlConfig, LoadError, ParseError};
 #[cfg(feature = "kubernetes")]
 pub use source::kubernetes as k8s;
-pub use jwks::JwksOptions;
 pub use start::start;
 pub use state::{Jwks, State};
 pub use watch::limits::WatchLimits;

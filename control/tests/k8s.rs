@@ -566,7 +566,13 @@ async fn a_request_authentication_sends_the_issuers_keys_to_the_service() {
         .await
         .expect("watch opens");
     let keys = |s: &Snapshot| -> Option<String> {
-        s.inbound.as_ref()?.jwt_rules.first()?.jwks.as_deref().map(str::to_owned)
+        s.inbound
+            .as_ref()?
+            .jwt_rules
+            .first()?
+            .jwks
+            .as_deref()
+            .map(str::to_owned)
     };
     let with_keys = until(&mut watch, WAIT, |s| keys(s).is_some()).await;
     assert!(keys(&with_keys).unwrap().contains("\"kid\":\"one\""));

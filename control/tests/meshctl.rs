@@ -671,11 +671,19 @@ policies:
 "#,
     );
     let get = ["GET", "http://web.default/admin"];
-    let issuer = ["--jwt-issuer", "https://issuer.test", "--jwt-subject", "ann"];
+    let issuer = [
+        "--jwt-issuer",
+        "https://issuer.test",
+        "--jwt-subject",
+        "ann",
+    ];
     let cases: [(&[&str], &str); 3] = [
         (&[], "web.default=deny:no-allow-matched"),
         (&issuer, "web.default=deny:no-allow-matched"),
-        (&["--jwt-claims", r#"{"groups": ["admin"]}"#], "web.default=allow:admins"),
+        (
+            &["--jwt-claims", r#"{"groups": ["admin"]}"#],
+            "web.default=allow:admins",
+        ),
     ];
     for (i, (extra, want)) in cases.iter().enumerate() {
         let mut args: Vec<&str> = if i == 2 { issuer.to_vec() } else { Vec::new() };
@@ -685,10 +693,21 @@ policies:
         assert_eq!(verdicts, [*want], "case {i}");
     }
     let run = meshctl(&[
-        "explain", "--config", path(&file), "--as",
+        "explain",
+        "--config",
+        path(&file),
+        "--as",
         "spiffe://mesh.local/ns/default/sa/client",
-        "--jwt-issuer", "https://issuer.test", "--jwt-claims", r#"{"groups": ["admin"]}"#,
-        "GET", "http://web.default/admin",
+        "--jwt-issuer",
+        "https://issuer.test",
+        "--jwt-claims",
+        r#"{"groups": ["admin"]}"#,
+        "GET",
+        "http://web.default/admin",
     ]);
-    assert!(run.stdout.contains("rules[1]"), "the rule is named: {}", run.stdout);
+    assert!(
+        run.stdout.contains("rules[1]"),
+        "the rule is named: {}",
+        run.stdout
+    );
 }

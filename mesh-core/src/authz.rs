@@ -49,8 +49,8 @@ mod model;
 pub use evaluate::{AuditOutcome, AuthzRequest, Decision, Reason, Verdict};
 pub use model::{
     Action, AuthorizationPolicy, AuthorizationRule, ClaimCondition, DefaultPolicy, GrpcOperation,
-    IdentityMatch, InboundPolicy, MtlsMode, Operation, PathPattern, PolicyMode,
-    PrincipalCondition, RequestPrincipalMatch, ServiceAccountRef, Source,
+    IdentityMatch, InboundPolicy, MtlsMode, Operation, PathPattern, PolicyMode, PrincipalCondition,
+    RequestPrincipalMatch, ServiceAccountRef, Source,
 };
 
 #[cfg(test)]

@@ -59,6 +59,6 @@ pub const ALGORITHMS: &[&str] = &[
 ];
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod tests;

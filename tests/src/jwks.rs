@@ -50,7 +50,9 @@ impl JwksServer {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         async move {
                             let response = match answer {
-                                JwksAnswer::Document(doc) => Response::new(Full::new(Bytes::from(doc))),
+                                JwksAnswer::Document(doc) => {
+                                    Response::new(Full::new(Bytes::from(doc)))
+                                }
                                 JwksAnswer::Status(status) => {
                                     let mut r = Response::new(Full::new(Bytes::new()));
                                     *r.status_mut() = status;

@@ -170,26 +170,101 @@ async fn tokens_are_verified_refused_by_reason_and_authorized_on_claims() {
 
     // (name, path, token, status, what the refusal must say)
     let cases: Vec<(&str, &str, Option<String>, StatusCode, &str)> = vec![
-        ("RS256", "/me", Some(good(&rsa, "alice", &["dev"])), StatusCode::OK, ""),
-        ("ES256", "/me", Some(good(&ec, "bob", &[])), StatusCode::OK, ""),
-        ("EdDSA", "/me", Some(good(&ed, "carol", &[])), StatusCode::OK, ""),
-        ("admin", "/admin/panel", Some(good(&ed, "dana", &["admin"])), StatusCode::OK, ""),
-        ("not admin", "/admin/panel", Some(good(&ed, "erin", &["dev"])), StatusCode::FORBIDDEN, "no ALLOW policy"),
-        ("no token", "/me", None, StatusCode::FORBIDDEN, "no ALLOW policy"),
+        (
+            "RS256",
+            "/me",
+            Some(good(&rsa, "alice", &["dev"])),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "ES256",
+            "/me",
+            Some(good(&ec, "bob", &[])),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "EdDSA",
+            "/me",
+            Some(good(&ed, "carol", &[])),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "admin",
+            "/admin/panel",
+            Some(good(&ed, "dana", &["admin"])),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "not admin",
+            "/admin/panel",
+            Some(good(&ed, "erin", &["dev"])),
+            StatusCode::FORBIDDEN,
+            "no ALLOW policy",
+        ),
+        (
+            "no token",
+            "/me",
+            None,
+            StatusCode::FORBIDDEN,
+            "no ALLOW policy",
+        ),
         ("no token, public", "/public", None, StatusCode::OK, ""),
-        ("expired", "/me", Some(edited(&|c| c["exp"] = json!(t - 3600))), StatusCode::UNAUTHORIZED, "expired"),
-        ("not yet valid", "/me", Some(edited(&|c| c["nbf"] = json!(t + 3600))), StatusCode::UNAUTHORIZED, "not valid yet"),
-        ("wrong audience", "/me", Some(edited(&|c| c["aud"] = json!("billing"))), StatusCode::UNAUTHORIZED, "audience"),
-        ("wrong issuer", "/me", Some(edited(&|c| c["iss"] = json!("https://evil.test"))), StatusCode::UNAUTHORIZED, "issuer"),
-        ("bad signature", "/me", Some(TestKey::es256("ec-1").sign(&claims(ISS, "x", "web", t + 600))), StatusCode::UNAUTHORIZED, "signature"),
-        ("garbage", "/public", Some("not.a.jwt".to_owned()), StatusCode::UNAUTHORIZED, "malformed"),
+        (
+            "expired",
+            "/me",
+            Some(edited(&|c| c["exp"] = json!(t - 3600))),
+            StatusCode::UNAUTHORIZED,
+            "expired",
+        ),
+        (
+            "not yet valid",
+            "/me",
+            Some(edited(&|c| c["nbf"] = json!(t + 3600))),
+            StatusCode::UNAUTHORIZED,
+            "not valid yet",
+        ),
+        (
+            "wrong audience",
+            "/me",
+            Some(edited(&|c| c["aud"] = json!("billing"))),
+            StatusCode::UNAUTHORIZED,
+            "audience",
+        ),
+        (
+            "wrong issuer",
+            "/me",
+            Some(edited(&|c| c["iss"] = json!("https://evil.test"))),
+            StatusCode::UNAUTHORIZED,
+            "issuer",
+        ),
+        (
+            "bad signature",
+            "/me",
+            Some(TestKey::es256("ec-1").sign(&claims(ISS, "x", "web", t + 600))),
+            StatusCode::UNAUTHORIZED,
+            "signature",
+        ),
+        (
+            "garbage",
+            "/public",
+            Some("not.a.jwt".to_owned()),
+            StatusCode::UNAUTHORIZED,
+            "malformed",
+        ),
     ];
     let mut outcomes: BTreeMap<u16, usize> = BTreeMap::new();
     for (name, path, token, want, why) in &cases {
         let (status, body, headers) = call(&web, path, token.as_deref()).await;
         *outcomes.entry(status.as_u16()).or_default() += 1;
         assert_eq!(status, *want, "{name}: {headers}");
-        assert!(headers.contains(why), "{name}: the answer names {why:?}: {headers}");
+        assert!(
+            headers.contains(why),
+            "{name}: the answer names {why:?}: {headers}"
+        );
         if let Some(token) = token {
             assert!(
                 !headers.contains(&token[..token.len().min(24)]),
@@ -213,7 +288,11 @@ async fn tokens_are_verified_refused_by_reason_and_authorized_on_claims() {
         "calls per status"
     );
     let (_, body, _) = call(&web, "/admin/panel", Some(&good(&ed, "dana", &["admin"]))).await;
-    assert_eq!(body["groups"], json!(["admin"]), "the handler sees the claims");
+    assert_eq!(
+        body["groups"],
+        json!(["admin"]),
+        "the handler sees the claims"
+    );
 
     // gRPC: UNAUTHENTICATED naming the reason; a valid token passes.
     let channel = client_mesh.channel("greeter.default").await.unwrap();
@@ -235,7 +314,11 @@ async fn tokens_are_verified_refused_by_reason_and_authorized_on_claims() {
     hello(ed.sign(&claims(ISS, "x", "greeter", t + 600)))
         .await
         .unwrap();
-    assert_eq!(greeter.greeter.served(), 1, "refused calls never reach the handler");
+    assert_eq!(
+        greeter.greeter.served(),
+        1,
+        "refused calls never reach the handler"
+    );
     serving.abort();
 }
 
@@ -271,19 +354,34 @@ async fn last_good_keys_survive_an_outage_and_a_rotation_is_picked_up_on_refresh
         jwks_server.set(answer);
         let before = jwks_server.fetches();
         assert!(
-            eventually(Duration::from_secs(10), || jwks_server.fetches() >= before + 3).await,
+            eventually(Duration::from_secs(10), || jwks_server.fetches()
+                >= before + 3)
+            .await,
             "the control service kept trying"
         );
-        assert_eq!(call(&web, "/me", Some(&token(&old))).await.0, StatusCode::OK);
+        assert_eq!(
+            call(&web, "/me", Some(&token(&old))).await.0,
+            StatusCode::OK
+        );
     }
-    assert_eq!(harness.config_version(), version, "failed fetches publish nothing");
+    assert_eq!(
+        harness.config_version(),
+        version,
+        "failed fetches publish nothing"
+    );
 
     // The issuer rotates: the new key is accepted after a refresh, and the old one refused.
     jwks_server.set(JwksAnswer::Document(jwks(&[&new])));
-    assert!(accepted_eventually(&web, &token(&new)).await, "the rotated key");
+    assert!(
+        accepted_eventually(&web, &token(&new)).await,
+        "the rotated key"
+    );
     let (status, _, headers) = call(&web, "/me", Some(&token(&old))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers}");
     assert!(headers.contains("no key"), "{headers}");
-    assert!(harness.config_version() > version, "new keys are a new version");
+    assert!(
+        harness.config_version() > version,
+        "new keys are a new version"
+    );
     serving.abort();
 }

@@ -417,8 +417,11 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                 }
             };
             if let Some(issuer) = &args.jwt_issuer {
-                request =
-                    request.with_principal(issuer, &args.jwt_subject, args.jwt_claims.as_deref())?;
+                request = request.with_principal(
+                    issuer,
+                    &args.jwt_subject,
+                    args.jwt_claims.as_deref(),
+                )?;
             }
             let valid = load::read_valid(&args.config.config, &args.config.trust_domain)?;
             let from_namespace = args

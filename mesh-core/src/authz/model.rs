@@ -430,10 +430,7 @@ impl PrincipalCondition {
             return false;
         };
         (self.request_principals.is_empty()
-            || self
-                .request_principals
-                .iter()
-                .any(|m| m.matches(principal)))
+            || self.request_principals.iter().any(|m| m.matches(principal)))
             && self
                 .claims
                 .iter()

@@ -54,13 +54,15 @@ pub(crate) fn jwt_rule(
         ));
     }
     for (i, audience) in spec.audiences.iter().enumerate() {
-        bounded(&format!("{path}.audiences[{i}]"), audience, MAX_VALUE_BYTES, errors);
+        bounded(
+            &format!("{path}.audiences[{i}]"),
+            audience,
+            MAX_VALUE_BYTES,
+            errors,
+        );
     }
     match (&spec.jwks_uri, &spec.jwks) {
-        (None, None) => errors.push(FieldError::new(
-            path,
-            "one of jwksUri and jwks is required",
-        )),
+        (None, None) => errors.push(FieldError::new(path, "one of jwksUri and jwks is required")),
         (Some(_), Some(_)) if !fetched => errors.push(FieldError::new(
             path,
             "jwksUri and jwks are exclusive: give one",
@@ -111,9 +113,8 @@ fn jwks_uri(path: &str, uri: &str, errors: &mut Vec<FieldError>) {
     let ok = if let Some(file) = uri.strip_prefix("file://") {
         file.starts_with('/')
     } else {
-        uri.parse::<http::Uri>().is_ok_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-        })
+        uri.parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
     };
     if !ok {
         errors.push(FieldError::new(
@@ -124,7 +125,11 @@ fn jwks_uri(path: &str, uri: &str, errors: &mut Vec<FieldError>) {
 }
 
 /// A token header: a valid header name (stored lower case) and a bounded prefix.
-fn location(path: &str, spec: &JwtHeaderSpec, errors: &mut Vec<FieldError>) -> Option<TokenLocation> {
+fn location(
+    path: &str,
+    spec: &JwtHeaderSpec,
+    errors: &mut Vec<FieldError>,
+) -> Option<TokenLocation> {
     let name = http::HeaderName::from_bytes(spec.name.as_bytes())
         .map_err(|_| {
             errors.push(FieldError::new(
@@ -181,7 +186,12 @@ pub(crate) fn principal(
     let mut claims = Vec::with_capacity(spec.claims.len());
     for (i, claim) in spec.claims.iter().enumerate() {
         let claim_path = format!("{path}.claims[{i}]");
-        bounded(&format!("{claim_path}.name"), &claim.name, MAX_VALUE_BYTES, errors);
+        bounded(
+            &format!("{claim_path}.name"),
+            &claim.name,
+            MAX_VALUE_BYTES,
+            errors,
+        );
         if claim.values.is_empty() || claim.values.len() > MAX_CLAIM_VALUES {
             errors.push(FieldError::new(
                 format!("{claim_path}.values"),
@@ -189,7 +199,12 @@ pub(crate) fn principal(
             ));
         }
         for (j, value) in claim.values.iter().enumerate() {
-            bounded(&format!("{claim_path}.values[{j}]"), value, MAX_VALUE_BYTES, errors);
+            bounded(
+                &format!("{claim_path}.values[{j}]"),
+                value,
+                MAX_VALUE_BYTES,
+                errors,
+            );
         }
         claims.push(ClaimCondition {
             name: claim.name.clone(),

@@ -157,7 +157,11 @@ fn policy_rule(
         }
     };
     let principal = match &spec.principal {
-        Some(p) => Some(super::jwt::principal(&format!("{path}.principal"), p, errors)?),
+        Some(p) => Some(super::jwt::principal(
+            &format!("{path}.principal"),
+            p,
+            errors,
+        )?),
         None => None,
     };
     let to = match &spec.to {

@@ -374,7 +374,9 @@ fn request_authentications(
             let Some(valid) = services.get_mut(service) else {
                 continue;
             };
-            let seen = issuers.entry(service.clone()).or_insert_with(FirstSeen::new);
+            let seen = issuers
+                .entry(service.clone())
+                .or_insert_with(FirstSeen::new);
             if let Some(first) = seen.check(rule.issuer.clone(), &rule_path) {
                 errors.push(FieldError::new(
                     format!("{rule_path}.issuer"),

@@ -13,8 +13,8 @@ use crate::config::{
     ClaimConditionSpec, GrpcOperationSpec, JwtHeaderSpec, JwtRuleSpec, PolicyFromSpec,
     PolicyPrincipalSpec, PolicyRuleSpec, PolicyToSpec,
 };
-use crate::jwt::{JwtRule, MAX_JWT_RULES};
 use crate::error::FieldError;
+use crate::jwt::{JwtRule, MAX_JWT_RULES};
 use crate::proto;
 
 // === model to wire ===
@@ -73,7 +73,11 @@ impl From<&AuthorizationRule> for proto::AuthorizationRule {
             from: Some((&rule.from).into()),
             to: rule.to.as_ref().map(Into::into),
             principal: rule.principal.as_ref().map(|p| proto::PolicyPrincipal {
-                request_principals: p.request_principals.iter().map(ToString::to_string).collect(),
+                request_principals: p
+                    .request_principals
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 claims: p
                     .claims
                     .iter()

@@ -45,28 +45,112 @@ fn tokens_are_verified_by_each_algorithm_and_refused_for_each_reason() {
         ("RS256", rsa.sign(&with(&|_| ())), Ok(())),
         ("ES256", ec.sign(&with(&|_| ())), Ok(())),
         ("EdDSA", ed.sign(&with(&|_| ())), Ok(())),
-        ("audience in an array", ec.sign(&with(&|c| c["aud"] = json!(["x", "greeter"]))), Ok(())),
-        ("expired within the skew", ec.sign(&with(&|c| c["exp"] = json!(t - 30))), Ok(())),
-        ("nbf within the skew", ec.sign(&with(&|c| c["nbf"] = json!(t + 30))), Ok(())),
-        ("fractional exp", ec.sign(&with(&|c| c["exp"] = json!(t as f64 + 300.5))), Ok(())),
-        ("expired", ec.sign(&with(&|c| c["exp"] = json!(t - 120))), Err(JwtError::Expired)),
-        ("not yet valid", ec.sign(&with(&|c| c["nbf"] = json!(t + 120))), Err(JwtError::NotYetValid)),
-        ("no exp", ec.sign(&with(&|c| { c.as_object_mut().unwrap().remove("exp"); })), Err(JwtError::MissingExpiry)),
-        ("string exp", ec.sign(&with(&|c| c["exp"] = json!("soon"))), Err(JwtError::MissingExpiry)),
-        ("wrong audience", ec.sign(&with(&|c| c["aud"] = json!("billing"))), Err(JwtError::WrongAudience)),
-        ("no audience", ec.sign(&with(&|c| { c.as_object_mut().unwrap().remove("aud"); })), Err(JwtError::WrongAudience)),
-        ("wrong issuer", ec.sign(&with(&|c| c["iss"] = json!("https://evil.test"))), Err(JwtError::UnknownIssuer)),
-        ("no issuer", ec.sign(&with(&|c| { c.as_object_mut().unwrap().remove("iss"); })), Err(JwtError::UnknownIssuer)),
-        ("another key with the same kid", other.sign(&with(&|_| ())), Err(JwtError::BadSignature)),
-        ("unknown kid", TestKey::es256("nope").sign(&with(&|_| ())), Err(JwtError::NoMatchingKey)),
-        ("too many claims", ec.sign(&with(&|c| {
-            for i in 0..MAX_CLAIMS { c[format!("c{i}")] = json!(i); }
-        })), Err(JwtError::TooManyClaims)),
-        ("HS256", hs256(&with(&|_| ())), Err(JwtError::UnsupportedAlgorithm)),
-        ("alg none", unsigned(&with(&|_| ())), Err(JwtError::UnsupportedAlgorithm)),
+        (
+            "audience in an array",
+            ec.sign(&with(&|c| c["aud"] = json!(["x", "greeter"]))),
+            Ok(()),
+        ),
+        (
+            "expired within the skew",
+            ec.sign(&with(&|c| c["exp"] = json!(t - 30))),
+            Ok(()),
+        ),
+        (
+            "nbf within the skew",
+            ec.sign(&with(&|c| c["nbf"] = json!(t + 30))),
+            Ok(()),
+        ),
+        (
+            "fractional exp",
+            ec.sign(&with(&|c| c["exp"] = json!(t as f64 + 300.5))),
+            Ok(()),
+        ),
+        (
+            "expired",
+            ec.sign(&with(&|c| c["exp"] = json!(t - 120))),
+            Err(JwtError::Expired),
+        ),
+        (
+            "not yet valid",
+            ec.sign(&with(&|c| c["nbf"] = json!(t + 120))),
+            Err(JwtError::NotYetValid),
+        ),
+        (
+            "no exp",
+            ec.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+            Err(JwtError::MissingExpiry),
+        ),
+        (
+            "string exp",
+            ec.sign(&with(&|c| c["exp"] = json!("soon"))),
+            Err(JwtError::MissingExpiry),
+        ),
+        (
+            "wrong audience",
+            ec.sign(&with(&|c| c["aud"] = json!("billing"))),
+            Err(JwtError::WrongAudience),
+        ),
+        (
+            "no audience",
+            ec.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            })),
+            Err(JwtError::WrongAudience),
+        ),
+        (
+            "wrong issuer",
+            ec.sign(&with(&|c| c["iss"] = json!("https://evil.test"))),
+            Err(JwtError::UnknownIssuer),
+        ),
+        (
+            "no issuer",
+            ec.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            })),
+            Err(JwtError::UnknownIssuer),
+        ),
+        (
+            "another key with the same kid",
+            other.sign(&with(&|_| ())),
+            Err(JwtError::BadSignature),
+        ),
+        (
+            "unknown kid",
+            TestKey::es256("nope").sign(&with(&|_| ())),
+            Err(JwtError::NoMatchingKey),
+        ),
+        (
+            "too many claims",
+            ec.sign(&with(&|c| {
+                for i in 0..MAX_CLAIMS {
+                    c[format!("c{i}")] = json!(i);
+                }
+            })),
+            Err(JwtError::TooManyClaims),
+        ),
+        (
+            "HS256",
+            hs256(&with(&|_| ())),
+            Err(JwtError::UnsupportedAlgorithm),
+        ),
+        (
+            "alg none",
+            unsigned(&with(&|_| ())),
+            Err(JwtError::UnsupportedAlgorithm),
+        ),
         ("two parts", "a.b".to_owned(), Err(JwtError::Malformed)),
-        ("four parts", format!("{}.x", ec.sign(&with(&|_| ()))), Err(JwtError::Malformed)),
-        ("too large", "a".repeat(MAX_TOKEN_BYTES + 1), Err(JwtError::TooLarge)),
+        (
+            "four parts",
+            format!("{}.x", ec.sign(&with(&|_| ()))),
+            Err(JwtError::Malformed),
+        ),
+        (
+            "too large",
+            "a".repeat(MAX_TOKEN_BYTES + 1),
+            Err(JwtError::TooLarge),
+        ),
     ];
     for (name, token, want) in cases {
         let got = verify(&verifier, &token);
@@ -93,7 +177,10 @@ fn a_token_signed_by_one_family_never_meets_a_key_of_another() {
     // A key pinned to ES256 is not used for EdDSA tokens even under the same kid.
     let ed = TestKey::ed25519("k");
     let token = ed.sign(&claims(ISS, "a", "greeter", now() + 60));
-    assert_eq!(verify(&verifier, &token).unwrap_err(), JwtError::NoMatchingKey);
+    assert_eq!(
+        verify(&verifier, &token).unwrap_err(),
+        JwtError::NoMatchingKey
+    );
 }
 
 #[test]
@@ -157,7 +244,11 @@ fn jwk_sets_are_bounded_and_skip_keys_they_cannot_use() {
             json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).to_string(),
             Err(JwksError::NoUsableKey(1)),
         ),
-        ("no keys array", "{}".to_owned(), Err(JwksError::NotASet("no \"keys\" array".to_owned()))),
+        (
+            "no keys array",
+            "{}".to_owned(),
+            Err(JwksError::NotASet("no \"keys\" array".to_owned())),
+        ),
         (
             "too many keys",
             json!({"keys": vec![key.jwk(); MAX_KEYS + 1]}).to_string(),
@@ -172,7 +263,10 @@ fn jwk_sets_are_bounded_and_skip_keys_they_cannot_use() {
     for (name, json, want) in cases {
         assert_eq!(JwtKeys::parse(&json).map(|k| k.len()), want, "{name}");
     }
-    assert!(matches!(JwtKeys::parse("not json"), Err(JwksError::NotASet(_))));
+    assert!(matches!(
+        JwtKeys::parse("not json"),
+        Err(JwksError::NotASet(_))
+    ));
 }
 
 #[test]
@@ -237,7 +331,11 @@ fn decoded(token: &str) -> Vec<Option<Vec<u8>>> {
     use base64::Engine;
     token
         .split('.')
-        .map(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .map(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .collect()
 }
 

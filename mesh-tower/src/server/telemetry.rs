@@ -24,8 +24,8 @@ use metrics::{Counter, Label};
 use crate::activity::Busy;
 use crate::identity::PeerIdentity;
 use crate::telemetry::{
-    AUTHZ_DECISIONS, CallRecord, JWT_REFUSALS, Direction, ObservedBody, StatusTable, attr, server_span,
-    set_remote_parent,
+    AUTHZ_DECISIONS, CallRecord, Direction, JWT_REFUSALS, ObservedBody, StatusTable, attr,
+    server_span, set_remote_parent,
 };
 
 pin_project! {

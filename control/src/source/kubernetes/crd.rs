@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 mod authn;
 mod fault;
 
-pub use authn::{AuthnTarget, JwtHeader, JwtRule, RequestAuthentication, RequestAuthenticationSpec};
+pub use authn::{
+    AuthnTarget, JwtHeader, JwtRule, RequestAuthentication, RequestAuthenticationSpec,
+};
 pub use fault::{FaultAbort, FaultDelay, FaultInjection, FaultInjectionSpec};
 
 /// The spec of an `AuthorizationPolicy`: who may (ALLOW) or may not (DENY) call a service.

@@ -1012,7 +1012,9 @@ impl ClusterIndex {
             // and bounded per Service.
             let mut together: Vec<RequestAuthenticationSpec> = out
                 .iter()
-                .filter(|s| s.target.service == target.name && s.target.namespace == spec.target.namespace)
+                .filter(|s| {
+                    s.target.service == target.name && s.target.namespace == spec.target.namespace
+                })
                 .cloned()
                 .collect();
             let index = together.len();

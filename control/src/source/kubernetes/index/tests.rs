@@ -1006,7 +1006,10 @@ fn request_authentications_give_their_service_issuers_and_bad_ones_are_left_out(
         built.config.jwks_uris().collect::<Vec<_>>(),
         ["https://a.test/jwks.json"]
     );
-    let principal = inbound.policies[0].rules[0].principal.as_ref().expect("kept");
+    let principal = inbound.policies[0].rules[0]
+        .principal
+        .as_ref()
+        .expect("kept");
     assert_eq!(principal.claims[0].values, ["admin"]);
     let refused = built.refused.join("\n");
     for (object, why) in [
