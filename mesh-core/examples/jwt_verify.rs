@@ -39,7 +39,11 @@ fn main() {
             std::hint::black_box(principal);
         }
         let per = start.elapsed() / ROUNDS;
-        println!("{:?}: {per:?} per verified token ({} bytes)", key.alg, token.len());
+        println!(
+            "{:?}: {per:?} per verified token ({} bytes)",
+            key.alg,
+            token.len()
+        );
     }
     // A service with no issuers: the server's stage is `Verifier::new` returning `None` once
     // per snapshot, then one `Option` test per request.
