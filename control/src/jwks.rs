@@ -66,3 +66,61 @@ pub(crate) fn fill(inbound: &mut InboundPolicy, jwks: &Jwks) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mesh_core::authz::{DefaultPolicy, InboundPolicy};
+    use mesh_core::jwt::{JwtRule, TokenLocation};
+
+    use super::*;
+
+    #[test]
+    fn fetched_keys_fill_uri_issuers_and_inline_keys_stay() {
+        let rule = |uri: Option<&str>, jwks: Option<&str>| JwtRule {
+            issuer: "https://i.test".into(),
+            audiences: Vec::new(),
+            from_headers: vec![TokenLocation::bearer()],
+            jwks_uri: uri.map(str::to_owned),
+            jwks: jwks.map(Arc::from),
+        };
+        let mut inbound =
+            InboundPolicy::defaults("web.default".parse().unwrap(), DefaultPolicy::Deny);
+        inbound.jwt_rules = vec![
+            rule(Some("https://a/jwks"), None),
+            rule(Some("https://b/jwks"), Some("stale")),
+            rule(None, Some("inline")),
+        ];
+        let fetched: Jwks = [("https://a/jwks".to_owned(), Arc::from("fresh"))].into();
+        fill(&mut inbound, &fetched);
+        let keys: Vec<Option<&str>> = inbound
+            .jwt_rules
+            .iter()
+            .map(|r| r.jwks.as_deref())
+            .collect();
+        assert_eq!(keys, [Some("fresh"), None, Some("inline")]);
+    }
+
+    #[test]
+    fn options_are_bounded() {
+        assert_eq!(JwksOptions::default().check(), Ok(()));
+        let cases = [
+            JwksOptions {
+                refresh: Duration::from_millis(999),
+                ..JwksOptions::default()
+            },
+            JwksOptions {
+                retry: Duration::from_millis(99),
+                ..JwksOptions::default()
+            },
+            JwksOptions {
+                timeout: Duration::ZERO,
+                ..JwksOptions::default()
+            },
+        ];
+        for options in cases {
+            assert!(options.check().is_err(), "{options:?}");
+        }
+    }
+}

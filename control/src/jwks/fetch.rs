@@ -138,3 +138,94 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP/1.1 server on 127.0.0.1 answering every connection with `response`.
+    async fn serve(response: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        format!("http://{addr}/jwks.json")
+    }
+
+    fn http(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut response = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body);
+        response
+    }
+
+    #[tokio::test]
+    async fn documents_are_fetched_within_their_bounds() {
+        let fetcher = Fetcher::new(Duration::from_secs(5));
+        let ok = serve(http("200 OK", b"{\"keys\":[]}")).await;
+        assert_eq!(fetcher.fetch(&ok).await.unwrap(), "{\"keys\":[]}");
+
+        let big = serve(http("200 OK", &vec![b' '; MAX_JWKS_BYTES + 1])).await;
+        assert!(matches!(
+            fetcher.fetch(&big).await,
+            Err(FetchError::TooLarge)
+        ));
+
+        let failing = serve(http("503 Service Unavailable", b"")).await;
+        assert!(matches!(
+            fetcher.fetch(&failing).await,
+            Err(FetchError::Status(s)) if s == http::StatusCode::SERVICE_UNAVAILABLE
+        ));
+
+        let binary = serve(http("200 OK", &[0xff, 0xfe])).await;
+        assert!(matches!(
+            fetcher.fetch(&binary).await,
+            Err(FetchError::NotText)
+        ));
+
+        // A server that never answers: the timeout ends the fetch.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = format!("http://{}/", listener.local_addr().unwrap());
+        let quick = Fetcher::new(Duration::from_millis(200));
+        assert!(matches!(
+            quick.fetch(&silent).await,
+            Err(FetchError::Timeout(_))
+        ));
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn files_are_read_within_their_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Duration::from_secs(5));
+        let small = dir.path().join("small.json");
+        std::fs::write(&small, "{\"keys\":[]}").unwrap();
+        let uri = format!("file://{}", small.display());
+        assert_eq!(fetcher.fetch(&uri).await.unwrap(), "{\"keys\":[]}");
+
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_JWKS_BYTES + 1]).unwrap();
+        let uri = format!("file://{}", big.display());
+        assert!(matches!(
+            fetcher.fetch(&uri).await,
+            Err(FetchError::TooLarge)
+        ));
+
+        let missing = format!("file://{}", dir.path().join("missing").display());
+        assert!(matches!(
+            fetcher.fetch(&missing).await,
+            Err(FetchError::Transport(_))
+        ));
+    }
+}
