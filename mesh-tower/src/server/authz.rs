@@ -165,8 +165,8 @@ impl Authorizer {
 
     /// Authenticates and judges `request`: returns it with the decision (and the verified
     /// [`RequestPrincipal`], when it carries a valid token) in its extensions, or the mesh's
-    /// refusal: 401 / UNAUTHENTICATED for an invalid token (see [`super::authn`]), 403 /
-    /// PERMISSION_DENIED for a denied call. A caller without an identity (permissive mode)
+    /// refusal: 401 / UNAUTHENTICATED for an invalid token (naming the reason, never the
+    /// token), 403 / PERMISSION_DENIED for a denied call. A caller without an identity (permissive mode)
     /// with no policy in force is refused: mTLS is the only guard then.
     pub fn authorize<B, R: Default>(
         &self,

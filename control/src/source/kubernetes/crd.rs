@@ -1,7 +1,7 @@
 //! The mesh's own custom resources: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
-//! Kubernetes home of the file source's `policies` entries, `RequestAuthentication` (see
-//! [`authn`]), the JWT issuers a service accepts, and `FaultInjection` (see [`fault`]), which
-//! route rules name with an `ExtensionRef` filter.
+//! Kubernetes home of the file source's `policies` entries, [`RequestAuthentication`], the JWT
+//! issuers a service accepts, and `FaultInjection` (see [`fault`]), which route rules name with
+//! an `ExtensionRef` filter.
 //!
 //! The spec has the shape of [`mesh_core::config::PolicySpec`] (camelCase, `ALLOW`/`DENY`,
 //! `enforce`/`audit`), so that moving a policy from the control file into the cluster changes
