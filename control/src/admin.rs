@@ -4,7 +4,10 @@
 //! - `GET /readyz`: 200 `ready` once the first config is loaded and the gRPC listener is bound,
 //!   503 before (and while shutting down).
 //! - `GET /subscribers`: JSON, the config version and every subscriber with the version it was
-//!   sent, acked and rejected, so an operator can see who is stale.
+//!   sent, acked and rejected, so an operator can see who is stale; with the key identifier of
+//!   the CA that signed the certificate it connected with, and, while the CA rotates its own
+//!   root, the rotation (`rootRotation`: phase, roots, history) and whether each subscriber
+//!   ACKed the two-root bundle (`bundleAcked`).
 //! - `GET /metrics`: Prometheus text ([`metrics`]).
 //! - `GET /config`: the config in force as JSON, in the control file's shape (`services`,
 //!   `policies`, `defaultPolicy`), whatever its source (a file, or Kubernetes objects);
@@ -28,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ca::rotation::{RotationStatus, RotationView};
 use crate::state::State;
 use crate::view::edges::EdgeStore;
 use crate::view::{self, page};
@@ -45,6 +49,8 @@ pub(crate) struct AdminState {
     pub(crate) seen: Arc<Mutex<BTreeSet<ServiceName>>>,
     /// What subscribers report of their calls, for the live view.
     pub(crate) edges: Arc<EdgeStore>,
+    /// The root rotation, when the CA rotates its own root.
+    pub(crate) rotation: Option<Arc<RotationStatus>>,
 }
 
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
@@ -101,6 +107,8 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
 
 fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
     let version = admin.state.borrow().version;
+    let rotation = admin.rotation.as_ref().map(|r| r.view());
+    let overlap_version = rotation.as_ref().and_then(|r| r.overlap_version);
     let subscribers: Vec<_> = admin
         .registry
         .list()
@@ -128,16 +136,40 @@ fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
                 "stale": s.last_acked_version != Some(s.last_sent_version),
                 "grpcServices": s.grpc_services,
                 "certificateExpiresAtUnix": s.certificate_expires.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                "certificateIssuerKeyId": s.certificate_issuer,
+                "bundleAcked": overlap_version.map(|v| s.last_acked_version >= Some(v)),
             })
         })
         .collect();
-    let body = serde_json::json!({ "configVersion": version, "subscribers": subscribers });
+    let body = serde_json::json!({
+        "configVersion": version,
+        "rootRotation": rotation.as_ref().map(rotation_json),
+        "subscribers": subscribers,
+    });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The root rotation as `/subscribers` shows it.
+fn rotation_json(view: &RotationView) -> serde_json::Value {
+    let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    serde_json::json!({
+        "phase": view.phase,
+        "rootKeyId": view.root_key_id,
+        "nextRootKeyId": view.next_root_key_id,
+        "issuerKeyId": view.issuer_key_id,
+        "rootExpiresAtUnix": unix(view.root_expires),
+        "overlapVersion": view.overlap_version,
+        "history": view.history.iter().map(|t| serde_json::json!({
+            "phase": t.phase,
+            "reason": t.reason,
+            "atUnix": unix(t.at),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn ui_page() -> Response<Full<Bytes>> {

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use mesh_control::{CaSource, ConfigSource, ConnectionLimits, ControlOptions, DEFAULT_NAMESPACE};
 use mesh_core::TrustDomain;
+use mesh_core::anchor_rotation::RotationSchedule;
 use tracing_subscriber::EnvFilter;
 
 /// The mesh's control service: config for meshed services (Watch) and their certificates
@@ -105,6 +106,28 @@ struct Args {
     /// How long a connection may have no call open before it is closed, e.g. `60s`.
     #[arg(long, env = "MESH_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+
+    /// Rotate the dev CA's root automatically (state in <state-dir>/ca-rotation.json, or in
+    /// the Secret `mesh-control-ca` with --kubernetes). Not with --ca-root-cert.
+    #[arg(long, env = "MESH_CONTROL_ROOT_ROTATION")]
+    root_rotation: bool,
+
+    /// Lifetime of each root a rotation makes (at least 10s).
+    #[arg(long, env = "MESH_CONTROL_ROOT_LIFETIME", default_value = "8760h", value_parser = parse_duration)]
+    root_lifetime: Duration,
+
+    /// At which share of a root's life its rotation starts (50 to 90).
+    #[arg(
+        long,
+        env = "MESH_CONTROL_ROOT_ROTATE_AT_PERCENT",
+        default_value = "66"
+    )]
+    root_rotate_at_percent: u8,
+
+    /// How long a rotation waits for every subscriber to ACK the two roots before issuing
+    /// from the new one anyway.
+    #[arg(long, env = "MESH_CONTROL_ROOT_ACK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    root_ack_timeout: Duration,
 }
 
 #[tokio::main]
@@ -144,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
     options.namespace = args.namespace;
     options.cert_lifetime = args.cert_lifetime;
     options.file_poll_interval = args.poll_interval;
+    options.root_rotation = args.root_rotation.then_some(RotationSchedule {
+        root_lifetime: args.root_lifetime,
+        rotate_at_percent: args.root_rotate_at_percent,
+        ack_timeout: args.root_ack_timeout,
+    });
     options.connection_limits = ConnectionLimits {
         max_connections,
         max_handshakes: args.max_handshakes,

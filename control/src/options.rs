@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_core::TrustDomain;
+use mesh_core::anchor_rotation::{RotationSchedule, ScheduleError};
 
 use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
@@ -69,6 +70,12 @@ pub struct ControlOptions {
     pub edge_report_interval: Duration,
     /// How the JWK Sets of `jwksUri` issuers are refreshed.
     pub jwks: JwksOptions,
+    /// Rotates the CA's own root automatically on this schedule (default: off). Needs a dev
+    /// or in-memory CA: a CA in files is rotated by its operator (see `ca::reload`). The state
+    /// (roots, keys, phase) is kept in the Secret `mesh-control-ca` when the config comes from
+    /// Kubernetes, else in the dev CA's state directory (`ca-rotation.json`), else in memory. The schedule's defaults: roots of one year, rotated at 66 % of their
+    /// life, ten minutes at most waiting for ACKs.
+    pub root_rotation: Option<RotationSchedule>,
 }
 
 /// Why the control service did not start.
@@ -102,6 +109,19 @@ pub enum StartError {
     #[cfg(feature = "kubernetes")]
     #[error(transparent)]
     Kubernetes(#[from] kubernetes::SyncError),
+    /// `root_rotation` is out of bounds, or too short for `cert_lifetime`.
+    #[error(transparent)]
+    RootRotation(#[from] ScheduleError),
+    /// `root_rotation` was asked for a CA in files.
+    #[error(
+        "root_rotation: needs a CA the control service keeps itself (dev or in-memory); a CA \
+         in files is rotated by its operator"
+    )]
+    RootRotationSource,
+    /// The rotation's stored state (the Kubernetes Secret, or the dev CA's
+    /// `ca-rotation.json`) could not be read or written.
+    #[error("root_rotation: the CA state: {0}")]
+    RootRotationState(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The CA could not be loaded or created.
     #[error("CA: {0}")]
     Ca(#[from] CaError),
@@ -159,6 +179,7 @@ impl ControlOptions {
             watch_limits: WatchLimits::default(),
             edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
             jwks: JwksOptions::default(),
+            root_rotation: None,
         }
     }
 }

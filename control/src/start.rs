@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use mesh_core::anchor_rotation::RotationSchedule;
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::tls::TrustStore;
 use mesh_core::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -17,7 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::{self, metrics};
 use crate::ca::authn::{Authenticator, BootstrapTokens};
 use crate::ca::certify::Certifier;
-use crate::ca::{self, Ca, CaHandle, CaSource, trust_bundle};
+use crate::ca::rotation::RotationStatus;
+use crate::ca::rotation_store::{Resumed, RotationStore};
+use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
 use crate::running::RunningControl;
 use crate::serve::conn;
@@ -62,6 +65,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         watch_limits,
         edge_report_interval,
         jwks,
+        root_rotation,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -72,11 +76,25 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     jwks.check().map_err(StartError::Jwks)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
-    let ca = build_ca(&ca_source, &trust_domain, trust_bundle_out.as_deref())?;
+    let rotating = rotation_state(
+        root_rotation.as_ref(),
+        &ca_source,
+        &trust_domain,
+        cert_lifetime,
+        &config.follow,
+        &namespace,
+    )
+    .await?;
+    let ca = build_ca(
+        &ca_source,
+        rotating.as_ref().map(|(state, _)| state),
+        &trust_domain,
+        trust_bundle_out.as_deref(),
+    )?;
     let own = own_tls(&ca, &identity, cert_lifetime)?;
     let listeners = bind_listeners(listen, admin_listen).await?;
 
-    let shared = Shared::new(config.initial, &ca, edge_report_interval);
+    let mut shared = Shared::new(config.initial, &ca, edge_report_interval);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let authn = authenticator(&shared.tokens, &config.follow);
     let (server, mut tasks) = spawn_server(
@@ -100,12 +118,32 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         file_poll_interval,
     ));
     tasks.push(crate::jwks::spawn(shared.state.clone(), jwks));
-    tasks.push(own.resolver.spawn_renewal(
+    tasks.push(own.resolver.clone().spawn_renewal(
         ca.clone(),
         identity.clone(),
         cert_lifetime,
         own.not_after,
     ));
+    if let (Some(schedule), Some((state, store))) = (root_rotation, rotating) {
+        let (task, status) = ca::rotation::spawn(
+            schedule,
+            trust_domain.clone(),
+            state,
+            store,
+            ca::rotation::Targets {
+                ca: ca.clone(),
+                server_trust: own.trust.clone(),
+                state: shared.state.clone(),
+                registry: shared.registry.clone(),
+                trust_bundle_out: trust_bundle_out.clone(),
+                own: own.resolver.clone(),
+                own_id: identity.clone(),
+                leaf_lifetime: cert_lifetime,
+            },
+        );
+        tasks.push(task);
+        shared.rotation = Some(status);
+    }
     tasks.extend(ca::reload::spawn(
         ca_source,
         trust_domain,
@@ -214,17 +252,61 @@ async fn load_config(
     })
 }
 
-/// Loads (or creates) the CA and, when asked, writes its trust bundle file.
+/// The state an automatic rotation resumes from, when one is asked for: the schedule checked
+/// against the leaf lifetime, the state read from where it is kept (a Secret in the control
+/// service's namespace when the config comes from Kubernetes), or a fresh root.
+async fn rotation_state(
+    schedule: Option<&RotationSchedule>,
+    source: &CaSource,
+    trust_domain: &TrustDomain,
+    cert_lifetime: Duration,
+    follow: &Follow,
+    #[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))] namespace: &str,
+) -> Result<Option<(Resumed, RotationStore)>, StartError> {
+    let Some(schedule) = schedule else {
+        return Ok(None);
+    };
+    schedule.check(cert_lifetime)?;
+    let dev_dir = match source {
+        CaSource::Files { .. } => return Err(StartError::RootRotationSource),
+        CaSource::Dev { state_dir } => Some(state_dir.clone()),
+        CaSource::Ephemeral => None,
+    };
+    let mut store = match (follow, &dev_dir) {
+        #[cfg(feature = "kubernetes")]
+        (Follow::Kubernetes { client, .. }, _) => RotationStore::Secret {
+            secret: kubernetes::ca_secret::CaSecret::new(client.clone(), namespace),
+            version: None,
+        },
+        (_, Some(dir)) => RotationStore::Dir(dir.clone()),
+        (_, None) => RotationStore::Memory,
+    };
+    // A dev CA rotates from the root already in its state directory, so workloads that
+    // trust it keep doing so; otherwise from a fresh root of the schedule's lifetime.
+    let seed = || match &dev_dir {
+        Some(dir) => RootPair::dev(dir, trust_domain, schedule.root_lifetime),
+        None => RootPair::generate(trust_domain, schedule.root_lifetime),
+    };
+    let state = ca::rotation::resume(&mut store, seed, cert_lifetime)
+        .await
+        .map_err(|e| StartError::RootRotationState(Box::new(e)))?;
+    Ok(Some((state, store)))
+}
+
+/// Loads (or creates) the CA, or builds it on a rotation's first root, and, when asked,
+/// writes its trust bundle file.
 fn build_ca(
     source: &CaSource,
+    rotating: Option<&Resumed>,
     trust_domain: &TrustDomain,
     trust_bundle_out: Option<&Path>,
 ) -> Result<CaHandle, StartError> {
     // Synchronous on purpose: a key generation and a few small file reads, once.
-    let ca: CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Ca::load(
-        source,
-        trust_domain,
-    )?));
+    let ca = match rotating {
+        Some(state) => ca::rotation::ca_for(trust_domain, state)?,
+        None => Ca::load(source, trust_domain)?,
+    };
+    let ca: CaHandle = Arc::new(arc_swap::ArcSwap::from_pointee(ca));
     if let Some(path) = trust_bundle_out {
         trust_bundle::write(path, &ca.load().trust_bundle_pem()).map_err(|e| {
             StartError::TrustBundleOut {
@@ -307,6 +389,8 @@ struct Shared {
     edges: Arc<EdgeStore>,
     /// Set once everything is spawned; `/readyz` reports it.
     ready: Arc<AtomicBool>,
+    /// The root rotation's state, when the CA rotates its own root.
+    rotation: Option<Arc<RotationStatus>>,
 }
 
 impl Shared {
@@ -320,6 +404,7 @@ impl Shared {
             registry: Arc::new(Registry::default()),
             edges: Arc::new(EdgeStore::new(edge_report_interval)),
             ready: Arc::new(AtomicBool::new(false)),
+            rotation: None,
         }
     }
 }
@@ -439,6 +524,7 @@ fn spawn_admin(listener: TcpListener, shared: &Shared) -> JoinHandle<()> {
             state: shared.state.subscribe(),
             seen: Arc::default(),
             edges: shared.edges.clone(),
+            rotation: shared.rotation.clone(),
         },
     )
 }

@@ -219,6 +219,7 @@ mod tests {
             last_acked_version: Some(2),
             last_nack: None,
             certificate_expires: None,
+            certificate_issuer: None,
             grpc_services: Vec::new(),
         }
     }

@@ -585,3 +585,92 @@ async fn a_request_authentication_sends_the_issuers_keys_to_the_service() {
     assert!(rotated.version > with_keys.version);
     control.shutdown().await;
 }
+
+/// A control service whose in-memory CA rotates its own root on `schedule` (state in the
+/// `mesh-control-ca` Secret), with certificates of `cert_lifetime`.
+async fn start_rotating(
+    api: &FakeApi,
+    schedule: mesh_core::anchor_rotation::RotationSchedule,
+    cert_lifetime: Duration,
+) -> RunningControl {
+    let mut source = KubernetesSource::new(api.client());
+    source.sync_timeout = Duration::from_secs(10);
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Kubernetes(source));
+    options.root_rotation = Some(schedule);
+    options.cert_lifetime = cert_lifetime;
+    mesh_control::start(options).await.expect("control starts")
+}
+
+fn ca_secret(api: &FakeApi) -> Option<serde_json::Value> {
+    api.object("/api/v1/secrets", "mesh-system", "mesh-control-ca")
+}
+
+#[tokio::test]
+async fn replicas_and_restarts_share_the_rotating_root_through_a_secret() {
+    let api = cluster().await;
+    let schedule = mesh_core::anchor_rotation::RotationSchedule::default();
+    let first = start_rotating(&api, schedule, Duration::from_secs(3600)).await;
+    let secret = ca_secret(&api).expect("the CA Secret was created");
+    assert!(secret["data"]["state.json"].is_string(), "{secret}");
+    assert_eq!(secret["type"], "Opaque");
+
+    // A second replica, and a restart, read the Secret: same roots, no second create.
+    let second = start_rotating(&api, schedule, Duration::from_secs(3600)).await;
+    assert_eq!(second.trust_bundle_pem(), first.trust_bundle_pem());
+    let pem = first.trust_bundle_pem();
+    first.shutdown().await;
+    let restarted = start_rotating(&api, schedule, Duration::from_secs(3600)).await;
+    assert_eq!(restarted.trust_bundle_pem(), pem);
+    let creates = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/secrets"))
+        .count();
+    assert_eq!(creates, 1, "only the first replica creates the Secret");
+    second.shutdown().await;
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_rotate_together_one_step_each_stored_once() {
+    let api = cluster().await;
+    let schedule = mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: Duration::from_secs(12),
+        rotate_at_percent: 50,
+        ack_timeout: Duration::from_secs(1),
+    };
+    let a = start_rotating(&api, schedule, Duration::from_secs(2)).await;
+    let b = start_rotating(&api, schedule, Duration::from_secs(2)).await;
+    let first = a.trust_bundle_pem();
+    assert_eq!(b.trust_bundle_pem(), first);
+    let roots = |c: &RunningControl| c.trust_bundle().roots().to_vec();
+
+    // Both pass through A + B to B alone, and agree on B.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut saw_two_a, mut saw_two_b) = (false, false);
+    while tokio::time::Instant::now() < deadline {
+        saw_two_a |= roots(&a).len() == 2;
+        saw_two_b |= roots(&b).len() == 2;
+        if saw_two_a
+            && saw_two_b
+            && roots(&a).len() == 1
+            && a.trust_bundle_pem() != first
+            && b.trust_bundle_pem() == a.trust_bundle_pem()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_two_a && saw_two_b, "both replicas published A + B");
+    assert_ne!(a.trust_bundle_pem(), first, "the rotation finished");
+    assert_eq!(roots(&a).len(), 1);
+    assert_eq!(
+        b.trust_bundle_pem(),
+        a.trust_bundle_pem(),
+        "the replicas agree on B"
+    );
+    let stored = ca_secret(&api).expect("the Secret");
+    assert!(stored["data"]["state.json"].is_string());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -117,6 +117,32 @@ async fn a_port_in_use_or_a_bad_ca_file_is_a_start_error() {
         .await
         .expect_err("bad namespace");
     assert!(matches!(err, StartError::Namespace { .. }), "{err:?}");
+
+    // A root rotation too short for the certificates' lifetime, or on a CA in files.
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: std::time::Duration::from_secs(60),
+        ..Default::default()
+    });
+    let err = mesh_control::start(options)
+        .await
+        .expect_err("rotation shorter than a leaf");
+    assert!(matches!(err, StartError::RootRotation(_)), "{err:?}");
+    assert!(
+        err.to_string().starts_with("root_rotation.root_lifetime"),
+        "{err}"
+    );
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.ca = CaSource::Files {
+        root_cert: root.clone(),
+        issuer_cert: root.clone(),
+        issuer_key: dir.path().join("key.pem"),
+    };
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule::default());
+    let err = mesh_control::start(options)
+        .await
+        .expect_err("rotation of a CA in files");
+    assert!(matches!(err, StartError::RootRotationSource), "{err:?}");
 }
 
 #[tokio::test]
@@ -281,5 +307,107 @@ async fn the_control_certificate_is_reissued_before_it_expires() {
     tokio::time::sleep(Duration::from_millis(2600)).await;
     let second = served_leaf(&control).await;
     assert_ne!(first, second, "a new certificate is served");
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dev_ca_rotates_its_root_and_a_restart_resumes_from_the_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let options = || {
+        let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+        options.ca = CaSource::Dev {
+            state_dir: state_dir.clone(),
+        };
+        options.cert_lifetime = std::time::Duration::from_secs(2);
+        options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+            root_lifetime: std::time::Duration::from_secs(12),
+            rotate_at_percent: 50,
+            ack_timeout: std::time::Duration::from_secs(1),
+        });
+        options
+    };
+    let control = mesh_control::start(options()).await.expect("starts");
+    let first = control.trust_bundle_pem();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline
+        && (control.trust_bundle().roots().len() != 1 || control.trust_bundle_pem() == first)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rotated = control.trust_bundle_pem();
+    assert_ne!(rotated, first, "the root rotated");
+    assert_eq!(control.trust_bundle().roots().len(), 1);
+    control.shutdown().await;
+
+    // The state directory holds the new root, in the rotation's state and as ca.crt.
+    let ca_crt = std::fs::read_to_string(state_dir.join("ca.crt")).expect("ca.crt");
+    assert_eq!(ca_crt, rotated);
+    assert!(state_dir.join("ca-rotation.json").exists());
+    let restarted = mesh_control::start(options()).await.expect("restarts");
+    assert_eq!(restarted.trust_bundle_pem(), rotated);
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_acks_the_two_roots_holds_the_switch_only_until_ack_timeout() {
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(1)));
+    options.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    options.cert_lifetime = Duration::from_secs(2);
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: Duration::from_secs(12),
+        rotate_at_percent: 50,
+        ack_timeout: Duration::from_secs(2),
+    });
+    let control = mesh_control::start(options).await.expect("starts");
+    let admin = control.admin_addr().expect("admin port");
+
+    // A subscriber that ACKs the first version, then nothing more.
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("stuck", &["greeter"]))
+        .await
+        .expect("opens");
+    watch.next().await;
+    watch.send(ack(1, "")).await;
+
+    let mut saw_unacked = false;
+    let mut steps = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let (_, body) = http_get(admin, "/subscribers").await;
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let subscriber = &json["subscribers"][0];
+        assert!(subscriber["certificateIssuerKeyId"].is_string(), "{json}");
+        if json["rootRotation"]["phase"] == "overlap" {
+            saw_unacked |= subscriber["bundleAcked"] == false;
+        }
+        steps = json["rootRotation"]["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}/{}",
+                    t["phase"].as_str().unwrap_or(""),
+                    t["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        if steps.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_unacked, "/subscribers showed the subscriber behind");
+    assert_eq!(
+        steps[..3],
+        [
+            "overlap/scheduled",
+            "issuing_next/ack_timeout",
+            "steady/old_leaves_expired"
+        ],
+        "{steps:?}"
+    );
     control.shutdown().await;
 }

@@ -276,6 +276,7 @@ services:
         rules:
           - matches: [{{path: {{value: /api}}, headers: [{{name: x-canary, value: "true"}}]}}]
             backendRefs: [{{name: web-v2}}]
+            hedging: {{maxAttempts: 3, nonFatalCodes: [503]}}
   - name: web-v2
     endpoints: [{web}]
 "#
@@ -308,6 +309,12 @@ services:
     );
     assert!(run.stdout.contains("timeouts: request 2s, per try none"));
     assert!(run.stdout.contains("retry: 2 attempt(s) on 503"));
+    assert!(
+        run.stdout
+            .contains("hedging: up to 3 tries, each after p95, at once after 503"),
+        "{}",
+        run.stdout
+    );
 
     let table = meshctl(&[
         "-o",

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use crate::error::FieldError;
 
 pub(crate) mod fault;
+pub(crate) mod hedging;
 pub(crate) mod jwt;
 pub(crate) mod policy;
+pub(crate) mod rate_limit;
 pub(crate) mod route;
 use crate::dns::{check_dns_label, check_dns_subdomain};
 use crate::snapshot::Endpoint;

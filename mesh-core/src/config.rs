@@ -1,5 +1,5 @@
 //! The configuration model as written by people (YAML) and read by the control service:
-//! services, their endpoints and routes, and authorization policies.
+//! services, their endpoints and routes, authorization policies and local rate limits.
 //!
 //! These types are deliberately loose (addresses and identities are strings) so that
 //! [`MeshConfig::validate`] can report *every* problem with the path of the field, instead of
@@ -22,6 +22,9 @@ pub struct MeshConfig {
     /// End-user authentication: the JWT issuers each service accepts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_authentications: Vec<RequestAuthenticationSpec>,
+    /// Local rate-limit policies, each targeting a service or one of its routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitSpec>,
     /// The mesh-wide default policy (`all-unauthenticated`, `all-authenticated`, `deny` or
     /// `audit`) for services that set none; `all-unauthenticated` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,18 +135,22 @@ fn default_namespace() -> String {
 }
 
 mod fault;
+mod hedging;
 mod jwt;
 mod policy;
+mod rate_limit;
 mod route;
 mod validate;
 
 pub use fault::{FaultAbortSpec, FaultDelaySpec, FaultInjectionSpec, Percent};
+pub use hedging::HedgingSpec;
 pub use jwt::{
     ClaimConditionSpec, JwtHeaderSpec, JwtRuleSpec, PolicyPrincipalSpec, RequestAuthenticationSpec,
 };
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };
+pub use rate_limit::{ClientsSpec, LimitSpec, OverrideSpec, RateLimitSpec};
 
 pub use route::{
     CreationTimestamp, FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec,

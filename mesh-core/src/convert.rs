@@ -21,7 +21,7 @@
 
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::config::{
-    FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, MethodMatchSpec,
+    FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, HedgingSpec, MethodMatchSpec,
     MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
     RouteRuleSpec, TimeoutsSpec, ValueMatchSpec,
 };
@@ -186,6 +186,20 @@ impl From<&RouteRule> for proto::RouteRule {
                     .collect(),
                 attempts: retry.attempts,
                 backoff: retry.backoff.map(duration::format).unwrap_or_default(),
+            }),
+            hedging: rule.hedging.as_ref().map(|hedging| proto::HedgingPolicy {
+                max_attempts: hedging.max_attempts,
+                delay: hedging.delay.to_string(),
+                non_fatal_codes: hedging
+                    .non_fatal_codes
+                    .iter()
+                    .map(|c| u32::from(c.as_u16()))
+                    .collect(),
+                non_fatal_statuses: hedging
+                    .non_fatal_grpc_codes
+                    .iter()
+                    .map(|&c| check::route::grpc_status_name(c).to_owned())
+                    .collect(),
             }),
         }
     }
@@ -600,6 +614,7 @@ fn routes(
                 backend_refs,
                 timeouts: parts.timeouts,
                 retry: parts.retry,
+                hedging: parts.hedging,
             });
         }
         routes.push(Route {
@@ -713,6 +728,12 @@ fn rule_spec(path: &str, wire: &proto::RouteRule, errors: &mut Vec<FieldError>) 
             attempts: Some(r.attempts),
             backoff: non_empty_owned(&r.backoff),
         }),
+        hedging: wire.hedging.as_ref().map(|h| HedgingSpec {
+            max_attempts: Some(h.max_attempts),
+            delay: non_empty_owned(&h.delay),
+            non_fatal_codes: h.non_fatal_codes.clone(),
+            non_fatal_statuses: h.non_fatal_statuses.clone(),
+        }),
     }
 }
 
@@ -725,5 +746,8 @@ fn header_spec(h: &proto::Header) -> HeaderSpec {
 
 mod fault;
 mod policy;
+mod rate_limit;
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,7 @@ services:
             matches:
               - headers: [{name: x-canary, value: "true"}]
             backendRefs: [{name: greeter-v2, port: 8080}]
+            hedging: {maxAttempts: 3, delay: 20ms, nonFatalCodes: [503]}
           - name: split
             matches:
               - path: {type: PathPrefix, value: /api}

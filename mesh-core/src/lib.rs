@@ -14,7 +14,8 @@
 //! - [`budget`] and [`outlier`]: retry-budget and outlier-ejection arithmetic, with time
 //!   passed in; [`rate`]: token-bucket rate-limit arithmetic, likewise; [`backoff`]: the one
 //!   exponential backoff schedule with jitter; [`latency`]: the fixed exponential buckets of
-//!   the latency sketches workloads report to the control service.
+//!   the latency sketches workloads report to the control service; [`hedge`]: a backend's
+//!   windowed latency percentile and the delay before a hedged try.
 //! - [`proto`]: the control API `mesh.control.v1` (its gRPC client and server stubs with the
 //!   `grpc` feature), and [`convert`] between it and the model.
 //! - [`tls`]: the trust bundle and SPIFFE certificate verification for rustls, used by the
@@ -26,6 +27,7 @@
 // Tests may unwrap; `cargo clippy --all-targets` still checks the library itself without this.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod anchor_rotation;
 pub mod authz;
 pub mod backoff;
 pub mod budget;
@@ -38,6 +40,7 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod fixtures;
+pub mod hedge;
 pub mod jwt;
 pub mod latency;
 pub mod locality;

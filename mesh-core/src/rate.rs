@@ -1,6 +1,27 @@
-//! Token-bucket arithmetic for rate limits: a bucket holds up to `burst` tokens, gains one every
-//! `refill` and gives one per admitted request; an empty bucket says how long until the next
-//! token. Time is passed in (`Instant`s), so the type is deterministic and needs no runtime.
+//! Rate-limit arithmetic and state, with time passed in (`Instant`s or nanoseconds), so every
+//! decision is deterministic and needs no runtime.
+//!
+//! - [`TokenBucket`]: one caller's token bucket kept as the instant it is full again.
+//! - [`Gcra`] / [`AtomicGcra`]: the same arithmetic as GCRA (that instant is GCRA's
+//!   theoretical arrival time) over nanoseconds, and lock-free on an `AtomicU64`.
+//! - [`RateLimitPolicy`]: a service's local rate-limit policy (a total limit, a per-identity
+//!   limit and overrides for named callers, optionally for one route), and
+//!   [`InboundLimiter`], the policies of a service compiled with their state, which decides
+//!   each call and keeps its state across updates that leave a policy unchanged. Per-caller
+//!   state is bounded ([`MAX_TRACKED_CALLERS`] callers per policy).
+
+mod callers;
+mod gcra;
+mod limiter;
+mod policy;
+
+pub use callers::MAX_TRACKED_CALLERS;
+pub use gcra::{AtomicGcra, Gcra};
+pub use limiter::{InboundLimiter, Limited};
+pub use policy::{
+    ClientMatch, LimitKind, MAX_BURST, MAX_OVERRIDES, MAX_REQUESTS_PER_SECOND, RateLimit,
+    RateLimitOverride, RateLimitPolicy,
+};
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +91,9 @@ impl TokenBucket {
         self.full_at <= now
     }
 }
+
+#[cfg(test)]
+mod limiter_tests;
 
 #[cfg(test)]
 mod tests {

@@ -267,6 +267,8 @@ pub struct RouteRule {
     pub timeouts: Timeouts,
     /// Retry policy; none means no retries.
     pub retry: Option<RetryPolicy>,
+    /// Hedging policy; none means no hedging (never set together with `retry`).
+    pub hedging: Option<HedgingPolicy>,
 }
 
 /// A weighted reference to a backend service.
@@ -280,7 +282,10 @@ pub struct BackendRef {
     pub weight: u32,
 }
 
+mod hedging;
 mod route;
+
+pub use hedging::{HedgeDelay, HedgingPolicy};
 
 pub use route::{
     GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HttpRouteMatch, PathMatch,

@@ -10,6 +10,8 @@
 //!   retry    Tries: per-try timeout; retries with a budget and backoff, for replayable
 //!            bodies only, each on another endpoint when there is one; resends of refused
 //!            requests; the grpc-timeout passed on reduced           [retry.rs, deadline.rs]
+//!   hedge    or, on a route with a hedging policy, Tries with further tries to other
+//!            endpoints after a delay, the first answer winning         [hedge.rs]
 //!   balance  P2C over peak-EWMA (weighted) across the backend's available endpoints,
 //!            outlier ejection                            [balance.rs, load.rs, backend.rs]
 //!   endpoint a pool of HTTP/2 connections over mTLS; the endpoint must present the identity
@@ -29,6 +31,7 @@ mod call;
 mod cut;
 mod deadline;
 mod endpoint;
+mod hedge;
 mod load;
 mod respond;
 mod retry;

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::InboundPolicy;
 use mesh_core::jwt::Verifier;
+use mesh_core::rate::InboundLimiter;
 use mesh_core::route::CompiledRoutes;
 use mesh_core::snapshot::{DestinationKey, Snapshot};
 use tokio::sync::watch;
@@ -44,7 +45,8 @@ impl ControlStatus {
     }
 }
 
-/// What the server side judges requests by: the own service's inbound policy and its routes.
+/// What the server side judges requests by: the own service's inbound policy, its routes and
+/// its rate limiter.
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub(crate) policy: InboundPolicy,
@@ -52,6 +54,9 @@ pub(crate) struct Inbound {
     pub(crate) routes: Option<CompiledRoutes>,
     /// The JWT issuers it accepts, compiled with their keys; `None` when it accepts none.
     pub(crate) verifier: Option<Verifier>,
+    /// The rate limits' state, when the service has any: carried from one snapshot to the
+    /// next while its policies stay the same, so an update refills nobody's limit.
+    pub(crate) limiter: Option<Arc<InboundLimiter>>,
 }
 
 /// What the Watch subscription asks for and tells the control service.
@@ -101,6 +106,8 @@ impl Discovery {
     /// Puts a validated snapshot in force.
     pub(crate) fn publish(&self, snapshot: Snapshot) {
         let version = snapshot.version;
+        let previous = self.inbound.load_full();
+        let previous = previous.as_ref().and_then(|p| p.limiter.as_ref());
         self.inbound.store(snapshot.inbound.as_ref().map(|policy| {
             // The service's own routes (it subscribes to itself) name the route a request
             // matched, for policies that target one route.
@@ -108,10 +115,13 @@ impl Discovery {
                 .destination(&DestinationKey::service(policy.service.clone()))
                 .map(CompiledRoutes::new)
                 .filter(CompiledRoutes::has_routes);
+            let limiter =
+                InboundLimiter::update(previous, &policy.rate_limits, std::time::Instant::now());
             Arc::new(Inbound {
                 policy: policy.clone(),
                 routes,
                 verifier: Verifier::new(&policy.jwt_rules),
+                limiter,
             })
         }));
         self.snapshot.send_replace(Arc::new(snapshot));

@@ -10,9 +10,9 @@
 //!               per connection, in every request's extensions            [connect_info.rs]
 //! HTTP limits   streams, header list, head time, body size (served by [`serve()`];
 //!               tonic gets the same from `mesh_tonic::server`)            [limits.rs]
-//! MeshLayer     PeerIdentity into the extensions -> telemetry -> end-user JWT, when the
-//!               service accepts issuers [authn.rs] -> authorization [authz.rs] -> the
-//!               application                                               [layer.rs]
+//! MeshLayer     PeerIdentity into the extensions -> telemetry -> rate limits
+//!               [rate_limit.rs] -> end-user JWT, when the service accepts issuers
+//!               [authn.rs] -> authorization [authz.rs] -> the application [layer.rs]
 //! ```
 //!
 //! A tonic server is meshed with `Server::builder().layer(MeshLayer::new())` over
@@ -35,6 +35,7 @@ mod first_request;
 mod idle;
 mod layer;
 pub mod limits;
+mod rate_limit;
 mod serve;
 mod telemetry;
 
@@ -44,6 +45,7 @@ pub use self::authz::Authorizer;
 pub use self::connect_info::MeshConnectInfo;
 pub use self::layer::{MeshLayer, MeshService};
 pub use self::limits::{BodyTooLarge, LimitedBody, ServerLimits};
+pub use self::rate_limit::RETRY_PUSHBACK_HEADER;
 pub use self::serve::{HttpBody, HttpService, serve, serve_with_shutdown};
 pub(crate) use self::telemetry::InboundTelemetry;
 pub use crate::identity::PeerIdentity;

@@ -78,7 +78,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::admin::{AdminState, spawn as spawn_admin};
 pub(crate) use self::metrics::{
-    CallKind, Direction, OutboundIndex, OutboundMetrics, StatusTable, http_method_index,
+    CallKind, Direction, OTHER, OutboundIndex, OutboundMetrics, StatusTable, http_method_index,
 };
 pub(crate) use self::propagation::set_remote_parent;
 pub use self::propagation::{extract_context, inject_context, install_propagator};
@@ -98,7 +98,11 @@ pub const HTTP_SERVER_DURATION: &str = "http.server.request.duration";
 pub const HTTP_CLIENT_DURATION: &str = "http.client.request.duration";
 /// Retries attempted (each try after the first).
 pub const RETRIES: &str = "mesh.client.retries";
-/// Retries wanted by the policy but refused by the retry budget.
+/// Hedged tries sent (each try of a hedged call after the first).
+pub const HEDGES: &str = "mesh.client.hedges";
+/// Hedged calls answered by a hedged try rather than by their first try.
+pub const HEDGES_WON: &str = "mesh.client.hedges_won";
+/// Retries (and hedges) wanted by the policy but refused by the retry budget.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "mesh.client.retry_budget_exhausted";
 /// Timeouts: `mesh.kind="request"` (the call's deadline) or `kind="try"` (a per-try timeout).
 pub const TIMEOUTS: &str = "mesh.client.timeouts";
@@ -113,6 +117,10 @@ pub const AUTHZ_DECISIONS: &str = "mesh.server.authz_decisions";
 /// Requests refused for an invalid end-user token, by `mesh.reason` (`expired`,
 /// `bad-signature`, `wrong-audience`...).
 pub const JWT_REFUSALS: &str = "mesh.server.jwt_refusals";
+/// Calls refused by a local rate limit, by `mesh.policy`, `mesh.limit` (`total`, `identity`,
+/// `override`) and `mesh.peer_identity` (the first 256 callers limited by name, later ones as
+/// `_OTHER`).
+pub const RATE_LIMITED: &str = "mesh.server.rate_limited";
 /// Seconds until the workload certificate expires.
 pub const CERT_EXPIRY: &str = "mesh.certificate.expiry";
 /// 1 while a Watch stream to the control service is open, else 0.
@@ -168,6 +176,8 @@ pub mod attr {
     pub const MESH_VERDICT: &str = "mesh.verdict";
     /// Why an end-user token was refused: `expired`, `bad-signature`...
     pub const MESH_REASON: &str = "mesh.reason";
+    /// Which rate limit refused a call: `total`, `identity`, `override`.
+    pub const MESH_LIMIT: &str = "mesh.limit";
 }
 
 /// Registers descriptions and units with the recorder in place (once per process is enough;
@@ -205,6 +215,10 @@ pub(crate) fn describe() {
     describe_counter!(
         JWT_REFUSALS,
         "Requests refused for an invalid end-user token, by reason"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Calls refused by a local rate limit, by policy, limit and caller"
     );
     describe_gauge!(
         CERT_EXPIRY,

@@ -8,15 +8,18 @@
 //! | `fail-once`   | UNAVAILABLE the first time this replica sees this name, then OK      |
 //! | `fail-always` | always UNAVAILABLE                                                  |
 //! | `internal`    | always INTERNAL                                                     |
-//! | `slow-{ms}`   | OK after `ms` milliseconds                                          |
+//! | `slow-{ms}`   | OK after `ms` milliseconds (`<replica> slept {ms} ms`)              |
 //! | `deadline`    | OK, the message carrying the `grpc-timeout` the replica received    |
 //! | anything else | OK                                                                  |
 //!
 //! An OK message is `<replica> <detail>`: [`replica_of`] reads the replica back. A replica's
-//! [`GreeterMode`] can make it fail every call, whatever the name.
+//! [`GreeterMode`] can make it fail every call, or answer some of its calls slowly, whatever
+//! the name. A replica counts the slow answers it started and those whose caller went away
+//! (the stream reset) before the answer, and the client connections its calls came on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +40,41 @@ pub enum GreeterMode {
     Normal,
     /// Every call fails with UNAVAILABLE.
     FailAll,
+    /// Every `every`-th call this replica receives (the `every`-th, the `2 × every`-th, ...)
+    /// is answered after `ms` milliseconds, whatever its name; the others as the name says.
+    SlowEvery {
+        /// One call in this many is slow.
+        every: u32,
+        /// How slow.
+        ms: u64,
+    },
+}
+
+/// What a replica counted beyond the names.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Calls received.
+    calls: AtomicU32,
+    /// Slow answers begun (by the name or the mode).
+    slow_started: AtomicU32,
+    /// Slow answers whose call was cancelled before they were sent.
+    slow_cancelled: AtomicU32,
+    /// The client connections calls came on (the caller's address).
+    connections: Mutex<HashSet<SocketAddr>>,
+}
+
+/// Counts a slow answer as cancelled unless it was sent.
+struct SlowAnswer<'a> {
+    counts: &'a Counts,
+    sent: bool,
+}
+
+impl Drop for SlowAnswer<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.counts.slow_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A scriptable greeter replica's handler; clones share their counts.
@@ -46,6 +84,7 @@ pub struct TestGreeter {
     mode: GreeterMode,
     /// Calls received per name.
     seen: Arc<Mutex<HashMap<String, u32>>>,
+    counts: Arc<Counts>,
 }
 
 impl TestGreeter {
@@ -55,6 +94,7 @@ impl TestGreeter {
             replica: replica.to_owned(),
             mode,
             seen: Arc::default(),
+            counts: Arc::default(),
         }
     }
 
@@ -66,6 +106,37 @@ impl TestGreeter {
     /// Calls this replica received with this exact name.
     pub fn received_name(&self, name: &str) -> u32 {
         self.lock().get(name).copied().unwrap_or(0)
+    }
+
+    /// Slow answers this replica began.
+    pub fn slow_started(&self) -> u32 {
+        self.counts.slow_started.load(Ordering::Relaxed)
+    }
+
+    /// Slow answers this replica began whose call was cancelled (its stream reset) first.
+    pub fn slow_cancelled(&self) -> u32 {
+        self.counts.slow_cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The client connections (by the caller's address) this replica's calls came on.
+    pub fn connections(&self) -> usize {
+        self.counts
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Sleeps `ms` milliseconds, counting a slow answer begun, and cancelled if the call
+    /// is dropped first.
+    async fn slow(&self, ms: u64) {
+        self.counts.slow_started.fetch_add(1, Ordering::Relaxed);
+        let mut answer = SlowAnswer {
+            counts: &self.counts,
+            sent: false,
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        answer.sent = true;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -81,6 +152,14 @@ impl Greeter for TestGreeter {
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
         let name = request.get_ref().name.clone();
+        if let Some(info) = request.extensions().get::<mesh_tonic::MeshConnectInfo>() {
+            self.counts
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(info.remote_addr());
+        }
+        let call = self.counts.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let times_seen = {
             let mut seen = self.lock();
             let count = seen.entry(name.clone()).or_default();
@@ -92,6 +171,14 @@ impl Greeter for TestGreeter {
                 "{} fails every call",
                 self.replica
             )));
+        }
+        if let GreeterMode::SlowEvery { every, ms } = self.mode
+            && call.is_multiple_of(every.max(1))
+        {
+            self.slow(ms).await;
+            return Ok(Response::new(HelloReply {
+                message: format!("{} slept {ms} ms", self.replica),
+            }));
         }
         let command = name.split(':').next().unwrap_or_default();
         let detail = match command {
@@ -116,7 +203,7 @@ impl Greeter for TestGreeter {
                 .to_owned(),
             _ => match command.strip_prefix("slow-").map(str::parse::<u64>) {
                 Some(Ok(ms)) => {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    self.slow(ms).await;
                     format!("slept {ms} ms")
                 }
                 _ => "hello".to_owned(),
@@ -163,6 +250,7 @@ impl Harness {
             replica: replica.to_owned(),
             mode,
             seen: Arc::default(),
+            counts: Arc::default(),
         };
         let addr = listener.local_addr()?;
         let task = crate::serve_greeter(mesh, listener, greeter.clone())?;

@@ -11,6 +11,10 @@
 //! | `mesh_control_certificates_issued_total` | counter | |
 //! | `mesh_control_certificates_refused_total` | counter | `reason` |
 //! | `mesh_control_config_reload_errors_total` | counter | `reason` |
+//! | `mesh_control_root_rotation_phase` | gauge (0 steady, 1 overlap, 2 issuing from the next root) | |
+//! | `mesh_control_root_rotation_steps_total` | counter | `phase`, `reason` |
+//! | `mesh_control_root_rotations_total` | counter (completed rotations) | |
+//! | `mesh_control_root_expiry_timestamp_seconds` | gauge (Unix time the root in force expires) | |
 //!
 //! Subscribers per destination are counted from the registry when `/metrics` is rendered, so
 //! the Watch path carries no gauge bookkeeping.
@@ -33,6 +37,10 @@ const PROPAGATION: &str = "mesh.control.config.propagation.duration";
 const CERTS_ISSUED: &str = "mesh.control.certificates.issued";
 const CERTS_REFUSED: &str = "mesh.control.certificates.refused";
 const RELOAD_ERRORS: &str = "mesh.control.config.reload_errors";
+const ROTATION_PHASE: &str = "mesh.control.root_rotation.phase";
+const ROTATION_STEPS: &str = "mesh.control.root_rotation.steps";
+const ROTATIONS: &str = "mesh.control.root_rotations";
+const ROOT_EXPIRY: &str = "mesh.control.root_expiry_timestamp_seconds";
 
 /// Registers descriptions and units with the recorder in place.
 pub(crate) fn describe() {
@@ -48,6 +56,16 @@ pub(crate) fn describe() {
     describe_counter!(CERTS_ISSUED, "Workload certificates issued");
     describe_counter!(CERTS_REFUSED, "Certificate requests refused, by reason");
     describe_counter!(RELOAD_ERRORS, "Config reloads refused, by reason");
+    describe_gauge!(
+        ROTATION_PHASE,
+        "Root rotation phase: 0 steady, 1 overlap (both roots, issuing from the old), 2 issuing from the next root"
+    );
+    describe_counter!(
+        ROTATION_STEPS,
+        "Root rotation steps taken, by phase entered and reason"
+    );
+    describe_counter!(ROTATIONS, "Root rotations completed (the old root dropped)");
+    describe_gauge!(ROOT_EXPIRY, "Unix time at which the root in force expires");
     // Every counter exists from the start, at 0 with each of its labels, so that a rate or an
     // alert on it has a series before the first event (`increase(...nacks_total[5m]) > 0`).
     for counter in [ACKS, NACKS, CERTS_ISSUED] {
@@ -74,6 +92,23 @@ const CERTIFICATE_REFUSALS: &[&str] = &[
 
 /// Every `reason` of [`reload_error`].
 const RELOAD_ERROR_REASONS: &[&str] = &["invalid", "unreadable"];
+
+/// Sets the rotation's phase gauge and the expiry of the root in force.
+pub(crate) fn rotation_phase(phase: u8, root_expires: std::time::SystemTime) {
+    metrics::gauge!(ROTATION_PHASE).set(f64::from(phase));
+    let expires = root_expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(ROOT_EXPIRY).set(expires);
+}
+
+/// Counts a rotation step into `phase` for `reason`; a step back to `steady` completes one.
+pub(crate) fn rotation_step(phase: &'static str, reason: &'static str) {
+    metrics::counter!(ROTATION_STEPS, "phase" => phase, "reason" => reason).increment(1);
+    if phase == "steady" {
+        metrics::counter!(ROTATIONS).increment(1);
+    }
+}
 
 /// A subscriber acknowledged a version.
 pub(crate) fn acked() {

@@ -16,7 +16,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::tls::{self, TrustBundle, Usage};
 use mesh_core::{SpiffeId, TrustDomain};
@@ -44,6 +46,9 @@ const DEV_ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60)
 
 /// Lifetime of an in-memory root: it dies with the process anyway.
 const EPHEMERAL_ROOT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Roots made at start-up start this long before "now", for peers whose clocks are behind.
+const ROOT_BACKDATE: time::Duration = time::Duration::minutes(1);
 
 /// The dev CA's files in its state directory.
 const DEV_CERT_FILE: &str = "ca.crt";
@@ -183,6 +188,121 @@ pub struct Ca {
     bundle: TrustBundle,
     /// Leaves never outlive their issuer.
     issuer_not_after: OffsetDateTime,
+    /// The expiry (Unix seconds) of the last leaf the issuer signed, shared by every `Ca`
+    /// built on the same issuing key, so a rotation knows when that key's leaves are gone.
+    signed_until: Arc<AtomicU64>,
+}
+
+/// A root the control service made and keeps (its certificate and key): what an automatic
+/// rotation builds its CAs from.
+#[derive(Clone)]
+pub(crate) struct RootPair {
+    /// The self-signed root certificate.
+    pub(crate) cert: CertificateDer<'static>,
+    /// Its PKCS#8 key, DER (parsed again for every `Ca` built on it).
+    key_der: Arc<Vec<u8>>,
+    /// When it becomes valid.
+    pub(crate) not_before: SystemTime,
+    /// When it expires.
+    pub(crate) not_after: SystemTime,
+    /// See [`Ca::signed_until`]: shared by every `Ca` that issues with this root.
+    signed_until: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RootPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootPair")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl RootPair ===
+
+impl RootPair {
+    /// A fresh root for `trust_domain`, valid for `lifetime`.
+    pub(crate) fn generate(
+        trust_domain: &TrustDomain,
+        lifetime: Duration,
+    ) -> Result<Self, CaError> {
+        // Not backdated: a rotation measures its schedule from `not_before`, and trust anchors'
+        // validity is not checked by verifiers (rustls-webpki keeps only name and key).
+        let (cert, key) = generate_root(trust_domain, lifetime, time::Duration::ZERO)?;
+        Self::new(cert.der().clone(), &key, Path::new("<memory>"))
+    }
+
+    fn new(cert: CertificateDer<'static>, key: &KeyPair, path: &Path) -> Result<Self, CaError> {
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert)
+            .map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+        let validity = x509.validity();
+        let not_before = validity.not_before.to_datetime().into();
+        let not_after = validity.not_after.to_datetime().into();
+        Ok(Self {
+            cert,
+            key_der: Arc::new(key.serialize_der()),
+            not_before,
+            not_after,
+            signed_until: Arc::default(),
+        })
+    }
+
+    /// The dev root in `state_dir` (made there on first use, valid for `lifetime`): where a
+    /// dev CA's rotation starts.
+    pub(crate) fn dev(
+        state_dir: &Path,
+        trust_domain: &TrustDomain,
+        lifetime: Duration,
+    ) -> Result<Self, CaError> {
+        let (cert, key, path) = dev_root(state_dir, trust_domain, lifetime)?;
+        check_issuer(&path, &cert, &key)?;
+        Self::new(cert, &key, &path)
+    }
+
+    /// A root stored as PEM (certificate and PKCS#8 key), checked to belong together.
+    pub(crate) fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let path = Path::new("<stored root>");
+        let cert = parse_pem_certs(path, cert_pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid(path, "no CERTIFICATE block"))?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| invalid(path, format!("not a PKCS#8 private key: {e}")))?;
+        check_issuer(path, &cert, &key)?;
+        Self::new(cert, &key, path)
+    }
+
+    /// The certificate and key as PEM, for storing.
+    pub(crate) fn to_pem(&self) -> (String, String) {
+        let cert = mesh_core::pem::certificates(std::iter::once(self.cert.as_ref()));
+        let key = mesh_core::pem::encode("PRIVATE KEY", &self.key_der);
+        (cert, key)
+    }
+
+    /// Assumes leaves signed until `until` (a state resumed after a restart, whose leaves this
+    /// process did not count).
+    pub(crate) fn assume_signed_until(&self, until: SystemTime) {
+        let secs = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.signed_until.fetch_max(secs, Ordering::AcqRel);
+    }
+
+    /// The expiry of the last leaf signed with this root (`None`: none yet).
+    pub(crate) fn signed_until(&self) -> Option<SystemTime> {
+        match self.signed_until.load(Ordering::Acquire) {
+            0 => None,
+            secs => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+
+    /// The root's key identifier (hex), which every leaf it signs names as its authority key
+    /// identifier.
+    pub(crate) fn key_id(&self) -> String {
+        crate::ca::key_id::subject_key_id(&self.cert).unwrap_or_default()
+    }
+}
+
+/// The pair's key, parsed again (rcgen's `Issuer` takes it by value).
+fn pair_key(pair: &RootPair) -> Result<KeyPair, CaError> {
+    KeyPair::try_from(pair.key_der.as_slice()).map_err(CaError::Generate)
 }
 
 impl std::fmt::Debug for Ca {
@@ -213,48 +333,28 @@ impl Ca {
 
     /// A fresh in-memory root.
     pub fn ephemeral(trust_domain: &TrustDomain) -> Result<Self, CaError> {
-        let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME)?;
+        let (cert, key) = generate_root(trust_domain, EPHEMERAL_ROOT_LIFETIME, ROOT_BACKDATE)?;
         Self::from_root(trust_domain, cert.der().clone(), key, Path::new("<memory>"))
     }
 
+    /// A CA that issues with `issuer` and trusts `roots` (the issuer's own root among them):
+    /// one phase of an automatic rotation.
+    pub(crate) fn from_pair(
+        trust_domain: &TrustDomain,
+        issuer: &RootPair,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, CaError> {
+        let path = Path::new("<memory>");
+        let mut ca = Self::from_root(trust_domain, issuer.cert.clone(), pair_key(issuer)?, path)?;
+        ca.bundle = TrustBundle::from_der(trust_domain.clone(), roots)
+            .map_err(|e| invalid(path, e.to_string()))?;
+        ca.signed_until = issuer.signed_until.clone();
+        Ok(ca)
+    }
+
     fn dev(state_dir: &Path, trust_domain: &TrustDomain) -> Result<Self, CaError> {
-        let cert_path = state_dir.join(DEV_CERT_FILE);
-        let key_path = state_dir.join(DEV_KEY_FILE);
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                let cert_pem = read_to_string(&cert_path)?;
-                let key_pem = read_to_string(&key_path)?;
-                let cert = parse_pem_certs(&cert_path, &cert_pem)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| invalid(&cert_path, "no CERTIFICATE block"))?;
-                let key = KeyPair::from_pem(&key_pem)
-                    .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
-                check_dev_trust_domain(&cert_path, &cert, trust_domain)?;
-                tracing::info!(path = %cert_path.display(), "reusing the dev CA");
-                Self::from_root(trust_domain, cert, key, &cert_path)
-            }
-            (false, false) => {
-                create_private_dir(state_dir)?;
-                let (cert, key) = generate_root(trust_domain, DEV_ROOT_LIFETIME)?;
-                // The key first: a crash between the two writes leaves a key without a
-                // certificate, which start-up reports instead of silently replacing.
-                write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-                write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-                tracing::info!(path = %cert_path.display(), "created a dev CA");
-                Self::from_root(trust_domain, cert.der().clone(), key, &cert_path)
-            }
-            (true, false) => Err(CaError::Incomplete {
-                dir: state_dir.to_owned(),
-                present: DEV_CERT_FILE,
-                missing: DEV_KEY_FILE,
-            }),
-            (false, true) => Err(CaError::Incomplete {
-                dir: state_dir.to_owned(),
-                present: DEV_KEY_FILE,
-                missing: DEV_CERT_FILE,
-            }),
-        }
+        let (cert, key, path) = dev_root(state_dir, trust_domain, DEV_ROOT_LIFETIME)?;
+        Self::from_root(trust_domain, cert, key, &path)
     }
 
     fn from_root(
@@ -274,6 +374,7 @@ impl Ca {
             intermediates: Vec::new(),
             bundle,
             issuer_not_after,
+            signed_until: Arc::default(),
         })
     }
 
@@ -317,6 +418,7 @@ impl Ca {
             intermediates,
             bundle,
             issuer_not_after,
+            signed_until: Arc::default(),
         };
         ca.self_check()?;
         Ok(ca)
@@ -417,6 +519,9 @@ impl Ca {
     }
 
     fn issued(&self, leaf: CertificateDer<'static>, not_after: OffsetDateTime) -> Issued {
+        // Leaves expire in whole seconds after 1970; a negative time cannot come from `now`.
+        let secs = u64::try_from(not_after.unix_timestamp()).unwrap_or(0);
+        self.signed_until.fetch_max(secs, Ordering::AcqRel);
         let mut chain_der = Vec::with_capacity(1 + self.intermediates.len());
         chain_der.push(leaf);
         chain_der.extend(self.intermediates.iter().cloned());
@@ -577,11 +682,72 @@ fn random_serial() -> Result<SerialNumber, rustls::crypto::GetRandomFailed> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// The dev root in `state_dir` (its certificate, key and certificate path), made (valid for
+/// `lifetime`) and written there on first use.
+fn dev_root(
+    state_dir: &Path,
+    trust_domain: &TrustDomain,
+    lifetime: Duration,
+) -> Result<(CertificateDer<'static>, KeyPair, PathBuf), CaError> {
+    let cert_path = state_dir.join(DEV_CERT_FILE);
+    let key_path = state_dir.join(DEV_KEY_FILE);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let cert_pem = read_to_string(&cert_path)?;
+            let key_pem = read_to_string(&key_path)?;
+            let cert = parse_pem_certs(&cert_path, &cert_pem)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid(&cert_path, "no CERTIFICATE block"))?;
+            let key = KeyPair::from_pem(&key_pem)
+                .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
+            check_dev_trust_domain(&cert_path, &cert, trust_domain)?;
+            tracing::info!(path = %cert_path.display(), "reusing the dev CA");
+            Ok((cert, key, cert_path))
+        }
+        (false, false) => {
+            create_private_dir(state_dir)?;
+            // Backdated at most a hundredth of its life: a rotation counts from `not_before`.
+            let backdate = time::Duration::try_from(lifetime / 100)
+                .unwrap_or(ROOT_BACKDATE)
+                .min(ROOT_BACKDATE);
+            let (cert, key) = generate_root(trust_domain, lifetime, backdate)?;
+            write_dev_root(state_dir, &cert.pem(), &key.serialize_pem())?;
+            tracing::info!(path = %cert_path.display(), "created a dev CA");
+            Ok((cert.der().clone(), key, cert_path))
+        }
+        (true, false) => Err(CaError::Incomplete {
+            dir: state_dir.to_owned(),
+            present: DEV_CERT_FILE,
+            missing: DEV_KEY_FILE,
+        }),
+        (false, true) => Err(CaError::Incomplete {
+            dir: state_dir.to_owned(),
+            present: DEV_KEY_FILE,
+            missing: DEV_CERT_FILE,
+        }),
+    }
+}
+
+/// Writes a dev root's `ca.key` and `ca.crt` into `state_dir` (a rotation writes the root in
+/// force there too, so a start without rotation keeps trusting it).
+pub(crate) fn write_dev_root(
+    state_dir: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(), CaError> {
+    // The key first: a crash between the two writes leaves a key without a certificate,
+    // which start-up reports instead of silently replacing.
+    write_file(&state_dir.join(DEV_KEY_FILE), key_pem.as_bytes(), 0o600)?;
+    write_file(&state_dir.join(DEV_CERT_FILE), cert_pem.as_bytes(), 0o644)
+}
+
 /// A self-signed P-256 root for `trust_domain`. It has no URI name constraints: rustls-webpki
 /// fails closed on them.
 fn generate_root(
     trust_domain: &TrustDomain,
     lifetime: Duration,
+    backdate: time::Duration,
 ) -> Result<(rcgen::Certificate, KeyPair), CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
     let now = now_seconds();
@@ -597,7 +763,7 @@ fn generate_root(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = now - time::Duration::minutes(1);
+    params.not_before = now - backdate;
     params.not_after = now
         + time::Duration::try_from(lifetime).map_err(|_| CaError::Generate(rcgen::Error::Time))?;
     params.serial_number =

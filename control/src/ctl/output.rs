@@ -177,6 +177,20 @@ fn rule_details(out: &mut String, rule: &RuleView, pad: &str) {
             );
         }
     }
+    if let Some(h) = &rule.hedging {
+        let mut non_fatal: Vec<String> = h.non_fatal_codes.iter().map(u16::to_string).collect();
+        non_fatal.extend(h.non_fatal_statuses.iter().cloned());
+        let non_fatal = if non_fatal.is_empty() {
+            String::new()
+        } else {
+            format!(", at once after {}", non_fatal.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "{pad}hedging: up to {} tries, each after {}{non_fatal}",
+            h.max_attempts, h.delay
+        );
+    }
     for f in &rule.filters {
         let _ = writeln!(out, "{pad}filter: {f}");
     }

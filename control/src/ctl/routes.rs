@@ -69,6 +69,9 @@ pub struct RuleView {
     pub backend_request_timeout: Option<String>,
     /// The retry policy; `None`: no retries.
     pub retry: Option<RetryView>,
+    /// The hedging policy; `None`: no hedging.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<HedgingView>,
     /// Filters, in order, for people.
     pub filters: Vec<String>,
 }
@@ -213,9 +216,33 @@ impl RuleView {
                 statuses: r.grpc_codes.iter().map(|c| grpc_status(*c)).collect(),
                 backoff: r.backoff.map(duration),
             }),
+            hedging: rule.hedging().map(|h| HedgingView {
+                max_attempts: h.max_attempts,
+                delay: h.delay.to_string(),
+                non_fatal_codes: h.non_fatal_codes.iter().map(|c| c.as_u16()).collect(),
+                non_fatal_statuses: h
+                    .non_fatal_grpc_codes
+                    .iter()
+                    .map(|c| grpc_status(*c))
+                    .collect(),
+            }),
             filters: rule.filters().iter().map(filter).collect(),
         }
     }
+}
+
+/// A rule's hedging policy.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HedgingView {
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    /// `p95` or a duration: when the next try goes.
+    pub delay: String,
+    /// HTTP statuses after which the next try goes at once.
+    pub non_fatal_codes: Vec<u16>,
+    /// gRPC statuses after which the next try goes at once.
+    pub non_fatal_statuses: Vec<String>,
 }
 
 /// A Gateway API duration (`1m30s`).

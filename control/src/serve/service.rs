@@ -34,6 +34,7 @@ impl Control for ControlService {
             remote_addr,
             identity: Some(identity),
             certificate_expires,
+            certificate_issuer,
         }) = peer
         else {
             tracing::warn!(
@@ -48,6 +49,7 @@ impl Control for ControlService {
             identity,
             remote_addr,
             certificate_expires,
+            certificate_issuer,
             request.into_inner(),
         )))
     }

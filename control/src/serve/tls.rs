@@ -43,6 +43,9 @@ pub struct PeerInfo {
     pub identity: Option<SpiffeId>,
     /// When the client's certificate expires (`None` without one).
     pub certificate_expires: Option<SystemTime>,
+    /// The key identifier (hex) of the CA that signed the client's certificate, as the
+    /// certificate names it (`None` without one).
+    pub certificate_issuer: Option<String>,
 }
 
 /// An accepted TLS connection with its peer's address and identity.
@@ -138,6 +141,19 @@ impl SvidResolver {
             },
             not_after,
         ))
+    }
+
+    /// Re-issues the certificate now, from `ca` (a root rotation's new issuer); the renewal
+    /// schedule carries on as it was.
+    pub(crate) fn reissue(
+        &self,
+        ca: &Ca,
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<(), ServerCertError> {
+        let (key, _) = issue_certified_key(ca, id, lifetime)?;
+        self.current.store(Arc::new(key));
+        Ok(())
     }
 
     /// Re-issues at about 70 % of each certificate's lifetime, forever.
@@ -290,6 +306,7 @@ async fn handshake(
         .peer_certificates()
         .and_then(|chain| chain.first());
     let certificate_expires = leaf.and_then(|leaf| not_after_of(leaf).ok());
+    let certificate_issuer = leaf.and_then(crate::ca::key_id::authority_key_id);
     let identity = leaf
         .and_then(|leaf| match spiffe_id_of(leaf) {
             Ok(id) => Some(id),
@@ -306,6 +323,7 @@ async fn handshake(
             remote_addr,
             identity,
             certificate_expires,
+            certificate_issuer,
         },
         _slot: slot,
     };

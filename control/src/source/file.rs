@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_core::config::{
-    MeshConfig, PolicySpec, RequestAuthenticationSpec, ServiceSpec, ValidConfig,
+    MeshConfig, PolicySpec, RateLimitSpec, RequestAuthenticationSpec, ServiceSpec, ValidConfig,
 };
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
@@ -69,6 +69,9 @@ pub struct ControlFile {
     /// Authorization policies (the shape of [`MeshConfig::policies`]).
     #[serde(default)]
     pub policies: Vec<PolicySpec>,
+    /// Local rate-limit policies (the shape of [`MeshConfig::rate_limits`]).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSpec>,
     /// The mesh-wide default policy (see [`MeshConfig::default_policy`]).
     #[serde(default)]
     pub default_policy: Option<String>,
@@ -218,6 +221,7 @@ impl ControlFile {
             services: self.services,
             policies: self.policies,
             request_authentications: self.request_authentications,
+            rate_limits: self.rate_limits,
             default_policy: self.default_policy,
             instance_zones: self.instance_zones,
         };

@@ -6,7 +6,8 @@
 //! - `index`: a pure state machine fed with watch events that builds a
 //!   [`ValidConfig`](mesh_core::config::ValidConfig), as the file source does;
 //! - `route`: HTTPRoute / GRPCRoute to the mesh's route model;
-//! - [`crd`]: the `AuthorizationPolicy` custom resource ([`crds_yaml`] prints its CRD);
+//! - [`crd`]: the `AuthorizationPolicy` and `LocalRateLimitPolicy` custom resources
+//!   ([`crds_yaml`] prints their CRDs);
 //! - `sync`: the watchers, the first full sync, and publishing;
 //! - `status` and `lease`: route status, written by one replica at a time;
 //! - [`token_review`]: Certify's authenticator for pods, [`TokenReviewAuthenticator`].
@@ -38,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bundle;
+pub(crate) mod ca_secret;
 // KubeSchema's derive re-declares each struct (with its `pub` fields) inside a function to
 // build the schema; that copy trips `unreachable_pub`.
 #[allow(unreachable_pub)]
@@ -51,7 +53,8 @@ pub mod token_review;
 
 pub use crd::{
     AuthorizationPolicy, AuthorizationPolicySpec, FaultInjection, FaultInjectionSpec,
-    RequestAuthentication, RequestAuthenticationSpec, crds_yaml,
+    LocalRateLimitPolicy, LocalRateLimitPolicySpec, RequestAuthentication,
+    RequestAuthenticationSpec, crds_yaml,
 };
 pub use sync::{SyncError, read_once};
 pub use token_review::TokenReviewAuthenticator;

@@ -41,6 +41,9 @@ pub struct SubscriberStatus {
     pub last_nack: Option<Nack>,
     /// When the certificate it connected with expires.
     pub certificate_expires: Option<SystemTime>,
+    /// The key identifier (hex) of the CA that signed the certificate it connected with: the
+    /// root, for the control service's own CA (see a root rotation on `/subscribers`).
+    pub certificate_issuer: Option<String>,
     /// The gRPC services it says it serves (`package.Service`), for operators' checks.
     pub grpc_services: Vec<String>,
 }
@@ -159,6 +162,7 @@ mod tests {
             last_acked_version: None,
             last_nack: None,
             certificate_expires: None,
+            certificate_issuer: None,
             grpc_services: Vec::new(),
         }
     }

@@ -98,6 +98,7 @@ struct Peer {
     identity: SpiffeId,
     remote_addr: SocketAddr,
     certificate_expires: Option<SystemTime>,
+    certificate_issuer: Option<String>,
 }
 
 /// A subscribed stream: what it watches and what it last sent.
@@ -165,6 +166,7 @@ impl WatchHub {
         identity: SpiffeId,
         remote_addr: SocketAddr,
         certificate_expires: Option<SystemTime>,
+        certificate_issuer: Option<String>,
         inbound: S,
     ) -> WatchStream
     where
@@ -181,6 +183,7 @@ impl WatchHub {
                 identity,
                 remote_addr,
                 certificate_expires,
+                certificate_issuer,
             },
             inbound,
             subscribed: None,
@@ -364,6 +367,7 @@ where
             last_acked_version: None,
             last_nack: None,
             certificate_expires: self.peer.certificate_expires,
+            certificate_issuer: self.peer.certificate_issuer.clone(),
             grpc_services: subscription.grpc_services.clone(),
         });
         tracing::info!(

@@ -32,6 +32,7 @@ pub const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 pub const POLICIES: &str = "/apis/policy.mesh.dev/v1alpha1/authorizationpolicies";
 pub const FAULTS: &str = "/apis/policy.mesh.dev/v1alpha1/faultinjections";
 pub const AUTHNS: &str = "/apis/policy.mesh.dev/v1alpha1/requestauthentications";
+pub const RATE_LIMITS: &str = "/apis/policy.mesh.dev/v1alpha1/localratelimitpolicies";
 pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -46,6 +47,11 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
         "policy.mesh.dev/v1alpha1",
     ),
     (FAULTS, "FaultInjectionList", "policy.mesh.dev/v1alpha1"),
+    (
+        RATE_LIMITS,
+        "LocalRateLimitPolicyList",
+        "policy.mesh.dev/v1alpha1",
+    ),
     (
         AUTHNS,
         "RequestAuthenticationList",

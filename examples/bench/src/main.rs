@@ -3,7 +3,7 @@
 //! ratios hold), prints a table and the ratios with each target met or not, and writes the raw
 //! figures as JSON.
 //!
-//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|handshake|all]
+//! Usage: `cargo run --release -p bench -- [request-path|fan-out|balancing|hedging|issuance|rate-limit|overload|handshake|all]
 //! [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]` (`--help` explains them).
 //!
 //! Servers whose CPU time or memory is measured run in processes of their own: the binary runs
@@ -15,10 +15,13 @@ mod fanout;
 mod fanout_servers;
 mod handshake;
 mod haproxy;
+mod hedging;
 mod issuance;
 mod machine;
+mod overload;
 mod plain_tls;
 mod procs;
+mod rate_limit;
 mod request_path;
 mod rss;
 
@@ -26,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|issuance|handshake|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
+const USAGE: &str = "usage: cargo run --release -p bench -- [request-path|fan-out|balancing|hedging|issuance|rate-limit|overload|handshake|all] [--seconds N] [--runs N] [--subscribers N] [--json-dir DIR]";
 
 const HELP: &str = "\
 The mesh's benchmarks: each scenario starts everything on 127.0.0.1 and measures the mesh
@@ -40,8 +43,15 @@ Scenarios (default: request-path):
                  against plain tonic streaming
   balancing      three greeter endpoints, one ten times slower: the latency callers see with
                  the mesh's P2C balancer against a plain round robin
+  hedging        three greeter endpoints, one answering 5 % of its calls 20 times slower:
+                 p50/p99/p99.9 without hedging, hedging at the observed p95 and at a
+                 fixed delay, and the extra load (tries per call)
   issuance       Certify calls per second against the control service, next to the raw rate
                  of checking a CSR and signing a certificate
+  rate-limit     a meshed greeter with a total limit of 500/s under 64 calls in flight: the
+                 rate admitted against the limit (target within 5 %)
+  overload       three greeter endpoints, one rate-limited: success rate and the share of
+                 calls it is offered, the mesh's overload-aware P2C against round robin
   handshake      mutual TLS handshakes per second and bytes, the mesh's post-quantum hybrid
                  key exchange (X25519MLKEM768) against classical X25519
   all            every scenario
@@ -85,7 +95,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "request-path" | "fan-out" | "balancing" | "issuance" | "handshake" | "all" => {
+            "request-path" | "fan-out" | "balancing" | "hedging" | "issuance" | "rate-limit"
+            | "overload" | "handshake" | "all" => {
                 parsed.scenario = arg.clone();
             }
             "--seconds" => parsed.seconds = it.next().context("--seconds N")?.parse()?,
@@ -131,8 +142,17 @@ fn main() -> anyhow::Result<()> {
     if all || args.scenario == "balancing" {
         balancing::run(&args)?;
     }
+    if all || args.scenario == "hedging" {
+        hedging::run(&args)?;
+    }
     if all || args.scenario == "issuance" {
         issuance::run(&args)?;
+    }
+    if all || args.scenario == "rate-limit" {
+        rate_limit::run(&args)?;
+    }
+    if all || args.scenario == "overload" {
+        overload::run(&args)?;
     }
     if all || args.scenario == "handshake" {
         handshake::run(&args)?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::jwt::{JwtRule, Principal};
+use crate::rate::RateLimitPolicy;
 use crate::snapshot::ServiceName;
 use crate::spiffe::SpiffeId;
 
@@ -59,7 +60,8 @@ pub enum PolicyMode {
     Audit,
 }
 
-/// The inbound policy of one service: what its server side enforces.
+/// The inbound policy of one service: what its server side enforces (authorization, and the
+/// local rate limits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPolicy {
     /// The service.
@@ -75,6 +77,9 @@ pub struct InboundPolicy {
     /// The JWT issuers the service accepts (end-user authentication); empty: tokens are not
     /// looked at.
     pub jwt_rules: Vec<JwtRule>,
+    /// The local rate-limit policies that target the service or one of its routes, in
+    /// config order (see [`crate::rate`]).
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// One authorization policy.
@@ -345,6 +350,7 @@ impl InboundPolicy {
             exempt_paths: Vec::new(),
             policies: Vec::new(),
             jwt_rules: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 }

@@ -261,7 +261,7 @@ fn identity_match(
 }
 
 /// `namespace/serviceAccount`, both DNS labels.
-fn service_account(value: &str) -> Result<ServiceAccountRef, String> {
+pub(crate) fn service_account(value: &str) -> Result<ServiceAccountRef, String> {
     let (namespace, name) = value
         .split_once('/')
         .ok_or_else(|| format!("invalid service account {value:?}: expected namespace/name"))?;

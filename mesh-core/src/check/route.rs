@@ -18,9 +18,9 @@ use crate::config::{
 use crate::duration;
 use crate::error::FieldError;
 use crate::snapshot::{
-    GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HttpRouteMatch, PathMatch,
-    Pattern, QueryParamMatch, RequestMirror, RetryPolicy, RouteFilter, RouteKind, RouteMatch,
-    ServiceName, Timeouts, ValueMatch,
+    GrpcMethodMatch, GrpcRouteMatch, HeaderMatch, HeaderModifier, HedgingPolicy, HttpRouteMatch,
+    PathMatch, Pattern, QueryParamMatch, RequestMirror, RetryPolicy, RouteFilter, RouteKind,
+    RouteMatch, ServiceName, Timeouts, ValueMatch,
 };
 
 /// The most retries after the first try: more only multiplies load on a failing backend.
@@ -70,6 +70,7 @@ pub(crate) struct RuleParts {
     pub(crate) filters: Vec<RouteFilter>,
     pub(crate) timeouts: Timeouts,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) hedging: Option<HedgingPolicy>,
 }
 
 /// A route's `kind`: `http` when omitted.
@@ -114,7 +115,7 @@ pub(crate) fn creation_timestamp(
     }
 }
 
-/// Checks a rule's matches, filters, timeouts and retry policy; `rule_path` is
+/// Checks a rule's matches, filters, timeouts, retry and hedging policies; `rule_path` is
 /// `services[0].routes[1].rules[2]`. Backend references are the caller's.
 pub(crate) fn rule_parts(
     rule_path: &str,
@@ -170,11 +171,32 @@ pub(crate) fn rule_parts(
         .retry
         .as_ref()
         .and_then(|r| retry(&format!("{rule_path}.retry"), kind, r, errors));
+    let hedging_path = format!("{rule_path}.hedging");
+    if rule.retry.is_some() && rule.hedging.is_some() {
+        // As gRPC's service config: a method has either a retry or a hedging policy.
+        errors.push(FieldError::new(
+            &hedging_path,
+            "a rule has either a retry policy or a hedging policy, not both",
+        ));
+    }
+    let hedging = rule.hedging.as_ref().and_then(|h| {
+        let before = errors.len();
+        let (codes, grpc_codes) = statuses(
+            &hedging_path,
+            kind,
+            ("nonFatalCodes", &h.non_fatal_codes),
+            ("nonFatalStatuses", &h.non_fatal_statuses),
+            errors,
+        );
+        let checked = errors.len() == before;
+        super::hedging::hedging(&hedging_path, h, (codes, grpc_codes, checked), errors)
+    });
     RuleParts {
         matches,
         filters,
         timeouts,
         retry,
+        hedging,
     }
 }
 
@@ -894,45 +916,13 @@ fn retry(
     errors: &mut Vec<FieldError>,
 ) -> Option<RetryPolicy> {
     let before = errors.len();
-    let mut codes = Vec::with_capacity(spec.codes.len());
-    let mut grpc_codes = Vec::with_capacity(spec.statuses.len());
-    match kind {
-        RouteKind::Http => {
-            if !spec.statuses.is_empty() {
-                errors.push(FieldError::new(
-                    format!("{path}.statuses"),
-                    "gRPC statuses apply to gRPC routes; HTTP routes use codes",
-                ));
-            }
-            for (i, &code) in spec.codes.iter().enumerate() {
-                match u16::try_from(code).ok().filter(|c| (400..=599).contains(c)) {
-                    // In range 400 to 599, so a valid status code.
-                    Some(c) => codes.extend(StatusCode::from_u16(c).ok()),
-                    None => errors.push(FieldError::new(
-                        format!("{path}.codes[{i}]"),
-                        format!("status code {code} is out of range 400 to 599"),
-                    )),
-                }
-            }
-        }
-        RouteKind::Grpc => {
-            if !spec.codes.is_empty() {
-                errors.push(FieldError::new(
-                    format!("{path}.codes"),
-                    "HTTP status codes apply to HTTP routes; gRPC routes use statuses",
-                ));
-            }
-            for (i, name) in spec.statuses.iter().enumerate() {
-                match GRPC_STATUS_NAMES.iter().position(|n| n == name) {
-                    Some(code) if code > 0 => grpc_codes.push(tonic::Code::from_i32(code as i32)),
-                    _ => errors.push(FieldError::new(
-                        format!("{path}.statuses[{i}]"),
-                        format!("unknown or non-error gRPC status {name:?}"),
-                    )),
-                }
-            }
-        }
-    }
+    let (codes, grpc_codes) = statuses(
+        path,
+        kind,
+        ("codes", &spec.codes),
+        ("statuses", &spec.statuses),
+        errors,
+    );
     let attempts = spec.attempts.unwrap_or(1);
     if attempts > MAX_RETRY_ATTEMPTS {
         errors.push(FieldError::new(
@@ -947,4 +937,57 @@ fn retry(
         attempts,
         backoff,
     })
+}
+
+/// A policy's HTTP status codes (400 to 599, for HTTP routes) and gRPC status names (known
+/// error statuses, for gRPC routes), each given as its field's name and its values.
+pub(crate) fn statuses(
+    path: &str,
+    kind: RouteKind,
+    (codes_field, codes): (&str, &[u32]),
+    (statuses_field, names): (&str, &[String]),
+    errors: &mut Vec<FieldError>,
+) -> (Vec<StatusCode>, Vec<tonic::Code>) {
+    let mut http = Vec::with_capacity(codes.len());
+    let mut grpc = Vec::with_capacity(names.len());
+    match kind {
+        RouteKind::Http => {
+            if !names.is_empty() {
+                errors.push(FieldError::new(
+                    format!("{path}.{statuses_field}"),
+                    format!("gRPC statuses apply to gRPC routes; HTTP routes use {codes_field}"),
+                ));
+            }
+            for (i, &code) in codes.iter().enumerate() {
+                match u16::try_from(code).ok().filter(|c| (400..=599).contains(c)) {
+                    // In range 400 to 599, so a valid status code.
+                    Some(c) => http.extend(StatusCode::from_u16(c).ok()),
+                    None => errors.push(FieldError::new(
+                        format!("{path}.{codes_field}[{i}]"),
+                        format!("status code {code} is out of range 400 to 599"),
+                    )),
+                }
+            }
+        }
+        RouteKind::Grpc => {
+            if !codes.is_empty() {
+                errors.push(FieldError::new(
+                    format!("{path}.{codes_field}"),
+                    format!(
+                        "HTTP status codes apply to HTTP routes; gRPC routes use {statuses_field}"
+                    ),
+                ));
+            }
+            for (i, name) in names.iter().enumerate() {
+                match GRPC_STATUS_NAMES.iter().position(|n| n == name) {
+                    Some(code) if code > 0 => grpc.push(tonic::Code::from_i32(code as i32)),
+                    _ => errors.push(FieldError::new(
+                        format!("{path}.{statuses_field}[{i}]"),
+                        format!("unknown or non-error gRPC status {name:?}"),
+                    )),
+                }
+            }
+        }
+    }
+    (http, grpc)
 }

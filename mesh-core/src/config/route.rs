@@ -71,6 +71,9 @@ pub struct RouteRuleSpec {
     /// Retry policy (GEP-1731).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// Hedging (gRPC A6); a rule has either `retry` or `hedging`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<super::HedgingSpec>,
 }
 
 /// One match: every condition given must hold (ANDed).

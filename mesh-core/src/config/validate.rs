@@ -14,12 +14,20 @@
 //! - matches, filters, timeouts and retry policies as `crate::check::route` describes: regular
 //!   expressions compile, header names are tokens, paths start with `/`, durations are Gateway
 //!   API durations with `backendRequest <= request`, mirror percentages are 0 to 100, retry
-//!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names.
+//!   attempts 0 to 10, HTTP retry codes 400 to 599 and gRPC statuses known names;
+//! - hedging policies as `crate::check::hedging` describes: `maxAttempts` 2 to 5, `delay`
+//!   `p50` to `p99` or a duration of at most 60 s, non-fatal statuses as retry statuses, and
+//!   never on a rule that also retries.
 //!
 //! - policies: names are DNS-1123 subdomains, unique within their target's namespace; the
 //!   target is a service of the config (and one of its routes, when named); action, mode,
 //!   rules and the services' `mtls`, `defaultPolicy` and `exemptPaths` as `crate::check::policy`
 //!   describes (identities in the mesh's trust domain, wildcards only at the end).
+//! - rate limits (`rateLimits`): names and targets as for policies (names unique among the
+//!   rate-limit policies of a namespace); at least one of `total`, `identity` and `overrides`;
+//!   rates and bursts 1 to 1,000,000 (the burst one second's worth when omitted); at most 64
+//!   overrides, each naming 1 to 64 callers (exact SPIFFE IDs in the trust domain, or
+//!   `namespace/serviceAccount`).
 //!
 //! - request authentications: names as policies', the target a service of the config (no
 //!   route), at most [`crate::jwt::MAX_JWT_RULES`] issuers per service, each unique, with
@@ -44,13 +52,14 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicySpec, ServiceSpec};
+use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicyTargetSpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
 use crate::jwt::JwtRule;
 use crate::proto;
+use crate::rate::RateLimitPolicy;
 use crate::snapshot::{
     Backend, BackendRef, Destination, DestinationKey, Endpoint, Route, RouteFilter, RouteRule,
     ServiceName,
@@ -103,6 +112,8 @@ struct ValidService {
     exempt_paths: Vec<PathPattern>,
     /// The policies that target it, in config order.
     policies: Vec<AuthorizationPolicy>,
+    /// The rate-limit policies that target it, in config order.
+    rate_limits: Vec<RateLimitPolicy>,
     /// Identities that run it besides its endpoints' (replicas starting up).
     identities: Vec<SpiffeId>,
     /// The JWT issuers it accepts, from every request authentication that targets it.
@@ -227,6 +238,7 @@ impl MeshConfig {
                         default_policy,
                         exempt_paths,
                         policies: Vec::new(),
+                        rate_limits: Vec::new(),
                         identities,
                         jwt_rules: Vec::new(),
                     },
@@ -235,6 +247,7 @@ impl MeshConfig {
         }
         policies(self, trust_domain, &mut services, &mut errors);
         request_authentications(self, &mut services, &mut errors);
+        rate_limits(self, trust_domain, &mut services, &mut errors);
         let default_policy = check::policy::default_policy(
             "defaultPolicy",
             self.default_policy.as_deref(),
@@ -308,7 +321,7 @@ fn policies(
                 .or_insert_with(FirstSeen::new),
             errors,
         );
-        let target = policy_target(&path, config, spec, errors);
+        let target = policy_target(&path, config, &spec.target, errors);
         let parts = check::policy::policy_parts(
             &path,
             spec.action.as_deref(),
@@ -326,6 +339,50 @@ fn policies(
                 action: parts.action,
                 mode: parts.mode,
                 rules: parts.rules,
+            });
+        }
+    }
+}
+
+/// Checks every rate-limit policy and files each valid one under the service it targets,
+/// as [`policies`] does for authorization policies (names are unique per namespace among
+/// rate-limit policies, targets must exist).
+fn rate_limits(
+    config: &MeshConfig,
+    trust_domain: &TrustDomain,
+    services: &mut BTreeMap<ServiceName, ValidService>,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut names: BTreeMap<String, FirstSeen<String>> = BTreeMap::new();
+    for (i, spec) in config.rate_limits.iter().enumerate() {
+        let path = format!("rateLimits[{i}]");
+        let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+        check::policy::unique_policy_name(
+            &format!("{path}.name"),
+            &spec.name,
+            names
+                .entry(namespace.to_owned())
+                .or_insert_with(FirstSeen::new),
+            errors,
+        );
+        let target = policy_target(&path, config, &spec.target, errors);
+        let parts = check::rate_limit::rate_limit_parts(
+            &path,
+            spec.total.as_ref(),
+            spec.identity.as_ref(),
+            &spec.overrides,
+            Some(trust_domain),
+            errors,
+        );
+        if let (Some((service, route)), Some(parts)) = (target, parts)
+            && let Some(valid) = services.get_mut(&service)
+        {
+            valid.rate_limits.push(RateLimitPolicy {
+                name: Arc::from(spec.name.as_str()),
+                route: route.map(Arc::from),
+                total: parts.total,
+                identity: parts.identity,
+                overrides: parts.overrides,
             });
         }
     }
@@ -424,13 +481,14 @@ fn service_target(
 fn policy_target<'a>(
     path: &str,
     config: &MeshConfig,
-    spec: &'a PolicySpec,
+    target: &'a PolicyTargetSpec,
     errors: &mut Vec<FieldError>,
 ) -> Option<(ServiceName, Option<&'a str>)> {
+    let spec = target;
     let target_path = format!("{path}.target");
-    let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+    let namespace = spec.namespace.as_deref().unwrap_or("default");
     let mut ok = true;
-    if let Err(message) = check::dns_label("name", &spec.target.service) {
+    if let Err(message) = check::dns_label("name", &spec.service) {
         errors.push(FieldError::new(format!("{target_path}.service"), message));
         ok = false;
     }
@@ -443,7 +501,7 @@ fn policy_target<'a>(
     }
     let service = ServiceName {
         namespace: namespace.to_owned(),
-        name: spec.target.service.clone(),
+        name: spec.service.clone(),
     };
     let Some(target) = config
         .services
@@ -456,7 +514,7 @@ fn policy_target<'a>(
         ));
         return None;
     };
-    let route = spec.target.route.as_deref();
+    let route = spec.route.as_deref();
     if let Some(route) = route
         // Policies are enforced by the service's own replicas, which route by its own
         // (producer) routes; a consumer route is the caller's business.
@@ -716,6 +774,7 @@ fn routes(
                 backend_refs,
                 timeouts: parts.timeouts,
                 retry: parts.retry,
+                hedging: parts.hedging,
             });
         }
         routes.push(AttachedRoute {
@@ -867,6 +926,7 @@ impl ValidConfig {
             exempt_paths: valid.exempt_paths.clone(),
             policies: valid.policies.clone(),
             jwt_rules: valid.jwt_rules.clone(),
+            rate_limits: valid.rate_limits.clone(),
         }
     }
 

@@ -31,6 +31,7 @@ impl From<&InboundPolicy> for proto::InboundPolicy {
                 .map(ToString::to_string)
                 .collect(),
             policies: inbound.policies.iter().map(Into::into).collect(),
+            rate_limits: inbound.rate_limits.iter().map(Into::into).collect(),
             jwt_rules: inbound.jwt_rules.iter().map(Into::into).collect(),
         }
     }
@@ -199,6 +200,8 @@ pub(super) fn inbound(
             jwt_rules.push(rule);
         }
     }
+    let rate_limits =
+        super::rate_limit::rate_limits(&format!("{path}.rateLimits"), &wire.rate_limits, errors);
     if errors.len() != before {
         return None;
     }
@@ -209,6 +212,7 @@ pub(super) fn inbound(
         exempt_paths,
         policies,
         jwt_rules,
+        rate_limits,
     })
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::matching::{Condition, Key, Mismatch};
 use super::summary::RequestSummary;
 use crate::snapshot::{
-    BackendRef, Destination, GrpcRouteMatch, HttpRouteMatch, RetryPolicy, RouteFilter, RouteKind,
-    RouteMatch, ServiceName, Timeouts,
+    BackendRef, Destination, GrpcRouteMatch, HedgingPolicy, HttpRouteMatch, RetryPolicy,
+    RouteFilter, RouteKind, RouteMatch, ServiceName, Timeouts,
 };
 
 /// A destination's routes, ready to route requests. Build it when a snapshot arrives.
@@ -30,6 +30,7 @@ pub struct CompiledRule {
     pub(crate) filters: Vec<RouteFilter>,
     pub(crate) timeouts: Timeouts,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) hedging: Option<HedgingPolicy>,
     pub(crate) backends: Vec<BackendTarget>,
     /// `cumulative[i]` is the sum of the weights of backends `0..=i`.
     pub(crate) cumulative: Vec<u64>,
@@ -111,6 +112,7 @@ impl CompiledRoutes {
                     filters: rule.filters.clone(),
                     timeouts: rule.timeouts,
                     retry: rule.retry.clone(),
+                    hedging: rule.hedging.clone(),
                     backends,
                     cumulative,
                 });
@@ -267,6 +269,11 @@ impl CompiledRule {
     /// Retry policy, if any.
     pub fn retry(&self) -> Option<&RetryPolicy> {
         self.retry.as_ref()
+    }
+
+    /// Hedging policy, if any (never with a retry policy).
+    pub fn hedging(&self) -> Option<&HedgingPolicy> {
+        self.hedging.as_ref()
     }
 
     /// The backends, in the rule's order.

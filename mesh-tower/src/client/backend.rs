@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
+use mesh_core::hedge::{DEFAULT_PERIOD, WindowedLatency};
 use mesh_core::locality;
 use mesh_core::outlier::OutlierDetector;
 use mesh_core::snapshot::{self, ServiceName};
@@ -58,6 +59,9 @@ pub(crate) struct Backend<B> {
     epoch: Instant,
     options: ClientOptions,
     metrics: BackendMetrics,
+    /// Recent latencies to response headers, for hedging delays at a percentile (recorded
+    /// only by calls on such a route; see [`super::hedge`]).
+    pub(crate) latency: Mutex<WindowedLatency>,
 }
 
 /// A backend's metric handles, made once with the backend.
@@ -117,6 +121,9 @@ pub(crate) enum SendError<B> {
     Unsent(Arc<Endpoint<B>>, hyper::Error, Box<Request<B>>),
 }
 
+/// An endpoint picked for a try, and a connection of it ready to take the request.
+pub(crate) type Ready<B> = (Arc<Endpoint<B>>, SendRequest<B>);
+
 /// What [`Backend::send`] gives: the response and the endpoint that answered, or why not.
 pub(crate) type Sent<B> = Result<(Response<Incoming>, Arc<Endpoint<B>>), SendError<B>>;
 
@@ -141,6 +148,7 @@ where
                 outliers: Mutex::new(OutlierDetector::new(options.outliers, 0)),
             }),
             ready: Arc::new(Notify::new()),
+            latency: Mutex::new(WindowedLatency::new(DEFAULT_PERIOD, epoch)),
             epoch,
             options,
         }
@@ -240,7 +248,7 @@ where
     pub(crate) async fn send(
         &self,
         request: Request<B>,
-        avoid: Option<&EndpointKey>,
+        avoid: &[EndpointKey],
         ready_timeout: Duration,
         chosen: Option<&mut Option<Arc<Endpoint<B>>>>,
     ) -> Sent<B> {
@@ -261,9 +269,9 @@ where
     /// available) with a connection ready to take a request.
     async fn wait_for_ready(
         &self,
-        avoid: Option<&EndpointKey>,
+        avoid: &[EndpointKey],
         ready_timeout: Duration,
-    ) -> Result<(Arc<Endpoint<B>>, SendRequest<B>), SendError<B>> {
+    ) -> Result<Ready<B>, SendError<B>> {
         let deadline = tokio::time::Instant::now() + ready_timeout;
         loop {
             let notified = self.ready.notified();
@@ -288,17 +296,35 @@ where
     }
 
     /// An endpoint picked by P2C with a connection ready to take a request.
-    fn ready_endpoint(
-        &self,
-        avoid: Option<&EndpointKey>,
-    ) -> Option<(Arc<Endpoint<B>>, SendRequest<B>)> {
+    pub(crate) fn ready_endpoint(&self, avoid: &[EndpointKey]) -> Option<Ready<B>> {
         let endpoint = self.pick(avoid, Instant::now())?;
         let sender = endpoint.sender()?;
         Some((endpoint, sender))
     }
 
+    /// An endpoint other than those in `avoid` with a connection ready to take a request now,
+    /// picked by P2C; none when only avoided endpoints are ready (a hedge goes elsewhere or
+    /// not at all).
+    pub(crate) fn ready_other(&self, avoid: &[EndpointKey]) -> Option<Ready<B>> {
+        self.ready_endpoint(avoid)
+            .filter(|(endpoint, _)| !avoid.contains(&endpoint.key))
+    }
+
+    /// An endpoint picked by P2C (avoiding `avoid` when another is available) with a
+    /// connection ready to take a request, waiting up to `ready_timeout` for one.
+    pub(crate) async fn ready(
+        &self,
+        avoid: &[EndpointKey],
+        ready_timeout: Duration,
+    ) -> Result<Ready<B>, SendError<B>> {
+        match self.ready_endpoint(avoid) {
+            Some(ready) => Ok(ready),
+            None => self.wait_for_ready(avoid, ready_timeout).await,
+        }
+    }
+
     /// Sends `request` on `sender`, a connection of `endpoint`, counting it in flight.
-    async fn send_to(
+    pub(crate) async fn send_to(
         endpoint: Arc<Endpoint<B>>,
         mut sender: SendRequest<B>,
         request: Request<B>,
@@ -322,8 +348,9 @@ where
     }
 
     /// An endpoint picked by P2C (see [`super::balance`]) among the available ones, in the
-    /// caller's zone for the share of calls that stays local.
-    fn pick(&self, avoid: Option<&EndpointKey>, now: Instant) -> Option<Arc<Endpoint<B>>> {
+    /// caller's zone for the share of calls that stays local; the endpoints in `avoid` only
+    /// when no other is available on either side.
+    fn pick(&self, avoid: &[EndpointKey], now: Instant) -> Option<Arc<Endpoint<B>>> {
         let set = self.set.load();
         let random = &mut |n| fastrand::usize(..n);
         if set.local == 0 {
@@ -337,8 +364,16 @@ where
         } else {
             (remote, local)
         };
-        p2c(first, avoid, now, random)
-            .or_else(|| p2c(second, avoid, now, random))
+        // An endpoint not to avoid on either side before an avoided one on this side.
+        let fresh = |e: &&Arc<Endpoint<B>>| !avoid.contains(&e.key);
+        if let Some(endpoint) = p2c(first, avoid, now, random).filter(fresh) {
+            return Some(endpoint.clone());
+        }
+        if let Some(endpoint) = p2c(second, avoid, now, random).filter(fresh) {
+            return Some(endpoint.clone());
+        }
+        p2c(first, &[], now, random)
+            .or_else(|| p2c(second, &[], now, random))
             .cloned()
     }
 

@@ -35,17 +35,18 @@ impl<B> Balanced for Arc<Endpoint<B>> {
     }
 }
 
-/// P2C: two endpoints at random among the available ones, the cheaper wins; `avoid` is used
-/// only when no other endpoint is available.
+/// P2C: two endpoints at random among the available ones, the cheaper wins; the endpoints in
+/// `avoid` (a failed try's, or a hedged call's outstanding tries') are used only when no other
+/// endpoint is available.
 ///
 /// `random(n)` is a uniformly random index below `n` (`n` at least 1).
 pub(super) fn p2c<'a, E: Balanced>(
     endpoints: &'a [E],
-    avoid: Option<&EndpointKey>,
+    avoid: &[EndpointKey],
     now: Instant,
     random: &mut impl FnMut(usize) -> usize,
 ) -> Option<&'a E> {
-    let usable = |e: &E| e.is_available(now) && avoid != Some(e.key());
+    let usable = |e: &E| e.is_available(now) && !avoid.contains(e.key());
     let chosen = match endpoints.len() {
         0 => None,
         1 => endpoints.first().filter(|e| usable(e)),
@@ -75,8 +76,8 @@ pub(super) fn p2c<'a, E: Balanced>(
     };
     match chosen {
         Some(endpoint) => Some(endpoint),
-        // The only available endpoint is the one to avoid: better it than nothing.
-        None if avoid.is_some() => p2c(endpoints, None, now, random),
+        // The only available endpoints are the ones to avoid: better one than nothing.
+        None if !avoid.is_empty() => p2c(endpoints, &[], now, random),
         None => None,
     }
 }
@@ -141,12 +142,7 @@ mod tests {
     }
 
     /// Which endpoint (by index) each of `rounds` picks chose; `None` counted at `n`.
-    fn picks(
-        endpoints: &[Fake],
-        avoid: Option<&EndpointKey>,
-        now: Instant,
-        rounds: usize,
-    ) -> Vec<usize> {
+    fn picks(endpoints: &[Fake], avoid: &[EndpointKey], now: Instant, rounds: usize) -> Vec<usize> {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut random = |n: usize| rng.usize(..n);
         let mut counts = vec![0; endpoints.len() + 1];
@@ -165,12 +161,12 @@ mod tests {
         let now = epoch + Duration::from_millis(50);
         // Two endpoints: both are compared every time, so the faster always wins.
         let two = [fake(epoch, 0, 50), fake(epoch, 1, 5)];
-        assert_eq!(picks(&two, None, now, 100), [0, 100, 0]);
+        assert_eq!(picks(&two, &[], now, 100), [0, 100, 0]);
         // Calls in flight raise a cost: ten on the fast one make it the dearer.
         for _ in 0..10 {
             two[1].load.start();
         }
-        assert_eq!(picks(&two, None, now, 100), [100, 0, 0]);
+        assert_eq!(picks(&two, &[], now, 100), [100, 0, 0]);
         // Among four, the slowest is never picked (it loses every comparison) and the fastest
         // wins every comparison it is in: half of all picks with four endpoints.
         let four = [
@@ -179,7 +175,7 @@ mod tests {
             fake(epoch, 2, 20),
             fake(epoch, 3, 30),
         ];
-        let counts = picks(&four, None, now, 4000);
+        let counts = picks(&four, &[], now, 4000);
         assert_eq!(counts[0], 0, "{counts:?}");
         assert!((1800..2200).contains(&counts[1]), "{counts:?}");
         assert!(counts[1] > counts[2] && counts[2] > counts[3], "{counts:?}");
@@ -193,11 +189,11 @@ mod tests {
         let mut heavy = fake(epoch, 0, 30);
         heavy.weight = 4;
         let two = [heavy, fake(epoch, 1, 10)];
-        assert_eq!(picks(&two, None, now, 100), [100, 0, 0]);
+        assert_eq!(picks(&two, &[], now, 100), [100, 0, 0]);
         // At weight 2 it costs more.
         let mut two = two;
         two[0].weight = 2;
-        assert_eq!(picks(&two, None, now, 100), [0, 100, 0]);
+        assert_eq!(picks(&two, &[], now, 100), [0, 100, 0]);
     }
 
     #[test]
@@ -208,19 +204,19 @@ mod tests {
         let mut endpoints = [fake(epoch, 0, 1), fake(epoch, 1, 2), fake(epoch, 2, 30)];
         endpoints[0].ejected_until = Some(now + Duration::from_secs(30));
         endpoints[1].connected = false;
-        assert_eq!(picks(&endpoints, None, now, 200), [0, 0, 200, 0]);
+        assert_eq!(picks(&endpoints, &[], now, 200), [0, 0, 200, 0]);
         // An ejection that has ended no longer counts: the cheapest is back, and wins every
         // draw it is in (the unconnected one still never picked).
         endpoints[0].ejected_until = Some(now);
-        let counts = picks(&endpoints, None, now, 300);
+        let counts = picks(&endpoints, &[], now, 300);
         assert_eq!((counts[1], counts[3]), (0, 0), "{counts:?}");
         assert!(counts[0] > counts[2] && counts[2] > 0, "{counts:?}");
         // None available: no pick.
         for e in &mut endpoints {
             e.connected = false;
         }
-        assert_eq!(picks(&endpoints, None, now, 10), [0, 0, 0, 10]);
-        assert_eq!(picks(&[], None, now, 10), [10]);
+        assert_eq!(picks(&endpoints, &[], now, 10), [0, 0, 0, 10]);
+        assert_eq!(picks(&[], &[], now, 10), [10]);
     }
 
     #[test]
@@ -230,14 +226,23 @@ mod tests {
         // The avoided endpoint is the cheapest: it is still never picked.
         let mut endpoints = [fake(epoch, 0, 1), fake(epoch, 1, 20), fake(epoch, 2, 30)];
         let avoid = key(0);
-        let counts = picks(&endpoints, Some(&avoid), now, 300);
+        let counts = picks(&endpoints, std::slice::from_ref(&avoid), now, 300);
         assert_eq!(counts[0], 0, "{counts:?}");
         assert_eq!(counts[3], 0, "{counts:?}");
+        // A hedged call avoids every endpoint it has a try outstanding on.
+        let both = [key(0), key(1)];
+        assert_eq!(picks(&endpoints, &both, now, 100), [0, 0, 100, 0]);
         // The only other one is unavailable: the avoided one rather than nothing.
         endpoints[1].connected = false;
         endpoints[2].connected = false;
-        assert_eq!(picks(&endpoints, Some(&avoid), now, 50), [50, 0, 0, 0]);
+        assert_eq!(
+            picks(&endpoints, std::slice::from_ref(&avoid), now, 50),
+            [50, 0, 0, 0]
+        );
         // A single endpoint, avoided: still picked.
-        assert_eq!(picks(&endpoints[..1], Some(&avoid), now, 5), [5, 0]);
+        assert_eq!(
+            picks(&endpoints[..1], std::slice::from_ref(&avoid), now, 5),
+            [5, 0]
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! call  ->  route (a RouteDecision, or the mesh's refusal)  ->  mirror (a copy, not awaited)
 //!       ->  within the call's timeout: injected delay, then injected abort or Tries::run
+//!           (or hedge::run)
 //!       ->  respond (response filter, or failure)
 //! ```
 //!
@@ -24,6 +25,7 @@ use tracing::Instrument;
 use super::backend::{Backend, SendError};
 use super::body::{MeshBody, Replay, ResponseBody};
 use super::deadline::within;
+use super::hedge;
 use super::respond::failure;
 use super::retry::{Head, Tries};
 use super::route::route;
@@ -204,6 +206,7 @@ where
     };
     // What lives across the wait: the tries, the first request, and the try's own future.
     Either::Right(async move {
+        let hedging = hedge::policy_in_force(tries.rule.as_deref(), tries.replay.is_some());
         let attempt = async {
             if let Some(delay) = fault.delay {
                 tries.metrics.fault_delays.increment(1);
@@ -221,7 +224,10 @@ where
                         status,
                     })
                 }
-                None => tries.run(first).await,
+                None => match hedging {
+                    Some(policy) => hedge::run(&tries, policy, first).await,
+                    None => tries.run(first).await,
+                },
             }
         };
         let result = within(timeout, attempt).await;
@@ -275,7 +281,7 @@ where
     let ready_timeout = shared.ready_timeout;
     tokio::spawn(async move {
         if let Err(SendError::Endpoint(_, error) | SendError::Unsent(_, error, _)) =
-            target.send(request, None, ready_timeout, None).await
+            target.send(request, &[], ready_timeout, None).await
         {
             tracing::debug!(backend = %target.service, %error, "mirrored request failed");
         }

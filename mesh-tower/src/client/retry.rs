@@ -39,7 +39,7 @@ use crate::telemetry::OutboundMetrics;
 /// How many times one call may be resent after a refusal (see the module docs): once covers a
 /// draining replica, twice one more draining at the same time; a bound, so that a backend
 /// whose every endpoint is going away ends the call rather than loop.
-const MAX_RESENDS: u32 = 2;
+pub(super) const MAX_RESENDS: u32 = 2;
 
 /// The request's head, kept to build retries (and a mirror's copy) from.
 pub(crate) struct Head {
@@ -124,18 +124,11 @@ where
                 if self.explain {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                set_origin(&mut attempt, &self.shared.authority);
-                if self.grpc
-                    && let Some(deadline) = self.deadline
-                {
-                    // Pass the caller's deadline on, less what has been spent.
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    set_grpc_timeout(attempt.headers_mut(), remaining);
-                }
+                self.prepare(&mut attempt);
                 let mut chosen = None;
                 let sent = self.backend.send(
                     attempt,
-                    avoid.as_ref(),
+                    avoid.as_slice(),
                     self.shared.ready_timeout,
                     // Only a try with its own timer can be dropped before it answers.
                     self.per_try.map(|_| &mut chosen),
@@ -199,6 +192,18 @@ where
                     tokio::time::sleep(backoff).await;
                 }
             }
+        }
+    }
+
+    /// Readies a try to go out: its origin, and the caller's deadline passed on, less what
+    /// has been spent.
+    pub(super) fn prepare(&self, attempt: &mut Request<MeshBody<B>>) {
+        set_origin(attempt, &self.shared.authority);
+        if self.grpc
+            && let Some(deadline) = self.deadline
+        {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            set_grpc_timeout(attempt.headers_mut(), remaining);
         }
     }
 
@@ -288,14 +293,14 @@ where
     }
 
     /// The request again, from its head and its replayable body, if both were kept.
-    fn again(&self) -> Option<Request<MeshBody<B>>> {
+    pub(super) fn again(&self) -> Option<Request<MeshBody<B>>> {
         let (head, replay) = (self.head.as_ref()?, self.replay.as_ref()?);
         Some(head.request(MeshBody::Replay(replay.rewind())))
     }
 
     /// Whether the try's outcome ends the call or may be retried, and the endpoint to avoid;
     /// records the outcome for the endpoint's outlier detection.
-    fn judge(&self, outcome: Outcome<B>) -> (Verdict<B>, Option<EndpointKey>) {
+    pub(super) fn judge(&self, outcome: Outcome<B>) -> (Verdict<B>, Option<EndpointKey>) {
         let policy = self.retry();
         match outcome {
             Outcome::Sent(Ok((response, endpoint))) => {
@@ -418,20 +423,20 @@ where
     /// their number. A resend is never refused for want of budget: the refused request cost
     /// the endpoint's application nothing, so resending it cannot feed a retry storm, and
     /// [`MAX_RESENDS`] bounds it.
-    fn count_resend(&self) {
+    pub(super) fn count_resend(&self) {
         let _taken = lock(&self.shared.budget).try_withdraw(Instant::now());
     }
 }
 
 /// What a try came to.
-enum Outcome<B> {
+pub(super) enum Outcome<B> {
     Sent(Sent<MeshBody<B>>),
     /// The try's timer fired; the endpoint it went to, when one had been picked.
     TryTimedOut(Duration, Option<Arc<Endpoint<MeshBody<B>>>>),
 }
 
 /// A try's outcome, judged, with what the next step needs.
-enum Verdict<B> {
+pub(super) enum Verdict<B> {
     Done(Result<Response<ResponseBody>, CallError>),
     Retryable(Result<Response<ResponseBody>, CallError>),
     /// The endpoint refused the request unprocessed: it may be sent again anywhere.
@@ -574,7 +579,7 @@ pub(crate) fn may_retry(
     }
 }
 
-fn lock(budget: &Mutex<RetryBudget>) -> std::sync::MutexGuard<'_, RetryBudget> {
+pub(super) fn lock(budget: &Mutex<RetryBudget>) -> std::sync::MutexGuard<'_, RetryBudget> {
     // The budget is plain arithmetic: a panic elsewhere cannot leave it inconsistent.
     budget
         .lock()

@@ -66,6 +66,16 @@ impl Authorizer {
         self
     }
 
+    /// The inbound policy in force, with its routes and rate limiter.
+    pub(crate) fn inbound(&self) -> &ArcSwapOption<Inbound> {
+        &self.policy
+    }
+
+    /// The service's metric handles, when it has telemetry.
+    pub(crate) fn telemetry(&self) -> Option<&InboundTelemetry> {
+        self.telemetry.as_deref()
+    }
+
     /// Whether this connection's caller may be told the verdict on its requests.
     pub(crate) fn explains(&self) -> bool {
         self.explains

@@ -4,9 +4,11 @@
 //!
 //! For each request it reads the connection's [`MeshConnectInfo`] (put in the extensions by
 //! the mesh's listener), puts the caller's verified [`PeerIdentity`] into the extensions,
-//! measures and traces the call ([`super::telemetry`]), and judges it by the service's inbound
-//! policy ([`super::authz`]): a denied call gets 403 or PERMISSION_DENIED naming the policy,
-//! and the [`mesh_core::authz::Decision`] is in the extensions for the handler.
+//! measures and traces the call ([`super::telemetry`]), checks it against the service's rate
+//! limits ([`super::rate_limit`]: 429 or RESOURCE_EXHAUSTED over a limit), and judges it by
+//! the service's inbound policy ([`super::authz`]): a denied call gets 403 or
+//! PERMISSION_DENIED naming the policy, and the [`mesh_core::authz::Decision`] is in the
+//! extensions for the handler.
 //!
 //! It fails closed: a request without [`MeshConnectInfo`] did not come through the mesh's
 //! listener (a server wired by mistake to a plain listener) and is refused with 401 or
@@ -24,6 +26,7 @@ use mesh_core::authz::Decision;
 
 use super::authz::Authorizer;
 use super::connect_info::MeshConnectInfo;
+use super::rate_limit;
 use super::telemetry::InboundFuture;
 use crate::explain;
 use crate::identity::PeerIdentity;
@@ -116,7 +119,9 @@ where
             request,
             busy,
             |request| match authorizer {
-                Some(authorizer) => match authorizer.authorize(request, peer) {
+                Some(authorizer) => match rate_limit::check(authorizer, &request, peer)
+                    .and_then(|()| authorizer.authorize(request, peer))
+                {
                     Ok(request) => {
                         if explain {
                             verdict = request

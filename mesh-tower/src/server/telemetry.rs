@@ -15,17 +15,18 @@ use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::{Decision, Verdict};
+use mesh_core::rate::{LimitKind, Limited};
 use metrics::{Counter, Label};
 
 use crate::activity::Busy;
 use crate::identity::PeerIdentity;
 use crate::telemetry::{
-    AUTHZ_DECISIONS, CallRecord, Direction, JWT_REFUSALS, ObservedBody, StatusTable, attr,
-    server_span, set_remote_parent,
+    AUTHZ_DECISIONS, CallRecord, Direction, JWT_REFUSALS, ObservedBody, RATE_LIMITED, StatusTable,
+    attr, server_span, set_remote_parent,
 };
 
 pin_project! {
@@ -172,7 +173,17 @@ pub(crate) struct InboundTelemetry {
     /// Verdict -> policy -> counter (nested so a lookup borrows the policy name).
     decisions: RwLock<HashMap<Verdict, HashMap<String, Counter>>>,
     last_decision: ArcSwapOption<(Verdict, String, Counter)>,
+    /// Calls refused by a rate limit, by policy, limit and caller (see [`RATE_LIMITED`]).
+    limited: Mutex<HashMap<LimitedKey, Counter>>,
 }
+
+/// A rate-limited counter's labels: policy, limit, caller (`None` for `_OTHER`).
+type LimitedKey = (Arc<str>, LimitKind, Option<Option<PeerIdentity>>);
+
+/// Callers labelled by name on the rate-limited counter; further ones are `_OTHER`. Callers
+/// are verified identities, so this only bounds what a flood of them could make the mesh
+/// remember.
+const MAX_LIMITED_CALLERS: usize = 256;
 
 impl std::fmt::Debug for InboundTelemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -298,5 +309,36 @@ impl InboundTelemetry {
             .or_default()
             .insert(policy.to_owned(), counter.clone());
         counter
+    }
+
+    /// Counts a call from `peer` refused by a rate limit. Only refused calls come here: the
+    /// admitted ones pay nothing for this counter.
+    pub(crate) fn limited(&self, limited: &Limited, peer: Option<&PeerIdentity>) {
+        let mut counters = self.limited.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut key: LimitedKey = (limited.policy.clone(), limited.kind, Some(peer.cloned()));
+        if !counters.contains_key(&key) {
+            let callers = counters.keys().filter(|k| k.2.is_some()).count();
+            if callers >= MAX_LIMITED_CALLERS {
+                key.2 = None;
+            }
+        }
+        let counter = counters.entry(key).or_insert_with_key(|key| {
+            let peer = match &key.2 {
+                Some(peer) => peer
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.id().to_string()),
+                None => crate::telemetry::OTHER.to_owned(),
+            };
+            metrics::counter!(
+                RATE_LIMITED,
+                vec![
+                    Label::new(attr::MESH_SERVICE, self.service.clone()),
+                    Label::new(attr::MESH_POLICY, key.0.to_string()),
+                    Label::from_static_parts(attr::MESH_LIMIT, key.1.as_str()),
+                    Label::new(attr::MESH_PEER_IDENTITY, peer),
+                ]
+            )
+        });
+        counter.increment(1);
     }
 }

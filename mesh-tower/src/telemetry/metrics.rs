@@ -19,8 +19,8 @@ use metrics::{Counter, Histogram, Label, SharedString};
 use crate::edges::{EdgeCounters, Edges};
 
 use super::{
-    FAULTS, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES, RETRY_BUDGET_EXHAUSTED,
-    RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
+    FAULTS, HEDGES, HEDGES_WON, HTTP_CLIENT_DURATION, HTTP_SERVER_DURATION, RETRIES,
+    RETRY_BUDGET_EXHAUSTED, RPC_CLIENT_DURATION, RPC_SERVER_DURATION, TIMEOUTS, attr,
 };
 
 /// gRPC status codes as `rpc.status_code` spells them, by code (mesh-core's, which configs use
@@ -301,6 +301,8 @@ impl StatusTable {
 pub(crate) struct OutboundMetrics {
     pub(crate) durations: Arc<StatusTable>,
     pub(crate) retries: Counter,
+    pub(crate) hedges: Counter,
+    pub(crate) hedges_won: Counter,
     pub(crate) budget_exhausted: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) try_timeouts: Counter,
@@ -332,6 +334,8 @@ impl OutboundMetrics {
         };
         let this = Self {
             retries: metrics::counter!(RETRIES, labels.clone()),
+            hedges: metrics::counter!(HEDGES, labels.clone()),
+            hedges_won: metrics::counter!(HEDGES_WON, labels.clone()),
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels.clone()),
             request_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "request")),
             try_timeouts: metrics::counter!(TIMEOUTS, with(attr::MESH_KIND, "try")),
@@ -353,6 +357,8 @@ impl OutboundMetrics {
         // Every counter exists from the start, at 0: a rate over it is 0, not absent.
         for counter in [
             &this.retries,
+            &this.hedges,
+            &this.hedges_won,
             &this.budget_exhausted,
             &this.request_timeouts,
             &this.try_timeouts,

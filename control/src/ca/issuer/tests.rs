@@ -631,3 +631,44 @@ fn refusals_name_the_key_or_signature_found() {
     trailing.push(0);
     assert_eq!(sign(&trailing).expect_err("trailing"), SignError::Malformed);
 }
+
+#[test]
+fn a_rotating_root_names_its_leaves_counts_their_expiry_and_survives_pem() {
+    let a = RootPair::generate(&td(), Duration::from_secs(600)).expect("root");
+    let b = RootPair::generate(&td(), Duration::from_secs(600)).expect("root");
+    assert_eq!(a.signed_until(), None);
+    assert_eq!(
+        a.not_after.duration_since(a.not_before).expect("ordered"),
+        Duration::from_secs(600),
+        "not backdated: a rotation counts from not_before"
+    );
+    // Issuing with A, trusting A and B: A's leaves name A, verify, and move A's count.
+    let ca = Ca::from_pair(&td(), &a, vec![a.cert.clone(), b.cert.clone()]).expect("CA");
+    assert_eq!(ca.trust_roots().len(), 2);
+    let issued = ca
+        .sign(&csr(), &id("a"), Duration::from_secs(60))
+        .expect("signed");
+    let leaf = &issued.chain_der[0];
+    assert_eq!(crate::ca::key_id::authority_key_id(leaf), Some(a.key_id()));
+    assert_ne!(a.key_id(), b.key_id());
+    assert_eq!(a.signed_until(), Some(issued.not_after));
+    assert_eq!(b.signed_until(), None);
+    verify_svid(
+        &ca.trust_bundle(),
+        leaf,
+        &[],
+        UnixTime::now(),
+        Usage::Client,
+    )
+    .expect("verifies against A + B");
+    // Stored as PEM and read back: the same root, and a key that still signs for it.
+    let (cert_pem, key_pem) = a.to_pem();
+    let back = RootPair::from_pem(&cert_pem, &key_pem).expect("loads");
+    assert_eq!(back.cert, a.cert);
+    assert_eq!(back.key_id(), a.key_id());
+    let (_, other_key) = b.to_pem();
+    assert!(
+        RootPair::from_pem(&cert_pem, &other_key).is_err(),
+        "a key of another root"
+    );
+}

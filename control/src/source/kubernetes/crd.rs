@@ -1,7 +1,8 @@
 //! The mesh's own custom resources: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
 //! Kubernetes home of the file source's `policies` entries, [`RequestAuthentication`], the JWT
-//! issuers a service accepts, and `FaultInjection` (see [`fault`]), which route rules name with
-//! an `ExtensionRef` filter.
+//! issuers a service accepts, `FaultInjection` (see [`fault`]), which route rules name with an
+//! `ExtensionRef` filter, and `LocalRateLimitPolicy` ([`rate_limit`]), the home of its
+//! `rateLimits`.
 //!
 //! The spec has the shape of [`mesh_core::config::PolicySpec`] (camelCase, `ALLOW`/`DENY`,
 //! `enforce`/`audit`), so that moving a policy from the control file into the cluster changes
@@ -35,6 +36,9 @@ pub use authn::{
     AuthnTarget, JwtHeader, JwtRule, RequestAuthentication, RequestAuthenticationSpec,
 };
 pub use fault::{FaultAbort, FaultDelay, FaultInjection, FaultInjectionSpec};
+pub mod rate_limit;
+
+pub use rate_limit::{LocalRateLimitPolicy, LocalRateLimitPolicySpec};
 
 /// The spec of an `AuthorizationPolicy`: who may (ALLOW) or may not (DENY) call a service.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -197,12 +201,13 @@ pub struct GrpcOperation {
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let crd = serde_yaml::to_string(&AuthorizationPolicy::crd())?;
     let fault = serde_yaml::to_string(&FaultInjection::crd())?;
+    let rate_limit = serde_yaml::to_string(&LocalRateLimitPolicy::crd())?;
     let authn = serde_yaml::to_string(&RequestAuthentication::crd())?;
     Ok(format!(
         "# Generated from mesh_control::k8s::{{AuthorizationPolicy, FaultInjection, \
-         RequestAuthentication}}; do not edit by hand.\n\
+         LocalRateLimitPolicy, RequestAuthentication}}; do not edit by hand.\n\
          # Regenerate: MESH_UPDATE_CRDS=1 cargo test -p mesh-control crds_file_is_current\n\
-         ---\n{crd}---\n{fault}---\n{authn}"
+         ---\n{crd}---\n{fault}---\n{rate_limit}---\n{authn}"
     ))
 }
 
@@ -232,6 +237,16 @@ mod tests {
         assert!(json.contains("x-kubernetes-validations"));
         assert!(json.contains(r#""enum":["ALLOW","DENY"]"#), "{json}");
         assert!(json.contains(r#""group":"policy.mesh.dev""#));
+    }
+
+    #[test]
+    fn the_rate_limit_schema_carries_its_bounds_and_rules() {
+        let json = serde_json::to_string(&LocalRateLimitPolicy::crd()).expect("serializable");
+        assert!(json.contains("set at least one of total, identity and overrides"));
+        assert!(json.contains(r#""maximum":1000000"#), "{json}");
+        assert!(json.contains(r#""minimum":1"#), "{json}");
+        assert!(json.contains(r#""maxItems":64"#), "{json}");
+        assert!(json.contains(r#""plural":"localratelimitpolicies""#));
     }
 
     #[test]

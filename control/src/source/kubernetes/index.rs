@@ -32,6 +32,7 @@
 //! - **RequestAuthentication** ([`super::crd`]): the JWT issuers of its Service, checked on its
 //!   own against it (a Service accepts at most 4 issuers in all: objects past that, in name
 //!   order, are refused);
+//! - **LocalRateLimitPolicy** ([`super::crd::rate_limit`]): likewise;
 //! - **FaultInjection** ([`super::crd`]): inlined into the rules whose `ExtensionRef` filter
 //!   names it (in the route's namespace); a rule naming one that does not exist answers 500
 //!   and its route's `ResolvedRefs` is false (see [`super::route`]).
@@ -47,12 +48,13 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 use mesh_core::config::{
     EndpointSpec, JwtRuleSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec,
-    RequestAuthenticationSpec, RouteSpec, ServicePortSpec, ServiceSpec, ValidConfig,
+    RateLimitSpec, RequestAuthenticationSpec, RouteSpec, ServicePortSpec, ServiceSpec, ValidConfig,
 };
 use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
 
 use super::crd::{
-    AuthorizationPolicy, FaultInjection, PolicyAction, PolicyMode, RequestAuthentication,
+    AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy, PolicyAction, PolicyMode,
+    RequestAuthentication,
 };
 use super::route::{GammaRoute, ParentRef, Refusal, RouteKind};
 
@@ -408,6 +410,23 @@ impl Indexed for FaultInjection {
     }
 }
 
+/// A `LocalRateLimitPolicy` whose spec does not have the file source's shape.
+#[derive(Debug, thiserror::Error)]
+#[error("spec: {0}")]
+struct RateLimitSpecError(#[from] serde_json::Error);
+
+impl Indexed for LocalRateLimitPolicy {
+    type Summary = super::crd::LocalRateLimitPolicySpec;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(self.spec.clone())
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.rate_limits
+    }
+}
+
 /// Every object the mesh reads, summarized, and the settings that turn them into config.
 #[derive(Debug)]
 pub(crate) struct ClusterIndex {
@@ -421,6 +440,7 @@ pub(crate) struct ClusterIndex {
     policies: Store<super::crd::AuthorizationPolicySpec>,
     authns: Store<super::crd::RequestAuthenticationSpec>,
     faults: Store<super::crd::FaultInjectionSpec>,
+    rate_limits: Store<super::crd::LocalRateLimitPolicySpec>,
 }
 
 /// A route object the index refused or could only partly attach, per parent.
@@ -476,6 +496,7 @@ impl ClusterIndex {
             policies: Store::default(),
             authns: Store::default(),
             faults: Store::default(),
+            rate_limits: Store::default(),
         }
     }
 
@@ -505,6 +526,7 @@ impl ClusterIndex {
             ("authorizationpolicies", self.policies.synced),
             ("requestauthentications", self.authns.synced),
             ("faultinjections", self.faults.synced),
+            ("localratelimitpolicies", self.rate_limits.synced),
         ]
         .into_iter()
         .filter_map(|(kind, synced)| (!synced).then_some(kind))
@@ -563,11 +585,13 @@ impl ClusterIndex {
         let routes = self.attach_routes(&mut services, &mut refused);
         let policies = self.policies(&services, &mut refused);
         let request_authentications = self.request_authentications(&services, &mut refused);
+        let rate_limits = self.rate_limits(&services, &mut refused);
 
         let config = MeshConfig {
             services: services.into_values().collect(),
             policies,
             request_authentications,
+            rate_limits,
             default_policy: self.default_policy.clone(),
             instance_zones: self.instance_zones(),
         };
@@ -589,6 +613,7 @@ impl ClusterIndex {
             services: services.to_vec(),
             policies: policies.to_vec(),
             request_authentications: Vec::new(),
+            rate_limits: Vec::new(),
             default_policy: None,
             instance_zones: BTreeMap::new(),
         }
@@ -1055,6 +1080,77 @@ fn authn_spec(
             route: None,
         },
         jwt_rules,
+    })
+}
+
+impl ClusterIndex {
+    /// Every rate-limit policy that passes validation on its own against its target.
+    fn rate_limits(
+        &self,
+        services: &BTreeMap<ObjectKey, ServiceSpec>,
+        refused: &mut Vec<String>,
+    ) -> Vec<RateLimitSpec> {
+        let mut out = Vec::new();
+        for (key, policy) in &self.rate_limits.items {
+            let spec = match rate_limit_spec(key, policy) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    refused.push(format!("LocalRateLimitPolicy {key}: {e}"));
+                    continue;
+                }
+            };
+            let target = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: policy.target.service.clone(),
+            };
+            let Some(service) = services.get(&target) else {
+                refused.push(format!(
+                    "LocalRateLimitPolicy {key}: spec.target.service: Service {target} not found"
+                ));
+                continue;
+            };
+            let check = MeshConfig {
+                services: vec![without_endpoints(service, service.routes.clone())],
+                policies: Vec::new(),
+                rate_limits: vec![spec.clone()],
+                ..MeshConfig::default()
+            }
+            .validate(&self.trust_domain);
+            if let Err(e) = check {
+                refused.push(format!(
+                    "LocalRateLimitPolicy {key}: {}",
+                    e.to_string().replace("rateLimits[0].", "spec.")
+                ));
+                continue;
+            }
+            out.push(spec);
+        }
+        out
+    }
+}
+
+/// The file source's rate-limit policy for a CRD object.
+fn rate_limit_spec(
+    key: &ObjectKey,
+    policy: &super::crd::LocalRateLimitPolicySpec,
+) -> Result<RateLimitSpec, RateLimitSpecError> {
+    // The CRD's limits have the file's JSON shape by design; going through JSON keeps the two
+    // from drifting apart field by field.
+    fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(
+        value: &T,
+    ) -> Result<U, serde_json::Error> {
+        serde_json::to_value(value).and_then(serde_json::from_value)
+    }
+    Ok(RateLimitSpec {
+        name: key.name.clone(),
+        target: PolicyTargetSpec {
+            service: policy.target.service.clone(),
+            namespace: Some(key.namespace.clone()),
+            route: policy.target.route.clone(),
+        },
+        total: convert(&policy.total)?,
+        identity: convert(&policy.identity)?,
+        overrides: convert(&policy.overrides)?,
     })
 }
 

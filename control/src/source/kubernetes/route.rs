@@ -24,13 +24,22 @@
 //!   the route's namespace, in place of the producer routes (each subscriber's snapshot is
 //!   projected for its namespace);
 //! - `hostnames` does not apply to mesh routes and is ignored.
+//!
+//! Hedging, which the Gateway API has no field for, is the annotation [`HEDGING_ANNOTATION`]
+//! on the route: the control file's `hedging` block (YAML or JSON), for every rule of the
+//! route (a rule hedged alone goes in a route of its own). A value that does not parse, or
+//! that validation refuses, refuses the route with the reason in its status.
 
 use mesh_core::config::{
-    BackendRefSpec, CreationTimestamp, FaultInjectionSpec, FilterSpec, MirrorBackendRefSpec,
-    RequestMirrorSpec, RouteRuleSpec, RouteSpec,
+    BackendRefSpec, CreationTimestamp, FaultInjectionSpec, FilterSpec, HedgingSpec,
+    MirrorBackendRefSpec, RequestMirrorSpec, RouteRuleSpec, RouteSpec,
 };
 use serde::Deserialize;
 use serde_json::Value;
+
+/// Route annotation: a hedging policy for every rule of the route, as the control file's
+/// `hedging` block (`{maxAttempts: 2, delay: p95}`).
+pub(crate) const HEDGING_ANNOTATION: &str = "mesh.dev/hedging";
 
 /// `http` or `grpc`, as [`RouteSpec::kind`] spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +58,8 @@ pub(crate) struct GammaRoute {
     pub(crate) generation: Option<i64>,
     /// `metadata.creationTimestamp`, RFC 3339.
     pub(crate) created: Option<String>,
+    /// The [`HEDGING_ANNOTATION`], as written.
+    pub(crate) hedging: Option<String>,
     pub(crate) spec: GammaSpec,
 }
 
@@ -200,6 +211,11 @@ impl GammaRoute {
                 .as_ref()
                 .and_then(|t| serde_json::to_value(t).ok())
                 .and_then(|v| v.as_str().map(str::to_owned)),
+            hedging: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HEDGING_ANNOTATION))
+                .map(|v| v.trim().to_owned()),
             spec: serde_json::from_value(spec)?,
         })
     }
@@ -213,12 +229,27 @@ impl GammaRoute {
         namespace: &str,
         faults: &dyn Fn(&str) -> Option<FaultInjectionSpec>,
     ) -> Result<RouteSpec, Refusal> {
+        let hedging = self
+            .hedging
+            .as_deref()
+            .map(serde_yaml::from_str::<HedgingSpec>)
+            .transpose()
+            .map_err(|e| {
+                Refusal::new(
+                    "UnsupportedValue",
+                    format!("metadata.annotations[{HEDGING_ANNOTATION}]: {e}"),
+                )
+            })?;
         let rules = self
             .spec
             .rules
             .iter()
             .enumerate()
-            .map(|(i, rule)| rule_spec(i, rule, namespace, faults))
+            .map(|(i, rule)| {
+                let mut spec = rule_spec(i, rule, namespace, faults)?;
+                spec.hedging.clone_from(&hedging);
+                Ok(spec)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteSpec {
             name: name.to_owned(),
@@ -372,6 +403,8 @@ fn rule_spec(
         backend_refs,
         timeouts,
         retry: None,
+        // From the route's annotation (see `GammaRoute::to_spec`).
+        hedging: None,
     })
 }
 

@@ -24,7 +24,9 @@ use mesh_core::config::ValidConfig;
 use tokio::task::JoinHandle;
 
 use super::KubernetesSource;
-use super::crd::{AuthorizationPolicy, FaultInjection, RequestAuthentication};
+use super::crd::{
+    AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy, RequestAuthentication,
+};
 use super::index::{BuildError, ClusterIndex, RouteStatus};
 use super::lease::LeaderLease;
 use crate::state::StateStore;
@@ -59,6 +61,7 @@ enum ClusterEvent {
     Policy(Box<watcher::Event<AuthorizationPolicy>>),
     Authn(Box<watcher::Event<RequestAuthentication>>),
     Fault(Box<watcher::Event<FaultInjection>>),
+    RateLimit(Box<watcher::Event<LocalRateLimitPolicy>>),
 }
 
 /// The index and its watchers after the first sync, ready to follow changes.
@@ -190,6 +193,7 @@ impl Syncer {
             Ok(ClusterEvent::Policy(e)) => index.apply(*e),
             Ok(ClusterEvent::Authn(e)) => index.apply(*e),
             Ok(ClusterEvent::Fault(e)) => index.apply(*e),
+            Ok(ClusterEvent::RateLimit(e)) => index.apply(*e),
             Err(error) => {
                 // The watcher backs off and retries (relisting when its resource version is
                 // gone); until then the objects it had stay as they were.
@@ -251,9 +255,12 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
     )
     .default_backoff()
     .map(|e| e.map(|e| ClusterEvent::Authn(Box::new(e))));
-    let faults = watcher(Api::<FaultInjection>::all(client), config)
+    let faults = watcher(Api::<FaultInjection>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::Fault(Box::new(e))));
+    let rate_limits = watcher(Api::<LocalRateLimitPolicy>::all(client), config)
+        .default_backoff()
+        .map(|e| e.map(|e| ClusterEvent::RateLimit(Box::new(e))));
     futures_util::stream::select_all([
         services.boxed(),
         slices.boxed(),
@@ -263,6 +270,7 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
         policies.boxed(),
         authns.boxed(),
         faults.boxed(),
+        rate_limits.boxed(),
     ])
     .boxed()
 }

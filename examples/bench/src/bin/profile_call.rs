@@ -3,7 +3,8 @@
 //! so that `perf record` or `valgrind --tool=callgrind` sees only the cost of the layers.
 //!
 //! Usage: `cargo run --profile profiling -p bench --bin profile_call --
-//! [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]` (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of
+//! [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]
+//! [--rate-limit]` (`mesh`: one client with a pool of C connections; `mesh-clients`: C clients of
 //! one connection each, callers spread over them as over tonic's C channels; `--crossed`: the
 //! mesh's clients call the plain tonic server and plain tonic calls the meshed one, which
 //! tells the client's share of a difference from the server's).
@@ -48,9 +49,12 @@ struct Args {
     in_flight: usize,
     connections: usize,
     crossed: bool,
+    /// The greeter has a total and a per-identity rate limit (never reached), to measure
+    /// what checking them costs a call.
+    rate_limit: bool,
 }
 
-const USAGE: &str = "usage: cargo run --profile profiling -p bench --bin profile_call -- [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed]";
+const USAGE: &str = "usage: cargo run --profile profiling -p bench --bin profile_call -- [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed] [--rate-limit]";
 
 const HELP: &str = "\
 N greeter calls through the mesh, or through plain tonic over the mesh's own mTLS, for perf or
@@ -64,6 +68,8 @@ second and each side's CPU time per call.
   --in-flight K   calls in flight at once (default 1)
   --connections C connections (default 1)
   --crossed       the mesh's clients call the plain tonic server and plain tonic the meshed one
+  --rate-limit    the greeter has a total and a per-identity rate limit, never reached (what
+                  checking them costs; compare with a run without)
   -h, --help      this text
 
 Under callgrind, run it twice with different --calls and divide the difference in instructions
@@ -77,6 +83,7 @@ fn parse_args() -> anyhow::Result<Args> {
         in_flight: 1,
         connections: 1,
         crossed: false,
+        rate_limit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -88,6 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--in-flight" => args.in_flight = it.next().context("--in-flight K")?.parse()?,
             "--connections" => args.connections = it.next().context("--connections C")?.parse()?,
             "--crossed" => args.crossed = true,
+            "--rate-limit" => args.rate_limit = true,
             "-h" | "--help" => {
                 println!("{USAGE}\n\n{HELP}");
                 std::process::exit(0);
@@ -115,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     let trust_domain = TrustDomain::new("mesh.local")?;
     let control = main_rt.block_on(mesh_control::start(ControlOptions::new(
         trust_domain.clone(),
-        ConfigSource::Inline(config(mesh_addr, plain_addr)),
+        ConfigSource::Inline(config(mesh_addr, plain_addr, args.rate_limit)),
     )))?;
     let dir = tempfile::tempdir()?;
     let anchors = dir.path().join("trust-bundle.pem");
@@ -188,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         in_flight,
         connections,
         crossed,
+        ..
     } = args;
     // Which server each kind of client calls.
     let (mesh_destination, tonic_addr) = if crossed {
@@ -259,8 +268,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(addr: SocketAddr, plain_addr: SocketAddr) -> String {
-    let (greeter, policies) = examples::everything_on_greeter(addr, "caller");
+fn config(addr: SocketAddr, plain_addr: SocketAddr, rate_limit: bool) -> String {
+    let (greeter, mut policies) = examples::everything_on_greeter(addr, "caller");
+    if rate_limit {
+        // Limits far above any call rate here: every call is checked and admitted.
+        policies.push_str(
+            "rateLimits:\n  - name: greeter-limits\n    target: {service: greeter}\n    \
+             total: {requestsPerSecond: 1000000}\n    identity: {requestsPerSecond: 1000000}\n",
+        );
+    }
     format!(
         r#"
 services:

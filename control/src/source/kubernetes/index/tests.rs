@@ -96,6 +96,7 @@ fn synced() -> ClusterIndex {
         index.apply(Event::<AuthorizationPolicy>::InitDone),
         index.apply(Event::<FaultInjection>::InitDone),
         index.apply(Event::<RequestAuthentication>::InitDone),
+        index.apply(Event::<LocalRateLimitPolicy>::InitDone),
     ] {
         assert!(done, "a first InitDone is a change");
     }
@@ -144,7 +145,7 @@ fn greeter() -> ClusterIndex {
 #[test]
 fn is_unsynced_until_every_kind_is_listed() {
     let mut index = ClusterIndex::new(td(), None);
-    assert_eq!(index.unsynced().len(), 8);
+    assert_eq!(index.unsynced().len(), 9);
     index.apply(Event::<Service>::Init);
     index.apply(Event::InitApply(service("default", "greeter")));
     index.apply(Event::<Service>::InitDone);
@@ -824,6 +825,7 @@ fn the_example_manifests_index_into_a_valid_config() {
             "Service" => index.apply(Event::Apply(obj::<Service>(value))),
             "HTTPRoute" => index.apply(Event::Apply(obj::<HttpRoute>(value))),
             "AuthorizationPolicy" => index.apply(Event::Apply(obj::<AuthorizationPolicy>(value))),
+            "LocalRateLimitPolicy" => index.apply(Event::Apply(obj::<LocalRateLimitPolicy>(value))),
             _ => false,
         };
     }
@@ -831,9 +833,69 @@ fn the_example_manifests_index_into_a_valid_config() {
     assert!(built.refused.is_empty(), "{:?}", built.refused);
     let dest = built.config.destination(&name("greeter.default"));
     assert_eq!(dest.routes.len(), 1);
+    assert_eq!(
+        dest.routes[0].rules[0]
+            .hedging
+            .as_ref()
+            .map(|h| h.max_attempts),
+        Some(2),
+        "the route's hedging annotation"
+    );
     let inbound = built.config.inbound(&name("greeter.default"));
     assert_eq!(inbound.policies.len(), 1);
     assert_eq!(inbound.default_policy, DefaultPolicy::AllAuthenticated);
+    assert_eq!(inbound.rate_limits.len(), 1);
+    assert_eq!(&*inbound.rate_limits[0].name, "greeter-limits");
+}
+
+fn rate_limit(ns: &str, name: &str, spec: Value) -> LocalRateLimitPolicy {
+    obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "LocalRateLimitPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec
+    }))
+}
+
+#[test]
+fn rate_limits_attach_to_their_service_and_bad_ones_are_left_out() {
+    let mut index = greeter();
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "good",
+        json!({"target": {"service": "greeter"}, "identity": {"requestsPerSecond": 5}}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "bad-identity",
+        json!({"target": {"service": "greeter"},
+               "overrides": [{"requestsPerSecond": 5,
+                              "clients": {"identities": ["spiffe://elsewhere/ns/a/sa/b"]}}]}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "default",
+        "no-route",
+        json!({"target": {"service": "greeter", "route": "nope"},
+               "total": {"requestsPerSecond": 5}}),
+    )));
+    index.apply(Event::Apply(rate_limit(
+        "shop",
+        "elsewhere",
+        json!({"target": {"service": "greeter"}, "total": {"requestsPerSecond": 5}}),
+    )));
+    let built = index.build().expect("builds");
+    let inbound = built.config.inbound(&name("greeter.default"));
+    let names: Vec<&str> = inbound.rate_limits.iter().map(|l| &*l.name).collect();
+    assert_eq!(names, ["good"]);
+    let mut refused = built.refused.clone();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            r#"LocalRateLimitPolicy default/bad-identity: spec.overrides[0].clients.identities[0]: identity "spiffe://elsewhere/ns/a/sa/b" is not in trust domain "mesh.local""#,
+            r#"LocalRateLimitPolicy default/no-route: spec.target.route: service "greeter.default" has no route "nope""#,
+            "LocalRateLimitPolicy shop/elsewhere: spec.target.service: Service shop/greeter not found",
+        ]
+    );
 }
 
 #[test]
@@ -1024,4 +1086,61 @@ fn request_authentications_give_their_service_issuers_and_bad_ones_are_left_out(
             "{object}: {why}: {refused}"
         );
     }
+}
+
+#[test]
+fn a_hedging_annotation_hedges_every_rule_and_a_bad_one_refuses_the_route() {
+    use mesh_core::snapshot::{HedgeDelay, HedgingPolicy};
+
+    let mut index = greeter();
+    let annotated = |name: &str, value: &str| {
+        let mut route = http_route("default", name, svc_parent("greeter"), &[("greeter", 1)]);
+        route.metadata.annotations = Some(
+            [("mesh.dev/hedging".to_owned(), value.to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        route
+    };
+    index.apply(Event::Apply(annotated(
+        "hedged",
+        "{maxAttempts: 3, delay: 20ms, nonFatalCodes: [503]}",
+    )));
+    index.apply(Event::Apply(annotated("too-many", "{maxAttempts: 9}")));
+    index.apply(Event::Apply(annotated("unparsable", "{maxAttempts: [")));
+    let built = index.build().expect("builds");
+    let dest = built.config.destination(&name("greeter.default"));
+    let routes: Vec<&str> = dest.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, ["hedged"], "{:?}", built.refused);
+    assert_eq!(
+        dest.routes[0].rules[0].hedging,
+        Some(HedgingPolicy {
+            max_attempts: 3,
+            delay: HedgeDelay::Fixed(std::time::Duration::from_millis(20)),
+            non_fatal_codes: vec![http::StatusCode::SERVICE_UNAVAILABLE],
+            non_fatal_grpc_codes: Vec::new(),
+        })
+    );
+    let refusal = |route: &str| {
+        built
+            .routes
+            .iter()
+            .find(|r| r.route.name == route)
+            .expect("status")
+            .parents[0]
+            .accepted
+            .clone()
+            .expect_err("refused")
+            .message
+    };
+    let too_many = refusal("too-many");
+    assert!(
+        too_many.contains("spec.rules[0].hedging.maxAttempts: 9 is out of range 2 to 5"),
+        "{too_many}"
+    );
+    let unparsable = refusal("unparsable");
+    assert!(
+        unparsable.starts_with("metadata.annotations[mesh.dev/hedging]: "),
+        "{unparsable}"
+    );
 }
