@@ -80,6 +80,7 @@
 mod admin;
 pub mod ca;
 pub mod ctl;
+mod jwks;
 mod options;
 mod running;
 mod serve;
@@ -92,6 +93,7 @@ mod watch;
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
+pub use jwks::JwksOptions;
 pub use options::{
     ControlOptions, DEFAULT_EDGE_REPORT_INTERVAL, DEFAULT_NAMESPACE, SERVICE_ACCOUNT, StartError,
 };
@@ -106,7 +108,7 @@ pub use source::file::{self, ControlConfig, LoadError, ParseError};
 #[cfg(feature = "kubernetes")]
 pub use source::kubernetes as k8s;
 pub use start::start;
-pub use state::State;
+pub use state::{Jwks, State};
 pub use watch::limits::WatchLimits;
 pub use watch::registry::{MAX_NACK_DETAILS, Nack, NackDetail, SubscriberStatus};
 pub use watch::skew;

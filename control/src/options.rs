@@ -10,6 +10,7 @@ use mesh_core::anchor_rotation::{RotationSchedule, ScheduleError};
 
 use crate::ca::certify::CertifyRateLimit;
 use crate::ca::{self, CaError, CaSource};
+use crate::jwks::JwksOptions;
 use crate::serve::limits::{ConnectionLimits, InvalidLimit};
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
@@ -67,6 +68,8 @@ pub struct ControlOptions {
     /// port (`/ui`; default 5 s, which should stay well below the view's 30 s window). Zero
     /// asks for no reports.
     pub edge_report_interval: Duration,
+    /// How the JWK Sets of `jwksUri` issuers are refreshed.
+    pub jwks: JwksOptions,
     /// Rotates the CA's own root automatically on this schedule (default: off). Needs a dev
     /// or in-memory CA: a CA in files is rotated by its operator (see `ca::reload`). The state
     /// (roots, keys, phase) is kept in the Secret `mesh-control-ca` when the config comes from
@@ -84,6 +87,9 @@ pub enum StartError {
     /// A bound in `connection_limits` lets nothing through (the message names the field).
     #[error("connection_limits.{0}")]
     ConnectionLimits(InvalidLimit),
+    /// A bound in `jwks` is out of range.
+    #[error("{0}")]
+    Jwks(String),
     /// `namespace` cannot form the service's SPIFFE ID.
     #[error("namespace {namespace:?}: {reason}")]
     Namespace {
@@ -172,6 +178,7 @@ impl ControlOptions {
             certify_rate: CertifyRateLimit::default(),
             watch_limits: WatchLimits::default(),
             edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
+            jwks: JwksOptions::default(),
             root_rotation: None,
         }
     }

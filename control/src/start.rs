@@ -64,6 +64,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         certify_rate,
         watch_limits,
         edge_report_interval,
+        jwks,
         root_rotation,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
@@ -72,6 +73,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     connection_limits
         .check()
         .map_err(StartError::ConnectionLimits)?;
+    jwks.check().map_err(StartError::Jwks)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
     let rotating = rotation_state(
@@ -115,6 +117,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         &namespace,
         file_poll_interval,
     ));
+    tasks.push(crate::jwks::spawn(shared.state.clone(), jwks));
     tasks.push(own.resolver.clone().spawn_renewal(
         ca.clone(),
         identity.clone(),

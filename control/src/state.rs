@@ -1,6 +1,7 @@
 //! The config in force: one immutable, versioned [`State`] in a `watch` channel that every
 //! Watch stream reads its projection from.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mesh_core::config::ValidConfig;
@@ -16,7 +17,13 @@ pub struct State {
     pub config: ValidConfig,
     /// The trust domain's roots, sent to every subscriber (several while roots rotate).
     pub trust_bundle: Arc<Vec<CertificateDer<'static>>>,
+    /// The JWK Set last fetched from each `jwksUri` of the config (see the `jwks` module); a URI
+    /// never fetched successfully is absent.
+    pub jwks: Arc<Jwks>,
 }
+
+/// JWK Set documents by the URI they were fetched from.
+pub type Jwks = BTreeMap<String, Arc<str>>;
 
 /// Owns the sending side of the state channel. While it lives, Watch streams keep streaming;
 /// when it is dropped they end.
@@ -34,6 +41,7 @@ impl StateStore {
             version: 1,
             config,
             trust_bundle: Arc::new(trust_bundle),
+            jwks: Arc::default(),
         }));
         Self { tx }
     }
@@ -61,6 +69,7 @@ impl StateStore {
                 version,
                 config,
                 trust_bundle: current.trust_bundle.clone(),
+                jwks: current.jwks.clone(),
             });
             published = Some(version);
             true
@@ -83,6 +92,28 @@ impl StateStore {
                 version,
                 config: current.config.clone(),
                 trust_bundle: Arc::new(trust_bundle),
+                jwks: current.jwks.clone(),
+            });
+            published = Some(version);
+            true
+        });
+        published
+    }
+
+    /// Publishes the JWK Sets last fetched as the next version, unless they equal those in
+    /// force: subscribers whose issuers' keys changed are sent them.
+    pub(crate) fn publish_jwks(&self, jwks: Jwks) -> Option<u64> {
+        let mut published = None;
+        self.tx.send_if_modified(|current| {
+            if *current.jwks == jwks {
+                return false;
+            }
+            let version = current.version + 1;
+            *current = Arc::new(State {
+                version,
+                config: current.config.clone(),
+                trust_bundle: current.trust_bundle.clone(),
+                jwks: Arc::new(jwks),
             });
             published = Some(version);
             true

@@ -533,6 +533,59 @@ current-context: fake
     assert!(text.contains("kubernetes: 1 error(s)"), "{text}");
 }
 
+/// A `RequestAuthentication` in the cluster: the control service reads the issuer's JWK Set
+/// from its `file://` URI and sends the keys in the inbound policy of the Service's own
+/// subscribers; a new set in the file reaches them after a refresh.
+#[tokio::test]
+async fn a_request_authentication_sends_the_issuers_keys_to_the_service() {
+    use mesh_core::testing::jwt::{TestKey, jwks};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys_path = dir.path().join("jwks.json");
+    let (first, second) = (TestKey::es256("one"), TestKey::ed25519("two"));
+    std::fs::write(&keys_path, jwks(&[&first])).unwrap();
+    let api = cluster().await;
+    api.apply(
+        AUTHNS,
+        json!({
+            "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "RequestAuthentication",
+            "metadata": {"name": "users", "namespace": "default"},
+            "spec": {"target": {"service": "client"},
+                     "jwtRules": [{"issuer": "https://issuer.test",
+                                   "jwksUri": format!("file://{}", keys_path.display())}]}
+        }),
+    );
+    let mut source = KubernetesSource::new(api.client());
+    source.sync_timeout = Duration::from_secs(10);
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Kubernetes(source));
+    options.jwks.refresh = Duration::from_secs(1);
+    let control = mesh_control::start(options).await.expect("control starts");
+    let cert = obtain_cert(&control, CLIENT_TOKEN).await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut watch = open_watch(&mut client, subscribe("pod-a", &["greeter"]))
+        .await
+        .expect("watch opens");
+    let keys = |s: &Snapshot| -> Option<String> {
+        s.inbound
+            .as_ref()?
+            .jwt_rules
+            .first()?
+            .jwks
+            .as_deref()
+            .map(str::to_owned)
+    };
+    let with_keys = until(&mut watch, WAIT, |s| keys(s).is_some()).await;
+    assert!(keys(&with_keys).unwrap().contains("\"kid\":\"one\""));
+
+    std::fs::write(&keys_path, jwks(&[&second])).unwrap();
+    let rotated = until(&mut watch, RELIST_WAIT, |s| {
+        keys(s).is_some_and(|k| k.contains("\"kid\":\"two\""))
+    })
+    .await;
+    assert!(rotated.version > with_keys.version);
+    control.shutdown().await;
+}
+
 /// A control service whose in-memory CA rotates its own root on `schedule` (state in the
 /// `mesh-control-ca` Secret), with certificates of `cert_lifetime`.
 async fn start_rotating(

@@ -648,3 +648,73 @@ policies:
         run.stdout
     );
 }
+
+/// `explain --jwt-issuer`: rules on principals and claims, judged as the server would for a
+/// request carrying a valid token of that end user; the verdict names the rule.
+#[test]
+fn explain_judges_rules_on_principals_and_claims() {
+    let dir = Dir::new();
+    let file = dir.file(
+        "jwt.yaml",
+        r#"
+services:
+  - name: web
+    endpoints: [{address: "127.0.0.1:8080", identity: spiffe://mesh.local/ns/default/sa/web}]
+requestAuthentications:
+  - name: users
+    target: {service: web}
+    jwtRules: [{issuer: "https://issuer.test", jwksUri: "https://issuer.test/jwks"}]
+policies:
+  - name: admins
+    target: {service: web}
+    action: ALLOW
+    rules:
+      - from: {identities: ["*"]}
+        to: {paths: [/public]}
+      - from: {identities: ["*"]}
+        principal:
+          requestPrincipals: ["https://issuer.test/*"]
+          claims: [{name: groups, values: [admin]}]
+"#,
+    );
+    let get = ["GET", "http://web.default/admin"];
+    let issuer = [
+        "--jwt-issuer",
+        "https://issuer.test",
+        "--jwt-subject",
+        "ann",
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "web.default=deny:no-allow-matched"),
+        (&issuer, "web.default=deny:no-allow-matched"),
+        (
+            &["--jwt-claims", r#"{"groups": ["admin"]}"#],
+            "web.default=allow:admins",
+        ),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let mut args: Vec<&str> = if i == 2 { issuer.to_vec() } else { Vec::new() };
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&get);
+        let (_, _, verdicts) = explain(&file, "client", &args);
+        assert_eq!(verdicts, [*want], "case {i}");
+    }
+    let run = meshctl(&[
+        "explain",
+        "--config",
+        path(&file),
+        "--as",
+        "spiffe://mesh.local/ns/default/sa/client",
+        "--jwt-issuer",
+        "https://issuer.test",
+        "--jwt-claims",
+        r#"{"groups": ["admin"]}"#,
+        "GET",
+        "http://web.default/admin",
+    ]);
+    assert!(
+        run.stdout.contains("rules[1]"),
+        "the rule is named: {}",
+        run.stdout
+    );
+}

@@ -33,6 +33,12 @@
 //! prefix), gRPC services with an optional method, and the server's ports; each list given
 //! must have a matching entry.
 //!
+//! A rule may also name the request's end user (`principal`, from a JWT verified by
+//! [`crate::jwt`]): `requestPrincipals` (`<iss>/<sub>`, exact, with a trailing `*`, or `*` for
+//! any) and claim conditions (`groups` holds `admin`), all ANDed with `from` and `to`. A
+//! request without a token matches no rule that names a principal, so an ALLOW policy with
+//! such rules is how a service requires a token.
+//!
 //! mTLS modes are carried here; accepting plaintext in permissive mode is the server's job. A
 //! plaintext caller has no identity, so it passes only rules with `unauthenticated` and the
 //! `all-unauthenticated` and `audit` defaults.
@@ -42,8 +48,9 @@ mod model;
 
 pub use evaluate::{AuditOutcome, AuthzRequest, Decision, Reason, Verdict};
 pub use model::{
-    Action, AuthorizationPolicy, AuthorizationRule, DefaultPolicy, GrpcOperation, IdentityMatch,
-    InboundPolicy, MtlsMode, Operation, PathPattern, PolicyMode, ServiceAccountRef, Source,
+    Action, AuthorizationPolicy, AuthorizationRule, ClaimCondition, DefaultPolicy, GrpcOperation,
+    IdentityMatch, InboundPolicy, MtlsMode, Operation, PathPattern, PolicyMode, PrincipalCondition,
+    RequestPrincipalMatch, ServiceAccountRef, Source,
 };
 
 #[cfg(test)]

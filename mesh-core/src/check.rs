@@ -9,6 +9,7 @@ use crate::error::FieldError;
 
 pub(crate) mod fault;
 pub(crate) mod hedging;
+pub(crate) mod jwt;
 pub(crate) mod policy;
 pub(crate) mod rate_limit;
 pub(crate) mod route;

@@ -19,6 +19,9 @@ pub struct MeshConfig {
     /// Authorization policies, each targeting a service or one of its routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicySpec>,
+    /// End-user authentication: the JWT issuers each service accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentications: Vec<RequestAuthenticationSpec>,
     /// Local rate-limit policies, each targeting a service or one of its routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
@@ -133,6 +136,7 @@ fn default_namespace() -> String {
 
 mod fault;
 mod hedging;
+mod jwt;
 mod policy;
 mod rate_limit;
 mod route;
@@ -140,6 +144,9 @@ mod validate;
 
 pub use fault::{FaultAbortSpec, FaultDelaySpec, FaultInjectionSpec, Percent};
 pub use hedging::HedgingSpec;
+pub use jwt::{
+    ClaimConditionSpec, JwtHeaderSpec, JwtRuleSpec, PolicyPrincipalSpec, RequestAuthenticationSpec,
+};
 pub use policy::{
     GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, PolicyToSpec,
 };

@@ -41,6 +41,7 @@ pub mod fault;
 #[cfg(test)]
 mod fixtures;
 pub mod hedge;
+pub mod jwt;
 pub mod latency;
 pub mod locality;
 pub mod outlier;

@@ -11,6 +11,7 @@
 //! - [`client_tls`]: a rustls client config that accepts only one SPIFFE ID as the server.
 //! - [`eventually`] and [`assert_eventually`] (feature `testing` only, they need tokio): poll a
 //!   condition until it holds or a timeout passes.
+//! - [`jwt`]: JWT signing keys (RS256, ES256, EdDSA), their JWK Sets, and signed tokens.
 //! - [`hostile`]: the process's memory, and the one-line report every abuse test prints (what
 //!   the legitimate client beside it saw, and the memory before, at the peak and after).
 //!
@@ -46,6 +47,7 @@ use crate::tls::{SpiffeServerVerifier, TrustBundle, TrustStore, crypto_provider}
 pub use rcgen;
 
 pub mod hostile;
+pub mod jwt;
 
 /// The trust domain tests use unless they need another one.
 pub const TRUST_DOMAIN: &str = "mesh.local";

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use mesh_core::authz::InboundPolicy;
+use mesh_core::jwt::Verifier;
 use mesh_core::rate::InboundLimiter;
 use mesh_core::route::CompiledRoutes;
 use mesh_core::snapshot::{DestinationKey, Snapshot};
@@ -51,6 +52,8 @@ pub(crate) struct Inbound {
     pub(crate) policy: InboundPolicy,
     /// The own service's routes, when it has any.
     pub(crate) routes: Option<CompiledRoutes>,
+    /// The JWT issuers it accepts, compiled with their keys; `None` when it accepts none.
+    pub(crate) verifier: Option<Verifier>,
     /// The rate limits' state, when the service has any: carried from one snapshot to the
     /// next while its policies stay the same, so an update refills nobody's limit.
     pub(crate) limiter: Option<Arc<InboundLimiter>>,
@@ -117,6 +120,7 @@ impl Discovery {
             Arc::new(Inbound {
                 policy: policy.clone(),
                 routes,
+                verifier: Verifier::new(&policy.jwt_rules),
                 limiter,
             })
         }));

@@ -31,7 +31,8 @@
 //! destinations its clients need. Each [`MeshClient`] balances over its destination's endpoints
 //! with power-of-two-choices over peak-EWMA latency, connecting to each over mTLS and accepting
 //! only the SPIFFE identity discovery says the endpoint has. Servers require a client
-//! certificate and hand the caller's verified identity to handlers as [`PeerIdentity`].
+//! certificate and hand the caller's verified identity to handlers as [`PeerIdentity`]; for a
+//! service that accepts end-user JWTs, the verified token's claims as [`RequestPrincipal`].
 //!
 //! When the control service goes away the mesh keeps serving with the last good snapshot and
 //! its still-valid certificate, and reconnects with jittered backoff.
@@ -92,6 +93,6 @@ pub use mesh::{Mesh, Readiness, StartError};
 pub use refusal::MESH_ERROR_HEADER;
 pub use server::{
     Authorizer, BodyTooLarge, LimitedBody, MeshConnectInfo, MeshIncoming, MeshLayer, MeshService,
-    MeshTlsStream, ServerLimits, authz, limits,
+    MeshTlsStream, RequestPrincipal, ServerLimits, authz, limits,
 };
 pub use settings::{MeshSettings, SettingsError, TokenSource};

@@ -11,7 +11,8 @@
 //! HTTP limits   streams, header list, head time, body size (served by [`serve()`];
 //!               tonic gets the same from `mesh_tonic::server`)            [limits.rs]
 //! MeshLayer     PeerIdentity into the extensions -> telemetry -> rate limits
-//!               [rate_limit.rs] -> authorization -> the application       [layer.rs]
+//!               [rate_limit.rs] -> end-user JWT, when the service accepts issuers
+//!               [authn.rs] -> authorization [authz.rs] -> the application [layer.rs]
 //! ```
 //!
 //! A tonic server is meshed with `Server::builder().layer(MeshLayer::new())` over
@@ -19,13 +20,15 @@
 //! [`serve()`] over a [`MeshIncoming`] (or [`crate::Mesh::serve`]), which applies [`MeshLayer`]
 //! itself (a router that carries `.layer(MeshLayer::new())` already is judged once). The
 //! verified identity reaches handlers as a [`PeerIdentity`] request extension, the
-//! authorization decision as a [`mesh_core::authz::Decision`].
+//! authorization decision as a [`mesh_core::authz::Decision`], the end user of a verified JWT as a
+//! [`RequestPrincipal`].
 //!
 //! Every server is bounded by [`ServerLimits`] (connections per listener, handshake, header
 //! and idle time, HTTP/2 streams per connection, header and body size); see [`limits`] for the
 //! defaults and what a caller over each limit sees.
 
 mod accept;
+mod authn;
 pub mod authz;
 mod connect_info;
 mod first_request;
@@ -37,6 +40,7 @@ mod serve;
 mod telemetry;
 
 pub use self::accept::{MeshIncoming, MeshTlsStream};
+pub use self::authn::RequestPrincipal;
 pub use self::authz::Authorizer;
 pub use self::connect_info::MeshConnectInfo;
 pub use self::layer::{MeshLayer, MeshService};

@@ -114,6 +114,9 @@ pub const EJECTIONS: &str = "mesh.client.outlier_ejections";
 pub const ENDPOINTS: &str = "mesh.client.endpoints";
 /// Authorization decisions by `mesh.policy` and `mesh.verdict` (`allow`, `deny`, `audit`).
 pub const AUTHZ_DECISIONS: &str = "mesh.server.authz_decisions";
+/// Requests refused for an invalid end-user token, by `mesh.reason` (`expired`,
+/// `bad-signature`, `wrong-audience`...).
+pub const JWT_REFUSALS: &str = "mesh.server.jwt_refusals";
 /// Calls refused by a local rate limit, by `mesh.policy`, `mesh.limit` (`total`, `identity`,
 /// `override`) and `mesh.peer_identity` (the first 256 callers limited by name, later ones as
 /// `_OTHER`).
@@ -171,6 +174,8 @@ pub mod attr {
     pub const MESH_POLICY: &str = "mesh.policy";
     /// The authorization verdict: `allow`, `deny`, `audit`.
     pub const MESH_VERDICT: &str = "mesh.verdict";
+    /// Why an end-user token was refused: `expired`, `bad-signature`...
+    pub const MESH_REASON: &str = "mesh.reason";
     /// Which rate limit refused a call: `total`, `identity`, `override`.
     pub const MESH_LIMIT: &str = "mesh.limit";
 }
@@ -206,6 +211,10 @@ pub(crate) fn describe() {
     describe_counter!(
         AUTHZ_DECISIONS,
         "Authorization decisions by policy and verdict"
+    );
+    describe_counter!(
+        JWT_REFUSALS,
+        "Requests refused for an invalid end-user token, by reason"
     );
     describe_counter!(
         RATE_LIMITED,

@@ -5,9 +5,11 @@
 //! Besides the example greeter, two scriptable test servers live here: [`web`] (an axum
 //! backend that fails, sleeps, echoes and logs on request) and [`greeter`] (a greeter whose
 //! behaviour the request's name drives).
+//! [`jwks`] serves JWK Sets to the control service for end-user authentication tests.
 
 pub mod faults;
 pub mod greeter;
+pub mod jwks;
 pub mod rawtls;
 pub mod telemetry;
 pub mod web;

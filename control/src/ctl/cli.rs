@@ -218,6 +218,18 @@ pub struct ExplainArgs {
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
 
+    /// The request carries a valid token of this issuer (rules on principals see it).
+    #[arg(long, value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The token's subject (`sub`), with `--jwt-issuer`.
+    #[arg(long, value_name = "SUB", default_value = "", requires = "jwt_issuer")]
+    pub jwt_subject: String,
+
+    /// The token's claims as a JSON object (`{"groups": ["admin"]}`), with `--jwt-issuer`.
+    #[arg(long, value_name = "JSON", requires = "jwt_issuer")]
+    pub jwt_claims: Option<String>,
+
     /// `METHOD URL` (`GET http://greeter.default/path`), or `DEST` with `--grpc`.
     #[arg(value_name = "METHOD URL | DEST", required = true, num_args = 1..=2)]
     pub request: Vec<String>,
@@ -386,7 +398,7 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
             Ok((text, code))
         }
         Command::Explain(args) => {
-            let request = match (&args.grpc, args.request.as_slice()) {
+            let mut request = match (&args.grpc, args.request.as_slice()) {
                 (Some(call), [destination]) => Request::grpc(call, destination, &args.headers)?,
                 (None, [method, url]) => Request::http(method, url, &args.headers)?,
                 (Some(_), _) => {
@@ -404,6 +416,13 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
                     });
                 }
             };
+            if let Some(issuer) = &args.jwt_issuer {
+                request = request.with_principal(
+                    issuer,
+                    &args.jwt_subject,
+                    args.jwt_claims.as_deref(),
+                )?;
+            }
             let valid = load::read_valid(&args.config.config, &args.config.trust_domain)?;
             let from_namespace = args
                 .from_namespace

@@ -43,6 +43,9 @@ pub enum CtlError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `--jwt-claims` that is not a JSON object.
+    #[error("--jwt-claims: not a JSON object: {0}")]
+    Claims(String),
     /// An HTTP method that is not a token.
     #[error("invalid HTTP method {0:?}")]
     Method(String),

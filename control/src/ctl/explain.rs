@@ -10,7 +10,8 @@
 //!   filters), judged by [`InboundPolicy::evaluate`](mesh_core::authz::InboundPolicy::evaluate)
 //!   on the inbound policy of each service that may serve it, with the route of that
 //!   service's own routes it matches and the port its endpoints listen on, as the server's
-//!   authorizer does.
+//!   authorizer does; with `--jwt-issuer` (and `--jwt-subject`, `--jwt-claims`), as carrying
+//!   a valid token of that end user, for rules on principals and claims.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use mesh_core::SpiffeId;
 use mesh_core::authz::{AuthzRequest, Reason};
 use mesh_core::config::ValidConfig;
+use mesh_core::jwt::Principal;
 use mesh_core::route::{CompiledRoutes, RequestSummary, RouteOutcome};
 use mesh_core::snapshot::{DestinationKey, RouteFilter, ServiceName};
 use serde::Serialize;
@@ -37,6 +39,8 @@ pub struct Request {
     pub uri: Uri,
     /// Its headers (with `content-type: application/grpc` for a gRPC call).
     pub headers: HeaderMap,
+    /// The end user of a valid token it carries, if any (see [`Request::with_principal`]).
+    pub principal: Option<Principal>,
 }
 
 impl Request {
@@ -67,7 +71,31 @@ impl Request {
             method,
             uri,
             headers: header_map(headers)?,
+            principal: None,
         })
+    }
+
+    /// The same request, carrying a valid token of `issuer` for `subject` with `claims` (a
+    /// JSON object): what a rule on principals sees. The token's signature and times are the
+    /// server's to check, not explain's.
+    pub fn with_principal(
+        mut self,
+        issuer: &str,
+        subject: &str,
+        claims: Option<&str>,
+    ) -> Result<Self, CtlError> {
+        let claims = match claims {
+            None => serde_json::Map::new(),
+            Some(json) => {
+                serde_json::from_str(json).map_err(|e| CtlError::Claims(e.to_string()))?
+            }
+        };
+        self.principal = Some(Principal {
+            issuer: issuer.into(),
+            subject: subject.to_owned(),
+            claims,
+        });
+        Ok(self)
     }
 
     /// A gRPC call of `service/Method` to `destination`: a `POST` with the gRPC content type.
@@ -89,6 +117,7 @@ impl Request {
             method: Method::POST,
             uri,
             headers,
+            principal: None,
         })
     }
 
@@ -249,6 +278,7 @@ pub fn explain(
         uri: &request.uri,
         headers: &server_headers,
         caller,
+        principal: request.principal.as_ref(),
     };
     let authorization = servers
         .iter()
@@ -287,6 +317,7 @@ struct ServerRequest<'a> {
     uri: &'a Uri,
     headers: &'a HeaderMap,
     caller: &'a SpiffeId,
+    principal: Option<&'a Principal>,
 }
 
 /// The verdict of the replicas of `key` on `request`, as their authorizer reaches it.
@@ -298,6 +329,9 @@ fn authorize(
     let service: &ServiceName = &key.service;
     let summary = RequestSummary::new(request.method, request.uri, request.headers);
     let mut authz = AuthzRequest::new(&summary, Some(request.caller));
+    if let Some(principal) = request.principal {
+        authz = authz.with_principal(principal);
+    }
     // A server listens on its endpoint's port, and policies' ports are that one.
     let ports: BTreeSet<u16> = config
         .destination_for(key, None)

@@ -24,8 +24,8 @@
 //!         to: {grpc: [{service: helloworld.Greeter}]}
 //! ```
 //!
-//! `services` has exactly the shape of [`mesh_core::config::ServiceSpec`], and `policies` and
-//! `defaultPolicy` those of [`MeshConfig`] (see [`mesh_core::authz`] for how policies are
+//! `services` has exactly the shape of [`mesh_core::config::ServiceSpec`], and `policies`,
+//! `requestAuthentications` and `defaultPolicy` those of [`MeshConfig`] (see [`mesh_core::authz`] for how policies are
 //! evaluated); `bootstrapTokens` maps a secret token to the workload identity `Certify` signs
 //! for. Unknown fields are errors.
 
@@ -33,7 +33,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_core::config::{MeshConfig, PolicySpec, RateLimitSpec, ServiceSpec, ValidConfig};
+use mesh_core::config::{
+    MeshConfig, PolicySpec, RateLimitSpec, RequestAuthenticationSpec, ServiceSpec, ValidConfig,
+};
 use mesh_core::snapshot::check_dns_label;
 use mesh_core::{FieldError, SpiffeId, TrustDomain, ValidationErrors};
 use serde::Deserialize;
@@ -73,6 +75,10 @@ pub struct ControlFile {
     /// The mesh-wide default policy (see [`MeshConfig::default_policy`]).
     #[serde(default)]
     pub default_policy: Option<String>,
+    /// End-user authentication: the JWT issuers services accept (the shape of
+    /// [`MeshConfig::request_authentications`]).
+    #[serde(default)]
+    pub request_authentications: Vec<RequestAuthenticationSpec>,
     /// The zone of workload instances that do not set `MESH_ZONE`, by
     /// `<namespace>/<instance>` (see [`MeshConfig::instance_zones`]).
     #[serde(default)]
@@ -214,6 +220,7 @@ impl ControlFile {
         let mesh = MeshConfig {
             services: self.services,
             policies: self.policies,
+            request_authentications: self.request_authentications,
             rate_limits: self.rate_limits,
             default_policy: self.default_policy,
             instance_zones: self.instance_zones,

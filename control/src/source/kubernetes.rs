@@ -53,7 +53,8 @@ pub mod token_review;
 
 pub use crd::{
     AuthorizationPolicy, AuthorizationPolicySpec, FaultInjection, FaultInjectionSpec,
-    LocalRateLimitPolicy, LocalRateLimitPolicySpec, crds_yaml,
+    LocalRateLimitPolicy, LocalRateLimitPolicySpec, RequestAuthentication,
+    RequestAuthenticationSpec, crds_yaml,
 };
 pub use sync::{SyncError, read_once};
 pub use token_review::TokenReviewAuthenticator;

@@ -88,10 +88,11 @@ impl Projected {
                 .iter()
                 .map(|d| state.config.destination_for(d, consumer))
                 .collect(),
-            inbound: key
-                .own_service
-                .as_ref()
-                .map(|own| state.config.inbound(own)),
+            inbound: key.own_service.as_ref().map(|own| {
+                let mut inbound = state.config.inbound(own);
+                crate::jwks::fill(&mut inbound, &state.jwks);
+                inbound
+            }),
             trust_bundle: state.trust_bundle.clone(),
             zone: key.zone.clone(),
         }
@@ -244,6 +245,7 @@ mod tests {
             version,
             config: config.validate(&td()).expect("valid config"),
             trust_bundle: roots.clone(),
+            jwks: Arc::default(),
         }
     }
 

@@ -31,6 +31,7 @@ pub const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 pub const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 pub const POLICIES: &str = "/apis/policy.mesh.dev/v1alpha1/authorizationpolicies";
 pub const FAULTS: &str = "/apis/policy.mesh.dev/v1alpha1/faultinjections";
+pub const AUTHNS: &str = "/apis/policy.mesh.dev/v1alpha1/requestauthentications";
 pub const RATE_LIMITS: &str = "/apis/policy.mesh.dev/v1alpha1/localratelimitpolicies";
 pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
@@ -49,6 +50,11 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
     (
         RATE_LIMITS,
         "LocalRateLimitPolicyList",
+        "policy.mesh.dev/v1alpha1",
+    ),
+    (
+        AUTHNS,
+        "RequestAuthenticationList",
         "policy.mesh.dev/v1alpha1",
     ),
 ];

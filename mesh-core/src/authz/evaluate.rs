@@ -10,6 +10,7 @@ use super::model::{
     Action, AuthorizationPolicy, AuthorizationRule, DefaultPolicy, InboundPolicy, Operation,
     PathPattern, PolicyMode, Source,
 };
+use crate::jwt::Principal;
 use crate::route::{GrpcPath, RequestSummary};
 use crate::spiffe::SpiffeId;
 
@@ -30,6 +31,8 @@ pub struct AuthzRequest<'a> {
     /// The name of the service's route the request matched, if any; policies that target a
     /// route apply only to requests that matched it.
     pub route: Option<&'a str>,
+    /// The end user, from a verified JWT; `None` for a request without a token.
+    pub principal: Option<&'a Principal>,
 }
 
 /// The verdict of an authorization decision.
@@ -99,6 +102,15 @@ impl<'a> AuthzRequest<'a> {
             grpc: summary.grpc(),
             port: None,
             route: None,
+            principal: None,
+        }
+    }
+
+    /// The same request, carrying the verified end user `principal`.
+    pub fn with_principal(self, principal: &'a Principal) -> Self {
+        Self {
+            principal: Some(principal),
+            ..self
         }
     }
 
@@ -322,9 +334,14 @@ impl AuthorizationPolicy {
 // === impl AuthorizationRule ===
 
 impl AuthorizationRule {
-    /// Whether the caller matches `from` and the request `to`.
+    /// Whether the caller matches `from`, its end user `principal`, and the request `to`.
     pub fn matches(&self, request: &AuthzRequest<'_>) -> bool {
-        self.from.matches(request.peer) && self.to.as_ref().is_none_or(|to| to.matches(request))
+        self.from.matches(request.peer)
+            && self
+                .principal
+                .as_ref()
+                .is_none_or(|p| p.matches(request.principal))
+            && self.to.as_ref().is_none_or(|to| to.matches(request))
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::jwt::{JwtRule, Principal};
 use crate::rate::RateLimitPolicy;
 use crate::snapshot::ServiceName;
 use crate::spiffe::SpiffeId;
@@ -73,6 +74,9 @@ pub struct InboundPolicy {
     pub exempt_paths: Vec<PathPattern>,
     /// Every policy that targets the service or one of its routes, in config order.
     pub policies: Vec<AuthorizationPolicy>,
+    /// The JWT issuers the service accepts (end-user authentication); empty: tokens are not
+    /// looked at.
+    pub jwt_rules: Vec<JwtRule>,
     /// The local rate-limit policies that target the service or one of its routes, in
     /// config order (see [`crate::rate`]).
     pub rate_limits: Vec<RateLimitPolicy>,
@@ -93,13 +97,47 @@ pub struct AuthorizationPolicy {
     pub rules: Vec<AuthorizationRule>,
 }
 
-/// One rule: a request matches when its caller matches `from` and it matches `to`.
+/// One rule: a request matches when its caller matches `from`, its end user `principal`
+/// (when given), and it matches `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRule {
     /// Who.
     pub from: Source,
+    /// Which end user (a verified JWT); `None` is any request, with or without one.
+    pub principal: Option<PrincipalCondition>,
     /// What; `None` is every request.
     pub to: Option<Operation>,
+}
+
+/// Conditions on a request's end user: it must carry a verified principal that matches one of
+/// `request_principals` (any principal when empty) and every claim condition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrincipalCondition {
+    /// `<iss>/<sub>` patterns, as Istio's `requestPrincipals`.
+    pub request_principals: Vec<RequestPrincipalMatch>,
+    /// Claims that must hold, ANDed.
+    pub claims: Vec<ClaimCondition>,
+}
+
+/// A request principal (`<iss>/<sub>`) condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestPrincipalMatch {
+    /// Any verified principal (written `*`).
+    Any,
+    /// Exactly this `<iss>/<sub>`.
+    Exact(String),
+    /// Principals that start with this text (written with a trailing `*`, stored without it:
+    /// `https://issuer.test/*` is every subject of that issuer).
+    Prefix(String),
+}
+
+/// A claim that must hold one of `values` (a string equal to one, or an array holding one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCondition {
+    /// The top-level claim (`groups`).
+    pub name: String,
+    /// Accepted values, ORed; never empty.
+    pub values: Vec<String>,
 }
 
 /// The callers a rule names; a caller matches when any entry matches. Never empty.
@@ -311,6 +349,7 @@ impl InboundPolicy {
             default_policy,
             exempt_paths: Vec::new(),
             policies: Vec::new(),
+            jwt_rules: Vec::new(),
             rate_limits: Vec::new(),
         }
     }
@@ -385,5 +424,61 @@ impl GrpcOperation {
     /// Whether a call to `service`/`method` matches.
     pub fn matches(&self, service: &str, method: &str) -> bool {
         self.service == service && self.method.as_deref().is_none_or(|m| m == method)
+    }
+}
+
+// === impl PrincipalCondition ===
+
+impl PrincipalCondition {
+    /// Whether a request with `principal` (none: no verified token) matches.
+    pub fn matches(&self, principal: Option<&Principal>) -> bool {
+        let Some(principal) = principal else {
+            return false;
+        };
+        (self.request_principals.is_empty()
+            || self.request_principals.iter().any(|m| m.matches(principal)))
+            && self
+                .claims
+                .iter()
+                .all(|c| c.values.iter().any(|v| principal.claim_has(&c.name, v)))
+    }
+}
+
+// === impl RequestPrincipalMatch ===
+
+impl RequestPrincipalMatch {
+    /// Whether `principal`'s `<iss>/<sub>` matches.
+    pub fn matches(&self, principal: &Principal) -> bool {
+        // Compared in two pieces, so that matching allocates nothing.
+        let (iss, sub) = (&*principal.issuer, principal.subject.as_str());
+        match self {
+            Self::Any => true,
+            Self::Exact(exact) => {
+                exact.len() == iss.len() + 1 + sub.len()
+                    && exact.starts_with(iss)
+                    && exact[iss.len()..].starts_with('/')
+                    && exact.ends_with(sub)
+            }
+            Self::Prefix(prefix) => {
+                if prefix.len() <= iss.len() {
+                    iss.starts_with(prefix.as_str())
+                } else {
+                    prefix.starts_with(iss)
+                        && prefix[iss.len()..].starts_with('/')
+                        && sub.starts_with(&prefix[iss.len() + 1..])
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for RequestPrincipalMatch {
+    /// The config spelling: `*`, the principal, or the prefix with its `*`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Exact(p) => f.write_str(p),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
     }
 }

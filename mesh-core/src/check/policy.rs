@@ -156,11 +156,23 @@ fn policy_rule(
             None
         }
     };
+    let principal = match &spec.principal {
+        Some(p) => Some(super::jwt::principal(
+            &format!("{path}.principal"),
+            p,
+            errors,
+        )?),
+        None => None,
+    };
     let to = match &spec.to {
         Some(to) => Some(operation(&format!("{path}.to"), to, errors)?),
         None => None,
     };
-    Some(AuthorizationRule { from: from?, to })
+    Some(AuthorizationRule {
+        from: from?,
+        principal,
+        to,
+    })
 }
 
 fn source(

@@ -70,6 +70,9 @@ pub struct PolicyRuleSpec {
     /// The callers; required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<PolicyFromSpec>,
+    /// The end user (a verified JWT); any request, with or without a token, when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<super::PolicyPrincipalSpec>,
     /// The requests; every request when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<PolicyToSpec>,

@@ -29,6 +29,12 @@
 //!   overrides, each naming 1 to 64 callers (exact SPIFFE IDs in the trust domain, or
 //!   `namespace/serviceAccount`).
 //!
+//! - request authentications: names as policies', the target a service of the config (no
+//!   route), at most [`crate::jwt::MAX_JWT_RULES`] issuers per service, each unique, with
+//!   exactly one of `jwksUri` (https, http or file) and an inline `jwks` that parses, and the
+//!   bounds `crate::jwt` lists for audiences and token headers; principal conditions of policy
+//!   rules likewise bounded.
+//!
 //! - sizes: endpoint label keys at most [`MAX_LABEL_KEY_BYTES`] and values at most
 //!   [`MAX_LABEL_VALUE_BYTES`] (Kubernetes' own bounds, so every pod's labels pass), zones at
 //!   most [`MAX_ZONE_BYTES`]; and, for a config otherwise valid, every destination a client can
@@ -51,6 +57,7 @@ use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, 
 use crate::check::{self, EndpointFields, FirstSeen};
 use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
+use crate::jwt::JwtRule;
 use crate::proto;
 use crate::rate::RateLimitPolicy;
 use crate::snapshot::{
@@ -109,6 +116,8 @@ struct ValidService {
     rate_limits: Vec<RateLimitPolicy>,
     /// Identities that run it besides its endpoints' (replicas starting up).
     identities: Vec<SpiffeId>,
+    /// The JWT issuers it accepts, from every request authentication that targets it.
+    jwt_rules: Vec<JwtRule>,
 }
 
 impl ValidService {
@@ -231,11 +240,13 @@ impl MeshConfig {
                         policies: Vec::new(),
                         rate_limits: Vec::new(),
                         identities,
+                        jwt_rules: Vec::new(),
                     },
                 );
             }
         }
         policies(self, trust_domain, &mut services, &mut errors);
+        request_authentications(self, &mut services, &mut errors);
         rate_limits(self, trust_domain, &mut services, &mut errors);
         let default_policy = check::policy::default_policy(
             "defaultPolicy",
@@ -375,6 +386,95 @@ fn rate_limits(
             });
         }
     }
+}
+
+/// Checks every request authentication and files its issuers under the service it targets:
+/// names unique per namespace, the target a service of the config (no route), issuers unique
+/// per service and at most [`crate::jwt::MAX_JWT_RULES`] of them.
+fn request_authentications(
+    config: &MeshConfig,
+    services: &mut BTreeMap<ServiceName, ValidService>,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut names: BTreeMap<String, FirstSeen<String>> = BTreeMap::new();
+    let mut issuers: BTreeMap<ServiceName, FirstSeen<Arc<str>>> = BTreeMap::new();
+    for (i, spec) in config.request_authentications.iter().enumerate() {
+        let path = format!("requestAuthentications[{i}]");
+        let namespace = spec.target.namespace.as_deref().unwrap_or("default");
+        check::policy::unique_policy_name(
+            &format!("{path}.name"),
+            &spec.name,
+            names
+                .entry(namespace.to_owned())
+                .or_insert_with(FirstSeen::new),
+            errors,
+        );
+        if spec.target.route.is_some() {
+            errors.push(FieldError::new(
+                format!("{path}.target.route"),
+                "authentication applies to a whole service: name no route",
+            ));
+        }
+        if spec.jwt_rules.is_empty() {
+            errors.push(FieldError::new(
+                format!("{path}.jwtRules"),
+                "at least one rule is required",
+            ));
+        }
+        let target = service_target(&path, config, &spec.target.service, namespace, errors);
+        for (j, rule) in spec.jwt_rules.iter().enumerate() {
+            let rule_path = format!("{path}.jwtRules[{j}]");
+            let Some(rule) = check::jwt::jwt_rule(&rule_path, rule, false, errors) else {
+                continue;
+            };
+            let Some(service) = &target else { continue };
+            let Some(valid) = services.get_mut(service) else {
+                continue;
+            };
+            let seen = issuers
+                .entry(service.clone())
+                .or_insert_with(FirstSeen::new);
+            if let Some(first) = seen.check(rule.issuer.clone(), &rule_path) {
+                errors.push(FieldError::new(
+                    format!("{rule_path}.issuer"),
+                    format!("{service} already accepts this issuer (at {first})"),
+                ));
+            } else if valid.jwt_rules.len() == crate::jwt::MAX_JWT_RULES {
+                errors.push(FieldError::new(
+                    rule_path,
+                    format!(
+                        "{service} accepts at most {} issuers",
+                        crate::jwt::MAX_JWT_RULES
+                    ),
+                ));
+            } else {
+                valid.jwt_rules.push(rule);
+            }
+        }
+    }
+}
+
+/// The service named by a target, which must be in the config.
+fn service_target(
+    path: &str,
+    config: &MeshConfig,
+    service: &str,
+    namespace: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<ServiceName> {
+    let name = check::service_name(&format!("{path}.target"), namespace, service, errors)?;
+    let known = config
+        .services
+        .iter()
+        .any(|s| s.name == name.name && s.namespace == name.namespace);
+    if !known {
+        errors.push(FieldError::new(
+            format!("{path}.target.service"),
+            format!("no service {name} in the config"),
+        ));
+        return None;
+    }
+    Some(name)
 }
 
 /// The service (and route) a policy targets, checked against the config's services.
@@ -825,8 +925,19 @@ impl ValidConfig {
             default_policy: valid.default_policy.unwrap_or(self.default_policy),
             exempt_paths: valid.exempt_paths.clone(),
             policies: valid.policies.clone(),
+            jwt_rules: valid.jwt_rules.clone(),
             rate_limits: valid.rate_limits.clone(),
         }
+    }
+
+    /// Every `jwksUri` of every service's issuers, once each: what the control service fetches.
+    pub fn jwks_uris(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.services
+            .values()
+            .flat_map(|s| &s.jwt_rules)
+            .filter_map(|r| r.jwks_uri.as_deref())
+            .filter(move |uri| seen.insert(*uri))
     }
 
     /// The mesh-wide default policy.

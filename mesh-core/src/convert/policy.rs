@@ -9,8 +9,12 @@
 use super::{non_empty, non_empty_owned, service_ref};
 use crate::authz::{AuthorizationPolicy, AuthorizationRule, InboundPolicy, Operation, Source};
 use crate::check::{self, FirstSeen};
-use crate::config::{GrpcOperationSpec, PolicyFromSpec, PolicyRuleSpec, PolicyToSpec};
+use crate::config::{
+    ClaimConditionSpec, GrpcOperationSpec, JwtHeaderSpec, JwtRuleSpec, PolicyFromSpec,
+    PolicyPrincipalSpec, PolicyRuleSpec, PolicyToSpec,
+};
 use crate::error::FieldError;
+use crate::jwt::{JwtRule, MAX_JWT_RULES};
 use crate::proto;
 
 // === model to wire ===
@@ -28,6 +32,26 @@ impl From<&InboundPolicy> for proto::InboundPolicy {
                 .collect(),
             policies: inbound.policies.iter().map(Into::into).collect(),
             rate_limits: inbound.rate_limits.iter().map(Into::into).collect(),
+            jwt_rules: inbound.jwt_rules.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&JwtRule> for proto::JwtRule {
+    fn from(rule: &JwtRule) -> Self {
+        Self {
+            issuer: rule.issuer.to_string(),
+            audiences: rule.audiences.clone(),
+            from_headers: rule
+                .from_headers
+                .iter()
+                .map(|h| proto::JwtHeader {
+                    name: h.name.clone(),
+                    prefix: h.prefix.clone(),
+                })
+                .collect(),
+            jwks_uri: rule.jwks_uri.clone().unwrap_or_default(),
+            jwks: rule.jwks.as_deref().unwrap_or_default().to_owned(),
         }
     }
 }
@@ -49,6 +73,21 @@ impl From<&AuthorizationRule> for proto::AuthorizationRule {
         Self {
             from: Some((&rule.from).into()),
             to: rule.to.as_ref().map(Into::into),
+            principal: rule.principal.as_ref().map(|p| proto::PolicyPrincipal {
+                request_principals: p
+                    .request_principals
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                claims: p
+                    .claims
+                    .iter()
+                    .map(|c| proto::ClaimCondition {
+                        name: c.name.clone(),
+                        values: c.values.clone(),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -141,6 +180,26 @@ pub(super) fn inbound(
             });
         }
     }
+    let mut issuers = FirstSeen::new();
+    let mut jwt_rules = Vec::with_capacity(wire.jwt_rules.len());
+    if wire.jwt_rules.len() > MAX_JWT_RULES {
+        errors.push(FieldError::new(
+            format!("{path}.jwtRules"),
+            format!("at most {MAX_JWT_RULES} issuers"),
+        ));
+    }
+    for (i, rule) in wire.jwt_rules.iter().enumerate() {
+        let rule_path = format!("{path}.jwtRules[{i}]");
+        if let Some(rule) = check::jwt::jwt_rule(&rule_path, &jwt_rule_spec(rule), true, errors) {
+            if let Some(first) = issuers.check(rule.issuer.clone(), &rule_path) {
+                errors.push(FieldError::new(
+                    format!("{rule_path}.issuer"),
+                    format!("duplicate issuer (first at {first})"),
+                ));
+            }
+            jwt_rules.push(rule);
+        }
+    }
     let rate_limits =
         super::rate_limit::rate_limits(&format!("{path}.rateLimits"), &wire.rate_limits, errors);
     if errors.len() != before {
@@ -152,13 +211,44 @@ pub(super) fn inbound(
         default_policy: default_policy?,
         exempt_paths,
         policies,
+        jwt_rules,
         rate_limits,
     })
+}
+
+/// The wire JWT rule in the config's shape. A `jwksUri` rule whose keys were not fetched yet
+/// comes with an empty `jwks`; it carries the URI alone.
+fn jwt_rule_spec(wire: &proto::JwtRule) -> JwtRuleSpec {
+    JwtRuleSpec {
+        issuer: wire.issuer.clone(),
+        audiences: wire.audiences.clone(),
+        jwks_uri: non_empty_owned(&wire.jwks_uri),
+        jwks: non_empty_owned(&wire.jwks),
+        from_headers: wire
+            .from_headers
+            .iter()
+            .map(|h| JwtHeaderSpec {
+                name: h.name.clone(),
+                prefix: non_empty_owned(&h.prefix),
+            })
+            .collect(),
+    }
 }
 
 /// The wire rule in the config's shape.
 fn rule_spec(wire: &proto::AuthorizationRule) -> PolicyRuleSpec {
     PolicyRuleSpec {
+        principal: wire.principal.as_ref().map(|p| PolicyPrincipalSpec {
+            request_principals: p.request_principals.clone(),
+            claims: p
+                .claims
+                .iter()
+                .map(|c| ClaimConditionSpec {
+                    name: c.name.clone(),
+                    values: c.values.clone(),
+                })
+                .collect(),
+        }),
         from: wire.from.as_ref().map(|f| PolicyFromSpec {
             identities: f.identities.clone(),
             namespaces: f.namespaces.clone(),

@@ -14,6 +14,7 @@ use mesh_core::SpiffeId;
 use mesh_core::authz::{AuthzRequest, Decision, MtlsMode, Verdict};
 use mesh_core::route::{RequestSummary, RouteOutcome};
 
+use super::authn::{RequestPrincipal, authenticate, unauthenticated};
 use super::telemetry::InboundTelemetry;
 use crate::discovery::Inbound;
 use crate::identity::PeerIdentity;
@@ -131,19 +132,30 @@ impl Authorizer {
     /// Judges `request` from `peer`. `None` while the service has no inbound policy (it named
     /// no `MESH_SERVICE`, or none has arrived yet): then mTLS alone guards it, as
     /// `all-authenticated` would.
+    /// The request's end user is its [`RequestPrincipal`] extension, if any.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<&PeerIdentity>) -> Option<Decision> {
-        self.decide_summary(&RequestSummary::from_request(request), peer)
+        let inbound = self.policy.load();
+        let principal = request.extensions().get::<RequestPrincipal>();
+        self.decide_summary(
+            inbound.as_deref()?,
+            &RequestSummary::from_request(request),
+            peer,
+            principal,
+        )
     }
 
     /// [`Authorizer::decide`] for a request already summarized.
     fn decide_summary(
         &self,
+        inbound: &Inbound,
         summary: &RequestSummary<'_>,
         peer: Option<&PeerIdentity>,
+        principal: Option<&RequestPrincipal>,
     ) -> Option<Decision> {
-        let inbound = self.policy.load();
-        let inbound = inbound.as_ref()?;
         let mut authz = AuthzRequest::new(summary, peer.map(PeerIdentity::id));
+        if let Some(principal) = principal {
+            authz = authz.with_principal(principal);
+        }
         if let Some(port) = self.local_port {
             authz = authz.with_port(port);
         }
@@ -161,19 +173,49 @@ impl Authorizer {
         Some(inbound.policy.evaluate(&authz))
     }
 
-    /// Judges `request`: returns it with the decision in its extensions, or the mesh's
-    /// refusal. A caller without an identity (permissive mode) with no policy in force is
-    /// refused: mTLS is the only guard then.
+    /// Authenticates and judges `request`: returns it with the decision (and the verified
+    /// [`RequestPrincipal`], when it carries a valid token) in its extensions, or the mesh's
+    /// refusal: 401 / UNAUTHENTICATED for an invalid token (naming the reason, never the
+    /// token), 403 / PERMISSION_DENIED for a denied call. A caller without an identity (permissive mode)
+    /// with no policy in force is refused: mTLS is the only guard then.
     pub fn authorize<B, R: Default>(
         &self,
         mut request: Request<B>,
         peer: Option<&PeerIdentity>,
     ) -> Result<Request<B>, Response<R>> {
+        let inbound = self.policy.load();
+        // One branch when the service accepts no issuer.
+        let principal = match inbound.as_deref().and_then(|i| i.verifier.as_ref()) {
+            None => None,
+            Some(verifier) => match authenticate(verifier, request.headers()) {
+                Ok(principal) => principal,
+                Err(error) => {
+                    tracing::debug!(
+                        target: "mesh",
+                        peer = peer.map_or("unauthenticated".to_owned(), |p| p.to_string()),
+                        path = request.uri().path(),
+                        reason = error.as_str(),
+                        "invalid token"
+                    );
+                    if let Some(telemetry) = &self.telemetry {
+                        telemetry.token_refused(error);
+                    }
+                    let grpc = mesh_core::route::is_grpc(request.headers());
+                    return Err(unauthenticated(error, grpc));
+                }
+            },
+        };
         // One summary serves the decision and the refusal's format.
         let (decision, grpc) = {
             let summary = RequestSummary::from_request(&request);
-            (self.decide_summary(&summary, peer), summary.is_grpc())
+            let decision = inbound
+                .as_deref()
+                .and_then(|i| self.decide_summary(i, &summary, peer, principal.as_ref()));
+            (decision, summary.is_grpc())
         };
+        if let Some(principal) = principal {
+            request.extensions_mut().insert(principal);
+        }
         match decision {
             None if peer.is_some() => Ok(request),
             None => Err(denied(

@@ -25,8 +25,8 @@ use metrics::{Counter, Label};
 use crate::activity::Busy;
 use crate::identity::PeerIdentity;
 use crate::telemetry::{
-    AUTHZ_DECISIONS, CallRecord, Direction, ObservedBody, RATE_LIMITED, StatusTable, attr,
-    server_span, set_remote_parent,
+    AUTHZ_DECISIONS, CallRecord, Direction, JWT_REFUSALS, ObservedBody, RATE_LIMITED, StatusTable,
+    attr, server_span, set_remote_parent,
 };
 
 pin_project! {
@@ -263,6 +263,19 @@ impl InboundTelemetry {
             policy.to_owned(),
             counter,
         ))));
+    }
+
+    /// Counts a request refused for an invalid end-user token (rare: the counter is looked up
+    /// each time).
+    pub(crate) fn token_refused(&self, error: mesh_core::jwt::JwtError) {
+        metrics::counter!(
+            JWT_REFUSALS,
+            vec![
+                Label::new(attr::MESH_SERVICE, self.service.clone()),
+                Label::from_static_parts(attr::MESH_REASON, error.as_str()),
+            ]
+        )
+        .increment(1);
     }
 
     /// The counter of `verdict` by `policy`, made on first use.

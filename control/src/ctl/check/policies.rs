@@ -140,6 +140,7 @@ fn matches_nothing(to: &Operation, listening: &BTreeSet<u16>) -> Option<String> 
                         grpc,
                         port: *port,
                         route: None,
+                        principal: None,
                     };
                     if to.matches(&request) {
                         return None;

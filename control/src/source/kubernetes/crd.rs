@@ -1,7 +1,8 @@
 //! The mesh's own custom resources: `AuthorizationPolicy` (`policy.mesh.dev/v1alpha1`), the
-//! Kubernetes home of the file source's `policies` entries, `FaultInjection` (see [`fault`]),
-//! which route rules name with an `ExtensionRef` filter, and `LocalRateLimitPolicy`
-//! ([`rate_limit`]), the home of its `rateLimits`.
+//! Kubernetes home of the file source's `policies` entries, [`RequestAuthentication`], the JWT
+//! issuers a service accepts, `FaultInjection` (see [`fault`]), which route rules name with an
+//! `ExtensionRef` filter, and `LocalRateLimitPolicy` ([`rate_limit`]), the home of its
+//! `rateLimits`.
 //!
 //! The spec has the shape of [`mesh_core::config::PolicySpec`] (camelCase, `ALLOW`/`DENY`,
 //! `enforce`/`audit`), so that moving a policy from the control file into the cluster changes
@@ -28,8 +29,12 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod authn;
 mod fault;
 
+pub use authn::{
+    AuthnTarget, JwtHeader, JwtRule, RequestAuthentication, RequestAuthenticationSpec,
+};
 pub use fault::{FaultAbort, FaultDelay, FaultInjection, FaultInjectionSpec};
 pub mod rate_limit;
 
@@ -102,6 +107,10 @@ pub enum PolicyMode {
 pub struct PolicyRule {
     /// The callers.
     pub from: PolicyFrom,
+    /// The end user (a JWT verified by a `RequestAuthentication`'s issuers); any request,
+    /// with or without a token, when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<PolicyPrincipal>,
     /// The requests; every request when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<PolicyTo>,
@@ -129,6 +138,33 @@ pub struct PolicyFrom {
     /// Callers without an identity (plaintext, in permissive mode).
     #[serde(default)]
     pub unauthenticated: bool,
+}
+
+/// A rule's end-user conditions: a verified token is required.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPrincipal {
+    /// `<iss>/<sub>`: exact, with a trailing `*` (a prefix), or `*` (at most 16); any
+    /// principal when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 16").message("at most 16 patterns"))]
+    pub request_principals: Vec<String>,
+    /// Claims that must each hold one of their values (at most 8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 8").message("at most 8 conditions"))]
+    pub claims: Vec<ClaimCondition>,
+}
+
+/// A top-level claim that must hold one of `values`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimCondition {
+    /// The claim (`groups`).
+    pub name: String,
+    /// Accepted values, 1 to 16.
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 16")
+        .message("1 to 16 values"))]
+    pub values: Vec<String>,
 }
 
 /// Requests: every list given must have a matching entry.
@@ -166,11 +202,12 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let crd = serde_yaml::to_string(&AuthorizationPolicy::crd())?;
     let fault = serde_yaml::to_string(&FaultInjection::crd())?;
     let rate_limit = serde_yaml::to_string(&LocalRateLimitPolicy::crd())?;
+    let authn = serde_yaml::to_string(&RequestAuthentication::crd())?;
     Ok(format!(
         "# Generated from mesh_control::k8s::{{AuthorizationPolicy, FaultInjection, \
-         LocalRateLimitPolicy}}; do not edit by hand.\n\
+         LocalRateLimitPolicy, RequestAuthentication}}; do not edit by hand.\n\
          # Regenerate: MESH_UPDATE_CRDS=1 cargo test -p mesh-control crds_file_is_current\n\
-         ---\n{crd}---\n{fault}---\n{rate_limit}"
+         ---\n{crd}---\n{fault}---\n{rate_limit}---\n{authn}"
     ))
 }
 

@@ -29,6 +29,9 @@
 //!   own with mesh-core's validation, and one that fails is left out (and reported), so one
 //!   bad object never holds back everybody else's changes;
 //! - **AuthorizationPolicy** ([`super::crd`]): checked on its own against its target;
+//! - **RequestAuthentication** ([`super::crd`]): the JWT issuers of its Service, checked on its
+//!   own against it (a Service accepts at most 4 issuers in all: objects past that, in name
+//!   order, are refused);
 //! - **LocalRateLimitPolicy** ([`super::crd::rate_limit`]): likewise;
 //! - **FaultInjection** ([`super::crd`]): inlined into the rules whose `ExtensionRef` filter
 //!   names it (in the route's namespace); a rule naming one that does not exist answers 500
@@ -44,13 +47,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use mesh_core::config::{
-    EndpointSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec, RateLimitSpec,
-    RouteSpec, ServicePortSpec, ServiceSpec, ValidConfig,
+    EndpointSpec, JwtRuleSpec, MeshConfig, PolicyRuleSpec, PolicySpec, PolicyTargetSpec,
+    RateLimitSpec, RequestAuthenticationSpec, RouteSpec, ServicePortSpec, ServiceSpec, ValidConfig,
 };
 use mesh_core::{SpiffeId, TrustDomain, ValidationErrors};
 
 use super::crd::{
     AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy, PolicyAction, PolicyMode,
+    RequestAuthentication,
 };
 use super::route::{GammaRoute, ParentRef, Refusal, RouteKind};
 
@@ -382,6 +386,18 @@ impl Indexed for AuthorizationPolicy {
     }
 }
 
+impl Indexed for RequestAuthentication {
+    type Summary = super::crd::RequestAuthenticationSpec;
+
+    fn summarize(&self) -> Option<Self::Summary> {
+        Some(self.spec.clone())
+    }
+
+    fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary> {
+        &mut index.authns
+    }
+}
+
 impl Indexed for FaultInjection {
     type Summary = super::crd::FaultInjectionSpec;
 
@@ -422,6 +438,7 @@ pub(crate) struct ClusterIndex {
     http_routes: Store<Result<GammaRoute, RouteSpecError>>,
     grpc_routes: Store<Result<GammaRoute, RouteSpecError>>,
     policies: Store<super::crd::AuthorizationPolicySpec>,
+    authns: Store<super::crd::RequestAuthenticationSpec>,
     faults: Store<super::crd::FaultInjectionSpec>,
     rate_limits: Store<super::crd::LocalRateLimitPolicySpec>,
 }
@@ -477,6 +494,7 @@ impl ClusterIndex {
             http_routes: Store::default(),
             grpc_routes: Store::default(),
             policies: Store::default(),
+            authns: Store::default(),
             faults: Store::default(),
             rate_limits: Store::default(),
         }
@@ -506,6 +524,7 @@ impl ClusterIndex {
             ("httproutes", self.http_routes.synced),
             ("grpcroutes", self.grpc_routes.synced),
             ("authorizationpolicies", self.policies.synced),
+            ("requestauthentications", self.authns.synced),
             ("faultinjections", self.faults.synced),
             ("localratelimitpolicies", self.rate_limits.synced),
         ]
@@ -565,11 +584,13 @@ impl ClusterIndex {
 
         let routes = self.attach_routes(&mut services, &mut refused);
         let policies = self.policies(&services, &mut refused);
+        let request_authentications = self.request_authentications(&services, &mut refused);
         let rate_limits = self.rate_limits(&services, &mut refused);
 
         let config = MeshConfig {
             services: services.into_values().collect(),
             policies,
+            request_authentications,
             rate_limits,
             default_policy: self.default_policy.clone(),
             instance_zones: self.instance_zones(),
@@ -591,6 +612,7 @@ impl ClusterIndex {
         MeshConfig {
             services: services.to_vec(),
             policies: policies.to_vec(),
+            request_authentications: Vec::new(),
             rate_limits: Vec::new(),
             default_policy: None,
             instance_zones: BTreeMap::new(),
@@ -981,6 +1003,86 @@ impl ClusterIndex {
     }
 }
 
+// === request authentications ===
+
+impl ClusterIndex {
+    /// Every request authentication that passes validation on its own against its Service,
+    /// and together with those before it (in name order: at most 4 issuers per Service, each
+    /// once).
+    fn request_authentications(
+        &self,
+        services: &BTreeMap<ObjectKey, ServiceSpec>,
+        refused: &mut Vec<String>,
+    ) -> Vec<RequestAuthenticationSpec> {
+        let mut out: Vec<RequestAuthenticationSpec> = Vec::new();
+        for (key, authn) in &self.authns.items {
+            let spec = match authn_spec(key, authn) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    refused.push(format!("RequestAuthentication {key}: spec.jwtRules: {e}"));
+                    continue;
+                }
+            };
+            let target = ObjectKey {
+                namespace: key.namespace.clone(),
+                name: authn.target.service.clone(),
+            };
+            let Some(service) = services.get(&target) else {
+                refused.push(format!(
+                    "RequestAuthentication {key}: spec.target.service: Service {target} not found"
+                ));
+                continue;
+            };
+            // Checked with the ones already taken for the same Service: issuers are unique
+            // and bounded per Service.
+            let mut together: Vec<RequestAuthenticationSpec> = out
+                .iter()
+                .filter(|s| {
+                    s.target.service == target.name && s.target.namespace == spec.target.namespace
+                })
+                .cloned()
+                .collect();
+            let index = together.len();
+            together.push(spec.clone());
+            let check = MeshConfig {
+                services: vec![without_endpoints(service, Vec::new())],
+                request_authentications: together,
+                ..MeshConfig::default()
+            }
+            .validate(&self.trust_domain);
+            if let Err(e) = check {
+                refused.push(format!(
+                    "RequestAuthentication {key}: {}",
+                    e.to_string()
+                        .replace(&format!("requestAuthentications[{index}]."), "spec.")
+                ));
+                continue;
+            }
+            out.push(spec);
+        }
+        out
+    }
+}
+
+/// The file source's request authentication for a CRD object.
+fn authn_spec(
+    key: &ObjectKey,
+    authn: &super::crd::RequestAuthenticationSpec,
+) -> Result<RequestAuthenticationSpec, serde_json::Error> {
+    // The CRD's rules have the file's JSON shape by design, as for policies.
+    let jwt_rules: Vec<JwtRuleSpec> =
+        serde_json::to_value(&authn.jwt_rules).and_then(serde_json::from_value)?;
+    Ok(RequestAuthenticationSpec {
+        name: key.name.clone(),
+        target: PolicyTargetSpec {
+            service: authn.target.service.clone(),
+            namespace: Some(key.namespace.clone()),
+            route: None,
+        },
+        jwt_rules,
+    })
+}
+
 impl ClusterIndex {
     /// Every rate-limit policy that passes validation on its own against its target.
     fn rate_limits(
@@ -1011,8 +1113,7 @@ impl ClusterIndex {
                 services: vec![without_endpoints(service, service.routes.clone())],
                 policies: Vec::new(),
                 rate_limits: vec![spec.clone()],
-                default_policy: None,
-                instance_zones: BTreeMap::new(),
+                ..MeshConfig::default()
             }
             .validate(&self.trust_domain);
             if let Err(e) = check {

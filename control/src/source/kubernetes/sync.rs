@@ -24,7 +24,9 @@ use mesh_core::config::ValidConfig;
 use tokio::task::JoinHandle;
 
 use super::KubernetesSource;
-use super::crd::{AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy};
+use super::crd::{
+    AuthorizationPolicy, FaultInjection, LocalRateLimitPolicy, RequestAuthentication,
+};
 use super::index::{BuildError, ClusterIndex, RouteStatus};
 use super::lease::LeaderLease;
 use crate::state::StateStore;
@@ -57,6 +59,7 @@ enum ClusterEvent {
     HttpRoute(Box<watcher::Event<HttpRoute>>),
     GrpcRoute(Box<watcher::Event<GrpcRoute>>),
     Policy(Box<watcher::Event<AuthorizationPolicy>>),
+    Authn(Box<watcher::Event<RequestAuthentication>>),
     Fault(Box<watcher::Event<FaultInjection>>),
     RateLimit(Box<watcher::Event<LocalRateLimitPolicy>>),
 }
@@ -188,6 +191,7 @@ impl Syncer {
             Ok(ClusterEvent::HttpRoute(e)) => index.apply(*e),
             Ok(ClusterEvent::GrpcRoute(e)) => index.apply(*e),
             Ok(ClusterEvent::Policy(e)) => index.apply(*e),
+            Ok(ClusterEvent::Authn(e)) => index.apply(*e),
             Ok(ClusterEvent::Fault(e)) => index.apply(*e),
             Ok(ClusterEvent::RateLimit(e)) => index.apply(*e),
             Err(error) => {
@@ -245,6 +249,12 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
     )
     .default_backoff()
     .map(|e| e.map(|e| ClusterEvent::Policy(Box::new(e))));
+    let authns = watcher(
+        Api::<RequestAuthentication>::all(client.clone()),
+        config.clone(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| ClusterEvent::Authn(Box::new(e))));
     let faults = watcher(Api::<FaultInjection>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(|e| ClusterEvent::Fault(Box::new(e))));
@@ -258,6 +268,7 @@ fn events(client: Client) -> BoxStream<'static, Result<ClusterEvent, watcher::Er
         http.boxed(),
         grpc.boxed(),
         policies.boxed(),
+        authns.boxed(),
         faults.boxed(),
         rate_limits.boxed(),
     ])

@@ -158,6 +158,7 @@ fn topology(ports: &[(&str, i32, i32)]) -> ClusterIndex {
     index.apply(Event::<GrpcRoute>::InitDone);
     index.apply(Event::<AuthorizationPolicy>::InitDone);
     index.apply(Event::<FaultInjection>::InitDone);
+    index.apply(Event::<RequestAuthentication>::InitDone);
     index.apply(Event::<LocalRateLimitPolicy>::InitDone);
     assert!(index.unsynced().is_empty());
     index

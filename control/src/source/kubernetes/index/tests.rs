@@ -95,6 +95,7 @@ fn synced() -> ClusterIndex {
         index.apply(Event::<GrpcRoute>::InitDone),
         index.apply(Event::<AuthorizationPolicy>::InitDone),
         index.apply(Event::<FaultInjection>::InitDone),
+        index.apply(Event::<RequestAuthentication>::InitDone),
         index.apply(Event::<LocalRateLimitPolicy>::InitDone),
     ] {
         assert!(done, "a first InitDone is a change");
@@ -144,7 +145,7 @@ fn greeter() -> ClusterIndex {
 #[test]
 fn is_unsynced_until_every_kind_is_listed() {
     let mut index = ClusterIndex::new(td(), None);
-    assert_eq!(index.unsynced().len(), 8);
+    assert_eq!(index.unsynced().len(), 9);
     index.apply(Event::<Service>::Init);
     index.apply(Event::InitApply(service("default", "greeter")));
     index.apply(Event::<Service>::InitDone);
@@ -1011,6 +1012,80 @@ fn pods_get_the_zone_of_their_node_and_endpoints_carry_their_hints() {
     assert_eq!(config.zone_of("other", "client-1"), "");
     let endpoint = &destination(&index, "greeter.default").endpoints[0];
     assert_eq!(endpoint.for_zones, ["zone-a", "zone-b"]);
+}
+
+fn authn(ns: &str, name: &str, spec: Value) -> RequestAuthentication {
+    obj(json!({
+        "apiVersion": "policy.mesh.dev/v1alpha1", "kind": "RequestAuthentication",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec
+    }))
+}
+
+#[test]
+fn request_authentications_give_their_service_issuers_and_bad_ones_are_left_out() {
+    let mut index = greeter();
+    let rule = |iss: &str| json!({"issuer": iss, "jwksUri": format!("{iss}/jwks.json")});
+    index.apply(Event::Apply(authn(
+        "default",
+        "a-users",
+        json!({"target": {"service": "greeter"}, "jwtRules": [rule("https://a.test")]}),
+    )));
+    // The same issuer again for the same Service: refused, naming the field.
+    index.apply(Event::Apply(authn(
+        "default",
+        "b-again",
+        json!({"target": {"service": "greeter"}, "jwtRules": [rule("https://a.test")]}),
+    )));
+    // A Service that does not exist.
+    index.apply(Event::Apply(authn(
+        "default",
+        "c-ghost",
+        json!({"target": {"service": "ghost"}, "jwtRules": [rule("https://c.test")]}),
+    )));
+    // A URI the mesh cannot fetch.
+    index.apply(Event::Apply(authn(
+        "default",
+        "d-ftp",
+        json!({"target": {"service": "greeter"},
+               "jwtRules": [{"issuer": "https://d.test", "jwksUri": "ftp://d.test/keys"}]}),
+    )));
+    // A policy rule on the principal, through the AuthorizationPolicy CRD.
+    index.apply(Event::Apply(policy(
+        "default",
+        "admins",
+        json!({"target": {"service": "greeter"}, "action": "ALLOW",
+               "rules": [{"from": {"identities": ["*"]},
+                          "principal": {"requestPrincipals": ["https://a.test/*"],
+                                        "claims": [{"name": "groups", "values": ["admin"]}]}}]}),
+    )));
+
+    let built = index.build().expect("builds");
+    let inbound = built.config.inbound(&name("greeter.default"));
+    let issuers: Vec<&str> = inbound.jwt_rules.iter().map(|r| &*r.issuer).collect();
+    assert_eq!(issuers, ["https://a.test"]);
+    assert_eq!(
+        built.config.jwks_uris().collect::<Vec<_>>(),
+        ["https://a.test/jwks.json"]
+    );
+    let principal = inbound.policies[0].rules[0]
+        .principal
+        .as_ref()
+        .expect("kept");
+    assert_eq!(principal.claims[0].values, ["admin"]);
+    let refused = built.refused.join("\n");
+    for (object, why) in [
+        ("b-again", "spec.jwtRules[0].issuer"),
+        ("c-ghost", "Service default/ghost not found"),
+        ("d-ftp", "spec.jwtRules[0].jwksUri"),
+    ] {
+        assert!(
+            refused
+                .lines()
+                .any(|l| l.contains(object) && l.contains(why)),
+            "{object}: {why}: {refused}"
+        );
+    }
 }
 
 #[test]
