@@ -13,23 +13,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::{Greeter, GreeterServer};
 use examples::hello::{HelloReply, HelloRequest};
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
-use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
+use mesh_tonic::{MeshLayer, MeshTonicExt};
 use mesh_tower::Mesh;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::callers::{Caller, RoundRobin};
 use crate::plain_tls::{self, PlainTls};
 use crate::{Args, median, verdict};
 
@@ -165,10 +163,7 @@ async fn measure(seconds: Duration, runs: usize) -> anyhow::Result<Vec<Round>> {
             let caller = match target {
                 Target::P2cEwma => Caller::Mesh(mixed_channel.clone()),
                 Target::AllFast => Caller::Mesh(fast_channel.clone()),
-                Target::RoundRobin => Caller::RoundRobin(Arc::new(RoundRobin {
-                    channels: plain_channels.clone(),
-                    next: AtomicUsize::new(0),
-                })),
+                Target::RoundRobin => Caller::RoundRobin(RoundRobin::new(plain_channels.clone())),
             };
             let _ = drive(&caller, in_flight, WARMUP).await;
             let (mut latencies, slow, errors, elapsed) = drive(&caller, in_flight, seconds).await;
@@ -265,43 +260,6 @@ impl Greeter for Paced {
     }
 }
 
-/// Plain round robin over tonic channels.
-struct RoundRobin {
-    channels: Vec<Channel>,
-    next: AtomicUsize,
-}
-
-enum Caller {
-    Mesh(MeshChannel),
-    RoundRobin(Arc<RoundRobin>),
-}
-
-impl Caller {
-    /// One call; the name of the endpoint that answered.
-    async fn call(&self) -> Result<String, Status> {
-        let request = HelloRequest {
-            name: "bench".into(),
-        };
-        let reply = match self {
-            Self::Mesh(channel) => GreeterClient::new(channel.clone()).say_hello(request).await,
-            Self::RoundRobin(rr) => {
-                let i = rr.next.fetch_add(1, Ordering::Relaxed) % rr.channels.len();
-                GreeterClient::new(rr.channels[i].clone())
-                    .say_hello(request)
-                    .await
-            }
-        };
-        Ok(reply?.into_inner().message)
-    }
-
-    fn clone_handle(&self) -> Self {
-        match self {
-            Self::Mesh(c) => Self::Mesh(c.clone()),
-            Self::RoundRobin(rr) => Self::RoundRobin(rr.clone()),
-        }
-    }
-}
-
 /// `in_flight` callers for `duration`: latencies (ns), calls the slow endpoint answered,
 /// errors, time taken.
 async fn drive(
@@ -318,7 +276,7 @@ async fn drive(
             let (mut latencies, mut slow, mut errors) = (Vec::new(), 0u64, 0u64);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                match caller.call().await {
+                match caller.say_hello().await {
                     Ok(name) => {
                         latencies.push(t0.elapsed().as_nanos() as u64);
                         slow += u64::from(name == SLOW_NAME);

@@ -10,6 +10,7 @@
 //! itself with a hidden subcommand (`__control`, `__stream`, `__server`).
 
 mod balancing;
+mod callers;
 mod chart;
 mod fanout;
 mod fanout_servers;

@@ -9,22 +9,21 @@
 //! figures hold on a 2-core machine.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use examples::hello::greeter_client::GreeterClient;
 use examples::hello::greeter_server::{Greeter, GreeterServer};
 use examples::hello::{HelloReply, HelloRequest};
 use mesh_control::{ConfigSource, ControlOptions};
 use mesh_core::TrustDomain;
 use mesh_core::rate::{TokenBucket, TokenBucketConfig};
-use mesh_tonic::{MeshChannel, MeshLayer, MeshTonicExt};
+use mesh_tonic::{MeshLayer, MeshTonicExt};
 use mesh_tower::Mesh;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::callers::{Caller, RoundRobin};
 use crate::plain_tls::{self, PlainTls};
 use crate::{Args, median, verdict};
 
@@ -179,10 +178,7 @@ async fn measure(seconds: Duration, runs: usize) -> anyhow::Result<(Vec<Round>, 
     for addr in plain_addrs {
         channels.push(plain_tls::tls_channel(addr, tls.client.clone()).await?);
     }
-    let round_robin = Arc::new(RoundRobin {
-        channels,
-        next: AtomicUsize::new(0),
-    });
+    let round_robin = RoundRobin::new(channels);
     let (mut mesh_rounds, mut plain_rounds) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         for meshed in [true, false] {
@@ -299,42 +295,6 @@ impl Greeter for Shedding {
     }
 }
 
-/// Plain round robin over tonic channels.
-struct RoundRobin {
-    channels: Vec<Channel>,
-    next: AtomicUsize,
-}
-
-enum Caller {
-    Mesh(MeshChannel),
-    RoundRobin(Arc<RoundRobin>),
-}
-
-impl Caller {
-    async fn call(&self) -> bool {
-        let request = HelloRequest {
-            name: "bench".into(),
-        };
-        let reply = match self {
-            Self::Mesh(channel) => GreeterClient::new(channel.clone()).say_hello(request).await,
-            Self::RoundRobin(rr) => {
-                let i = rr.next.fetch_add(1, Ordering::Relaxed) % rr.channels.len();
-                GreeterClient::new(rr.channels[i].clone())
-                    .say_hello(request)
-                    .await
-            }
-        };
-        reply.is_ok()
-    }
-
-    fn clone_handle(&self) -> Self {
-        match self {
-            Self::Mesh(c) => Self::Mesh(c.clone()),
-            Self::RoundRobin(rr) => Self::RoundRobin(rr.clone()),
-        }
-    }
-}
-
 /// [`IN_FLIGHT`] callers for `duration`: calls, successes, time taken.
 async fn drive(caller: &Caller, duration: Duration) -> (u64, u64, Duration) {
     let started = Instant::now();
@@ -346,7 +306,7 @@ async fn drive(caller: &Caller, duration: Duration) -> (u64, u64, Duration) {
             let (mut calls, mut ok) = (0u64, 0u64);
             while Instant::now() < deadline {
                 calls += 1;
-                ok += u64::from(caller.call().await);
+                ok += u64::from(caller.say_hello().await.is_ok());
             }
             (calls, ok)
         }));
