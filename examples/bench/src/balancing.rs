@@ -118,7 +118,9 @@ async fn measure(seconds: Duration, runs: usize) -> anyhow::Result<Vec<Round>> {
     let settings = |account: &str, service: Option<&str>| settings.for_account(account, service);
 
     // The servers: the last of each mixed set is the slow one.
-    let server = Mesh::start(settings("greeter", Some("greeter"))?).await?;
+    // One process serves both services; it subscribes as the first (the control service lets
+    // a workload name only a service its identity serves).
+    let server = Mesh::start(settings("greeter", Some("greeter-mixed"))?).await?;
     for (i, listener) in mixed.into_iter().chain(fast).enumerate() {
         let greeter = if i == 2 {
             Paced::new(SLOW_NAME, SLOW)
