@@ -66,16 +66,6 @@ impl Authorizer {
         self
     }
 
-    /// The inbound policy in force, with its routes and rate limiter.
-    pub(crate) fn inbound(&self) -> &ArcSwapOption<Inbound> {
-        &self.policy
-    }
-
-    /// The service's metric handles, when it has telemetry.
-    pub(crate) fn telemetry(&self) -> Option<&InboundTelemetry> {
-        self.telemetry.as_deref()
-    }
-
     /// Whether this connection's caller may be told the verdict on its requests.
     pub(crate) fn explains(&self) -> bool {
         self.explains
@@ -184,6 +174,11 @@ impl Authorizer {
         peer: Option<&PeerIdentity>,
     ) -> Result<Request<B>, Response<R>> {
         let inbound = self.policy.load();
+        // Rate limits first (after the caller's identity, before its token): one load of the
+        // inbound policy serves both stages.
+        if let Some(inbound) = inbound.as_deref() {
+            super::rate_limit::check(inbound, self.telemetry.as_deref(), &request, peer)?;
+        }
         // One branch when the service accepts no issuer.
         let principal = match inbound.as_deref().and_then(|i| i.verifier.as_ref()) {
             None => None,

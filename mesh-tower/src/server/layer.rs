@@ -26,7 +26,6 @@ use mesh_core::authz::Decision;
 
 use super::authz::Authorizer;
 use super::connect_info::MeshConnectInfo;
-use super::rate_limit;
 use super::telemetry::InboundFuture;
 use crate::explain;
 use crate::identity::PeerIdentity;
@@ -119,9 +118,7 @@ where
             request,
             busy,
             |request| match authorizer {
-                Some(authorizer) => match rate_limit::check(authorizer, &request, peer)
-                    .and_then(|()| authorizer.authorize(request, peer))
-                {
+                Some(authorizer) => match authorizer.authorize(request, peer) {
                     Ok(request) => {
                         if explain {
                             verdict = request

@@ -21,7 +21,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::rate::Limited;
 use mesh_core::route::{CompiledRule, RequestSummary, RouteOutcome};
 
-use super::authz::Authorizer;
+use super::telemetry::InboundTelemetry;
 use crate::discovery::Inbound;
 use crate::identity::PeerIdentity;
 
@@ -31,15 +31,12 @@ pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
 /// Checks `request` from `peer` against the rate limits of `authorizer`'s service: `Ok` to go
 /// on, or the mesh's refusal.
 pub(crate) fn check<B, R: Default>(
-    authorizer: &Authorizer,
+    inbound: &Inbound,
+    telemetry: Option<&InboundTelemetry>,
     request: &Request<B>,
     peer: Option<&PeerIdentity>,
 ) -> Result<(), Response<R>> {
-    let inbound = authorizer.inbound().load();
-    let Some((inbound, limiter)) = inbound
-        .as_deref()
-        .and_then(|inbound| Some((inbound, inbound.limiter.as_deref()?)))
-    else {
+    let Some(limiter) = inbound.limiter.as_deref() else {
         return Ok(());
     };
     let rule = limiter
@@ -50,7 +47,7 @@ pub(crate) fn check<B, R: Default>(
     let Err(limited) = limiter.check(route, peer.map(PeerIdentity::id), Instant::now()) else {
         return Ok(());
     };
-    if let Some(telemetry) = authorizer.telemetry() {
+    if let Some(telemetry) = telemetry {
         telemetry.limited(&limited, peer);
     }
     tracing::debug!(
