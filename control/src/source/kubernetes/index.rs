@@ -977,14 +977,13 @@ impl ClusterIndex {
                     continue;
                 }
             };
-            let target = ObjectKey {
-                namespace: key.namespace.clone(),
-                name: policy.target.service.clone(),
-            };
-            let Some(service) = services.get(&target) else {
-                refused.push(format!(
-                    "AuthorizationPolicy {key}: spec.target.service: Service {target} not found"
-                ));
+            let Some((_, service)) = target_service(
+                "AuthorizationPolicy",
+                key,
+                &policy.target.service,
+                services,
+                refused,
+            ) else {
                 continue;
             };
             if let Err(e) = self.check(
@@ -1023,14 +1022,13 @@ impl ClusterIndex {
                     continue;
                 }
             };
-            let target = ObjectKey {
-                namespace: key.namespace.clone(),
-                name: authn.target.service.clone(),
-            };
-            let Some(service) = services.get(&target) else {
-                refused.push(format!(
-                    "RequestAuthentication {key}: spec.target.service: Service {target} not found"
-                ));
+            let Some((target, service)) = target_service(
+                "RequestAuthentication",
+                key,
+                &authn.target.service,
+                services,
+                refused,
+            ) else {
                 continue;
             };
             // Checked with the ones already taken for the same Service: issuers are unique
@@ -1099,14 +1097,13 @@ impl ClusterIndex {
                     continue;
                 }
             };
-            let target = ObjectKey {
-                namespace: key.namespace.clone(),
-                name: policy.target.service.clone(),
-            };
-            let Some(service) = services.get(&target) else {
-                refused.push(format!(
-                    "LocalRateLimitPolicy {key}: spec.target.service: Service {target} not found"
-                ));
+            let Some((_, service)) = target_service(
+                "LocalRateLimitPolicy",
+                key,
+                &policy.target.service,
+                services,
+                refused,
+            ) else {
                 continue;
             };
             let check = MeshConfig {
@@ -1152,6 +1149,31 @@ fn rate_limit_spec(
         identity: convert(&policy.identity)?,
         overrides: convert(&policy.overrides)?,
     })
+}
+
+/// The Service named `service` in `key`'s namespace, which an object of `kind` (a policy, a
+/// rate limit, a request authentication) targets; `None`, with the reason in `refused`, when
+/// the cluster has no such Service.
+fn target_service<'a>(
+    kind: &str,
+    key: &ObjectKey,
+    service: &str,
+    services: &'a BTreeMap<ObjectKey, ServiceSpec>,
+    refused: &mut Vec<String>,
+) -> Option<(ObjectKey, &'a ServiceSpec)> {
+    let target = ObjectKey {
+        namespace: key.namespace.clone(),
+        name: service.to_owned(),
+    };
+    match services.get(&target) {
+        Some(spec) => Some((target, spec)),
+        None => {
+            refused.push(format!(
+                "{kind} {key}: spec.target.service: Service {target} not found"
+            ));
+            None
+        }
+    }
 }
 
 /// `spec` without its endpoints and with `routes` (what checking a route or a policy against
