@@ -6,10 +6,12 @@
 //! backend that fails, sleeps, echoes and logs on request) and [`greeter`] (a greeter whose
 //! behaviour the request's name drives).
 //! [`jwks`] serves JWK Sets to the control service for end-user authentication tests.
+//! [`python`] runs programs that use the standard gRPC library (grpcio) against the mesh.
 
 pub mod faults;
 pub mod greeter;
 pub mod jwks;
+pub mod python;
 pub mod rawtls;
 pub mod telemetry;
 pub mod web;
