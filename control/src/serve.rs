@@ -8,8 +8,11 @@
 //! - `conn`: serves each HTTP/2 connection in one task that also polls its streams;
 //! - `routes`: routes the calls, serving `Watch` with small codec buffers;
 //! - `service`: the `Control` service, which hands each call to
-//!   [`crate::ca::certify`] or [`crate::watch::stream`].
+//!   [`crate::ca::certify`] or [`crate::watch::stream`];
+//! - `ads`: Envoy's `AggregatedDiscoveryService` for gRPC libraries' xDS clients, which hands
+//!   each stream to `crate::watch::xds`.
 
+pub(crate) mod ads;
 pub(crate) mod conn;
 pub(crate) mod limits;
 pub(crate) mod routes;

@@ -9,7 +9,8 @@
 //! - `limits`: how many streams and destinations one identity may hold ([`WatchLimits`](crate::WatchLimits));
 //! - `registry`: every live subscriber and the versions it was sent, acked and rejected;
 //! - `propagation`: how long a version takes to reach the subscribers it changed;
-//! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests).
+//! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests);
+//! - `xds`: the same config served to gRPC libraries over xDS (ADS).
 
 pub(crate) mod limits;
 pub(crate) mod own_service;
@@ -18,3 +19,4 @@ pub(crate) mod propagation;
 pub(crate) mod registry;
 pub mod skew;
 pub(crate) mod stream;
+pub(crate) mod xds;

@@ -1,4 +1,5 @@
-//! Routes `mesh.control.v1.Control` calls, serving `Watch` with small codec buffers.
+//! Routes `mesh.control.v1.Control` calls, serving `Watch` with small codec buffers, and
+//! Envoy's `AggregatedDiscoveryService` (xDS for gRPC libraries) on the same port.
 //!
 //! The generated server gives every Watch stream tonic's default 8 KiB decode buffer (for the
 //! ACKs, a few dozen bytes each) and 8 KiB encode buffer (for snapshots that are usually well
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_core::proto::control_server::{Control, ControlServer, SERVICE_NAME};
 use mesh_core::proto::{Snapshot, WatchRequest};
 use tonic::body::Body;
@@ -22,7 +24,11 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+use super::ads::AdsService;
 use super::service::ControlService;
+
+/// The path prefix of ADS calls.
+const ADS_PREFIX: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
 
 /// The Watch method's path.
 const WATCH_PATH: &str = "/mesh.control.v1.Control/Watch";
@@ -41,6 +47,7 @@ const YIELD_THRESHOLD: usize = 32 * 1024;
 pub(crate) struct ControlRoutes {
     service: Arc<ControlService>,
     generated: ControlServer<ControlService>,
+    ads: AggregatedDiscoveryServiceServer<AdsService>,
     max_decoding_message_size: usize,
 }
 
@@ -58,8 +65,12 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'stati
 impl ControlRoutes {
     /// Serves `service`, refusing incoming messages over `max_decoding_message_size` bytes.
     pub(crate) fn new(service: ControlService, max_decoding_message_size: usize) -> Self {
+        let ads = AggregatedDiscoveryServiceServer::new(AdsService::new(service.xds_hub()))
+            .max_decoding_message_size(max_decoding_message_size)
+            .max_encoding_message_size(usize::MAX);
         let service = Arc::new(service);
         Self {
+            ads,
             generated: ControlServer::from_arc(service.clone())
                 .max_decoding_message_size(max_decoding_message_size)
                 .max_encoding_message_size(usize::MAX),
@@ -83,6 +94,9 @@ impl Service<http::Request<Body>> for ControlRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path().starts_with(ADS_PREFIX) {
+            return self.ads.call(request);
+        }
         if request.uri().path() != WATCH_PATH {
             return self.generated.call(request);
         }

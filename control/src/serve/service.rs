@@ -19,6 +19,11 @@ impl ControlService {
     pub(crate) fn new(certifier: Certifier, watch: WatchHub) -> Self {
         Self { certifier, watch }
     }
+
+    /// The ADS hub over the same config, registry and limits as Watch.
+    pub(crate) fn xds_hub(&self) -> crate::watch::xds::stream::XdsHub {
+        self.watch.xds()
+    }
 }
 
 #[tonic::async_trait]

@@ -54,10 +54,10 @@ pub(crate) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_DESTINATIONS: usize = 4096;
 
 /// The longest `node` accepted.
-const MAX_NODE_LEN: usize = 253;
+pub(super) const MAX_NODE_LEN: usize = 253;
 
 /// The longest NACK error kept in the registry.
-const MAX_NACK_LEN: usize = 1024;
+pub(super) const MAX_NACK_LEN: usize = 1024;
 /// The most gRPC service names a subscriber may report.
 const MAX_GRPC_SERVICES: usize = 256;
 /// The longest gRPC service name a subscriber may report.
@@ -155,6 +155,17 @@ impl WatchHub {
             ),
             usage: Arc::new(Usage::new(limits)),
             edges,
+        }
+    }
+
+    /// An ADS hub over the same config, registry and per-identity limits as these Watch
+    /// streams: xDS clients are subscribers like any other.
+    pub(crate) fn xds(&self) -> super::xds::stream::XdsHub {
+        super::xds::stream::XdsHub {
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+            registry: self.registry.clone(),
+            usage: self.usage.clone(),
         }
     }
 
@@ -643,7 +654,7 @@ fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subsc
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
-fn truncate(s: &mut String, max: usize) {
+pub(super) fn truncate(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {
