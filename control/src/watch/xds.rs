@@ -19,3 +19,6 @@ pub(crate) mod resources;
 pub(crate) mod routes;
 pub(crate) mod stream;
 pub(crate) mod tls;
+
+#[cfg(test)]
+mod tests;
