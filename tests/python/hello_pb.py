@@ -44,11 +44,21 @@ def decode_reply(data):
     return message
 
 
-def say_hello(channel, name, timeout=10, metadata=None):
+def say_hello(channel, name, timeout=10, metadata=None, wait_for_ready=None):
     """Calls SayHello on `channel` and returns the reply's message."""
     call = channel.unary_unary(
         SAY_HELLO,
         request_serializer=encode_request,
         response_deserializer=decode_reply,
     )
-    return call(name, timeout=timeout, metadata=metadata)
+    return call(name, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready)
+
+
+def encode_reply(message):
+    """A HelloReply with `message` (for servers)."""
+    return encode_request(message)
+
+
+def decode_request(data):
+    """The `name` of a HelloRequest (for servers)."""
+    return decode_reply(data)

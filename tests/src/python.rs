@@ -82,3 +82,23 @@ pub async fn run(
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Starts `tests/python/<name>` with `args` and extra environment `envs`, for a program that
+/// runs until killed (a server); it is killed when the handle is dropped.
+pub fn spawn(
+    python: &Path,
+    name: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(python)
+        .arg(script(name))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start python")
+}

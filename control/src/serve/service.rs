@@ -22,7 +22,7 @@ impl ControlService {
 
     /// The ADS hub over the same config, registry and limits as Watch.
     pub(crate) fn xds_hub(&self) -> crate::watch::xds::stream::XdsHub {
-        self.watch.xds()
+        crate::watch::xds::stream::XdsHub::new(&self.watch)
     }
 }
 

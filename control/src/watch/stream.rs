@@ -158,15 +158,22 @@ impl WatchHub {
         }
     }
 
-    /// An ADS hub over the same config, registry and per-identity limits as these Watch
-    /// streams: xDS clients are subscribers like any other.
-    pub(crate) fn xds(&self) -> super::xds::stream::XdsHub {
-        super::xds::stream::XdsHub {
-            state: self.state.clone(),
-            shutdown: self.shutdown.clone(),
-            registry: self.registry.clone(),
-            usage: self.usage.clone(),
-        }
+    /// What these streams share, for other kinds of subscribers (xDS): the config, the
+    /// shutdown signal, the registry and the per-identity limits.
+    pub(crate) fn shared(
+        &self,
+    ) -> (
+        watch::Receiver<Arc<State>>,
+        watch::Receiver<bool>,
+        Arc<Registry>,
+        Arc<Usage>,
+    ) {
+        (
+            self.state.clone(),
+            self.shutdown.clone(),
+            self.registry.clone(),
+            self.usage.clone(),
+        )
     }
 
     /// Serves one stream from a caller that presented `identity`. The first message is read

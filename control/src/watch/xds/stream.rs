@@ -38,7 +38,7 @@ use crate::watch::limits::{Lease, Usage};
 use crate::watch::own_service;
 use crate::watch::registry::{Nack, NackDetail, Registration, Registry, SubscriberStatus};
 use crate::watch::stream::{
-    MAX_DESTINATIONS, MAX_NACK_LEN, MAX_NODE_LEN, SUBSCRIBE_TIMEOUT, truncate,
+    MAX_DESTINATIONS, MAX_NACK_LEN, MAX_NODE_LEN, SUBSCRIBE_TIMEOUT, WatchHub, truncate,
 };
 
 /// The node metadata key that names the service a client serves (`name.namespace`).
@@ -51,10 +51,10 @@ pub(crate) type XdsStream =
 /// Opens ADS streams against the config in force; shares the registry and limits of Watch.
 #[derive(Debug, Clone)]
 pub(crate) struct XdsHub {
-    pub(crate) state: watch::Receiver<Arc<State>>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) usage: Arc<Usage>,
+    state: watch::Receiver<Arc<State>>,
+    shutdown: watch::Receiver<bool>,
+    registry: Arc<Registry>,
+    usage: Arc<Usage>,
 }
 
 /// Who is on the other end of a stream.
@@ -114,6 +114,18 @@ struct Session<S> {
 // === impl XdsHub ===
 
 impl XdsHub {
+    /// A hub over the same config, registry and per-identity limits as `watch`'s streams:
+    /// xDS clients are subscribers like any other.
+    pub(crate) fn new(watch: &WatchHub) -> Self {
+        let (state, shutdown, registry, usage) = watch.shared();
+        Self {
+            state,
+            shutdown,
+            registry,
+            usage,
+        }
+    }
+
     /// Serves one ADS stream from a caller that presented `peer`'s identity.
     pub(crate) fn open<S>(&self, peer: XdsPeer, inbound: S) -> XdsStream
     where

@@ -1,0 +1,320 @@
+//! Services in other languages, end to end: stock grpcio (Python) clients and servers meshed by
+//! their gRPC library's own xDS support, configured by the control service's xDS server from
+//! the same config as the Rust meshes, with certificates from `meshctl certify`.
+//!
+//! Skipped when no Python with grpcio is found, unless `MESH_REQUIRE_TOOLS=1` (CI).
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use examples::hello::HelloRequest;
+use examples::hello::greeter_client::GreeterClient;
+use mesh_tests::python::{self, ScriptOutput};
+use mesh_tests::{Config, Harness, listener, spiffe, token_for};
+use mesh_tonic::MeshTonicExt;
+use serde_json::Value;
+
+/// A Python workload's files: what `meshctl certify` wrote for it.
+struct Workload {
+    dir: tempfile::TempDir,
+}
+
+impl Workload {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn bootstrap(&self) -> String {
+        self.path("bootstrap.json").display().to_string()
+    }
+}
+
+/// Runs `meshctl certify` once for `account` (serving `service`, if any): the certificate, key,
+/// trust bundle and xDS bootstrap file in a new directory.
+fn certify(harness: &Harness, account: &str, service: Option<&str>) -> Workload {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, token_for(account)).unwrap();
+    let control = harness.control.as_ref().unwrap().addr();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    command
+        .arg("certify")
+        .arg("--control")
+        .arg(format!("localhost:{}", control.port()))
+        .arg("--trust-domain")
+        .arg(harness.trust_domain.as_str())
+        .arg("--ca-file")
+        .arg(&harness.anchors)
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--out-dir")
+        .arg(dir.path())
+        .arg("--bootstrap")
+        .arg(dir.path().join("bootstrap.json"))
+        .arg("--node-id")
+        .arg(format!("{account}-py"));
+    if let Some(service) = service {
+        command.arg("--service").arg(service);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "certify failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Workload { dir }
+}
+
+/// The grpcio environment of `workload`: its bootstrap file (and gRPC's logs on failure).
+fn grpc_env(workload: &Workload) -> Vec<(&'static str, String)> {
+    vec![
+        ("GRPC_XDS_BOOTSTRAP", workload.bootstrap()),
+        ("GRPC_VERBOSITY", "error".to_owned()),
+    ]
+}
+
+/// Runs the xDS client script as `workload` and parses what it printed.
+async fn xds_client(
+    python: &Path,
+    workload: &Workload,
+    target: &str,
+    calls: usize,
+    headers: &[&str],
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let ca = workload.path("ca.pem").display().to_string();
+    let calls = calls.to_string();
+    let mut args = vec!["--target", target, "--ca", &ca, "--calls", &calls];
+    for header in headers {
+        args.extend(["--header", header]);
+    }
+    let env = grpc_env(workload);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ScriptOutput {
+        success,
+        stdout,
+        stderr,
+    } = python::run(
+        python,
+        "xds_client.py",
+        &args,
+        &envs,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(success, "xds_client.py failed:\n{stderr}");
+    let parsed: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("xds_client.py printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let counts = |key: &str| -> BTreeMap<String, u64> {
+        parsed[key]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect()
+    };
+    (counts("replies"), counts("failures"))
+}
+
+/// The replica in a greeter reply (`Hello, py! from v1 (...) to ...`).
+fn replica(message: &str) -> &str {
+    message
+        .split(" from ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_grpcio_xds_client_is_routed_split_and_authorized_like_a_meshed_one() {
+    let Some(python) = python::grpcio_python() else {
+        return;
+    };
+    let (l1, l2) = (listener().await.unwrap(), listener().await.unwrap());
+    let config = Config::new()
+        .service("greeter", &[])
+        .routes(
+            "greeter",
+            r#"
+            - name: canary
+              kind: grpc
+              rules:
+                - matches: [{headers: [{name: x-version, value: v2}]}]
+                  backendRefs: [{name: greeter-v2}]
+                - backendRefs:
+                    - {name: greeter-v1, weight: 70}
+                    - {name: greeter-v2, weight: 30}
+            "#,
+        )
+        .service("greeter-v1", &[(l1.local_addr().unwrap(), "greeter")])
+        .service("greeter-v2", &[(l2.local_addr().unwrap(), "greeter")])
+        .top_level(
+            r#"
+            policies:
+              - name: no-denied-v1
+                target: {service: greeter-v1}
+                action: DENY
+                rules:
+                  - from: {serviceAccounts: [default/py-denied]}
+              - name: no-denied-v2
+                target: {service: greeter-v2}
+                action: DENY
+                rules:
+                  - from: {serviceAccounts: [default/py-denied]}
+            "#,
+        )
+        .account("greeter")
+        .account("py-client")
+        .account("py-denied");
+    let harness = Harness::start(&config).await.unwrap();
+    let settings = |service| harness.settings("greeter", Some(service));
+    let _v1 = harness
+        .greeter_with_settings(l1, "v1", settings("greeter-v1"))
+        .await
+        .unwrap();
+    let _v2 = harness
+        .greeter_with_settings(l2, "v2", settings("greeter-v2"))
+        .await
+        .unwrap();
+    let client = certify(&harness, "py-client", None);
+
+    // 1,000 calls over mTLS: the Rust servers see the Python workload's SPIFFE ID, and the
+    // 70/30 split holds (30 % of 1,000 has a standard deviation of 1.45 points; ±5 is > 3σ).
+    const CALLS: u64 = 1000;
+    let (replies, failures) =
+        xds_client(&python, &client, "xds:///greeter.default", 1000, &[]).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let caller = spiffe("py-client");
+    let mut by_replica = BTreeMap::<&str, u64>::new();
+    for (message, count) in &replies {
+        assert!(message.ends_with(&format!("to {caller}")), "{message}");
+        *by_replica.entry(replica(message)).or_default() += count;
+    }
+    let v2 = by_replica.get("v2").copied().unwrap_or(0);
+    assert_eq!(by_replica.values().sum::<u64>(), CALLS);
+    let share = v2 as f64 * 100.0 / CALLS as f64;
+    assert!(
+        (25.0..=35.0).contains(&share),
+        "v2 got {share:.1} %: {by_replica:?}"
+    );
+
+    // A header match outranks the split.
+    let (replies, failures) = xds_client(
+        &python,
+        &client,
+        "xds:///greeter.default",
+        40,
+        &["x-version=v2"],
+    )
+    .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(replies.keys().all(|m| replica(m) == "v2"), "{replies:?}");
+    assert_eq!(replies.values().sum::<u64>(), 40);
+
+    // An identity the policies deny is refused by the Rust servers, whatever the route.
+    let denied = certify(&harness, "py-denied", None);
+    let (replies, failures) = xds_client(&python, &denied, "xds:///greeter.default", 10, &[]).await;
+    assert!(replies.is_empty(), "{replies:?}");
+    assert_eq!(failures.values().sum::<u64>(), 10, "{failures:?}");
+    assert!(
+        failures.keys().all(|f| f.starts_with("PERMISSION_DENIED")),
+        "{failures:?}"
+    );
+
+    // The control service lists the Python clients as subscribers, by their node ids.
+    let subscribers = harness.control.as_ref().unwrap().subscribers();
+    assert!(
+        subscribers.iter().all(|s| s.last_nack.is_none()),
+        "{subscribers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_grpcio_xds_server_enforces_the_mesh_policy_on_meshed_rust_callers() {
+    let Some(python) = python::grpcio_python() else {
+        return;
+    };
+    // A port for the Python server (it binds it itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = Config::new()
+        .service("py-greeter", &[(address, "py-server")])
+        .service_keys("py-greeter", "defaultPolicy: deny")
+        .top_level(
+            r#"
+            policies:
+              - name: client-may-greet
+                target: {service: py-greeter}
+                action: ALLOW
+                rules:
+                  - from: {serviceAccounts: [default/client]}
+                    to: {grpc: [{service: helloworld.Greeter}]}
+            "#,
+        )
+        .account("py-server")
+        .account("client")
+        .account("stranger");
+    let harness = Harness::start(&config).await.unwrap();
+    let server = certify(&harness, "py-server", Some("py-greeter.default"));
+    let cert_dir = server.dir.path().display().to_string();
+    let port_arg = port.to_string();
+    let env = grpc_env(&server);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _child = python::spawn(
+        &python,
+        "xds_server.py",
+        &["--port", &port_arg, "--cert-dir", &cert_dir],
+        &envs,
+    );
+
+    // The meshed Rust client reaches it over mTLS once the server has its listener; the
+    // Python server saw the Rust client's verified identity.
+    let client_mesh = harness.mesh("client").await.unwrap();
+    let mut client = GreeterClient::new(client_mesh.channel("py-greeter.default").await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        match client
+            .say_hello(HelloRequest {
+                name: "rust".into(),
+            })
+            .await
+        {
+            Ok(reply) => break reply.into_inner().message,
+            Err(status) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(?status, "the Python xDS server is not serving yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("the Python xDS server never answered: {status:?}"),
+        }
+    };
+    assert_eq!(
+        reply,
+        format!("Hello, rust! from py-server to {}", spiffe("client"))
+    );
+    for _ in 0..5 {
+        client
+            .say_hello(HelloRequest {
+                name: "rust".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    // A caller the policy does not allow is refused by the Python server's RBAC filter.
+    let stranger = harness.mesh("stranger").await.unwrap();
+    let mut refused = GreeterClient::new(stranger.channel("py-greeter.default").await.unwrap());
+    let status = refused
+        .say_hello(HelloRequest {
+            name: "stranger".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+}
