@@ -87,6 +87,13 @@
 //! from every replica's live view (`/ui/graph.json`) merged ([`top`] says how); with
 //! `--watch`, redrawn every few seconds until interrupted.
 //!
+//! ## `meshctl certify --control HOST:PORT --trust-anchors PEM --token-file FILE --out DIR [--renew]`
+//!
+//! A SPIFFE certificate for a workload in another language, by the same `Certify` flow Rust
+//! workloads use: `cert.pem`, `key.pem` (made here, mode 0600) and `ca.pem` in `DIR`, replaced
+//! together, and gRPC's xDS bootstrap file; with `--renew` it stays running and renews. See
+//! [`certify`] for every flag, the file layout and the exit status.
+//!
 //! ## Output and exit status
 //!
 //! Text for people by default; `-o json` prints one JSON document (the `Serialize` types of
@@ -119,6 +126,7 @@
 //!   problem, and the service still starts. A bundle that is not PEM certificates is exit 2.
 
 mod admin_client;
+pub mod certify;
 pub mod certs;
 pub mod check;
 mod cli;

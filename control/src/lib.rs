@@ -74,6 +74,9 @@
 //! - `admin/`: the admin HTTP port and the service's metrics;
 //! - [`ctl`]: `meshctl`, the operator command (the `meshctl` binary): `check`, `routes`,
 //!   `explain` (offline, on a control file), `status` and `certs` (online).
+//! - [`xds_bootstrap`]: the xDS bootstrap file gRPC libraries read, as `meshctl certify`
+//!   writes it, and the names (certificate provider instance, node metadata) the xDS
+//!   translation shares with it.
 //! - `view/`: the live view of the mesh on the admin port (`/ui`, `/ui/graph.json`), from the
 //!   edge reports workloads send on their Watch streams.
 
@@ -89,6 +92,7 @@ mod start;
 mod state;
 mod view;
 mod watch;
+pub mod xds_bootstrap;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;

@@ -57,6 +57,9 @@ pub enum Command {
     /// Live calls/s, success rate and latency per edge (caller -> service), from every
     /// control replica's live view.
     Top(TopArgs),
+    /// Obtain (and with `--renew` keep renewing) a SPIFFE certificate for a workload in
+    /// another language, and write gRPC's xDS bootstrap file.
+    Certify(super::certify::CertifyArgs),
 }
 
 /// `meshctl top`.
@@ -237,6 +240,9 @@ pub struct ExplainArgs {
 
 /// Runs `cli`, writing the report to stdout and errors to stderr; returns the exit status.
 pub fn run(cli: Cli) -> u8 {
+    if let Command::Certify(args) = &cli.command {
+        return run_certify(args);
+    }
     match execute(&cli) {
         Ok((text, status)) => {
             let mut stdout = std::io::stdout().lock();
@@ -252,6 +258,35 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// `meshctl certify`: logs on stderr, exit status 0 once the files are written (never, with
+/// `--renew`), 1 when the control service refused, 2 on any other error.
+fn run_certify(args: &super::certify::CertifyArgs) -> u8 {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("meshctl: error: starting the runtime: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match runtime.block_on(super::certify::certify(args)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("meshctl: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// The report and the exit status.
 fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
     let render = |json: Result<String, CtlError>, human: String| match cli.output {
@@ -259,6 +294,8 @@ fn execute(cli: &Cli) -> Result<(String, u8), CtlError> {
         Format::Human => Ok(human),
     };
     match &cli.command {
+        // Run by `run` before this.
+        Command::Certify(_) => Ok((String::new(), EXIT_OK)),
         Command::Check(args) => {
             let served = if args.admin.is_empty() {
                 None
