@@ -22,6 +22,9 @@ def main():
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--name", default="py")
     parser.add_argument("--header", action="append", default=[], help="key=value metadata")
+    parser.add_argument(
+        "--first-timeout", type=float, default=30, help="seconds the first call may wait"
+    )
     args = parser.parse_args()
 
     with open(args.ca, "rb") as f:
@@ -38,7 +41,7 @@ def main():
                 message = say_hello(
                     channel,
                     args.name,
-                    timeout=30 if i == 0 else 10,
+                    timeout=args.first_timeout if i == 0 else 10,
                     metadata=metadata,
                     wait_for_ready=(i == 0),
                 )

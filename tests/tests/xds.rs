@@ -33,39 +33,43 @@ impl Workload {
     }
 }
 
-/// Runs `meshctl certify` once for `account` (serving `service`, if any): the certificate, key,
-/// trust bundle and xDS bootstrap file in a new directory.
-fn certify(harness: &Harness, account: &str, service: Option<&str>) -> Workload {
+/// Runs `meshctl certify` once for `account` (serving `service`, if any), in this process and
+/// parsed as the binary parses its arguments: the certificate, key, trust bundle and xDS
+/// bootstrap file in a new directory. (The binary itself is tested in `control/tests`.)
+async fn certify(harness: &Harness, account: &str, service: Option<&str>) -> Workload {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, token_for(account)).unwrap();
     let control = harness.control.as_ref().unwrap().addr();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"));
-    command
-        .arg("certify")
-        .arg("--control")
-        .arg(format!("localhost:{}", control.port()))
-        .arg("--trust-domain")
-        .arg(harness.trust_domain.as_str())
-        .arg("--ca-file")
-        .arg(&harness.anchors)
-        .arg("--token-file")
-        .arg(&token)
-        .arg("--out-dir")
-        .arg(dir.path())
-        .arg("--bootstrap")
-        .arg(dir.path().join("bootstrap.json"))
-        .arg("--node-id")
-        .arg(format!("{account}-py"));
+    // A DNS name: gRPC checks it against the control service's certificate.
+    let control = format!("localhost:{}", control.port());
+    let node = format!("{account}-py");
+    let mut argv = vec![
+        "meshctl".to_owned(),
+        "certify".to_owned(),
+        "--control".to_owned(),
+        control,
+        "--trust-domain".to_owned(),
+        harness.trust_domain.as_str().to_owned(),
+        "--trust-anchors".to_owned(),
+        harness.anchors.display().to_string(),
+        "--token-file".to_owned(),
+        token.display().to_string(),
+        "--out".to_owned(),
+        dir.path().display().to_string(),
+        "--node-id".to_owned(),
+        node,
+    ];
     if let Some(service) = service {
-        command.arg("--service").arg(service);
+        argv.extend(["--service".to_owned(), service.to_owned()]);
     }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "certify failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let cli = <mesh_control::ctl::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let mesh_control::ctl::Command::Certify(args) = cli.command else {
+        unreachable!("parsed as certify");
+    };
+    mesh_control::ctl::certify::certify(&args)
+        .await
+        .unwrap_or_else(|e| panic!("certify {account}: {e}"));
     Workload { dir }
 }
 
@@ -85,9 +89,31 @@ async fn xds_client(
     calls: usize,
     headers: &[&str],
 ) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    xds_client_with(python, workload, target, calls, headers, 30).await
+}
+
+/// [`xds_client`], the first call waiting at most `first_timeout_s` for the resources.
+async fn xds_client_with(
+    python: &Path,
+    workload: &Workload,
+    target: &str,
+    calls: usize,
+    headers: &[&str],
+    first_timeout_s: u32,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let ca = workload.path("ca.pem").display().to_string();
     let calls = calls.to_string();
-    let mut args = vec!["--target", target, "--ca", &ca, "--calls", &calls];
+    let first_timeout = first_timeout_s.to_string();
+    let mut args = vec![
+        "--target",
+        target,
+        "--ca",
+        &ca,
+        "--calls",
+        &calls,
+        "--first-timeout",
+        &first_timeout,
+    ];
     for header in headers {
         args.extend(["--header", header]);
     }
@@ -179,7 +205,7 @@ async fn a_grpcio_xds_client_is_routed_split_and_authorized_like_a_meshed_one() 
         .greeter_with_settings(l2, "v2", settings("greeter-v2"))
         .await
         .unwrap();
-    let client = certify(&harness, "py-client", None);
+    let client = certify(&harness, "py-client", None).await;
 
     // 1,000 calls over mTLS: the Rust servers see the Python workload's SPIFFE ID, and the
     // 70/30 split holds (30 % of 1,000 has a standard deviation of 1.45 points; ±5 is > 3σ).
@@ -215,7 +241,7 @@ async fn a_grpcio_xds_client_is_routed_split_and_authorized_like_a_meshed_one() 
     assert_eq!(replies.values().sum::<u64>(), 40);
 
     // An identity the policies deny is refused by the Rust servers, whatever the route.
-    let denied = certify(&harness, "py-denied", None);
+    let denied = certify(&harness, "py-denied", None).await;
     let (replies, failures) = xds_client(&python, &denied, "xds:///greeter.default", 10, &[]).await;
     assert!(replies.is_empty(), "{replies:?}");
     assert_eq!(failures.values().sum::<u64>(), 10, "{failures:?}");
@@ -262,7 +288,7 @@ async fn a_grpcio_xds_server_enforces_the_mesh_policy_on_meshed_rust_callers() {
         .account("client")
         .account("stranger");
     let harness = Harness::start(&config).await.unwrap();
-    let server = certify(&harness, "py-server", Some("py-greeter.default"));
+    let server = certify(&harness, "py-server", Some("py-greeter.default")).await;
     let cert_dir = server.dir.path().display().to_string();
     let port_arg = port.to_string();
     let env = grpc_env(&server);
@@ -317,4 +343,48 @@ async fn a_grpcio_xds_server_enforces_the_mesh_policy_on_meshed_rust_callers() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_resource_a_grpc_client_rejects_is_recorded_with_its_node_and_error() {
+    let Some(python) = python::grpcio_python() else {
+        return;
+    };
+    let l1 = listener().await.unwrap();
+    // `(?x)` (free-spacing) is valid in the mesh's regex dialect and not in RE2, which gRPC
+    // libraries use: the route configuration is refused by the client.
+    let config = Config::new()
+        .service("greeter", &[(l1.local_addr().unwrap(), "greeter")])
+        .routes(
+            "greeter",
+            r#"
+            - name: spaced
+              kind: grpc
+              rules:
+                - matches: [{headers: [{name: x-version, type: RegularExpression, value: "(?x) v 2"}]}]
+                  backendRefs: [{name: greeter}]
+            "#,
+        )
+        .account("greeter")
+        .account("py-nack");
+    let harness = Harness::start(&config).await.unwrap();
+    let _greeter = harness.greeter(l1, "g1", "greeter").await.unwrap();
+    let workload = certify(&harness, "py-nack", None).await;
+    let (replies, failures) =
+        xds_client_with(&python, &workload, "xds:///greeter.default", 1, &[], 5).await;
+    assert!(replies.is_empty(), "{replies:?}");
+    assert_eq!(failures.values().sum::<u64>(), 1, "{failures:?}");
+
+    let control = harness.control.as_ref().unwrap();
+    let nacked = control
+        .subscribers()
+        .into_iter()
+        .find(|s| s.node == "py-nack-py" && s.last_nack.is_some())
+        .unwrap_or_else(|| panic!("no NACK recorded: {:?}", control.subscribers()));
+    let nack = nacked.last_nack.unwrap();
+    assert_eq!(nacked.identity.as_str(), spiffe("py-nack"));
+    assert_eq!(nack.version, control.config_version());
+    assert!(nack.error.contains("route|greeter.default"), "{nack:?}");
+    assert_eq!(nack.details[0].field, "RouteConfiguration");
+    assert_eq!(nack.details[0].code, "xds_nack");
 }

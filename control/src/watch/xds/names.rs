@@ -24,12 +24,8 @@ pub(crate) const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cl
 pub(crate) const CLUSTER_LOAD_ASSIGNMENT: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
-/// The certificate-provider instance every TLS context names: the bootstrap file's
-/// `certificate_providers` entry that reads the files the `certify` command writes.
-pub(crate) const CERTIFICATE_PROVIDER_INSTANCE: &str = "mesh";
-
-/// The prefix of the Listener names xDS servers ask for (`server_listener_resource_name_template`
-/// with the address after it).
+/// The prefix of the Listener names xDS servers ask for: the bootstrap file's
+/// `server_listener_resource_name_template` up to the address.
 pub(crate) const SERVER_LISTENER_PREFIX: &str = "grpc/server?xds.resource.listening_address=";
 
 /// The prefix of route configuration names.
@@ -95,6 +91,14 @@ pub(crate) fn parse_cluster(name: &str) -> Result<DestinationKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_listener_names_follow_the_bootstrap_template() {
+        assert_eq!(
+            crate::xds_bootstrap::SERVER_LISTENER_RESOURCE_NAME_TEMPLATE,
+            format!("{SERVER_LISTENER_PREFIX}%s")
+        );
+    }
 
     #[test]
     fn listener_names_are_destinations_or_listening_addresses() {

@@ -213,7 +213,7 @@ fn clusters_check_the_endpoints_spiffe_ids_and_endpoints_are_grouped_by_zone() {
             .tls_certificate_provider_instance
             .unwrap()
             .instance_name,
-        names::CERTIFICATE_PROVIDER_INSTANCE
+        crate::xds_bootstrap::CERTIFICATE_PROVIDER_INSTANCE
     );
     let Some(common_tls_context::ValidationContextType::ValidationContext(validation)) =
         common.validation_context_type

@@ -2,7 +2,7 @@
 //! bootstrap file's certificate provider, and the peer's SPIFFE ID checked by SAN matchers.
 //!
 //! Keys never cross the wire: a TLS context only names the provider instance
-//! ([`CERTIFICATE_PROVIDER_INSTANCE`]) that reads the workload's own files.
+//! ([`CERTIFICATE_PROVIDER_INSTANCE`], the bootstrap file's) that reads the workload's own files.
 
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -15,7 +15,7 @@ use envoy_types::util::pack_any;
 use mesh_core::SpiffeId;
 
 use super::matchers::exact;
-use super::names::CERTIFICATE_PROVIDER_INSTANCE;
+use crate::xds_bootstrap::CERTIFICATE_PROVIDER_INSTANCE;
 
 /// The transport socket's name gRPC looks for.
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
