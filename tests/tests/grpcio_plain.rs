@@ -129,3 +129,56 @@ async fn a_plain_grpcio_client_with_a_certificate_from_another_ca_is_refused() {
     assert!(reply.starts_with("ERROR UNAVAILABLE"), "{reply}");
     assert_eq!(greeter.greeter.served(), 0, "no call reached the greeter");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshed_server_accepts_any_server_name() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let greeter_listener = listener().await.unwrap();
+    let addr = greeter_listener.local_addr().unwrap();
+    let config = Config::new()
+        .service("greeter", &[(addr, "greeter")])
+        .account("greeter")
+        .account("py-client");
+    let harness = Harness::start(&config).await.unwrap();
+    let _greeter = harness
+        .greeter(greeter_listener, "greeter-1", "greeter")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = harness
+        .certify_files("py-client", dir.path(), &[])
+        .await
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let bundle = mesh_core::tls::TrustBundle::from_pem(
+        harness.trust_domain.clone(),
+        &std::fs::read(&files.ca).unwrap(),
+    )
+    .unwrap();
+    let verifier = mesh_core::tls::SpiffeServerVerifier::new(
+        mesh_core::tls::TrustStore::new(bundle),
+        spiffe("greeter").parse().unwrap(),
+    );
+    let mut tls = rustls::ClientConfig::builder_with_provider(mesh_core::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = std::sync::Arc::new(tls);
+    for name in ["some.name", "greeter.default.svc", "x", "10.9.8.7"] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
