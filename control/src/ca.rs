@@ -11,10 +11,13 @@
 //! - `trust_bundle`: the trust bundle PEM file written for workloads that read anchors from disk;
 //! - [`authn`]: turns a caller's token into the SPIFFE ID it proves (the control file's
 //!   bootstrap tokens; Kubernetes TokenReview plugs in behind the same trait);
+//! - [`dns_names`]: the DNS names a workload's certificate carries beside its SPIFFE ID, from
+//!   the services its identity serves;
 //! - `certify`: the `Certify` RPC, which puts the two together.
 
 pub mod authn;
 pub(crate) mod certify;
+pub mod dns_names;
 mod issuer;
 pub(crate) mod key_id;
 pub(crate) mod reload;

@@ -96,6 +96,7 @@ pub mod xds_bootstrap;
 
 pub use ca::authn::{self, Authenticator, AuthnError, AuthnFuture, BootstrapTokens};
 pub use ca::certify::CertifyRateLimit;
+pub use ca::dns_names::{DEFAULT_DNS_SAN_SUFFIXES, DnsSanSuffixes, InvalidDnsSuffix, MAX_DNS_SANS};
 pub use ca::{Ca, CaError, CaSource, Issued, SignError};
 pub use jwks::JwksOptions;
 pub use options::{

@@ -128,6 +128,29 @@ struct Args {
     /// from the new one anyway.
     #[arg(long, env = "MESH_CONTROL_ROOT_ACK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     root_ack_timeout: Duration,
+
+    /// Suffixes of the DNS names workload certificates carry, comma-separated:
+    /// `<service>.<namespace>.<suffix>` for each service the workload's identity serves. An
+    /// empty value gives certificates no DNS names.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_DNS_SAN_SUFFIXES",
+        value_delimiter = ',',
+        default_value = "svc,svc.cluster.local",
+        value_name = "SUFFIX,..."
+    )]
+    dns_san_suffixes: Vec<String>,
+
+    /// A name the control service's own certificate carries (a DNS name, or an IP address),
+    /// besides `mesh-control.<namespace>.<suffix>`: the host gRPC clients in other languages
+    /// dial (their bootstrap's `server_uri`). Repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_SERVER_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    server_name: Vec<String>,
 }
 
 #[tokio::main]
@@ -165,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
     options.ca = ca;
     options.trust_bundle_out = Some(trust_bundle_out.clone());
     options.namespace = args.namespace;
+    // `--dns-san-suffixes ''` is one empty value: no suffixes.
+    options.dns_san_suffixes =
+        mesh_control::DnsSanSuffixes::new(args.dns_san_suffixes.iter().filter(|s| !s.is_empty()))
+            .map_err(|e| anyhow::anyhow!("--dns-san-suffixes: {e}"))?;
+    options.server_names = args.server_name;
     options.cert_lifetime = args.cert_lifetime;
     options.file_poll_interval = args.poll_interval;
     options.root_rotation = args.root_rotation.then_some(RotationSchedule {

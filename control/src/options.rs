@@ -9,6 +9,7 @@ use mesh_core::TrustDomain;
 use mesh_core::anchor_rotation::{RotationSchedule, ScheduleError};
 
 use crate::ca::certify::CertifyRateLimit;
+use crate::ca::dns_names::DnsSanSuffixes;
 use crate::ca::{self, CaError, CaSource};
 use crate::jwks::JwksOptions;
 use crate::serve::limits::{ConnectionLimits, InvalidLimit};
@@ -76,6 +77,15 @@ pub struct ControlOptions {
     /// Kubernetes, else in the dev CA's state directory (`ca-rotation.json`), else in memory. The schedule's defaults: roots of one year, rotated at 66 % of their
     /// life, ten minutes at most waiting for ACKs.
     pub root_rotation: Option<RotationSchedule>,
+    /// The suffixes of the DNS names workload certificates carry: `<service>.<namespace>.<suffix>`
+    /// for each service the workload's identity serves (default `svc` and
+    /// `svc.cluster.local`; empty for none). See [`DnsSanSuffixes`].
+    pub dns_san_suffixes: DnsSanSuffixes,
+    /// Names the control service's own certificate carries besides its SPIFFE ID and
+    /// `mesh-control.<namespace>.<suffix>` for each of `dns_san_suffixes`: DNS names, or IP
+    /// addresses (IP SANs). A gRPC client in another language checks the name it dialled
+    /// (the bootstrap's `server_uri`) against these.
+    pub server_names: Vec<String>,
 }
 
 /// Why the control service did not start.
@@ -136,6 +146,14 @@ pub enum StartError {
     /// The service's own certificate could not be issued.
     #[error(transparent)]
     ServerCert(#[from] ServerCertError),
+    /// A name of `server_names` is neither a DNS name nor an IP address.
+    #[error("server_names: {name:?} is neither a DNS name nor an IP address: {reason}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// Why it is not a DNS name.
+        reason: &'static str,
+    },
     /// The TLS config was refused.
     #[error("TLS config: {0}")]
     Tls(#[source] rustls::Error),
@@ -180,6 +198,8 @@ impl ControlOptions {
             edge_report_interval: DEFAULT_EDGE_REPORT_INTERVAL,
             jwks: JwksOptions::default(),
             root_rotation: None,
+            dns_san_suffixes: DnsSanSuffixes::default(),
+            server_names: Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use mesh_core::anchor_rotation::RotationSchedule;
-use mesh_core::snapshot::check_dns_label;
+use mesh_core::snapshot::{ServiceName, check_dns_label};
 use mesh_core::tls::TrustStore;
 use mesh_core::{SpiffeId, SpiffeIdError, TrustDomain};
 use tokio::net::TcpListener;
@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::{self, metrics};
 use crate::ca::authn::{Authenticator, BootstrapTokens};
 use crate::ca::certify::Certifier;
+use crate::ca::dns_names::{DnsNames, DnsSanSuffixes};
 use crate::ca::rotation::RotationStatus;
 use crate::ca::rotation_store::{Resumed, RotationStore};
 use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
@@ -66,6 +67,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         edge_report_interval,
         jwks,
         root_rotation,
+        dns_san_suffixes,
+        server_names,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -91,7 +94,8 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         &trust_domain,
         trust_bundle_out.as_deref(),
     )?;
-    let own = own_tls(&ca, &identity, cert_lifetime)?;
+    let own_names = own_names(&identity, &dns_san_suffixes, server_names)?;
+    let own = own_tls(&ca, &identity, own_names, cert_lifetime)?;
     let listeners = bind_listeners(listen, admin_listen).await?;
 
     let mut shared = Shared::new(config.initial, &ca, edge_report_interval);
@@ -102,7 +106,13 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         own.acceptor,
         connection_limits,
         control_service(
-            Certifier::new(authn, ca.clone(), cert_lifetime, certify_rate),
+            Certifier::new(
+                authn,
+                ca.clone(),
+                cert_lifetime,
+                certify_rate,
+                DnsNames::new(dns_san_suffixes, shared.state.subscribe()),
+            ),
             &shared,
             shutdown_rx.clone(),
             wire_transform,
@@ -327,9 +337,43 @@ struct OwnTls {
     acceptor: TlsAcceptor,
 }
 
-/// Issues the service's own certificate and builds its TLS config.
-fn own_tls(ca: &CaHandle, identity: &SpiffeId, lifetime: Duration) -> Result<OwnTls, StartError> {
-    let (resolver, not_after) = SvidResolver::issue(&ca.load(), identity, lifetime)?;
+/// The names of the service's own certificate besides its SPIFFE ID: its Service's DNS names
+/// (`mesh-control.<namespace>.<suffix>`), then `extra` (each checked: a DNS name or an IP).
+fn own_names(
+    identity: &SpiffeId,
+    suffixes: &DnsSanSuffixes,
+    extra: Vec<String>,
+) -> Result<Vec<String>, StartError> {
+    let mut names: Vec<String> = identity
+        .namespace()
+        .and_then(|namespace| ServiceName::new(namespace, SERVICE_ACCOUNT).ok())
+        .map(|service| suffixes.names_of(&service).collect())
+        .unwrap_or_default();
+    for name in extra {
+        if name.parse::<std::net::IpAddr>().is_err() {
+            mesh_core::dns::check_dns_subdomain(&name).map_err(|reason| {
+                StartError::ServerName {
+                    name: name.clone(),
+                    reason,
+                }
+            })?;
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Issues the service's own certificate (with `names` beside its SPIFFE ID) and builds its
+/// TLS config.
+fn own_tls(
+    ca: &CaHandle,
+    identity: &SpiffeId,
+    names: Vec<String>,
+    lifetime: Duration,
+) -> Result<OwnTls, StartError> {
+    let (resolver, not_after) = SvidResolver::issue(&ca.load(), identity, names, lifetime)?;
     let resolver = Arc::new(resolver);
     let trust = TrustStore::new(ca.load().trust_bundle());
     let config = tls::tls_config(trust.clone(), resolver.clone()).map_err(StartError::Tls)?;

@@ -66,10 +66,7 @@ async fn issues_an_svid_for_the_tokens_identity() {
     );
     assert_eq!(response.chain_der.len(), 1);
     let leaf = &response.chain_der[0];
-    assert_eq!(
-        sans(leaf),
-        ["URI:spiffe://mesh.local/ns/default/sa/greeter"]
-    );
+    assert_eq!(sans(leaf), GREETER_SANS);
 
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("certificate");
     assert!(!cert.is_ca());
@@ -135,19 +132,56 @@ async fn issues_an_svid_for_the_tokens_identity() {
     control.shutdown().await;
 }
 
+/// The names of a `greeter` certificate: its SPIFFE ID and the DNS names of the one service
+/// it serves in [`config_yaml`], with the default suffixes.
+const GREETER_SANS: [&str; 3] = [
+    "URI:spiffe://mesh.local/ns/default/sa/greeter",
+    "DNS:greeter.default.svc",
+    "DNS:greeter.default.svc.cluster.local",
+];
+
 #[tokio::test]
-async fn a_csr_asking_for_ca_rights_and_other_names_gets_neither() {
+async fn a_csr_asking_for_other_names_is_refused_naming_them() {
     let control = start_inline(&config_yaml(5000)).await;
     let mut client = connect(&control, None).await;
     let (_, csr) = csr_with(csr::greedy);
+    let status = certify(&mut client, "greeter-token-0123456789", csr)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "csr_der: the request asks for names its identity is not entitled to: \
+         URI:spiffe://mesh.local/ns/kube-system/sa/admin, DNS:control.example; it may ask for \
+         its SPIFFE ID and the DNS names of the services it serves (greeter.default.svc, \
+         greeter.default.svc.cluster.local)"
+    );
+    // Its own names are granted (all of them, whichever it asked for).
+    let (_, csr) = csr_with(|params| {
+        params.subject_alt_names = vec![rcgen::SanType::DnsName(
+            "greeter.default.svc".try_into().expect("ia5"),
+        )];
+    });
+    let response = certify(&mut client, "greeter-token-0123456789", csr)
+        .await
+        .expect("certified");
+    assert_eq!(sans(&response.chain_der[0]), GREETER_SANS);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_csr_asking_for_ca_rights_does_not_get_them() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut client = connect(&control, None).await;
+    let (_, csr) = csr_with(|params| {
+        csr::greedy(params);
+        params.subject_alt_names.clear();
+    });
     let response = certify(&mut client, "greeter-token-0123456789", csr)
         .await
         .expect("certified");
     let leaf = &response.chain_der[0];
-    assert_eq!(
-        sans(leaf),
-        ["URI:spiffe://mesh.local/ns/default/sa/greeter"]
-    );
+    assert_eq!(sans(leaf), GREETER_SANS);
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("certificate");
     assert!(!cert.is_ca());
     assert!(
@@ -314,11 +348,7 @@ async fn assert_certified(client: &mut ControlClient<Channel>, csr: Vec<u8>, wha
         .await
         .unwrap_or_else(|status| panic!("{what}: refused: {status:?}"));
     let leaf = &response.chain_der[0];
-    assert_eq!(
-        sans(leaf),
-        ["URI:spiffe://mesh.local/ns/default/sa/greeter"],
-        "{what}"
-    );
+    assert_eq!(sans(leaf), GREETER_SANS, "{what}");
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("certificate");
     assert!(!cert.is_ca(), "{what}");
     assert_eq!(cert.subject().iter().count(), 0, "{what}");
@@ -370,13 +400,20 @@ async fn a_csr_with_extensions_other_tools_add_is_signed_with_the_cas_own() {
     // An unknown extension marked critical is a request like any other: ignored.
     let (_, unknown) = csr_with(csr::unknown_critical_extension);
     assert_certified(&mut client, unknown, "unknown critical extension").await;
-    // Made by `openssl req` (kept as a file): SKI, basicConstraints, keyUsage, a DNS SAN.
-    assert_certified(
+    // Made by `openssl req` (kept as a file): SKI, basicConstraints, keyUsage, and a DNS SAN
+    // (greeter.example) this identity has no right to: refused for that name alone.
+    let status = certify(
         &mut client,
+        "greeter-token-0123456789",
         csr::OPENSSL_P256_WITH_EXTENSIONS.to_vec(),
-        "openssl file",
     )
-    .await;
+    .await
+    .expect_err("refused");
+    assert!(
+        status.message().contains(": DNS:greeter.example;"),
+        "{}",
+        status.message()
+    );
     // And a fresh one from the openssl binary.
     if let Some(live) = openssl_req(&[
         "-sha256",

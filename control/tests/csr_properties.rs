@@ -1,13 +1,14 @@
 //! Property tests (proptest) of the CSR path: whatever a caller sends, signing never panics;
-//! whatever a valid CSR asks for, the certificate carries only the identity the token proved,
-//! is not a CA, and verifies as an SVID.
+//! whatever a valid CSR asks for, it is refused for the names it has no right to, or the
+//! certificate carries only the identity the token proved, is not a CA, and verifies as an
+//! SVID.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use mesh_control::Ca;
+use mesh_control::{Ca, SignError};
 use mesh_core::SpiffeId;
 use mesh_core::testing::csr::csr_with;
 use mesh_core::testing::{spiffe_id, trust_domain};
@@ -76,7 +77,15 @@ proptest! {
                 params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             }
         });
-        let issued = ca.sign(&csr, &proven_identity(), Duration::from_secs(3600)).unwrap();
+        let issued = match ca.sign(&csr, &proven_identity(), Duration::from_secs(3600)) {
+            Ok(issued) => issued,
+            // Names the identity is not entitled to refuse the request, naming each of them.
+            Err(SignError::NamesNotEntitled { refused, .. }) => {
+                prop_assert!(!refused.is_empty());
+                return Ok(());
+            }
+            Err(other) => panic!("unexpected refusal: {other}"),
+        };
         let chain: Vec<CertificateDer<'static>> = issued.chain_der.clone();
         let bundle: TrustBundle = ca.trust_bundle();
         // One URI SAN, a valid SPIFFE ID of the trust domain, not a CA: all checked here.

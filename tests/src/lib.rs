@@ -6,8 +6,10 @@
 //! backend that fails, sleeps, echoes and logs on request) and [`greeter`] (a greeter whose
 //! behaviour the request's name drives).
 //! [`jwks`] serves JWK Sets to the control service for end-user authentication tests.
-//! [`python`] runs programs that use the standard gRPC library (grpcio) against the mesh.
+//! [`python`] runs programs that use the standard gRPC library (grpcio) against the mesh, and
+//! [`certify`] gets them certificates with `meshctl certify`.
 
+pub mod certify;
 pub mod faults;
 pub mod greeter;
 pub mod jwks;
@@ -256,6 +258,11 @@ impl Harness {
         std::fs::write(&tmp, config.render())?;
         std::fs::rename(&tmp, &self.config_path)?;
         Ok(())
+    }
+
+    /// The control service's gRPC address (it stays the same while the harness lives).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
     }
 
     /// The control service's config version.

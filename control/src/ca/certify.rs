@@ -19,6 +19,7 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 
 use super::authn::{Authenticator, AuthnError};
+use super::dns_names::DnsNames;
 use super::issuer::CaHandle;
 use crate::admin::metrics;
 
@@ -123,6 +124,8 @@ pub(crate) struct Certifier {
     ca: CaHandle,
     lifetime: Duration,
     limiter: RateLimiter,
+    /// The DNS names each identity's certificates carry.
+    names: DnsNames,
 }
 
 /// The caller's address as logs print it.
@@ -145,12 +148,14 @@ impl Certifier {
         ca: CaHandle,
         lifetime: Duration,
         rate: CertifyRateLimit,
+        names: DnsNames,
     ) -> Self {
         Self {
             authn,
             ca,
             lifetime,
             limiter: RateLimiter::new(rate),
+            names,
         }
     }
 
@@ -182,7 +187,9 @@ impl Certifier {
         }
         // The CA in force now: a reloaded issuer signs from the next request on.
         let ca = self.ca.load();
-        let issued = match ca.sign(&request.csr_der, &identity, self.lifetime) {
+        // Built once per config version; a lookup here.
+        let names = self.names.of(&identity);
+        let issued = match ca.sign_with_names(&request.csr_der, &identity, &names, self.lifetime) {
             Ok(issued) => issued,
             Err(error) if error.is_caller_error() => {
                 tracing::warn!(%peer, %identity, %error, "certify refused: bad CSR");

@@ -1,11 +1,18 @@
 //! The certificate authority: loads or creates the signing key, and signs workload SVIDs from
 //! CSRs on parameters it builds itself.
 //!
-//! The CSR contributes only its public key, after its signature is checked. The CA reads nothing
-//! else from it: its subject, its attributes and every extension it requests (names, CA rights,
-//! key usages, key identifiers, whatever a tool adds by default) are ignored, never parsed into
-//! the certificate. Every leaf gets exactly one URI SAN (the SPIFFE ID the caller proved),
-//! `CA:FALSE`, digitalSignature, serverAuth + clientAuth, and the configured lifetime.
+//! The CSR contributes only its public key, after its signature is checked. Its subject and
+//! every extension it requests (CA rights, key usages, key identifiers, whatever a tool adds by
+//! default) are ignored, never parsed into the certificate. Every leaf gets exactly one URI SAN
+//! (the SPIFFE ID the caller proved), the DNS names its identity is entitled to (decided by the
+//! caller of [`Ca::sign_with_names`] from config, see `ca::dns_names`), `CA:FALSE`,
+//! digitalSignature, serverAuth + clientAuth, and the configured lifetime.
+//!
+//! The names a CSR asks for (its subjectAltName request) are checked, never copied: a request
+//! may ask for the SPIFFE ID the token proves and for DNS names among those the identity is
+//! entitled to; anything else (another SPIFFE ID, a name of a service the identity does not
+//! serve, an IP address, an e-mail) refuses the whole request, naming what was asked for. The
+//! certificate carries the entitled names whatever subset was asked for.
 //!
 //! What it refuses, and why:
 //! - more than [`MAX_CSR_BYTES`], or bytes that are not a DER PKCS#10 request: nothing to read;
@@ -154,6 +161,19 @@ pub enum SignError {
     UnsupportedSignature {
         /// The request's signature algorithm, e.g. `ecdsa-with-SHA512`.
         found: String,
+    },
+    /// The request asks for names the proven identity is not entitled to.
+    #[error(
+        "the request asks for names its identity is not entitled to: {}; it may ask for its \
+         SPIFFE ID and the DNS names of the services it serves ({})",
+        .refused.join(", "),
+        if .entitled.is_empty() { "none".to_owned() } else { .entitled.join(", ") }
+    )]
+    NamesNotEntitled {
+        /// The names refused, as `DNS:name`, `URI:uri`, `IP:addr` or the kind of name.
+        refused: Vec<String>,
+        /// The DNS names the identity is entitled to.
+        entitled: Vec<String>,
     },
     /// The CA failed to sign; not the caller's fault.
     #[error("signing failed: {0}")]
@@ -481,6 +501,19 @@ impl Ca {
         id: &SpiffeId,
         lifetime: Duration,
     ) -> Result<Issued, SignError> {
+        self.sign_with_names(csr_der, id, &[], lifetime)
+    }
+
+    /// [`Ca::sign`] with DNS SANs: `dns_names`, the names `id` is entitled to (decided by the
+    /// caller from config, never from the CSR). A CSR that asks for a name outside them (or
+    /// for another SPIFFE ID, or any other kind of name) is refused, naming what it asked.
+    pub fn sign_with_names(
+        &self,
+        csr_der: &[u8],
+        id: &SpiffeId,
+        dns_names: &[String],
+        lifetime: Duration,
+    ) -> Result<Issued, SignError> {
         if csr_der.is_empty() {
             return Err(SignError::Empty);
         }
@@ -490,8 +523,8 @@ impl Ca {
                 max: MAX_CSR_BYTES,
             });
         }
-        let key = csr_public_key(csr_der)?;
-        let params = self.leaf_params(id, lifetime)?;
+        let key = csr_public_key(csr_der, id, dns_names)?;
+        let params = self.leaf_params(id, &LeafNames::dns(dns_names), lifetime)?;
         let not_after = params.not_after;
         // Fresh parameters, never `csr.params`: those are the caller's wishes.
         let cert = params
@@ -507,9 +540,21 @@ impl Ca {
         id: &SpiffeId,
         lifetime: Duration,
     ) -> Result<(Issued, PrivateKeyDer<'static>), SignError> {
+        self.issue_own_with_names(id, &[], lifetime)
+    }
+
+    /// [`Ca::issue_own`] with more names: each of `names` is an IP address (an IP SAN) or a
+    /// DNS name (a DNS SAN), so a TLS client that checks names (gRPC's xDS client, talking
+    /// to the control service) finds the one it dialled.
+    pub fn issue_own_with_names(
+        &self,
+        id: &SpiffeId,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Issued, PrivateKeyDer<'static>), SignError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| SignError::Internal(e.to_string()))?;
-        let params = self.leaf_params(id, lifetime)?;
+        let params = self.leaf_params(id, &LeafNames::mixed(names), lifetime)?;
         let not_after = params.not_after;
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -534,6 +579,7 @@ impl Ca {
     fn leaf_params(
         &self,
         id: &SpiffeId,
+        names: &LeafNames<'_>,
         lifetime: Duration,
     ) -> Result<CertificateParams, SignError> {
         let now = now_seconds();
@@ -550,7 +596,9 @@ impl Ca {
         // An empty subject: the SPIFFE ID is the name (rcgen then marks the SAN critical, as
         // RFC 5280 requires).
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.subject_alt_names = Vec::with_capacity(1 + names.len());
+        params.subject_alt_names.push(SanType::URI(uri));
+        names.push_to(&mut params.subject_alt_names)?;
         // An explicit `CA:FALSE` (X.509-SVID: leaves must set cA to false).
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -564,6 +612,44 @@ impl Ca {
             Some(random_serial().map_err(|_| SignError::Internal("the system RNG failed".into()))?);
         params.use_authority_key_identifier_extension = true;
         Ok(params)
+    }
+}
+
+/// The names a leaf carries besides its SPIFFE ID.
+struct LeafNames<'a> {
+    names: &'a [String],
+    /// Whether a name that parses as an IP address is an IP SAN (the control service's own
+    /// names) rather than refused (a workload's DNS names never are addresses).
+    ips: bool,
+}
+
+impl<'a> LeafNames<'a> {
+    fn dns(names: &'a [String]) -> Self {
+        Self { names, ips: false }
+    }
+
+    fn mixed(names: &'a [String]) -> Self {
+        Self { names, ips: true }
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn push_to(&self, sans: &mut Vec<SanType>) -> Result<(), SignError> {
+        for name in self.names {
+            if self.ips
+                && let Ok(ip) = name.parse::<std::net::IpAddr>()
+            {
+                sans.push(SanType::IpAddress(ip));
+                continue;
+            }
+            let dns = name.as_str().try_into().map_err(|e: rcgen::Error| {
+                SignError::Internal(format!("DNS name {name:?}: {e}"))
+            })?;
+            sans.push(SanType::DnsName(dns));
+        }
+        Ok(())
     }
 }
 
@@ -589,10 +675,10 @@ const OID_RSA: &str = "1.2.840.113549.1.1.1";
 const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
 
-/// Parses `csr_der` as a PKCS#10 request, checks its key and its signature, and returns its
-/// public key. Nothing else of the request is looked at: the extensions it requests, whatever
-/// they are, are neither parsed into anything nor refused.
-fn csr_public_key(csr_der: &[u8]) -> Result<CsrKey, SignError> {
+/// Parses `csr_der` as a PKCS#10 request, checks its key, its signature and the names it asks
+/// for (only `id` and names among `entitled`), and returns its public key. The other
+/// extensions it requests, whatever they are, are neither parsed into anything nor refused.
+fn csr_public_key(csr_der: &[u8], id: &SpiffeId, entitled: &[String]) -> Result<CsrKey, SignError> {
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::prelude::FromDer;
 
@@ -606,7 +692,59 @@ fn csr_public_key(csr_der: &[u8]) -> Result<CsrKey, SignError> {
     check_csr_signature_algorithm(&csr.signature_algorithm)?;
     csr.verify_signature()
         .map_err(|_| SignError::BadSignature)?;
+    check_requested_names(&csr, id, entitled)?;
     Ok(CsrKey(spki.subject_public_key.data.to_vec()))
+}
+
+/// Refuses a request that asks for a name `id` is not entitled to: a URI SAN other than `id`,
+/// a DNS name outside `entitled` (compared without case, as DNS does), or a name of any other
+/// kind.
+fn check_requested_names(
+    csr: &x509_parser::certification_request::X509CertificationRequest<'_>,
+    id: &SpiffeId,
+    entitled: &[String],
+) -> Result<(), SignError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    let Some(extensions) = csr.requested_extensions() else {
+        return Ok(());
+    };
+    let mut refused = Vec::new();
+    for extension in extensions {
+        let ParsedExtension::SubjectAlternativeName(san) = extension else {
+            continue;
+        };
+        for name in &san.general_names {
+            match name {
+                GeneralName::URI(uri) if *uri == id.as_str() => {}
+                GeneralName::DNSName(dns)
+                    if entitled.iter().any(|e| e.eq_ignore_ascii_case(dns)) => {}
+                GeneralName::URI(uri) => refused.push(format!("URI:{uri}")),
+                GeneralName::DNSName(dns) => refused.push(format!("DNS:{dns}")),
+                GeneralName::IPAddress(bytes) => refused.push(ip_name(bytes)),
+                GeneralName::RFC822Name(mail) => refused.push(format!("email:{mail}")),
+                _ => refused.push("a name of another kind".to_owned()),
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(SignError::NamesNotEntitled {
+        refused,
+        entitled: entitled.to_vec(),
+    })
+}
+
+/// An IP SAN as a refusal names it: `IP:addr` from its 4 or 16 bytes.
+fn ip_name(bytes: &[u8]) -> String {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return format!("IP:{}", std::net::IpAddr::from(v4));
+    }
+    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+        return format!("IP:{}", std::net::IpAddr::from(v6));
+    }
+    "an IP address".to_owned()
 }
 
 /// Accepts an ECDSA P-256 key (an uncompressed point); refuses anything else, naming it.

@@ -73,6 +73,8 @@ pub enum ServerCertError {
 #[derive(Debug)]
 pub(crate) struct SvidResolver {
     current: ArcSwap<CertifiedKey>,
+    /// DNS names and IP addresses the certificate carries besides the SPIFFE ID.
+    names: Vec<String>,
 }
 
 // === impl TlsConn ===
@@ -132,12 +134,14 @@ impl SvidResolver {
     pub(crate) fn issue(
         ca: &Ca,
         id: &SpiffeId,
+        names: Vec<String>,
         lifetime: Duration,
     ) -> Result<(Self, SystemTime), ServerCertError> {
-        let (key, not_after) = issue_certified_key(ca, id, lifetime)?;
+        let (key, not_after) = issue_certified_key(ca, id, &names, lifetime)?;
         Ok((
             Self {
                 current: ArcSwap::from_pointee(key),
+                names,
             },
             not_after,
         ))
@@ -151,7 +155,7 @@ impl SvidResolver {
         id: &SpiffeId,
         lifetime: Duration,
     ) -> Result<(), ServerCertError> {
-        let (key, _) = issue_certified_key(ca, id, lifetime)?;
+        let (key, _) = issue_certified_key(ca, id, &self.names, lifetime)?;
         self.current.store(Arc::new(key));
         Ok(())
     }
@@ -168,7 +172,7 @@ impl SvidResolver {
             let mut wait = renew_after(first_not_after);
             loop {
                 tokio::time::sleep(wait).await;
-                match issue_certified_key(&ca.load(), &id, lifetime) {
+                match issue_certified_key(&ca.load(), &id, &self.names, lifetime) {
                     Ok((key, not_after)) => {
                         self.current.store(Arc::new(key));
                         tracing::info!(identity = %id, ?not_after, "re-issued the control service's certificate");
@@ -204,9 +208,10 @@ fn renew_after(not_after: SystemTime) -> Duration {
 fn issue_certified_key(
     ca: &Ca,
     id: &SpiffeId,
+    names: &[String],
     lifetime: Duration,
 ) -> Result<(CertifiedKey, SystemTime), ServerCertError> {
-    let (issued, key) = ca.issue_own(id, lifetime)?;
+    let (issued, key) = ca.issue_own_with_names(id, names, lifetime)?;
     let certified = CertifiedKey::from_der(issued.chain_der, key, &crypto_provider())?;
     Ok((certified, issued.not_after))
 }

@@ -955,6 +955,21 @@ impl ValidConfig {
         self.services.keys()
     }
 
+    /// Every service with each identity that serves it (in the sense of
+    /// [`ValidConfig::is_served_by`]), services in name order, with repeats: what the CA
+    /// makes a workload certificate's DNS names from.
+    pub fn serving_identities(&self) -> impl Iterator<Item = (&ServiceName, &SpiffeId)> {
+        self.services.iter().flat_map(|(name, valid)| {
+            valid
+                .endpoints
+                .iter()
+                .chain(valid.ports.iter().flat_map(|(_, endpoints)| endpoints))
+                .map(|endpoint| &endpoint.identity)
+                .chain(&valid.identities)
+                .map(move |identity| (name, identity))
+        })
+    }
+
     /// Whether one of `service`'s endpoints, on any of its ports, runs as `identity`: what
     /// makes a workload one of the service's replicas. False for a service the config does
     /// not have.

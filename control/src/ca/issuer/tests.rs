@@ -41,6 +41,8 @@ fn uris(cert: &X509Certificate<'_>) -> Vec<String> {
                 .iter()
                 .map(|n| match n {
                     GeneralName::URI(u) => format!("URI:{u}"),
+                    GeneralName::DNSName(d) => format!("DNS:{d}"),
+                    GeneralName::IPAddress(ip) => format!("IP:{ip:?}"),
                     other => format!("{other:?}"),
                 })
                 .collect()
@@ -111,14 +113,6 @@ fn ignores_what_the_csr_asks_for() {
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Any];
-        p.subject_alt_names = vec![
-            SanType::URI(
-                "spiffe://mesh.local/ns/kube-system/sa/admin"
-                    .try_into()
-                    .expect("ia5"),
-            ),
-            SanType::DnsName("evil.example".try_into().expect("ia5")),
-        ];
         p.distinguished_name.push(DnType::CommonName, "root");
     });
     let issued = ca
@@ -555,8 +549,24 @@ fn ignores_extensions_it_does_not_use() {
     // What `openssl req` requests with common configurations, made by rcgen...
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
     assert_signs_an_svid(&ca, &csr_with(&key, mesh_core::testing::csr::like_openssl));
-    // ... and by openssl itself (subjectKeyIdentifier, basicConstraints, keyUsage, a DNS SAN).
-    assert_signs_an_svid(&ca, mesh_core::testing::csr::OPENSSL_P256_WITH_EXTENSIONS);
+    // ... and by openssl itself (subjectKeyIdentifier, basicConstraints, keyUsage, a DNS SAN
+    // the identity is entitled to here).
+    let issued = ca
+        .sign_with_names(
+            mesh_core::testing::csr::OPENSSL_P256_WITH_EXTENSIONS,
+            &id("greeter"),
+            &["greeter.example".to_owned()],
+            DEFAULT_CERT_LIFETIME,
+        )
+        .expect("signed");
+    let cert = parse(&issued.chain_der[0]);
+    assert_eq!(
+        uris(&cert),
+        [
+            "URI:spiffe://mesh.local/ns/default/sa/greeter",
+            "DNS:greeter.example"
+        ]
+    );
     // An extension nobody knows, even marked critical: requested, not granted.
     assert_signs_an_svid(
         &ca,
@@ -671,4 +681,142 @@ fn a_rotating_root_names_its_leaves_counts_their_expiry_and_survives_pem() {
         RootPair::from_pem(&cert_pem, &other_key).is_err(),
         "a key of another root"
     );
+}
+
+#[test]
+fn the_dns_names_given_go_beside_the_spiffe_id() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let names = [
+        "greeter.default.svc".to_owned(),
+        "greeter.default.svc.cluster.local".to_owned(),
+    ];
+    let issued = ca
+        .sign_with_names(&csr(), &id("greeter"), &names, DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    let cert = parse(&issued.chain_der[0]);
+    assert_eq!(
+        uris(&cert),
+        [
+            "URI:spiffe://mesh.local/ns/default/sa/greeter",
+            "DNS:greeter.default.svc",
+            "DNS:greeter.default.svc.cluster.local",
+        ]
+    );
+    // Still an SVID: exactly one URI SAN, for both uses.
+    for usage in [Usage::Client, Usage::Server] {
+        let got = verify_svid(
+            &ca.trust_bundle(),
+            &issued.chain_der[0],
+            &[],
+            UnixTime::now(),
+            usage,
+        )
+        .expect("verifies");
+        assert_eq!(got, id("greeter"));
+    }
+}
+
+#[test]
+fn names_a_csr_asks_for_must_be_its_own() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let entitled = [
+        "greeter.default.svc".to_owned(),
+        "greeter.default.svc.cluster.local".to_owned(),
+    ];
+    let asking = |sans: Vec<SanType>| csr_with(&key, |p| p.subject_alt_names = sans);
+    let dns = |name: &str| SanType::DnsName(name.try_into().expect("ia5"));
+    let uri = |uri: &str| SanType::URI(uri.try_into().expect("ia5"));
+
+    // Its own SPIFFE ID and a subset of its names (in any case): signed, with all its names.
+    let own = asking(vec![
+        uri("spiffe://mesh.local/ns/default/sa/greeter"),
+        dns("GREETER.default.svc"),
+    ]);
+    let issued = ca
+        .sign_with_names(&own, &id("greeter"), &entitled, DEFAULT_CERT_LIFETIME)
+        .expect("signed");
+    assert_eq!(uris(&parse(&issued.chain_der[0])).len(), 3);
+
+    // Anything else: refused, naming what was asked for.
+    let table: [(Vec<SanType>, &[&str]); 4] = [
+        (
+            vec![dns("evil.example"), dns("greeter.default.svc")],
+            &["DNS:evil.example"],
+        ),
+        (
+            vec![uri("spiffe://mesh.local/ns/kube-system/sa/admin")],
+            &["URI:spiffe://mesh.local/ns/kube-system/sa/admin"],
+        ),
+        (
+            vec![SanType::IpAddress("10.0.0.1".parse().expect("ip"))],
+            &["IP:10.0.0.1"],
+        ),
+        (
+            vec![dns("other.default.svc"), dns("x.example")],
+            &["DNS:other.default.svc", "DNS:x.example"],
+        ),
+    ];
+    for (sans, refused) in table {
+        let error = ca
+            .sign_with_names(
+                &asking(sans),
+                &id("greeter"),
+                &entitled,
+                DEFAULT_CERT_LIFETIME,
+            )
+            .expect_err("refused");
+        assert!(error.is_caller_error());
+        assert_eq!(
+            error,
+            SignError::NamesNotEntitled {
+                refused: refused.iter().map(|s| s.to_string()).collect(),
+                entitled: entitled.to_vec(),
+            }
+        );
+    }
+    // Without names of its own, even a DNS name is refused; the message says so.
+    let error = ca
+        .sign(
+            &asking(vec![dns("greeter.default.svc")]),
+            &id("greeter"),
+            DEFAULT_CERT_LIFETIME,
+        )
+        .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "the request asks for names its identity is not entitled to: DNS:greeter.default.svc; it \
+         may ask for its SPIFFE ID and the DNS names of the services it serves (none)"
+    );
+}
+
+#[test]
+fn the_control_services_own_certificate_carries_dns_names_and_addresses() {
+    let ca = Ca::ephemeral(&td()).expect("CA");
+    let names = [
+        "mesh-control.mesh-system.svc".to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ];
+    let (issued, _) = ca
+        .issue_own_with_names(&id("mesh-control"), &names, DEFAULT_CERT_LIFETIME)
+        .expect("issued");
+    let cert = parse(&issued.chain_der[0]);
+    assert_eq!(
+        uris(&cert),
+        [
+            "URI:spiffe://mesh.local/ns/default/sa/mesh-control",
+            "DNS:mesh-control.mesh-system.svc",
+            "DNS:localhost",
+            "IP:[127, 0, 0, 1]",
+        ]
+    );
+    verify_svid(
+        &ca.trust_bundle(),
+        &issued.chain_der[0],
+        &[],
+        UnixTime::now(),
+        Usage::Server,
+    )
+    .expect("an SVID still");
 }
