@@ -240,6 +240,9 @@ impl Harness {
             ConfigSource::File(config_path.clone()),
         );
         options.trust_bundle_out = Some(anchors.clone());
+        // Clients in other languages dial the control service by this name and check it
+        // against its certificate (gRPC's xDS client does).
+        options.server_names = vec!["localhost".to_owned()];
         adjust(&mut options);
         let control = mesh_control::start(options).await?;
         Ok(Self {

@@ -8,75 +8,43 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
+use mesh_tests::certify::CertFiles;
 use mesh_tests::python::{self, ScriptOutput};
-use mesh_tests::{Config, Harness, listener, spiffe, token_for};
+use mesh_tests::{Config, Harness, eventually, listener, spiffe};
 use mesh_tonic::MeshTonicExt;
 use serde_json::Value;
+use tempfile::TempDir;
 
-/// A Python workload's files: what `meshctl certify` wrote for it.
-struct Workload {
-    dir: tempfile::TempDir,
-}
-
-impl Workload {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn bootstrap(&self) -> String {
-        self.path("bootstrap.json").display().to_string()
-    }
-}
-
-/// Runs `meshctl certify` once for `account` (serving `service`, if any), in this process and
-/// parsed as the binary parses its arguments: the certificate, key, trust bundle and xDS
-/// bootstrap file in a new directory. (The binary itself is tested in `control/tests`.)
-async fn certify(harness: &Harness, account: &str, service: Option<&str>) -> Workload {
+/// Runs `meshctl certify` once for `account` (serving `service`, if any), with the xDS
+/// bootstrap naming the control service as `localhost`, a name its certificate carries.
+async fn certify(harness: &Harness, account: &str, service: Option<&str>) -> (TempDir, CertFiles) {
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, token_for(account)).unwrap();
-    let control = harness.control.as_ref().unwrap().addr();
-    // A DNS name: gRPC checks it against the control service's certificate.
-    let control = format!("localhost:{}", control.port());
+    let port = harness.control.as_ref().unwrap().addr().port();
+    let xds_server = format!("localhost:{port}");
     let node = format!("{account}-py");
-    let mut argv = vec![
-        "meshctl".to_owned(),
-        "certify".to_owned(),
-        "--control".to_owned(),
-        control,
-        "--trust-domain".to_owned(),
-        harness.trust_domain.as_str().to_owned(),
-        "--trust-anchors".to_owned(),
-        harness.anchors.display().to_string(),
-        "--token-file".to_owned(),
-        token.display().to_string(),
-        "--out".to_owned(),
-        dir.path().display().to_string(),
-        "--node-id".to_owned(),
-        node,
-    ];
+    let mut extra = vec!["--xds-server", &xds_server, "--node-id", &node];
     if let Some(service) = service {
-        argv.extend(["--service".to_owned(), service.to_owned()]);
+        extra.extend(["--service", service]);
     }
-    let cli = <mesh_control::ctl::Cli as clap::Parser>::try_parse_from(argv).unwrap();
-    let mesh_control::ctl::Command::Certify(args) = cli.command else {
-        unreachable!("parsed as certify");
-    };
-    mesh_control::ctl::certify::certify(&args)
+    let files = harness
+        .certify_files(account, dir.path(), &extra)
         .await
         .unwrap_or_else(|e| panic!("certify {account}: {e}"));
-    Workload { dir }
+    (dir, files)
 }
 
 /// The grpcio environment of `workload`: its bootstrap file (and gRPC's logs on failure).
-fn grpc_env(workload: &Workload) -> Vec<(&'static str, String)> {
+fn grpc_env(workload: &CertFiles) -> Vec<(&'static str, String)> {
     vec![
-        ("GRPC_XDS_BOOTSTRAP", workload.bootstrap()),
+        (
+            "GRPC_XDS_BOOTSTRAP",
+            workload.bootstrap.display().to_string(),
+        ),
         ("GRPC_VERBOSITY", "error".to_owned()),
     ]
 }
@@ -84,7 +52,7 @@ fn grpc_env(workload: &Workload) -> Vec<(&'static str, String)> {
 /// Runs the xDS client script as `workload` and parses what it printed.
 async fn xds_client(
     python: &Path,
-    workload: &Workload,
+    workload: &CertFiles,
     target: &str,
     calls: usize,
     headers: &[&str],
@@ -95,13 +63,13 @@ async fn xds_client(
 /// [`xds_client`], the first call waiting at most `first_timeout_s` for the resources.
 async fn xds_client_with(
     python: &Path,
-    workload: &Workload,
+    workload: &CertFiles,
     target: &str,
     calls: usize,
     headers: &[&str],
     first_timeout_s: u32,
 ) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let ca = workload.path("ca.pem").display().to_string();
+    let ca = workload.ca.display().to_string();
     let calls = calls.to_string();
     let first_timeout = first_timeout_s.to_string();
     let mut args = vec![
@@ -205,7 +173,7 @@ async fn a_grpcio_xds_client_is_routed_split_and_authorized_like_a_meshed_one() 
         .greeter_with_settings(l2, "v2", settings("greeter-v2"))
         .await
         .unwrap();
-    let client = certify(&harness, "py-client", None).await;
+    let (_dir, client) = certify(&harness, "py-client", None).await;
 
     // 1,000 calls over mTLS: the Rust servers see the Python workload's SPIFFE ID, and the
     // 70/30 split holds (30 % of 1,000 has a standard deviation of 1.45 points; ±5 is > 3σ).
@@ -241,7 +209,7 @@ async fn a_grpcio_xds_client_is_routed_split_and_authorized_like_a_meshed_one() 
     assert_eq!(replies.values().sum::<u64>(), 40);
 
     // An identity the policies deny is refused by the Rust servers, whatever the route.
-    let denied = certify(&harness, "py-denied", None).await;
+    let (_denied_dir, denied) = certify(&harness, "py-denied", None).await;
     let (replies, failures) = xds_client(&python, &denied, "xds:///greeter.default", 10, &[]).await;
     assert!(replies.is_empty(), "{replies:?}");
     assert_eq!(failures.values().sum::<u64>(), 10, "{failures:?}");
@@ -288,8 +256,8 @@ async fn a_grpcio_xds_server_enforces_the_mesh_policy_on_meshed_rust_callers() {
         .account("client")
         .account("stranger");
     let harness = Harness::start(&config).await.unwrap();
-    let server = certify(&harness, "py-server", Some("py-greeter.default")).await;
-    let cert_dir = server.dir.path().display().to_string();
+    let (_dir, server) = certify(&harness, "py-server", Some("py-greeter.default")).await;
+    let cert_dir = server.dir.display().to_string();
     let port_arg = port.to_string();
     let env = grpc_env(&server);
     let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -369,18 +337,37 @@ async fn a_resource_a_grpc_client_rejects_is_recorded_with_its_node_and_error() 
         .account("py-nack");
     let harness = Harness::start(&config).await.unwrap();
     let _greeter = harness.greeter(l1, "g1", "greeter").await.unwrap();
-    let workload = certify(&harness, "py-nack", None).await;
-    let (replies, failures) =
-        xds_client_with(&python, &workload, "xds:///greeter.default", 1, &[], 5).await;
-    assert!(replies.is_empty(), "{replies:?}");
-    assert_eq!(failures.values().sum::<u64>(), 1, "{failures:?}");
-
+    let (_dir, workload) = certify(&harness, "py-nack", None).await;
+    // The client waits for a usable route while the test looks at the control service.
+    let ca = workload.ca.display().to_string();
+    let env = grpc_env(&workload);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _client = python::spawn(
+        &python,
+        "xds_client.py",
+        &[
+            "--target",
+            "xds:///greeter.default",
+            "--ca",
+            &ca,
+            "--first-timeout",
+            "60",
+        ],
+        &envs,
+    );
     let control = harness.control.as_ref().unwrap();
-    let nacked = control
-        .subscribers()
-        .into_iter()
-        .find(|s| s.node == "py-nack-py" && s.last_nack.is_some())
-        .unwrap_or_else(|| panic!("no NACK recorded: {:?}", control.subscribers()));
+    let nacked = || {
+        control
+            .subscribers()
+            .into_iter()
+            .find(|s| s.node == "py-nack-py" && s.last_nack.is_some())
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || nacked().is_some()).await,
+        "no NACK recorded: {:?}",
+        control.subscribers()
+    );
+    let nacked = nacked().unwrap();
     let nack = nacked.last_nack.unwrap();
     assert_eq!(nacked.identity.as_str(), spiffe("py-nack"));
     assert_eq!(nack.version, control.config_version());

@@ -34,13 +34,13 @@ use super::names::{self, ListenerName, MAX_RESOURCE_NAME_LEN};
 use super::resources::{ClientView, resources};
 use crate::admin::metrics;
 use crate::state::State;
-use crate::xds_bootstrap::NODE_METADATA_SERVICE as SERVICE_METADATA;
 use crate::watch::limits::{Lease, Usage};
 use crate::watch::own_service;
 use crate::watch::registry::{Nack, NackDetail, Registration, Registry, SubscriberStatus};
 use crate::watch::stream::{
     MAX_DESTINATIONS, MAX_NACK_LEN, MAX_NODE_LEN, SUBSCRIBE_TIMEOUT, WatchHub, truncate,
 };
+use crate::xds_bootstrap::NODE_METADATA_SERVICE as SERVICE_METADATA;
 
 /// The response stream of one ADS call.
 pub(crate) type XdsStream =
