@@ -3,8 +3,8 @@
 //!
 //! The interpreter is `MESH_PYTHON` (CI sets it to a venv with grpcio), else `python3`. When it
 //! cannot `import grpc` the caller skips, unless `MESH_REQUIRE_TOOLS=1` (CI), where that fails.
-//! The scripts live in `tests/python/`; `hello_pb.py` there encodes the greeter's messages by
-//! hand, so no code generator is needed.
+//! The scripts are the examples in `examples/python/` (what README's walk-through runs);
+//! `hello_pb.py` there encodes the greeter's messages by hand, so no code generator is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,10 +35,10 @@ pub fn grpcio_python() -> Option<PathBuf> {
     None
 }
 
-/// The path of a script in `tests/python/`.
+/// The path of a script in `examples/python/`.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
+        .join("../examples/python")
         .join(name)
 }
 
@@ -53,7 +53,7 @@ pub struct ScriptOutput {
     pub stderr: String,
 }
 
-/// Runs `tests/python/<name>` with `args` and extra environment `envs`, killed after
+/// Runs `examples/python/<name>` with `args` and extra environment `envs`, killed after
 /// `limit`. Panics when it cannot start or does not finish in time.
 pub async fn run(
     python: &Path,
@@ -83,7 +83,7 @@ pub async fn run(
     }
 }
 
-/// Starts `tests/python/<name>` with `args` and extra environment `envs`, for a program that
+/// Starts `examples/python/<name>` with `args` and extra environment `envs`, for a program that
 /// runs until killed (a server); it is killed when the handle is dropped.
 pub fn spawn(
     python: &Path,
