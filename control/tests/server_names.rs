@@ -94,7 +94,9 @@ async fn any_server_name_is_accepted() {
 
 #[tokio::test]
 async fn a_server_name_that_is_no_name_is_refused_at_start() {
-    let error = control(&["localhost", "not a name"]).await.expect_err("refused");
+    let error = control(&["localhost", "not a name"])
+        .await
+        .expect_err("refused");
     assert_eq!(
         error.to_string(),
         "server_names: \"not a name\" is neither a DNS name nor an IP address: only lowercase \
