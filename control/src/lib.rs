@@ -5,7 +5,15 @@
 //! (`spiffe://<td>/ns/<namespace>/sa/mesh-control`):
 //!
 //! - `Certify`: a workload proves who it is with a bootstrap token from the control file and
-//!   sends a CSR; the CA signs fresh parameters for the SPIFFE ID the token maps to.
+//!   sends a CSR; the CA signs fresh parameters for the SPIFFE ID the token maps to, with the
+//!   DNS names of the services that identity serves (`greeter.default.svc`,
+//!   `greeter.default.svc.cluster.local`: [`DnsSanSuffixes`], default `svc` and
+//!   `svc.cluster.local`) so that plain TLS clients can check a meshed server by name. Names
+//!   come from config, never from the CSR: a CSR asking for others is refused, naming them.
+//!   The service's own certificate names its Service the same way (`mesh-control.<ns>.svc`)
+//!   plus [`ControlOptions::server_names`]; it accepts any server name (SNI).
+//! - Workloads in other languages get their certificate and gRPC's xDS bootstrap file from
+//!   `meshctl certify` ([`ctl::certify`]).
 //! - `Watch`: a workload with a certificate names the destinations it needs; it gets a
 //!   versioned snapshot of them at once and a new one whenever its projection changes, and it
 //!   ACKs or NACKs each version. [`RunningControl::subscribers`] shows who is on which version.

@@ -257,3 +257,46 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_follows_the_trust_bundle_through_a_root_rotation() {
+    let mut options = ControlOptions::new(trust_domain(), ConfigSource::Inline(config_yaml(5000)));
+    options.cert_lifetime = Duration::from_secs(6);
+    // A new root joins the bundle 10 s in; leaves are signed by it once subscribers ACK it.
+    options.root_rotation = Some(mesh_core::anchor_rotation::RotationSchedule {
+        root_lifetime: Duration::from_secs(20),
+        rotate_at_percent: 50,
+        ack_timeout: Duration::from_secs(3),
+    });
+    let control = mesh_control::start(options).await.expect("control starts");
+    let dir = inputs(&control, GREETER_TOKEN);
+    let out: PathBuf = dir.path().join("out");
+    let mut command = command(&control, dir.path(), &["--renew", "--node-id", "py-1"]);
+    command.stderr(Stdio::inherit());
+    let _child = Running(command.spawn().unwrap());
+
+    // Between renewals it holds a Watch stream with its certificate and ACKs each version.
+    let following = eventually(Duration::from_secs(30), || {
+        control.subscribers().iter().any(|s| {
+            s.node == "py-1"
+                && s.identity.as_str() == "spiffe://mesh.local/ns/default/sa/greeter"
+                && s.last_acked_version == Some(s.last_sent_version)
+        })
+    })
+    .await;
+    assert!(following, "{:?}", control.subscribers());
+    // The next root reaches ca.pem while the old one still signs.
+    let roots = |out: &Path| {
+        std::fs::read(out.join("ca.pem"))
+            .ok()
+            .and_then(|pem| TrustBundle::from_pem(trust_domain(), &pem).ok())
+            .map_or(0, |bundle| bundle.roots().len())
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || roots(&out) == 2).await,
+        "both roots in ca.pem"
+    );
+    // Whatever the phase, the files verify against their own bundle.
+    let (id, _) = check_files(&out);
+    assert_eq!(id, "spiffe://mesh.local/ns/default/sa/greeter");
+}

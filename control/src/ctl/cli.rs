@@ -263,6 +263,7 @@ pub fn run(cli: Cli) -> u8 {
 fn run_certify(args: &super::certify::CertifyArgs) -> u8 {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
