@@ -92,7 +92,7 @@ enum Event {
     Shutdown,
     /// The config changed (`false`: its source is gone).
     Changed(bool),
-    Message(Option<Result<DiscoveryRequest, Status>>),
+    Message(Option<Result<Box<DiscoveryRequest>, Status>>),
     NoFirstRequest,
 }
 
@@ -170,7 +170,7 @@ where
                 biased;
                 () = shutdown(&mut self.hub.shutdown) => Event::Shutdown,
                 changed = self.hub.state.changed(), if !first => Event::Changed(changed.is_ok()),
-                message = self.inbound.next() => Event::Message(message),
+                message = self.inbound.next() => Event::Message(message.map(|m| m.map(Box::new))),
                 () = tokio::time::sleep_until(deadline), if first => Event::NoFirstRequest,
             };
             match event {
@@ -185,7 +185,7 @@ where
                     )));
                 }
                 Event::Message(Some(Ok(request))) => {
-                    if let Err(status) = self.handle(request) {
+                    if let Err(status) = self.handle(*request) {
                         return self.end(status);
                     }
                 }

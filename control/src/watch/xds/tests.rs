@@ -297,7 +297,7 @@ fn a_server_listener_requires_client_certificates_and_carries_the_policies_as_rb
         panic!("a TLS context");
     };
     let tls: DownstreamTlsContext = decode(any);
-    assert_eq!(tls.require_client_certificate.unwrap().value, true);
+    assert!(tls.require_client_certificate.unwrap().value);
 
     let names: Vec<(&str, i32, Vec<&str>)> = filters
         .iter()
