@@ -33,27 +33,16 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.extensions().get::<PeerInfo>().cloned();
-        let Some(PeerInfo {
-            remote_addr,
-            identity: Some(identity),
-            certificate_expires,
-            certificate_issuer,
-        }) = peer
-        else {
-            tracing::warn!(
-                peer = ?peer.map(|p| p.remote_addr),
-                "xds refused: no client certificate"
-            );
-            return Err(Status::unauthenticated(
-                "xDS requires a client certificate (get one with the certify command)",
-            ));
-        };
+        let (peer, identity) = PeerInfo::require_identity(
+            request.extensions(),
+            "xDS",
+            "get one with meshctl certify",
+        )?;
         let peer = XdsPeer {
             identity,
-            remote_addr,
-            certificate_expires,
-            certificate_issuer,
+            remote_addr: peer.remote_addr,
+            certificate_expires: peer.certificate_expires,
+            certificate_issuer: peer.certificate_issuer,
         };
         Ok(Response::new(self.hub.open(peer, request.into_inner())))
     }

@@ -34,27 +34,13 @@ impl Control for ControlService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let peer = request.extensions().get::<PeerInfo>().cloned();
-        let Some(PeerInfo {
-            remote_addr,
-            identity: Some(identity),
-            certificate_expires,
-            certificate_issuer,
-        }) = peer
-        else {
-            tracing::warn!(
-                peer = ?peer.map(|p| p.remote_addr),
-                "watch refused: no client certificate"
-            );
-            return Err(Status::unauthenticated(
-                "watch requires a client certificate (get one with Certify)",
-            ));
-        };
+        let (peer, identity) =
+            PeerInfo::require_identity(request.extensions(), "watch", "get one with Certify")?;
         Ok(Response::new(self.watch.open(
             identity,
-            remote_addr,
-            certificate_expires,
-            certificate_issuer,
+            peer.remote_addr,
+            peer.certificate_expires,
+            peer.certificate_issuer,
             request.into_inner(),
         )))
     }

@@ -48,6 +48,31 @@ pub struct PeerInfo {
     pub certificate_issuer: Option<String>,
 }
 
+impl PeerInfo {
+    /// The peer a request came from, with the identity of its verified certificate; a caller
+    /// without one is refused with `UNAUTHENTICATED` (logged), saying that `call` needs a
+    /// certificate and where to get one (`hint`).
+    pub(crate) fn require_identity(
+        extensions: &http::Extensions,
+        call: &str,
+        hint: &str,
+    ) -> Result<(Self, SpiffeId), tonic::Status> {
+        let peer = extensions.get::<Self>();
+        match peer.and_then(|p| p.identity.clone().map(|id| (p.clone(), id))) {
+            Some(verified) => Ok(verified),
+            None => {
+                tracing::warn!(
+                    peer = ?peer.map(|p| p.remote_addr),
+                    "{call} refused: no client certificate"
+                );
+                Err(tonic::Status::unauthenticated(format!(
+                    "{call} requires a client certificate ({hint})"
+                )))
+            }
+        }
+    }
+}
+
 /// An accepted TLS connection with its peer's address and identity.
 #[derive(Debug)]
 pub(crate) struct TlsConn {
