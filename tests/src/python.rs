@@ -37,7 +37,9 @@ pub fn grpcio_python() -> Option<PathBuf> {
 
 /// The path of a script in `tests/python/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// What a finished script printed.

@@ -36,8 +36,7 @@ impl IdleSettings {
         };
         Self {
             driver: read("devices/system/cpu/cpuidle/current_driver"),
-            halt_poll_ns: read(HALT_POLL_NS)
-                .and_then(|s| s.parse().ok()),
+            halt_poll_ns: read(HALT_POLL_NS).and_then(|s| s.parse().ok()),
         }
     }
 

@@ -754,9 +754,12 @@ fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<(
         ),
         throughput_mesh_over_two_haproxy: get(Target::Haproxy, IN_FLIGHT_THROUGHPUT).map(|_| {
             Judged::new(
-                paired(rounds, (Target::Mesh, Target::Haproxy), throughput, |m, h| {
-                    m.rps / h.rps
-                }),
+                paired(
+                    rounds,
+                    (Target::Mesh, Target::Haproxy),
+                    throughput,
+                    |m, h| m.rps / h.rps,
+                ),
                 |r| r >= 2.5,
             )
         }),
@@ -801,7 +804,12 @@ fn report(rounds: &[Round], rss: &rss::Figures, json: &Path) -> anyhow::Result<(
         tls_tp.rps / h2c_tp.rps
     );
     match &verdicts.throughput_mesh_over_two_haproxy {
-        Some(judged) => line("throughput  mesh / two haproxy hops", judged, &ratio, ">= 2.5"),
+        Some(judged) => line(
+            "throughput  mesh / two haproxy hops",
+            judged,
+            &ratio,
+            ">= 2.5",
+        ),
         None => {
             println!("  throughput  mesh / two haproxy hops: not measured (haproxy not installed)")
         }

@@ -120,11 +120,12 @@ pub(crate) fn run(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> 
     }
     if let Some(path) = &write {
         let baseline = Baseline {
-            about: "Instructions per call of the mesh and of plain tonic mTLS (same handler) under \
+            about:
+                "Instructions per call of the mesh and of plain tonic mTLS (same handler) under \
                     callgrind, written by `profile_call instructions --write`; `.ci/run` checks \
                     against it. Update it deliberately (see README, Performance) and say why in \
                     CHANGELOG."
-                .to_owned(),
+                    .to_owned(),
             tolerance_percent: tolerance,
             figures,
         };
