@@ -2,7 +2,16 @@
 //! machine whose idle cores halt at once, every wake-up of an idle core is an exit to the host,
 //! and latency at one call in flight measures mostly that.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// Where the haltpoll driver's polling time is set (root only).
+const HALT_POLL_NS: &str = "module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// How long idle cores poll while [`HaltPolling`] is on: the kernel's default for the
+/// haltpoll driver.
+pub(crate) const POLL_NS: u64 = 200_000;
 
 /// The CPU idle settings that decide what a wake-up costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +36,7 @@ impl IdleSettings {
         };
         Self {
             driver: read("devices/system/cpu/cpuidle/current_driver"),
-            halt_poll_ns: read("module/haltpoll/parameters/guest_halt_poll_ns")
-                .and_then(|s| s.parse().ok()),
+            halt_poll_ns: read(HALT_POLL_NS).and_then(|s| s.parse().ok()),
         }
     }
 
@@ -53,12 +61,62 @@ impl IdleSettings {
         line
     }
 
+    /// A few words to print beside a latency figure: `halt at once: guest_halt_poll_ns 0`.
+    pub(crate) fn describe_short(&self) -> String {
+        match (self.driver.as_deref(), self.halt_poll_ns) {
+            (Some("haltpoll"), Some(0)) => "halt at once: guest_halt_poll_ns 0".to_owned(),
+            (Some("haltpoll"), Some(ns)) => format!("poll first: guest_halt_poll_ns {ns}"),
+            (Some(driver), _) => format!("cpuidle driver {driver}"),
+            (None, _) => "cpuidle driver unknown".to_owned(),
+        }
+    }
+
     /// The settings for the JSON figures.
     pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpuidle_driver": self.driver,
             "guest_halt_poll_ns": self.halt_poll_ns,
         })
+    }
+}
+
+/// Idle cores polling for a while before they halt, for as long as this lives: writes the
+/// haltpoll driver's `guest_halt_poll_ns` (a machine-wide setting; root only) and puts back
+/// the value it found when dropped.
+#[derive(Debug)]
+pub(crate) struct HaltPolling {
+    path: PathBuf,
+    previous: String,
+}
+
+impl HaltPolling {
+    /// Sets `guest_halt_poll_ns` to `ns`; an error says why it cannot be (not the haltpoll
+    /// driver, not root).
+    pub(crate) fn set(ns: u64) -> anyhow::Result<Self> {
+        Self::set_in(Path::new("/sys"), ns)
+    }
+
+    fn set_in(sys: &Path, ns: u64) -> anyhow::Result<Self> {
+        let path = sys.join(HALT_POLL_NS);
+        let previous = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} (no haltpoll cpuidle driver?)", path.display()))?
+            .trim()
+            .to_owned();
+        std::fs::write(&path, ns.to_string())
+            .with_context(|| format!("writing {} (needs root)", path.display()))?;
+        Ok(Self { path, previous })
+    }
+}
+
+impl Drop for HaltPolling {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::write(&self.path, &self.previous) {
+            eprintln!(
+                "could not restore {} to {}: {error}",
+                self.path.display(),
+                self.previous
+            );
+        }
     }
 }
 
@@ -104,5 +162,22 @@ mod tests {
         assert_eq!(metal.describe(), "cpuidle driver intel_idle");
         let unknown = IdleSettings::read_from(sysfs(None, None).path());
         assert_eq!(unknown.describe(), "cpuidle driver unknown");
+    }
+
+    #[test]
+    fn polling_is_set_and_restored() {
+        let dir = sysfs(Some("haltpoll"), Some("0"));
+        {
+            let _polling = HaltPolling::set_in(dir.path(), POLL_NS).unwrap();
+            assert_eq!(
+                IdleSettings::read_from(dir.path()).halt_poll_ns,
+                Some(POLL_NS)
+            );
+        }
+        assert_eq!(IdleSettings::read_from(dir.path()).halt_poll_ns, Some(0));
+        let error = HaltPolling::set_in(sysfs(Some("intel_idle"), None).path(), POLL_NS)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no haltpoll cpuidle driver"), "{error}");
     }
 }

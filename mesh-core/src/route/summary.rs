@@ -45,12 +45,22 @@ impl<'a> RequestSummary<'a> {
     /// A summary of a request with this method, URI and headers. The request is gRPC when its
     /// `content-type` starts with `application/grpc`.
     pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Self::with_grpc(method, uri, headers, is_grpc(headers))
+    }
+
+    /// [`RequestSummary::new`] for a request already known to be gRPC or not (by
+    /// [`is_grpc`]): the request path reads its `content-type` once.
+    pub fn with_grpc(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        is_grpc: bool,
+    ) -> Self {
         let path = match uri.path() {
             // An authority-form or empty URI has no path; route it as `/`.
             "" => "/",
             path => path,
         };
-        let is_grpc = is_grpc(headers);
         Self {
             method,
             path,
@@ -64,6 +74,12 @@ impl<'a> RequestSummary<'a> {
     /// A summary of `request`.
     pub fn from_request<B>(request: &'a http::Request<B>) -> Self {
         Self::new(request.method(), request.uri(), request.headers())
+    }
+
+    /// A summary of `request`, already known to be gRPC or not (see
+    /// [`RequestSummary::with_grpc`]).
+    pub fn from_request_with_grpc<B>(request: &'a http::Request<B>, is_grpc: bool) -> Self {
+        Self::with_grpc(request.method(), request.uri(), request.headers(), is_grpc)
     }
 
     /// The method.

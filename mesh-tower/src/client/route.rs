@@ -72,7 +72,9 @@ pub(crate) fn route<'s, B, R>(
     }
 
     // Which rule, which backend.
-    let outcome = state.routes.route(&RequestSummary::from_request(request));
+    let outcome = state
+        .routes
+        .route(&RequestSummary::from_request_with_grpc(request, grpc));
     let (rule, backend) = match outcome {
         RouteOutcome::NoRoutes => (None, &state.default),
         RouteOutcome::NotFound => {

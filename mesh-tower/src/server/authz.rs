@@ -170,8 +170,20 @@ impl Authorizer {
     /// with no policy in force is refused: mTLS is the only guard then.
     pub fn authorize<B, R: Default>(
         &self,
+        request: Request<B>,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Request<B>, Response<R>> {
+        let grpc = mesh_core::route::is_grpc(request.headers());
+        self.authorize_with_grpc(request, peer, grpc)
+    }
+
+    /// [`Authorizer::authorize`] for a request already known to be gRPC or not (the server
+    /// layer reads its `content-type` once).
+    pub(crate) fn authorize_with_grpc<B, R: Default>(
+        &self,
         mut request: Request<B>,
         peer: Option<&PeerIdentity>,
+        grpc: bool,
     ) -> Result<Request<B>, Response<R>> {
         let inbound = self.policy.load();
         // Rate limits first (after the caller's identity, before its token): one load of the
@@ -195,18 +207,15 @@ impl Authorizer {
                     if let Some(telemetry) = &self.telemetry {
                         telemetry.token_refused(error);
                     }
-                    let grpc = mesh_core::route::is_grpc(request.headers());
                     return Err(unauthenticated(error, grpc));
                 }
             },
         };
-        // One summary serves the decision and the refusal's format.
-        let (decision, grpc) = {
-            let summary = RequestSummary::from_request(&request);
-            let decision = inbound
+        let decision = {
+            let summary = RequestSummary::from_request_with_grpc(&request, grpc);
+            inbound
                 .as_deref()
-                .and_then(|i| self.decide_summary(i, &summary, peer, principal.as_ref()));
-            (decision, summary.is_grpc())
+                .and_then(|i| self.decide_summary(i, &summary, peer, principal.as_ref()))
         };
         if let Some(principal) = principal {
             request.extensions_mut().insert(principal);

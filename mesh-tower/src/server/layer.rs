@@ -111,14 +111,17 @@ where
         // The caller's deadline, inherited by the calls the handler makes while serving this.
         let deadline = crate::inbound_deadline::grpc_timeout(request.headers())
             .map(|timeout| std::time::Instant::now() + timeout);
+        // Read once for telemetry and authorization.
+        let grpc = mesh_core::route::is_grpc(request.headers());
         // Telemetry wraps authorization, so a refused call is measured and traced too.
         let future = InboundFuture::instrument(
             authorizer.and_then(|authorizer| authorizer.measure(peer)),
             peer,
+            grpc,
             request,
             busy,
             |request| match authorizer {
-                Some(authorizer) => match authorizer.authorize(request, peer) {
+                Some(authorizer) => match authorizer.authorize_with_grpc(request, peer, grpc) {
                     Ok(request) => {
                         if explain {
                             verdict = request

@@ -59,6 +59,7 @@ impl<F> InboundFuture<F> {
     pub(crate) fn instrument<B>(
         measure: Option<(&InboundTelemetry, Arc<StatusTable>)>,
         peer: Option<&PeerIdentity>,
+        grpc: bool,
         request: Request<B>,
         busy: Busy,
         call: impl FnOnce(Request<B>) -> F,
@@ -74,7 +75,6 @@ impl<F> InboundFuture<F> {
             };
         };
         let start = Instant::now();
-        let grpc = mesh_core::route::is_grpc(request.headers());
         let span = server_span(&request, telemetry.service(), grpc);
         set_remote_parent(&span, request.headers());
         if let Some(peer) = peer

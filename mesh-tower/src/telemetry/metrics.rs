@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use http::{Method, StatusCode};
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName};
 use metrics::{Counter, Histogram, Label, SharedString};
@@ -142,6 +143,10 @@ pub(crate) struct StatusTable {
     direction: Direction,
     labels: Vec<Label>,
     methods: RwLock<HashMap<Box<str>, Arc<MethodRow>>>,
+    /// The row last looked up: calls come in runs of one method, and comparing a path with it
+    /// is far cheaper than splitting the path, taking the lock and hashing it (about 500
+    /// instructions a call).
+    last_method: ArcSwapOption<MethodRow>,
     other: Arc<MethodRow>,
     /// (HTTP method index, status code) -> histogram.
     http: RwLock<HashMap<(u8, u16), Histogram>>,
@@ -163,6 +168,7 @@ impl StatusTable {
             direction,
             labels,
             methods: RwLock::new(HashMap::new()),
+            last_method: ArcSwapOption::empty(),
             other: Arc::new(MethodRow::new(SharedString::const_str(OTHER))),
             http: RwLock::new(HashMap::new()),
             edge: None,
@@ -187,6 +193,20 @@ impl StatusTable {
     /// The row of the gRPC method at `path` (`/package.Service/Method`): `rpc.method` is
     /// `package.Service/Method`, and a path of another shape is `_OTHER`.
     pub(crate) fn method_row(&self, path: &str) -> Arc<MethodRow> {
+        if let Some(last) = &*self.last_method.load()
+            && path.strip_prefix('/') == Some(&*last.method)
+        {
+            return last.clone();
+        }
+        let row = self.lookup_method_row(path);
+        if !Arc::ptr_eq(&row, &self.other) {
+            self.last_method.store(Some(row.clone()));
+        }
+        row
+    }
+
+    /// [`StatusTable::method_row`] without the one-entry cache.
+    fn lookup_method_row(&self, path: &str) -> Arc<MethodRow> {
         let Some(method) = path
             .strip_prefix('/')
             .filter(|m| matches!(m.split_once('/'), Some((s, m)) if !s.is_empty() && !m.is_empty() && !m.contains('/')))
@@ -371,6 +391,9 @@ impl OutboundMetrics {
     }
 }
 
+/// Route and backend pairs up to which [`OutboundIndex::get`] searches a list.
+const SEARCHED: usize = 16;
+
 /// The client's metrics for every route and backend a destination's snapshot names, built
 /// when the snapshot arrives. Read without a lock: it is replaced with the routing state.
 pub(crate) struct OutboundIndex {
@@ -379,6 +402,10 @@ pub(crate) struct OutboundIndex {
     /// Backend -> route name -> metrics; route `""` is "no route" (a destination without
     /// routes, or a request no route matched).
     by_backend: HashMap<ServiceName, HashMap<String, Arc<OutboundMetrics>>>,
+    /// The same entries in a list, when there are at most [`SEARCHED`]: a destination's
+    /// routes name a handful of backends, and comparing a route name and a backend with each
+    /// is cheaper than hashing both with SipHash (two lookups, about 300 instructions a call).
+    listed: Option<Vec<(String, ServiceName, Arc<OutboundMetrics>)>>,
     /// The destination's own backend without a route: what every call of a destination
     /// without routes uses, found without hashing.
     direct: (ServiceName, Arc<OutboundMetrics>),
@@ -424,6 +451,17 @@ impl OutboundIndex {
             "",
             Some(edges.counters(&destination.service)),
         ));
+        let entries = by_backend.values().map(HashMap::len).sum::<usize>();
+        let listed = (entries <= SEARCHED).then(|| {
+            by_backend
+                .iter()
+                .flat_map(|(backend, routes)| {
+                    routes
+                        .iter()
+                        .map(|(route, metrics)| (route.clone(), backend.clone(), metrics.clone()))
+                })
+                .collect()
+        });
         let direct = by_backend
             .get(&destination.service)
             .and_then(|routes| routes.get(""))
@@ -435,6 +473,7 @@ impl OutboundIndex {
             service: service.to_owned(),
             destination: key,
             by_backend,
+            listed,
             unrouted,
         }
     }
@@ -444,7 +483,14 @@ impl OutboundIndex {
         if route.is_empty() && *backend == self.direct.0 {
             return self.direct.1.clone();
         }
-        match self.by_backend.get(backend).and_then(|r| r.get(route)) {
+        let found = match &self.listed {
+            Some(listed) => listed
+                .iter()
+                .find(|(r, b, _)| r == route && b == backend)
+                .map(|(_, _, metrics)| metrics),
+            None => self.by_backend.get(backend).and_then(|r| r.get(route)),
+        };
+        match found {
             Some(metrics) => metrics.clone(),
             // Every route and backend of the snapshot is in the index; this is only a guard.
             None => Arc::new(OutboundMetrics::new(

@@ -16,6 +16,14 @@
 //! (certificates, handshakes) cancels out. The `profiling` profile is the release profile with
 //! line tables, so that profiles name source lines; the binary is then
 //! `target/profiling/profile_call`.
+//!
+//! `profile_call instructions` runs the rest under callgrind itself and prints instructions
+//! per call for the server and the client separately (see [`instructions`]); with `--check
+//! FILE` it is the CI guard against a committed baseline.
+
+mod callgrind;
+mod instructions;
+mod window;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,7 +62,8 @@ struct Args {
     rate_limit: bool,
 }
 
-const USAGE: &str = "usage: cargo run --profile profiling -p bench --bin profile_call -- [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed] [--rate-limit]";
+const USAGE: &str = "usage: cargo run --profile profiling -p bench --bin profile_call -- [mesh|mesh-clients|tonic] [--calls N] [--in-flight K] [--connections C] [--crossed] [--rate-limit]
+       cargo run --profile profiling -p bench --bin profile_call -- instructions [--check FILE] [--write FILE] (--help after it for more)";
 
 const HELP: &str = "\
 N greeter calls through the mesh, or through plain tonic over the mesh's own mTLS, for perf or
@@ -72,8 +81,13 @@ second and each side's CPU time per call.
                   checking them costs; compare with a run without)
   -h, --help      this text
 
-Under callgrind, run it twice with different --calls and divide the difference in instructions
-by the difference in calls: start-up (certificates, handshakes) cancels out.
+`profile_call instructions` runs this program under callgrind itself and prints instructions
+per call for the server and for the client apart, the mesh against plain tonic, at 1 and at 64
+in flight; with --check FILE it fails when the mesh's figures exceed a committed baseline (the
+CI guard). By hand: each side marks the measured calls by calling `profile_window_start_server`
+/ `_client` and `profile_window_end_*`; run valgrind --tool=callgrind --separate-threads=yes
+--zero-before='*profile_window_start_*' --dump-before='*profile_window_end_*' and divide each
+side's window dump by --calls.
 ";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -110,6 +124,9 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     examples::init_logging("warn");
+    if std::env::args().nth(1).as_deref() == Some("instructions") {
+        return instructions::run(std::env::args().skip(2));
+    }
     let args = parse_args()?;
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -148,8 +165,9 @@ fn main() -> anyhow::Result<()> {
     let server_settings = settings("greeter").with_service(ServiceName::new("default", "greeter")?);
     let client_settings = settings("caller");
 
-    // The servers, on their own thread; they report their thread's CPU time on request.
-    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<oneshot::Sender<Duration>>();
+    // The servers, on their own thread; they report their thread's CPU time on request, and
+    // mark the edges of the measured window there (see `window`).
+    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<(window::Edge, oneshot::Sender<Duration>)>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server_core = cores.first().copied();
     std::thread::Builder::new()
@@ -180,7 +198,8 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                 });
-                while let Some(reply) = rx.recv().await {
+                while let Some((edge, reply)) = rx.recv().await {
+                    window::server(edge);
                     let _ = reply.send(bench::thread_cpu_time());
                 }
             });
@@ -242,15 +261,18 @@ fn main() -> anyhow::Result<()> {
                         Clients::Tonic(v)
                     }
                 };
-                // Warm up: connections, handles filled on first use, allocator pools.
-                drive(&clients, in_flight, 200.min(calls)).await;
-                let server_before = server_cpu(&cpu_tx).await?;
+                // Warm up: connections, handles filled on first use, allocator pools, every
+                // connection of the pool busy at least once.
+                drive(&clients, in_flight, warm_up(in_flight)).await;
+                window::client(window::Edge::Start);
+                let server_before = server_cpu(&cpu_tx, window::Edge::Start).await?;
                 let client_before = bench::thread_cpu_time();
                 let started = Instant::now();
                 let failed = drive(&clients, in_flight, calls).await;
                 let elapsed = started.elapsed();
                 let client_cpu = bench::thread_cpu_time() - client_before;
-                let server_cpu = server_cpu(&cpu_tx).await? - server_before;
+                let server_cpu = server_cpu(&cpu_tx, window::Edge::End).await? - server_before;
+                window::client(window::Edge::End);
                 let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
                 Ok(format!(
                     "{target:?}{}: {calls} calls, {in_flight} in flight, {connections} connection(s): {:.0} calls/s, client CPU {:.1} µs/call, server CPU {:.1} µs/call, {failed} failed",
@@ -314,12 +336,19 @@ async fn serve(
     Ok(())
 }
 
+/// The server thread's CPU time, asked at `edge` of the measured window.
 async fn server_cpu(
-    cpu: &std::sync::mpsc::Sender<oneshot::Sender<Duration>>,
+    cpu: &std::sync::mpsc::Sender<(window::Edge, oneshot::Sender<Duration>)>,
+    edge: window::Edge,
 ) -> anyhow::Result<Duration> {
     let (tx, rx) = oneshot::channel();
-    cpu.send(tx).context("server thread gone")?;
+    cpu.send((edge, tx)).context("server thread gone")?;
     Ok(rx.await?)
+}
+
+/// Calls made before the measured ones: 200, and at least four per call in flight.
+fn warm_up(in_flight: usize) -> usize {
+    200.max(4 * in_flight)
 }
 
 enum Clients {
