@@ -229,8 +229,11 @@ pub async fn certify(args: &CertifyArgs) -> Result<(), CertifyError> {
             tokio::select! {
                 () = &mut renewal => break,
                 ended = follow => {
-                    if let Err(error) = ended {
-                        tracing::debug!(%error, "trust bundle stream ended");
+                    match ended {
+                        // A stream that ran and ended (the control service restarted, say) is
+                        // reopened after the shortest wait again.
+                        Ok(()) => backoff.reset(),
+                        Err(error) => tracing::debug!(%error, "trust bundle stream failed"),
                     }
                     tokio::select! {
                         () = &mut renewal => break,
