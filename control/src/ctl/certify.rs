@@ -185,8 +185,45 @@ impl CertifyError {
     }
 }
 
+/// The longest `--zone` (a Kubernetes label value, as `MESH_ZONE`).
+pub const MAX_ZONE_BYTES: usize = 63;
+/// The longest `--node-id`.
+pub const MAX_NODE_ID_BYTES: usize = 253;
+
+/// Checks the flags that go into the bootstrap as they are.
+fn check_args(args: &CertifyArgs) -> Result<(), CertifyError> {
+    let too_long = |flag, len: usize, max: usize| CertifyError::Usage {
+        flag,
+        reason: format!("{len} bytes, more than the {max} allowed"),
+    };
+    if let Some(zone) = &args.zone
+        && zone.len() > MAX_ZONE_BYTES
+    {
+        return Err(too_long("zone", zone.len(), MAX_ZONE_BYTES));
+    }
+    if let Some(node) = &args.node_id {
+        if node.is_empty() {
+            return Err(CertifyError::Usage {
+                flag: "node-id",
+                reason: "empty".to_owned(),
+            });
+        }
+        if node.len() > MAX_NODE_ID_BYTES {
+            return Err(too_long("node-id", node.len(), MAX_NODE_ID_BYTES));
+        }
+    }
+    if args.control.is_empty() {
+        return Err(CertifyError::Usage {
+            flag: "control",
+            reason: "no address given".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Runs `meshctl certify` to completion (once), or forever with `--renew`.
 pub async fn certify(args: &CertifyArgs) -> Result<(), CertifyError> {
+    check_args(args)?;
     let anchors = std::fs::read(&args.trust_anchors).map_err(|e| CertifyError::Usage {
         flag: "trust-anchors",
         reason: format!("{}: {e}", args.trust_anchors.display()),
@@ -229,8 +266,11 @@ pub async fn certify(args: &CertifyArgs) -> Result<(), CertifyError> {
             tokio::select! {
                 () = &mut renewal => break,
                 ended = follow => {
-                    if let Err(error) = ended {
-                        tracing::debug!(%error, "trust bundle stream ended");
+                    match ended {
+                        // A stream that ran and ended (the control service restarted, say) is
+                        // reopened after the shortest wait again.
+                        Ok(()) => backoff.reset(),
+                        Err(error) => tracing::debug!(%error, "trust bundle stream failed"),
                     }
                     tokio::select! {
                         () = &mut renewal => break,
@@ -386,4 +426,65 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, CertifyError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::ctl::{Cli, Command};
+
+    fn args(extra: &[&str]) -> CertifyArgs {
+        let base = [
+            "meshctl",
+            "certify",
+            "--control",
+            "127.0.0.1:7400",
+            "--trust-anchors",
+            "a.pem",
+            "--token-file",
+            "t",
+            "--out",
+            "o",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).expect("parses");
+        match cli.command {
+            Command::Certify(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bootstrap_values_are_bounded() {
+        assert!(check_args(&args(&["--zone", "zone-a", "--node-id", "n"])).is_ok());
+        let long = "z".repeat(64);
+        let error = check_args(&args(&["--zone", &long])).expect_err("too long");
+        assert_eq!(
+            error.to_string(),
+            "--zone: 64 bytes, more than the 63 allowed"
+        );
+        let error = check_args(&args(&["--node-id", ""])).expect_err("empty");
+        assert_eq!(error.to_string(), "--node-id: empty");
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_service_must_name_its_namespace() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "certify",
+            "--control",
+            "c:1",
+            "--trust-anchors",
+            "a",
+            "--token-file",
+            "t",
+            "--out",
+            "o",
+            "--service",
+            "greeter",
+        ]);
+        assert!(cli.is_err());
+    }
 }
