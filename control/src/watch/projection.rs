@@ -376,12 +376,12 @@ mod tests {
         ));
         assert_eq!(increment.version, 3);
         assert!(increment.destinations.is_empty());
-        let mut state = v1.wire.clone();
-        state.version = 2; // what a subscriber sent v2 holds: v1's content at version 2
+        let mut held = v1.wire.clone();
+        held.version = 2; // what a subscriber sent v2 holds: v1's content at version 2
         let mut stamped = (*increment).clone();
         stamped.base_version = 2;
-        mesh_core::delta::apply(&mut state, stamped).expect("applies");
-        assert_eq!(state, v3.wire);
+        mesh_core::delta::apply(&mut held, stamped).expect("applies");
+        assert_eq!(held, v3.wire);
         // New roots change every projection.
         let new_roots = Arc::new(Vec::new());
         let v4 = cache.project(
