@@ -30,10 +30,16 @@ pub(crate) mod proto {
 use proto::fanout_server::{Fanout, FanoutServer};
 use proto::{PublishReply, SubscribeRequest, Update};
 
-/// `bench __control CONFIG`: the control service over the control file `CONFIG`, writing its
-/// trust bundle beside it (`trust-bundle.pem`).
+/// `bench __control CONFIG [POLL_MS]`: the control service over the control file `CONFIG`
+/// (polled every `POLL_MS`, by default the control service's own interval), writing its trust
+/// bundle beside it (`trust-bundle.pem`).
 pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
-    let config = PathBuf::from(args.first().context("usage: __control CONFIG")?);
+    let config = PathBuf::from(args.first().context("usage: __control CONFIG [POLL_MS]")?);
+    let poll = args
+        .get(1)
+        .map(|ms| ms.parse().map(std::time::Duration::from_millis))
+        .transpose()
+        .context("POLL_MS: a number of milliseconds")?;
     procs::raise_fd_limit();
     procs::pin_to_core(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -45,6 +51,9 @@ pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
             ConfigSource::File(config.clone()),
         );
         options.trust_bundle_out = Some(config.with_file_name("trust-bundle.pem"));
+        if let Some(poll) = poll {
+            options.file_poll_interval = poll;
+        }
         let control = mesh_control::start(options).await?;
         println!("ready {} {}", control.addr(), control.identity());
         let mut version = control.config_version();
