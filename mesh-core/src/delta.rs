@@ -168,7 +168,10 @@ pub fn apply(state: &mut proto::Snapshot, increment: proto::Snapshot) -> Result<
     Ok(())
 }
 
-fn destination_change(from: &proto::Destination, to: &proto::Destination) -> proto::DestinationChange {
+fn destination_change(
+    from: &proto::Destination,
+    to: &proto::Destination,
+) -> proto::DestinationChange {
     proto::DestinationChange {
         service: to.service.clone(),
         found: to.found,

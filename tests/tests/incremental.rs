@@ -115,8 +115,11 @@ async fn endpoints_added_and_removed_arrive_as_increments_and_are_routed_to() {
     until_answering(&client, &["g2"]).await;
     let version = mesh.control_status().version;
     assert!(
-        eventually(Duration::from_secs(5), || subscriber(&harness, "client-test")
-            .last_acked_version
+        eventually(Duration::from_secs(5), || subscriber(
+            &harness,
+            "client-test"
+        )
+        .last_acked_version
             == Some(version))
         .await,
         "the client acknowledged the last increment"
@@ -180,13 +183,20 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
         .await
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || subscriber(&harness, "client-test")
-            .last_sent_version
+        eventually(Duration::from_secs(5), || subscriber(
+            &harness,
+            "client-test"
+        )
+        .last_sent_version
             == lost)
         .await
     );
     assert!(!lose.load(Ordering::Relaxed), "the increment was lost");
-    assert_eq!(mesh.control_status().version, held, "the client never saw it");
+    assert_eq!(
+        mesh.control_status().version,
+        held,
+        "the client never saw it"
+    );
 
     // g3 joins: the increment is over the lost version, the client asks for a resync and the
     // full snapshot brings both g2 and g3.
@@ -200,7 +210,10 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
     until_answering(&client, &["g1", "g2", "g3"]).await;
     let after = subscriber(&harness, "client-test");
     assert_eq!(after.resyncs, 1, "{after:?}");
-    assert_eq!(after.full_snapshots_sent, 2, "the first and the resync: {after:?}");
+    assert_eq!(
+        after.full_snapshots_sent, 2,
+        "the first and the resync: {after:?}"
+    );
     assert!(after.last_nack.is_none(), "a resync is not a refusal");
 }
 
@@ -275,8 +288,10 @@ async fn raw_control_tls(harness: &Harness, account: &str) -> Arc<rustls::Client
 
 #[tokio::test]
 async fn a_client_that_predates_increments_gets_full_snapshots() {
-    let (a1, a2): (SocketAddr, SocketAddr) =
-        ("127.0.0.1:9001".parse().unwrap(), "127.0.0.1:9002".parse().unwrap());
+    let (a1, a2): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:9001".parse().unwrap(),
+        "127.0.0.1:9002".parse().unwrap(),
+    );
     let harness = Harness::start(&config(&[(a1, "greeter")])).await.unwrap();
     let tls = raw_control_tls(&harness, "client").await;
     let channel = raw_channel(harness.control.as_ref().unwrap().addr(), Some(tls))
@@ -332,8 +347,11 @@ async fn a_client_that_predates_increments_gets_full_snapshots() {
     assert_eq!(addresses, [a1.to_string(), a2.to_string()]);
     requests.send(ack(second.version)).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || subscriber(&harness, "old-client")
-            .last_acked_version
+        eventually(Duration::from_secs(5), || subscriber(
+            &harness,
+            "old-client"
+        )
+        .last_acked_version
             == Some(second.version))
         .await
     );

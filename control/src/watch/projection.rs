@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_core::authz::InboundPolicy;
-use mesh_core::{delta, proto};
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
+use mesh_core::{delta, proto};
 use rustls_pki_types::CertificateDer;
 
 use super::skew::WireTransform;
@@ -67,8 +67,11 @@ pub(crate) struct Projection {
     pub(crate) wire: proto::Snapshot,
     /// Increments to this projection, by the content they start from; `None` where the change
     /// cannot be said as an increment. The first, from `replaced`, is made with the projection.
-    increments: Mutex<Vec<(Arc<Projected>, Option<Arc<proto::Snapshot>>)>>,
+    increments: Mutex<Vec<Increment>>,
 }
+
+/// An increment (`None`: the change is no increment) and the content it starts from.
+type Increment = (Arc<Projected>, Option<Arc<proto::Snapshot>>);
 
 /// The most bases a projection keeps increments from: subscribers that skipped versions hold
 /// one of a few older contents; one further behind gets its increment made afresh.

@@ -125,7 +125,9 @@ impl Registry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         status.id = id;
         let versions = Arc::new(Versions::default());
-        versions.sent.store(status.last_sent_version, Ordering::Relaxed);
+        versions
+            .sent
+            .store(status.last_sent_version, Ordering::Relaxed);
         let entry = Arc::new(Mutex::new(status));
         lock(&self.entries).insert(id, (entry.clone(), versions.clone()));
         Registration {
@@ -176,7 +178,10 @@ impl Registration {
 
     /// Records an ACK of `version`; returns whether it is newer than any acknowledged before.
     pub(crate) fn acked(&self, version: u64) -> bool {
-        self.versions.acked.fetch_max(version + 1, Ordering::Relaxed) < version + 1
+        self.versions
+            .acked
+            .fetch_max(version + 1, Ordering::Relaxed)
+            < version + 1
     }
 
     /// The last version sent and the last acknowledged.

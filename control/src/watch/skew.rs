@@ -22,8 +22,11 @@ pub struct WireTransform {
     /// Never send increments.
     full_only: bool,
     /// Messages to lose after recording them as sent.
-    drop: Option<Arc<dyn Fn(&proto::Snapshot) -> bool + Send + Sync>>,
+    drop: Option<Arc<DropFn>>,
 }
+
+/// Chooses the messages to lose.
+type DropFn = dyn Fn(&proto::Snapshot) -> bool + Send + Sync;
 
 impl std::fmt::Debug for WireTransform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -443,11 +443,13 @@ where
         let transform = self.projections.transform();
         let increment = match &subscribed.last {
             Some(last) if subscribed.subscription.incremental && transform.increments() => {
-                projection.increment_from(last).map(|increment| proto::Snapshot {
-                    base_version: subscribed.last_sent,
-                    // The increment's parts are shared; each subscriber clones what changed.
-                    ..proto::Snapshot::clone(&increment)
-                })
+                projection
+                    .increment_from(last)
+                    .map(|increment| proto::Snapshot {
+                        base_version: subscribed.last_sent,
+                        // The increment's parts are shared; each subscriber clones what changed.
+                        ..proto::Snapshot::clone(&increment)
+                    })
             }
             _ => None,
         };
@@ -465,7 +467,11 @@ where
             "sent snapshot"
         );
         if transform.drops(&message) {
-            tracing::debug!(id = subscribed.registration.id(), version, "lost (test hook)");
+            tracing::debug!(
+                id = subscribed.registration.id(),
+                version,
+                "lost (test hook)"
+            );
             return None;
         }
         Some(message)

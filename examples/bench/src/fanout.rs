@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -201,12 +201,7 @@ pub(crate) fn on_core_1<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))?
 }
 
-fn measure(
-    target: Target,
-    n: usize,
-    changes: usize,
-    endpoints: usize,
-) -> anyhow::Result<Measured> {
+fn measure(target: Target, n: usize, changes: usize, endpoints: usize) -> anyhow::Result<Measured> {
     in_runtime(async move {
         match target {
             Target::Control => measure_control(n, changes, endpoints).await,
@@ -626,8 +621,11 @@ fn summarize(
 #[derive(Default)]
 pub(crate) struct Memo {
     full: Mutex<HashMap<u64, Held>>,
-    applied: Mutex<HashMap<(u64, u64), (Arc<proto::Snapshot>, proto::Snapshot, Held)>>,
+    applied: Mutex<HashMap<(u64, u64), Applied>>,
 }
+
+/// An increment applied: the snapshot it was applied to, the increment, the result.
+type Applied = (Arc<proto::Snapshot>, proto::Snapshot, Held);
 
 /// A snapshot a subscriber holds, and what validating it said (empty: valid).
 type Held = (Arc<proto::Snapshot>, String);
@@ -890,7 +888,9 @@ fn report(
     {
         let n = control.subscribers;
         let Some(tls) = measured.iter().find(|m| {
-            m.target == Target::TonicStreamTls && m.subscribers == n && m.endpoints == control.endpoints
+            m.target == Target::TonicStreamTls
+                && m.subscribers == n
+                && m.endpoints == control.endpoints
         }) else {
             continue;
         };

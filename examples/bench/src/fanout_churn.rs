@@ -8,8 +8,8 @@
 //! The control service reads its file every 20 ms here (its default is 200 ms, which would
 //! merge two edits into one version), so every edit is a version of its own.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -135,7 +135,10 @@ impl Churn {
             self.first_version,
             self.final_version,
         );
-        println!("  {:>6} {:>14} {:>8} {:>9}", "at s", "CPU ms/s", "RSS MB", "versions");
+        println!(
+            "  {:>6} {:>14} {:>8} {:>9}",
+            "at s", "CPU ms/s", "RSS MB", "versions"
+        );
         for w in &self.windows {
             println!(
                 "  {:>6.1} {:>14.1} {:>8.1} {:>9}",

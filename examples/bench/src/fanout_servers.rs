@@ -54,6 +54,11 @@ pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
         if let Some(poll) = poll {
             options.file_poll_interval = poll;
         }
+        // Every subscriber of the benchmark comes from 127.0.0.1: the per-address handshake
+        // budget (made for many addresses) would refuse the benchmark's concurrent connects,
+        // and 10,000 subscribers plus the Certify call exceed the default connection cap.
+        options.connection_limits.max_handshakes_per_ip = options.connection_limits.max_handshakes;
+        options.connection_limits.max_connections = 20_000;
         let control = mesh_control::start(options).await?;
         println!("ready {} {}", control.addr(), control.identity());
         let mut version = control.config_version();

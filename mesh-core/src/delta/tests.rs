@@ -1,8 +1,8 @@
 //! `apply(a, diff(a, b)) == b`, by property over endpoint sets, backends and routes, and the
 //! size of an increment for one changed endpoint of a large service.
 
-use prost::Message as _;
 use proptest::prelude::*;
+use prost::Message as _;
 
 use super::*;
 
@@ -62,7 +62,11 @@ fn destination(endpoints: Vec<proto::Endpoint>) -> proto::Destination {
 /// Endpoints with distinct addresses (ports 1 to 24) in any order, weights 1 to 3.
 fn endpoints() -> impl Strategy<Value = Vec<proto::Endpoint>> {
     proptest::collection::btree_map(1u16..25, 1u32..4, 0..12)
-        .prop_map(|m| m.into_iter().map(|(p, w)| endpoint(p, w)).collect::<Vec<_>>())
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(p, w)| endpoint(p, w))
+                .collect::<Vec<_>>()
+        })
         .prop_shuffle()
 }
 
@@ -199,7 +203,11 @@ fn what_an_increment_cannot_say_is_a_full_snapshot() {
         service: Some(service("other", 0)),
         ..destination(vec![])
     };
-    assert_eq!(diff(&a, &snapshot(2, vec![other])), None, "another destination");
+    assert_eq!(
+        diff(&a, &snapshot(2, vec![other])),
+        None,
+        "another destination"
+    );
     let zoned = proto::Snapshot {
         zone: "a".into(),
         ..a.clone()
