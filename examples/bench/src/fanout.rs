@@ -175,7 +175,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    let churn = on_core_1(|| in_runtime(crate::fanout_churn::measure()))?;
+    let churn_subscribers = counts
+        .iter()
+        .copied()
+        .min()
+        .map_or(crate::fanout_churn::SUBSCRIBERS, |n| {
+            n.min(crate::fanout_churn::SUBSCRIBERS)
+        });
+    let churn = on_core_1(move || in_runtime(crate::fanout_churn::measure(churn_subscribers)))?;
     report(&measured, &churn, &args.json("fan-out"))
 }
 
@@ -678,6 +685,9 @@ fn validate(wire: proto::Snapshot) -> String {
     }
 }
 
+/// Resyncs the subscribers asked for.
+pub(crate) static RESYNCS: AtomicU64 = AtomicU64::new(0);
+
 /// The size of one endpoint of the watched service as it is encoded in a snapshot (its
 /// field key and length included), recorded by the first subscriber.
 static ENDPOINT_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -722,6 +732,7 @@ async fn watch(i: usize, channel: Channel, slots: Slots, memo: Arc<Memo>) {
                     (error, false)
                 }
                 Some(Err(e)) => {
+                    RESYNCS.fetch_add(1, Ordering::Relaxed);
                     held = None;
                     (e.to_string(), true)
                 }

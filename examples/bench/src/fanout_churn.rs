@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::fanout::{BIG_SERVICE, ControlUnderTest, Slot, Slots, control_file, wait_all};
 use crate::{procs, verdict};
 
-/// Subscribers under churn.
-const SUBSCRIBERS: usize = 1_000;
+/// Subscribers under churn (fewer when `--subscribers` asks for fewer).
+pub(crate) const SUBSCRIBERS: usize = 1_000;
 /// One edit every this.
 const PERIOD: Duration = Duration::from_millis(100);
 /// For this long.
@@ -39,6 +39,11 @@ pub(crate) struct Churn {
     final_version: u64,
     /// Every subscriber reached the final version.
     converged: bool,
+    /// Subscribers short of the final version at the end, and the oldest version held.
+    lagging: usize,
+    oldest: u64,
+    /// Full snapshots the subscribers asked for after an increment they could not apply.
+    resyncs: u64,
     /// The most versions any subscriber was behind the newest published, at any sample.
     max_behind: u64,
     /// Per window: the control service's CPU (ms per second) and RSS (MB) at its end.
@@ -55,11 +60,11 @@ struct Window {
 }
 
 /// Runs the churn (on the subscribers' core, in a runtime of its own).
-pub(crate) async fn measure() -> anyhow::Result<Churn> {
+pub(crate) async fn measure(subscribers: usize) -> anyhow::Result<Churn> {
     let control = ControlUnderTest::start(BIG_SERVICE, Some(POLL_MS)).await?;
     let pid = control.child.pid();
-    let slots: Slots = Arc::new((0..SUBSCRIBERS).map(|_| Slot::default()).collect());
-    let tasks = control.subscribe_all(SUBSCRIBERS, &slots).await?;
+    let slots: Slots = Arc::new((0..subscribers).map(|_| Slot::default()).collect());
+    let tasks = control.subscribe_all(subscribers, &slots).await?;
     wait_all(&slots, 1).await?;
     let first_version = slots
         .iter()
@@ -108,16 +113,25 @@ pub(crate) async fn measure() -> anyhow::Result<Churn> {
     tokio::time::sleep(Duration::from_millis(POLL_MS * 4)).await;
     drain(&mut published);
     let converged = wait_all(&slots, published).await.is_ok();
+    let held: Vec<u64> = slots
+        .iter()
+        .map(|s| s.version.load(Ordering::Acquire))
+        .collect();
+    let lagging = held.iter().filter(|v| **v < published).count();
+    let oldest = held.iter().copied().min().unwrap_or(0);
     for task in &tasks {
         task.abort();
     }
     drop(control);
     Ok(Churn {
-        subscribers: SUBSCRIBERS,
+        subscribers,
         edits,
         first_version,
         final_version: published,
         converged,
+        lagging,
+        oldest,
+        resyncs: crate::fanout::RESYNCS.load(Ordering::Relaxed),
         max_behind,
         windows,
     })
@@ -146,9 +160,12 @@ impl Churn {
             );
         }
         println!(
-            "  every subscriber at the final version {}   (target: all converge: {})",
+            "  every subscriber at the final version {}   (target: all converge: {}; {} short of it, the oldest at {}; {} resyncs)",
             self.final_version,
-            verdict(self.converged)
+            verdict(self.converged),
+            self.lagging,
+            self.oldest,
+            self.resyncs,
         );
         println!(
             "  most versions any subscriber was behind the newest published: {}   (target <= 2: {})",
