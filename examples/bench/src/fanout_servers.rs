@@ -59,6 +59,10 @@ pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
         // and 10,000 subscribers plus the Certify call exceed the default connection cap.
         options.connection_limits.max_handshakes_per_ip = options.connection_limits.max_handshakes;
         options.connection_limits.max_connections = 20_000;
+        // Every subscriber also shares one identity, which the per-identity Watch limits
+        // (made for one workload's replicas) would cap far below the bench's 10,000.
+        options.watch_limits.max_streams_per_identity = 20_000;
+        options.watch_limits.max_destinations_per_identity = 20_000;
         let control = mesh_control::start(options).await?;
         println!("ready {} {}", control.addr(), control.identity());
         let mut version = control.config_version();
