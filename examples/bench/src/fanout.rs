@@ -670,7 +670,22 @@ impl Memo {
         }
         let mut next = proto::Snapshot::clone(base);
         delta::apply(&mut next, increment.clone())?;
-        let held = (Arc::new(next.clone()), validate(next));
+        // One `Arc` per version, whatever base a subscriber came from (applying is exact, so
+        // results for one version are equal): chains of subscribers that skipped different
+        // versions merge again, and the next increment is applied once for all of them.
+        let held = {
+            let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+            match full.get(&next.version).filter(|(s, _)| **s == next) {
+                Some(held) => held.clone(),
+                None => {
+                    let version = next.version;
+                    let held = (Arc::new(next.clone()), validate(next));
+                    full.retain(|v, _| v + MEMO_VERSIONS > version);
+                    full.insert(version, held.clone());
+                    held
+                }
+            }
+        };
         applied.retain(|(_, v), _| v + MEMO_VERSIONS > key.1);
         applied.insert(key, (base.clone(), increment, held.clone()));
         Ok(held)
