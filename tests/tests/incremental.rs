@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use examples::hello::HelloRequest;
@@ -149,12 +149,13 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
         l2.local_addr().unwrap(),
         l3.local_addr().unwrap(),
     );
-    let lose = Arc::new(AtomicBool::new(false));
+    // The version whose increments are lost, to every subscriber (the greeters watch their
+    // own service too); 0 for none.
+    let lose = Arc::new(AtomicU64::new(0));
     let transform = {
         let lose = lose.clone();
-        // Loses the next increment once armed.
         WireTransform::default().dropping(move |message| {
-            message.base_version != 0 && lose.swap(false, Ordering::Relaxed)
+            message.base_version != 0 && message.version == lose.load(Ordering::Relaxed)
         })
     };
     let harness = Harness::start_with(&config(&[(a1, "greeter")]), |options| {
@@ -173,15 +174,16 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
     let held = mesh.control_status().version;
 
     // g2 joins in an increment that is lost on the way.
-    lose.store(true, Ordering::Relaxed);
     let control = harness.control.as_ref().unwrap();
     let before = control.config_version();
+    lose.store(before + 1, Ordering::Relaxed);
     harness
         .write_config(&config(&[(a1, "greeter"), (a2, "greeter")]))
         .unwrap();
     let lost = tokio::time::timeout(Duration::from_secs(5), control.version_after(before))
         .await
         .unwrap();
+    assert_eq!(lost, before + 1, "the edit is the next version");
     assert!(
         eventually(Duration::from_secs(5), || subscriber(
             &harness,
@@ -191,7 +193,6 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
             == lost)
         .await
     );
-    assert!(!lose.load(Ordering::Relaxed), "the increment was lost");
     assert_eq!(
         mesh.control_status().version,
         held,
