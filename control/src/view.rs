@@ -221,6 +221,10 @@ mod tests {
             certificate_expires: None,
             certificate_issuer: None,
             grpc_services: Vec::new(),
+            incremental: false,
+            full_snapshots_sent: 0,
+            increments_sent: 0,
+            resyncs: 0,
         }
     }
 

@@ -30,6 +30,8 @@ fn unknown_destinations(stream: usize, count: usize) -> WatchRequest {
                 .map(|i| service_ref("default", &format!("nothing-{stream}-{i}")))
                 .collect(),
             grpc_services: Vec::new(),
+            // A client that predates increments: full snapshots only.
+            incremental: false,
         })),
     }
 }

@@ -90,6 +90,8 @@ fn subscribe_as(node: &str, own_service: Option<&str>, destinations: &[&str]) ->
                 .map(|name| service_ref("default", name))
                 .collect(),
             grpc_services: Vec::new(),
+            // A client that predates increments: full snapshots only.
+            incremental: false,
         })),
     }
 }

@@ -98,6 +98,9 @@ impl From<&Snapshot> for proto::Snapshot {
             // Not part of the model: the control service sets it on the wire form it sends.
             edge_report_interval_ms: 0,
             zone: snapshot.zone.clone(),
+            // A full snapshot; increments are made from two of these (`crate::delta`).
+            base_version: 0,
+            changes: Vec::new(),
         }
     }
 }
@@ -345,6 +348,13 @@ impl TryFrom<proto::Snapshot> for Snapshot {
     type Error = ValidationErrors;
     fn try_from(wire: proto::Snapshot) -> Result<Self, Self::Error> {
         let mut errors = Vec::new();
+        if wire.base_version != 0 {
+            // Increments are applied to a full snapshot first (`crate::delta::apply`).
+            errors.push(FieldError::new(
+                "baseVersion",
+                "an increment, not a full snapshot",
+            ));
+        }
         let mut seen = FirstSeen::new();
         let mut destinations = Vec::with_capacity(wire.destinations.len());
         for (i, wire) in wire.destinations.into_iter().enumerate() {

@@ -34,6 +34,7 @@ pub mod budget;
 mod check;
 pub mod config;
 pub mod convert;
+pub mod delta;
 pub mod dns;
 pub mod duration;
 pub mod error;

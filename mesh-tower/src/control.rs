@@ -5,6 +5,15 @@
 //! exponential backoff, fails over between the control service's addresses, and keeps the last
 //! good snapshot in force while disconnected.
 //!
+//! The watch worker announces that it takes increments (`Subscribe.incremental`): after a
+//! first full snapshot the control service sends only what changed. The worker keeps the
+//! last wire snapshot it received, brings it forward with each increment
+//! ([`mesh_core::delta::apply`]) and validates the result exactly as a full snapshot, so the
+//! request path never sees the difference. An increment over a version it does not hold (a
+//! lost message) is answered with `Ack.resync`, and increments are ignored until the full
+//! snapshot that answers it arrives. A control service that predates increments ignores the
+//! announcement and sends full snapshots, which are followed as before.
+//!
 //! When the snapshots ask for it (`edge_report_interval_ms`), the watch worker also sends an
 //! `EdgeReport` on the same stream at that interval: what this workload's calls to each
 //! destination did since the last one ([`crate::edges`]). A control service that predates
@@ -16,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use http::uri::Authority;
 use mesh_core::backoff::Backoff;
+use mesh_core::delta;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{
     Ack, NACK_INVALID_FIELD, NACK_TRUST_BUNDLE, NackDetail, Subscribe, WatchRequest, watch_request,
@@ -271,6 +281,9 @@ async fn watch_once(
     });
     let mut received = false;
     let mut reports = ReportSchedule::default();
+    // The last wire snapshot received on this stream, the base of the next increment; `None`
+    // while a resync is awaited.
+    let mut base: Option<mesh_core::proto::Snapshot> = None;
     loop {
         tokio::select! {
             () = reports.due() => {
@@ -292,6 +305,38 @@ async fn watch_once(
                 };
                 received = true;
                 let version = wire.version;
+                let wire = if delta::is_increment(&wire) {
+                    let applied = match base.as_mut() {
+                        Some(state) => delta::apply(state, wire).map(|()| state.clone()),
+                        None => {
+                            // A resync is awaited: its full snapshot carries this change too.
+                            tracing::debug!(version, "increment ignored until the resync");
+                            continue;
+                        }
+                    };
+                    match applied {
+                        Ok(full) => full,
+                        Err(error) => {
+                            tracing::info!(version, %error, "asking the control service for a full snapshot");
+                            base = None;
+                            let resync = WatchRequest {
+                                kind: Some(watch_request::Kind::Ack(Ack {
+                                    version,
+                                    error: error.to_string(),
+                                    details: Vec::new(),
+                                    resync: true,
+                                })),
+                            };
+                            if requests.send(resync).await.is_err() {
+                                return Ok(received);
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    base = Some(wire.clone());
+                    wire
+                };
                 reports.follow(wire.edge_report_interval_ms, edges);
                 // Encoded before validation consumes it: the wire form is what is persisted,
                 // and it is validated again the same way when loaded.
@@ -339,6 +384,7 @@ async fn watch_once(
                         version,
                         error,
                         details,
+                        resync: false,
                     })),
                 };
                 if requests.send(ack).await.is_err() {
@@ -424,6 +470,7 @@ fn subscribe_message(subscriber: &Subscriber, wanted: &Wanted) -> WatchRequest {
             own_service: subscriber.own_service.as_ref().map(Into::into),
             destinations: wanted.destinations.iter().map(Into::into).collect(),
             grpc_services: wanted.grpc_services.iter().cloned().collect(),
+            incremental: true,
         })),
     }
 }

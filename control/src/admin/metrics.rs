@@ -32,6 +32,8 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 const SUBSCRIBERS: &str = "mesh.control.subscribers";
 const ACKS: &str = "mesh.control.acks";
 const NACKS: &str = "mesh.control.nacks";
+const MESSAGES: &str = "mesh.control.watch.messages";
+const RESYNCS: &str = "mesh.control.watch.resyncs";
 const CONFIG_VERSION: &str = "mesh.control.config.version";
 const PROPAGATION: &str = "mesh.control.config.propagation.duration";
 const CERTS_ISSUED: &str = "mesh.control.certificates.issued";
@@ -47,6 +49,14 @@ pub(crate) fn describe() {
     describe_gauge!(SUBSCRIBERS, "Watch subscribers per destination they watch");
     describe_counter!(ACKS, "Snapshot versions acknowledged by subscribers");
     describe_counter!(NACKS, "Snapshot versions rejected by subscribers");
+    describe_counter!(
+        MESSAGES,
+        "Watch messages sent, by kind: full (a whole snapshot) or increment"
+    );
+    describe_counter!(
+        RESYNCS,
+        "Full snapshots subscribers asked for after an increment they could not apply"
+    );
     describe_gauge!(CONFIG_VERSION, "Config version in force");
     describe_histogram!(
         PROPAGATION,
@@ -68,8 +78,11 @@ pub(crate) fn describe() {
     describe_gauge!(ROOT_EXPIRY, "Unix time at which the root in force expires");
     // Every counter exists from the start, at 0 with each of its labels, so that a rate or an
     // alert on it has a series before the first event (`increase(...nacks_total[5m]) > 0`).
-    for counter in [ACKS, NACKS, CERTS_ISSUED] {
+    for counter in [ACKS, NACKS, RESYNCS, CERTS_ISSUED] {
         metrics::counter!(counter).increment(0);
+    }
+    for kind in ["full", "increment"] {
+        metrics::counter!(MESSAGES, "kind" => kind).increment(0);
     }
     for reason in CERTIFICATE_REFUSALS {
         metrics::counter!(CERTS_REFUSED, "reason" => *reason).increment(0);
@@ -118,6 +131,17 @@ pub(crate) fn acked() {
 /// A subscriber rejected a version.
 pub(crate) fn nacked() {
     metrics::counter!(NACKS).increment(1);
+}
+
+/// A Watch message went out: an increment or a full snapshot.
+pub(crate) fn watch_message(increment: bool) {
+    let kind = if increment { "increment" } else { "full" };
+    metrics::counter!(MESSAGES, "kind" => kind).increment(1);
+}
+
+/// A subscriber asked for a full snapshot after an increment it could not apply.
+pub(crate) fn resynced() {
+    metrics::counter!(RESYNCS).increment(1);
 }
 
 /// A certificate was issued.

@@ -10,13 +10,19 @@
 //! A key's content ([`Projected`]) is carried over from one version to the next as the same
 //! `Arc` when it did not change, so a subscriber tells "unchanged" from "changed" by comparing
 //! pointers and keeps no copy of what it was sent.
+//!
+//! Increments are shared the same way: when a key's content changes, the increment from the
+//! content it replaced is computed once ([`mesh_core::delta::diff`] of the two wire messages)
+//! and every subscriber that was sent the replaced content gets it; a subscriber that skipped
+//! versions (it was slow, or lost a message) gets one from what it holds, computed once per
+//! distinct base and kept with the projection ([`MAX_BASES`] of them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_core::authz::InboundPolicy;
-use mesh_core::proto;
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
+use mesh_core::{delta, proto};
 use rustls_pki_types::CertificateDer;
 
 use super::skew::WireTransform;
@@ -59,7 +65,17 @@ pub(crate) struct Projection {
     replaced: Option<Arc<Projected>>,
     /// The message as it goes on the wire (wire transform applied).
     pub(crate) wire: proto::Snapshot,
+    /// Increments to this projection, by the content they start from; `None` where the change
+    /// cannot be said as an increment. The first, from `replaced`, is made with the projection.
+    increments: Mutex<Vec<Increment>>,
 }
+
+/// An increment (`None`: the change is no increment) and the content it starts from.
+type Increment = (Arc<Projected>, Option<Arc<proto::Snapshot>>);
+
+/// The most bases a projection keeps increments from: subscribers that skipped versions hold
+/// one of a few older contents; one further behind gets its increment made afresh.
+const MAX_BASES: usize = 4;
 
 /// The latest projection of every live key.
 #[derive(Debug)]
@@ -124,6 +140,27 @@ impl Projection {
         // Sent from an older version or another key (a new `subscribe`): compare.
         !last.same_content(&self.content)
     }
+
+    /// The increment from `last` (the projection a subscriber was last sent) to this one, with
+    /// `base_version` still to be set to the version the subscriber holds; `None` when the
+    /// change is no increment (see [`mesh_core::delta::diff`]). Made once per distinct base.
+    pub(crate) fn increment_from(&self, last: &Projection) -> Option<Arc<proto::Snapshot>> {
+        {
+            let increments = lock(&self.increments);
+            if let Some((_, increment)) = increments
+                .iter()
+                .find(|(base, _)| Arc::ptr_eq(base, &last.content))
+            {
+                return increment.clone();
+            }
+        }
+        let increment = delta::diff(&last.wire, &self.wire).map(Arc::new);
+        let mut increments = lock(&self.increments);
+        if increments.len() < MAX_BASES {
+            increments.push((last.content.clone(), increment.clone()));
+        }
+        increment
+    }
 }
 
 // === impl ProjectionCache ===
@@ -143,6 +180,11 @@ impl ProjectionCache {
     pub(crate) fn with_report_interval(mut self, interval_ms: u32) -> Self {
         self.report_interval_ms = interval_ms;
         self
+    }
+
+    /// The hooks every message goes through (the identity but in tests).
+    pub(crate) fn transform(&self) -> &WireTransform {
+        &self.transform
     }
 
     /// Forgets `key`'s projection unless a stream still holds the key that it is stored under.
@@ -182,16 +224,17 @@ impl ProjectionCache {
                 // A task still on an older state than the cache (it raced a publish): serve it
                 // without touching the cache; it is woken again for the newer one.
                 Some(p) if p.version > state.version => None,
-                Some(p) => Some(Some(p.content.clone())),
+                Some(p) => Some(Some(p.clone())),
                 None => Some(None),
             }
         };
         let cached = previous.is_some();
         // Computed outside the lock: a large subscription must not hold up the others.
         let fresh = Projected::of(state, key);
-        let (content, replaced) = match previous.flatten() {
-            Some(old) if old.same_content(&fresh) => (old, None),
-            old => (Arc::new(fresh), old),
+        let previous = previous.flatten();
+        let (content, replaced) = match &previous {
+            Some(old) if old.content.same_content(&fresh) => (old.content.clone(), None),
+            old => (Arc::new(fresh), old.clone()),
         };
         let snapshot = Snapshot {
             version: state.version,
@@ -200,15 +243,26 @@ impl ProjectionCache {
             trust_bundle: content.trust_bundle.to_vec(),
             zone: content.zone.clone(),
         };
+        // Before the transform, which may play a control service that asks for no reports.
+        let wire = self.transform.apply(proto::Snapshot {
+            edge_report_interval_ms: self.report_interval_ms,
+            ..proto::Snapshot::from(&snapshot)
+        });
+        // The increment from the content replaced, made here once rather than by the first
+        // subscriber to ask (outside the cache's lock, like the projection).
+        let increments = match &replaced {
+            Some(old) if self.transform.increments() => {
+                let increment = delta::diff(&old.wire, &wire).map(Arc::new);
+                vec![(old.content.clone(), increment)]
+            }
+            _ => Vec::new(),
+        };
         let projection = Arc::new(Projection {
             version: state.version,
             content,
-            replaced,
-            // Before the transform, which may play a control service that asks for no reports.
-            wire: self.transform.apply(proto::Snapshot {
-                edge_report_interval_ms: self.report_interval_ms,
-                ..proto::Snapshot::from(&snapshot)
-            }),
+            replaced: replaced.map(|old| old.content.clone()),
+            wire,
+            increments: Mutex::new(increments),
         });
         if !cached {
             return projection;
@@ -317,6 +371,20 @@ mod tests {
         );
         assert!(v3.changed_since(Some(&v1.content)));
         assert_eq!(v3.wire.destinations[0].endpoints[0].address, "10.0.0.5:80");
+        // The increment from v1 is made once and shared; it carries greeter's new endpoint.
+        let increment = v3.increment_from(&v1).expect("an increment");
+        assert!(Arc::ptr_eq(
+            &increment,
+            &v3.increment_from(&v1).expect("an increment")
+        ));
+        assert_eq!(increment.version, 3);
+        assert!(increment.destinations.is_empty());
+        let mut held = v1.wire.clone();
+        held.version = 2; // what a subscriber sent v2 holds: v1's content at version 2
+        let mut stamped = (*increment).clone();
+        stamped.base_version = 2;
+        mesh_core::delta::apply(&mut held, stamped).expect("applies");
+        assert_eq!(held, v3.wire);
         // New roots change every projection.
         let new_roots = Arc::new(Vec::new());
         let v4 = cache.project(

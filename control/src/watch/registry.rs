@@ -3,7 +3,9 @@
 //!
 //! The map is locked only when a subscriber comes or goes (or when it is listed); each entry has
 //! its own lock, which only its Watch stream and listings take, so ACKs from thousands of
-//! subscribers never contend on one lock.
+//! subscribers never contend on one lock. What changes with every version (the versions sent
+//! and acknowledged, the messages counted by kind) is kept in atomics beside the entry
+//! ([`Versions`]): an ACK is two atomic stores, no lock at all, and a listing reads them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +48,14 @@ pub struct SubscriberStatus {
     pub certificate_issuer: Option<String>,
     /// The gRPC services it says it serves (`package.Service`), for operators' checks.
     pub grpc_services: Vec<String>,
+    /// Whether it takes increments (it said so when it subscribed).
+    pub incremental: bool,
+    /// Full snapshots sent to it.
+    pub full_snapshots_sent: u64,
+    /// Increments sent to it.
+    pub increments_sent: u64,
+    /// Full snapshots it asked for because it could not apply an increment (a gap).
+    pub resyncs: u64,
 }
 
 /// A snapshot version a subscriber refused, and why.
@@ -78,9 +88,24 @@ pub struct NackDetail {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     next_id: AtomicU64,
-    entries: Mutex<HashMap<u64, Arc<Mutex<SubscriberStatus>>>>,
+    entries: Mutex<HashMap<u64, Entry>>,
     /// How long config versions take to reach their subscribers.
     pub(crate) propagation: Propagation,
+}
+
+/// One subscriber's entry: what changes now and then under a lock, what changes with every
+/// version in atomics.
+type Entry = (Arc<Mutex<SubscriberStatus>>, Arc<Versions>);
+
+/// The per-version record of one subscriber, written by its stream without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    sent: AtomicU64,
+    /// The highest version acknowledged, plus one (0: none yet).
+    acked: AtomicU64,
+    full: AtomicU64,
+    increments: AtomicU64,
+    resyncs: AtomicU64,
 }
 
 /// A subscriber's entry; dropping it removes the entry.
@@ -89,6 +114,7 @@ pub(crate) struct Registration {
     registry: Arc<Registry>,
     id: u64,
     entry: Arc<Mutex<SubscriberStatus>>,
+    versions: Arc<Versions>,
 }
 
 // === impl Registry ===
@@ -98,12 +124,17 @@ impl Registry {
     pub(crate) fn register(self: &Arc<Self>, mut status: SubscriberStatus) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         status.id = id;
+        let versions = Arc::new(Versions::default());
+        versions
+            .sent
+            .store(status.last_sent_version, Ordering::Relaxed);
         let entry = Arc::new(Mutex::new(status));
-        lock(&self.entries).insert(id, entry.clone());
+        lock(&self.entries).insert(id, (entry.clone(), versions.clone()));
         Registration {
             registry: self.clone(),
             id,
             entry,
+            versions,
         }
     }
 
@@ -111,7 +142,14 @@ impl Registry {
     pub(crate) fn list(&self) -> Vec<SubscriberStatus> {
         // Clone the handles first so the map lock is not held while entries are read.
         let entries: Vec<_> = lock(&self.entries).values().cloned().collect();
-        let mut list: Vec<_> = entries.iter().map(|e| lock(e).clone()).collect();
+        let mut list: Vec<_> = entries
+            .iter()
+            .map(|(entry, versions)| {
+                let mut status = lock(entry).clone();
+                versions.fill(&mut status);
+                status
+            })
+            .collect();
         list.sort_by_key(|s| s.id);
         list
     }
@@ -128,6 +166,47 @@ impl Registration {
     /// Changes the subscriber's entry.
     pub(crate) fn update(&self, f: impl FnOnce(&mut SubscriberStatus)) {
         f(&mut lock(&self.entry));
+    }
+
+    /// Records `version` as sent, as an increment or a full snapshot.
+    pub(crate) fn sent(&self, version: u64, increment: bool) {
+        let v = &self.versions;
+        v.sent.store(version, Ordering::Relaxed);
+        let kind = if increment { &v.increments } else { &v.full };
+        kind.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records an ACK of `version`; returns whether it is newer than any acknowledged before.
+    pub(crate) fn acked(&self, version: u64) -> bool {
+        self.versions
+            .acked
+            .fetch_max(version + 1, Ordering::Relaxed)
+            < version + 1
+    }
+
+    /// The last version sent and the last acknowledged.
+    pub(crate) fn versions(&self) -> (u64, Option<u64>) {
+        let v = &self.versions;
+        let acked = v.acked.load(Ordering::Relaxed);
+        (v.sent.load(Ordering::Relaxed), acked.checked_sub(1))
+    }
+
+    /// Records a resync the subscriber asked for.
+    pub(crate) fn resynced(&self) {
+        self.versions.resyncs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Versions ===
+
+impl Versions {
+    /// Copies the record into `status`.
+    fn fill(&self, status: &mut SubscriberStatus) {
+        status.last_sent_version = self.sent.load(Ordering::Relaxed);
+        status.last_acked_version = self.acked.load(Ordering::Relaxed).checked_sub(1);
+        status.full_snapshots_sent = self.full.load(Ordering::Relaxed);
+        status.increments_sent = self.increments.load(Ordering::Relaxed);
+        status.resyncs = self.resyncs.load(Ordering::Relaxed);
     }
 }
 
@@ -164,6 +243,10 @@ mod tests {
             certificate_expires: None,
             certificate_issuer: None,
             grpc_services: Vec::new(),
+            incremental: false,
+            full_snapshots_sent: 0,
+            increments_sent: 0,
+            resyncs: 0,
         }
     }
 
@@ -173,11 +256,15 @@ mod tests {
         let a = registry.register(status("a"));
         let b = registry.register(status("b"));
         assert_ne!(a.id(), b.id());
-        b.update(|s| s.last_acked_version = Some(3));
+        assert!(b.acked(3));
+        assert!(!b.acked(2), "an older ACK changes nothing");
+        b.sent(4, true);
         let list = registry.list();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].node, "a");
         assert_eq!(list[1].last_acked_version, Some(3));
+        assert_eq!((list[1].last_sent_version, list[1].increments_sent), (4, 1));
+        assert_eq!(list[0].last_acked_version, None);
         drop(a);
         let list = registry.list();
         assert_eq!(list.len(), 1);

@@ -17,6 +17,17 @@
 //! refused with `RESOURCE_EXHAUSTED`, and everything a stream holds (its share of the limits,
 //! its registry entry, its projection, its edge reports) goes when it ends.
 //!
+//! A subscriber that announces increments (`Subscribe.incremental`) is sent a full snapshot
+//! first and after that only what changed, the increment its projection shares with every
+//! subscriber on the same base ([`Projection::increment_from`]), stamped with the version this
+//! subscriber was last sent as its base. A subscriber that cannot apply one (it lost a
+//! message) answers with `Ack.resync` and is sent a full snapshot; that is counted, not
+//! recorded as a refusal of the config. A subscriber that does not announce increments (one
+//! that predates them) is only ever sent full snapshots.
+//!
+//! ACKs are recorded in the subscriber's atomic version record ([`Registration::acked`]): no
+//! lock and no allocation per ACK; `/subscribers` reads the record as it stands.
+//!
 //! Every snapshot asks the subscriber to send an `EdgeReport` every
 //! `edge_report_interval_ms`; reports go to the live view ([`crate::view`]). A message of a
 //! kind this service does not know (from a newer client) is ignored, not an error: clients may
@@ -37,7 +48,7 @@ use tonic::Status;
 
 use super::limits::{Lease, Usage, WatchLimits};
 use super::own_service;
-use super::projection::{Projected, ProjectionCache, ProjectionKey};
+use super::projection::{Projection, ProjectionCache, ProjectionKey};
 use super::registry::{
     MAX_NACK_DETAILS, Nack, NackDetail, Registration, Registry, SubscriberStatus,
 };
@@ -88,6 +99,8 @@ struct Subscription {
     node: String,
     /// The gRPC services it says it serves (for operators' checks; nothing trusts them).
     grpc_services: Vec<String>,
+    /// It takes increments.
+    incremental: bool,
     /// What the subscriber's projection depends on; shared with the cache.
     key: Arc<ProjectionKey>,
 }
@@ -107,8 +120,10 @@ struct Subscribed {
     registration: Registration,
     /// Its share of its identity's limits.
     lease: Lease,
-    /// The content last sent, to send only when this subscriber's projection changes.
-    last: Option<Arc<Projected>>,
+    /// The projection last sent (its content and wire form), to send only when this
+    /// subscriber's projection changes, and as the base of the next increment. `None` before
+    /// the first and after a resync request: the next message is a full snapshot.
+    last: Option<Arc<Projection>>,
     last_sent: u64,
     /// The projection may have changed since it was last looked at.
     dirty: bool,
@@ -297,6 +312,7 @@ where
                                     s.destinations = update.key.destinations.clone();
                                     s.own_service = update.key.own_service.clone();
                                     s.grpc_services = update.grpc_services.clone();
+                                    s.incremental = update.incremental;
                                 });
                                 let old = std::mem::replace(&mut subscribed.subscription, update);
                                 self.projections.release(old.key);
@@ -387,6 +403,10 @@ where
             certificate_expires: self.peer.certificate_expires,
             certificate_issuer: self.peer.certificate_issuer.clone(),
             grpc_services: subscription.grpc_services.clone(),
+            incremental: subscription.incremental,
+            full_snapshots_sent: 0,
+            increments_sent: 0,
+            resyncs: 0,
         });
         tracing::info!(
             id = registration.id(),
@@ -434,18 +454,45 @@ where
         let projection = self
             .projections
             .project(&current, &subscribed.subscription.key);
-        if !projection.changed_since(subscribed.last.as_ref()) {
+        if !projection.changed_since(subscribed.last.as_ref().map(|last| &last.content)) {
             return None;
         }
         let version = projection.version;
+        let transform = self.projections.transform();
+        let increment = match &subscribed.last {
+            Some(last) if subscribed.subscription.incremental && transform.increments() => {
+                projection
+                    .increment_from(last)
+                    .map(|increment| proto::Snapshot {
+                        base_version: subscribed.last_sent,
+                        // The increment's parts are shared; each subscriber clones what changed.
+                        ..proto::Snapshot::clone(&increment)
+                    })
+            }
+            _ => None,
+        };
+        let is_increment = increment.is_some();
+        let message = increment.unwrap_or_else(|| projection.wire.clone());
         subscribed.last_sent = version;
-        subscribed.last = Some(projection.content.clone());
+        subscribed.last = Some(projection);
         self.registry.propagation.sent(version);
-        subscribed
-            .registration
-            .update(|s| s.last_sent_version = version);
-        tracing::debug!(id = subscribed.registration.id(), version, "sent snapshot");
-        Some(projection.wire.clone())
+        subscribed.registration.sent(version, is_increment);
+        metrics::watch_message(is_increment);
+        tracing::debug!(
+            id = subscribed.registration.id(),
+            version,
+            increment = is_increment,
+            "sent snapshot"
+        );
+        if transform.drops(&message) {
+            tracing::debug!(
+                id = subscribed.registration.id(),
+                version,
+                "lost (test hook)"
+            );
+            return None;
+        }
+        Some(message)
     }
 
     /// Ends the stream with `status` (its last item) for `reason`.
@@ -466,11 +513,10 @@ impl<S> Drop for Session<S> {
         };
         // A subscriber that leaves without acknowledging its last version no longer holds up
         // the propagation measurement of that version.
-        subscribed.registration.update(|s| {
-            if s.last_acked_version < Some(s.last_sent_version) {
-                self.registry.propagation.settled(s.last_sent_version);
-            }
-        });
+        let (sent, acked) = subscribed.registration.versions();
+        if acked < Some(sent) {
+            self.registry.propagation.settled(sent);
+        }
         tracing::info!(
             id = subscribed.registration.id(),
             node = %subscribed.subscription.node,
@@ -488,8 +534,9 @@ impl<S> Drop for Session<S> {
     }
 }
 
-/// Records an ACK (or a NACK, with its reason) from the subscriber.
-fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: proto::Ack) {
+/// Records an ACK (or a NACK, with its reason) from the subscriber; a resync request makes
+/// the next message a full snapshot.
+fn ack_or_nack(peer: &Peer, subscribed: &mut Subscribed, registry: &Registry, ack: proto::Ack) {
     let last_sent = subscribed.last_sent;
     let node = &subscribed.subscription.node;
     if ack.version == 0 || ack.version > last_sent {
@@ -502,13 +549,20 @@ fn ack_or_nack(peer: &Peer, subscribed: &Subscribed, registry: &Registry, ack: p
         );
         return;
     }
-    if ack.error.is_empty() {
+    if ack.resync {
+        let mut error = ack.error;
+        truncate(&mut error, MAX_NACK_LEN);
+        tracing::info!(%node, version = ack.version, %error, "subscriber asked for a resync");
+        metrics::resynced();
+        subscribed.registration.resynced();
+        // A full snapshot of the current projection goes out next.
+        subscribed.last = None;
+        subscribed.dirty = true;
+    } else if ack.error.is_empty() {
         tracing::debug!(%node, version = ack.version, "ack");
         metrics::acked();
         registry.propagation.settled(ack.version);
-        subscribed.registration.update(|s| {
-            s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(ack.version));
-        });
+        subscribed.registration.acked(ack.version);
     } else {
         let mut error = ack.error;
         truncate(&mut error, MAX_NACK_LEN);
@@ -648,6 +702,7 @@ fn validate(subscribe: proto::Subscribe, consumer: Option<&str>) -> Result<Subsc
     Ok(Subscription {
         node: subscribe.node,
         grpc_services: subscribe.grpc_services,
+        incremental: subscribe.incremental,
         key: Arc::new(ProjectionKey {
             destinations,
             // A subscriber sees the consumer routes of its own namespace (GAMMA), so the
@@ -691,6 +746,7 @@ mod tests {
                 own_service: None,
                 destinations: vec![service("default", "a"), service("default", "Bad")],
                 grpc_services: Vec::new(),
+                incremental: false,
             },
             None,
         )
@@ -708,6 +764,7 @@ mod tests {
                 own_service: Some(service("", "x")),
                 destinations: vec![],
                 grpc_services: Vec::new(),
+                incremental: false,
             },
             None,
         )
@@ -731,6 +788,7 @@ mod tests {
                     service("default", "b"),
                 ],
                 grpc_services: Vec::new(),
+                incremental: false,
             },
             None,
         )
@@ -753,6 +811,7 @@ mod tests {
                 own_service: None,
                 destinations: vec![],
                 grpc_services: Vec::new(),
+                incremental: false,
             },
             None,
         )
@@ -764,6 +823,7 @@ mod tests {
                 own_service: None,
                 destinations: vec![service("default", "a"); MAX_DESTINATIONS + 1],
                 grpc_services: Vec::new(),
+                incremental: false,
             },
             None,
         )

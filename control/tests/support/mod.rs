@@ -172,6 +172,8 @@ pub fn subscribe(node: &str, destinations: &[&str]) -> WatchRequest {
                 .map(|name| service_ref("default", name))
                 .collect(),
             grpc_services: Vec::new(),
+            // A client that predates increments: full snapshots only.
+            incremental: false,
         })),
     }
 }
@@ -182,6 +184,7 @@ pub fn ack(version: u64, error: &str) -> WatchRequest {
             version,
             error: error.to_owned(),
             details: Vec::new(),
+            resync: false,
         })),
     }
 }

@@ -30,10 +30,16 @@ pub(crate) mod proto {
 use proto::fanout_server::{Fanout, FanoutServer};
 use proto::{PublishReply, SubscribeRequest, Update};
 
-/// `bench __control CONFIG`: the control service over the control file `CONFIG`, writing its
-/// trust bundle beside it (`trust-bundle.pem`).
+/// `bench __control CONFIG [POLL_MS]`: the control service over the control file `CONFIG`
+/// (polled every `POLL_MS`, by default the control service's own interval), writing its trust
+/// bundle beside it (`trust-bundle.pem`).
 pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
-    let config = PathBuf::from(args.first().context("usage: __control CONFIG")?);
+    let config = PathBuf::from(args.first().context("usage: __control CONFIG [POLL_MS]")?);
+    let poll = args
+        .get(1)
+        .map(|ms| ms.parse().map(std::time::Duration::from_millis))
+        .transpose()
+        .context("POLL_MS: a number of milliseconds")?;
     procs::raise_fd_limit();
     procs::pin_to_core(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -45,6 +51,18 @@ pub(crate) fn control_main(args: &[String]) -> anyhow::Result<()> {
             ConfigSource::File(config.clone()),
         );
         options.trust_bundle_out = Some(config.with_file_name("trust-bundle.pem"));
+        if let Some(poll) = poll {
+            options.file_poll_interval = poll;
+        }
+        // Every subscriber of the benchmark comes from 127.0.0.1: the per-address handshake
+        // budget (made for many addresses) would refuse the benchmark's concurrent connects,
+        // and 10,000 subscribers plus the Certify call exceed the default connection cap.
+        options.connection_limits.max_handshakes_per_ip = options.connection_limits.max_handshakes;
+        options.connection_limits.max_connections = 20_000;
+        // Every subscriber also shares one identity, which the per-identity Watch limits
+        // (made for one workload's replicas) would cap far below the bench's 10,000.
+        options.watch_limits.max_streams_per_identity = 20_000;
+        options.watch_limits.max_destinations_per_identity = 20_000;
         let control = mesh_control::start(options).await?;
         println!("ready {} {}", control.addr(), control.identity());
         let mut version = control.config_version();

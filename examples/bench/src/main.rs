@@ -13,6 +13,7 @@ mod balancing;
 mod callers;
 mod chart;
 mod fanout;
+mod fanout_churn;
 mod fanout_servers;
 mod handshake;
 mod haproxy;

@@ -257,6 +257,8 @@ fn the_wire_is_validated_with_paths() {
 #[test]
 fn a_missing_destination_service_is_reported() {
     let wire = proto::Snapshot {
+        base_version: 0,
+        changes: Vec::new(),
         zone: String::new(),
         inbound: None,
         trust_bundle_der: Vec::new(),
