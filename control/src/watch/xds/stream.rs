@@ -269,6 +269,11 @@ where
             certificate_expires: self.peer.certificate_expires,
             certificate_issuer: self.peer.certificate_issuer.clone(),
             grpc_services: Vec::new(),
+            // Every xDS response is the whole of a resource type (state of the world).
+            incremental: false,
+            full_snapshots_sent: 0,
+            increments_sent: 0,
+            resyncs: 0,
         });
         tracing::info!(
             id = registration.id(),
@@ -346,9 +351,9 @@ where
         state.version = current.version;
         state.sent = resources.clone();
         let version = current.version;
-        registered.registration.update(|s| {
-            s.last_sent_version = s.last_sent_version.max(version);
-        });
+        if version > registered.registration.versions().0 {
+            registered.registration.sent(version, false);
+        }
         self.pending.push_back(DiscoveryResponse {
             version_info: version.to_string(),
             resources,
@@ -363,9 +368,7 @@ where
             return;
         };
         metrics::acked();
-        registered.registration.update(|s| {
-            s.last_acked_version = Some(s.last_acked_version.unwrap_or(0).max(version));
-        });
+        registered.registration.acked(version);
     }
 
     fn record_nack(&self, type_url: &str, version: u64, message: &str) {
