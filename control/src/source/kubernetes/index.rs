@@ -315,7 +315,11 @@ impl Indexed for EndpointSlice {
 
     fn touch(index: &mut ClusterIndex, key: &ObjectKey, summary: Option<&SliceSummary>) {
         // The Service it belonged to and the one it belongs to now (a relabel moves it).
-        let old = index.slices.items.get(key).map(|slice| slice.service.clone());
+        let old = index
+            .slices
+            .items
+            .get(key)
+            .map(|slice| slice.service.clone());
         let new = summary.map(|slice| slice.service.clone());
         let cache = index.cache();
         for service in old.into_iter().chain(new) {

@@ -1240,7 +1240,11 @@ fn a_relist_rebuilds_every_spec_and_the_result_matches_a_fresh_index() {
     index.apply(Event::<EndpointSlice>::Init);
     index.apply(Event::<EndpointSlice>::InitDone);
     let relisted = index.build().expect("builds").config;
-    assert_eq!(index.specs_built() - before, 20, "every spec after a relist");
+    assert_eq!(
+        index.specs_built() - before,
+        20,
+        "every spec after a relist"
+    );
 
     let mut fresh = cluster(20, 3);
     fresh.apply(Event::Apply(pod("ns-1", "svc-12-0", "moved")));
@@ -1253,5 +1257,9 @@ fn a_relist_rebuilds_every_spec_and_the_result_matches_a_fresh_index() {
     )));
     assert_eq!(incremental, fresh.build().expect("builds").config);
     // The relist listed no slices: every Service is left without endpoints.
-    assert!(relisted.services().all(|s| relisted.destination(s).endpoints.is_empty()));
+    assert!(
+        relisted
+            .services()
+            .all(|s| relisted.destination(s).endpoints.is_empty())
+    );
 }
