@@ -201,6 +201,9 @@ fn print_table(runs: &[Run]) {
 
 /// One cluster of `services` Services: sync, then `events` slice changes.
 async fn measure(services: usize, events: usize) -> anyhow::Result<Run> {
+    // The previous cluster's tasks finish freeing their memory first: what they free after
+    // the baseline would be taken off this cluster's figure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let api = FakeApi::start().await;
     for s in 0..services {
         let (ns, name) = names(s);
