@@ -7,6 +7,12 @@
 //! objects as a whole after a relist (so objects deleted while the watch was down disappear),
 //! `Apply` and `Delete` change one object.
 //!
+//! Each Service's own spec (ports, endpoints, starting identities) is kept between builds and
+//! rebuilt only when an event touches it: an EndpointSlice its Service, a Pod the Services with
+//! an endpoint on it (looked up among its namespace's slices), a relist of Services, slices or
+//! Pods every one. So one EndpointSlice event costs the index one Service's worth of work;
+//! assembling and validating the whole config from the specs still follows the cluster.
+//!
 //! How objects become config:
 //! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`, with each of its
 //!   ports (clients that name no port get the first); the annotations `mesh.dev/mtls`, `mesh.dev/default-policy` and
