@@ -7,6 +7,12 @@
 //! objects as a whole after a relist (so objects deleted while the watch was down disappear),
 //! `Apply` and `Delete` change one object.
 //!
+//! Each Service's own spec (ports, endpoints, starting identities) is kept between builds and
+//! rebuilt only when an event touches it: an EndpointSlice its Service, a Pod the Services with
+//! an endpoint on it (looked up among its namespace's slices), a relist of Services, slices or
+//! Pods every one. So one EndpointSlice event costs the index one Service's worth of work;
+//! assembling and validating the whole config from the specs still follows the cluster.
+//!
 //! How objects become config:
 //! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`, with each of its
 //!   ports (clients that name no port get the first); the annotations `mesh.dev/mtls`, `mesh.dev/default-policy` and
@@ -39,6 +45,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
@@ -161,6 +168,12 @@ pub(crate) trait Indexed: Sized {
     fn summarize(&self) -> Option<Self::Summary>;
     /// The kind's store in `index`.
     fn store(index: &mut ClusterIndex) -> &mut Store<Self::Summary>;
+    /// Whether a Service's own spec (ports, endpoints, identities) is built from this kind:
+    /// a relist of it rebuilds every spec.
+    const SHAPES_SPECS: bool = false;
+    /// Marks the Services whose own spec an event on the object `key` (whose summary becomes
+    /// `summary`) may change, before the event is applied; by default none.
+    fn touch(_index: &mut ClusterIndex, _key: &ObjectKey, _summary: Option<&Self::Summary>) {}
 }
 
 /// What the index keeps of a Service.
@@ -241,6 +254,12 @@ impl Indexed for Service {
     fn store(index: &mut ClusterIndex) -> &mut Store<ServiceSummary> {
         &mut index.services
     }
+
+    const SHAPES_SPECS: bool = true;
+
+    fn touch(index: &mut ClusterIndex, key: &ObjectKey, _summary: Option<&ServiceSummary>) {
+        index.cache().dirty.insert(key.clone());
+    }
 }
 
 impl Indexed for EndpointSlice {
@@ -297,6 +316,25 @@ impl Indexed for EndpointSlice {
     fn store(index: &mut ClusterIndex) -> &mut Store<SliceSummary> {
         &mut index.slices
     }
+
+    const SHAPES_SPECS: bool = true;
+
+    fn touch(index: &mut ClusterIndex, key: &ObjectKey, summary: Option<&SliceSummary>) {
+        // The Service it belonged to and the one it belongs to now (a relabel moves it).
+        let old = index
+            .slices
+            .items
+            .get(key)
+            .map(|slice| slice.service.clone());
+        let new = summary.map(|slice| slice.service.clone());
+        let cache = index.cache();
+        for service in old.into_iter().chain(new) {
+            cache.dirty.insert(ObjectKey {
+                namespace: key.namespace.clone(),
+                name: service,
+            });
+        }
+    }
 }
 
 impl Indexed for Pod {
@@ -322,6 +360,30 @@ impl Indexed for Pod {
 
     fn store(index: &mut ClusterIndex) -> &mut Store<PodSummary> {
         &mut index.pods
+    }
+
+    const SHAPES_SPECS: bool = true;
+
+    /// The Services with an endpoint on this pod: found among the slices of its namespace
+    /// (a pod is an endpoint only in its own namespace's slices), so the work follows the
+    /// namespace, not the cluster.
+    fn touch(index: &mut ClusterIndex, key: &ObjectKey, _summary: Option<&PodSummary>) {
+        let services: Vec<String> = in_namespace(&index.slices.items, &key.namespace)
+            .filter(|(_, slice)| {
+                slice
+                    .endpoints
+                    .iter()
+                    .any(|e| e.pod.as_deref() == Some(key.name.as_str()))
+            })
+            .map(|(_, slice)| slice.service.clone())
+            .collect();
+        let cache = index.cache();
+        for service in services {
+            cache.dirty.insert(ObjectKey {
+                namespace: key.namespace.clone(),
+                name: service,
+            });
+        }
     }
 }
 
@@ -441,6 +503,38 @@ pub(crate) struct ClusterIndex {
     authns: Store<super::crd::RequestAuthenticationSpec>,
     faults: Store<super::crd::FaultInjectionSpec>,
     rate_limits: Store<super::crd::LocalRateLimitPolicySpec>,
+    /// Each Service's own spec, rebuilt only when one of its objects changed (behind a lock
+    /// only because [`ClusterIndex::build`] takes `&self`; one task uses the index).
+    specs: Mutex<SpecCache>,
+}
+
+/// Each Service's spec as its Service, EndpointSlices and Pods make it (before routes,
+/// policies and the like attach), so that one EndpointSlice event rebuilds one Service's
+/// endpoints, not every Service's.
+#[derive(Debug)]
+struct SpecCache {
+    /// The spec and what was left out building it (for logs), by Service.
+    specs: BTreeMap<ObjectKey, (ServiceSpec, Vec<String>)>,
+    /// Services to rebuild at the next build.
+    dirty: BTreeSet<ObjectKey>,
+    /// Rebuild every spec (at first, and after a relist of a kind specs are made from).
+    all: bool,
+    /// How many specs were built so far: what tests count to check an event's scope.
+    built: u64,
+}
+
+/// The entries of `items` in `namespace`, in name order.
+fn in_namespace<'a, T>(
+    items: &'a BTreeMap<ObjectKey, T>,
+    namespace: &'a str,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a T)> + 'a {
+    let start = ObjectKey {
+        namespace: namespace.to_owned(),
+        name: String::new(),
+    };
+    items
+        .range(start..)
+        .take_while(move |(key, _)| key.namespace == namespace)
 }
 
 /// A route object the index refused or could only partly attach, per parent.
@@ -497,12 +591,37 @@ impl ClusterIndex {
             authns: Store::default(),
             faults: Store::default(),
             rate_limits: Store::default(),
+            specs: Mutex::new(SpecCache {
+                specs: BTreeMap::new(),
+                dirty: BTreeSet::new(),
+                all: true,
+                built: 0,
+            }),
         }
+    }
+
+    /// The spec cache, for the one task that changes the index.
+    fn cache(&mut self) -> &mut SpecCache {
+        // A panic while building left specs that are each whole; a full rebuild is safest.
+        self.specs.get_mut().unwrap_or_else(|poisoned| {
+            let cache = poisoned.into_inner();
+            cache.all = true;
+            cache
+        })
+    }
+
+    /// How many Service specs were built so far.
+    #[cfg(test)]
+    pub(crate) fn specs_built(&self) -> u64 {
+        self.specs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .built
     }
 
     /// Feeds one watch event; returns whether anything the config is built from changed.
     pub(crate) fn apply<K: Indexed + ResourceExt>(&mut self, event: watcher::Event<K>) -> bool {
-        let event = match event {
+        let event: watcher::Event<(ObjectKey, Option<K::Summary>)> = match event {
             watcher::Event::Apply(obj) => watcher::Event::Apply((key_of(&obj), obj.summarize())),
             watcher::Event::Delete(obj) => watcher::Event::Delete((key_of(&obj), None)),
             watcher::Event::Init => watcher::Event::Init,
@@ -511,6 +630,12 @@ impl ClusterIndex {
             }
             watcher::Event::InitDone => watcher::Event::InitDone,
         };
+        match &event {
+            watcher::Event::Apply((key, summary)) => K::touch(self, key, summary.as_ref()),
+            watcher::Event::Delete((key, _)) => K::touch(self, key, None),
+            watcher::Event::InitDone if K::SHAPES_SPECS => self.cache().all = true,
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
+        }
         K::store(self).apply(event)
     }
 
@@ -535,52 +660,21 @@ impl ClusterIndex {
 
     /// Builds the config from the objects known now.
     pub(crate) fn build(&self) -> Result<Built, BuildError> {
-        let mut refused = Vec::new();
-        // Slices grouped by their Service once, so a build stays linear in the objects.
-        let mut slices: BTreeMap<ObjectKey, Vec<&SliceSummary>> = BTreeMap::new();
-        for (key, slice) in &self.slices.items {
-            let service = ObjectKey {
-                namespace: key.namespace.clone(),
-                name: slice.service.clone(),
-            };
-            slices.entry(service).or_default().push(slice);
-        }
-        let mut services: BTreeMap<ObjectKey, ServiceSpec> = BTreeMap::new();
-        for (key, summary) in &self.services.items {
-            let mut spec = ServiceSpec {
-                name: key.name.clone(),
-                namespace: key.namespace.clone(),
-                port: None,
-                endpoints: Vec::new(),
-                ports: Vec::new(),
-                routes: Vec::new(),
-                mtls: summary.mtls.clone(),
-                default_policy: summary.default_policy.clone(),
-                exempt_paths: summary.exempt_paths.clone(),
-                identities: Vec::new(),
-            };
-            if let Err(e) = self.check(std::slice::from_ref(&spec), &[]) {
-                refused.push(format!(
-                    "Service {key}: annotations: {e}; falling back to default policy deny"
-                ));
-                spec.mtls = None;
-                spec.exempt_paths = Vec::new();
-                spec.default_policy = Some("deny".to_owned());
-            }
-            let own_slices = slices.get(key).map_or(&[][..], Vec::as_slice);
-            for (i, (port_name, port)) in summary.ports.iter().enumerate() {
-                let endpoints = self.endpoints(key, port_name, own_slices, &mut refused);
-                let port = u32::try_from(*port).ok();
-                if i == 0 {
-                    spec.port = port;
-                    spec.endpoints = endpoints;
-                } else if let Some(port) = port {
-                    spec.ports.push(ServicePortSpec { port, endpoints });
-                }
-            }
-            spec.identities = self.starting_identities(key, own_slices, &spec);
-            services.insert(key.clone(), spec);
-        }
+        let (mut refused, mut services) = {
+            let mut cache = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
+            self.refresh_specs(&mut cache);
+            let refused: Vec<String> = cache
+                .specs
+                .values()
+                .flat_map(|(_, refused)| refused.iter().cloned())
+                .collect();
+            let services: BTreeMap<ObjectKey, ServiceSpec> = cache
+                .specs
+                .iter()
+                .map(|(key, (spec, _))| (key.clone(), spec.clone()))
+                .collect();
+            (refused, services)
+        };
 
         let routes = self.attach_routes(&mut services, &mut refused);
         let policies = self.policies(&services, &mut refused);
@@ -601,6 +695,88 @@ impl ClusterIndex {
             refused,
             routes,
         })
+    }
+
+    /// Brings `cache` up to date: every spec after a relist, else only the dirty ones.
+    fn refresh_specs(&self, cache: &mut SpecCache) {
+        if cache.all {
+            cache.all = false;
+            cache.dirty.clear();
+            cache.specs.clear();
+            // Slices grouped by their Service once, so a full build stays linear.
+            let mut slices: BTreeMap<ObjectKey, Vec<&SliceSummary>> = BTreeMap::new();
+            for (key, slice) in &self.slices.items {
+                let service = ObjectKey {
+                    namespace: key.namespace.clone(),
+                    name: slice.service.clone(),
+                };
+                slices.entry(service).or_default().push(slice);
+            }
+            for (key, summary) in &self.services.items {
+                let own = slices.get(key).map_or(&[][..], Vec::as_slice);
+                cache
+                    .specs
+                    .insert(key.clone(), self.service_spec(key, summary, own));
+                cache.built += 1;
+            }
+            return;
+        }
+        for key in std::mem::take(&mut cache.dirty) {
+            let Some(summary) = self.services.items.get(&key) else {
+                cache.specs.remove(&key);
+                continue;
+            };
+            let own: Vec<&SliceSummary> = in_namespace(&self.slices.items, &key.namespace)
+                .map(|(_, slice)| slice)
+                .filter(|slice| slice.service == key.name)
+                .collect();
+            let built = self.service_spec(&key, summary, &own);
+            cache.specs.insert(key, built);
+            cache.built += 1;
+        }
+    }
+
+    /// One Service's own spec from its summary, its slices and their pods, with what was
+    /// left out.
+    fn service_spec(
+        &self,
+        key: &ObjectKey,
+        summary: &ServiceSummary,
+        own_slices: &[&SliceSummary],
+    ) -> (ServiceSpec, Vec<String>) {
+        let mut refused = Vec::new();
+        let mut spec = ServiceSpec {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            port: None,
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+            routes: Vec::new(),
+            mtls: summary.mtls.clone(),
+            default_policy: summary.default_policy.clone(),
+            exempt_paths: summary.exempt_paths.clone(),
+            identities: Vec::new(),
+        };
+        if let Err(e) = self.check(std::slice::from_ref(&spec), &[]) {
+            refused.push(format!(
+                "Service {key}: annotations: {e}; falling back to default policy deny"
+            ));
+            spec.mtls = None;
+            spec.exempt_paths = Vec::new();
+            spec.default_policy = Some("deny".to_owned());
+        }
+        for (i, (port_name, port)) in summary.ports.iter().enumerate() {
+            let endpoints = self.endpoints(key, port_name, own_slices, &mut refused);
+            let port = u32::try_from(*port).ok();
+            if i == 0 {
+                spec.port = port;
+                spec.endpoints = endpoints;
+            } else if let Some(port) = port {
+                spec.ports.push(ServicePortSpec { port, endpoints });
+            }
+        }
+        spec.identities = self.starting_identities(key, own_slices, &spec);
+        (spec, refused)
     }
 
     /// Validates a config of `services` and `policies` alone.

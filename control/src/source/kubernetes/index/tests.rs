@@ -1144,3 +1144,122 @@ fn a_hedging_annotation_hedges_every_rule_and_a_bad_one_refuses_the_route() {
         "{unparsable}"
     );
 }
+
+// === the scope of one event ===
+
+/// `services` Services `svc-<i>` of `per` endpoints each (one slice, `per` pods running as
+/// `sa-<i>`), over namespaces of 10 Services.
+fn cluster(services: usize, per: usize) -> ClusterIndex {
+    let mut index = synced();
+    for s in 0..services {
+        let ns = format!("ns-{}", s / 10);
+        index.apply(Event::Apply(service(&ns, &format!("svc-{s}"))));
+        let mut endpoints = Vec::new();
+        for e in 0..per {
+            let pod_name = format!("svc-{s}-{e}");
+            index.apply(Event::Apply(pod(&ns, &pod_name, &format!("sa-{s}"))));
+            endpoints.push((format!("10.{}.{}.{e}", s / 250, s % 250), pod_name));
+        }
+        let endpoints: Vec<(&str, &str, bool, bool)> = endpoints
+            .iter()
+            .map(|(ip, pod)| (ip.as_str(), pod.as_str(), true, true))
+            .collect();
+        index.apply(Event::Apply(slice(
+            &ns,
+            &format!("svc-{s}-a"),
+            &format!("svc-{s}"),
+            &endpoints,
+        )));
+    }
+    index
+}
+
+/// How many Service specs building after `change` made.
+fn specs_built_by(index: &mut ClusterIndex, change: impl FnOnce(&mut ClusterIndex)) -> u64 {
+    index.build().expect("builds");
+    let before = index.specs_built();
+    change(index);
+    index.build().expect("builds");
+    index.specs_built() - before
+}
+
+#[test]
+fn one_event_rebuilds_only_the_services_it_touches_whatever_the_cluster_size() {
+    for services in [10, 300] {
+        let mut index = cluster(services, 5);
+        assert_eq!(
+            specs_built_by(&mut index, |_| {}),
+            0,
+            "{services} services: nothing changed, nothing rebuilt"
+        );
+        // One endpoint of one slice moves.
+        let built = specs_built_by(&mut index, |index| {
+            index.apply(Event::Apply(slice(
+                "ns-0",
+                "svc-3-a",
+                "svc-3",
+                &[("10.99.0.1", "svc-3-0", true, true)],
+            )));
+        });
+        assert_eq!(built, 1, "{services} services: a slice change");
+        assert_eq!(
+            addresses(&index, "svc-3.ns-0"),
+            ["10.99.0.1:50051 spiffe://mesh.local/ns/ns-0/sa/sa-3"]
+        );
+        // A pod changes its service account: its Service only.
+        let built = specs_built_by(&mut index, |index| {
+            index.apply(Event::Apply(pod("ns-0", "svc-5-1", "other")));
+        });
+        assert_eq!(built, 1, "{services} services: a pod change");
+        // A Service goes away: nothing to build, and it is gone.
+        let built = specs_built_by(&mut index, |index| {
+            index.apply(Event::Delete(service("ns-0", "svc-7")));
+        });
+        assert_eq!(built, 0, "{services} services: a deletion");
+        let config = index.build().expect("builds").config;
+        assert!(config.services().all(|s| s.to_string() != "svc-7.ns-0"));
+        assert_eq!(config.services().count(), services - 1);
+    }
+}
+
+#[test]
+fn a_relist_rebuilds_every_spec_and_the_result_matches_a_fresh_index() {
+    let mut index = cluster(20, 3);
+    index.build().expect("builds");
+    // Changes one at a time, then a relist of the slices that drops one.
+    index.apply(Event::Apply(pod("ns-1", "svc-12-0", "moved")));
+    index.apply(Event::Delete(slice("ns-0", "svc-2-a", "svc-2", &[])));
+    index.apply(Event::Apply(slice(
+        "ns-0",
+        "svc-4-b",
+        "svc-4",
+        &[("10.98.0.1", "svc-4-0", true, true)],
+    )));
+    let incremental = index.build().expect("builds").config;
+    let before = index.specs_built();
+    index.apply(Event::<EndpointSlice>::Init);
+    index.apply(Event::<EndpointSlice>::InitDone);
+    let relisted = index.build().expect("builds").config;
+    assert_eq!(
+        index.specs_built() - before,
+        20,
+        "every spec after a relist"
+    );
+
+    let mut fresh = cluster(20, 3);
+    fresh.apply(Event::Apply(pod("ns-1", "svc-12-0", "moved")));
+    fresh.apply(Event::Delete(slice("ns-0", "svc-2-a", "svc-2", &[])));
+    fresh.apply(Event::Apply(slice(
+        "ns-0",
+        "svc-4-b",
+        "svc-4",
+        &[("10.98.0.1", "svc-4-0", true, true)],
+    )));
+    assert_eq!(incremental, fresh.build().expect("builds").config);
+    // The relist listed no slices: every Service is left without endpoints.
+    assert!(
+        relisted
+            .services()
+            .all(|s| relisted.destination(s).endpoints.is_empty())
+    );
+}
