@@ -220,6 +220,30 @@ pub fn replica_of(message: &str) -> &str {
     message.split(' ').next().unwrap_or_default()
 }
 
+/// The replicas that answer `calls` calls through `client` (`probe:<i>` names), sorted,
+/// each once.
+pub async fn replicas_answering(
+    client: &examples::hello::greeter_client::GreeterClient<mesh_tonic::MeshChannel>,
+    calls: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for i in 0..calls {
+        let reply = client
+            .clone()
+            .say_hello(HelloRequest {
+                name: format!("probe:{i}"),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("probe {i} failed: {status:?}"));
+        let replica = replica_of(&reply.into_inner().message).to_owned();
+        if !seen.contains(&replica) {
+            seen.push(replica);
+        }
+    }
+    seen.sort();
+    seen
+}
+
 /// A running test greeter replica; stops when dropped.
 pub struct TestGreeterReplica {
     /// Where it listens.

@@ -18,13 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use mesh_control::skew::WireTransform;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{self, CertifyRequest, Subscribe, WatchRequest, watch_request};
 use mesh_core::tls::TrustBundle;
-use mesh_tests::greeter::{GreeterMode, replica_of};
+use mesh_tests::greeter::{GreeterMode, replicas_answering};
 use mesh_tests::rawtls::{client_tls, raw_channel};
 use mesh_tests::{Config, Harness, eventually, listener, token_for};
 use mesh_tonic::MeshTonicExt;
@@ -39,30 +38,11 @@ fn config(endpoints: &[(SocketAddr, &str)]) -> Config {
         .account("client")
 }
 
-async fn replicas_answering(client: &GreeterClient<mesh_tonic::MeshChannel>) -> Vec<String> {
-    let mut seen = Vec::new();
-    for i in 0..40 {
-        let reply = client
-            .clone()
-            .say_hello(HelloRequest {
-                name: format!("probe:{i}"),
-            })
-            .await
-            .unwrap();
-        let replica = replica_of(&reply.into_inner().message).to_owned();
-        if !seen.contains(&replica) {
-            seen.push(replica);
-        }
-    }
-    seen.sort();
-    seen
-}
-
 /// Calls until exactly `want` answer (a new endpoint's connection comes up in the background).
 async fn until_answering(client: &GreeterClient<mesh_tonic::MeshChannel>, want: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let answered = replicas_answering(client).await;
+        let answered = replicas_answering(client, 40).await;
         if answered == want {
             return;
         }
@@ -96,7 +76,7 @@ async fn endpoints_added_and_removed_arrive_as_increments_and_are_routed_to() {
     let (_g1, _g2) = tokio::try_join!(g1, g2).unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
-    assert_eq!(replicas_answering(&client).await, ["g1"]);
+    assert_eq!(replicas_answering(&client, 40).await, ["g1"]);
     let first = subscriber(&harness, "client-test");
     assert!(first.incremental, "the client announced increments");
     assert_eq!((first.full_snapshots_sent, first.increments_sent), (1, 0));
@@ -170,7 +150,7 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
     let (_g1, _g2, _g3) = tokio::try_join!(g1, g2, g3).unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
-    assert_eq!(replicas_answering(&client).await, ["g1"]);
+    assert_eq!(replicas_answering(&client, 40).await, ["g1"]);
     let held = mesh.control_status().version;
 
     // g2 joins in an increment that is lost on the way.
@@ -233,7 +213,7 @@ async fn a_control_service_without_increments_keeps_a_new_client_on_full_snapsho
     let (_g1, _g2) = tokio::try_join!(g1, g2).unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
-    assert_eq!(replicas_answering(&client).await, ["g1"]);
+    assert_eq!(replicas_answering(&client, 40).await, ["g1"]);
     harness
         .reconfigure(&mesh, &config(&[(a1, "greeter"), (a2, "greeter")]))
         .await

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use examples::hello::HelloRequest;
 use examples::hello::greeter_client::GreeterClient;
 use mesh_control::skew::WireTransform;
 use mesh_core::proto;
-use mesh_tests::greeter::{GreeterMode, replica_of};
+use mesh_tests::greeter::{GreeterMode, replicas_answering};
 use mesh_tests::{Config, Harness, eventually, listener};
 use mesh_tonic::MeshTonicExt;
 
@@ -60,25 +59,6 @@ fn newer_control(mut snapshot: proto::Snapshot) -> proto::Snapshot {
     snapshot
 }
 
-async fn replicas_answering(client: &GreeterClient<mesh_tonic::MeshChannel>) -> Vec<String> {
-    let mut seen = Vec::new();
-    for i in 0..60 {
-        let reply = client
-            .clone()
-            .say_hello(HelloRequest {
-                name: format!("probe:{i}"),
-            })
-            .await
-            .unwrap();
-        let replica = replica_of(&reply.into_inner().message).to_owned();
-        if !seen.contains(&replica) {
-            seen.push(replica);
-        }
-    }
-    seen.sort();
-    seen
-}
-
 #[tokio::test]
 async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps_serving() {
     let (l1, l2) = (listener().await.unwrap(), listener().await.unwrap());
@@ -105,7 +85,7 @@ async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps
     let (_g1, _g2) = tokio::try_join!(_g1, _g2).unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
-    assert_eq!(replicas_answering(&client).await, ["g1"]);
+    assert_eq!(replicas_answering(&client, 60).await, ["g1"]);
     let good = client_mesh.control_status().version;
     let subscriber = || {
         harness
@@ -146,7 +126,7 @@ async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps
     );
     // Still on the last good snapshot: the same version, and only g1 answers.
     assert_eq!(client_mesh.control_status().version, good);
-    assert_eq!(replicas_answering(&client).await, ["g1"]);
+    assert_eq!(replicas_answering(&client, 60).await, ["g1"]);
     // The control service recorded the NACK, with the client's reason.
     assert!(
         eventually(Duration::from_secs(5), || subscriber().last_nack.is_some()).await,
@@ -196,10 +176,10 @@ async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps
     );
     // g2, which joined in the version after the skew, answers once its connection is up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut answered = replicas_answering(&client).await;
+    let mut answered = replicas_answering(&client, 60).await;
     while answered != ["g1", "g2"] && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        answered = replicas_answering(&client).await;
+        answered = replicas_answering(&client, 60).await;
     }
     assert_eq!(answered, ["g1", "g2"]);
 }

@@ -26,12 +26,10 @@ const NO_PEER: &str = "spiffe://invalid/no-endpoints";
 /// The client side of a cluster: our certificate, the mesh's roots, and a server that presents
 /// one of `identities` (any of the cluster's endpoints' SPIFFE IDs).
 pub(crate) fn upstream<'a>(identities: impl IntoIterator<Item = &'a SpiffeId>) -> TransportSocket {
-    let mut sans: Vec<StringMatcher> = identities
-        .into_iter()
-        .map(|id| exact(id.as_str()))
-        .collect();
-    sans.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    sans.dedup();
+    // Each identity once, in a stable order: equal endpoint sets give equal resources.
+    let ids: std::collections::BTreeSet<&str> =
+        identities.into_iter().map(SpiffeId::as_str).collect();
+    let mut sans: Vec<StringMatcher> = ids.into_iter().map(exact).collect();
     if sans.is_empty() {
         sans.push(exact(NO_PEER));
     }
