@@ -41,6 +41,7 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod fixtures;
+pub mod headers;
 pub mod hedge;
 pub mod jwt;
 pub mod latency;

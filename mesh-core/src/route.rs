@@ -49,7 +49,7 @@ mod summary;
 pub use compile::{BackendTarget, CompiledRoutes, CompiledRule, Matched, RouteOutcome};
 pub use explain::{Attempt, Criterion, Explanation, RankedMatch};
 pub use pick::{BackendPick, mirror_sampled, pick_backend};
-pub use summary::{GrpcPath, RequestSummary, is_grpc};
+pub use summary::{GrpcPath, RequestSummary, is_grpc, is_grpc_content_type};
 
 #[cfg(test)]
 mod tests;

@@ -42,18 +42,10 @@ pub const AUTHZ_HEADER: HeaderName = HeaderName::from_static("x-mesh-authz");
 
 /// Whether a request asks for an explanation (`x-mesh-explain: 1` or `true`).
 ///
-/// Every call of a client asks this, so a request with few headers (a gRPC call has about
-/// five) is scanned rather than looked up: comparing a few names costs less than hashing one
-/// (a lookup was about 180 instructions). The first value of the header counts, as with `get`.
+/// Every call of a client asks this: the header is found with
+/// [`mesh_core::headers::first`], which scans a request's few headers rather than hashing.
 pub(crate) fn wanted(headers: &HeaderMap) -> bool {
-    const SCANNED: usize = 8;
-    let value = if headers.len() <= SCANNED {
-        headers
-            .iter()
-            .find_map(|(name, value)| (*name == EXPLAIN_HEADER).then_some(value))
-    } else {
-        headers.get(&EXPLAIN_HEADER)
-    };
+    let value = mesh_core::headers::first(headers, &EXPLAIN_HEADER);
     value.is_some_and(|v| matches!(v.as_bytes(), b"1" | b"true"))
 }
 

@@ -22,7 +22,12 @@ pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeo
 /// The caller's deadline, if it sent a valid `grpc-timeout` (`<digits><unit>`, at most eight
 /// digits, unit one of `H M S m u n`).
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
+    parse_grpc_timeout(mesh_core::headers::first(headers, &GRPC_TIMEOUT)?)
+}
+
+/// [`grpc_timeout`] for a `grpc-timeout` value already found.
+pub(crate) fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;

@@ -19,9 +19,9 @@
 //! `mesh-tonic`'s incoming stream; an axum `Router` (or any tower HTTP service) with
 //! [`serve()`] over a [`MeshIncoming`] (or [`crate::Mesh::serve`]), which applies [`MeshLayer`]
 //! itself (a router that carries `.layer(MeshLayer::new())` already is judged once). The
-//! verified identity reaches handlers as a [`PeerIdentity`] request extension, the
-//! authorization decision as a [`mesh_core::authz::Decision`], the end user of a verified JWT as a
-//! [`RequestPrincipal`].
+//! verified identity reaches handlers as a [`PeerIdentity`] request extension, the end user of
+//! a verified JWT as a [`RequestPrincipal`], and an audit-allowed call's authorization decision
+//! as a [`mesh_core::authz::Decision`] (see [`authz`]).
 //!
 //! Every server is bounded by [`ServerLimits`] (connections per listener, handshake, header
 //! and idle time, HTTP/2 streams per connection, header and body size); see [`limits`] for the

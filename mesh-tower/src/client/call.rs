@@ -205,7 +205,11 @@ where
         sent: AtomicU32::new(0),
     };
     // What lives across the wait: the tries, the first request, and the try's own future.
-    Either::Right(async move {
+    // Boxed here, once: the wrappers around it (the call's measurement, its span, the
+    // client's own box) then move a pointer rather than the whole state, which they copied
+    // about ten times a call (over 1,000 instructions of memcpy at 64 in flight, more than the
+    // allocation costs; measured with `profile_call instructions`).
+    Either::Right(Box::pin(async move {
         let hedging = hedge::policy_in_force(tries.rule.as_deref(), tries.replay.is_some());
         let attempt = async {
             if let Some(delay) = fault.delay {
@@ -254,7 +258,7 @@ where
             );
         }
         (Ok(response), tries.metrics)
-    })
+    }))
 }
 
 /// `delay 100ms`, `abort HTTP 503`, or both, for [`explain::FAULT_HEADER`].

@@ -7,8 +7,9 @@
 //! measures and traces the call ([`super::telemetry`]), checks it against the service's rate
 //! limits ([`super::rate_limit`]: 429 or RESOURCE_EXHAUSTED over a limit), and judges it by
 //! the service's inbound policy ([`super::authz`]): a denied call gets 403 or
-//! PERMISSION_DENIED naming the policy, and the [`mesh_core::authz::Decision`] is in the
-//! extensions for the handler.
+//! PERMISSION_DENIED naming the policy; an audit-allowed call, or one from a caller without a
+//! certificate, carries its [`mesh_core::authz::Decision`] in the extensions (see
+//! [`super::authz`]).
 //!
 //! It fails closed: a request without [`MeshConnectInfo`] did not come through the mesh's
 //! listener (a server wired by mistake to a plain listener) and is refused with 401 or
@@ -108,11 +109,18 @@ where
         let explain =
             authorizer.is_some_and(Authorizer::explains) && explain::wanted(request.headers());
         let mut verdict = None;
+        // Both headers found in one scan of the request's few.
+        let (content_type, timeout) = mesh_core::headers::first_two(
+            request.headers(),
+            &http::header::CONTENT_TYPE,
+            &crate::inbound_deadline::GRPC_TIMEOUT,
+        );
         // The caller's deadline, inherited by the calls the handler makes while serving this.
-        let deadline = crate::inbound_deadline::grpc_timeout(request.headers())
+        let deadline = timeout
+            .and_then(crate::inbound_deadline::parse_grpc_timeout)
             .map(|timeout| std::time::Instant::now() + timeout);
         // Read once for telemetry and authorization.
-        let grpc = mesh_core::route::is_grpc(request.headers());
+        let grpc = mesh_core::route::is_grpc_content_type(content_type);
         // Telemetry wraps authorization, so a refused call is measured and traced too.
         let future = InboundFuture::instrument(
             authorizer.and_then(|authorizer| authorizer.measure(peer)),
@@ -120,25 +128,27 @@ where
             grpc,
             request,
             busy,
-            |request| match authorizer {
-                Some(authorizer) => match authorizer.authorize_with_grpc(request, peer, grpc) {
-                    Ok(request) => {
-                        if explain {
-                            verdict = request
-                                .extensions()
-                                .get::<Decision>()
-                                .and_then(|d| HeaderValue::from_str(&d.to_string()).ok());
+            |mut request| match authorizer {
+                Some(authorizer) => {
+                    match authorizer.authorize_with_grpc(&mut request, peer, grpc) {
+                        Ok(allowed) => {
+                            if explain {
+                                verdict = allowed
+                                    .as_ref()
+                                    .or_else(|| request.extensions().get::<Decision>())
+                                    .and_then(|d| HeaderValue::from_str(&d.to_string()).ok());
+                            }
+                            Either::Left(inner.call(request))
                         }
-                        Either::Left(inner.call(request))
-                    }
-                    Err(mut refusal) => {
-                        if explain && let Some(why) = refusal.headers().get(MESH_ERROR_HEADER) {
-                            let why = why.clone();
-                            refusal.headers_mut().insert(explain::AUTHZ_HEADER, why);
+                        Err(mut refusal) => {
+                            if explain && let Some(why) = refusal.headers().get(MESH_ERROR_HEADER) {
+                                let why = why.clone();
+                                refusal.headers_mut().insert(explain::AUTHZ_HEADER, why);
+                            }
+                            Either::Right(ready(Ok(refusal)))
                         }
-                        Either::Right(ready(Ok(refusal)))
                     }
-                },
+                }
                 None => Either::Left(inner.call(request)),
             },
         );

@@ -212,7 +212,9 @@ pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static(
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     // The bytes as they are: a status is a few ASCII digits, no need to check the whole
     // value for visible ASCII first.
-    let value = headers.get(&GRPC_STATUS)?.as_bytes().trim_ascii();
+    let value = mesh_core::headers::first(headers, &GRPC_STATUS)?
+        .as_bytes()
+        .trim_ascii();
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
