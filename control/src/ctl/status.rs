@@ -233,3 +233,75 @@ pub fn until(unix: u64, now: SystemTime) -> i64 {
         Err(past) => -i64::try_from(past.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(json: serde_json::Value) -> SubscribersPage {
+        serde_json::from_value(json).expect("a page")
+    }
+
+    fn row(replica: &str, id: u64, node: &str) -> serde_json::Value {
+        serde_json::json!({
+            "replica": replica, "id": id, "node": node, "identity": "spiffe://mesh.local/ns/default/sa/a",
+            "remoteAddr": "127.0.0.1:1", "ownService": null, "lastSentVersion": 1,
+            "lastAckedVersion": 1, "lastNack": null, "stale": false,
+            "certificateExpiresAtUnix": null,
+        })
+    }
+
+    #[test]
+    fn replicas_that_list_each_other_show_each_subscriber_once() {
+        let mut status = Status {
+            subscribers: Vec::new(),
+            unreachable: Vec::new(),
+            replicas: Vec::new(),
+        };
+        let mut down = Vec::new();
+        let both = serde_json::json!([
+            {"replica": "a", "configVersion": 3}, {"replica": "b", "configVersion": 1},
+        ]);
+        status.add(
+            page(serde_json::json!({
+                "configVersion": 3, "replica": "a", "replicas": both,
+                "subscribers": [row("a", 1, "pod-1"), row("b", 1, "pod-2")],
+            })),
+            "10.0.0.1:7401",
+            &mut down,
+        );
+        // `b` lists the same two, and could not reach `c`; an older replica lists its own only.
+        status.add(
+            page(serde_json::json!({
+                "configVersion": 1, "replica": "b", "replicas": both,
+                "subscribers": [row("b", 1, "pod-2"), row("a", 1, "pod-1")],
+                "unreachable": [{"peer": "c", "error": "peer c: connect: refused"}],
+            })),
+            "10.0.0.2:7401",
+            &mut down,
+        );
+        status.add(
+            page(serde_json::json!({"configVersion": 7, "subscribers": [row("", 4, "pod-3")]})),
+            "10.0.0.3:7401",
+            &mut down,
+        );
+        let rows: Vec<_> = status
+            .subscribers
+            .iter()
+            .map(|r| (r.replica.as_str(), r.node.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [("a", "pod-1"), ("b", "pod-2"), ("10.0.0.3:7401", "pod-3")]
+        );
+        let versions: Vec<_> = status
+            .replicas
+            .iter()
+            .map(|r| (r.replica.as_str(), r.config_version))
+            .collect();
+        assert_eq!(versions, [("a", 3), ("b", 1), ("10.0.0.3:7401", 7)]);
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].replica, "c");
+        assert_eq!(down[0].error, "(from b) peer c: connect: refused");
+    }
+}
