@@ -72,7 +72,8 @@ pub(crate) fn spawn(listener: TcpListener, admin: AdminState) -> JoinHandle<()> 
             if request.uri().path() == "/subscribers" && request.method() == Method::GET {
                 // The only answer that waits (on the peers, each within its timeout).
                 let local_only = request.uri().query().is_some_and(|q| {
-                    q.split('&').any(|kv| kv == "local" || kv.starts_with("local="))
+                    q.split('&')
+                        .any(|kv| kv == "local" || kv.starts_with("local="))
                 });
                 return subscribers(&admin, local_only).await;
             }
@@ -141,7 +142,9 @@ async fn subscribers(admin: &AdminState, local_only: bool) -> Response<Full<Byte
         object.insert("configVersion".into(), version.into());
         object.insert(
             "rootRotation".into(),
-            rotation.as_ref().map_or(serde_json::Value::Null, rotation_json),
+            rotation
+                .as_ref()
+                .map_or(serde_json::Value::Null, rotation_json),
         );
     }
     json(body.to_string().into_bytes())

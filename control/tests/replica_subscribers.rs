@@ -35,7 +35,11 @@ async fn only_the_control_identity_may_read_a_replicas_subscribers() {
         .replica_subscribers(ReplicaSubscribersRequest {})
         .await
         .unwrap_err();
-    assert_code(&status, Code::Unauthenticated, "ReplicaSubscribers requires a client certificate");
+    assert_code(
+        &status,
+        Code::Unauthenticated,
+        "ReplicaSubscribers requires a client certificate",
+    );
 
     // A workload's certificate is valid, but not the control service's: refused, naming it.
     let mut workload = connect(&control, Some(&client_cert)).await;
@@ -58,12 +62,19 @@ async fn only_the_control_identity_may_read_a_replicas_subscribers() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.replica, control.replica_name());
-    assert_eq!(answer.replica, control.addr().to_string(), "by default its address");
+    assert_eq!(
+        answer.replica,
+        control.addr().to_string(),
+        "by default its address"
+    );
     assert_eq!(answer.config_version, control.config_version());
     assert!(!answer.instance.is_empty());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&answer.subscribers_json).unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["node"], "client-0");
     assert_eq!(rows[0]["replica"], control.replica_name());
-    assert_eq!(rows[0]["identity"], "spiffe://mesh.local/ns/default/sa/client");
+    assert_eq!(
+        rows[0]["identity"],
+        "spiffe://mesh.local/ns/default/sa/client"
+    );
 }

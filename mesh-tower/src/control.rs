@@ -24,6 +24,7 @@ mod connector;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mesh_core::TrustDomain;
 use mesh_core::backoff::Backoff;
 use mesh_core::delta;
 use mesh_core::proto::{
@@ -31,7 +32,6 @@ use mesh_core::proto::{
 };
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore, VerifyError};
-use mesh_core::TrustDomain;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -66,7 +66,10 @@ impl ReplicaProcess {
             if get(admin, "/readyz").await.is_ok() {
                 return replica;
             }
-            assert!(Instant::now() < deadline, "the replica on {grpc} is not ready");
+            assert!(
+                Instant::now() < deadline,
+                "the replica on {grpc} is not ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -226,8 +229,12 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
         .account("greeter")
         .account("client");
     let shared = Shared::new(&config);
-    let (grpc_a, admin_a, grpc_b, admin_b) =
-        (free_addr().await, free_addr().await, free_addr().await, free_addr().await);
+    let (grpc_a, admin_a, grpc_b, admin_b) = (
+        free_addr().await,
+        free_addr().await,
+        free_addr().await,
+        free_addr().await,
+    );
     // The first creates the dev CA; the second, started once it is ready, loads it.
     let mut replica_a = ReplicaProcess::start(
         &shared.config(),
@@ -256,11 +263,25 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
     let controls = [grpc_a, grpc_b];
 
     // Two servers and three clients, each a workload of its own.
-    let _g1 = greeter(l1, "g1", settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter"))).await;
-    let _g2 = greeter(l2, "g2", settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter"))).await;
+    let _g1 = greeter(
+        l1,
+        "g1",
+        settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter")),
+    )
+    .await;
+    let _g2 = greeter(
+        l2,
+        "g2",
+        settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter")),
+    )
+    .await;
     let mut clients = Vec::new();
     for node in ["client-1", "client-2", "client-3"] {
-        clients.push(Mesh::start(settings(&controls, &anchors, "client", node, None)).await.unwrap());
+        clients.push(
+            Mesh::start(settings(&controls, &anchors, "client", node, None))
+                .await
+                .unwrap(),
+        );
     }
     let all: BTreeSet<String> = ["greeter-1", "greeter-2", "client-1", "client-2", "client-3"]
         .into_iter()
@@ -282,7 +303,10 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
         .await;
         assert_eq!(view["unreachable"], serde_json::json!([]));
         for (replica, node) in rows(&view) {
-            assert!(replica == name_a || replica == name_b, "{node} on {replica}");
+            assert!(
+                replica == name_a || replica == name_b,
+                "{node} on {replica}"
+            );
         }
         assert_eq!(rows(&view).len(), all.len(), "each workload once: {view:#}");
     }
@@ -292,9 +316,15 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
         .filter(|(replica, _)| *replica == name_a)
         .map(|(_, node)| node)
         .collect();
-    println!("before the kill: on {name_a}: {on_a:?}; on {name_b}: {:?}", rows(&before));
+    println!(
+        "before the kill: on {name_a}: {on_a:?}; on {name_b}: {:?}",
+        rows(&before)
+    );
     // Spread: neither replica has them all.
-    assert!(!on_a.is_empty() && on_a.len() < all.len(), "not spread: {before:#}");
+    assert!(
+        !on_a.is_empty() && on_a.len() < all.len(),
+        "not spread: {before:#}"
+    );
     // What `meshctl status` reads agrees, from either replica alone.
     let status = tokio::task::spawn_blocking(move || {
         mesh_control::ctl::status::status(&[admin_b.to_string()]).unwrap()
@@ -337,7 +367,10 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
         );
     }
     for load in &loads {
-        assert!(load.wait_for_calls(50, WAIT).await, "traffic flows after the kill");
+        assert!(
+            load.wait_for_calls(50, WAIT).await,
+            "traffic flows after the kill"
+        );
     }
     for load in loads {
         let report = load.stop().await.unwrap();
@@ -353,8 +386,12 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
     let base = Config::new().account("greeter").account("client");
     let shared = Shared::new(&base.clone().service("greeter", &[(a1, "greeter")]));
-    let (grpc_a, admin_a, grpc_b, admin_b) =
-        (free_addr().await, free_addr().await, free_addr().await, free_addr().await);
+    let (grpc_a, admin_a, grpc_b, admin_b) = (
+        free_addr().await,
+        free_addr().await,
+        free_addr().await,
+        free_addr().await,
+    );
     let mut replica_a = ReplicaProcess::start(
         &shared.config(),
         &shared.ca(),
@@ -370,10 +407,22 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     view_until(admin_a, "A at version 2", |v| v["configVersion"] == 2).await;
     let anchors = shared.bundle("a");
     let controls = [grpc_a, grpc_b];
-    let _g1 = greeter(l1, "g1", settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter"))).await;
-    let _g2 = greeter(l2, "g2", settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter"))).await;
+    let _g1 = greeter(
+        l1,
+        "g1",
+        settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter")),
+    )
+    .await;
+    let _g2 = greeter(
+        l2,
+        "g2",
+        settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter")),
+    )
+    .await;
     // B is not up yet: the client is on A whatever its hash picks.
-    let client = Mesh::start(settings(&controls, &anchors, "client", "client-1", None)).await.unwrap();
+    let client = Mesh::start(settings(&controls, &anchors, "client", "client-1", None))
+        .await
+        .unwrap();
     let channel = client.channel("greeter.default").await.unwrap();
     let mut greeter_client = GreeterClient::new(channel);
     assert!(eventually(WAIT, || client.control_status().version == 2).await);
@@ -403,7 +452,9 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     let endpoints = mesh_tests::faults::endpoints_in_snapshot(&client, "greeter");
     assert_eq!(endpoints, vec![a2]);
     let reply = greeter_client
-        .say_hello(HelloRequest { name: "after-move".into() })
+        .say_hello(HelloRequest {
+            name: "after-move".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -413,7 +464,9 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     shared.write(&base.service("greeter", &[(a1, "greeter"), (a2, "greeter")]));
     assert!(
         eventually(WAIT, || client.control_status().version == 2
-            && mesh_tests::faults::endpoints_in_snapshot(&client, "greeter").len() == 2)
+            && mesh_tests::faults::endpoints_in_snapshot(&client, "greeter")
+                .len()
+                == 2)
         .await,
         "B's version 2 arrived: {:?}",
         client.control_status()
@@ -456,17 +509,30 @@ async fn a_peer_that_cannot_be_asked_is_named_in_the_view() {
     );
     assert_eq!(view["complete"], false);
     let unreachable = view["unreachable"].as_array().unwrap();
-    let peers: BTreeSet<&str> = unreachable.iter().map(|u| u["peer"].as_str().unwrap()).collect();
+    let peers: BTreeSet<&str> = unreachable
+        .iter()
+        .map(|u| u["peer"].as_str().unwrap())
+        .collect();
     assert_eq!(
         peers,
-        BTreeSet::from([down.to_string().as_str(), stranger_addr.to_string().as_str()])
+        BTreeSet::from([
+            down.to_string().as_str(),
+            stranger_addr.to_string().as_str()
+        ])
     );
     for peer in unreachable {
         let error = peer["error"].as_str().unwrap();
-        assert!(error.starts_with(&format!("peer {}: connect:", peer["peer"].as_str().unwrap())), "{error}");
+        assert!(
+            error.starts_with(&format!(
+                "peer {}: connect:",
+                peer["peer"].as_str().unwrap()
+            )),
+            "{error}"
+        );
     }
     // `?local` lists this replica's own without asking.
-    let local: Value = serde_json::from_str(&get(admin, "/subscribers?local").await.unwrap()).unwrap();
+    let local: Value =
+        serde_json::from_str(&get(admin, "/subscribers?local").await.unwrap()).unwrap();
     assert_eq!(local["complete"], true);
     assert_eq!(rows(&local), rows(&view));
     // meshctl status reports the missing peers too.

@@ -257,17 +257,23 @@ impl Peers {
             let resolved = match lookup {
                 Ok(Ok(resolved)) => resolved,
                 Ok(Err(error)) => {
-                    outcomes.push(failed(target, PeerError::Resolve {
-                        peer: target.clone(),
-                        reason: error.to_string(),
-                    }));
+                    outcomes.push(failed(
+                        target,
+                        PeerError::Resolve {
+                            peer: target.clone(),
+                            reason: error.to_string(),
+                        },
+                    ));
                     continue;
                 }
                 Err(_) => {
-                    outcomes.push(failed(target, PeerError::Resolve {
-                        peer: target.clone(),
-                        reason: format!("no answer within {:?}", self.limits.timeout),
-                    }));
+                    outcomes.push(failed(
+                        target,
+                        PeerError::Resolve {
+                            peer: target.clone(),
+                            reason: format!("no answer within {:?}", self.limits.timeout),
+                        },
+                    ));
                     continue;
                 }
             };
@@ -279,10 +285,13 @@ impl Peers {
         }
         let over = addrs.split_off(addrs.len().min(self.limits.max_peers));
         for (target, addr) in over {
-            outcomes.push(failed(&target, PeerError::OverLimit {
-                peer: addr.to_string(),
-                max: self.limits.max_peers,
-            }));
+            outcomes.push(failed(
+                &target,
+                PeerError::OverLimit {
+                    peer: addr.to_string(),
+                    max: self.limits.max_peers,
+                },
+            ));
         }
         let asked = addrs.into_iter().map(|(target, addr)| async move {
             let result = match tokio::time::timeout(self.limits.timeout, self.ask(addr)).await {
@@ -401,7 +410,10 @@ mod tests {
     #[test]
     fn peers_are_checked_naming_the_one_refused() {
         let limits = PeerLimits::default();
-        let ok = vec!["mesh-control-peers.mesh-system:7400".to_owned(), "10.0.0.2:7400".to_owned()];
+        let ok = vec![
+            "mesh-control-peers.mesh-system:7400".to_owned(),
+            "10.0.0.2:7400".to_owned(),
+        ];
         assert_eq!(Peers::check(&ok, &limits), Ok(()));
         for (bad, reason) in [
             ("no-port", "expected host:port"),
@@ -418,6 +430,9 @@ mod tests {
             ..limits
         };
         let error = Peers::check(&ok, &zero).unwrap_err();
-        assert_eq!(error.to_string(), "peer_limits.max_peers: must be at least 1");
+        assert_eq!(
+            error.to_string(),
+            "peer_limits.max_peers: must be at least 1"
+        );
     }
 }

@@ -203,7 +203,10 @@ mod tests {
         }
         // Not all on the first: each replica takes a fair share (about 100).
         for (replica, count) in per_replica.iter().enumerate() {
-            assert!((70..=130).contains(count), "replica {replica}: {per_replica:?}");
+            assert!(
+                (70..=130).contains(count),
+                "replica {replica}: {per_replica:?}"
+            );
         }
     }
 
@@ -211,9 +214,16 @@ mod tests {
     fn the_same_instance_picks_the_same_replica() {
         let list = candidates(4);
         let seed = fnv1a(b"client-0");
-        assert_eq!(start_index(&list, Last::Nothing, seed), start_index(&list, Last::Nothing, seed));
+        assert_eq!(
+            start_index(&list, Last::Nothing, seed),
+            start_index(&list, Last::Nothing, seed)
+        );
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c, "the published FNV-1a value");
+        assert_eq!(
+            fnv1a(b"a"),
+            0xaf63_dc4c_8601_ec8c,
+            "the published FNV-1a value"
+        );
     }
 
     #[test]

@@ -38,7 +38,11 @@ async fn main() -> anyhow::Result<()> {
     options.trust_bundle_out = Some(bundle);
     options.peers = peers;
     let control = mesh_control::start(options).await?;
-    println!("serving {} admin {:?}", control.addr(), control.admin_addr());
+    println!(
+        "serving {} admin {:?}",
+        control.addr(),
+        control.admin_addr()
+    );
     // Until killed: the test ends it with SIGKILL, as a crash would.
     std::future::pending::<()>().await;
     Ok(())
