@@ -15,13 +15,20 @@
 //!   gRPC port's);
 //! - within [`PeerLimits`]: at most `max_peers` addresses asked (default 16), each within
 //!   `timeout` (default 2 s, all at once), each answer at most `max_response_bytes` (default
-//!   16 MiB, about 25,000 subscribers);
+//!   16 MiB, about 25,000 subscribers); at most 64 peer names configured; at most two views
+//!   assembled at once (more requests wait their turn), so that a client polling the
+//!   unauthenticated admin port cannot multiply the calls on every peer;
 //! - a peer that cannot be asked, or does not answer in time, is listed in the view as
 //!   `unreachable`, named by its address and the `host:port` it came from, with the error, and
 //!   the view says `"complete": false`; it is never left out silently;
 //! - each row names the replica serving it (`replica`: [`ControlOptions::replica_name`],
 //!   default the replica's gRPC address); a replica that reaches itself through a peer name
 //!   recognises its own random instance id and skips the answer.
+//!
+//! `/subscribers?local` lists this replica's own subscribers without asking anyone. The admin
+//! port stays as it was (plain HTTP, meant to be reachable only inside the cluster, like
+//! Istio's and Linkerd's debug ports): it shows every replica's subscribers now, which each
+//! replica's admin port already showed of its own.
 //!
 //! Replicas number config versions independently (each counts the changes it saw since it
 //! started), so versions are reported per replica and never compared across replicas. A

@@ -26,6 +26,11 @@ pub const DEFAULT_PEER_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The most peer names accepted in [`ControlOptions::peers`](crate::ControlOptions::peers).
 const MAX_PEER_NAMES: usize = 64;
 
+/// Views being assembled at once; more wait their turn. The admin port has no authentication,
+/// so a client asking for `/subscribers` in a loop must not multiply the calls (and answers
+/// held in memory) on every peer.
+const MAX_VIEWS_IN_FLIGHT: usize = 2;
+
 /// Bounds on asking the peers for their subscribers (the view costs one call per peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerLimits {
@@ -178,6 +183,8 @@ pub(crate) struct Peers {
     tls: Arc<ClientConfig>,
     /// This replica's instance id: an answer carrying it is this replica's own.
     own_instance: String,
+    /// Bounds the views assembled at once ([`MAX_VIEWS_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 // === impl Peers ===
@@ -235,6 +242,7 @@ impl Peers {
             limits,
             tls: Arc::new(tls),
             own_instance,
+            in_flight: tokio::sync::Semaphore::new(MAX_VIEWS_IN_FLIGHT),
         })
     }
 
@@ -246,6 +254,8 @@ impl Peers {
     /// Asks every peer address at once, each within the timeout; this replica's own answer
     /// (reached through a name that resolves to it too) is left out.
     pub(crate) async fn ask_all(&self) -> Vec<PeerOutcome> {
+        // Never closed: the permit always comes.
+        let _turn = self.in_flight.acquire().await;
         let mut outcomes = Vec::new();
         let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
         for target in &self.targets {
