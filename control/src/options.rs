@@ -167,7 +167,7 @@ pub enum StartError {
     },
     /// A peer of `peers`, or a bound of `peer_limits`, is refused (the error names it).
     #[error("peers: {0}")]
-    Peer(#[from] InvalidPeer),
+    Peer(InvalidPeer),
     /// The TLS config was refused.
     #[error("TLS config: {0}")]
     Tls(#[source] rustls::Error),

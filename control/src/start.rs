@@ -82,7 +82,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         .check()
         .map_err(StartError::ConnectionLimits)?;
     jwks.check().map_err(StartError::Jwks)?;
-    Peers::check(&peers, &peer_limits)?;
+    Peers::check(&peers, &peer_limits).map_err(StartError::Peer)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
     let rotating = rotation_state(

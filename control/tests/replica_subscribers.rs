@@ -78,3 +78,30 @@ async fn only_the_control_identity_may_read_a_replicas_subscribers() {
         "spiffe://mesh.local/ns/default/sa/client"
     );
 }
+
+#[tokio::test]
+async fn a_bad_peer_or_peer_bound_is_a_start_error_naming_it() {
+    let start = |peers: Vec<&str>, adjust: fn(&mut mesh_control::ControlOptions)| {
+        let mut options = mesh_control::ControlOptions::new(
+            trust_domain(),
+            mesh_control::ConfigSource::Inline(config_yaml(5000)),
+        );
+        options.peers = peers.into_iter().map(String::from).collect();
+        adjust(&mut options);
+        mesh_control::start(options)
+    };
+    let error = start(vec!["10.0.0.2:7400", "mesh-control-peers"], |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "peers: mesh-control-peers: expected host:port"
+    );
+    let error = start(vec!["10.0.0.2:7400"], |o| o.peer_limits.max_peers = 0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "peers: peer_limits.max_peers: must be at least 1"
+    );
+}
