@@ -7,7 +7,9 @@
 //!   sent, acked and rejected, so an operator can see who is stale; with the key identifier of
 //!   the CA that signed the certificate it connected with, and, while the CA rotates its own
 //!   root, the rotation (`rootRotation`: phase, roots, history) and whether each subscriber
-//!   ACKed the two-root bundle (`bundleAcked`).
+//!   ACKed the two-root bundle (`bundleAcked`). With peer replicas, their subscribers too,
+//!   each row marked with its `replica`, and `complete`, `replicas` and `unreachable` saying
+//!   who answered ([`crate::replicas`]); `GET /subscribers?local` lists this replica's only.
 //! - `GET /metrics`: Prometheus text ([`metrics`]).
 //! - `GET /config`: the config in force as JSON, in the control file's shape (`services`,
 //!   `policies`, `defaultPolicy`), whatever its source (a file, or Kubernetes objects);
@@ -32,9 +34,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca::rotation::{RotationStatus, RotationView};
+use crate::replicas::local::LocalReplica;
+use crate::replicas::peers::Peers;
+use crate::replicas::view;
 use crate::state::State;
 use crate::view::edges::EdgeStore;
-use crate::view::{self, page};
+use crate::view::{self as live_view, page};
 use crate::watch::registry::Registry;
 
 pub(crate) mod metrics;
@@ -51,12 +56,30 @@ pub(crate) struct AdminState {
     pub(crate) edges: Arc<EdgeStore>,
     /// The root rotation, when the CA rotates its own root.
     pub(crate) rotation: Option<Arc<RotationStatus>>,
+    /// This replica, as `/subscribers` lists it.
+    pub(crate) local: Arc<LocalReplica>,
+    /// The other replicas, when there are any.
+    pub(crate) peers: Option<Arc<Peers>>,
 }
 
 /// Serves the admin endpoints on `listener` until the returned task is aborted (which also
 /// aborts its open connections).
 pub(crate) fn spawn(listener: TcpListener, admin: AdminState) -> JoinHandle<()> {
-    mesh_process::admin_http::spawn(listener, move |request| respond(&admin, request))
+    let admin = Arc::new(admin);
+    mesh_process::admin_http::spawn_async(listener, move |request| {
+        let admin = admin.clone();
+        async move {
+            if request.uri().path() == "/subscribers" && request.method() == Method::GET {
+                // The only answer that waits (on the peers, each within its timeout).
+                let local_only = request.uri().query().is_some_and(|q| {
+                    q.split('&')
+                        .any(|kv| kv == "local" || kv.starts_with("local="))
+                });
+                return subscribers(&admin, local_only).await;
+            }
+            respond(&admin, &request)
+        }
+    })
 }
 
 fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -67,7 +90,8 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if admin.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/subscribers" => subscribers(admin),
+        // HEAD: the headers only, without asking the peers.
+        "/subscribers" => json(Vec::new()),
         "/metrics" => metrics(admin),
         "/config" => {
             let state = admin.state.borrow().clone();
@@ -105,52 +129,30 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
-fn subscribers(admin: &AdminState) -> Response<Full<Bytes>> {
+async fn subscribers(admin: &AdminState, local_only: bool) -> Response<Full<Bytes>> {
     let version = admin.state.borrow().version;
     let rotation = admin.rotation.as_ref().map(|r| r.view());
-    let overlap_version = rotation.as_ref().and_then(|r| r.overlap_version);
-    let subscribers: Vec<_> = admin
-        .registry
-        .list()
-        .into_iter()
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id,
-                "node": s.node,
-                "remoteAddr": s.remote_addr.to_string(),
-                "identity": s.identity.as_str(),
-                "ownService": s.own_service.map(|n| n.to_string()),
-                "destinations": s.destinations.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "connectedAtUnix": s.connected_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                "lastSentVersion": s.last_sent_version,
-                "lastAckedVersion": s.last_acked_version,
-                "lastNack": s.last_nack.map(|nack| serde_json::json!({
-                    "version": nack.version,
-                    "error": nack.error,
-                    "details": nack.details.iter().map(|d| serde_json::json!({
-                        "field": d.field,
-                        "message": d.message,
-                        "code": d.code,
-                    })).collect::<Vec<_>>(),
-                })),
-                "stale": s.last_acked_version != Some(s.last_sent_version),
-                "grpcServices": s.grpc_services,
-                "incremental": s.incremental,
-                "fullSnapshotsSent": s.full_snapshots_sent,
-                "incrementsSent": s.increments_sent,
-                "resyncs": s.resyncs,
-                "certificateExpiresAtUnix": s.certificate_expires.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                "certificateIssuerKeyId": s.certificate_issuer,
-                "bundleAcked": overlap_version.map(|v| s.last_acked_version >= Some(v)),
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "configVersion": version,
-        "rootRotation": rotation.as_ref().map(rotation_json),
-        "subscribers": subscribers,
-    });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let peers = if local_only {
+        None
+    } else {
+        admin.peers.as_deref()
+    };
+    let mut body = view::merged(&admin.local, peers).await;
+    if let Some(object) = body.as_object_mut() {
+        object.insert("configVersion".into(), version.into());
+        object.insert(
+            "rootRotation".into(),
+            rotation
+                .as_ref()
+                .map_or(serde_json::Value::Null, rotation_json),
+        );
+    }
+    json(body.to_string().into_bytes())
+}
+
+/// A JSON answer.
+fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
@@ -191,7 +193,7 @@ fn ui_page() -> Response<Full<Bytes>> {
 }
 
 fn ui_graph(admin: &AdminState) -> Response<Full<Bytes>> {
-    let graph = view::graph(&admin.registry.list(), &admin.edges, Instant::now());
+    let graph = live_view::graph(&admin.registry.list(), &admin.edges, Instant::now());
     let body = match serde_json::to_vec(&graph) {
         Ok(body) => body,
         Err(error) => {

@@ -70,7 +70,11 @@
 //! `/subscribers`: the replica, node, service, SPIFFE ID, versions acknowledged and sent,
 //! `SYNCED` / `STALE` / `NACKED` (the last version sent was refused), the time left on its
 //! certificate, and under a NACKing subscriber each refused field with its message and code.
-//! A replica that cannot be read is listed as `unreachable` and makes the exit status 2.
+//! A replica told its peers (`mesh-control --peer`) lists their subscribers too, each marked
+//! with the replica serving it, so one `--admin` address is enough; with several, each
+//! subscriber is shown once. A replica that cannot be read, or a peer that the replica asked
+//! could not reach (and no other answer came from), is listed as `unreachable` and makes the
+//! exit status 2.
 //!
 //! ## `meshctl certs [--admin HOST:PORT | --trust-bundle PEM] [--workload ADDR]`
 //!

@@ -85,6 +85,8 @@
 //! - [`xds_bootstrap`]: the xDS bootstrap file gRPC libraries read, as `meshctl certify`
 //!   writes it, and the names (certificate provider instance, node metadata) the xDS
 //!   translation shares with it.
+//! - [`replicas`]: several replicas of the control service, and the view of every replica's
+//!   subscribers that any of them serves;
 //! - `view/`: the live view of the mesh on the admin port (`/ui`, `/ui/graph.json`), from the
 //!   edge reports workloads send on their Watch streams.
 
@@ -93,6 +95,7 @@ pub mod ca;
 pub mod ctl;
 mod jwks;
 mod options;
+pub mod replicas;
 mod running;
 mod serve;
 mod source;

@@ -151,6 +151,32 @@ struct Args {
         value_name = "NAME"
     )]
     server_name: Vec<String>,
+
+    /// Another replica of this control service (`host:port` of its gRPC port), whose
+    /// subscribers `/subscribers` and `meshctl status` list beside this replica's, asked over
+    /// mTLS with the control service's own identity. A name that resolves to several
+    /// addresses (the headless Service of the control Deployment) is every replica behind it,
+    /// this one skipped. Repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_PEERS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    peer: Vec<String>,
+
+    /// The name this replica's subscribers are marked with in the view (e.g. the pod's name,
+    /// `POD_NAME` from the downward API); by default its gRPC address.
+    #[arg(long, env = "MESH_CONTROL_REPLICA_NAME")]
+    replica_name: Option<String>,
+
+    /// Peer addresses asked at most; those beyond are reported as not asked.
+    #[arg(long, env = "MESH_CONTROL_MAX_PEERS", default_value = "16", value_parser = parse_positive)]
+    max_peers: usize,
+
+    /// How long a peer may take to connect and answer (peers are asked at once), e.g. `2s`.
+    #[arg(long, env = "MESH_CONTROL_PEER_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    peer_timeout: Duration,
 }
 
 #[tokio::main]
@@ -193,6 +219,10 @@ async fn main() -> anyhow::Result<()> {
         mesh_control::DnsSanSuffixes::new(args.dns_san_suffixes.iter().filter(|s| !s.is_empty()))
             .map_err(|e| anyhow::anyhow!("--dns-san-suffixes: {e}"))?;
     options.server_names = args.server_name;
+    options.peers = args.peer.into_iter().filter(|p| !p.is_empty()).collect();
+    options.replica_name = args.replica_name;
+    options.peer_limits.max_peers = args.max_peers;
+    options.peer_limits.timeout = args.peer_timeout;
     options.cert_lifetime = args.cert_lifetime;
     options.file_poll_interval = args.poll_interval;
     options.root_rotation = args.root_rotation.then_some(RotationSchedule {

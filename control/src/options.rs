@@ -12,6 +12,7 @@ use crate::ca::certify::CertifyRateLimit;
 use crate::ca::dns_names::DnsSanSuffixes;
 use crate::ca::{self, CaError, CaSource};
 use crate::jwks::JwksOptions;
+use crate::replicas::{InvalidPeer, PeerLimits};
 use crate::serve::limits::{ConnectionLimits, InvalidLimit};
 use crate::serve::tls::ServerCertError;
 use crate::source::ConfigSource;
@@ -86,6 +87,16 @@ pub struct ControlOptions {
     /// addresses (IP SANs). A gRPC client in another language checks the name it dialled
     /// (the bootstrap's `server_uri`) against these.
     pub server_names: Vec<String>,
+    /// The other replicas of this control service (`host:port` of their gRPC ports; a name
+    /// that resolves to several addresses, such as the headless Service of the control
+    /// Deployment, is each of them, this replica skipped), whose subscribers `/subscribers`
+    /// lists beside this replica's (see [`crate::replicas`]). Empty for none (the default).
+    pub peers: Vec<String>,
+    /// The name this replica's subscribers are marked with in the view (e.g. the pod's name);
+    /// by default the address its gRPC port is bound to.
+    pub replica_name: Option<String>,
+    /// Bounds on asking the peers (defaults: 16 addresses, 2 s, 16 MiB an answer).
+    pub peer_limits: PeerLimits,
 }
 
 /// Why the control service did not start.
@@ -154,6 +165,9 @@ pub enum StartError {
         /// Why it is not a DNS name.
         reason: &'static str,
     },
+    /// A peer of `peers`, or a bound of `peer_limits`, is refused (the error names it).
+    #[error("peers: {0}")]
+    Peer(InvalidPeer),
     /// The TLS config was refused.
     #[error("TLS config: {0}")]
     Tls(#[source] rustls::Error),
@@ -200,6 +214,9 @@ impl ControlOptions {
             root_rotation: None,
             dns_san_suffixes: DnsSanSuffixes::default(),
             server_names: Vec::new(),
+            peers: Vec::new(),
+            replica_name: None,
+            peer_limits: PeerLimits::default(),
         }
     }
 }

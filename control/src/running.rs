@@ -20,6 +20,7 @@ pub struct RunningControl {
     pub(crate) addr: SocketAddr,
     pub(crate) admin_addr: Option<SocketAddr>,
     pub(crate) identity: SpiffeId,
+    pub(crate) replica_name: String,
     pub(crate) ca: CaHandle,
     pub(crate) state: Arc<StateStore>,
     pub(crate) registry: Arc<Registry>,
@@ -46,6 +47,11 @@ impl RunningControl {
     /// The SPIFFE ID the control service presents.
     pub fn identity(&self) -> &SpiffeId {
         &self.identity
+    }
+
+    /// The name this replica's subscribers are marked with in the view across replicas.
+    pub fn replica_name(&self) -> &str {
+        &self.replica_name
     }
 
     /// The roots that verify the control service and every certificate it signs.

@@ -23,6 +23,8 @@ use crate::ca::rotation::RotationStatus;
 use crate::ca::rotation_store::{Resumed, RotationStore};
 use crate::ca::{self, Ca, CaHandle, CaSource, RootPair, trust_bundle};
 use crate::options::{ControlOptions, SERVICE_ACCOUNT, StartError};
+use crate::replicas::local::LocalReplica;
+use crate::replicas::peers::Peers;
 use crate::running::RunningControl;
 use crate::serve::conn;
 use crate::serve::limits::ConnectionLimits;
@@ -69,6 +71,9 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         root_rotation,
         dns_san_suffixes,
         server_names,
+        peers,
+        replica_name,
+        peer_limits,
     } = options;
     if cert_lifetime < Duration::from_secs(1) {
         return Err(StartError::CertLifetime);
@@ -77,6 +82,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         .check()
         .map_err(StartError::ConnectionLimits)?;
     jwks.check().map_err(StartError::Jwks)?;
+    Peers::check(&peers, &peer_limits).map_err(StartError::Peer)?;
     let identity = own_identity(&trust_domain, &namespace)?;
     let config = load_config(config, &trust_domain, &namespace).await?;
     let rotating = rotation_state(
@@ -99,6 +105,57 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     let listeners = bind_listeners(listen, admin_listen).await?;
 
     let mut shared = Shared::new(config.initial, &ca, edge_report_interval);
+    // The rotation first: the subscriber rows that the service and the admin port list
+    // show its state.
+    let mut rotation_task = None;
+    if let (Some(schedule), Some((state, store))) = (root_rotation, rotating) {
+        let (task, status) = ca::rotation::spawn(
+            schedule,
+            trust_domain.clone(),
+            state,
+            store,
+            ca::rotation::Targets {
+                ca: ca.clone(),
+                server_trust: own.trust.clone(),
+                state: shared.state.clone(),
+                registry: shared.registry.clone(),
+                trust_bundle_out: trust_bundle_out.clone(),
+                own: own.resolver.clone(),
+                own_id: identity.clone(),
+                leaf_lifetime: cert_lifetime,
+            },
+        );
+        rotation_task = Some(task);
+        shared.rotation = Some(status);
+    }
+    let replica_name = replica_name.unwrap_or_else(|| listeners.addr.to_string());
+    let local = Arc::new(LocalReplica::new(
+        replica_name.clone(),
+        identity.clone(),
+        shared.registry.clone(),
+        shared.state.subscribe(),
+        shared.rotation.clone(),
+    ));
+    let peers = if peers.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            Peers::new(
+                peers,
+                peer_limits,
+                identity.clone(),
+                own.trust.clone(),
+                own.resolver.clone(),
+                local.instance.clone(),
+            )
+            .map_err(|error| {
+                if let Some(task) = &rotation_task {
+                    task.abort();
+                }
+                StartError::Tls(error)
+            })?,
+        ))
+    };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let authn = authenticator(&shared.tokens, &config.follow);
     let (server, mut tasks) = spawn_server(
@@ -117,9 +174,11 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
             shutdown_rx.clone(),
             wire_transform,
             watch_limits,
+            local.clone(),
         ),
         shutdown_rx,
     );
+    tasks.extend(rotation_task);
     tasks.extend(spawn_config_followers(
         config.follow,
         &shared,
@@ -134,26 +193,6 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         cert_lifetime,
         own.not_after,
     ));
-    if let (Some(schedule), Some((state, store))) = (root_rotation, rotating) {
-        let (task, status) = ca::rotation::spawn(
-            schedule,
-            trust_domain.clone(),
-            state,
-            store,
-            ca::rotation::Targets {
-                ca: ca.clone(),
-                server_trust: own.trust.clone(),
-                state: shared.state.clone(),
-                registry: shared.registry.clone(),
-                trust_bundle_out: trust_bundle_out.clone(),
-                own: own.resolver.clone(),
-                own_id: identity.clone(),
-                leaf_lifetime: cert_lifetime,
-            },
-        );
-        tasks.push(task);
-        shared.rotation = Some(status);
-    }
     tasks.extend(ca::reload::spawn(
         ca_source,
         trust_domain,
@@ -167,7 +206,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
     tasks.extend(
         listeners
             .admin
-            .map(|listener| spawn_admin(listener, &shared)),
+            .map(|listener| spawn_admin(listener, &shared, local, peers)),
     );
     shared.ready.store(true, Ordering::Release);
     let (addr, admin_addr) = (listeners.addr, listeners.admin_addr);
@@ -177,6 +216,7 @@ pub async fn start(options: ControlOptions) -> Result<RunningControl, StartError
         addr,
         admin_addr,
         identity,
+        replica_name,
         ca,
         state: shared.state,
         registry: shared.registry,
@@ -470,6 +510,7 @@ fn control_service(
     shutdown: tokio::sync::watch::Receiver<bool>,
     wire_transform: WireTransform,
     watch_limits: WatchLimits,
+    local: Arc<LocalReplica>,
 ) -> ControlService {
     ControlService::new(
         certifier,
@@ -481,6 +522,7 @@ fn control_service(
             watch_limits,
             shared.edges.clone(),
         ),
+        local,
     )
 }
 
@@ -555,7 +597,12 @@ fn apply(tokens: &BootstrapTokens, state: &StateStore, config: ControlConfig) {
 }
 
 /// Installs the Prometheus recorder (unless one is in place) and serves the admin port.
-fn spawn_admin(listener: TcpListener, shared: &Shared) -> JoinHandle<()> {
+fn spawn_admin(
+    listener: TcpListener,
+    shared: &Shared,
+    local: Arc<LocalReplica>,
+    peers: Option<Arc<Peers>>,
+) -> JoinHandle<()> {
     if mesh_process::prometheus::install().is_none() {
         tracing::info!("a metrics recorder is already installed; /metrics has nothing to render");
     }
@@ -569,6 +616,8 @@ fn spawn_admin(listener: TcpListener, shared: &Shared) -> JoinHandle<()> {
             seen: Arc::default(),
             edges: shared.edges.clone(),
             rotation: shared.rotation.clone(),
+            local,
+            peers,
         },
     )
 }

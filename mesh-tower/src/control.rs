@@ -2,8 +2,8 @@
 //! asking for certificates (`Certify`) and following snapshots (`Watch`).
 //!
 //! Both workers run for the life of the mesh handle. The watch worker reconnects with jittered
-//! exponential backoff, fails over between the control service's addresses, and keeps the last
-//! good snapshot in force while disconnected.
+//! exponential backoff, fails over between the control service's replicas ([`connector`] says
+//! which it starts from and why), and keeps the last good snapshot in force while disconnected.
 //!
 //! The watch worker announces that it takes increments (`Subscribe.incremental`): after a
 //! first full snapshot the control service sends only what changed. The worker keeps the
@@ -19,33 +19,29 @@
 //! destination did since the last one ([`crate::edges`]). A control service that predates
 //! reports never asks, and is never sent one.
 
+mod connector;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use http::uri::Authority;
+use mesh_core::TrustDomain;
 use mesh_core::backoff::Backoff;
 use mesh_core::delta;
-use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{
     Ack, NACK_INVALID_FIELD, NACK_TRUST_BUNDLE, NackDetail, Subscribe, WatchRequest, watch_request,
 };
 use mesh_core::snapshot::{ServiceName, Snapshot};
 use mesh_core::tls::{TrustBundle, TrustStore, VerifyError};
-use mesh_core::{SpiffeId, TrustDomain};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::connect::{Http2Sender, connect_http2};
+pub(crate) use connector::ControlConnector;
+
 use crate::discovery::{Discovery, Wanted};
 use crate::edges::Edges;
-use crate::error::ConnectError;
 use crate::identity::{Identity, IdentityError, KeyAndCsr, Svid};
 use crate::persist::StateDir;
 use crate::settings::TokenSource;
-use crate::tls::client_config;
-
-type ControlGrpc = ControlClient<Http2Sender<tonic::body::Body>>;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -55,70 +51,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest report interval followed.
 const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Opens connections to the control service, trying its addresses in turn and starting from
-/// the one that worked last.
-#[derive(Debug)]
-pub(crate) struct ControlConnector {
-    addrs: Vec<String>,
-    expected: SpiffeId,
-    next: AtomicUsize,
-}
-
-impl ControlConnector {
-    pub(crate) fn new(addrs: Vec<String>, expected: SpiffeId) -> Self {
-        Self {
-            addrs,
-            expected,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// A gRPC client on a fresh connection. Presents `identity` when given (Watch); without one
-    /// the control service accepts only `Certify`.
-    async fn connect(
-        &self,
-        trust: &TrustStore,
-        identity: Option<&Identity>,
-    ) -> Result<ControlGrpc, ConnectError> {
-        let tls = client_config(trust, self.expected.clone(), identity);
-        let start = self.next.load(Ordering::Relaxed);
-        let mut last_error = None;
-        for i in 0..self.addrs.len() {
-            let index = (start + i) % self.addrs.len();
-            let host_port = &self.addrs[index];
-            let resolved = match tokio::net::lookup_host(host_port.as_str()).await {
-                Ok(resolved) => resolved,
-                Err(source) => {
-                    last_error = Some(ConnectError::Resolve {
-                        peer: host_port.clone(),
-                        source,
-                    });
-                    continue;
-                }
-            };
-            for addr in resolved {
-                match connect_http2(addr, tls.clone()).await {
-                    Ok((sender, connection)) => {
-                        tokio::spawn(connection);
-                        self.next.store(index, Ordering::Relaxed);
-                        let authority = Authority::try_from(host_port.as_str())
-                            .unwrap_or_else(|_| Authority::from_static("mesh-control"));
-                        return Ok(ControlClient::new(Http2Sender::new(sender, authority)));
-                    }
-                    Err(error) => {
-                        tracing::debug!(control = %addr, %error, "control service unreachable");
-                        last_error = Some(error);
-                    }
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| ConnectError::Resolve {
-            peer: self.addrs.join(","),
-            source: std::io::Error::other("no address"),
-        }))
-    }
-}
 
 /// Obtains a certificate: a new key, a CSR, the token as proof, and the reply checked.
 pub(crate) async fn certify(
@@ -206,7 +138,7 @@ pub(crate) struct Subscriber {
 enum WatchError {
     /// The control service could not be reached.
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(#[from] crate::error::ConnectError),
     /// The control service refused the stream.
     #[error("Watch refused: {:?}: {}", .0.code(), .0.message())]
     Refused(tonic::Status),
@@ -249,7 +181,10 @@ pub(crate) async fn watch_forever(
                     backoff.reset();
                 }
             }
-            Err(error) => tracing::warn!(%error, "control stream failed; reconnecting"),
+            Err(error) => {
+                tracing::warn!(%error, "control stream failed; reconnecting");
+                connector.failed();
+            }
         }
         tokio::time::sleep(backoff.next_wait()).await;
     }

@@ -184,6 +184,7 @@ impl Mesh {
         let connector = Arc::new(ControlConnector::new(
             settings.control_addrs.clone(),
             settings.control_identity.clone(),
+            &settings.node,
         ));
 
         let state = settings

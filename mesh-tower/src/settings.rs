@@ -50,8 +50,10 @@ impl std::fmt::Debug for TokenSource {
 /// Everything the mesh needs to start in a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSettings {
-    /// Addresses of the control service (`host:port`), tried in turn (`MESH_CONTROL_ADDR`,
-    /// comma-separated).
+    /// Addresses of the control service's replicas (`host:port`; a name that resolves to
+    /// several addresses counts as each of them), `MESH_CONTROL_ADDR`, comma-separated. A
+    /// workload starts from the replica a hash of its [`node`](Self::node) picks, so that
+    /// workloads spread over the replicas, and moves to the next when one fails.
     pub control_addrs: Vec<String>,
     /// The identity the control service must present (`MESH_CONTROL_IDENTITY`; default
     /// `spiffe://<td>/ns/mesh-system/sa/mesh-control`).

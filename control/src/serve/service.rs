@@ -1,23 +1,35 @@
 //! The gRPC `Control` service: reads the peer from the connection and hands each call to
-//! [`crate::ca::certify`] or [`crate::watch::stream`].
+//! [`crate::ca::certify`], [`crate::watch::stream`] or, for peer replicas only,
+//! [`crate::replicas`].
+
+use std::sync::Arc;
 
 use mesh_core::proto::control_server::Control;
-use mesh_core::proto::{CertifyRequest, CertifyResponse, WatchRequest};
+use mesh_core::proto::{
+    CertifyRequest, CertifyResponse, ReplicaSubscribersRequest, ReplicaSubscribersResponse,
+    WatchRequest,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::tls::PeerInfo;
 use crate::ca::certify::Certifier;
+use crate::replicas::local::LocalReplica;
 use crate::watch::stream::{WatchHub, WatchStream};
 
 /// Implements `mesh.control.v1.Control`.
 pub(crate) struct ControlService {
     certifier: Certifier,
     watch: WatchHub,
+    local: Arc<LocalReplica>,
 }
 
 impl ControlService {
-    pub(crate) fn new(certifier: Certifier, watch: WatchHub) -> Self {
-        Self { certifier, watch }
+    pub(crate) fn new(certifier: Certifier, watch: WatchHub, local: Arc<LocalReplica>) -> Self {
+        Self {
+            certifier,
+            watch,
+            local,
+        }
     }
 
     /// The ADS hub over the same config, registry and limits as Watch.
@@ -43,6 +55,27 @@ impl Control for ControlService {
             peer.certificate_issuer,
             request.into_inner(),
         )))
+    }
+
+    async fn replica_subscribers(
+        &self,
+        request: Request<ReplicaSubscribersRequest>,
+    ) -> Result<Response<ReplicaSubscribersResponse>, Status> {
+        let (peer, identity) = PeerInfo::require_identity(
+            request.extensions(),
+            "ReplicaSubscribers",
+            "only the control service's replicas may call it",
+        )?;
+        // Workloads' certificates are as valid as a replica's: only the control service's own
+        // identity may read who is subscribed.
+        if identity != self.local.identity {
+            tracing::warn!(peer = %peer.remote_addr, %identity, "ReplicaSubscribers refused");
+            return Err(Status::permission_denied(format!(
+                "ReplicaSubscribers: {identity} is not the control service ({})",
+                self.local.identity
+            )));
+        }
+        Ok(Response::new(self.local.answer()))
     }
 
     async fn certify(

@@ -219,6 +219,22 @@ impl ResolvesServerCert for SvidResolver {
     }
 }
 
+/// The same certificate as a client's, when a replica asks its peers for their subscribers
+/// (it carries both the server and the client usage).
+impl rustls::client::ResolvesClientCert for SvidResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// How long to wait before re-issuing a certificate that was just issued and expires at
 /// `not_after`: 70 % of its actual validity from now (which the CA may have cut short to its
 /// own expiry), and never less than a second.

@@ -17,7 +17,10 @@ use tonic::codec::{BufferSettings, Codec as TonicCodec, DecodeBuf, Decoder as To
 use tonic::{Code, Status};
 use tonic_prost::ProstEncoder;
 
-use super::{CertifyRequest, CertifyResponse, Snapshot, WatchRequest};
+use super::{
+    CertifyRequest, CertifyResponse, ReplicaSubscribersRequest, ReplicaSubscribersResponse,
+    Snapshot, WatchRequest,
+};
 
 /// A message of the control API, and whose fault it is when it cannot be decoded.
 pub trait Decoded: Message + Default {
@@ -39,6 +42,14 @@ impl Decoded for CertifyResponse {
 }
 
 impl Decoded for Snapshot {
+    const UNDECODABLE: Code = Code::Internal;
+}
+
+impl Decoded for ReplicaSubscribersRequest {
+    const UNDECODABLE: Code = Code::InvalidArgument;
+}
+
+impl Decoded for ReplicaSubscribersResponse {
     const UNDECODABLE: Code = Code::Internal;
 }
 
