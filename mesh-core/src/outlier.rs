@@ -144,8 +144,6 @@ impl OutlierDetector {
 
     /// Records one response from `endpoint`; returns the ejection it causes, if any.
     pub fn record(&mut self, endpoint: usize, success: bool, now: Instant) -> Option<Ejection> {
-        let allowed = self.max_ejected();
-        let ejected = self.ejected_count(now);
         let config = self.config;
         let health = self.endpoints.get_mut(endpoint)?;
         if let Some(until) = health.ejected_until
@@ -179,9 +177,17 @@ impl OutlierDetector {
             eject |= health.answers >= window
                 && health.success_average * 100.0 < f64::from(rate.threshold_percent);
         }
-        if !eject || health.ejected_until.is_some() || ejected >= allowed {
+        if !eject || health.ejected_until.is_some() {
             return None;
         }
+        // Only an ejection counts the ejected endpoints (every endpoint's state): a response
+        // costs the same with three endpoints or three thousand. This endpoint is not ejected
+        // now (checked above), so counting after updating it counts what counting before did.
+        if self.ejected_count(now) >= self.max_ejected() {
+            return None;
+        }
+        // In range: `get_mut` found it above.
+        let health = &mut self.endpoints[endpoint];
         health.ejections += 1;
         let duration = config
             .base_ejection
