@@ -1091,6 +1091,11 @@ impl ValidConfig {
         self.service(service).is_some()
     }
 
+    /// Every namespace that has a service, in order (without going through every service).
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.services.keys()
+    }
+
     /// Every service, in name order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.iter().map(|(_, name, _)| name)

@@ -83,11 +83,19 @@ impl ValidConfig {
             );
             let (_, ports) = ports(&path, &spec, trust_domain, &mut errors);
             let identities = identities(&path, &spec, trust_domain, &mut errors);
+            // Field by field: cloning the old service whole would copy its old replicas.
             let valid = ValidService {
+                port: old.port,
                 endpoints,
                 ports,
+                routes: old.routes.clone(),
+                mtls: old.mtls,
+                default_policy: old.default_policy,
+                exempt_paths: old.exempt_paths.clone(),
+                policies: old.policies.clone(),
+                rate_limits: old.rate_limits.clone(),
                 identities,
-                ..(**old).clone()
+                jwt_rules: old.jwt_rules.clone(),
             };
             next.services
                 .insert(&name.namespace, name.clone(), Arc::new(valid));

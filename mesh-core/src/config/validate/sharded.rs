@@ -65,6 +65,11 @@ impl<K: Ord + Clone, V: Clone> Sharded<K, V> {
         })
     }
 
+    /// The namespaces that hold entries, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.shards.keys().map(String::as_str)
+    }
+
     /// How many namespaces hold entries.
     #[cfg(test)]
     pub(crate) fn namespaces(&self) -> usize {
