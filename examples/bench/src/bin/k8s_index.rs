@@ -86,6 +86,11 @@ fn parse_args() -> anyhow::Result<Args> {
     if args.runs == 0 || args.events == 0 {
         bail!("--runs and --events must be at least 1");
     }
+    // Past 99 rounds over the smallest cluster a change would repeat an address (see
+    // `measure`).
+    if args.events > 99 * SIZES[0] {
+        bail!("--events must be at most {}", 99 * SIZES[0]);
+    }
     Ok(args)
 }
 
@@ -268,9 +273,14 @@ async fn measure(services: usize, events: usize) -> anyhow::Result<Run> {
         // A different Service each time, spread over the cluster; its first endpoint moves.
         let s = (i * 7919) % services;
         let (ns, name) = names(s);
+        // 7919 is prime: each Service is changed once per `services` changes, each time to
+        // the next address (the round), so every change is a change (the address of an
+        // earlier round would publish nothing and the wait below would never end) until
+        // round 100, past any `--events` used.
+        let round = 1 + i / services;
         let pods: Vec<(String, String)> = (0..PER_SLICE)
             .map(|e| {
-                let generation = if e == 0 { i + 1 } else { 0 };
+                let generation = if e == 0 { round } else { 0 };
                 (ip(s, e, generation), format!("{name}-{e}"))
             })
             .collect();
