@@ -526,6 +526,9 @@ struct SpecCache {
     specs: BTreeMap<ObjectKey, (ServiceSpec, Vec<String>)>,
     /// Services to rebuild at the next build.
     dirty: BTreeSet<ObjectKey>,
+    /// The Services whose spec left something out: an update of replicas gathers what was
+    /// refused from these, not from every spec.
+    refusing: BTreeSet<ObjectKey>,
     /// Rebuild every spec (at first, and after a relist of a kind specs are made from).
     all: bool,
     /// Something besides replicas changed (a Service, a route, a policy...): assemble and
@@ -783,6 +786,7 @@ impl ClusterIndex {
             cache.all = false;
             cache.dirty.clear();
             cache.specs.clear();
+            cache.refusing.clear();
             // Slices grouped by their Service once, so a full build stays linear.
             let mut slices: BTreeMap<ObjectKey, Vec<&SliceSummary>> = BTreeMap::new();
             for (key, slice) in &self.slices.items {
@@ -794,9 +798,11 @@ impl ClusterIndex {
             }
             for (key, summary) in &self.services.items {
                 let own = slices.get(key).map_or(&[][..], Vec::as_slice);
-                cache
-                    .specs
-                    .insert(key.clone(), self.service_spec(key, summary, own));
+                let built = self.service_spec(key, summary, own);
+                if !built.1.is_empty() {
+                    cache.refusing.insert(key.clone());
+                }
+                cache.specs.insert(key.clone(), built);
                 cache.built += 1;
             }
             return;
@@ -811,6 +817,7 @@ impl ClusterIndex {
     fn refresh_spec(&self, cache: &mut SpecCache, key: ObjectKey) {
         let Some(summary) = self.services.items.get(&key) else {
             cache.specs.remove(&key);
+            cache.refusing.remove(&key);
             return;
         };
         let own: Vec<&SliceSummary> = in_namespace(&self.slices.items, &key.namespace)
@@ -818,6 +825,11 @@ impl ClusterIndex {
             .filter(|slice| slice.service == key.name)
             .collect();
         let built = self.service_spec(&key, summary, &own);
+        if built.1.is_empty() {
+            cache.refusing.remove(&key);
+        } else {
+            cache.refusing.insert(key.clone());
+        }
         cache.specs.insert(key, built);
         cache.built += 1;
     }

@@ -57,9 +57,11 @@ impl ClusterIndex {
             }
         };
         cache.revalidated += count;
+        // In Service order, then the rest, as a whole build lists them.
         let refused: Vec<String> = cache
-            .specs
-            .values()
+            .refusing
+            .iter()
+            .filter_map(|key| cache.specs.get(key))
             .flat_map(|(_, refused)| refused)
             .chain(&last.refused)
             .cloned()

@@ -1316,6 +1316,21 @@ fn a_replicas_event_validates_only_its_services_and_equals_a_whole_build() {
             (0, 1),
             "{services} services: a pod change"
         );
+        // A pod whose service account makes no identity: left out and reported, as a whole
+        // build reports it (`validations_by` compares the refusals too).
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Apply(pod("ns-0", "svc-5-2", "Not_A_Label")));
+            }),
+            (0, 1),
+            "{services} services: a pod refused"
+        );
+        let built = index.build().expect("builds");
+        assert!(
+            built.refused.iter().any(|r| r.starts_with("Pod ns-0/svc-5-2")),
+            "{:?}",
+            built.refused
+        );
         // A slice of a Service the cluster does not have: nothing to validate.
         assert_eq!(
             validations_by(&mut index, |index| {
