@@ -1327,7 +1327,10 @@ fn a_replicas_event_validates_only_its_services_and_equals_a_whole_build() {
         );
         let built = index.build().expect("builds");
         assert!(
-            built.refused.iter().any(|r| r.starts_with("Pod ns-0/svc-5-2")),
+            built
+                .refused
+                .iter()
+                .any(|r| r.starts_with("Pod ns-0/svc-5-2")),
             "{:?}",
             built.refused
         );
