@@ -10,8 +10,11 @@
 //! Each Service's own spec (ports, endpoints, starting identities) is kept between builds and
 //! rebuilt only when an event touches it: an EndpointSlice its Service, a Pod the Services with
 //! an endpoint on it (looked up among its namespace's slices), a relist of Services, slices or
-//! Pods every one. So one EndpointSlice event costs the index one Service's worth of work;
-//! assembling and validating the whole config from the specs still follows the cluster.
+//! Pods every one. A change of slices and pods only (replicas) then updates the last config
+//! for those Services ([`ValidConfig::with_replicas`], see `replicas`), with the instance
+//! zones that moved (see `zones`): one EndpointSlice event costs one Service's worth of work
+//! (and its namespace's), not the cluster's. Any other change (a Service, a route, a policy,
+//! a relist) assembles and validates the whole config, as the file source does.
 //!
 //! How objects become config:
 //! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`, with each of its
