@@ -95,7 +95,7 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         "/metrics" => metrics(admin),
         "/config" => {
             let state = admin.state.borrow().clone();
-            match serde_json::to_vec(state.config.spec()) {
+            match serde_json::to_vec(&state.config.spec()) {
                 Ok(body) => {
                     let mut response = Response::new(Full::new(Bytes::from(body)));
                     response.headers_mut().insert(

@@ -77,7 +77,7 @@ pub fn read_kubernetes(trust_domain: &TrustDomain) -> Result<(Loaded, Vec<String
             .await
             .map_err(|e| fail(e.to_string()))
     })?;
-    let json = serde_json::to_string(config.spec())?;
+    let json = serde_json::to_string(&config.spec())?;
     Ok((parse_document(&json, "kubernetes", trust_domain), refused))
 }
 

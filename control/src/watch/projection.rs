@@ -11,6 +11,11 @@
 //! `Arc` when it did not change, so a subscriber tells "unchanged" from "changed" by comparing
 //! pointers and keeps no copy of what it was sent.
 //!
+//! A key none of whose services changed (each is the same copy in the new config as in the
+//! one it was last projected from, see [`mesh_core::config::ValidConfig::same_service`]), with
+//! the same roots and JWK Sets, keeps its content without projecting or comparing it again:
+//! a change to one service costs the keys that name it, not every key.
+//!
 //! Increments are shared the same way: when a key's content changes, the increment from the
 //! content it replaced is computed once ([`mesh_core::delta::diff`] of the two wire messages)
 //! and every subscriber that was sent the replaced content gets it; a subscriber that skipped
@@ -68,6 +73,9 @@ pub(crate) struct Projection {
     /// Increments to this projection, by the content they start from; `None` where the change
     /// cannot be said as an increment. The first, from `replaced`, is made with the projection.
     increments: Mutex<Vec<Increment>>,
+    /// The state it was projected from: the next version's projection reuses the content when
+    /// none of the key's services changed since.
+    state: Arc<State>,
 }
 
 /// An increment (`None`: the change is no increment) and the content it starts from.
@@ -88,6 +96,9 @@ pub(crate) struct ProjectionCache {
     /// only holder is this map belongs to no subscriber any more and is dropped at the next
     /// version.
     inner: Mutex<(u64, Entries)>,
+    /// How many times a key's content was projected from the config (tests count them).
+    #[cfg(test)]
+    projected: std::sync::atomic::AtomicU64,
 }
 
 /// Each key's latest projection.
@@ -141,6 +152,21 @@ impl Projection {
         !last.same_content(&self.content)
     }
 
+    /// Whether projecting `key` on `state` would give this projection's content: the roots,
+    /// the JWK Sets and every service the key names are the same copies as in the state this
+    /// was projected from.
+    fn unchanged_in(&self, state: &State, key: &ProjectionKey) -> bool {
+        let (old, new) = (&self.state, state);
+        Arc::ptr_eq(&old.trust_bundle, &new.trust_bundle)
+            && Arc::ptr_eq(&old.jwks, &new.jwks)
+            && key
+                .destinations
+                .iter()
+                .map(|d| &d.service)
+                .chain(&key.own_service)
+                .all(|service| new.config.same_service(&old.config, service))
+    }
+
     /// The increment from `last` (the projection a subscriber was last sent) to this one, with
     /// `base_version` still to be set to the version the subscriber holds; `None` when the
     /// change is no increment (see [`mesh_core::delta::diff`]). Made once per distinct base.
@@ -172,6 +198,8 @@ impl ProjectionCache {
             transform,
             report_interval_ms: 0,
             inner: Mutex::default(),
+            #[cfg(test)]
+            projected: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -210,7 +238,7 @@ impl ProjectionCache {
     }
 
     /// The projection of `key` on `state`, computed once per key and version.
-    pub(crate) fn project(&self, state: &State, key: &Arc<ProjectionKey>) -> Arc<Projection> {
+    pub(crate) fn project(&self, state: &Arc<State>, key: &Arc<ProjectionKey>) -> Arc<Projection> {
         let previous = {
             let mut inner = lock(&self.inner);
             let (swept, entries) = &mut *inner;
@@ -229,9 +257,58 @@ impl ProjectionCache {
             }
         };
         let cached = previous.is_some();
+        let previous = previous.flatten();
+        let projection = match &previous {
+            Some(old) if !self.transform.rewrites() && old.unchanged_in(state, key) => {
+                Arc::new(Projection {
+                    version: state.version,
+                    content: old.content.clone(),
+                    replaced: None,
+                    wire: proto::Snapshot {
+                        version: state.version,
+                        ..old.wire.clone()
+                    },
+                    increments: Mutex::default(),
+                    state: state.clone(),
+                })
+            }
+            _ => self.project_afresh(state, key, previous),
+        };
+        if !cached {
+            return projection;
+        }
+        let mut inner = lock(&self.inner);
+        let entry = inner
+            .1
+            .entry(key.clone())
+            .or_insert_with(|| projection.clone());
+        if entry.version < state.version {
+            *entry = projection;
+        }
+        // Another task may have stored this version first: everyone uses the stored one, so
+        // that its content `Arc` is the one carried on.
+        entry.clone()
+    }
+
+    /// How many times a key's content was projected from the config so far.
+    #[cfg(test)]
+    pub(crate) fn projected(&self) -> u64 {
+        self.projected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The projection of `key` on `state` computed from the config, carrying `previous`'s
+    /// content over when it is the same.
+    fn project_afresh(
+        &self,
+        state: &Arc<State>,
+        key: &ProjectionKey,
+        previous: Option<Arc<Projection>>,
+    ) -> Arc<Projection> {
+        #[cfg(test)]
+        self.projected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Computed outside the lock: a large subscription must not hold up the others.
         let fresh = Projected::of(state, key);
-        let previous = previous.flatten();
         let (content, replaced) = match &previous {
             Some(old) if old.content.same_content(&fresh) => (old.content.clone(), None),
             old => (Arc::new(fresh), old.clone()),
@@ -257,27 +334,14 @@ impl ProjectionCache {
             }
             _ => Vec::new(),
         };
-        let projection = Arc::new(Projection {
+        Arc::new(Projection {
             version: state.version,
             content,
             replaced: replaced.map(|old| old.content.clone()),
             wire,
             increments: Mutex::new(increments),
-        });
-        if !cached {
-            return projection;
-        }
-        let mut inner = lock(&self.inner);
-        let entry = inner
-            .1
-            .entry(key.clone())
-            .or_insert_with(|| projection.clone());
-        if entry.version < state.version {
-            *entry = projection;
-        }
-        // Another task may have stored this version first: everyone uses the stored one, so
-        // that its content `Arc` is the one carried on.
-        entry.clone()
+            state: state.clone(),
+        })
     }
 }
 
@@ -293,14 +357,14 @@ mod tests {
 
     use super::*;
 
-    fn state(version: u64, yaml: &str, roots: &Arc<Vec<CertificateDer<'static>>>) -> State {
+    fn state(version: u64, yaml: &str, roots: &Arc<Vec<CertificateDer<'static>>>) -> Arc<State> {
         let config: MeshConfig = serde_yaml::from_str(yaml).expect("valid YAML");
-        State {
+        Arc::new(State {
             version,
             config: config.validate(&td()).expect("valid config"),
             trust_bundle: roots.clone(),
             jwks: Arc::default(),
-        }
+        })
     }
 
     fn services(greeter: &str, other: &str) -> String {
@@ -433,5 +497,62 @@ mod tests {
         assert_eq!(cache.len(), 1, "another holder of the same Arc");
         cache.release(held);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_change_to_one_service_projects_only_the_keys_that_name_it() {
+        let (cache, roots) = (
+            ProjectionCache::new(WireTransform::default()),
+            Arc::default(),
+        );
+        let v1 = state(1, &services("10.0.0.1:80", "10.0.0.2:80"), &roots);
+        let (greeter, other) = (key("greeter.default"), key("other.default"));
+        let (g1, o1) = (cache.project(&v1, &greeter), cache.project(&v1, &other));
+        assert_eq!(cache.projected(), 2);
+        // greeter's replicas change, as a discovery event changes them.
+        let name: ServiceName = "greeter.default".parse().expect("valid");
+        let mut spec = v1
+            .config
+            .service_spec(&name)
+            .expect("in the config")
+            .clone();
+        spec.endpoints[0].address = "10.0.0.9:80".to_owned();
+        let v2 = Arc::new(State {
+            version: 2,
+            config: v1
+                .config
+                .with_replicas(vec![spec], Vec::new(), &td())
+                .expect("valid"),
+            ..State::clone(&v1)
+        });
+        let (g2, o2) = (cache.project(&v2, &greeter), cache.project(&v2, &other));
+        assert_eq!(
+            cache.projected(),
+            3,
+            "only greeter's key is projected again"
+        );
+        assert!(g2.changed_since(Some(&g1.content)));
+        assert!(
+            !o2.changed_since(Some(&o1.content)),
+            "other's content is carried over"
+        );
+        assert!(Arc::ptr_eq(&o1.content, &o2.content));
+        assert_eq!(o2.wire.version, 2);
+        assert_eq!(
+            proto::Snapshot {
+                version: 1,
+                ..o2.wire.clone()
+            },
+            o1.wire,
+            "the same message but for its version"
+        );
+        // A whole new config (a file edit): every key is projected again, and compared.
+        let v3 = state(3, &services("10.0.0.9:80", "10.0.0.2:80"), &roots);
+        let o3 = cache.project(&v3, &other);
+        assert_eq!(cache.projected(), 4);
+        assert!(
+            Arc::ptr_eq(&o1.content, &o3.content),
+            "unchanged content, compared"
+        );
     }
 }

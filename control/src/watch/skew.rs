@@ -70,6 +70,12 @@ impl WireTransform {
         self
     }
 
+    /// Whether messages are rewritten on their way out (tests only): then a projection's
+    /// wire form cannot be carried to the next version by changing its version number.
+    pub(crate) fn rewrites(&self) -> bool {
+        self.transform.is_some()
+    }
+
     /// Whether increments may be sent.
     pub(crate) fn increments(&self) -> bool {
         !self.full_only

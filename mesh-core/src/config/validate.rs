@@ -51,6 +51,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
+use sharded::Sharded;
 
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicyTargetSpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
@@ -87,14 +88,28 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 63;
 pub use crate::check::{MAX_ZONE_BYTES, MAX_ZONE_HINTS};
 
 /// A config that passed validation, indexed by service, ready to project destinations from.
+///
+/// Services (validated and as written) and instance zones are kept per namespace behind
+/// `Arc`s, so a copy is cheap and [`ValidConfig::with_replicas`] changes one service in time
+/// proportional to its namespace; equality compares shared parts by pointer first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ValidConfig {
-    services: BTreeMap<ServiceName, ValidService>,
+    services: Sharded<ServiceName, Arc<ValidService>>,
     /// The mesh-wide default policy.
     default_policy: DefaultPolicy,
-    /// The config as written (or as a source built it), for operators' tools: the control
-    /// service serves it so `meshctl check` can lint what is in force.
-    spec: Arc<MeshConfig>,
+    /// The config as written (or as a source built it), for operators' tools (the control
+    /// service serves it so `meshctl check` can lint what is in force), less its services and
+    /// instance zones, which are kept below.
+    rest: Arc<MeshConfig>,
+    /// Each service as written, with its position in the written list.
+    written: Sharded<ServiceName, (usize, Arc<ServiceSpec>)>,
+    /// `instanceZones`, by namespace then instance.
+    zones: Sharded<String, String>,
+    /// For each service, the services whose routes send to it (backends and mirrors): whose
+    /// destinations grow when its replicas do.
+    referrers: Arc<BTreeMap<ServiceName, Vec<ServiceName>>>,
+    /// Every `jwksUri` of every service's issuers, once each, in service order.
+    jwks_uris: Arc<Vec<String>>,
 }
 
 /// One validated service.
@@ -213,19 +228,7 @@ impl MeshConfig {
                 &spec.exempt_paths,
                 &mut errors,
             );
-            let identities = spec
-                .identities
-                .iter()
-                .enumerate()
-                .filter_map(|(j, value)| {
-                    check::identity(value, Some(trust_domain))
-                        .map_err(|message| {
-                            errors
-                                .push(FieldError::new(format!("{path}.identities[{j}]"), message));
-                        })
-                        .ok()
-                })
-                .collect();
+            let identities = identities(&path, spec, trust_domain, &mut errors);
             if let (Some(name), None) = (name, duplicate) {
                 services.insert(
                     name,
@@ -254,47 +257,63 @@ impl MeshConfig {
             &mut errors,
         )
         .unwrap_or_default();
-        instance_zones(&self.instance_zones, &mut errors);
-        let mut valid = ValidConfig {
-            services,
-            default_policy,
-            spec: Arc::default(),
-        };
+        for (key, zone) in &self.instance_zones {
+            instance_zone(key, zone, &mut errors);
+        }
+        let mut valid = ValidConfig::from_services(services, default_policy);
         // Sizes are measured on what clients would be sent, so only once all else is valid.
         if errors.is_empty() {
             snapshot_sizes(self, &valid, &mut errors);
         }
         // Kept only for a config that is taken: a refused one costs no copy.
         if errors.is_empty() {
-            valid.spec = Arc::new(self.clone());
+            valid.keep_written(self);
         }
         ValidationErrors::check(errors, valid)
     }
 }
 
-/// Checks `instanceZones`: keys `<namespace>/<instance>` (a DNS label, then at most 253
-/// bytes), zones at most [`MAX_ZONE_BYTES`].
-fn instance_zones(zones: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
-    for (key, zone) in zones {
-        let path = format!("instanceZones[{key:?}]");
-        let well_formed = key.split_once('/').is_some_and(|(namespace, instance)| {
-            check_dns_label(namespace).is_ok()
-                && !instance.is_empty()
-                && instance.len() <= 253
-                && !instance.contains('/')
-        });
-        if !well_formed {
-            errors.push(FieldError::new(
-                &path,
-                "expected <namespace>/<instance>, e.g. default/greeter-7d9f-x2x4q",
-            ));
-        }
-        if zone.len() > MAX_ZONE_BYTES {
-            errors.push(FieldError::new(
-                &path,
-                format!("zone longer than {MAX_ZONE_BYTES} bytes"),
-            ));
-        }
+/// The identities of the service at `path` (`services[0]`) besides its endpoints'.
+fn identities(
+    path: &str,
+    spec: &ServiceSpec,
+    trust_domain: &TrustDomain,
+    errors: &mut Vec<FieldError>,
+) -> Vec<SpiffeId> {
+    spec.identities
+        .iter()
+        .enumerate()
+        .filter_map(|(j, value)| {
+            check::identity(value, Some(trust_domain))
+                .map_err(|message| {
+                    errors.push(FieldError::new(format!("{path}.identities[{j}]"), message));
+                })
+                .ok()
+        })
+        .collect()
+}
+
+/// Checks one entry of `instanceZones`: its key `<namespace>/<instance>` (a DNS label, then
+/// at most 253 bytes), its zone at most [`MAX_ZONE_BYTES`].
+fn instance_zone(key: &str, zone: &str, errors: &mut Vec<FieldError>) {
+    let path = format!("instanceZones[{key:?}]");
+    let well_formed = key.split_once('/').is_some_and(|(namespace, instance)| {
+        check_dns_label(namespace).is_ok()
+            && !instance.is_empty()
+            && instance.len() <= 253
+            && !instance.contains('/')
+    });
+    if !well_formed {
+        errors.push(FieldError::new(
+            &path,
+            "expected <namespace>/<instance>, e.g. default/greeter-7d9f-x2x4q",
+        ));
+    }
+    if zone.len() > MAX_ZONE_BYTES {
+        errors.push(FieldError::new(
+            &path,
+            format!("zone longer than {MAX_ZONE_BYTES} bytes"),
+        ));
     }
 }
 
@@ -622,52 +641,63 @@ fn snapshot_sizes(config: &MeshConfig, valid: &ValidConfig, errors: &mut Vec<Fie
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
         };
-        let Some(service) = valid.services.get(&name) else {
-            continue;
+        service_sizes(&format!("services[{i}]"), &name, valid, errors);
+    }
+}
+
+/// Checks that every destination of the service `name` (at `path`, `services[3]`), as every
+/// consumer namespace with routes of its own sees it, and its inbound policy fit in a
+/// client's snapshot.
+fn service_sizes(
+    path: &str,
+    name: &ServiceName,
+    valid: &ValidConfig,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(service) = valid.service(name) else {
+        return;
+    };
+    let inbound = proto::InboundPolicy::from(&valid.inbound(name)).encoded_len();
+    if inbound > MAX_INBOUND_BYTES {
+        errors.push(FieldError::new(
+            path,
+            format!(
+                "the inbound policy of {name} takes {inbound} bytes, more than the \
+                 {MAX_INBOUND_BYTES} one may take in a snapshot"
+            ),
+        ));
+    }
+    let mut consumers: Vec<Option<&str>> = vec![None];
+    for route in &service.routes {
+        if let Some(consumer) = route.consumer.as_deref()
+            && !consumers.contains(&Some(consumer))
+        {
+            consumers.push(Some(consumer));
+        }
+    }
+    let ports = std::iter::once(None).chain(service.ports.iter().map(|(p, _)| Some(*p)));
+    'ports: for port in ports {
+        let key = DestinationKey {
+            service: name.clone(),
+            port,
         };
-        let path = format!("services[{i}]");
-        let inbound = proto::InboundPolicy::from(&valid.inbound(&name)).encoded_len();
-        if inbound > MAX_INBOUND_BYTES {
-            errors.push(FieldError::new(
-                &path,
-                format!(
-                    "the inbound policy of {name} takes {inbound} bytes, more than the \
-                     {MAX_INBOUND_BYTES} one may take in a snapshot"
-                ),
-            ));
-        }
-        let mut consumers: Vec<Option<&str>> = vec![None];
-        for route in &service.routes {
-            if let Some(consumer) = route.consumer.as_deref()
-                && !consumers.contains(&Some(consumer))
-            {
-                consumers.push(Some(consumer));
-            }
-        }
-        let ports = std::iter::once(None).chain(service.ports.iter().map(|(p, _)| Some(*p)));
-        'ports: for port in ports {
-            let key = DestinationKey {
-                service: name.clone(),
-                port,
-            };
-            for &consumer in &consumers {
-                let size =
-                    proto::Destination::from(&valid.destination_for(&key, consumer)).encoded_len();
-                if size > MAX_DESTINATION_BYTES {
-                    let seen_from = consumer
-                        .map(|ns| format!(" as namespace {ns} sees it"))
-                        .unwrap_or_default();
-                    errors.push(FieldError::new(
-                        &path,
-                        format!(
-                            "destination {key}{seen_from} takes {size} bytes, more than the \
-                             {MAX_DESTINATION_BYTES} one destination may take in a snapshot \
-                             (clients accept {CLIENT_MAX_SNAPSHOT_BYTES} in all)"
-                        ),
-                    ));
-                    // One error per destination is enough to act on.
-                    continue 'ports;
-                }
+        for &consumer in &consumers {
+            let size =
+                proto::Destination::from(&valid.destination_for(&key, consumer)).encoded_len();
+            if size > MAX_DESTINATION_BYTES {
+                let seen_from = consumer
+                    .map(|ns| format!(" as namespace {ns} sees it"))
+                    .unwrap_or_default();
+                errors.push(FieldError::new(
+                    path,
+                    format!(
+                        "destination {key}{seen_from} takes {size} bytes, more than the \
+                         {MAX_DESTINATION_BYTES} one destination may take in a snapshot \
+                         (clients accept {CLIENT_MAX_SNAPSHOT_BYTES} in all)"
+                    ),
+                ));
+                // One error per destination is enough to act on.
+                continue 'ports;
             }
         }
     }
@@ -842,20 +872,112 @@ fn backend_ref(
 // === impl ValidConfig ===
 
 impl ValidConfig {
-    /// The config as it was validated.
-    pub fn spec(&self) -> &MeshConfig {
-        &self.spec
+    /// A config of validated `services` (the written form is kept by
+    /// [`ValidConfig::keep_written`], once the config is known to be valid).
+    fn from_services(
+        services: BTreeMap<ServiceName, ValidService>,
+        default_policy: DefaultPolicy,
+    ) -> Self {
+        let mut referrers: BTreeMap<ServiceName, Vec<ServiceName>> = BTreeMap::new();
+        let mut jwks_uris: Vec<String> = Vec::new();
+        let mut sharded = Sharded::default();
+        for (name, service) in services {
+            for attached in &service.routes {
+                for (target, _) in referenced_services(std::slice::from_ref(&attached.route)) {
+                    let list = referrers.entry(target.clone()).or_default();
+                    if !list.contains(&name) {
+                        list.push(name.clone());
+                    }
+                }
+            }
+            for uri in service
+                .jwt_rules
+                .iter()
+                .filter_map(|r| r.jwks_uri.as_deref())
+            {
+                if !jwks_uris.iter().any(|u| u == uri) {
+                    jwks_uris.push(uri.to_owned());
+                }
+            }
+            sharded.insert(&name.namespace.clone(), name, Arc::new(service));
+        }
+        ValidConfig {
+            services: sharded,
+            default_policy,
+            rest: Arc::default(),
+            written: Sharded::default(),
+            zones: Sharded::default(),
+            referrers: Arc::new(referrers),
+            jwks_uris: Arc::new(jwks_uris),
+        }
+    }
+
+    /// Keeps `config`, which this was validated from, for [`ValidConfig::spec`].
+    fn keep_written(&mut self, config: &MeshConfig) {
+        self.rest = Arc::new(MeshConfig {
+            services: Vec::new(),
+            policies: config.policies.clone(),
+            request_authentications: config.request_authentications.clone(),
+            rate_limits: config.rate_limits.clone(),
+            default_policy: config.default_policy.clone(),
+            instance_zones: BTreeMap::new(),
+        });
+        for (i, spec) in config.services.iter().enumerate() {
+            let name = ServiceName {
+                namespace: spec.namespace.clone(),
+                name: spec.name.clone(),
+            };
+            self.written
+                .insert(&spec.namespace, name, (i, Arc::new(spec.clone())));
+        }
+        for (key, zone) in &config.instance_zones {
+            // Valid keys are `<namespace>/<instance>`.
+            if let Some((namespace, instance)) = key.split_once('/') {
+                self.zones
+                    .insert(namespace, instance.to_owned(), zone.clone());
+            }
+        }
+    }
+
+    /// The validated service `name`.
+    fn service(&self, name: &ServiceName) -> Option<&ValidService> {
+        self.services.get(&name.namespace, name).map(|s| &**s)
+    }
+
+    /// The config as it was validated (assembled on each call: for operators' tools, not for
+    /// a path that runs per change).
+    pub fn spec(&self) -> MeshConfig {
+        let mut services: Vec<(usize, &ServiceSpec)> = self
+            .written
+            .iter()
+            .map(|(_, _, (position, spec))| (*position, &**spec))
+            .collect();
+        services.sort_by_key(|(position, _)| *position);
+        MeshConfig {
+            services: services.into_iter().map(|(_, spec)| spec.clone()).collect(),
+            instance_zones: self
+                .zones
+                .iter()
+                .map(|(namespace, instance, zone)| {
+                    (format!("{namespace}/{instance}"), zone.clone())
+                })
+                .collect(),
+            ..(*self.rest).clone()
+        }
+    }
+
+    /// The service `name` as written, when the config has it.
+    pub fn service_spec(&self, name: &ServiceName) -> Option<&ServiceSpec> {
+        self.written
+            .get(&name.namespace, name)
+            .map(|(_, spec)| &**spec)
     }
 
     /// The zone of the workload instance `instance` in `namespace`, when the config knows it
     /// (`instanceZones`); empty otherwise.
     pub fn zone_of(&self, namespace: &str, instance: &str) -> &str {
-        if self.spec.instance_zones.is_empty() {
-            return "";
-        }
-        self.spec
-            .instance_zones
-            .get(&format!("{namespace}/{instance}"))
+        self.zones
+            .get(namespace, instance)
             .map_or("", String::as_str)
     }
 
@@ -876,8 +998,7 @@ impl ValidConfig {
     /// endpoints.
     pub fn destination_for(&self, key: &DestinationKey, consumer: Option<&str>) -> Destination {
         let Some((valid, endpoints)) = self
-            .services
-            .get(&key.service)
+            .service(&key.service)
             .and_then(|valid| Some((valid, valid.endpoints_at(key.port)?)))
         else {
             return Destination::not_found(key.clone());
@@ -893,8 +1014,7 @@ impl ValidConfig {
                 continue;
             }
             let endpoints = self
-                .services
-                .get(name)
+                .service(name)
                 .and_then(|target| target.endpoints_at(port));
             backends.push(Backend {
                 service: name.clone(),
@@ -913,10 +1033,36 @@ impl ValidConfig {
         }
     }
 
+    /// Whether what [`ValidConfig::destination_for`] gives for `key` (any consumer) and
+    /// [`ValidConfig::inbound`] gives for `key`'s service are certainly the same in `self` and
+    /// `other`: the service and every service its routes send to are shared between the two
+    /// (the same copy, as [`ValidConfig::with_replicas`] leaves what it does not change), and
+    /// so is the mesh-wide default policy. `false` means they may differ.
+    pub fn same_service(&self, other: &Self, service: &ServiceName) -> bool {
+        let shared = |name: &ServiceName| match (
+            self.services.get(&name.namespace, name),
+            other.services.get(&name.namespace, name),
+        ) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if self.default_policy != other.default_policy || !shared(service) {
+            return false;
+        }
+        let Some(valid) = self.service(service) else {
+            return true;
+        };
+        valid.routes.iter().all(|attached| {
+            referenced_services(std::slice::from_ref(&attached.route))
+                .all(|(target, _)| shared(target))
+        })
+    }
+
     /// The inbound policy of `service`: its own settings and the policies that target it, or,
     /// for a service the config does not have, strict mTLS and the mesh-wide default.
     pub fn inbound(&self, service: &ServiceName) -> InboundPolicy {
-        let Some(valid) = self.services.get(service) else {
+        let Some(valid) = self.service(service) else {
             return InboundPolicy::defaults(service.clone(), self.default_policy);
         };
         InboundPolicy {
@@ -932,12 +1078,7 @@ impl ValidConfig {
 
     /// Every `jwksUri` of every service's issuers, once each: what the control service fetches.
     pub fn jwks_uris(&self) -> impl Iterator<Item = &str> {
-        let mut seen = std::collections::BTreeSet::new();
-        self.services
-            .values()
-            .flat_map(|s| &s.jwt_rules)
-            .filter_map(|r| r.jwks_uri.as_deref())
-            .filter(move |uri| seen.insert(*uri))
+        self.jwks_uris.iter().map(String::as_str)
     }
 
     /// The mesh-wide default policy.
@@ -947,19 +1088,24 @@ impl ValidConfig {
 
     /// Whether the config has `service`.
     pub fn contains(&self, service: &ServiceName) -> bool {
-        self.services.contains_key(service)
+        self.service(service).is_some()
+    }
+
+    /// Every namespace that has a service, in order (without going through every service).
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.services.keys()
     }
 
     /// Every service, in name order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceName> {
-        self.services.keys()
+        self.services.iter().map(|(_, name, _)| name)
     }
 
     /// Every service with each identity that serves it (in the sense of
     /// [`ValidConfig::is_served_by`]), services in name order, with repeats: what the CA
     /// makes a workload certificate's DNS names from.
     pub fn serving_identities(&self) -> impl Iterator<Item = (&ServiceName, &SpiffeId)> {
-        self.services.iter().flat_map(|(name, valid)| {
+        self.services.iter().flat_map(|(_, name, valid)| {
             valid
                 .endpoints
                 .iter()
@@ -974,7 +1120,7 @@ impl ValidConfig {
     /// makes a workload one of the service's replicas. False for a service the config does
     /// not have.
     pub fn is_served_by(&self, service: &ServiceName, identity: &SpiffeId) -> bool {
-        self.services.get(service).is_some_and(|valid| {
+        self.service(service).is_some_and(|valid| {
             valid
                 .endpoints
                 .iter()
@@ -1004,6 +1150,11 @@ pub(crate) fn referenced_services(
                 .chain(mirrors)
         })
 }
+
+mod replicas;
+mod sharded;
+
+pub use replicas::{ReplicasError, ZoneChange};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use mesh_core::TrustDomain;
 use mesh_core::tls::TrustBundle;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -39,20 +40,26 @@ pub(crate) fn spawn_publisher(
     tokio::spawn(async move {
         // What each namespace's ConfigMap is known to hold.
         let mut written: BTreeMap<String, String> = BTreeMap::new();
+        // The roots last encoded, and their PEM: most versions change services, not roots.
+        let mut encoded: Option<(Arc<Vec<CertificateDer<'static>>>, String)> = None;
         loop {
             let (namespaces, pem) = {
                 let current = state.borrow_and_update();
-                let mut namespaces: BTreeSet<String> = current
-                    .config
-                    .services()
-                    .map(|s| s.namespace.clone())
-                    .collect();
+                // By namespace, not by service: a version costs the namespaces, not the cluster.
+                let mut namespaces: BTreeSet<String> =
+                    current.config.namespaces().map(str::to_owned).collect();
                 namespaces.insert(control_namespace.clone());
-                let pem = TrustBundle::from_der(
-                    trust_domain.clone(),
-                    current.trust_bundle.as_ref().clone(),
-                )
-                .map(|b| b.to_pem());
+                let pem = match &encoded {
+                    Some((roots, pem)) if Arc::ptr_eq(roots, &current.trust_bundle) => {
+                        Ok(pem.clone())
+                    }
+                    _ => TrustBundle::from_der(
+                        trust_domain.clone(),
+                        current.trust_bundle.as_ref().clone(),
+                    )
+                    .map(|b| b.to_pem())
+                    .inspect(|pem| encoded = Some((current.trust_bundle.clone(), pem.clone()))),
+                };
                 (namespaces, pem)
             };
             let mut failed = false;

@@ -10,8 +10,11 @@
 //! Each Service's own spec (ports, endpoints, starting identities) is kept between builds and
 //! rebuilt only when an event touches it: an EndpointSlice its Service, a Pod the Services with
 //! an endpoint on it (looked up among its namespace's slices), a relist of Services, slices or
-//! Pods every one. So one EndpointSlice event costs the index one Service's worth of work;
-//! assembling and validating the whole config from the specs still follows the cluster.
+//! Pods every one. A change of slices and pods only (replicas) then updates the last config
+//! for those Services ([`ValidConfig::with_replicas`], see `replicas`), with the instance
+//! zones that moved (see `zones`): one EndpointSlice event costs one Service's worth of work
+//! (and its namespace's), not the cluster's. Any other change (a Service, a route, a policy,
+//! a relist) assembles and validates the whole config, as the file source does.
 //!
 //! How objects become config:
 //! - a **Service** (not `ExternalName`) is a mesh service `name.namespace`, with each of its
@@ -45,7 +48,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
@@ -171,6 +174,10 @@ pub(crate) trait Indexed: Sized {
     /// Whether a Service's own spec (ports, endpoints, identities) is built from this kind:
     /// a relist of it rebuilds every spec.
     const SHAPES_SPECS: bool = false;
+    /// Whether a change of this kind changes only replicas (Services' endpoints and
+    /// identities, instance zones): the config is then updated for the Services touched
+    /// rather than assembled and validated whole. A change of any other kind rebuilds it.
+    const REPLICAS_ONLY: bool = false;
     /// Marks the Services whose own spec an event on the object `key` (whose summary becomes
     /// `summary`) may change, before the event is applied; by default none.
     fn touch(_index: &mut ClusterIndex, _key: &ObjectKey, _summary: Option<&Self::Summary>) {}
@@ -318,6 +325,7 @@ impl Indexed for EndpointSlice {
     }
 
     const SHAPES_SPECS: bool = true;
+    const REPLICAS_ONLY: bool = true;
 
     fn touch(index: &mut ClusterIndex, key: &ObjectKey, summary: Option<&SliceSummary>) {
         // The Service it belonged to and the one it belongs to now (a relabel moves it).
@@ -327,6 +335,7 @@ impl Indexed for EndpointSlice {
             .get(key)
             .map(|slice| slice.service.clone());
         let new = summary.map(|slice| slice.service.clone());
+        zones::touch_slice(index, key, summary);
         let cache = index.cache();
         for service in old.into_iter().chain(new) {
             cache.dirty.insert(ObjectKey {
@@ -363,11 +372,13 @@ impl Indexed for Pod {
     }
 
     const SHAPES_SPECS: bool = true;
+    const REPLICAS_ONLY: bool = true;
 
     /// The Services with an endpoint on this pod: found among the slices of its namespace
     /// (a pod is an endpoint only in its own namespace's slices), so the work follows the
     /// namespace, not the cluster.
-    fn touch(index: &mut ClusterIndex, key: &ObjectKey, _summary: Option<&PodSummary>) {
+    fn touch(index: &mut ClusterIndex, key: &ObjectKey, summary: Option<&PodSummary>) {
+        zones::touch_pod(index, key, summary);
         let services: Vec<String> = in_namespace(&index.slices.items, &key.namespace)
             .filter(|(_, slice)| {
                 slice
@@ -510,17 +521,42 @@ pub(crate) struct ClusterIndex {
 
 /// Each Service's spec as its Service, EndpointSlices and Pods make it (before routes,
 /// policies and the like attach), so that one EndpointSlice event rebuilds one Service's
-/// endpoints, not every Service's.
-#[derive(Debug)]
+/// endpoints, not every Service's; and the last config built, so that such an event updates
+/// it for that Service rather than assembling and validating it whole.
+#[derive(Debug, Default)]
 struct SpecCache {
     /// The spec and what was left out building it (for logs), by Service.
     specs: BTreeMap<ObjectKey, (ServiceSpec, Vec<String>)>,
     /// Services to rebuild at the next build.
     dirty: BTreeSet<ObjectKey>,
+    /// The Services whose spec left something out: an update of replicas gathers what was
+    /// refused from these, not from every spec.
+    refusing: BTreeSet<ObjectKey>,
     /// Rebuild every spec (at first, and after a relist of a kind specs are made from).
     all: bool,
+    /// Something besides replicas changed (a Service, a route, a policy...): assemble and
+    /// validate the config whole at the next build.
+    shape: bool,
+    /// The last config built and what goes with it; `None` until one is built, and after a
+    /// build failed.
+    last: Option<Last>,
+    /// The zones of nodes and the pods on each, kept as slices and pods change.
+    zones: zones::ZoneIndex,
     /// How many specs were built so far: what tests count to check an event's scope.
     built: u64,
+    /// How many times the config was assembled and validated whole.
+    whole: u64,
+    /// How many Services' replicas were validated on their own (by `with_replicas`).
+    revalidated: u64,
+}
+
+/// The last config built, with what was left out besides Services' own specs and the
+/// routes' status: what an update of replicas keeps.
+#[derive(Debug)]
+struct Last {
+    config: ValidConfig,
+    refused: Vec<String>,
+    routes: Arc<Vec<RouteStatus>>,
 }
 
 /// The entries of `items` in `namespace`, in name order.
@@ -564,8 +600,9 @@ pub(crate) struct Built {
     pub(crate) config: ValidConfig,
     /// Objects left out, each with why (for logs).
     pub(crate) refused: Vec<String>,
-    /// The mesh's view of every GAMMA route, for route status.
-    pub(crate) routes: Vec<RouteStatus>,
+    /// The mesh's view of every GAMMA route, for route status (the same `Arc` while no
+    /// route's status changed).
+    pub(crate) routes: Arc<Vec<RouteStatus>>,
 }
 
 /// The assembled config failed validation although each part passed on its own: a bug in the
@@ -592,10 +629,9 @@ impl ClusterIndex {
             faults: Store::default(),
             rate_limits: Store::default(),
             specs: Mutex::new(SpecCache {
-                specs: BTreeMap::new(),
-                dirty: BTreeSet::new(),
                 all: true,
-                built: 0,
+                shape: true,
+                ..SpecCache::default()
             }),
         }
     }
@@ -619,6 +655,14 @@ impl ClusterIndex {
             .built
     }
 
+    /// How many times the config was assembled and validated whole, and how many Services'
+    /// replicas were validated on their own, so far.
+    #[cfg(test)]
+    pub(crate) fn validations(&self) -> (u64, u64) {
+        let cache = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
+        (cache.whole, cache.revalidated)
+    }
+
     /// Feeds one watch event; returns whether anything the config is built from changed.
     pub(crate) fn apply<K: Indexed + ResourceExt>(&mut self, event: watcher::Event<K>) -> bool {
         let event: watcher::Event<(ObjectKey, Option<K::Summary>)> = match event {
@@ -636,7 +680,11 @@ impl ClusterIndex {
             watcher::Event::InitDone if K::SHAPES_SPECS => self.cache().all = true,
             watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
         }
-        K::store(self).apply(event)
+        let changed = K::store(self).apply(event);
+        if changed && !K::REPLICAS_ONLY {
+            self.cache().shape = true;
+        }
+        changed
     }
 
     /// The kinds not yet listed once; the index is synced when there are none. Before that a
@@ -658,23 +706,61 @@ impl ClusterIndex {
         .collect()
     }
 
-    /// Builds the config from the objects known now.
+    /// Builds the config from the objects known now: when only replicas changed since the
+    /// last build, by updating its config for the Services they touched (see
+    /// [`ValidConfig::with_replicas`]); else whole.
     pub(crate) fn build(&self) -> Result<Built, BuildError> {
-        let (mut refused, mut services) = {
-            let mut cache = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
-            self.refresh_specs(&mut cache);
-            let refused: Vec<String> = cache
-                .specs
-                .values()
-                .flat_map(|(_, refused)| refused.iter().cloned())
-                .collect();
-            let services: BTreeMap<ObjectKey, ServiceSpec> = cache
-                .specs
-                .iter()
-                .map(|(key, (spec, _))| (key.clone(), spec.clone()))
-                .collect();
-            (refused, services)
-        };
+        let mut cache = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cache.all
+            && !cache.shape
+            && let Some(built) = self.update_replicas(&mut cache)
+        {
+            return built;
+        }
+        let built = self.build_whole(&mut cache);
+        match &built {
+            Ok(built) => {
+                let own = cache
+                    .specs
+                    .values()
+                    .map(|(_, refused)| refused.len())
+                    .sum::<usize>();
+                cache.last = Some(Last {
+                    config: built.config.clone(),
+                    refused: built.refused[own..].to_vec(),
+                    routes: built.routes.clone(),
+                });
+                cache.shape = false;
+            }
+            Err(_) => cache.last = None,
+        }
+        built
+    }
+
+    /// A whole build from the index as it is, leaving the last config alone: what tests
+    /// compare an update of replicas with.
+    #[cfg(test)]
+    pub(crate) fn build_whole_for_test(&self) -> Result<Built, BuildError> {
+        let mut cache = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
+        self.build_whole(&mut cache)
+    }
+
+    /// Assembles the config from every Service's spec and every route and policy, and
+    /// validates it whole.
+    fn build_whole(&self, cache: &mut SpecCache) -> Result<Built, BuildError> {
+        cache.whole += 1;
+        self.refresh_specs(cache);
+        zones::rebuild(self, cache);
+        let mut refused: Vec<String> = cache
+            .specs
+            .values()
+            .flat_map(|(_, refused)| refused.iter().cloned())
+            .collect();
+        let mut services: BTreeMap<ObjectKey, ServiceSpec> = cache
+            .specs
+            .iter()
+            .map(|(key, (spec, _))| (key.clone(), spec.clone()))
+            .collect();
 
         let routes = self.attach_routes(&mut services, &mut refused);
         let policies = self.policies(&services, &mut refused);
@@ -693,7 +779,7 @@ impl ClusterIndex {
         Ok(Built {
             config,
             refused,
-            routes,
+            routes: Arc::new(routes),
         })
     }
 
@@ -703,6 +789,7 @@ impl ClusterIndex {
             cache.all = false;
             cache.dirty.clear();
             cache.specs.clear();
+            cache.refusing.clear();
             // Slices grouped by their Service once, so a full build stays linear.
             let mut slices: BTreeMap<ObjectKey, Vec<&SliceSummary>> = BTreeMap::new();
             for (key, slice) in &self.slices.items {
@@ -714,26 +801,40 @@ impl ClusterIndex {
             }
             for (key, summary) in &self.services.items {
                 let own = slices.get(key).map_or(&[][..], Vec::as_slice);
-                cache
-                    .specs
-                    .insert(key.clone(), self.service_spec(key, summary, own));
+                let built = self.service_spec(key, summary, own);
+                if !built.1.is_empty() {
+                    cache.refusing.insert(key.clone());
+                }
+                cache.specs.insert(key.clone(), built);
                 cache.built += 1;
             }
             return;
         }
         for key in std::mem::take(&mut cache.dirty) {
-            let Some(summary) = self.services.items.get(&key) else {
-                cache.specs.remove(&key);
-                continue;
-            };
-            let own: Vec<&SliceSummary> = in_namespace(&self.slices.items, &key.namespace)
-                .map(|(_, slice)| slice)
-                .filter(|slice| slice.service == key.name)
-                .collect();
-            let built = self.service_spec(&key, summary, &own);
-            cache.specs.insert(key, built);
-            cache.built += 1;
+            self.refresh_spec(cache, key);
         }
+    }
+
+    /// Rebuilds the spec of the Service `key`, or drops it when the cluster has no such
+    /// Service.
+    fn refresh_spec(&self, cache: &mut SpecCache, key: ObjectKey) {
+        let Some(summary) = self.services.items.get(&key) else {
+            cache.specs.remove(&key);
+            cache.refusing.remove(&key);
+            return;
+        };
+        let own: Vec<&SliceSummary> = in_namespace(&self.slices.items, &key.namespace)
+            .map(|(_, slice)| slice)
+            .filter(|slice| slice.service == key.name)
+            .collect();
+        let built = self.service_spec(&key, summary, &own);
+        if built.1.is_empty() {
+            cache.refusing.remove(&key);
+        } else {
+            cache.refusing.insert(key.clone());
+        }
+        cache.specs.insert(key, built);
+        cache.built += 1;
     }
 
     /// One Service's own spec from its summary, its slices and their pods, with what was
@@ -1409,6 +1510,9 @@ fn policy_spec(
         rules,
     })
 }
+
+mod replicas;
+mod zones;
 
 #[cfg(test)]
 mod conformance;

@@ -70,6 +70,8 @@ pub(crate) struct Syncer {
     events: BoxStream<'static, Result<ClusterEvent, watcher::Error>>,
     refused: BTreeSet<String>,
     routes: tokio::sync::watch::Sender<Vec<RouteStatus>>,
+    /// The route status last compared with what `routes` holds.
+    sent_routes: Option<Arc<Vec<RouteStatus>>>,
     /// The client and Lease of the route status writer, when status is written.
     status: Option<(Client, LeaderLease)>,
 }
@@ -97,6 +99,7 @@ pub(crate) async fn sync(
         events: events(source.client.clone()),
         refused: BTreeSet::new(),
         routes: tokio::sync::watch::channel(Vec::new()).0,
+        sent_routes: None,
         status,
     };
     let deadline = tokio::time::sleep(source.sync_timeout);
@@ -211,13 +214,22 @@ impl Syncer {
             tracing::warn!(%reason, "kubernetes: object left out of the config");
         }
         self.refused = refused;
-        self.routes.send_if_modified(|routes| {
-            let changed = *routes != built.routes;
-            if changed {
-                *routes = built.routes;
-            }
-            changed
-        });
+        // The same `Arc` as last time: no route changed (an update of replicas), nothing to
+        // compare.
+        if self
+            .sent_routes
+            .as_ref()
+            .is_none_or(|sent| !Arc::ptr_eq(sent, &built.routes))
+        {
+            self.routes.send_if_modified(|routes| {
+                let changed = **routes != *built.routes;
+                if changed {
+                    routes.clone_from(&built.routes);
+                }
+                changed
+            });
+            self.sent_routes = Some(built.routes);
+        }
         Ok(built.config)
     }
 }

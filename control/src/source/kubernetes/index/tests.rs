@@ -1263,3 +1263,211 @@ fn a_relist_rebuilds_every_spec_and_the_result_matches_a_fresh_index() {
             .all(|s| relisted.destination(s).endpoints.is_empty())
     );
 }
+
+/// The validations building after `change` made: (whole configs, Services validated alone).
+fn validations_by(index: &mut ClusterIndex, change: impl FnOnce(&mut ClusterIndex)) -> (u64, u64) {
+    index.build().expect("builds");
+    let (whole, alone) = index.validations();
+    change(index);
+    let built = index.build().expect("builds");
+    let (whole_after, alone_after) = index.validations();
+    // Whatever the path, the config is the one a whole build gives.
+    let fresh = index.build_whole_for_test().expect("builds");
+    assert_eq!(built, fresh);
+    (whole_after - whole, alone_after - alone)
+}
+
+#[test]
+fn a_replicas_event_validates_only_its_services_and_equals_a_whole_build() {
+    for services in [10, 300] {
+        let mut index = cluster(services, 5);
+        // svc-1 routes to svc-3 (both in ns-0): svc-3's endpoints are in svc-1's backends.
+        index.apply(Event::Apply(http_route(
+            "ns-0",
+            "split",
+            svc_parent("svc-1"),
+            &[("svc-3", 1)],
+        )));
+        assert_eq!(
+            validations_by(&mut index, |_| {}),
+            (0, 0),
+            "{services} services: nothing changed"
+        );
+        let moved = validations_by(&mut index, |index| {
+            index.apply(Event::Apply(slice(
+                "ns-0",
+                "svc-3-a",
+                "svc-3",
+                &[("10.99.0.1", "svc-3-0", true, true)],
+            )));
+        });
+        assert_eq!(moved, (0, 1), "{services} services: a slice change");
+        let config = index.build().expect("builds").config;
+        let front = config.destination(&name("svc-1.ns-0"));
+        assert_eq!(
+            front.backends[0].endpoints.len(),
+            1,
+            "svc-1 sees svc-3's one endpoint"
+        );
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Apply(pod("ns-0", "svc-5-1", "other")));
+            }),
+            (0, 1),
+            "{services} services: a pod change"
+        );
+        // A pod whose service account makes no identity: left out and reported, as a whole
+        // build reports it (`validations_by` compares the refusals too).
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Apply(pod("ns-0", "svc-5-2", "Not_A_Label")));
+            }),
+            (0, 1),
+            "{services} services: a pod refused"
+        );
+        let built = index.build().expect("builds");
+        assert!(
+            built
+                .refused
+                .iter()
+                .any(|r| r.starts_with("Pod ns-0/svc-5-2")),
+            "{:?}",
+            built.refused
+        );
+        // A slice of a Service the cluster does not have: nothing to validate.
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Apply(slice(
+                    "ns-0",
+                    "ghost-a",
+                    "ghost",
+                    &[("10.97.0.1", "svc-5-1", true, true)],
+                )));
+            }),
+            (0, 0),
+            "{services} services: a slice of no Service"
+        );
+        // Anything but replicas: whole.
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Delete(service("ns-0", "svc-7")));
+            }),
+            (1, 0),
+            "{services} services: a Service deleted"
+        );
+        assert_eq!(
+            validations_by(&mut index, |index| {
+                index.apply(Event::Delete(http_route(
+                    "ns-0",
+                    "split",
+                    svc_parent("svc-1"),
+                    &[],
+                )));
+            }),
+            (1, 0),
+            "{services} services: a route deleted"
+        );
+    }
+}
+
+/// A pod `name` of `sa` on `node`.
+fn pod_on(ns: &str, name: &str, sa: &str, node: &str) -> Pod {
+    obj(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"serviceAccountName": sa, "nodeName": node, "containers": []}
+    }))
+}
+
+/// A slice of `service` with `(ip, pod, node, zone)` endpoints.
+fn slice_on(
+    ns: &str,
+    name: &str,
+    service: &str,
+    endpoints: &[(&str, &str, &str, &str)],
+) -> EndpointSlice {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, pod, node, zone)| {
+            json!({
+                "addresses": [ip],
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": ns},
+                "nodeName": node,
+                "zone": zone
+            })
+        })
+        .collect();
+    obj(json!({
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+}
+
+#[test]
+fn zones_follow_slices_and_pods_without_a_whole_build() {
+    let mut index = synced();
+    index.apply(Event::Apply(service("default", "a")));
+    index.apply(Event::Apply(service("default", "b")));
+    index.apply(Event::Apply(pod_on("default", "a-1", "a", "node-1")));
+    index.apply(Event::Apply(pod_on("default", "b-1", "b", "node-1")));
+    index.apply(Event::Apply(pod_on("default", "b-2", "b", "node-2")));
+    index.apply(Event::Apply(slice_on(
+        "default",
+        "a-x",
+        "a",
+        &[("10.0.0.1", "a-1", "node-1", "zone-1")],
+    )));
+    index.apply(Event::Apply(slice_on(
+        "default",
+        "b-x",
+        "b",
+        &[
+            ("10.0.1.1", "b-1", "node-1", "zone-1"),
+            ("10.0.1.2", "b-2", "node-2", "zone-2"),
+        ],
+    )));
+    let zone = |index: &ClusterIndex, pod: &str| {
+        index
+            .build()
+            .expect("builds")
+            .config
+            .zone_of("default", pod)
+            .to_owned()
+    };
+    assert_eq!(zone(&index, "b-1"), "zone-1");
+    // node-1 moves to zone-9 as slice b-x tells (the last slice naming it wins): both pods
+    // on it follow.
+    let counts = validations_by(&mut index, |index| {
+        index.apply(Event::Apply(slice_on(
+            "default",
+            "b-x",
+            "b",
+            &[
+                ("10.0.1.1", "b-1", "node-1", "zone-9"),
+                ("10.0.1.2", "b-2", "node-2", "zone-2"),
+            ],
+        )));
+    });
+    assert_eq!(counts, (0, 1));
+    assert_eq!(zone(&index, "a-1"), "zone-9");
+    assert_eq!(zone(&index, "b-1"), "zone-9");
+    // A pod moves to node-2.
+    let counts = validations_by(&mut index, |index| {
+        index.apply(Event::Apply(pod_on("default", "a-1", "a", "node-2")));
+    });
+    assert_eq!(counts, (0, 1));
+    assert_eq!(zone(&index, "a-1"), "zone-2");
+    // A pod goes away, and with it its zone.
+    let counts = validations_by(&mut index, |index| {
+        index.apply(Event::Delete(pod_on("default", "b-1", "b", "node-1")));
+    });
+    assert_eq!(counts, (0, 1));
+    assert_eq!(zone(&index, "b-1"), "");
+    // The slice that named node-2 goes: nothing names it a zone any more.
+    validations_by(&mut index, |index| {
+        index.apply(Event::Delete(slice_on("default", "b-x", "b", &[])));
+    });
+    assert_eq!(zone(&index, "a-1"), "");
+}
