@@ -37,22 +37,21 @@ struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    /// Starts a replica on `config` with the CA in `ca_dir`, its gRPC and admin ports at
+    /// Starts replica `name` on `shared`'s control file and CA, its gRPC and admin ports at
     /// `grpc` and `admin`, and `peers`; returns once its `/readyz` answers 200.
     async fn start(
-        config: &Path,
-        ca_dir: &Path,
+        shared: &Shared,
+        name: &str,
         grpc: SocketAddr,
         admin: SocketAddr,
-        bundle: &Path,
         peers: &[SocketAddr],
     ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_control-replica"))
-            .arg(config)
-            .arg(ca_dir)
+            .arg(shared.config())
+            .arg(shared.ca())
             .arg(grpc.to_string())
             .arg(admin.to_string())
-            .arg(bundle)
+            .arg(shared.bundle(name))
             .args(peers.iter().map(ToString::to_string))
             .stdout(Stdio::null())
             .spawn()
@@ -91,6 +90,15 @@ impl Drop for ReplicaProcess {
 /// A free port on 127.0.0.1 (bound, then released for the replica to take).
 async fn free_addr() -> SocketAddr {
     listener().await.unwrap().local_addr().unwrap()
+}
+
+/// `N` free ports on 127.0.0.1 (see [`free_addr`]).
+async fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for addr in &mut addrs {
+        *addr = free_addr().await;
+    }
+    addrs
 }
 
 /// The body of `GET path` on an admin port, an error unless 200.
@@ -229,31 +237,10 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
         .account("greeter")
         .account("client");
     let shared = Shared::new(&config);
-    let (grpc_a, admin_a, grpc_b, admin_b) = (
-        free_addr().await,
-        free_addr().await,
-        free_addr().await,
-        free_addr().await,
-    );
+    let [grpc_a, admin_a, grpc_b, admin_b] = free_addrs().await;
     // The first creates the dev CA; the second, started once it is ready, loads it.
-    let mut replica_a = ReplicaProcess::start(
-        &shared.config(),
-        &shared.ca(),
-        grpc_a,
-        admin_a,
-        &shared.bundle("a"),
-        &[grpc_b],
-    )
-    .await;
-    let replica_b = ReplicaProcess::start(
-        &shared.config(),
-        &shared.ca(),
-        grpc_b,
-        admin_b,
-        &shared.bundle("b"),
-        &[grpc_a],
-    )
-    .await;
+    let mut replica_a = ReplicaProcess::start(&shared, "a", grpc_a, admin_a, &[grpc_b]).await;
+    let replica_b = ReplicaProcess::start(&shared, "b", grpc_b, admin_b, &[grpc_a]).await;
     assert_eq!(
         std::fs::read(shared.bundle("a")).unwrap(),
         std::fs::read(shared.bundle("b")).unwrap(),
@@ -394,21 +381,8 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
     let base = Config::new().account("greeter").account("client");
     let shared = Shared::new(&base.clone().service("greeter", &[(a1, "greeter")]));
-    let (grpc_a, admin_a, grpc_b, admin_b) = (
-        free_addr().await,
-        free_addr().await,
-        free_addr().await,
-        free_addr().await,
-    );
-    let mut replica_a = ReplicaProcess::start(
-        &shared.config(),
-        &shared.ca(),
-        grpc_a,
-        admin_a,
-        &shared.bundle("a"),
-        &[grpc_b],
-    )
-    .await;
+    let [grpc_a, admin_a, grpc_b, admin_b] = free_addrs().await;
+    let mut replica_a = ReplicaProcess::start(&shared, "a", grpc_a, admin_a, &[grpc_b]).await;
     // A moves on to version 2 (greeter on g2 only) before B starts: B serves the same config
     // as its version 1.
     shared.write(&base.clone().service("greeter", &[(a2, "greeter")]));
@@ -434,15 +408,7 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     let channel = client.channel("greeter.default").await.unwrap();
     let mut greeter_client = GreeterClient::new(channel);
     assert!(eventually(WAIT, || client.control_status().version == 2).await);
-    let _replica_b = ReplicaProcess::start(
-        &shared.config(),
-        &shared.ca(),
-        grpc_b,
-        admin_b,
-        &shared.bundle("b"),
-        &[grpc_a],
-    )
-    .await;
+    let _replica_b = ReplicaProcess::start(&shared, "b", grpc_b, admin_b, &[grpc_a]).await;
     assert_eq!(view(admin_b).await["configVersion"], 1);
 
     replica_a.kill();
