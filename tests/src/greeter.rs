@@ -260,6 +260,18 @@ impl Drop for TestGreeterReplica {
 }
 
 impl Harness {
+    /// Starts normal replicas of the service `greeter` (account `greeter`), each named and on
+    /// its listener, all at once.
+    pub async fn greeters(
+        &self,
+        replicas: impl IntoIterator<Item = (TcpListener, &str)>,
+    ) -> anyhow::Result<Vec<TestGreeterReplica>> {
+        futures_util::future::try_join_all(replicas.into_iter().map(|(listener, name)| {
+            self.test_greeter(listener, name, "greeter", "greeter", GreeterMode::Normal)
+        }))
+        .await
+    }
+
     /// Starts test greeter replica `replica` of `service` on `listener`, running as `account`.
     pub async fn test_greeter(
         &self,

@@ -23,7 +23,7 @@ use mesh_control::skew::WireTransform;
 use mesh_core::proto::control_client::ControlClient;
 use mesh_core::proto::{self, CertifyRequest, Subscribe, WatchRequest, watch_request};
 use mesh_core::tls::TrustBundle;
-use mesh_tests::greeter::{GreeterMode, replicas_answering};
+use mesh_tests::greeter::replicas_answering;
 use mesh_tests::rawtls::{client_tls, raw_channel};
 use mesh_tests::{Config, Harness, eventually, listener, token_for};
 use mesh_tonic::MeshTonicExt;
@@ -70,10 +70,7 @@ async fn endpoints_added_and_removed_arrive_as_increments_and_are_routed_to() {
     let (l1, l2) = (listener().await.unwrap(), listener().await.unwrap());
     let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
     let harness = Harness::start(&config(&[(a1, "greeter")])).await.unwrap();
-    let mode = GreeterMode::Normal;
-    let g1 = harness.test_greeter(l1, "g1", "greeter", "greeter", mode);
-    let g2 = harness.test_greeter(l2, "g2", "greeter", "greeter", mode);
-    let (_g1, _g2) = tokio::try_join!(g1, g2).unwrap();
+    let _greeters = harness.greeters([(l1, "g1"), (l2, "g2")]).await.unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
     assert_eq!(replicas_answering(&client, 40).await, ["g1"]);
@@ -143,11 +140,10 @@ async fn a_lost_increment_is_detected_and_the_client_resyncs() {
     })
     .await
     .unwrap();
-    let mode = GreeterMode::Normal;
-    let g1 = harness.test_greeter(l1, "g1", "greeter", "greeter", mode);
-    let g2 = harness.test_greeter(l2, "g2", "greeter", "greeter", mode);
-    let g3 = harness.test_greeter(l3, "g3", "greeter", "greeter", mode);
-    let (_g1, _g2, _g3) = tokio::try_join!(g1, g2, g3).unwrap();
+    let _greeters = harness
+        .greeters([(l1, "g1"), (l2, "g2"), (l3, "g3")])
+        .await
+        .unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
     assert_eq!(replicas_answering(&client, 40).await, ["g1"]);
@@ -207,10 +203,7 @@ async fn a_control_service_without_increments_keeps_a_new_client_on_full_snapsho
     })
     .await
     .unwrap();
-    let mode = GreeterMode::Normal;
-    let g1 = harness.test_greeter(l1, "g1", "greeter", "greeter", mode);
-    let g2 = harness.test_greeter(l2, "g2", "greeter", "greeter", mode);
-    let (_g1, _g2) = tokio::try_join!(g1, g2).unwrap();
+    let _greeters = harness.greeters([(l1, "g1"), (l2, "g2")]).await.unwrap();
     let mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(mesh.channel("greeter").await.unwrap());
     assert_eq!(replicas_answering(&client, 40).await, ["g1"]);

@@ -174,6 +174,18 @@ fn settings(
     settings
 }
 
+/// The greeter's two servers, `g1` (node `greeter-1`) and `g2` (`greeter-2`), on `listeners`.
+async fn two_greeters(
+    listeners: [tokio::net::TcpListener; 2],
+    controls: &[SocketAddr],
+    anchors: &Path,
+) -> [JoinHandle<()>; 2] {
+    let [l1, l2] = listeners;
+    let g1 = settings(controls, anchors, "greeter", "greeter-1", Some("greeter"));
+    let g2 = settings(controls, anchors, "greeter", "greeter-2", Some("greeter"));
+    [greeter(l1, "g1", g1).await, greeter(l2, "g2", g2).await]
+}
+
 /// A greeter served on `listener` by a mesh started from `settings`.
 async fn greeter(
     listener: tokio::net::TcpListener,
@@ -250,18 +262,7 @@ async fn a_replica_killed_under_load_fails_no_call_and_the_view_stays_complete()
     let controls = [grpc_a, grpc_b];
 
     // Two servers and three clients, each a workload of its own.
-    let _g1 = greeter(
-        l1,
-        "g1",
-        settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter")),
-    )
-    .await;
-    let _g2 = greeter(
-        l2,
-        "g2",
-        settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter")),
-    )
-    .await;
+    let _greeters = two_greeters([l1, l2], &controls, &anchors).await;
     let mut clients = Vec::new();
     for node in ["client-1", "client-2", "client-3"] {
         clients.push(
@@ -389,18 +390,7 @@ async fn a_subscriber_moving_to_a_replica_with_other_versions_gets_a_correct_sna
     view_until(admin_a, "A at version 2", |v| v["configVersion"] == 2).await;
     let anchors = shared.bundle("a");
     let controls = [grpc_a, grpc_b];
-    let _g1 = greeter(
-        l1,
-        "g1",
-        settings(&controls, &anchors, "greeter", "greeter-1", Some("greeter")),
-    )
-    .await;
-    let _g2 = greeter(
-        l2,
-        "g2",
-        settings(&controls, &anchors, "greeter", "greeter-2", Some("greeter")),
-    )
-    .await;
+    let _greeters = two_greeters([l1, l2], &controls, &anchors).await;
     // B is not up yet: the client is on A whatever its hash picks.
     let client = Mesh::start(settings(&controls, &anchors, "client", "client-1", None))
         .await

@@ -18,7 +18,7 @@ use std::time::Duration;
 use examples::hello::greeter_client::GreeterClient;
 use mesh_control::skew::WireTransform;
 use mesh_core::proto;
-use mesh_tests::greeter::{GreeterMode, replicas_answering};
+use mesh_tests::greeter::replicas_answering;
 use mesh_tests::{Config, Harness, eventually, listener};
 use mesh_tonic::MeshTonicExt;
 
@@ -79,10 +79,7 @@ async fn a_snapshot_the_client_cannot_read_is_nacked_and_the_last_good_one_keeps
     })
     .await
     .unwrap();
-    let mode = GreeterMode::Normal;
-    let _g1 = harness.test_greeter(l1, "g1", "greeter", "greeter", mode);
-    let _g2 = harness.test_greeter(l2, "g2", "greeter", "greeter", mode);
-    let (_g1, _g2) = tokio::try_join!(_g1, _g2).unwrap();
+    let _greeters = harness.greeters([(l1, "g1"), (l2, "g2")]).await.unwrap();
     let client_mesh = harness.mesh("client").await.unwrap();
     let client = GreeterClient::new(client_mesh.channel("greeter").await.unwrap());
     assert_eq!(replicas_answering(&client, 60).await, ["g1"]);

@@ -57,7 +57,7 @@ impl PeakEwma {
         let now_ns = nanos_since(self.epoch, now);
         let rtt = self.decayed(now_ns);
         let cost = rtt * (pending + 1.0) / f64::from(weight.max(1));
-        if now_ns < self.shedding_until_ns.load(Ordering::Relaxed) {
+        if self.is_shedding_at(now_ns) {
             // At least 1 ns of estimate, so that even a cost of 0 is raised.
             return cost.max(1.0) * SHEDDING_FACTOR;
         }
@@ -75,7 +75,12 @@ impl PeakEwma {
     /// Whether the endpoint asked, by its last 429 or RESOURCE_EXHAUSTED, to be spared until
     /// after `now`.
     pub(crate) fn is_shedding(&self, now: Instant) -> bool {
-        nanos_since(self.epoch, now) < self.shedding_until_ns.load(Ordering::Relaxed)
+        self.is_shedding_at(nanos_since(self.epoch, now))
+    }
+
+    /// [`PeakEwma::is_shedding`] at `now_ns` since the epoch.
+    fn is_shedding_at(&self, now_ns: u64) -> bool {
+        now_ns < self.shedding_until_ns.load(Ordering::Relaxed)
     }
 
     /// The latency estimate now (decayed since the last response), for operators.

@@ -185,10 +185,9 @@ impl Authorizer {
     /// with no policy in force is refused: mTLS is the only guard then.
     pub fn authorize<B, R: Default>(
         &self,
-        request: Request<B>,
+        mut request: Request<B>,
         peer: Option<&PeerIdentity>,
     ) -> Result<Request<B>, Response<R>> {
-        let mut request = request;
         let grpc = mesh_core::route::is_grpc(request.headers());
         self.authorize_with_grpc(&mut request, peer, grpc)?;
         Ok(request)

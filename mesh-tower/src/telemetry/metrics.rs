@@ -207,9 +207,10 @@ impl StatusTable {
 
     /// [`StatusTable::method_row`] without the one-entry cache.
     fn lookup_method_row(&self, path: &str) -> Arc<MethodRow> {
+        // The same shape test as routing's (`/service/method`, both non-empty).
         let Some(method) = path
             .strip_prefix('/')
-            .filter(|m| matches!(m.split_once('/'), Some((s, m)) if !s.is_empty() && !m.is_empty() && !m.contains('/')))
+            .filter(|_| mesh_core::route::GrpcPath::parse(path).is_some())
         else {
             return self.other.clone();
         };
