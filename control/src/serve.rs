@@ -6,7 +6,9 @@
 //!   connection carries;
 //! - `limits`: bounds on connections and TLS handshakes in progress, and their bookkeeping;
 //! - `conn`: serves each HTTP/2 connection in one task that also polls its streams;
-//! - `routes`: routes the calls, serving `Watch` with small codec buffers;
+//! - `routes`: routes the calls, serving `Watch` itself;
+//! - `watch_body`: Watch's response body, the shared encodings of its messages then the
+//!   trailers;
 //! - `service`: the `Control` service, which hands each call to
 //!   [`crate::ca::certify`] or [`crate::watch::stream`];
 //! - `ads`: Envoy's `AggregatedDiscoveryService` for gRPC libraries' xDS clients, which hands
@@ -18,3 +20,4 @@ pub(crate) mod limits;
 pub(crate) mod routes;
 pub(crate) mod service;
 pub(crate) mod tls;
+pub(crate) mod watch_body;

@@ -5,6 +5,8 @@
 //!   task;
 //! - `projection`: the snapshot a subscription gets at one version, computed once however many
 //!   subscribers share the subscription;
+//! - `encoded`: that snapshot or increment encoded once, and each subscriber's stream item
+//!   sharing the bytes;
 //! - `own_service`: who may name a service as its own (only its replicas);
 //! - `limits`: how many streams and destinations one identity may hold ([`WatchLimits`](crate::WatchLimits));
 //! - `registry`: every live subscriber and the versions it was sent, acked and rejected;
@@ -12,6 +14,7 @@
 //! - [`skew`]: a test hook that rewrites every snapshot sent (version-skew tests);
 //! - `xds`: the same config served to gRPC libraries over xDS (ADS).
 
+pub(crate) mod encoded;
 pub(crate) mod limits;
 pub(crate) mod own_service;
 pub(crate) mod projection;

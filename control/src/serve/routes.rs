@@ -1,12 +1,14 @@
-//! Routes `mesh.control.v1.Control` calls, serving `Watch` with small codec buffers, and
-//! Envoy's `AggregatedDiscoveryService` (xDS for gRPC libraries) on the same port.
+//! Routes `mesh.control.v1.Control` calls, serving `Watch` itself, and Envoy's
+//! `AggregatedDiscoveryService` (xDS for gRPC libraries) on the same port.
 //!
 //! The generated server gives every Watch stream tonic's default 8 KiB decode buffer (for the
-//! ACKs, a few dozen bytes each) and 8 KiB encode buffer (for snapshots that are usually well
-//! under 1 KiB), allocated for the life of the stream. With one stream per subscriber that is
-//! most of a subscriber's cost to the control service, so Watch is served here with buffers
-//! sized for the usual message; they still grow for larger ones. `Certify` goes to the
-//! generated server unchanged.
+//! ACKs, a few dozen bytes each) and an encoder that copies each message into a buffer of the
+//! stream's own. With one stream per subscriber that is most of a subscriber's cost to the
+//! control service, so Watch is served here: its requests are decoded with a buffer sized for
+//! an ACK (it still grows for a larger message), and its responses are the shared encodings of
+//! [`crate::watch::encoded`], written by [`super::watch_body`]. Watch accepts no compressed
+//! requests (the generated server accepts none either). `Certify` goes to the generated
+//! server unchanged.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,17 +17,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use mesh_core::proto::control_server::{Control, ControlServer, SERVICE_NAME};
+use mesh_core::proto::control_server::{ControlServer, SERVICE_NAME};
 use mesh_core::proto::{Snapshot, WatchRequest};
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, Codec};
+use tonic::codec::BufferSettings;
 use tonic::codegen::{Service, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::server::NamedService;
+use tonic::{Request, Status, Streaming};
+use tonic_prost::{ProstCodec, ProstDecoder};
 
 use super::ads::AdsService;
 use super::service::ControlService;
+use super::watch_body;
 
 /// The path prefix of ADS calls.
 const ADS_PREFIX: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
@@ -33,13 +36,10 @@ const ADS_PREFIX: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService
 /// The Watch method's path.
 const WATCH_PATH: &str = "/mesh.control.v1.Control/Watch";
 
-/// Initial encode buffer of a Watch stream: a snapshot of a few destinations fits.
-const ENCODE_BUFFER: usize = 1024;
-
 /// Initial decode buffer of a Watch stream: an ACK or a `subscribe` of a few destinations fits.
 const DECODE_BUFFER: usize = 256;
 
-/// tonic's default: how much encoded data a stream buffers before yielding it.
+/// tonic's default: how much decoded data a stream buffers before yielding it.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// The `Control` service as added to the server.
@@ -50,13 +50,6 @@ pub(crate) struct ControlRoutes {
     ads: AggregatedDiscoveryServiceServer<AdsService>,
     max_decoding_message_size: usize,
 }
-
-/// The prost codec of Watch with small initial buffers.
-#[derive(Debug, Clone, Copy, Default)]
-struct WatchCodec;
-
-/// Hands a Watch call to the service.
-struct WatchSvc(Arc<ControlService>);
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
@@ -100,48 +93,45 @@ impl Service<http::Request<Body>> for ControlRoutes {
         if request.uri().path() != WATCH_PATH {
             return self.generated.call(request);
         }
-        let method = WatchSvc(self.service.clone());
+        let service = self.service.clone();
         let max_decoding = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = Grpc::new(WatchCodec)
-                .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
-            Ok(grpc.streaming(method, request).await)
+            if let Some(status) = compressed(request.headers()) {
+                return Ok(status.into_http());
+            }
+            let request = Request::from_http(request.map(|body| {
+                Streaming::new_request(watch_decoder(), body, None, Some(max_decoding))
+            }));
+            Ok(match service.open_watch(request) {
+                Ok(stream) => watch_body::response(stream),
+                Err(status) => status.into_http(),
+            })
         })
     }
 }
 
-// === impl WatchCodec ===
-
-impl Codec for WatchCodec {
-    type Encode = Snapshot;
-    type Decode = WatchRequest;
-    type Encoder = ProstEncoder<Snapshot>;
-    type Decoder = ProstDecoder<WatchRequest>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<Snapshot, WatchRequest>::raw_encoder(BufferSettings::new(
-            ENCODE_BUFFER,
-            YIELD_THRESHOLD,
-        ))
+/// The status refusing a request whose messages are compressed (`grpc-encoding` other than
+/// `identity`), as tonic's server answers one.
+fn compressed(headers: &http::HeaderMap) -> Option<Status> {
+    let encoding = headers.get("grpc-encoding")?;
+    if encoding == "identity" {
+        return None;
     }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<Snapshot, WatchRequest>::raw_decoder(BufferSettings::new(
-            DECODE_BUFFER,
-            YIELD_THRESHOLD,
-        ))
-    }
+    let mut status = Status::unimplemented(format!(
+        "Content is compressed with `{}` which isn't supported",
+        String::from_utf8_lossy(encoding.as_bytes())
+    ));
+    status.metadata_mut().insert(
+        "grpc-accept-encoding",
+        tonic::metadata::MetadataValue::from_static("identity"),
+    );
+    Some(status)
 }
 
-// === impl WatchSvc ===
-
-impl StreamingService<WatchRequest> for WatchSvc {
-    type Response = Snapshot;
-    type ResponseStream = <ControlService as Control>::WatchStream;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.watch(request).await })
-    }
+/// Watch's request decoder, with a buffer sized for an ACK.
+fn watch_decoder() -> ProstDecoder<WatchRequest> {
+    ProstCodec::<Snapshot, WatchRequest>::raw_decoder(BufferSettings::new(
+        DECODE_BUFFER,
+        YIELD_THRESHOLD,
+    ))
 }

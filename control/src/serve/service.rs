@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mesh_core::proto::control_server::Control;
 use mesh_core::proto::{
     CertifyRequest, CertifyResponse, ReplicaSubscribersRequest, ReplicaSubscribersResponse,
-    WatchRequest,
+    Snapshot, WatchRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,6 +32,23 @@ impl ControlService {
         }
     }
 
+    /// Opens a Watch stream for a caller with a verified identity (the call is routed here by
+    /// [`super::routes`], which writes the stream's shared encodings itself).
+    pub(crate) fn open_watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<WatchStream, Status> {
+        let (peer, identity) =
+            PeerInfo::require_identity(request.extensions(), "watch", "get one with Certify")?;
+        Ok(self.watch.open(
+            identity,
+            peer.remote_addr,
+            peer.certificate_expires,
+            peer.certificate_issuer,
+            request.into_inner(),
+        ))
+    }
+
     /// The ADS hub over the same config, registry and limits as Watch.
     pub(crate) fn xds_hub(&self) -> crate::watch::xds::stream::XdsHub {
         crate::watch::xds::stream::XdsHub::new(&self.watch)
@@ -40,21 +57,17 @@ impl ControlService {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    type WatchStream = WatchStream;
+    type WatchStream = futures_util::stream::Empty<Result<Snapshot, Status>>;
 
+    /// Never called: [`super::routes`] serves Watch itself (see [`Self::open_watch`]), so
+    /// that its messages are encoded once for every subscriber rather than by tonic per stream.
     async fn watch(
         &self,
-        request: Request<Streaming<WatchRequest>>,
+        _request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (peer, identity) =
-            PeerInfo::require_identity(request.extensions(), "watch", "get one with Certify")?;
-        Ok(Response::new(self.watch.open(
-            identity,
-            peer.remote_addr,
-            peer.certificate_expires,
-            peer.certificate_issuer,
-            request.into_inner(),
-        )))
+        Err(Status::internal(
+            "Watch is served by the control service's own route",
+        ))
     }
 
     async fn replica_subscribers(

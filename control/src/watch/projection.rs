@@ -23,13 +23,16 @@
 //! distinct base and kept with the projection ([`MAX_BASES`] of them).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use bytes::Bytes;
 
 use mesh_core::authz::InboundPolicy;
 use mesh_core::snapshot::{Destination, DestinationKey, ServiceName, Snapshot};
 use mesh_core::{delta, proto};
 use rustls_pki_types::CertificateDer;
 
+use super::encoded::{self, Encoded, WatchMessage};
 use super::skew::WireTransform;
 use crate::state::State;
 
@@ -70,6 +73,9 @@ pub(crate) struct Projection {
     replaced: Option<Arc<Projected>>,
     /// The message as it goes on the wire (wire transform applied).
     pub(crate) wire: proto::Snapshot,
+    /// Its encoding, made when a subscriber is first sent the full snapshot and shared by all
+    /// that are (most subscribers are sent increments after their first).
+    encoded: OnceLock<Bytes>,
     /// Increments to this projection, by the content they start from; `None` where the change
     /// cannot be said as an increment. The first, from `replaced`, is made with the projection.
     increments: Mutex<Vec<Increment>>,
@@ -78,8 +84,9 @@ pub(crate) struct Projection {
     state: Arc<State>,
 }
 
-/// An increment (`None`: the change is no increment) and the content it starts from.
-type Increment = (Arc<Projected>, Option<Arc<proto::Snapshot>>);
+/// An increment, encoded (`None`: the change is no increment), and the content it starts
+/// from.
+type Increment = (Arc<Projected>, Option<Arc<Encoded>>);
 
 /// The most bases a projection keeps increments from: subscribers that skipped versions hold
 /// one of a few older contents; one further behind gets its increment made afresh.
@@ -167,10 +174,20 @@ impl Projection {
                 .all(|service| new.config.same_service(&old.config, service))
     }
 
+    /// The full snapshot as one subscriber's stream item.
+    pub(crate) fn full_message(&self) -> WatchMessage {
+        WatchMessage::full(
+            self.encoded
+                .get_or_init(|| encoded::encode(&self.wire))
+                .clone(),
+        )
+    }
+
     /// The increment from `last` (the projection a subscriber was last sent) to this one, with
     /// `base_version` still to be set to the version the subscriber holds; `None` when the
-    /// change is no increment (see [`mesh_core::delta::diff`]). Made once per distinct base.
-    pub(crate) fn increment_from(&self, last: &Projection) -> Option<Arc<proto::Snapshot>> {
+    /// change is no increment (see [`mesh_core::delta::diff`]). Made and encoded once per
+    /// distinct base.
+    pub(crate) fn increment_from(&self, last: &Projection) -> Option<Arc<Encoded>> {
         {
             let increments = lock(&self.increments);
             if let Some((_, increment)) = increments
@@ -180,7 +197,7 @@ impl Projection {
                 return increment.clone();
             }
         }
-        let increment = delta::diff(&last.wire, &self.wire).map(Arc::new);
+        let increment = delta::diff(&last.wire, &self.wire).map(|i| Arc::new(Encoded::new(i)));
         let mut increments = lock(&self.increments);
         if increments.len() < MAX_BASES {
             increments.push((last.content.clone(), increment.clone()));
@@ -268,6 +285,7 @@ impl ProjectionCache {
                         version: state.version,
                         ..old.wire.clone()
                     },
+                    encoded: OnceLock::new(),
                     increments: Mutex::default(),
                     state: state.clone(),
                 })
@@ -329,7 +347,7 @@ impl ProjectionCache {
         // subscriber to ask (outside the cache's lock, like the projection).
         let increments = match &replaced {
             Some(old) if self.transform.increments() => {
-                let increment = delta::diff(&old.wire, &wire).map(Arc::new);
+                let increment = delta::diff(&old.wire, &wire).map(|i| Arc::new(Encoded::new(i)));
                 vec![(old.content.clone(), increment)]
             }
             _ => Vec::new(),
@@ -339,6 +357,7 @@ impl ProjectionCache {
             content,
             replaced: replaced.map(|old| old.content.clone()),
             wire,
+            encoded: OnceLock::new(),
             increments: Mutex::new(increments),
             state: state.clone(),
         })
@@ -441,13 +460,15 @@ mod tests {
             &increment,
             &v3.increment_from(&v1).expect("an increment")
         ));
-        assert_eq!(increment.version, 3);
-        assert!(increment.destinations.is_empty());
+        assert_eq!(increment.message.version, 3);
+        assert!(increment.message.destinations.is_empty());
         let mut held = v1.wire.clone();
         held.version = 2; // what a subscriber sent v2 holds: v1's content at version 2
-        let mut stamped = (*increment).clone();
-        stamped.base_version = 2;
+        // As the subscriber decodes it: the shared bytes with its own base version.
+        let stamped = increment.for_subscriber(2).decode();
+        assert_eq!(stamped.base_version, 2);
         mesh_core::delta::apply(&mut held, stamped).expect("applies");
+        assert_eq!(v3.full_message().decode(), v3.wire);
         assert_eq!(held, v3.wire);
         // New roots change every projection.
         let new_roots = Arc::new(Vec::new());

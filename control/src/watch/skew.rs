@@ -81,9 +81,10 @@ impl WireTransform {
         !self.full_only
     }
 
-    /// Whether `message` is to be lost.
-    pub(crate) fn drops(&self, message: &proto::Snapshot) -> bool {
-        self.drop.as_ref().is_some_and(|drop| drop(message))
+    /// Whether the message `message` makes is to be lost (it is made only when a test asks
+    /// to lose some: subscribers are sent shared encodings, not messages of their own).
+    pub(crate) fn drops(&self, message: impl FnOnce() -> proto::Snapshot) -> bool {
+        self.drop.as_ref().is_some_and(|drop| drop(&message()))
     }
 
     /// `snapshot` as it goes on the wire.

@@ -46,6 +46,7 @@ use mesh_core::snapshot::{DestinationKey, ServiceName};
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::encoded::WatchMessage;
 use super::limits::{Lease, Usage, WatchLimits};
 use super::own_service;
 use super::projection::{Projection, ProjectionCache, ProjectionKey};
@@ -78,9 +79,10 @@ const MAX_NACK_FIELD_LEN: usize = 256;
 /// The longest problem code kept of a NACK's detail.
 const MAX_NACK_CODE_LEN: usize = 64;
 
-/// The response stream of one Watch call.
+/// The response stream of one Watch call: each message encoded once for every subscriber it
+/// goes to ([`WatchMessage`]), served by [`crate::serve::watch_body`].
 pub(crate) type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<proto::Snapshot, Status>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<WatchMessage, Status>> + Send + 'static>>;
 
 /// Opens Watch streams against the config in force.
 #[derive(Debug, Clone)]
@@ -240,7 +242,7 @@ where
 {
     /// The next item of the response stream: a snapshot, or the status that ends the stream
     /// (after which it ends); `None` once it has ended.
-    async fn next(&mut self) -> Option<Result<proto::Snapshot, Status>> {
+    async fn next(&mut self) -> Option<Result<WatchMessage, Status>> {
         if self.ended.is_some() {
             return None;
         }
@@ -429,7 +431,7 @@ where
 
     /// The snapshot to send if the subscriber's projection may have changed and did; records
     /// it as sent.
-    fn changed_projection(&mut self) -> Option<proto::Snapshot> {
+    fn changed_projection(&mut self) -> Option<WatchMessage> {
         let subscribed = self.subscribed.as_mut()?;
         if !std::mem::take(&mut subscribed.dirty) {
             return None;
@@ -461,18 +463,24 @@ where
         let transform = self.projections.transform();
         let increment = match &subscribed.last {
             Some(last) if subscribed.subscription.incremental && transform.increments() => {
-                projection
-                    .increment_from(last)
-                    .map(|increment| proto::Snapshot {
-                        base_version: subscribed.last_sent,
-                        // The increment's parts are shared; each subscriber clones what changed.
-                        ..proto::Snapshot::clone(&increment)
-                    })
+                projection.increment_from(last)
             }
             _ => None,
         };
         let is_increment = increment.is_some();
-        let message = increment.unwrap_or_else(|| projection.wire.clone());
+        // The shared encoding, with the version this subscriber holds as an increment's base.
+        let base_version = subscribed.last_sent;
+        let message = match &increment {
+            Some(increment) => increment.for_subscriber(base_version),
+            None => projection.full_message(),
+        };
+        let lost = transform.drops(|| match &increment {
+            Some(increment) => proto::Snapshot {
+                base_version,
+                ..increment.message.clone()
+            },
+            None => projection.wire.clone(),
+        });
         subscribed.last_sent = version;
         subscribed.last = Some(projection);
         self.registry.propagation.sent(version);
@@ -484,7 +492,7 @@ where
             increment = is_increment,
             "sent snapshot"
         );
-        if transform.drops(&message) {
+        if lost {
             tracing::debug!(
                 id = subscribed.registration.id(),
                 version,
@@ -500,7 +508,7 @@ where
         &mut self,
         reason: &'static str,
         status: Status,
-    ) -> Option<Result<proto::Snapshot, Status>> {
+    ) -> Option<Result<WatchMessage, Status>> {
         self.ended = Some(reason);
         Some(Err(status))
     }

@@ -507,9 +507,9 @@ impl ChangeMeter {
     fn stop(self) -> ChangeUsage {
         ChangeUsage {
             window: self.started.elapsed(),
-            server_cpu: procs::process_cpu(self.pid) - self.cpu,
+            server_cpu: procs::process_cpu(self.pid).saturating_sub(self.cpu),
             server_writes: procs::write_syscalls(self.pid) - self.writes,
-            own_cpu: procs::process_cpu(std::process::id()) - self.own_cpu,
+            own_cpu: procs::process_cpu(std::process::id()).saturating_sub(self.own_cpu),
         }
     }
 }

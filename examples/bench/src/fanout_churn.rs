@@ -99,7 +99,7 @@ pub(crate) async fn measure(subscribers: usize) -> anyhow::Result<Churn> {
             max_behind = max_behind.max(behind);
         }
         if window.0.elapsed() >= WINDOW {
-            let cpu = procs::process_cpu(pid) - window.1;
+            let cpu = procs::process_cpu(pid).saturating_sub(window.1);
             windows.push(Window {
                 end_seconds: started.elapsed().as_secs_f64(),
                 cpu_ms_per_second: cpu.as_secs_f64() * 1e3 / window.0.elapsed().as_secs_f64(),
