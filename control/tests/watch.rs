@@ -473,3 +473,65 @@ async fn a_watch_with_compressed_requests_is_refused_naming_the_encoding() {
     );
     assert_eq!(response.headers()["grpc-accept-encoding"], "identity");
 }
+
+/// A control file whose `greeter` has `endpoints` endpoints, the first on `first_port`.
+fn big_greeter_yaml(endpoints: u16, first_port: u16) -> String {
+    let mut yaml = config_yaml(first_port);
+    let extra: String = (1..endpoints)
+        .map(|i| {
+            format!(
+                "      - address: 127.0.1.{}:{}\n        identity: spiffe://mesh.local/ns/default/sa/greeter\n",
+                i % 250 + 1,
+                6000 + i
+            )
+        })
+        .collect();
+    let at = yaml.find("  - name: other").expect("the other service");
+    yaml.insert_str(at, &extra);
+    yaml
+}
+
+#[tokio::test]
+async fn a_large_snapshot_and_its_increment_arrive_whole_over_the_wire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control.yaml");
+    std::fs::write(&path, big_greeter_yaml(200, 5000)).expect("write");
+    let control = start_file(&path).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let mut client = connect(&control, Some(&cert)).await;
+    let mut first = subscribe("increments", &["greeter"]);
+    if let Some(watch_request::Kind::Subscribe(s)) = &mut first.kind {
+        s.incremental = true;
+    }
+    let mut watch = open_watch(&mut client, first).await.expect("opens");
+    let mut held = watch.next().await;
+    // Well over the size sent as one chunk: the shared bytes go out uncopied, after the prefix.
+    assert!(
+        prost::Message::encoded_len(&held) > 4096,
+        "a large snapshot"
+    );
+    assert_eq!(
+        addresses(&model(held.clone()), "greeter.default").len(),
+        200
+    );
+    watch.send(ack(held.version, "")).await;
+
+    // One endpoint moves: an increment over the version held, with its own base version.
+    std::fs::write(&path, big_greeter_yaml(200, 5001)).expect("write");
+    let increment = watch.next().await;
+    assert_eq!(increment.base_version, held.version, "{increment:?}");
+    assert!(
+        prost::Message::encoded_len(&increment) < 1024,
+        "only the change"
+    );
+    mesh_core::delta::apply(&mut held, increment).expect("applies");
+
+    // The same as a full snapshot sent afresh.
+    let mut fresh = open_watch(&mut client, subscribe("full", &["greeter"]))
+        .await
+        .expect("opens");
+    let full = fresh.next().await;
+    assert_eq!(full.version, held.version);
+    assert_eq!(model(held), model(full.clone()));
+    assert!(addresses(&model(full), "greeter.default").contains(&"127.0.0.1:5001".to_owned()));
+}
