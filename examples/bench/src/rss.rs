@@ -1,7 +1,11 @@
 //! The memory the mesh adds to a service: the same greeter served by two processes of their
 //! own (`bench __server plain|mesh`), one with plain tonic over rustls mTLS and one meshed,
 //! under the same load (64 calls in flight for a few seconds); their RSS is read from
-//! `/proc/PID/status` idle, after the load (steady, `VmRSS`) and at its peak (`VmHWM`).
+//! `/proc/PID/status` idle, after the load (steady, `VmRSS`) and at its peak (`VmHWM`). The
+//! steady RSS is also split into anonymous pages (`RssAnon`: the heap, stacks, relocated data;
+//! memory of the process's own) and file-backed ones (`RssFile`: the pages of the binary's code
+//! and read-only data that ran, which the kernel may drop and read again), since the two
+//! servers are the same binary and most of what the mesh adds is its code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +53,9 @@ pub(crate) struct Setup {
 pub(crate) struct Process {
     idle_bytes: u64,
     steady_bytes: u64,
+    /// Of the steady RSS, anonymous pages (`RssAnon`) and file-backed ones (`RssFile`).
+    steady_anon_bytes: u64,
+    steady_file_bytes: u64,
     peak_bytes: u64,
     requests: u64,
 }
@@ -90,6 +97,14 @@ impl Figures {
             added as f64 / (1024.0 * 1024.0),
             steady as f64 / (1024.0 * 1024.0),
             verdict(added <= TARGET_BYTES)
+        );
+        let diff = |f: fn(&Process) -> u64| {
+            (f(&self.mesh) as i64 - f(&self.plain_mtls) as i64) as f64 / (1024.0 * 1024.0)
+        };
+        println!(
+            "  of the steady RSS added: {:+.2} MB anonymous (heap, stacks), {:+.2} MB file-backed (the code that ran)",
+            diff(|p| p.steady_anon_bytes),
+            diff(|p| p.steady_file_bytes),
         );
     }
 }
@@ -175,6 +190,8 @@ fn measure_one(
     Ok(Process {
         idle_bytes,
         steady_bytes: procs::status_bytes(pid, "VmRSS"),
+        steady_anon_bytes: procs::status_bytes(pid, "RssAnon"),
+        steady_file_bytes: procs::status_bytes(pid, "RssFile"),
         peak_bytes: procs::status_bytes(pid, "VmHWM"),
         requests,
     })
