@@ -535,3 +535,47 @@ async fn a_large_snapshot_and_its_increment_arrive_whole_over_the_wire() {
     assert_eq!(model(held), model(full.clone()));
     assert!(addresses(&model(full), "greeter.default").contains(&"127.0.0.1:5001".to_owned()));
 }
+
+/// `WatchRequest` with `subscribe` (a message) sent as a number: the wrong wire type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MistypedWatchRequest {
+    #[prost(uint64, tag = "1")]
+    subscribe: u64,
+}
+
+#[tokio::test]
+async fn an_undecodable_watch_request_is_invalid_argument_naming_the_field() {
+    let control = start_inline(&config_yaml(5000)).await;
+    let cert = obtain_cert(&control, "client-token-0123456789").await;
+    let channel = channel_to(
+        control.addr(),
+        control.trust_bundle(),
+        control.identity().clone(),
+        Some(&cert),
+    )
+    .await
+    .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let requests = tokio_stream::iter([MistypedWatchRequest { subscribe: 7 }]);
+    let result = grpc
+        .streaming(
+            tonic::Request::new(requests),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/mesh.control.v1.Control/Watch"),
+            tonic_prost::ProstCodec::<MistypedWatchRequest, proto::Snapshot>::default(),
+        )
+        .await;
+    let status = match result {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("the stream ends with the refusal"),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("WatchRequest"),
+        "names the message and field: {status:?}"
+    );
+}

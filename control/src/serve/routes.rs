@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use mesh_core::proto::WatchRequest;
+use mesh_core::proto::codec::Decoder;
 use mesh_core::proto::control_server::{ControlServer, SERVICE_NAME};
-use mesh_core::proto::{Snapshot, WatchRequest};
 use tonic::body::Body;
 use tonic::codec::BufferSettings;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Status, Streaming};
-use tonic_prost::{ProstCodec, ProstDecoder};
 
 use super::ads::AdsService;
 use super::service::ControlService;
@@ -128,10 +128,8 @@ fn compressed(headers: &http::HeaderMap) -> Option<Status> {
     Some(status)
 }
 
-/// Watch's request decoder, with a buffer sized for an ACK.
-fn watch_decoder() -> ProstDecoder<WatchRequest> {
-    ProstCodec::<Snapshot, WatchRequest>::raw_decoder(BufferSettings::new(
-        DECODE_BUFFER,
-        YIELD_THRESHOLD,
-    ))
+/// Watch's request decoder, with a buffer sized for an ACK; like the generated server's, it
+/// answers a request that does not decode with INVALID_ARGUMENT naming the field.
+fn watch_decoder() -> Decoder<WatchRequest> {
+    Decoder::with_buffer_settings(BufferSettings::new(DECODE_BUFFER, YIELD_THRESHOLD))
 }

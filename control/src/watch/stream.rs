@@ -333,6 +333,10 @@ where
                             "ignored a message of an unknown kind"
                         );
                     }
+                    // A message that does not decode is told why (the decoder names the field).
+                    Some(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                        return self.end("undecodable message", status);
+                    }
                     Some(Err(_)) => {
                         self.ended = Some("stream error");
                         return None;
@@ -361,6 +365,8 @@ where
                 "no subscribe message within {}s",
                 SUBSCRIBE_TIMEOUT.as_secs()
             ))),
+            // A first message that does not decode: the decoder's status names the field.
+            Ok(Some(Err(status))) if status.code() == tonic::Code::InvalidArgument => Err(status),
             // The client left or broke the stream: nobody to tell.
             Ok(None | Some(Err(_))) => {
                 self.ended = Some("client left before subscribing");

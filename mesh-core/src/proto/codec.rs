@@ -79,17 +79,35 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        Decoder(PhantomData)
+        Decoder::with_buffer_settings(BufferSettings::default())
     }
 }
 
 /// Decodes a `D`; see [`Codec`].
 #[derive(Debug)]
-pub struct Decoder<D>(PhantomData<D>);
+pub struct Decoder<D> {
+    buffer: BufferSettings,
+    message: PhantomData<D>,
+}
+
+impl<D> Decoder<D> {
+    /// A decoder whose stream buffers as `buffer` says (tonic's default: 8 KiB to start); a
+    /// stream of small messages, such as Watch's ACKs, needs far less.
+    pub fn with_buffer_settings(buffer: BufferSettings) -> Self {
+        Self {
+            buffer,
+            message: PhantomData,
+        }
+    }
+}
 
 impl<D: Decoded> TonicDecoder for Decoder<D> {
     type Item = D;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.buffer
+    }
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
         D::decode(buf)
