@@ -435,19 +435,25 @@ async fn certify_calls_and_watch_streams_share_a_connection() {
     control.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_watch_with_compressed_requests_is_refused_naming_the_encoding() {
-    use tonic::codegen::Service as _;
-    let control = start_inline(&config_yaml(5000)).await;
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
-    let mut channel = channel_to(
+/// A channel to `control` with a certificate it issued, for requests the generated client
+/// cannot make.
+async fn certified_channel(control: &RunningControl) -> Channel {
+    let cert = obtain_cert(control, "client-token-0123456789").await;
+    channel_to(
         control.addr(),
         control.trust_bundle(),
         control.identity().clone(),
         Some(&cert),
     )
     .await
-    .expect("connects");
+    .expect("connects")
+}
+
+#[tokio::test]
+async fn a_watch_with_compressed_requests_is_refused_naming_the_encoding() {
+    use tonic::codegen::Service as _;
+    let control = start_inline(&config_yaml(5000)).await;
+    let mut channel = certified_channel(&control).await;
     // The generated client cannot say `grpc-encoding` without a compression feature: by hand.
     let request = tonic::codegen::http::Request::builder()
         .method("POST")
@@ -546,15 +552,7 @@ struct MistypedWatchRequest {
 #[tokio::test]
 async fn an_undecodable_watch_request_is_invalid_argument_naming_the_field() {
     let control = start_inline(&config_yaml(5000)).await;
-    let cert = obtain_cert(&control, "client-token-0123456789").await;
-    let channel = channel_to(
-        control.addr(),
-        control.trust_bundle(),
-        control.identity().clone(),
-        Some(&cert),
-    )
-    .await
-    .expect("connects");
+    let channel = certified_channel(&control).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let requests = tokio_stream::iter([MistypedWatchRequest { subscribe: 7 }]);
