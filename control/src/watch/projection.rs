@@ -460,8 +460,9 @@ mod tests {
             &increment,
             &v3.increment_from(&v1).expect("an increment")
         ));
-        assert_eq!(increment.message.version, 3);
-        assert!(increment.message.destinations.is_empty());
+        let shared = increment.for_subscriber(0).decode();
+        assert_eq!(shared.version, 3);
+        assert!(shared.destinations.is_empty());
         let mut held = v1.wire.clone();
         held.version = 2; // what a subscriber sent v2 holds: v1's content at version 2
         // As the subscriber decodes it: the shared bytes with its own base version.

@@ -475,18 +475,11 @@ where
         };
         let is_increment = increment.is_some();
         // The shared encoding, with the version this subscriber holds as an increment's base.
-        let base_version = subscribed.last_sent;
         let message = match &increment {
-            Some(increment) => increment.for_subscriber(base_version),
+            Some(increment) => increment.for_subscriber(subscribed.last_sent),
             None => projection.full_message(),
         };
-        let lost = transform.drops(|| match &increment {
-            Some(increment) => proto::Snapshot {
-                base_version,
-                ..increment.message.clone()
-            },
-            None => projection.wire.clone(),
-        });
+        let lost = transform.drops(|| message.decode());
         subscribed.last_sent = version;
         subscribed.last = Some(projection);
         self.registry.propagation.sent(version);

@@ -187,19 +187,7 @@ impl Measured {
 
 /// CPU time so far of this process's threads named [`CONTROL_THREADS`].
 fn control_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos = tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.trim_end() == CONTROL_THREADS)
-        })
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
+    crate::procs::threads_cpu(std::process::id(), Some(CONTROL_THREADS))
 }
 
 /// `Certify` calls with [`IN_FLIGHT`] callers over [`CONNECTIONS`] connections.

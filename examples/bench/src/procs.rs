@@ -85,11 +85,23 @@ impl Drop for ChildProcess {
 /// change's few milliseconds). A thread that exits between two readings takes its time with
 /// it: differences are taken saturating, over windows in which the servers keep their threads.
 pub(crate) fn process_cpu(pid: u32) -> Duration {
+    threads_cpu(pid, None)
+}
+
+/// CPU time so far of process `pid`'s threads named `name` (`/proc/PID/task/*/comm`), or of
+/// all of them; see [`process_cpu`].
+pub(crate) fn threads_cpu(pid: u32, name: Option<&str>) -> Duration {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
     let nanos = tasks
         .flatten()
+        .filter(|task| {
+            name.is_none_or(|name| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == name)
+            })
+        })
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
         .sum();

@@ -1174,6 +1174,16 @@ fn cluster(services: usize, per: usize) -> ClusterIndex {
     index
 }
 
+/// Moves one endpoint of `svc-3` in `ns-0` (its slice `svc-3-a`) to a new address.
+fn move_one_endpoint(index: &mut ClusterIndex) {
+    index.apply(Event::Apply(slice(
+        "ns-0",
+        "svc-3-a",
+        "svc-3",
+        &[("10.99.0.1", "svc-3-0", true, true)],
+    )));
+}
+
 /// How many Service specs building after `change` made.
 fn specs_built_by(index: &mut ClusterIndex, change: impl FnOnce(&mut ClusterIndex)) -> u64 {
     index.build().expect("builds");
@@ -1194,12 +1204,7 @@ fn one_event_rebuilds_only_the_services_it_touches_whatever_the_cluster_size() {
         );
         // One endpoint of one slice moves.
         let built = specs_built_by(&mut index, |index| {
-            index.apply(Event::Apply(slice(
-                "ns-0",
-                "svc-3-a",
-                "svc-3",
-                &[("10.99.0.1", "svc-3-0", true, true)],
-            )));
+            move_one_endpoint(index);
         });
         assert_eq!(built, 1, "{services} services: a slice change");
         assert_eq!(
@@ -1294,12 +1299,7 @@ fn a_replicas_event_validates_only_its_services_and_equals_a_whole_build() {
             "{services} services: nothing changed"
         );
         let moved = validations_by(&mut index, |index| {
-            index.apply(Event::Apply(slice(
-                "ns-0",
-                "svc-3-a",
-                "svc-3",
-                &[("10.99.0.1", "svc-3-0", true, true)],
-            )));
+            move_one_endpoint(index);
         });
         assert_eq!(moved, (0, 1), "{services} services: a slice change");
         let config = index.build().expect("builds").config;
