@@ -42,6 +42,11 @@ fn slice(
             })
         })
         .collect();
+    slice_with(ns, name, service, endpoints)
+}
+
+/// An IPv4 slice of `service` with one `grpc` port and `endpoints` as given.
+fn slice_with(ns: &str, name: &str, service: &str, endpoints: Vec<Value>) -> EndpointSlice {
     obj(json!({
         "metadata": {"name": name, "namespace": ns,
                      "labels": {"kubernetes.io/service-name": service}},
@@ -1396,13 +1401,7 @@ fn slice_on(
             })
         })
         .collect();
-    obj(json!({
-        "metadata": {"name": name, "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "ports": [{"name": "grpc", "port": 50051, "protocol": "TCP"}],
-        "endpoints": endpoints
-    }))
+    slice_with(ns, name, service, endpoints)
 }
 
 #[test]
