@@ -124,6 +124,21 @@ fn equals_validating_the_whole_config_and_shares_what_did_not_change() {
     assert_eq!(same, before);
 }
 
+/// The errors `with_replicas` refuses `services` with, checked to be those a whole validation
+/// of the same config gives.
+fn refused_as_the_whole_would_be(before: &ValidConfig, services: &[ServiceSpec]) -> String {
+    let Err(ReplicasError::Invalid(errors)) =
+        before.with_replicas(services.to_vec(), Vec::new(), &td())
+    else {
+        panic!("the replicas must be refused");
+    };
+    let whole = written_with(before, services, &[])
+        .validate(&td())
+        .expect_err("the whole config is refused");
+    assert_eq!(errors.to_string(), whole.to_string());
+    whole.to_string()
+}
+
 #[test]
 fn invalid_replicas_give_the_errors_validating_the_whole_would() {
     let before = valid();
@@ -135,19 +150,9 @@ fn invalid_replicas_give_the_errors_validating_the_whole_would() {
             endpoint("10.0.0.3:8080", "Bad_Account"),
         ],
     )];
-    let Err(ReplicasError::Invalid(errors)) =
-        before.with_replicas(services.clone(), Vec::new(), &td())
-    else {
-        panic!("invalid replicas must be refused");
-    };
-    let whole = written_with(&before, &services, &[])
-        .validate(&td())
-        .expect_err("invalid");
-    assert_eq!(errors.to_string(), whole.to_string());
+    let errors = refused_as_the_whole_would_be(&before, &services);
     assert!(
-        errors
-            .to_string()
-            .contains("services[1].endpoints[1].address"),
+        errors.contains("services[1].endpoints[1].address"),
         "{errors}"
     );
 }
@@ -166,18 +171,10 @@ fn replicas_that_overflow_a_sender_s_destination_are_refused_as_the_whole_would_
         })
         .collect();
     let services = vec![greeter(&before, endpoints)];
-    let Err(ReplicasError::Invalid(errors)) =
-        before.with_replicas(services.clone(), Vec::new(), &td())
-    else {
-        panic!("an oversized destination must be refused");
-    };
-    let whole = written_with(&before, &services, &[])
-        .validate(&td())
-        .expect_err("too big");
-    assert_eq!(errors.to_string(), whole.to_string());
+    let errors = refused_as_the_whole_would_be(&before, &services);
     // greeter's own destination, and front's, which carries greeter as a backend.
-    assert!(errors.to_string().contains("services[0]"), "{errors}");
-    assert!(errors.to_string().contains("services[1]"), "{errors}");
+    assert!(errors.contains("services[0]"), "{errors}");
+    assert!(errors.contains("services[1]"), "{errors}");
 }
 
 #[test]
