@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -245,30 +247,37 @@ where
     /// The endpoint picked is put in `chosen` (when given) as soon as it is known, so that a
     /// caller whose own timer drops this future still knows where the try went; a caller with
     /// no timer passes `None` and pays no reference count for it.
-    pub(crate) async fn send(
-        &self,
+    pub(crate) fn send<'a>(
+        &'a self,
         request: Request<B>,
-        avoid: &[EndpointKey],
+        avoid: &'a [EndpointKey],
         ready_timeout: Duration,
-        chosen: Option<&mut Option<Arc<Endpoint<B>>>>,
-    ) -> Sent<B> {
+        chosen: Option<&'a mut Option<Arc<Endpoint<B>>>>,
+    ) -> impl Future<Output = Sent<B>> + Send + 'a {
         // The usual case first: an endpoint is ready, so no waiter is registered (registering
-        // one takes the `Notify`'s lock twice, shared by every call on this backend).
+        // one takes the `Notify`'s lock twice, shared by every call on this backend), and the
+        // try's future is hyper's send and no more. Picked now, when the try is made: its
+        // caller awaits it at once.
         // One reading of the clock for the pick and the try's start (about 50 instructions
         // each); a try that had to wait reads it again.
         let now = Instant::now();
-        let ((endpoint, sender), sent) = match self.ready_endpoint_at(avoid, now) {
-            Some(ready) => (ready, now),
-            None => (
-                self.wait_for_ready(avoid, ready_timeout).await?,
-                Instant::now(),
-            ),
-        };
-        if let Some(chosen) = chosen {
-            *chosen = Some(endpoint.clone());
+        match self.ready_endpoint_at(avoid, now) {
+            Some((endpoint, sender)) => {
+                if let Some(chosen) = chosen {
+                    *chosen = Some(endpoint.clone());
+                }
+                Either::Left(Self::send_at(endpoint, sender, request, now))
+            }
+            // Boxed: waiting for a ready endpoint is rare, and its state (a waiter, a timer
+            // and the request) would otherwise size every try's.
+            None => Either::Right(Box::pin(async move {
+                let (endpoint, sender) = self.wait_for_ready(avoid, ready_timeout).await?;
+                if let Some(chosen) = chosen {
+                    *chosen = Some(endpoint.clone());
+                }
+                Self::send_at(endpoint, sender, request, Instant::now()).await
+            })),
         }
-        // One await of the send: the call's state machine holds hyper's send future once.
-        Self::send_at(endpoint, sender, request, sent).await
     }
 
     /// Waits up to `ready_timeout` for an endpoint (other than `avoid`, when another is
@@ -344,28 +353,30 @@ where
     }
 
     /// [`Backend::send_to`] for a try that starts at `sent`.
-    async fn send_at(
+    fn send_at(
         endpoint: Arc<Endpoint<B>>,
         mut sender: SendRequest<B>,
         request: Request<B>,
         sent: Instant,
-    ) -> Sent<B> {
-        let in_flight = InFlight::start(&endpoint, sent);
+    ) -> impl Future<Output = Sent<B>> + use<B> {
+        let in_flight = InFlight::start(endpoint, sent);
         // `try_send_request` rather than `send_request`: when the connection closes before the
-        // request is written, hyper hands the request back.
-        let result = sender.try_send_request(request).await;
-        drop(in_flight);
-        match result {
-            Ok(response) => Ok((response, endpoint)),
-            Err(mut error) => match error.take_message() {
-                Some(request) => Err(SendError::Unsent(
-                    endpoint,
-                    error.into_error(),
-                    Box::new(request),
-                )),
-                None => Err(SendError::Endpoint(endpoint, error.into_error())),
-            },
-        }
+        // request is written, hyper hands the request back. A combinator rather than an
+        // `async fn`: that kept the request in its state beside hyper's future holding it.
+        sender.try_send_request(request).map(move |result| {
+            let endpoint = in_flight.end();
+            match result {
+                Ok(response) => Ok((response, endpoint)),
+                Err(mut error) => match error.take_message() {
+                    Some(request) => Err(SendError::Unsent(
+                        endpoint,
+                        error.into_error(),
+                        Box::new(request),
+                    )),
+                    None => Err(SendError::Endpoint(endpoint, error.into_error())),
+                },
+            }
+        })
     }
 
     /// An endpoint picked by P2C (see [`super::balance`]) among the available ones, in the
@@ -484,22 +495,38 @@ impl<B: Send + 'static> Refresh for Backend<B> {
     }
 }
 
-/// A call in flight on an endpoint: counted in its load until dropped (also when the call is
-/// cancelled by a timeout).
-struct InFlight<'a, B> {
-    endpoint: &'a Endpoint<B>,
+/// A call in flight on an endpoint: counted in its load until it ends, or until dropped (when
+/// the call is cancelled by a timeout).
+struct InFlight<B> {
+    /// `None` once ended.
+    endpoint: Option<Arc<Endpoint<B>>>,
     sent: Instant,
 }
 
-impl<'a, B> InFlight<'a, B> {
-    fn start(endpoint: &'a Endpoint<B>, sent: Instant) -> Self {
+impl<B> InFlight<B> {
+    fn start(endpoint: Arc<Endpoint<B>>, sent: Instant) -> Self {
         endpoint.load.start();
-        Self { endpoint, sent }
+        Self {
+            endpoint: Some(endpoint),
+            sent,
+        }
+    }
+
+    /// Ends the call's count now; the endpoint back.
+    fn end(mut self) -> Arc<Endpoint<B>> {
+        let Some(endpoint) = self.endpoint.take() else {
+            // Set by `start` and taken only here, which consumes the guard.
+            unreachable!("a call in flight ends once")
+        };
+        endpoint.load.complete(self.sent, Instant::now());
+        endpoint
     }
 }
 
-impl<B> Drop for InFlight<'_, B> {
+impl<B> Drop for InFlight<B> {
     fn drop(&mut self) {
-        self.endpoint.load.complete(self.sent, Instant::now());
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.load.complete(self.sent, Instant::now());
+        }
     }
 }
