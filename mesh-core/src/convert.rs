@@ -19,7 +19,7 @@
 //! The subscriber's inbound policy travels as `inbound` and is checked like the config's
 //! policies (`inbound.policies[0].rules[1].from.identities[0]: ...`); see `convert/policy.rs`.
 
-use crate::check::{self, EndpointFields, FirstSeen};
+use crate::check::{self, EndpointAt, EndpointFields, FirstIndex, FirstSeen};
 use crate::config::{
     FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, HedgingSpec, MethodMatchSpec,
     MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
@@ -529,7 +529,8 @@ fn endpoints(
     wire: Vec<proto::Endpoint>,
     errors: &mut Vec<FieldError>,
 ) -> Vec<Endpoint> {
-    let mut addresses = FirstSeen::new();
+    let list = format!("{parent}.endpoints");
+    let mut addresses = FirstIndex::new();
     wire.into_iter()
         .enumerate()
         .filter_map(|(i, endpoint)| {
@@ -546,8 +547,11 @@ fn endpoints(
                 labels: endpoint.labels.into_iter().collect(),
                 identity: &endpoint.identity,
             };
-            let path = format!("{parent}.endpoints[{i}]");
-            check::endpoint(&path, fields, None, &mut addresses, errors)
+            let at = EndpointAt {
+                list: &list,
+                index: i,
+            };
+            check::endpoint(at, fields, None, &mut addresses, errors)
         })
         .collect()
 }

@@ -55,7 +55,7 @@ use sharded::Sharded;
 
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicyTargetSpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
-use crate::check::{self, EndpointFields, FirstSeen};
+use crate::check::{self, EndpointAt, EndpointFields, FirstIndex, FirstSeen};
 use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
 use crate::jwt::JwtRule;
@@ -612,7 +612,7 @@ fn endpoints(
     trust_domain: &TrustDomain,
     errors: &mut Vec<FieldError>,
 ) -> Vec<Endpoint> {
-    let mut addresses = FirstSeen::new();
+    let mut addresses = FirstIndex::new();
     specs
         .iter()
         .enumerate()
@@ -625,9 +625,12 @@ fn endpoints(
                 labels: spec.labels.clone(),
                 identity: &spec.identity,
             };
-            let path = format!("{list_path}[{i}]");
-            endpoint_sizes(&path, spec, errors);
-            check::endpoint(&path, fields, Some(trust_domain), &mut addresses, errors)
+            let at = EndpointAt {
+                list: list_path,
+                index: i,
+            };
+            endpoint_sizes(at, spec, errors);
+            check::endpoint(at, fields, Some(trust_domain), &mut addresses, errors)
         })
         .collect()
 }
@@ -704,7 +707,7 @@ fn service_sizes(
 }
 
 /// Bounds on the free-form strings of one endpoint at `path` (`services[0].endpoints[1]`).
-fn endpoint_sizes(path: &str, spec: &EndpointSpec, errors: &mut Vec<FieldError>) {
+fn endpoint_sizes(path: EndpointAt<'_>, spec: &EndpointSpec, errors: &mut Vec<FieldError>) {
     if spec.zone.len() > MAX_ZONE_BYTES {
         errors.push(FieldError::new(
             format!("{path}.zone"),
