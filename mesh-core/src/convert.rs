@@ -136,7 +136,7 @@ impl From<&Backend> for proto::Backend {
 impl From<&Endpoint> for proto::Endpoint {
     fn from(endpoint: &Endpoint) -> Self {
         Self {
-            address: endpoint.address.to_string(),
+            address: address::to_wire(&endpoint.address),
             weight: endpoint.weight,
             zone: endpoint.zone.clone(),
             labels: endpoint
@@ -144,7 +144,8 @@ impl From<&Endpoint> for proto::Endpoint {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            identity: endpoint.identity.to_string(),
+            // The ID's own text, copied: `to_string` would format it.
+            identity: endpoint.identity.as_str().to_owned(),
             for_zones: endpoint.for_zones.clone(),
         }
     }
@@ -758,6 +759,7 @@ fn header_spec(h: &proto::Header) -> HeaderSpec {
     }
 }
 
+mod address;
 mod fault;
 mod policy;
 mod rate_limit;
