@@ -136,7 +136,13 @@ struct Subscribed {
 /// One Watch stream's state, from the `subscribe` message to its end.
 struct Session<S> {
     state: watch::Receiver<Arc<State>>,
-    shutdown: watch::Receiver<bool>,
+    /// Resolves at the next config version, and is made again after each. It stays registered
+    /// with the channel between the stream's wake-ups: a `changed()` made in each turn of the
+    /// loop registered with the channel (a lock shared by every stream) and left it again at
+    /// every wake-up, and an ACK wakes a stream as often as a change does.
+    changes: NextChange,
+    /// Resolves when the control service shuts down; registered once, as `changes` is.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     registry: Arc<Registry>,
     projections: Arc<ProjectionCache>,
     usage: Arc<Usage>,
@@ -207,9 +213,11 @@ impl WatchHub {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
+        let mut shutdown_rx = self.shutdown.clone();
         let session = Session {
             state: self.state.clone(),
-            shutdown: self.shutdown.clone(),
+            changes: next_change(self.state.clone()),
+            shutdown: Box::pin(async move { shutdown(&mut shutdown_rx).await }),
             registry: self.registry.clone(),
             projections: self.projections.clone(),
             usage: self.usage.clone(),
@@ -273,20 +281,13 @@ where
                 return Some(Ok(snapshot));
             }
             let subscribed = self.subscribed.as_mut()?;
+            // The subscriber's own messages first: most wake-ups are its ACKs, and then the
+            // config and shutdown futures are not polled at all (polling one takes the lock
+            // of a channel every stream shares). A client that keeps messages coming still
+            // yields to them once what it has sent is read: its stream's flow-control window
+            // bounds that, and the stream then reads as pending and the others are polled.
             tokio::select! {
                 biased;
-                () = shutdown(&mut self.shutdown) => {
-                    return self.end("shutdown", Status::unavailable("the control service is shutting down"));
-                }
-                changed = self.state.changed() => {
-                    if changed.is_err() {
-                        return self.end(
-                            "config source closed",
-                            Status::unavailable("the control service is shutting down"),
-                        );
-                    }
-                    subscribed.dirty = true;
-                }
                 message = self.inbound.next() => match message {
                     Some(Ok(WatchRequest { kind: Some(Kind::Ack(ack)) })) => {
                         ack_or_nack(&self.peer, subscribed, &self.registry, ack);
@@ -346,6 +347,19 @@ where
                         return None;
                     }
                 },
+                () = &mut self.shutdown => {
+                    return self.end("shutdown", Status::unavailable("the control service is shutting down"));
+                }
+                (open, receiver) = &mut self.changes => {
+                    self.changes = next_change(receiver);
+                    if !open {
+                        return self.end(
+                            "config source closed",
+                            Status::unavailable("the control service is shutting down"),
+                        );
+                    }
+                    subscribed.dirty = true;
+                }
             }
         }
     }
@@ -354,7 +368,7 @@ where
     /// or `None` when the client left and nobody is there to tell.
     async fn subscribe(&mut self) -> Result<Subscription, Option<Status>> {
         let first = tokio::select! {
-            () = shutdown(&mut self.shutdown) => {
+            () = &mut self.shutdown => {
                 self.ended = Some("shutdown");
                 return Err(Some(Status::unavailable("the control service is shutting down")));
             }
@@ -635,6 +649,18 @@ fn record_report(
             "edge report partly ignored"
         );
     }
+}
+
+/// The next config version after those `receiver` has seen: whether the channel is still open,
+/// and the receiver back, to wait for the one after.
+type NextChange = Pin<Box<dyn Future<Output = (bool, watch::Receiver<Arc<State>>)> + Send>>;
+
+/// Waits on `receiver` for the next config version (see [`NextChange`]).
+fn next_change(mut receiver: watch::Receiver<Arc<State>>) -> NextChange {
+    Box::pin(async move {
+        let open = receiver.changed().await.is_ok();
+        (open, receiver)
+    })
 }
 
 /// Resolves when the control service shuts down (or was dropped without a shutdown).
