@@ -20,44 +20,26 @@ use crate::spiffe::{SpiffeId, TrustDomain};
 /// The largest endpoint or backend weight; bounds the sum of a weight table well inside `u64`.
 pub(crate) const MAX_WEIGHT: u32 = 1_000_000;
 
-/// Remembers where each key was first seen, to report duplicates with both places.
+/// Remembers where each key was first seen, to report duplicates with both places: by path
+/// (`FirstSeen<K>`), or by index in one list (`FirstSeen<K, usize>`), so that a valid list of
+/// endpoints formats no path at all.
 #[derive(Debug)]
-pub(crate) struct FirstSeen<K>(HashMap<K, String>);
+pub(crate) struct FirstSeen<K, At = String>(HashMap<K, At>);
 
-impl<K: Eq + Hash> FirstSeen<K> {
+impl<K: Eq + Hash, At: Clone> FirstSeen<K, At> {
     pub(crate) fn new() -> Self {
         Self(HashMap::new())
     }
 
-    /// `None` the first time `key` is seen (at `path`); after that, the path of the first time.
-    pub(crate) fn check(&mut self, key: K, path: &str) -> Option<String> {
+    /// `None` the first time `key` is seen (at `at`); after that, where it was first seen.
+    pub(crate) fn check<Q>(&mut self, key: K, at: &Q) -> Option<At>
+    where
+        Q: ToOwned<Owned = At> + ?Sized,
+    {
         match self.0.entry(key) {
             std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(path.to_owned());
-                None
-            }
-        }
-    }
-}
-
-/// Remembers the index at which each key was first seen in one list, to report duplicates with
-/// both places: an index rather than a path, so that a valid list formats no path at all.
-#[derive(Debug)]
-pub(crate) struct FirstIndex<K>(HashMap<K, usize>);
-
-impl<K: Eq + Hash> FirstIndex<K> {
-    pub(crate) fn new() -> Self {
-        Self(HashMap::new())
-    }
-
-    /// `None` the first time `key` is seen (at `index`); after that, the index of the first
-    /// time.
-    pub(crate) fn check(&mut self, key: K, index: usize) -> Option<usize> {
-        match self.0.entry(key) {
-            std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(index);
+                slot.insert(at.to_owned());
                 None
             }
         }
@@ -191,11 +173,11 @@ pub(crate) fn endpoint(
     at: EndpointAt<'_>,
     fields: EndpointFields<'_>,
     trust_domain: Option<&TrustDomain>,
-    addresses: &mut FirstIndex<SocketAddr>,
+    addresses: &mut FirstSeen<SocketAddr, usize>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Endpoint> {
     let address = match address(fields.address) {
-        Ok(addr) => match addresses.check(addr, at.index) {
+        Ok(addr) => match addresses.check(addr, &at.index) {
             Some(first) => {
                 let first = EndpointAt { index: first, ..at };
                 errors.push(FieldError::new(

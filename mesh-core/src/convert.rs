@@ -19,7 +19,7 @@
 //! The subscriber's inbound policy travels as `inbound` and is checked like the config's
 //! policies (`inbound.policies[0].rules[1].from.identities[0]: ...`); see `convert/policy.rs`.
 
-use crate::check::{self, EndpointAt, EndpointFields, FirstIndex, FirstSeen};
+use crate::check::{self, EndpointAt, EndpointFields, FirstSeen};
 use crate::config::{
     FilterSpec, GrpcMethodMatchSpec, HeaderModifierSpec, HeaderSpec, HedgingSpec, MethodMatchSpec,
     MirrorBackendRefSpec, PathMatchSpec, RequestMirrorSpec, RetrySpec, RouteMatchSpec,
@@ -531,7 +531,7 @@ fn endpoints(
     errors: &mut Vec<FieldError>,
 ) -> Vec<Endpoint> {
     let list = format!("{parent}.endpoints");
-    let mut addresses = FirstIndex::new();
+    let mut addresses = FirstSeen::new();
     wire.into_iter()
         .enumerate()
         .filter_map(|(i, endpoint)| {

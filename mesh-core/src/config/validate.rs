@@ -55,7 +55,7 @@ use sharded::Sharded;
 
 use super::{BackendRefSpec, EndpointSpec, MeshConfig, PolicyTargetSpec, ServiceSpec};
 use crate::authz::{AuthorizationPolicy, DefaultPolicy, InboundPolicy, MtlsMode, PathPattern};
-use crate::check::{self, EndpointAt, EndpointFields, FirstIndex, FirstSeen};
+use crate::check::{self, EndpointAt, EndpointFields, FirstSeen};
 use crate::dns::check_dns_label;
 use crate::error::{FieldError, ValidationErrors};
 use crate::jwt::JwtRule;
@@ -612,7 +612,7 @@ fn endpoints(
     trust_domain: &TrustDomain,
     errors: &mut Vec<FieldError>,
 ) -> Vec<Endpoint> {
-    let mut addresses = FirstIndex::new();
+    let mut addresses = FirstSeen::new();
     specs
         .iter()
         .enumerate()
@@ -706,11 +706,11 @@ fn service_sizes(
     }
 }
 
-/// Bounds on the free-form strings of one endpoint at `path` (`services[0].endpoints[1]`).
-fn endpoint_sizes(path: EndpointAt<'_>, spec: &EndpointSpec, errors: &mut Vec<FieldError>) {
+/// Bounds on the free-form strings of one endpoint at `at` (`services[0].endpoints[1]`).
+fn endpoint_sizes(at: EndpointAt<'_>, spec: &EndpointSpec, errors: &mut Vec<FieldError>) {
     if spec.zone.len() > MAX_ZONE_BYTES {
         errors.push(FieldError::new(
-            format!("{path}.zone"),
+            format!("{at}.zone"),
             format!("longer than {MAX_ZONE_BYTES} bytes"),
         ));
     }
@@ -722,7 +722,7 @@ fn endpoint_sizes(path: EndpointAt<'_>, spec: &EndpointSpec, errors: &mut Vec<Fi
                 end -= 1;
             }
             errors.push(FieldError::new(
-                format!("{path}.labels"),
+                format!("{at}.labels"),
                 format!(
                     "key {:?}... is longer than {MAX_LABEL_KEY_BYTES} bytes",
                     &key[..end]
@@ -730,7 +730,7 @@ fn endpoint_sizes(path: EndpointAt<'_>, spec: &EndpointSpec, errors: &mut Vec<Fi
             ));
         } else if value.len() > MAX_LABEL_VALUE_BYTES {
             errors.push(FieldError::new(
-                format!("{path}.labels.{key}"),
+                format!("{at}.labels.{key}"),
                 format!("longer than {MAX_LABEL_VALUE_BYTES} bytes"),
             ));
         }
